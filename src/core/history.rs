@@ -1,0 +1,156 @@
+//! Recent matches: the source of `/stats` wait figures and of `queue-status` estimates.
+//!
+//! Figures are computed from the recorded samples when asked, never kept as running averages,
+//! so they are exact over their window and fall back to zero when the window empties.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How far back wait-time figures look.
+pub const WAIT_WINDOW: Duration = Duration::from_secs(300);
+/// How far back the match rate looks.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Most wait samples kept, so a burst of matches cannot grow memory without bound.
+pub const MAX_WAIT_SAMPLES: usize = 20_000;
+
+/// Wait times and match times of the recent past.
+#[derive(Debug, Default)]
+pub struct MatchHistory {
+    /// `(when, wait in ms)` of each matched user, oldest first.
+    waits: VecDeque<(Instant, u64)>,
+    /// When each match was made, oldest first.
+    matches: VecDeque<Instant>,
+    total: u64,
+}
+
+/// Wait-time figures over [`WAIT_WINDOW`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaitSummary {
+    /// Mean wait in ms (0 without samples).
+    pub average_ms: u64,
+    /// 95th-percentile wait in ms (nearest rank; 0 without samples).
+    pub p95_ms: u64,
+    /// How many waits the figures cover.
+    pub samples: usize,
+}
+
+impl MatchHistory {
+    /// Records one match and the waits of its two members.
+    pub fn record(&mut self, now: Instant, waits: [Duration; 2]) {
+        self.total += 1;
+        self.matches.push_back(now);
+        for w in waits {
+            self.waits.push_back((now, w.as_millis() as u64));
+        }
+        self.prune(now);
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self
+            .matches
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > RATE_WINDOW)
+        {
+            self.matches.pop_front();
+        }
+        while self.waits.len() > MAX_WAIT_SAMPLES
+            || self
+                .waits
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > WAIT_WINDOW)
+        {
+            self.waits.pop_front();
+        }
+    }
+
+    /// Matches made since the server started.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Matches made in the last minute before `now`.
+    pub fn matches_last_minute(&self, now: Instant) -> usize {
+        self.matches
+            .iter()
+            .rev()
+            .take_while(|t| now.saturating_duration_since(**t) <= RATE_WINDOW)
+            .count()
+    }
+
+    /// Average and p95 wait over the window ending at `now`.
+    pub fn wait_summary(&self, now: Instant) -> WaitSummary {
+        let mut recent: Vec<u64> = self
+            .waits
+            .iter()
+            .rev()
+            .take_while(|(t, _)| now.saturating_duration_since(*t) <= WAIT_WINDOW)
+            .map(|(_, w)| *w)
+            .collect();
+        if recent.is_empty() {
+            return WaitSummary::default();
+        }
+        recent.sort_unstable();
+        let n = recent.len();
+        let sum: u64 = recent.iter().sum();
+        // Nearest-rank percentile: the smallest sample with at least 95 % of samples at or below it.
+        let rank = (n * 95).div_ceil(100).max(1);
+        WaitSummary {
+            average_ms: sum / n as u64,
+            p95_ms: recent[rank - 1],
+            samples: n,
+        }
+    }
+
+    /// Expected remaining wait for the user at `position` (1 = next), from how many users were
+    /// matched per second over the last minute. `None` before any match in that window.
+    pub fn estimate_wait_ms(&self, position: usize, now: Instant) -> Option<u64> {
+        let matched_users = 2 * self.matches_last_minute(now);
+        if matched_users == 0 {
+            return None;
+        }
+        let per_ms = matched_users as f64 / RATE_WINDOW.as_millis() as f64;
+        Some((position as f64 / per_ms).round() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_figures_are_exact_and_expire() {
+        let t = Instant::now();
+        let mut h = MatchHistory::default();
+        assert_eq!(h.wait_summary(t), WaitSummary::default());
+        for i in 1..=10u64 {
+            h.record(
+                t,
+                [Duration::from_millis(i * 100), Duration::from_millis(0)],
+            );
+        }
+        let s = h.wait_summary(t);
+        assert_eq!(s.samples, 20);
+        assert_eq!(s.average_ms, 5500 / 20);
+        // 20 samples: rank 19 of [0 x10, 100..1000] is 900.
+        assert_eq!(s.p95_ms, 900);
+        assert_eq!(h.matches_last_minute(t), 10);
+        assert_eq!(h.total(), 10);
+        let later = t + WAIT_WINDOW + Duration::from_secs(1);
+        assert_eq!(h.wait_summary(later).samples, 0);
+        assert_eq!(h.matches_last_minute(later), 0);
+        assert_eq!(h.total(), 10, "the total never decreases");
+    }
+
+    #[test]
+    fn estimate_follows_the_match_rate() {
+        let t = Instant::now();
+        let mut h = MatchHistory::default();
+        assert_eq!(h.estimate_wait_ms(1, t), None);
+        // 30 matches a minute = 60 users a minute = one user a second.
+        for _ in 0..30 {
+            h.record(t, [Duration::ZERO; 2]);
+        }
+        assert_eq!(h.estimate_wait_ms(1, t), Some(1000));
+        assert_eq!(h.estimate_wait_ms(5, t), Some(5000));
+    }
+}

@@ -1,0 +1,352 @@
+//! Rules of the core, checked without sockets.
+
+use super::*;
+use crate::core::profile::{Gender, GenderWish};
+use proptest::prelude::*;
+
+type TestCore = Core<u32>;
+
+fn core() -> TestCore {
+    Core::new(CoreConfig {
+        max_room_duration: Duration::from_secs(60),
+        max_waiting_time: Duration::from_secs(30),
+        queue_status_interval: Duration::from_secs(1),
+    })
+}
+
+fn join(c: &mut TestCore, id: &str, link: u32) {
+    c.join(id.into(), link, Profile::default()).unwrap();
+}
+
+fn events_for<'a>(out: &'a [Effect], user: &str) -> Vec<&'a ServerEvent> {
+    out.iter()
+        .filter(|e| &*e.to == user)
+        .map(|e| &e.event)
+        .collect()
+}
+
+fn matched(out: &[Effect], user: &str) -> Matched {
+    events_for(out, user)
+        .into_iter()
+        .find_map(|e| match e {
+            ServerEvent::Matched(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{user} was not matched: {out:?}"))
+}
+
+#[test]
+fn two_searchers_are_paired_with_one_initiator() {
+    let t = Instant::now();
+    let mut c = core();
+    join(&mut c, "a", 1);
+    join(&mut c, "b", 2);
+    let out = c.find("a", None, t).unwrap();
+    let names: Vec<_> = out.iter().map(|e| e.event.name()).collect();
+    assert_eq!(names, ["searching", "queue-status"]);
+    let out = c.find("b", None, t + Duration::from_millis(250)).unwrap();
+    let (ma, mb) = (matched(&out, "a"), matched(&out, "b"));
+    assert_eq!(ma.room_id, mb.room_id);
+    assert_eq!(&*ma.partner_id, "b");
+    assert_eq!(&*mb.partner_id, "a");
+    assert!(ma.is_initiator ^ mb.is_initiator);
+    assert_eq!(ma.wait_time, 250);
+    assert_eq!(mb.wait_time, 0);
+    assert_eq!(c.live().active_rooms, 1);
+    assert_eq!(c.live().waiting_users, 0);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn searching_twice_never_pairs_a_user_with_itself() {
+    let t = Instant::now();
+    let mut c = core();
+    join(&mut c, "a", 1);
+    c.find("a", None, t).unwrap();
+    let out = c.find("a", None, t).unwrap();
+    assert!(out.iter().all(|e| e.event.name() != "matched"));
+    assert_eq!(c.live().waiting_users, 1);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn searching_while_in_a_room_is_refused() {
+    let t = Instant::now();
+    let mut c = core();
+    join(&mut c, "a", 1);
+    join(&mut c, "b", 2);
+    c.find("a", None, t).unwrap();
+    c.find("b", None, t).unwrap();
+    assert_eq!(c.find("a", None, t), Err(ErrorCode::AlreadyInRoom));
+}
+
+#[test]
+fn next_tells_the_partner_and_requeues_the_skipper() {
+    let t = Instant::now();
+    let mut c = core();
+    for (i, u) in ["a", "b", "c"].iter().enumerate() {
+        join(&mut c, u, i as u32);
+    }
+    c.find("a", None, t).unwrap();
+    let room = matched(&c.find("b", None, t).unwrap(), "a").room_id;
+    let out = c.next("a", t).unwrap();
+    assert_eq!(
+        events_for(&out, "b"),
+        [&ServerEvent::PartnerLeft(PartnerLeft {
+            reason: "next",
+            room_id: room.clone(),
+            can_reconnect: false
+        })]
+    );
+    assert_eq!(events_for(&out, "a")[0].name(), "searching");
+    assert!(c.room_of("a").is_none() && c.room_of("b").is_none());
+    assert!(c.is_waiting("a"));
+    // The skipper is found by the next searcher.
+    let out = c.find("c", None, t).unwrap();
+    assert_eq!(&*matched(&out, "c").partner_id, "a");
+    // The partner left behind may search at once: the old room does not linger.
+    assert!(c.find("b", None, t).is_ok());
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn end_chat_closes_the_room_for_both() {
+    let t = Instant::now();
+    let mut c = core();
+    join(&mut c, "a", 1);
+    join(&mut c, "b", 2);
+    c.find("a", None, t).unwrap();
+    let room = matched(&c.find("b", None, t).unwrap(), "a").room_id;
+    let out = c.end("b").unwrap();
+    assert_eq!(events_for(&out, "a")[0].name(), "partner-left");
+    assert_eq!(
+        events_for(&out, "b"),
+        [&ServerEvent::ChatEnded(ChatEnded {
+            room_id: Some(room),
+            reason: "ended"
+        })]
+    );
+    assert_eq!(c.live().active_rooms, 0);
+    assert_eq!(c.end("b"), Err(ErrorCode::NotInRoom));
+    // A search can be cancelled with end-chat too.
+    c.find("a", None, t).unwrap();
+    let out = c.end("a").unwrap();
+    assert!(matches!(
+        out[0].event,
+        ServerEvent::ChatEnded(ChatEnded { room_id: None, .. })
+    ));
+    assert_eq!(c.live().waiting_users, 0);
+}
+
+#[test]
+fn leaving_removes_the_user_everywhere() {
+    let t = Instant::now();
+    let mut c = core();
+    for (i, u) in ["a", "b", "c"].iter().enumerate() {
+        join(&mut c, u, i as u32);
+    }
+    c.find("a", None, t).unwrap();
+    c.find("b", None, t).unwrap();
+    c.find("c", None, t).unwrap();
+    let out = c.leave("a", &0);
+    assert_eq!(events_for(&out, "b")[0].name(), "partner-left");
+    assert!(c.leave("c", &99).is_empty(), "a stale link changes nothing");
+    assert!(c.is_waiting("c"));
+    c.leave("c", &2);
+    c.leave("b", &1);
+    assert_eq!(
+        c.live(),
+        ServerStats {
+            connected_users: 0,
+            waiting_users: 0,
+            active_rooms: 0
+        }
+    );
+}
+
+#[test]
+fn routes_only_to_the_current_partner() {
+    let t = Instant::now();
+    let mut c = core();
+    for (i, u) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        join(&mut c, u, i as u32);
+    }
+    c.find("a", None, t).unwrap();
+    let ab = matched(&c.find("b", None, t).unwrap(), "a").room_id;
+    c.find("c", None, t).unwrap();
+    let cd = matched(&c.find("d", None, t).unwrap(), "c").room_id;
+    assert_eq!(c.route("a", &ab, Some("b")).unwrap(), (&"b".into(), &1));
+    assert_eq!(c.route("a", &ab, None).unwrap().0.as_ref(), "b");
+    assert_eq!(c.route("a", &ab, Some("c")), Err(ErrorCode::NotInRoom));
+    assert_eq!(c.route("c", &ab, None), Err(ErrorCode::NotInRoom), "another room");
+    assert_eq!(c.route("e", &ab, None), Err(ErrorCode::NotInRoom), "no room");
+    assert_eq!(c.route("a", &cd, None), Err(ErrorCode::NotInRoom));
+    c.end("a").unwrap();
+    assert_eq!(c.route("b", &ab, None), Err(ErrorCode::NotInRoom), "ended room");
+}
+
+#[test]
+fn hard_filters_hold_both_ways() {
+    let t = Instant::now();
+    let mut c = core();
+    c.join(
+        "m".into(),
+        1,
+        Profile {
+            gender: Some(Gender::Male),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    c.join(
+        "f".into(),
+        2,
+        Profile {
+            gender: Some(Gender::Female),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let wants_female = Preferences {
+        gender: GenderWish::Female,
+        ..Default::default()
+    };
+    c.find("f", Some(wants_female.clone()), t).unwrap();
+    let out = c.find("m", Some(wants_female), t).unwrap();
+    assert!(out.iter().all(|e| e.event.name() != "matched"));
+    assert_eq!(c.live().waiting_users, 2);
+}
+
+#[test]
+fn rooms_end_at_their_maximum_duration() {
+    let t = Instant::now();
+    let mut c = core();
+    join(&mut c, "a", 1);
+    join(&mut c, "b", 2);
+    c.find("a", None, t).unwrap();
+    c.find("b", None, t).unwrap();
+    assert!(c.tick(t + Duration::from_secs(59)).is_empty());
+    let out = c.tick(t + Duration::from_secs(60));
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|e| matches!(
+        &e.event,
+        ServerEvent::RoomEnded(RoomEnded { reason: "max-duration", duration: 60_000, .. })
+    )));
+    assert_eq!(c.live().active_rooms, 0);
+    assert!(c.find("a", None, t).is_ok());
+}
+
+#[test]
+fn searches_time_out() {
+    let t = Instant::now();
+    let mut c = core();
+    join(&mut c, "a", 1);
+    c.find("a", None, t).unwrap();
+    let out = c.tick(t + Duration::from_secs(30));
+    assert!(matches!(
+        &out[0].event,
+        ServerEvent::SearchTimeout(SearchTimeout { wait_time: 30_000, .. })
+    ));
+    assert!(!c.is_waiting("a"));
+}
+
+#[test]
+fn queue_status_follows_position_changes_throttled() {
+    let t = Instant::now();
+    let mut c = core();
+    let picky = Preferences {
+        gender: GenderWish::Male,
+        ..Default::default()
+    };
+    for (i, u) in ["a", "b", "c"].iter().enumerate() {
+        join(&mut c, u, i as u32);
+        c.find(u, Some(picky.clone()), t).unwrap();
+    }
+    assert!(c.tick(t).is_empty(), "positions were sent on enqueue");
+    c.end("a").unwrap();
+    // Positions changed, but the last update was less than a second ago.
+    assert!(c.tick(t + Duration::from_millis(500)).is_empty());
+    let out = c.tick(t + Duration::from_millis(1000));
+    let positions: Vec<(String, usize, usize)> = out
+        .iter()
+        .map(|e| match &e.event {
+            ServerEvent::QueueStatus(q) => (e.to.to_string(), q.position, q.total_waiting),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(positions, [("b".into(), 1, 2), ("c".into(), 2, 2)]);
+    assert!(c.tick(t + Duration::from_millis(3000)).is_empty(), "no change, no update");
+}
+
+#[test]
+fn a_taken_user_id_is_refused() {
+    let mut c = core();
+    join(&mut c, "a", 1);
+    assert_eq!(
+        c.join("a".into(), 2, Profile::default()),
+        Err(ErrorCode::UserIdTaken)
+    );
+    assert!(c.join("a".into(), 1, Profile::default()).is_ok());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(u8),
+    Find(u8, bool),
+    Next(u8),
+    End(u8),
+    Leave(u8),
+    Tick(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..12).prop_map(Op::Join),
+        (0u8..12, any::<bool>()).prop_map(|(u, p)| Op::Find(u, p)),
+        (0u8..12).prop_map(Op::Next),
+        (0u8..12).prop_map(Op::End),
+        (0u8..12).prop_map(Op::Leave),
+        (0u16..40_000).prop_map(Op::Tick),
+    ]
+}
+
+proptest! {
+    /// Whatever users do, the structure stays sound, every pair is made only of compatible users,
+    /// and once everybody leaves nothing is left behind.
+    #[test]
+    fn random_sessions_keep_the_invariants(ops in proptest::collection::vec(op(), 1..200)) {
+        let mut c = core();
+        let mut now = Instant::now();
+        let profile = |u: u8| Profile {
+            gender: Some(if u % 2 == 0 { Gender::Male } else { Gender::Female }),
+            ..Default::default()
+        };
+        for op in ops {
+            let out = match op {
+                Op::Join(u) => { let _ = c.join(u.to_string().into(), u as u32, profile(u)); vec![] }
+                Op::Find(u, picky) => {
+                    let prefs = picky.then(|| Preferences { gender: GenderWish::Female, ..Default::default() });
+                    c.find(&u.to_string(), prefs, now).unwrap_or_default()
+                }
+                Op::Next(u) => c.next(&u.to_string(), now).unwrap_or_default(),
+                Op::End(u) => c.end(&u.to_string()).unwrap_or_default(),
+                Op::Leave(u) => c.leave(&u.to_string(), &(u as u32)),
+                Op::Tick(ms) => { now += Duration::from_millis(ms as u64); c.tick(now) }
+            };
+            for e in &out {
+                prop_assert!(c.link(&e.to).is_some(), "event for a user who is not connected: {e:?}");
+                if let ServerEvent::Matched(m) = &e.event {
+                    prop_assert_ne!(&m.partner_id, &e.to);
+                    let me = &c.users[&e.to];
+                    let other = &c.users[&m.partner_id];
+                    prop_assert!(profile::compatible((&me.profile, &me.prefs), (&other.profile, &other.prefs)));
+                }
+            }
+            prop_assert_eq!(c.check_invariants(), Ok(()));
+        }
+        for u in 0..12u8 {
+            c.leave(&u.to_string(), &(u as u32));
+        }
+        prop_assert_eq!(c.live(), ServerStats { connected_users: 0, waiting_users: 0, active_rooms: 0 });
+    }
+}

@@ -1,0 +1,12 @@
+//! Roulette: a Socket.IO signaling and matchmaking server for random one-to-one video chat.
+//!
+//! Layers, from the outside in:
+//! - [`config`]: typed, validated settings from flags, environment and `.env`;
+//! - [`app`]: wires the HTTP routes and the Socket.IO layer together and owns shutdown;
+//! - [`http`]: health, statistics and static pages;
+//! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
+//! - [`core`]: the pure, synchronous rules (queue, matching, rooms), free of I/O;
+//! - [`protocol`]: the payloads and error codes on the wire.
+
+pub mod core;
+pub mod protocol;

@@ -1,0 +1,98 @@
+//! The stable error codes clients branch on.
+
+use serde::Serialize;
+
+/// A machine-readable reason sent as `code` in `error` and `auth-error` events.
+/// The string forms are part of the protocol: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// An event other than `authenticate` arrived before `authenticate` succeeded.
+    NotAuthenticated,
+    /// The payload is not of the event's shape (wrong type, missing field, value out of range).
+    InvalidPayload,
+    /// The payload is larger than the event allows.
+    PayloadTooLarge,
+    /// The event name is not part of the protocol.
+    UnknownEvent,
+    /// Binary attachments are not part of this protocol.
+    BinaryNotSupported,
+    /// The sender is not in the room it named, or the target is not its partner.
+    NotInRoom,
+    /// `find-random-partner` while already in a room: send `next-partner` or `end-chat` first.
+    AlreadyInRoom,
+    /// The requested user id is connected on another socket.
+    UserIdTaken,
+    /// This socket already authenticated as another user.
+    AlreadyAuthenticated,
+    /// The partner's connection could not take the message (its send buffer is full).
+    DeliveryFailed,
+    /// The server is shutting down and accepts no new searches.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// The wire form, e.g. `"not-in-room"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotAuthenticated => "not-authenticated",
+            ErrorCode::InvalidPayload => "invalid-payload",
+            ErrorCode::PayloadTooLarge => "payload-too-large",
+            ErrorCode::UnknownEvent => "unknown-event",
+            ErrorCode::BinaryNotSupported => "binary-not-supported",
+            ErrorCode::NotInRoom => "not-in-room",
+            ErrorCode::AlreadyInRoom => "already-in-room",
+            ErrorCode::UserIdTaken => "user-id-taken",
+            ErrorCode::AlreadyAuthenticated => "already-authenticated",
+            ErrorCode::DeliveryFailed => "delivery-failed",
+            ErrorCode::ShuttingDown => "shutting-down",
+        }
+    }
+
+    /// A default human-readable explanation, used when no more specific one is given.
+    pub fn default_message(self) -> &'static str {
+        match self {
+            ErrorCode::NotAuthenticated => "send 'authenticate' first",
+            ErrorCode::InvalidPayload => "the payload does not have the expected shape",
+            ErrorCode::PayloadTooLarge => "the payload is too large",
+            ErrorCode::UnknownEvent => "this event is not part of the protocol",
+            ErrorCode::BinaryNotSupported => "binary attachments are not accepted",
+            ErrorCode::NotInRoom => "you are not in that room, or that user is not your partner",
+            ErrorCode::AlreadyInRoom => "you are in a room: send 'next-partner' or 'end-chat' first",
+            ErrorCode::UserIdTaken => "that user id is connected elsewhere",
+            ErrorCode::AlreadyAuthenticated => "this connection is authenticated as another user",
+            ErrorCode::DeliveryFailed => "your partner's connection is not keeping up",
+            ErrorCode::ShuttingDown => "the server is shutting down",
+        }
+    }
+}
+
+/// A refusal: the code plus the message shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong, for a human.
+    pub message: String,
+}
+
+impl Reject {
+    /// A refusal with a specific message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Reject {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`ErrorCode::InvalidPayload`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Reject::new(ErrorCode::InvalidPayload, message)
+    }
+}
+
+impl From<ErrorCode> for Reject {
+    fn from(code: ErrorCode) -> Self {
+        Reject::new(code, code.default_message())
+    }
+}

@@ -1,0 +1,9 @@
+//! The wire protocol: event payloads in both directions and the error codes.
+//!
+//! Everything a client sends is parsed here into typed, bounded values before the core sees it.
+
+pub mod errors;
+pub mod incoming;
+pub mod outgoing;
+
+pub use errors::{ErrorCode, Reject};

@@ -1,0 +1,318 @@
+//! Server → client events. Field names are the protocol's: camelCase, exactly as documented.
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+use super::errors::ErrorCode;
+use super::incoming::{ConnectionState, Quality, QualityStats};
+
+/// Milliseconds since the Unix epoch, as JavaScript's `Date.now()`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The live counts sent inside `authenticated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStats {
+    /// Authenticated users connected now.
+    pub connected_users: usize,
+    /// Users waiting for a partner now.
+    pub waiting_users: usize,
+    /// Rooms (pairs) open now.
+    pub active_rooms: usize,
+}
+
+/// `authenticated`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Authenticated {
+    /// The user id this connection now speaks for.
+    pub user_id: Arc<str>,
+    /// The Socket.IO socket id.
+    pub socket_id: String,
+    /// Live counts.
+    pub server_stats: ServerStats,
+}
+
+/// `matched`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Matched {
+    /// The new room.
+    pub room_id: Arc<str>,
+    /// The other member.
+    pub partner_id: Arc<str>,
+    /// True for exactly one of the two: that one creates the WebRTC offer.
+    pub is_initiator: bool,
+    /// How long this user searched, in ms.
+    pub wait_time: u64,
+}
+
+/// `queue-status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// 1 for the longest-waiting user.
+    pub position: usize,
+    /// Expected remaining wait in ms from the recent match rate; `null` before any match was seen.
+    pub estimated_wait_time: Option<u64>,
+    /// Users waiting now.
+    pub total_waiting: usize,
+}
+
+/// `searching`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Searching {
+    /// Human-readable status.
+    pub message: &'static str,
+    /// Always `"searching"`.
+    pub status: &'static str,
+    /// Server time, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// `partner-left`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerLeft {
+    /// `next`, `ended` or `disconnect`.
+    pub reason: &'static str,
+    /// The room that ended.
+    pub room_id: Arc<str>,
+    /// Whether the partner may come back into this room.
+    pub can_reconnect: bool,
+}
+
+/// `chat-ended`, to the user who sent `end-chat`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatEnded {
+    /// The room that ended; `null` when a search was cancelled.
+    pub room_id: Option<Arc<str>>,
+    /// `ended` or `search-cancelled`.
+    pub reason: &'static str,
+}
+
+/// `room-ended`, to both members, when the server ends a room.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomEnded {
+    /// Why (`max-duration`).
+    pub reason: &'static str,
+    /// The room.
+    pub room_id: Arc<str>,
+    /// How long the room lasted, in ms.
+    pub duration: u64,
+}
+
+/// `search-timeout`, when a search reached `MAX_WAITING_TIME_MS`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchTimeout {
+    /// Human-readable explanation.
+    pub message: &'static str,
+    /// How long the user waited, in ms.
+    pub wait_time: u64,
+}
+
+/// `server-shutdown`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerShutdown {
+    /// Human-readable explanation.
+    pub message: &'static str,
+    /// Server time, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// `error` (or, with no `event`, the body of `auth-error`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorOut<'a> {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong.
+    pub message: &'a str,
+    /// The event that caused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'a str>,
+}
+
+/// `chat-message`, to both members (the sender's copy is its delivery receipt).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatOut<'a> {
+    /// A server-assigned id.
+    pub id: &'a str,
+    /// Who wrote it.
+    pub from_user_id: &'a str,
+    /// The room.
+    pub room_id: &'a str,
+    /// The text.
+    pub message: &'a str,
+    /// `text` unless the client said otherwise.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// Server time, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// `partner-quality-report`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerQualityOut<'a> {
+    /// The reporting partner.
+    pub from_user_id: &'a str,
+    /// The room.
+    pub room_id: &'a str,
+    /// The partner's grade.
+    pub quality: Option<Quality>,
+    /// The raw numbers.
+    pub stats: &'a QualityStats,
+    /// Server time, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// `partner-connection-status`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerStatusOut<'a> {
+    /// The reporting partner.
+    pub from_user_id: &'a str,
+    /// The room.
+    pub room_id: &'a str,
+    /// Its connection state.
+    pub status: ConnectionState,
+    /// Its grade.
+    pub quality: Option<Quality>,
+    /// Server time, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// `partner-typing`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerTypingOut<'a> {
+    /// The partner.
+    pub from_user_id: &'a str,
+    /// The room.
+    pub room_id: &'a str,
+    /// Whether it is typing.
+    pub is_typing: bool,
+    /// Server time, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// A relayed WebRTC signal: `{<field>: <body>, fromUserId, roomId}` with the body copied verbatim.
+#[derive(Debug)]
+pub struct SignalOut<'a> {
+    /// `offer`, `answer` or `candidate`.
+    pub field: &'static str,
+    /// The sender's JSON, untouched.
+    pub body: &'a RawValue,
+    /// The sender.
+    pub from_user_id: &'a str,
+    /// The room.
+    pub room_id: &'a str,
+}
+
+impl Serialize for SignalOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry(self.field, self.body)?;
+        m.serialize_entry("fromUserId", self.from_user_id)?;
+        m.serialize_entry("roomId", self.room_id)?;
+        m.end()
+    }
+}
+
+/// An event the core decides to send: the enum lets the core stay free of sockets while the
+/// signaling layer does the emitting.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// `matched`.
+    Matched(Matched),
+    /// `queue-status`.
+    QueueStatus(QueueStatus),
+    /// `searching`.
+    Searching(Searching),
+    /// `partner-left`.
+    PartnerLeft(PartnerLeft),
+    /// `chat-ended`.
+    ChatEnded(ChatEnded),
+    /// `room-ended`.
+    RoomEnded(RoomEnded),
+    /// `search-timeout`.
+    SearchTimeout(SearchTimeout),
+}
+
+impl ServerEvent {
+    /// The event name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerEvent::Matched(_) => "matched",
+            ServerEvent::QueueStatus(_) => "queue-status",
+            ServerEvent::Searching(_) => "searching",
+            ServerEvent::PartnerLeft(_) => "partner-left",
+            ServerEvent::ChatEnded(_) => "chat-ended",
+            ServerEvent::RoomEnded(_) => "room-ended",
+            ServerEvent::SearchTimeout(_) => "search-timeout",
+        }
+    }
+}
+
+impl Serialize for ServerEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ServerEvent::Matched(p) => p.serialize(s),
+            ServerEvent::QueueStatus(p) => p.serialize(s),
+            ServerEvent::Searching(p) => p.serialize(s),
+            ServerEvent::PartnerLeft(p) => p.serialize(s),
+            ServerEvent::ChatEnded(p) => p.serialize(s),
+            ServerEvent::RoomEnded(p) => p.serialize(s),
+            ServerEvent::SearchTimeout(p) => p.serialize(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_out_embeds_the_body_verbatim() {
+        let body = RawValue::from_string(r#"{"candidate":"c 1 udp","sdpMid":"0"}"#.into()).unwrap();
+        let out = SignalOut {
+            field: "candidate",
+            body: &body,
+            from_user_id: "alice",
+            room_id: "r1",
+        };
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"candidate":{"candidate":"c 1 udp","sdpMid":"0"},"fromUserId":"alice","roomId":"r1"}"#
+        );
+    }
+
+    #[test]
+    fn events_serialise_with_protocol_field_names() {
+        let ev = ServerEvent::Matched(Matched {
+            room_id: "r".into(),
+            partner_id: "p".into(),
+            is_initiator: true,
+            wait_time: 5,
+        });
+        assert_eq!(ev.name(), "matched");
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap(),
+            serde_json::json!({"roomId":"r","partnerId":"p","isInitiator":true,"waitTime":5})
+        );
+    }
+}
