@@ -8,5 +8,9 @@
 //! - [`core`]: the pure, synchronous rules (queue, matching, rooms), free of I/O;
 //! - [`protocol`]: the payloads and error codes on the wire.
 
+pub mod app;
+pub mod config;
 pub mod core;
+pub mod http;
 pub mod protocol;
+pub mod signaling;

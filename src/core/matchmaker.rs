@@ -132,10 +132,16 @@ mod tests {
             gender: GenderWish::Female,
             ..Default::default()
         });
-        assert!(m.offer(picky).is_none(), "c has no gender: d's wish is not met");
+        assert!(
+            m.offer(picky).is_none(),
+            "c has no gender: d's wish is not met"
+        );
         assert_eq!(m.len(), 2);
         let e = m.offer(seeker("e", t + Duration::from_millis(2))).unwrap();
-        assert_eq!(&*e.user, "c", "c waited longest among those compatible with e");
+        assert_eq!(
+            &*e.user, "c",
+            "c waited longest among those compatible with e"
+        );
         assert_eq!(m.waiting().map(|s| &*s.user).collect::<Vec<_>>(), ["d"]);
     }
 
@@ -166,6 +172,9 @@ mod tests {
         m.offer(picky("b", t + Duration::from_millis(1)));
         let a = m.remove("a").unwrap();
         m.offer(picky("a", a.since));
-        assert_eq!(m.waiting().map(|s| &*s.user).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            m.waiting().map(|s| &*s.user).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::ErrorCode;
 use crate::protocol::outgoing::{
-    ChatEnded, Matched, PartnerLeft, QueueStatus, RoomEnded, SearchTimeout, Searching,
-    ServerEvent, ServerStats, now_ms,
+    ChatEnded, Matched, PartnerLeft, QueueStatus, RoomEnded, SearchTimeout, Searching, ServerEvent,
+    ServerStats, now_ms,
 };
 use history::{MatchHistory, WaitSummary};
 use matchmaker::{FifoMatchmaker, Matchmaker, Seeker};
@@ -248,7 +248,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// Closes `user`'s room and tells the partner why. Returns the closed room.
-    fn close_room_of(&mut self, user: &str, reason: &'static str, out: &mut Vec<Effect>) -> Option<Room> {
+    fn close_room_of(
+        &mut self,
+        user: &str,
+        reason: &'static str,
+        out: &mut Vec<Effect>,
+    ) -> Option<Room> {
         let id = self.rooms.of_user(user)?.id.clone();
         let room = self.rooms.close(&id)?;
         let partner = room.partner_of(user).expect("user is a member").clone();

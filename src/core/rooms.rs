@@ -54,10 +54,8 @@ impl Rooms {
     pub fn open(&mut self, room: Room) {
         debug_assert!(!self.by_user.contains_key(&room.initiator));
         debug_assert!(!self.by_user.contains_key(&room.responder));
-        self.by_user
-            .insert(room.initiator.clone(), room.id.clone());
-        self.by_user
-            .insert(room.responder.clone(), room.id.clone());
+        self.by_user.insert(room.initiator.clone(), room.id.clone());
+        self.by_user.insert(room.responder.clone(), room.id.clone());
         self.deadlines.insert((room.deadline, room.id.clone()));
         self.by_id.insert(room.id.clone(), room);
     }
@@ -125,7 +123,15 @@ mod tests {
         let t = Instant::now();
         let mut rooms = Rooms::default();
         rooms.open(room("r1", "a", "b", t, 10));
-        assert_eq!(rooms.of_user("b").unwrap().partner_of("b").unwrap().as_ref(), "a");
+        assert_eq!(
+            rooms
+                .of_user("b")
+                .unwrap()
+                .partner_of("b")
+                .unwrap()
+                .as_ref(),
+            "a"
+        );
         assert!(rooms.close("r1").is_some());
         assert!(rooms.of_user("a").is_none());
         assert!(rooms.is_empty());
@@ -138,7 +144,9 @@ mod tests {
         let mut rooms = Rooms::default();
         rooms.open(room("r1", "a", "b", t, 10));
         rooms.open(room("r2", "c", "d", t, 20));
-        assert_eq!(rooms.due(t + Duration::from_millis(15)), vec![RoomId::from("r1")]);
+        assert_eq!(
+            rooms.due(t + Duration::from_millis(15)),
+            vec![RoomId::from("r1")]
+        );
     }
-
 }

@@ -178,11 +178,23 @@ fn routes_only_to_the_current_partner() {
     assert_eq!(c.route("a", &ab, Some("b")).unwrap(), (&"b".into(), &1));
     assert_eq!(c.route("a", &ab, None).unwrap().0.as_ref(), "b");
     assert_eq!(c.route("a", &ab, Some("c")), Err(ErrorCode::NotInRoom));
-    assert_eq!(c.route("c", &ab, None), Err(ErrorCode::NotInRoom), "another room");
-    assert_eq!(c.route("e", &ab, None), Err(ErrorCode::NotInRoom), "no room");
+    assert_eq!(
+        c.route("c", &ab, None),
+        Err(ErrorCode::NotInRoom),
+        "another room"
+    );
+    assert_eq!(
+        c.route("e", &ab, None),
+        Err(ErrorCode::NotInRoom),
+        "no room"
+    );
     assert_eq!(c.route("a", &cd, None), Err(ErrorCode::NotInRoom));
     c.end("a").unwrap();
-    assert_eq!(c.route("b", &ab, None), Err(ErrorCode::NotInRoom), "ended room");
+    assert_eq!(
+        c.route("b", &ab, None),
+        Err(ErrorCode::NotInRoom),
+        "ended room"
+    );
 }
 
 #[test]
@@ -230,7 +242,11 @@ fn rooms_end_at_their_maximum_duration() {
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|e| matches!(
         &e.event,
-        ServerEvent::RoomEnded(RoomEnded { reason: "max-duration", duration: 60_000, .. })
+        ServerEvent::RoomEnded(RoomEnded {
+            reason: "max-duration",
+            duration: 60_000,
+            ..
+        })
     )));
     assert_eq!(c.live().active_rooms, 0);
     assert!(c.find("a", None, t).is_ok());
@@ -245,7 +261,10 @@ fn searches_time_out() {
     let out = c.tick(t + Duration::from_secs(30));
     assert!(matches!(
         &out[0].event,
-        ServerEvent::SearchTimeout(SearchTimeout { wait_time: 30_000, .. })
+        ServerEvent::SearchTimeout(SearchTimeout {
+            wait_time: 30_000,
+            ..
+        })
     ));
     assert!(!c.is_waiting("a"));
 }
@@ -275,7 +294,10 @@ fn queue_status_follows_position_changes_throttled() {
         })
         .collect();
     assert_eq!(positions, [("b".into(), 1, 2), ("c".into(), 2, 2)]);
-    assert!(c.tick(t + Duration::from_millis(3000)).is_empty(), "no change, no update");
+    assert!(
+        c.tick(t + Duration::from_millis(3000)).is_empty(),
+        "no change, no update"
+    );
 }
 
 #[test]
@@ -318,7 +340,7 @@ proptest! {
         let mut c = core();
         let mut now = Instant::now();
         let profile = |u: u8| Profile {
-            gender: Some(if u % 2 == 0 { Gender::Male } else { Gender::Female }),
+            gender: Some(if u.is_multiple_of(2) { Gender::Male } else { Gender::Female }),
             ..Default::default()
         };
         for op in ops {

@@ -49,6 +49,15 @@ impl ErrorCode {
         }
     }
 
+    /// Whether this refusal of `authenticate` is about identity, and so goes out as `auth-error`
+    /// (the event clients already listen to) rather than `error`.
+    pub fn is_auth_failure(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::UserIdTaken | ErrorCode::AlreadyAuthenticated
+        )
+    }
+
     /// A default human-readable explanation, used when no more specific one is given.
     pub fn default_message(self) -> &'static str {
         match self {
@@ -58,7 +67,9 @@ impl ErrorCode {
             ErrorCode::UnknownEvent => "this event is not part of the protocol",
             ErrorCode::BinaryNotSupported => "binary attachments are not accepted",
             ErrorCode::NotInRoom => "you are not in that room, or that user is not your partner",
-            ErrorCode::AlreadyInRoom => "you are in a room: send 'next-partner' or 'end-chat' first",
+            ErrorCode::AlreadyInRoom => {
+                "you are in a room: send 'next-partner' or 'end-chat' first"
+            }
             ErrorCode::UserIdTaken => "that user id is connected elsewhere",
             ErrorCode::AlreadyAuthenticated => "this connection is authenticated as another user",
             ErrorCode::DeliveryFailed => "your partner's connection is not keeping up",

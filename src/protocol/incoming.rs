@@ -169,7 +169,9 @@ impl PreferencesIn {
         if let Some((lo, hi)) = self.age_range
             && lo > hi
         {
-            return Err(Reject::invalid("ageRange must be [min, max] with min <= max"));
+            return Err(Reject::invalid(
+                "ageRange must be [min, max] with min <= max",
+            ));
         }
         let interests = normalise_interests(&self.interests).map_err(|e| Reject::invalid(e.0))?;
         Ok(Preferences {

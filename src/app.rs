@@ -1,0 +1,160 @@
+//! Wiring: the Socket.IO layer, the HTTP routes, CORS and origin checks, the timer, and an
+//! orderly shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+
+use crate::config::{Config, Environment, Origins};
+use crate::protocol::outgoing::{ServerShutdown, now_ms};
+use crate::signaling::{Hub, OnConnect};
+
+/// How often time-driven work (room and search expiry, queue positions) runs.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// The assembled application: the router to serve, the shared state, and the Socket.IO handle.
+pub struct App {
+    /// Every HTTP route, Socket.IO included.
+    pub router: Router,
+    /// Shared state.
+    pub hub: Arc<Hub>,
+    /// The Socket.IO server, for broadcasts and closing.
+    pub io: SocketIo,
+}
+
+/// Builds the application from its settings.
+pub fn build(config: Config) -> App {
+    let (layer, io) = SocketIo::builder()
+        .ping_interval(Duration::from_millis(config.ping_interval_ms))
+        .ping_timeout(Duration::from_millis(config.ping_timeout_ms))
+        .max_buffer_size(config.socket_buffer_packets as usize)
+        .max_payload(config.max_message_bytes)
+        .ws_max_message_size(config.max_message_bytes as usize)
+        .ws_max_frame_size(config.max_message_bytes as usize)
+        .build_layer();
+    let origins = Arc::new(config.client_origin.clone());
+    let static_dir = config.static_dir.clone();
+    let hub = Hub::new(config);
+    io.ns("/", OnConnect(hub.clone()));
+
+    let router = crate::http::routes(hub.clone())
+        .fallback_service(ServeDir::new(static_dir))
+        .layer(layer)
+        .layer(cors(&origins))
+        .layer(middleware::from_fn_with_state(origins, check_origin));
+    App { router, hub, io }
+}
+
+fn cors(origins: &Origins) -> CorsLayer {
+    let base = CorsLayer::new().allow_methods([Method::GET, Method::POST, Method::OPTIONS]);
+    match origins {
+        Origins::Any => base
+            .allow_origin(tower_http::cors::Any)
+            .allow_headers(tower_http::cors::Any),
+        Origins::List(list) => base
+            .allow_origin(AllowOrigin::list(
+                list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+            ))
+            .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+            .allow_credentials(true),
+    }
+}
+
+/// Browsers do not apply CORS to WebSocket upgrades, so the Socket.IO endpoint checks the
+/// `Origin` header itself. Requests without one (native apps, servers) are let through.
+async fn check_origin(State(origins): State<Arc<Origins>>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/socket.io")
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+        && !origin.to_str().is_ok_and(|o| origins.allows(o))
+    {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    next.run(req).await
+}
+
+/// Serves on `listener` until `shutdown` resolves, then shuts down within the configured
+/// timeout: `/health` turns 503, every client gets `server-shutdown`, connections close.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if config.node_env == Environment::Production && config.client_origin == Origins::Any {
+        tracing::warn!("CLIENT_ORIGIN is `*` in production: any web page may connect");
+    }
+    let timeout = config.shutdown_timeout();
+    let App { router, hub, io } = build(config);
+
+    let ticker = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                hub.tick(Instant::now());
+            }
+        }
+    });
+
+    // Nagle's algorithm would hold small relayed packets back ~40 ms waiting for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                stop_rx.await.ok();
+            })
+            .into_future(),
+    );
+
+    shutdown.await;
+    let deadline = Instant::now() + timeout;
+    tracing::info!(timeout_ms = timeout.as_millis() as u64, "shutting down");
+    hub.begin_shutdown();
+    let notice = ServerShutdown {
+        message: "The server is restarting; reconnect in a moment",
+        timestamp: now_ms(),
+    };
+    let left = |d: Instant| d.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(left(deadline), io.emit("server-shutdown", &notice))
+        .await
+        .is_err()
+    {
+        tracing::warn!("server-shutdown broadcast did not finish in time");
+    }
+    // Let the notice reach the wire before the transports close.
+    tokio::time::sleep(left(deadline).min(Duration::from_millis(200))).await;
+    ticker.abort();
+    // Closing the server does not run disconnect handlers: forget everyone explicitly.
+    hub.lock().clear();
+    if tokio::time::timeout(left(deadline), io.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing client connections did not finish in time");
+    }
+    stop_tx.send(()).ok();
+    match tokio::time::timeout(left(deadline), server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("stopped"),
+        Ok(Ok(Err(e))) => return Err(e),
+        Ok(Err(e)) => tracing::error!("server task failed: {e}"),
+        Err(_) => tracing::warn!("connections still open at the shutdown deadline; exiting anyway"),
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Settings, from command-line flags, the environment and a `.env` file, in that order of
+//! precedence. Every value is typed and range-checked at start: a bad one stops the server with a
+//! message naming the key, before any port is opened.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::core::CoreConfig;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The deployment kind, accepted for compatibility with Node deployments (`NODE_ENV`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    /// Local development.
+    Development,
+    /// A live deployment: a wildcard `CLIENT_ORIGIN` is warned about.
+    Production,
+    /// Automated tests.
+    Test,
+}
+
+/// Which browser origins may connect: `*` or an explicit list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    /// Any origin (development).
+    Any,
+    /// Exactly these origins, e.g. `https://app.example.com`.
+    List(Vec<String>),
+}
+
+impl Origins {
+    /// Whether a browser page from `origin` may connect.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            Origins::Any => true,
+            Origins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
+}
+
+fn parse_origins(raw: &str) -> Result<Origins, String> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(Origins::Any);
+    }
+    let mut list = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let part = part.trim_end_matches('/');
+        let rest = part
+            .strip_prefix("https://")
+            .or_else(|| part.strip_prefix("http://"))
+            .ok_or_else(|| format!("{part:?} is not an origin like https://app.example.com"))?;
+        if rest.is_empty() || rest.contains('/') {
+            return Err(format!(
+                "{part:?} is not an origin (scheme://host[:port], no path)"
+            ));
+        }
+        list.push(part.to_string());
+    }
+    if list.is_empty() {
+        return Err("give `*` or a comma-separated list of origins".into());
+    }
+    Ok(Origins::List(list))
+}
+
+/// Every setting of the server. Each one is a flag (`--port`) and an environment variable
+/// (`PORT`); `.env.example` documents them all with their defaults.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "roulette",
+    version,
+    about = "Socket.IO signaling and matchmaking server for random video chat"
+)]
+pub struct Config {
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 3001)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Allowed browser origins: `*` or a comma-separated list (HTTP CORS and Socket.IO handshakes).
+    #[arg(long, env = "CLIENT_ORIGIN", default_value = "*", value_parser = parse_origins)]
+    pub client_origin: Origins,
+
+    /// Deployment kind: development, production or test.
+    #[arg(long, env = "NODE_ENV", value_enum, default_value = "development")]
+    pub node_env: Environment,
+
+    /// A room is ended with `room-ended` after this many ms.
+    #[arg(long, env = "MAX_ROOM_DURATION_MS", default_value_t = 1_800_000,
+          value_parser = clap::value_parser!(u64).range(1000..=86_400_000))]
+    pub max_room_duration_ms: u64,
+
+    /// A search is ended with `search-timeout` after this many ms.
+    #[arg(long, env = "MAX_WAITING_TIME_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(1000..=86_400_000))]
+    pub max_waiting_time_ms: u64,
+
+    /// Least ms between two `queue-status` updates to one waiting user.
+    #[arg(long, env = "QUEUE_STATUS_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub queue_status_interval_ms: u64,
+
+    /// On SIGTERM/SIGINT the process exits within this many ms, whatever the clients do.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub shutdown_timeout_ms: u64,
+
+    /// Largest Socket.IO message a client may send, in bytes (WebSocket frame and polling body).
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(4096..=16_777_216))]
+    pub max_message_bytes: u64,
+
+    /// Packets a socket may have queued for sending before further ones are refused (the
+    /// sender then gets `delivery-failed`). Memory is taken only as the queue fills.
+    #[arg(long, env = "SOCKET_BUFFER_PACKETS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(16..=65_536))]
+    pub socket_buffer_packets: u64,
+
+    /// Engine.IO ping interval in ms.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000,
+          value_parser = clap::value_parser!(u64).range(1000..=300_000))]
+    pub ping_interval_ms: u64,
+
+    /// Engine.IO ping timeout in ms: a client silent this long after a ping is disconnected.
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1000..=300_000))]
+    pub ping_timeout_ms: u64,
+
+    /// Directory of static files served at `/`.
+    #[arg(long, env = "STATIC_DIR", default_value = "public")]
+    pub static_dir: std::path::PathBuf,
+
+    /// Log level or filter (`info`, `debug`, `roulette=debug,info`); `RUST_LOG` wins when set.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads `.env` (when present), then the environment and the flags. Exits with a message and
+    /// status 2 on a bad value.
+    pub fn load() -> Config {
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            eprintln!("error: cannot read .env: {e}");
+            std::process::exit(2);
+        }
+        Config::parse()
+    }
+
+    /// The defaults, with the given flags applied and the environment ignored: for tests and
+    /// embedding.
+    pub fn from_flags<I, T>(flags: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        // clap reads `env` values as it parses; parse the flags against a command with the
+        // environment lookups removed so a developer's shell cannot change a test.
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Config::command();
+        let ids: Vec<clap::Id> = cmd.get_arguments().map(|a| a.get_id().clone()).collect();
+        for id in ids {
+            cmd = cmd.mut_arg(id, |a| a.env(None::<&str>));
+        }
+        let args = std::iter::once(std::ffi::OsString::from("roulette"))
+            .chain(flags.into_iter().map(Into::into));
+        let matches = cmd.try_get_matches_from(args)?;
+        Config::from_arg_matches(&matches)
+    }
+
+    /// The timings the core enforces.
+    pub fn core(&self) -> CoreConfig {
+        CoreConfig {
+            max_room_duration: Duration::from_millis(self.max_room_duration_ms),
+            max_waiting_time: Duration::from_millis(self.max_waiting_time_ms),
+            queue_status_interval: Duration::from_millis(self.queue_status_interval_ms),
+        }
+    }
+
+    /// How long shutdown may take.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let c = Config::from_flags(Vec::<String>::new()).unwrap();
+        assert_eq!(c.port, 3001);
+        assert_eq!(c.client_origin, Origins::Any);
+        assert_eq!(c.max_room_duration_ms, 1_800_000);
+        assert_eq!(c.max_waiting_time_ms, 300_000);
+    }
+
+    #[test]
+    fn origins_are_parsed_and_checked() {
+        let o = parse_origins("https://a.example, http://localhost:3000/").unwrap();
+        assert_eq!(
+            o,
+            Origins::List(vec![
+                "https://a.example".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        assert!(o.allows("http://localhost:3000"));
+        assert!(!o.allows("https://evil.example"));
+        assert!(parse_origins("a.example").is_err());
+        assert!(parse_origins("https://a.example/path").is_err());
+        assert!(parse_origins(" , ").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        let e = Config::from_flags(["--port", "70000"]).unwrap_err();
+        assert!(e.to_string().contains("--port"), "{e}");
+        let e = Config::from_flags(["--max-room-duration-ms", "5"]).unwrap_err();
+        assert!(e.to_string().contains("max-room-duration-ms"), "{e}");
+    }
+}

@@ -1,0 +1,27 @@
+//! `chat-message {roomId, message, type?}`: to both members, the sender's copy being its receipt.
+
+use serde_json::value::RawValue;
+
+use crate::protocol::Reject;
+use crate::protocol::incoming::{ChatIn, parse};
+use crate::protocol::outgoing::{ChatOut, now_ms};
+use crate::signaling::{Ctx, send};
+
+/// Delivers a chat line to the partner, then echoes it to the sender with the same id, so the
+/// sender knows it was delivered.
+pub fn message(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+    let chat: ChatIn = parse(raw, true)?;
+    chat.validate()?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let out = ChatOut {
+        id: &id,
+        from_user_id: ctx.user(),
+        room_id: &chat.to.room_id,
+        message: &chat.message,
+        kind: chat.kind.as_deref().unwrap_or("text"),
+        timestamp: now_ms(),
+    };
+    super::to_partner(ctx, &chat.to, "chat-message", &out)?;
+    send(ctx.socket, "chat-message", &out);
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The handler registry: which function answers which event.
+//!
+//! Each handler parses its payload into a typed struct, validates it, asks the core, and emits.
+//! A refusal is returned as a [`Reject`]; the dispatcher turns it into an `error` event naming
+//! the event, so no handler can forget to answer.
+
+mod authenticate;
+mod chat;
+mod partner;
+mod search;
+mod signal;
+
+use serde_json::value::RawValue;
+
+use super::Ctx;
+use crate::protocol::Reject;
+
+/// A handler: the context and the event's raw first argument.
+pub type Handler = fn(&Ctx<'_>, Option<&RawValue>) -> Result<(), Reject>;
+
+/// How an event is handled.
+#[derive(Clone, Copy)]
+pub struct Route {
+    /// The function.
+    pub handler: Handler,
+    /// False only for `authenticate`: every other event needs an authenticated socket.
+    pub needs_user: bool,
+}
+
+const fn user(handler: Handler) -> Option<Route> {
+    Some(Route {
+        handler,
+        needs_user: true,
+    })
+}
+
+/// The route of a client→server event, or `None` for an event not in the protocol.
+pub fn route(event: &str) -> Option<Route> {
+    match event {
+        "authenticate" => Some(Route {
+            handler: authenticate::handle,
+            needs_user: false,
+        }),
+        "find-random-partner" => user(search::find),
+        "next-partner" => user(search::next),
+        "end-chat" => user(search::end),
+        "webrtc-offer" => user(signal::offer),
+        "webrtc-answer" => user(signal::answer),
+        "webrtc-ice-candidate" => user(signal::ice_candidate),
+        "chat-message" => user(chat::message),
+        "typing" => user(partner::typing),
+        "quality-report" => user(partner::quality_report),
+        "connection-status" => user(partner::connection_status),
+        _ => None,
+    }
+}
+
+/// Every event [`route`] knows, for documentation and tests.
+pub const EVENTS: [&str; 11] = [
+    "authenticate",
+    "find-random-partner",
+    "next-partner",
+    "end-chat",
+    "webrtc-offer",
+    "webrtc-answer",
+    "webrtc-ice-candidate",
+    "chat-message",
+    "typing",
+    "quality-report",
+    "connection-status",
+];
+
+/// Sends `payload` to the sender's partner, after checking that `to` names the sender's current
+/// room and partner. A partner whose buffer is full is reported to the sender.
+fn to_partner<T: serde::Serialize>(
+    ctx: &Ctx<'_>,
+    to: &crate::protocol::incoming::Addressed,
+    event: &str,
+    payload: &T,
+) -> Result<(), Reject> {
+    let core = ctx.hub.lock();
+    let (_, partner) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
+    if !super::send(partner, event, payload) {
+        return Err(crate::protocol::ErrorCode::DeliveryFailed.into());
+    }
+    Ok(())
+}

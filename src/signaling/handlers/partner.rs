@@ -1,0 +1,60 @@
+//! `typing`, `quality-report`, `connection-status`: validated, then relayed to the partner as
+//! `partner-typing`, `partner-quality-report`, `partner-connection-status`.
+
+use serde_json::value::RawValue;
+
+use crate::protocol::Reject;
+use crate::protocol::incoming::{ConnectionStatusIn, QualityReportIn, TypingIn, parse};
+use crate::protocol::outgoing::{PartnerQualityOut, PartnerStatusOut, PartnerTypingOut, now_ms};
+use crate::signaling::Ctx;
+
+/// `typing {roomId, isTyping}` → `partner-typing {fromUserId, roomId, isTyping, timestamp}`.
+pub fn typing(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+    let t: TypingIn = parse(raw, true)?;
+    super::to_partner(
+        ctx,
+        &t.to,
+        "partner-typing",
+        &PartnerTypingOut {
+            from_user_id: ctx.user(),
+            room_id: &t.to.room_id,
+            is_typing: t.is_typing,
+            timestamp: now_ms(),
+        },
+    )
+}
+
+/// `quality-report {roomId, quality, stats}` → `partner-quality-report`.
+pub fn quality_report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+    let q: QualityReportIn = parse(raw, true)?;
+    q.validate()?;
+    super::to_partner(
+        ctx,
+        &q.to,
+        "partner-quality-report",
+        &PartnerQualityOut {
+            from_user_id: ctx.user(),
+            room_id: &q.to.room_id,
+            quality: q.quality,
+            stats: &q.stats,
+            timestamp: now_ms(),
+        },
+    )
+}
+
+/// `connection-status {roomId, status, quality?}` → `partner-connection-status`.
+pub fn connection_status(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+    let c: ConnectionStatusIn = parse(raw, true)?;
+    super::to_partner(
+        ctx,
+        &c.to,
+        "partner-connection-status",
+        &PartnerStatusOut {
+            from_user_id: ctx.user(),
+            room_id: &c.to.room_id,
+            status: c.status,
+            quality: c.quality,
+            timestamp: now_ms(),
+        },
+    )
+}

@@ -1,0 +1,44 @@
+//! `find-random-partner`, `next-partner` and `end-chat`: entering and leaving the queue and rooms.
+
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::protocol::incoming::{FindIn, parse};
+use crate::protocol::{ErrorCode, Reject};
+use crate::signaling::{Ctx, deliver};
+
+fn refuse_when_shutting_down(ctx: &Ctx<'_>) -> Result<(), Reject> {
+    if ctx.hub.is_shutting_down() {
+        return Err(ErrorCode::ShuttingDown.into());
+    }
+    Ok(())
+}
+
+/// `find-random-partner {preferences?}`: `searching` and `queue-status`, or `matched` for both.
+pub fn find(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+    let p: FindIn = parse(raw, false)?;
+    let prefs = p.preferences.map(|p| p.into_preferences()).transpose()?;
+    refuse_when_shutting_down(ctx)?;
+    let mut core = ctx.hub.lock();
+    let effects = core.find(ctx.user(), prefs, Instant::now())?;
+    deliver(&core, effects);
+    Ok(())
+}
+
+/// `next-partner`: the partner gets `partner-left`, the sender searches again.
+pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
+    refuse_when_shutting_down(ctx)?;
+    let mut core = ctx.hub.lock();
+    let effects = core.next(ctx.user(), Instant::now())?;
+    deliver(&core, effects);
+    Ok(())
+}
+
+/// `end-chat`: the partner gets `partner-left`, the sender `chat-ended`.
+pub fn end(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
+    let mut core = ctx.hub.lock();
+    let effects = core.end(ctx.user())?;
+    deliver(&core, effects);
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! The Socket.IO side: one small handler per event, run in arrival order.
+//!
+//! socketioxide spawns a task for every message when handlers are async closures, so two
+//! messages from one socket may run concurrently and their relays overtake each other (a
+//! candidate before its offer breaks WebRTC). Its handler traits, however, are called
+//! synchronously on the socket's read path, in the order the messages arrived. Roulette
+//! implements those traits itself ([`OnConnect`], [`Dispatcher`], [`OnDisconnect`]) and does all of
+//! an event's work inside that call: parse, validate, update the core under one lock, and queue
+//! the outgoing packets (`emit` is synchronous). Nothing is spawned, so order is kept by
+//! construction and no task is allocated per message.
+
+pub mod handlers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Mutex, MutexGuard};
+use serde::Serialize;
+use serde::de::{self, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
+use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide_core::Value;
+
+use crate::config::Config;
+use crate::core::{Core, Effect, UserId};
+use crate::protocol::outgoing::ErrorOut;
+use crate::protocol::{ErrorCode, Reject};
+
+/// How the core reaches a user: its socket.
+pub type Link = SocketRef<LocalAdapter>;
+
+/// State shared by every connection: the core behind one lock, plus server-wide flags.
+pub struct Hub {
+    core: Mutex<Core<Link>>,
+    /// The settings the server started with.
+    pub config: Config,
+    shutting_down: AtomicBool,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl Hub {
+    /// A hub with an empty core.
+    pub fn new(config: Config) -> Arc<Hub> {
+        Arc::new(Hub {
+            core: Mutex::new(Core::new(config.core())),
+            config,
+            shutting_down: AtomicBool::new(false),
+            started: Instant::now(),
+        })
+    }
+
+    /// Locks the core. Keep the guard for one event's work only.
+    pub fn lock(&self) -> MutexGuard<'_, Core<Link>> {
+        self.core.lock()
+    }
+
+    /// True once shutdown began: `/health` answers 503 and new searches are refused.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the start of shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Runs the core's time-driven work and sends what it decided.
+    pub fn tick(&self, now: Instant) {
+        let mut core = self.lock();
+        let effects = core.tick(now);
+        deliver(&core, effects);
+    }
+}
+
+/// Sends each effect to its recipient's socket.
+pub fn deliver(core: &Core<Link>, effects: Vec<Effect>) {
+    for e in effects {
+        if let Some(link) = core.link(&e.to) {
+            send(link, e.event.name(), &e.event);
+        }
+    }
+}
+
+/// Queues one event on a socket. Returns false (and logs) when the socket is closed or its send
+/// buffer is full, so a caller that must not lose the event can tell its sender.
+pub fn send<T: Serialize + ?Sized>(socket: &Link, event: &str, data: &T) -> bool {
+    match socket.emit(event, data) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(sid = %socket.id, event, error = %e, "event not delivered");
+            false
+        }
+    }
+}
+
+/// Sends an `error` (or `auth-error`) event describing a refusal.
+pub fn send_error(socket: &Link, event: &str, reject: &Reject) {
+    let auth = event == "authenticate" && reject.code.is_auth_failure();
+    let body = ErrorOut {
+        code: reject.code,
+        message: &reject.message,
+        event: (!auth).then_some(event),
+    };
+    send(socket, if auth { "auth-error" } else { "error" }, &body);
+}
+
+/// What one connection knows about itself. Touched only while the hub lock is held, so that
+/// `authenticate` and the disconnect handler of one socket cannot interleave.
+#[derive(Default)]
+pub struct SessionState {
+    /// The user this socket authenticated as.
+    pub user: Option<UserId>,
+    /// Set by the disconnect handler: a late `authenticate` must not register a dead socket.
+    pub closed: bool,
+}
+
+/// Per-connection data shared by the socket's message and disconnect handlers.
+pub struct Session {
+    /// The server's shared state.
+    pub hub: Arc<Hub>,
+    /// This connection's state.
+    pub state: Mutex<SessionState>,
+}
+
+/// Everything a handler needs about the event it handles.
+pub struct Ctx<'a> {
+    /// The server's shared state.
+    pub hub: &'a Hub,
+    /// This connection.
+    pub session: &'a Session,
+    /// The sending socket.
+    pub socket: &'a Link,
+    /// The user the socket authenticated as (`None` only for `authenticate`).
+    pub user: Option<UserId>,
+}
+
+impl Ctx<'_> {
+    /// The authenticated user; handlers that need one are only called when there is one.
+    pub fn user(&self) -> &UserId {
+        self.user
+            .as_ref()
+            .expect("the dispatcher checks authentication first")
+    }
+}
+
+/// Splits a Socket.IO event frame `["name", payload, ...]` into its name and first argument
+/// without copying the payload. Further arguments are ignored.
+struct Frame<'a> {
+    event: std::borrow::Cow<'a, str>,
+    payload: Option<&'a RawValue>,
+}
+
+impl<'de> de::Deserialize<'de> for Frame<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Frame<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an event array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Frame<'de>, A::Error> {
+                #[derive(serde::Deserialize)]
+                struct Name<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+                let event: Name<'de> = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("missing event name"))?;
+                let payload: Option<&'de RawValue> = seq.next_element()?;
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Frame {
+                    event: event.0,
+                    payload,
+                })
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Marker type for the trait impls below (socketioxide's traits are generic over one).
+pub struct Direct;
+
+/// Registers a connection's handlers before the client can send its first event.
+///
+/// socketioxide sends the namespace `40` reply first and calls the connect handler afterwards, in
+/// a spawned task; a client that emits right after `40` can have its event dropped because no
+/// handler exists yet (seen here: a test's first `authenticate` went unanswered in about one
+/// full-suite run in three, until the handlers moved into the middleware). The connect
+/// *middleware* runs before the socket is registered and before `40` is sent, so the handlers
+/// are installed there, synchronously.
+#[derive(Clone)]
+pub struct OnConnect(pub Arc<Hub>);
+
+/// What socketioxide's connect middleware returns.
+type MiddlewareFuture<'a> = std::pin::Pin<
+    Box<dyn Future<Output = Result<(), Box<dyn std::fmt::Display + Send>>> + Send + 'a>,
+>;
+
+impl ConnectHandler<LocalAdapter, Direct> for OnConnect {
+    fn call(&self, _s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {}
+
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket<LocalAdapter>>,
+        _auth: &'a Option<Value>,
+    ) -> MiddlewareFuture<'a> {
+        let session = Arc::new(Session {
+            hub: self.0.clone(),
+            state: Mutex::new(SessionState::default()),
+        });
+        s.on_fallback(Dispatcher(session.clone()));
+        s.on_disconnect(OnDisconnect(session));
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Receives every event of one socket and runs its handler inline.
+pub struct Dispatcher(Arc<Session>);
+
+impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, v: Value, _ack_id: Option<i64>) {
+        let socket = SocketRef::from(s);
+        let Value::Str(text, binaries) = &v else {
+            let reject = Reject::from(ErrorCode::BinaryNotSupported);
+            return send_error(&socket, "", &reject);
+        };
+        let frame: Frame<'_> = match serde_json::from_str(text.as_str()) {
+            Ok(f) => f,
+            Err(e) => {
+                let reject = Reject::invalid(format!("unreadable event: {e}"));
+                return send_error(&socket, "", &reject);
+            }
+        };
+        let event = frame.event.as_ref();
+        if binaries.as_ref().is_some_and(|b| !b.is_empty()) {
+            return send_error(&socket, event, &ErrorCode::BinaryNotSupported.into());
+        }
+        let Some(route) = handlers::route(event) else {
+            return send_error(&socket, event, &ErrorCode::UnknownEvent.into());
+        };
+        let session = &*self.0;
+        let user = session.state.lock().user.clone();
+        if route.needs_user && user.is_none() {
+            return send_error(&socket, event, &ErrorCode::NotAuthenticated.into());
+        }
+        let ctx = Ctx {
+            hub: &session.hub,
+            session,
+            socket: &socket,
+            user,
+        };
+        if let Err(reject) = (route.handler)(&ctx, frame.payload) {
+            tracing::debug!(sid = %socket.id, event, code = reject.code.as_str(), "refused");
+            send_error(&socket, event, &reject);
+        }
+    }
+}
+
+/// Takes a departed socket's user out of the queue and its room, synchronously.
+pub struct OnDisconnect(Arc<Session>);
+
+impl DisconnectHandler<LocalAdapter, Direct> for OnDisconnect {
+    fn call_with_defer(
+        &self,
+        s: Arc<Socket<LocalAdapter>>,
+        reason: DisconnectReason,
+        defer: fn(Arc<Socket<LocalAdapter>>),
+    ) {
+        let socket = SocketRef::from(s.clone());
+        {
+            let mut core = self.0.hub.lock();
+            let mut state = self.0.state.lock();
+            state.closed = true;
+            if let Some(user) = state.user.take() {
+                tracing::debug!(sid = %socket.id, %user, %reason, "disconnected");
+                let effects = core.leave(&user, &socket);
+                deliver(&core, effects);
+            }
+        }
+        defer(s);
+    }
+}

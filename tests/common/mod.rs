@@ -1,0 +1,310 @@
+//! A test server on an ephemeral port and a minimal Socket.IO v5 client over WebSocket
+//! (Engine.IO v4), speaking the same frames as the official socket.io-client.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roulette::config::Config;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+/// How long a test waits for an expected event before failing.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A running server.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with the default settings plus `flags`.
+    pub async fn start(flags: &[&str]) -> TestServer {
+        let config = Config::from_flags(flags.iter().copied()).expect("valid test flags");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(roulette::app::run(listener, config, async {
+            rx.await.ok();
+        }));
+        TestServer {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// GETs a JSON route.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path}", self.url())).await.unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Begins shutdown (as SIGTERM does) and returns the task running the server.
+    pub fn shutdown(&mut self) -> &mut JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.stop.take() {
+            tx.send(()).ok();
+        }
+        &mut self.task
+    }
+
+    /// Connects and authenticates a client as `user`.
+    pub async fn user(&self, user: &str) -> Client {
+        let mut c = Client::connect(self.addr).await;
+        c.authenticate(user).await;
+        c
+    }
+
+    /// Two authenticated users matched with each other; returns them and the room id.
+    pub async fn pair(&self, a: &str, b: &str) -> (Client, Client, String) {
+        let mut ca = self.user(a).await;
+        let mut cb = self.user(b).await;
+        ca.emit("find-random-partner", json!({})).await;
+        ca.expect("searching").await;
+        cb.emit("find-random-partner", json!({})).await;
+        let ma = ca.expect("matched").await;
+        let mb = cb.expect("matched").await;
+        assert_eq!(ma["roomId"], mb["roomId"]);
+        (ca, cb, ma["roomId"].as_str().unwrap().to_string())
+    }
+
+    /// Polls `/stats` until `pred` holds (or fails the test after [`WAIT`]).
+    pub async fn wait_stats(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, s) = self.get("/stats").await;
+            if pred(&s) {
+                return s;
+            }
+            if tokio::time::Instant::now() > end {
+                panic!("stats never showed {what}: {s}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One Socket.IO connection on the default namespace.
+pub struct Client {
+    ws: Ws,
+    /// The Socket.IO socket id.
+    pub sid: String,
+    pending: VecDeque<(String, Value)>,
+    /// True once the server closed the connection.
+    pub closed: bool,
+}
+
+impl Client {
+    /// Opens a WebSocket, completes the Engine.IO and Socket.IO handshakes.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        Client::connect_with_origin(addr, None).await.unwrap()
+    }
+
+    /// Like [`connect`](Self::connect), sending an `Origin` header. Returns the HTTP status on
+    /// refusal.
+    pub async fn connect_with_origin(
+        addr: SocketAddr,
+        origin: Option<&str>,
+    ) -> Result<Client, u16> {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let mut req = url.into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        let (ws, _) = match connect_async(req).await {
+            Ok(ok) => ok,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                return Err(resp.status().as_u16());
+            }
+            Err(e) => panic!("connect failed: {e}"),
+        };
+        let mut c = Client {
+            ws,
+            sid: String::new(),
+            pending: VecDeque::new(),
+            closed: false,
+        };
+        let open = c.next_text().await.expect("open packet");
+        assert!(open.starts_with('0'), "engine.io open: {open}");
+        c.send_raw("40").await;
+        loop {
+            let t = c.next_text().await.expect("connect packet");
+            if let Some(body) = t.strip_prefix("40") {
+                let v: Value = serde_json::from_str(body).unwrap();
+                c.sid = v["sid"].as_str().unwrap().to_string();
+                break;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Sends a raw Engine.IO text frame, e.g. `42["event",{}]`.
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// Emits an event with one argument.
+    pub async fn emit(&mut self, event: &str, data: Value) {
+        let frame = format!("42{}", json!([event, data]));
+        self.send_raw(&frame).await;
+    }
+
+    /// Emits an event with no argument.
+    pub async fn emit_bare(&mut self, event: &str) {
+        self.send_raw(&format!("42{}", json!([event]))).await;
+    }
+
+    /// Sends `authenticate {userId}` and waits for `authenticated`.
+    pub async fn authenticate(&mut self, user: &str) -> Value {
+        self.emit("authenticate", json!({ "userId": user })).await;
+        let v = self.expect("authenticated").await;
+        assert_eq!(v["userId"], user);
+        v
+    }
+
+    /// The next Engine.IO text frame, answering pings on the way. `None` once closed.
+    async fn next_text(&mut self) -> Option<String> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("server sent nothing in time");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if t.as_str() == "2" {
+                        self.send_raw("3").await;
+                        continue;
+                    }
+                    return Some(t.to_string());
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    self.closed = true;
+                    return None;
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Reads one event frame into the pending queue. False when the connection closed.
+    async fn read_event(&mut self) -> bool {
+        loop {
+            let Some(t) = self.next_text().await else {
+                return false;
+            };
+            if let Some(body) = t.strip_prefix("42") {
+                let v: Value = serde_json::from_str(body).unwrap();
+                let name = v[0].as_str().unwrap().to_string();
+                self.pending
+                    .push_back((name, v.get(1).cloned().unwrap_or(Value::Null)));
+                return true;
+            }
+            // Namespace disconnect (41) or other packets: nothing to queue.
+            if t.starts_with("41") || t == "1" {
+                self.closed = true;
+                return false;
+            }
+        }
+    }
+
+    /// The next event, whatever it is.
+    pub async fn next_event(&mut self) -> (String, Value) {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return e;
+            }
+            assert!(self.read_event().await, "connection closed while waiting");
+        }
+    }
+
+    /// Waits for `event`, skipping `queue-status` and `searching` updates (which come at times
+    /// the tests do not control). Any other event first fails the test.
+    pub async fn expect(&mut self, event: &str) -> Value {
+        loop {
+            let (name, data) = self.next_event().await;
+            if name == event {
+                return data;
+            }
+            if name == "queue-status" || name == "searching" {
+                continue;
+            }
+            panic!("expected {event}, got {name}: {data}");
+        }
+    }
+
+    /// Waits for an `error` event and returns it, checking its `code` and `event`.
+    pub async fn expect_error(&mut self, code: &str, event: &str) -> Value {
+        let e = self.expect("error").await;
+        assert_eq!(e["code"], code, "{e}");
+        assert_eq!(e["event"], event, "{e}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+        e
+    }
+
+    /// Asserts that no event other than queue updates arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some((name, data)) = self.pending.pop_front() {
+                if name != "queue-status" && name != "searching" {
+                    panic!("expected nothing, got {name}: {data}");
+                }
+            }
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match tokio::time::timeout(left, self.read_event()).await {
+                Err(_) => return,
+                Ok(false) => panic!("connection closed"),
+                Ok(true) => {}
+            }
+        }
+    }
+
+    /// The events that have already arrived, without waiting for more.
+    pub async fn drain_ready(&mut self) -> Vec<(String, Value)> {
+        while let Ok(true) = tokio::time::timeout(Duration::ZERO, self.read_event()).await {}
+        self.pending.drain(..).collect()
+    }
+
+    /// Waits until the server closes the connection; returns the events that came before.
+    pub async fn until_closed(&mut self) -> Vec<(String, Value)> {
+        let mut seen: Vec<(String, Value)> = self.pending.drain(..).collect();
+        while self.read_event().await {
+            seen.extend(self.pending.drain(..));
+        }
+        seen
+    }
+
+    /// Closes the WebSocket abruptly (no namespace disconnect).
+    pub async fn drop_connection(mut self) {
+        self.ws.close(None).await.ok();
+    }
+}
