@@ -8,8 +8,12 @@ use roulette::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_level))
+    // An empty RUST_LOG counts as unset, so LOG_LEVEL still applies.
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = from_env
+        .map_or_else(|| EnvFilter::try_new(&config.log_level), EnvFilter::try_new)
         .unwrap_or_else(|e| {
             eprintln!("error: invalid LOG_LEVEL {:?}: {e}", config.log_level);
             std::process::exit(2);
@@ -66,9 +70,10 @@ fn main() -> ExitCode {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener.local_addr()?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            "listening on http://{addr}"
+            "listening on http://{bound}"
         );
         roulette::app::run(listener, config, shutdown_signal()).await
     });

@@ -20,7 +20,8 @@ use serde::Serialize;
 use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::handler::FromMessageParts;
 use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide_core::Value;
@@ -221,42 +222,77 @@ impl ConnectHandler<LocalAdapter, Direct> for OnConnect {
 /// Receives every event of one socket and runs its handler inline.
 pub struct Dispatcher(Arc<Session>);
 
+/// The acknowledgement sent when a client emits with a callback (`emitWithAck`).
+#[derive(Serialize)]
+struct AckReply<'a> {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<ErrorCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
 impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
-    fn call(&self, s: Arc<Socket<LocalAdapter>>, v: Value, _ack_id: Option<i64>) {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
+        let ack = ack_id.map(|_| {
+            let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
+            ack
+        });
         let socket = SocketRef::from(s);
-        let Value::Str(text, binaries) = &v else {
-            let reject = Reject::from(ErrorCode::BinaryNotSupported);
-            return send_error(&socket, "", &reject);
-        };
-        let frame: Frame<'_> = match serde_json::from_str(text.as_str()) {
-            Ok(f) => f,
-            Err(e) => {
-                let reject = Reject::invalid(format!("unreadable event: {e}"));
-                return send_error(&socket, "", &reject);
-            }
-        };
-        let event = frame.event.as_ref();
-        if binaries.as_ref().is_some_and(|b| !b.is_empty()) {
-            return send_error(&socket, event, &ErrorCode::BinaryNotSupported.into());
+        let outcome = self.dispatch(&socket, &v);
+        if let Err((event, reject)) = &outcome {
+            tracing::debug!(sid = %socket.id, %event, code = reject.code.as_str(), "refused");
+            send_error(&socket, event, reject);
         }
-        let Some(route) = handlers::route(event) else {
-            return send_error(&socket, event, &ErrorCode::UnknownEvent.into());
+        if let Some(ack) = ack {
+            let reply = match &outcome {
+                Ok(()) => AckReply {
+                    ok: true,
+                    code: None,
+                    message: None,
+                },
+                Err((_, r)) => AckReply {
+                    ok: false,
+                    code: Some(r.code),
+                    message: Some(&r.message),
+                },
+            };
+            ack.send(&reply).ok();
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Finds the event's handler and runs it; a refusal comes back with the event's name.
+    fn dispatch<'v>(
+        &self,
+        socket: &Link,
+        v: &'v Value,
+    ) -> Result<(), (std::borrow::Cow<'v, str>, Reject)> {
+        let Value::Str(text, binaries) = v else {
+            return Err(("".into(), ErrorCode::BinaryNotSupported.into()));
+        };
+        let frame: Frame<'v> = serde_json::from_str(text.as_str())
+            .map_err(|e| ("".into(), Reject::invalid(format!("unreadable event: {e}"))))?;
+        let event = frame.event;
+        if binaries.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err((event, ErrorCode::BinaryNotSupported.into()));
+        }
+        let Some(route) = handlers::route(&event) else {
+            return Err((event, ErrorCode::UnknownEvent.into()));
         };
         let session = &*self.0;
         let user = session.state.lock().user.clone();
         if route.needs_user && user.is_none() {
-            return send_error(&socket, event, &ErrorCode::NotAuthenticated.into());
+            return Err((event, ErrorCode::NotAuthenticated.into()));
         }
         let ctx = Ctx {
             hub: &session.hub,
             session,
-            socket: &socket,
+            socket,
             user,
         };
-        if let Err(reject) = (route.handler)(&ctx, frame.payload) {
-            tracing::debug!(sid = %socket.id, event, code = reject.code.as_str(), "refused");
-            send_error(&socket, event, &reject);
-        }
+        (route.handler)(&ctx, frame.payload).map_err(|r| (event, r))
     }
 }
 

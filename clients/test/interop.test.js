@@ -1,0 +1,244 @@
+// The protocol, driven with the official socket.io-client 4 over both transports.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import { startServer, connect, next, collect, user, pair } from './harness.js';
+
+const MODES = [
+  ['polling with upgrade', undefined],
+  ['websocket only', ['websocket']],
+];
+
+const RELAYED = ['webrtc-offer', 'webrtc-answer', 'webrtc-ice-candidate', 'chat-message',
+  'typing', 'quality-report', 'connection-status'];
+
+function relayPayload(event, roomId) {
+  switch (event) {
+    case 'webrtc-offer': return { roomId, offer: { type: 'offer', sdp: 'v=0\r\n' } };
+    case 'webrtc-answer': return { roomId, answer: { type: 'answer', sdp: 'v=0\r\n' } };
+    case 'webrtc-ice-candidate': return { roomId, candidate: { candidate: 'candidate:1 1 udp 1 127.0.0.1 9 typ host', sdpMid: '0', sdpMLineIndex: 0 } };
+    case 'chat-message': return { roomId, message: 'hi' };
+    case 'typing': return { roomId, isTyping: true };
+    case 'quality-report': return { roomId, quality: 'good', stats: { latency: 80, packetLoss: 1, bandwidth: 800 } };
+    default: return { roomId, status: 'connected', quality: 'good' };
+  }
+}
+
+for (const [mode, transports] of MODES) {
+  describe(`official client, ${mode}`, () => {
+    let server;
+    let n = 0;
+    const id = (name) => `${name}-${transports ? 'ws' : 'poll'}-${++n}`;
+    const sockets = [];
+    const track = (...s) => { sockets.push(...s); return s; };
+    before(async () => { server = await startServer(); });
+    after(async () => {
+      for (const s of sockets) s.disconnect();
+      assert.equal(await server.stop(), 0, 'the server exits 0 on SIGTERM');
+    });
+
+    it('connects on the expected transport', async () => {
+      const s = io(server.url, { forceNew: true, reconnection: false, ...(transports ? { transports } : {}) });
+      track(s);
+      const first = s.io.engine.transport.name;
+      const upgraded = transports ? null : new Promise((resolve) => s.io.engine.once('upgrade', resolve));
+      await next(s, 'connect');
+      if (transports) {
+        assert.equal(first, 'websocket');
+      } else {
+        assert.equal(first, 'polling', 'the official client starts on long-polling');
+        await upgraded;
+        assert.equal(s.io.engine.transport.name, 'websocket');
+      }
+    });
+
+    it('authenticates', async () => {
+      const s = await connect(server.url, transports);
+      track(s);
+      const authed = next(s, 'authenticated');
+      const userId = id('alice');
+      s.emit('authenticate', { userId, userInfo: { gender: 'female', age: 30, languages: ['en'] } });
+      const a = await authed;
+      assert.equal(a.userId, userId);
+      assert.equal(a.socketId, s.id);
+      assert.deepEqual(Object.keys(a.serverStats).sort(), ['activeRooms', 'connectedUsers', 'waitingUsers']);
+    });
+
+    it('refuses every event before authenticate', async () => {
+      const s = await connect(server.url, transports);
+      track(s);
+      for (const event of ['find-random-partner', 'next-partner', 'end-chat', ...RELAYED]) {
+        const err = next(s, 'error');
+        s.emit(event, relayPayload(event, 'r'));
+        const e = await err;
+        assert.deepEqual([e.code, e.event], ['not-authenticated', event]);
+        assert.ok(e.message);
+      }
+    });
+
+    it('refuses a user id that is online', async () => {
+      const name = id('taken');
+      track(await user(server.url, name, transports));
+      const thief = await connect(server.url, transports);
+      track(thief);
+      const err = next(thief, 'auth-error');
+      thief.emit('authenticate', { userId: name });
+      assert.equal((await err).code, 'user-id-taken');
+    });
+
+    it('matches two searchers', async () => {
+      const a = await user(server.url, id('a'), transports);
+      const b = await user(server.url, id('b'), transports);
+      track(a, b);
+      const searching = next(a, 'searching');
+      const status = next(a, 'queue-status');
+      a.emit('find-random-partner', { preferences: { interests: ['music'] } });
+      assert.equal((await searching).status, 'searching');
+      const q = await status;
+      assert.equal(q.position, 1);
+      assert.ok('estimatedWaitTime' in q && 'totalWaiting' in q);
+      const [ma, mb] = [next(a, 'matched'), next(b, 'matched')];
+      b.emit('find-random-partner');
+      const [x, y] = await Promise.all([ma, mb]);
+      assert.equal(x.roomId, y.roomId);
+      assert.notEqual(x.isInitiator, y.isInitiator);
+      assert.equal(typeof x.waitTime, 'number');
+    });
+
+    it('relays signals intact and only to the partner', async () => {
+      const [a, b, roomId, matchedA, matchedB] = await pair(server.url, id('a'), id('b'), transports);
+      const outsider = await user(server.url, id('eve'), transports);
+      track(a, b, outsider);
+      const offer = { type: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n' };
+      const got = next(b, 'webrtc-offer');
+      a.emit('webrtc-offer', { roomId, offer, targetUserId: matchedA.partnerId });
+      assert.deepEqual(await got, { offer, fromUserId: matchedB.partnerId, roomId });
+      const answer = { type: 'answer', sdp: 'v=0\r\n' };
+      const gotAnswer = next(a, 'webrtc-answer');
+      b.emit('webrtc-answer', { roomId, answer });
+      assert.deepEqual((await gotAnswer).answer, answer);
+      const candidate = { candidate: 'candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+      const gotCand = next(b, 'webrtc-ice-candidate');
+      a.emit('webrtc-ice-candidate', { roomId, candidate });
+      assert.deepEqual((await gotCand).candidate, candidate);
+      // The outsider reaches nobody.
+      const leaks = [collect(a, 'webrtc-offer', 300), collect(b, 'webrtc-offer', 300)];
+      const err = next(outsider, 'error');
+      outsider.emit('webrtc-offer', { roomId, offer });
+      assert.equal((await err).code, 'not-in-room');
+      assert.deepEqual(await Promise.all(leaks), [[], []]);
+    });
+
+    it('sends chat to both and partner events to the partner', async () => {
+      const [a, b, roomId] = await pair(server.url, id('a'), id('b'), transports);
+      track(a, b);
+      const [toA, toB] = [next(a, 'chat-message'), next(b, 'chat-message')];
+      a.emit('chat-message', { roomId, message: 'hello there' });
+      const [ca, cb] = await Promise.all([toA, toB]);
+      assert.deepEqual(ca, cb);
+      assert.equal(cb.message, 'hello there');
+      assert.equal(cb.type, 'text');
+      for (const [event, reply] of [['typing', 'partner-typing'], ['quality-report', 'partner-quality-report'], ['connection-status', 'partner-connection-status']]) {
+        const got = next(b, reply);
+        a.emit(event, relayPayload(event, roomId));
+        const r = await got;
+        assert.equal(r.roomId, roomId);
+        assert.ok(r.fromUserId && r.timestamp);
+      }
+    });
+
+    it('keeps order in a burst of candidates', async () => {
+      const [a, b, roomId] = await pair(server.url, id('a'), id('b'), transports);
+      track(a, b);
+      const N = 2000;
+      const seen = [];
+      const done = new Promise((resolve) => b.on('webrtc-ice-candidate', (c) => {
+        seen.push(c.candidate.n);
+        if (seen.length === N) resolve();
+      }));
+      for (let i = 0; i < N; i++) a.emit('webrtc-ice-candidate', { roomId, candidate: { candidate: 'c', n: i } });
+      await done;
+      assert.deepEqual(seen, [...Array(N).keys()]);
+    });
+
+    it('skips with next-partner and ends with end-chat', async () => {
+      const [a, b, roomId] = await pair(server.url, id('a'), id('b'), transports);
+      track(a, b);
+      const left = next(b, 'partner-left');
+      const searching = next(a, 'searching');
+      a.emit('next-partner');
+      assert.deepEqual(await left, { reason: 'next', roomId, canReconnect: false });
+      await searching;
+      // The skipper is back in the queue: cancel its search so the next pair meets each other.
+      const cancelled = next(a, 'chat-ended');
+      a.emit('end-chat');
+      assert.deepEqual(await cancelled, { roomId: null, reason: 'search-cancelled' });
+      const [c, d, room2] = await pair(server.url, id('c'), id('d'), transports);
+      track(c, d);
+      const [leftC, ended] = [next(c, 'partner-left'), next(d, 'chat-ended')];
+      d.emit('end-chat');
+      assert.deepEqual(await leftC, { reason: 'ended', roomId: room2, canReconnect: false });
+      assert.deepEqual(await ended, { roomId: room2, reason: 'ended' });
+    });
+
+    it('tells the partner when a user disconnects', async () => {
+      const [a, b, roomId] = await pair(server.url, id('a'), id('b'), transports);
+      track(b);
+      const left = next(b, 'partner-left');
+      a.disconnect();
+      assert.deepEqual(await left, { reason: 'disconnect', roomId, canReconnect: false });
+    });
+
+    it('answers malformed payloads with error codes', async () => {
+      const s = await user(server.url, id('m'), transports);
+      track(s);
+      const cases = [
+        ['find-random-partner', { preferences: { ageRange: [50, 20] } }, 'invalid-payload'],
+        ['find-random-partner', 'not an object', 'invalid-payload'],
+        ['webrtc-offer', null, 'invalid-payload'],
+        ['webrtc-offer', { roomId: 'r' }, 'invalid-payload'],
+        ['chat-message', { roomId: 'r', message: 'x'.repeat(2001) }, 'payload-too-large'],
+        ['quality-report', { roomId: 'r', quality: 'superb' }, 'invalid-payload'],
+        ['no-such-event', {}, 'unknown-event'],
+        ['end-chat', undefined, 'not-in-room'],
+      ];
+      for (const [event, payload, code] of cases) {
+        const err = next(s, 'error');
+        s.emit(event, payload);
+        const e = await err;
+        assert.deepEqual([e.code, e.event], [code, event], JSON.stringify(e));
+      }
+      const err = next(s, 'error');
+      s.emit('chat-message', { roomId: 'r', message: 'bin', blob: new Uint8Array([1, 2, 3]) });
+      assert.equal((await err).code, 'binary-not-supported');
+    });
+
+    it('acknowledges events sent with a callback', async () => {
+      const s = await user(server.url, id('ack'), transports);
+      track(s);
+      assert.deepEqual(await s.timeout(5000).emitWithAck('find-random-partner', {}), { ok: true });
+      const refused = await s.timeout(5000).emitWithAck('chat-message', { roomId: 'nope', message: 'x' });
+      assert.equal(refused.ok, false);
+      assert.equal(refused.code, 'not-in-room');
+    });
+  });
+}
+
+describe('shutdown with the official client', () => {
+  it('sends server-shutdown to everyone and exits 0', async () => {
+    const server = await startServer(['--shutdown-timeout-ms', '3000']);
+    const [a, b] = await pair(server.url, 'sa', 'sb');
+    const idle = await connect(server.url, ['websocket']);
+    const notices = [a, b, idle].map((s) => next(s, 'server-shutdown'));
+    const gone = [a, b, idle].map((s) => next(s, 'disconnect'));
+    const started = Date.now();
+    const exit = server.stop();
+    for (const n of await Promise.all(notices)) {
+      assert.equal(typeof n.message, 'string');
+      assert.equal(typeof n.timestamp, 'number');
+    }
+    await Promise.all(gone);
+    assert.equal(await exit, 0);
+    assert.ok(Date.now() - started < 3500);
+  });
+});
