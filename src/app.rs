@@ -45,10 +45,12 @@ pub fn build(config: Config) -> App {
         .build_layer();
     let origins = Arc::new(config.client_origin.clone());
     let static_dir = config.static_dir.clone();
+    let bundle_dir = config.client_bundle_dir.clone();
     let hub = Hub::new(config);
     io.ns("/", OnConnect(hub.clone()));
 
     let router = crate::http::routes(hub.clone())
+        .nest_service("/vendor/socket.io", ServeDir::new(bundle_dir))
         .fallback_service(ServeDir::new(static_dir))
         .layer(layer)
         .layer(cors(&origins))

@@ -143,6 +143,15 @@ pub struct Config {
     #[arg(long, env = "STATIC_DIR", default_value = "public")]
     pub static_dir: std::path::PathBuf,
 
+    /// Directory holding the official socket.io client bundle, served at `/vendor/socket.io/`
+    /// for the demo page (the npm package's `dist`, installed by `npm ci` in `clients/`).
+    #[arg(
+        long,
+        env = "CLIENT_BUNDLE_DIR",
+        default_value = "clients/node_modules/socket.io-client/dist"
+    )]
+    pub client_bundle_dir: std::path::PathBuf,
+
     /// Log level or filter (`info`, `debug`, `roulette=debug,info`); `RUST_LOG` wins when set.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,

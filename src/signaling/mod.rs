@@ -234,6 +234,7 @@ struct AckReply<'a> {
 
 impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
     fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
+        wait_until_connected(&s);
         let ack = ack_id.map(|_| {
             let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
             ack
@@ -259,6 +260,21 @@ impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
             };
             ack.send(&reply).ok();
         }
+    }
+}
+
+/// socketioxide sends the namespace `40` reply and only then marks the socket connected, from the
+/// connect task on another thread; until then every `emit` fails. A client that answers `40` at
+/// once can be handled inside that gap (seen here: an `authenticated` refused as `Closed` in about
+/// one test run in three under load). The gap is a couple of statements on a running thread, so
+/// yielding until the flag is set is brief; the bound only matters for a socket that is closing.
+fn wait_until_connected(s: &Socket<LocalAdapter>) {
+    if s.connected() {
+        return;
+    }
+    let deadline = Instant::now() + std::time::Duration::from_millis(50);
+    while !s.connected() && Instant::now() < deadline {
+        std::thread::yield_now();
     }
 }
 

@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+// Roulette's command-line test client: connects with the official socket.io-client, authenticates,
+// searches, prints every event it receives, and lets you chat.
+//
+//   node test-client.js [--url http://localhost:3001] [--user alice] [--language en]
+//                       [--interests music,chess] [--websocket]
+//
+// Type a line to send it as a chat message. Commands: /next, /end, /find, /stats, /quit.
+import { parseArgs } from 'node:util';
+import readline from 'node:readline';
+import { io } from 'socket.io-client';
+
+const { values: opts } = parseArgs({
+  options: {
+    url: { type: 'string', default: process.env.ROULETTE_URL ?? 'http://localhost:3001' },
+    user: { type: 'string' },
+    language: { type: 'string' },
+    interests: { type: 'string' },
+    websocket: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+if (opts.help) {
+  console.log(`usage: node test-client.js [--url URL] [--user ID] [--language CODE] [--interests a,b] [--websocket]
+
+Connects to a Roulette server, searches for a partner and prints every event.
+Type a line to chat; /next skips, /end ends the chat or search, /find searches again,
+/stats shows the server's statistics, /quit leaves.`);
+  process.exit(0);
+}
+
+const preferences = {};
+if (opts.language) preferences.language = opts.language;
+if (opts.interests) preferences.interests = opts.interests.split(',').map((s) => s.trim()).filter(Boolean);
+
+let roomId = null;
+let partnerId = null;
+
+const time = () => new Date().toISOString().slice(11, 19);
+const say = (line) => {
+  readline.clearLine(process.stdout, 0);
+  readline.cursorTo(process.stdout, 0);
+  console.log(`[${time()}] ${line}`);
+  rl.prompt(true);
+};
+
+const rl = readline.createInterface({ input: process.stdin, output: process.stdout, prompt: '> ' });
+const socket = io(opts.url, { transports: opts.websocket ? ['websocket'] : ['polling', 'websocket'] });
+
+function describe(event, data) {
+  switch (event) {
+    case 'authenticated':
+      return `authenticated as ${data.userId} (${data.serverStats.connectedUsers} online, ${data.serverStats.waitingUsers} waiting, ${data.serverStats.activeRooms} rooms)`;
+    case 'searching':
+      return `searching: ${data.message}`;
+    case 'queue-status':
+      return `queue: position ${data.position} of ${data.totalWaiting}, about ${data.estimatedWaitTime == null ? '?' : Math.ceil(data.estimatedWaitTime / 1000)} s`;
+    case 'matched':
+      return `matched with ${data.partnerId} in room ${data.roomId} after ${data.waitTime} ms${data.isInitiator ? ' (you start the call)' : ''}`;
+    case 'chat-message':
+      return data.fromUserId === partnerId ? `${data.fromUserId}: ${data.message}` : `you: ${data.message} (delivered)`;
+    case 'partner-typing':
+      return data.isTyping ? `${data.fromUserId} is typing…` : `${data.fromUserId} stopped typing`;
+    case 'partner-left':
+      return `partner left (${data.reason})${data.canReconnect ? ', may come back' : ''}`;
+    case 'chat-ended':
+      return data.roomId ? 'chat ended' : 'search cancelled';
+    case 'room-ended':
+      return `room ended (${data.reason}) after ${Math.round(data.duration / 1000)} s`;
+    case 'search-timeout':
+      return `no partner found in ${Math.round(data.waitTime / 1000)} s; /find to try again`;
+    case 'error':
+      return `error ${data.code} on ${data.event}: ${data.message}`;
+    case 'auth-error':
+      return `authentication refused: ${data.code}: ${data.message}`;
+    case 'server-shutdown':
+      return `server shutting down: ${data.message}`;
+    default:
+      return `${event} ${JSON.stringify(data)}`;
+  }
+}
+
+socket.on('connect', () => {
+  say(`connected to ${opts.url} as socket ${socket.id} over ${socket.io.engine.transport.name}`);
+  socket.emit('authenticate', opts.user ? { userId: opts.user } : {});
+});
+socket.io.engine?.on('upgrade', (t) => say(`transport upgraded to ${t.name}`));
+socket.on('disconnect', (reason) => say(`disconnected: ${reason}`));
+socket.on('connect_error', (e) => say(`cannot connect: ${e.message}`));
+
+socket.onAny((event, data) => {
+  if (event === 'authenticated') socket.emit('find-random-partner', { preferences });
+  if (event === 'matched') {
+    roomId = data.roomId;
+    partnerId = data.partnerId;
+  }
+  if (['partner-left', 'chat-ended', 'room-ended'].includes(event)) {
+    roomId = null;
+    partnerId = null;
+  }
+  say(describe(event, data));
+});
+
+rl.on('line', async (line) => {
+  const text = line.trim();
+  if (!text) return rl.prompt();
+  switch (text) {
+    case '/next':
+      roomId = null;
+      socket.emit('next-partner');
+      break;
+    case '/end':
+      socket.emit('end-chat');
+      break;
+    case '/find':
+      socket.emit('find-random-partner', { preferences });
+      break;
+    case '/stats': {
+      const res = await fetch(new URL('/stats', opts.url));
+      say(`stats ${JSON.stringify(await res.json())}`);
+      break;
+    }
+    case '/quit':
+      socket.disconnect();
+      rl.close();
+      return;
+    default:
+      if (!roomId) say('not in a chat yet');
+      else socket.emit('chat-message', { roomId, message: text });
+  }
+  rl.prompt();
+});
+rl.on('close', () => {
+  socket.disconnect();
+  process.exit(0);
+});
+rl.prompt();

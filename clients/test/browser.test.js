@@ -1,0 +1,115 @@
+// End to end in a real browser: Debian's Chromium, driven by playwright-core, with fake camera and
+// microphone. Two pages meet through the server, connect over WebRTC, see each other's video and
+// chat; then one skips, is matched with a third page, and the one left behind is told.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { startServer, repoRoot } from './harness.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const ARTIFACTS = path.join(repoRoot, 'artifacts');
+
+const FLAGS = [
+  '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-quic',
+  '--disable-sync',
+];
+
+/** Resolves once `fn` (run in the page) returns truthy; fails with `what` after `ms`. */
+async function until(page, fn, what, ms = 20000) {
+  try {
+    await page.waitForFunction(fn, null, { timeout: ms, polling: 100 });
+  } catch (e) {
+    const state = await page.evaluate(() => ({
+      phase: window.roulette?.phase, connection: window.roulette?.connectionState,
+      events: window.roulette?.events.map((e) => e.event),
+    }));
+    throw new Error(`${what} did not happen: ${JSON.stringify(state)}`);
+  }
+}
+
+/** Counts decoded frames of the remote video over `ms`: above zero means live video. */
+async function framesDecoded(page, ms = 1500) {
+  return page.evaluate((ms) => new Promise((resolve) => {
+    const v = document.getElementById('remoteVideo');
+    const before = v.getVideoPlaybackQuality().totalVideoFrames;
+    setTimeout(() => resolve({
+      frames: v.getVideoPlaybackQuality().totalVideoFrames - before,
+      width: v.videoWidth,
+      height: v.videoHeight,
+    }), ms);
+  }), ms);
+}
+
+describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser at ${CHROMIUM}` }, () => {
+  let server;
+  let browser;
+  before(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    server = await startServer();
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  async function open(userId, viewport = { width: 1100, height: 720 }) {
+    const context = await browser.newContext({ viewport, permissions: ['camera', 'microphone'] });
+    const page = await context.newPage();
+    page.on('pageerror', (e) => console.error(`[${userId}] page error:`, e));
+    await page.goto(`${server.url}/?user=${userId}`);
+    await until(page, () => window.roulette?.userId, `${userId} signing in`);
+    return page;
+  }
+
+  it('pairs two pages over WebRTC, chats, and re-pairs on Next', async () => {
+    const alice = await open('alice');
+    const bob = await open('bob', { width: 390, height: 844 });
+    await alice.click('#startBtn');
+    await until(alice, () => window.roulette.phase === 'searching', 'alice searching');
+    await bob.click('#startBtn');
+    for (const [name, page] of [['alice', alice], ['bob', bob]]) {
+      await until(page, () => window.roulette.connectionState === 'connected', `${name} WebRTC connected`);
+    }
+    for (const [name, page] of [['alice', alice], ['bob', bob]]) {
+      await until(page, () => document.getElementById('remoteVideo').videoWidth > 0, `${name} receiving video`);
+      const v = await framesDecoded(page);
+      assert.ok(v.frames > 0, `${name} decodes the partner's frames: ${JSON.stringify(v)}`);
+    }
+
+    await alice.fill('#chatInput', 'Hello from Alice');
+    await until(bob, () => !document.getElementById('typing').hidden, 'bob seeing alice typing');
+    await alice.click('#sendBtn');
+    await until(bob, () => document.getElementById('messages').textContent.includes('Hello from Alice'), 'bob receiving chat');
+    await until(alice, () => document.querySelector('#messages li.mine')?.textContent === 'Hello from Alice', 'alice seeing her receipt');
+
+    // The quality indicator is fed by getStats and reported to the server.
+    await until(alice, () => window.roulette.lastQuality !== null, 'a quality grade', 10000);
+    await until(bob, () => window.roulette.events.some((e) => e.event === 'partner-quality-report'), 'bob getting alice\'s quality');
+    await until(bob, () => window.roulette.events.some((e) => e.event === 'partner-connection-status' && e.data.status === 'connected'), 'bob getting alice\'s connection status');
+
+    await alice.screenshot({ path: path.join(ARTIFACTS, 'browser-alice.png') });
+    await bob.screenshot({ path: path.join(ARTIFACTS, 'browser-bob-phone.png') });
+
+    // Carol waits; Alice skips Bob and meets Carol; Bob is told.
+    const carol = await open('carol');
+    await carol.click('#startBtn');
+    await until(carol, () => window.roulette.phase === 'searching', 'carol searching');
+    await alice.click('#nextBtn');
+    await until(bob, () => window.roulette.events.some((e) => e.event === 'partner-left' && e.data.reason === 'next'), 'bob told alice left');
+    await until(bob, () => window.roulette.phase === 'idle', 'bob back to idle');
+    for (const [name, page] of [['alice', alice], ['carol', carol]]) {
+      await until(page, () => window.roulette.partnerId !== null && window.roulette.connectionState === 'connected', `${name} connected to the new partner`);
+    }
+    assert.equal(await alice.evaluate(() => window.roulette.partnerId), 'carol');
+    assert.equal(await carol.evaluate(() => window.roulette.partnerId), 'alice');
+    const v = await framesDecoded(carol);
+    assert.ok(v.frames > 0, `carol decodes alice's frames: ${JSON.stringify(v)}`);
+    await alice.screenshot({ path: path.join(ARTIFACTS, 'browser-alice-after-next.png') });
+    await carol.screenshot({ path: path.join(ARTIFACTS, 'browser-carol.png') });
+    await bob.screenshot({ path: path.join(ARTIFACTS, 'browser-bob-left.png') });
+  });
+});

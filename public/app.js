@@ -1,0 +1,261 @@
+// Roulette demo client: random video chat over WebRTC, signaled through the Roulette server.
+// URL parameters: ?user=ID (else anonymous), ?lang=en, ?interests=a,b.
+(() => {
+  'use strict';
+
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const ui = {
+    online: $('online'), overlay: $('overlay'), spinner: $('spinner'), headline: $('headline'),
+    subline: $('subline'), quality: $('quality'), qualityLabel: $('qualityLabel'),
+    partnerBadge: $('partnerBadge'), remoteVideo: $('remoteVideo'), localVideo: $('localVideo'),
+    start: $('startBtn'), next: $('nextBtn'), stop: $('stopBtn'), messages: $('messages'),
+    typing: $('typing'), composer: $('composer'), input: $('chatInput'), send: $('sendBtn'),
+  };
+
+  // What tests and curious developers can read from the console.
+  const state = window.roulette = {
+    phase: 'idle', userId: null, roomId: null, partnerId: null, isInitiator: false,
+    pc: null, connectionState: 'new', lastQuality: null, events: [],
+  };
+
+  const preferences = {};
+  if (params.get('lang')) preferences.language = params.get('lang');
+  if (params.get('interests')) preferences.interests = params.get('interests').split(',');
+
+  let localStream = null;
+  let statsTimer = null;
+  let typingTimer = null;
+  let signalChain = Promise.resolve();
+
+  const socket = io({ transports: ['polling', 'websocket'] });
+
+  // ---- screen -------------------------------------------------------------------------------
+  function setPhase(phase, headline, subline) {
+    state.phase = phase;
+    const inRoom = phase === 'matched';
+    ui.overlay.hidden = inRoom;
+    ui.spinner.hidden = phase !== 'searching';
+    if (headline) ui.headline.textContent = headline;
+    ui.subline.textContent = subline || '';
+    ui.start.disabled = phase === 'searching' || inRoom;
+    ui.next.disabled = !(phase === 'searching' || inRoom);
+    ui.stop.disabled = !(phase === 'searching' || inRoom);
+    ui.input.disabled = !inRoom;
+    ui.send.disabled = !inRoom;
+    ui.partnerBadge.hidden = !inRoom;
+    if (!inRoom) {
+      ui.typing.hidden = true;
+      setQuality(null);
+    }
+  }
+
+  function say(text, kind = 'system') {
+    const li = document.createElement('li');
+    li.className = kind;
+    li.textContent = text;
+    ui.messages.appendChild(li);
+    ui.messages.scrollTop = ui.messages.scrollHeight;
+  }
+
+  function setQuality(grade) {
+    state.lastQuality = grade;
+    ui.quality.dataset.grade = grade || 'none';
+    ui.qualityLabel.textContent = grade || (state.phase === 'matched' ? state.connectionState : 'no call');
+  }
+
+  // ---- media & WebRTC -------------------------------------------------------------------------
+  async function camera() {
+    if (localStream) return localStream;
+    localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    ui.localVideo.srcObject = localStream;
+    return localStream;
+  }
+
+  function closeCall() {
+    clearInterval(statsTimer);
+    statsTimer = null;
+    if (state.pc) {
+      state.pc.ontrack = state.pc.onicecandidate = state.pc.onconnectionstatechange = null;
+      state.pc.close();
+    }
+    state.pc = null;
+    state.connectionState = 'new';
+    state.roomId = null;
+    state.partnerId = null;
+    ui.remoteVideo.srcObject = null;
+    signalChain = Promise.resolve();
+  }
+
+  // Signaling steps run one after another: a candidate is only added once the description it
+  // belongs to has been applied.
+  function inOrder(step) {
+    signalChain = signalChain.then(step).catch((e) => console.warn('signaling step failed', e));
+    return signalChain;
+  }
+
+  function startCall({ roomId, partnerId, isInitiator }) {
+    closeCall();
+    Object.assign(state, { roomId, partnerId, isInitiator });
+    const pc = state.pc = new RTCPeerConnection({ iceServers: state.iceServers || [] });
+    for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+    pc.ontrack = (e) => { ui.remoteVideo.srcObject = e.streams[0]; };
+    pc.onicecandidate = (e) => {
+      socket.emit('webrtc-ice-candidate', {
+        roomId, targetUserId: partnerId, candidate: e.candidate ? e.candidate.toJSON() : null,
+      });
+    };
+    pc.onconnectionstatechange = () => {
+      state.connectionState = pc.connectionState;
+      if (!state.lastQuality) setQuality(null);
+      if (['connecting', 'connected', 'disconnected', 'failed'].includes(pc.connectionState)) {
+        socket.emit('connection-status', {
+          roomId, status: pc.connectionState, ...(state.lastQuality ? { quality: state.lastQuality } : {}),
+        });
+      }
+    };
+    statsTimer = setInterval(reportQuality, 2000);
+    if (isInitiator) {
+      inOrder(async () => {
+        await pc.setLocalDescription(await pc.createOffer());
+        socket.emit('webrtc-offer', { roomId, targetUserId: partnerId, offer: pc.localDescription.toJSON() });
+      });
+    }
+  }
+
+  // Grades as the earlier client did: loss %, round-trip ms, available kbit/s.
+  function grade({ packetLoss, latency, bandwidth }) {
+    const ok = (loss, rtt, bw) => packetLoss < loss && latency < rtt && (bandwidth === undefined || bandwidth > bw);
+    if (ok(1, 100, 500)) return 'excellent';
+    if (ok(3, 200, 300)) return 'good';
+    if (ok(5, 400, 150)) return 'fair';
+    return 'poor';
+  }
+
+  async function reportQuality() {
+    const pc = state.pc;
+    if (!pc || pc.connectionState !== 'connected') return;
+    const report = await pc.getStats();
+    let latency = 0, bandwidth, jitter = 0, lost = 0, received = 0;
+    report.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        latency = (s.currentRoundTripTime || 0) * 1000;
+        if (s.availableOutgoingBitrate) bandwidth = s.availableOutgoingBitrate / 1000;
+      }
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        lost += s.packetsLost || 0;
+        received += s.packetsReceived || 0;
+        jitter = Math.max(jitter, (s.jitter || 0) * 1000);
+      }
+    });
+    const packetLoss = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+    const stats = { latency, packetLoss, jitter, timestamp: Date.now(), ...(bandwidth ? { bandwidth } : {}) };
+    const quality = grade(stats);
+    setQuality(quality);
+    socket.emit('quality-report', { roomId: state.roomId, quality, stats });
+  }
+
+  // ---- server events --------------------------------------------------------------------------
+  socket.onAny((event, data) => state.events.push({ event, data, at: Date.now() }));
+
+  socket.on('connect', () => {
+    const auth = { userInfo: preferences.language ? { languages: [preferences.language] } : {} };
+    if (params.get('user')) auth.userId = params.get('user');
+    socket.emit('authenticate', auth);
+  });
+  socket.on('disconnect', () => {
+    ui.online.textContent = 'disconnected, reconnecting…';
+    closeCall();
+    setPhase('idle', 'Connection lost', 'Reconnecting to the server…');
+  });
+  socket.on('authenticated', ({ userId, serverStats }) => {
+    state.userId = userId;
+    ui.online.textContent = `${serverStats.connectedUsers} online`;
+  });
+  socket.on('auth-error', (e) => setPhase('idle', 'Cannot sign in', e.message));
+
+  socket.on('searching', () => setPhase('searching', 'Looking for someone…', ''));
+  socket.on('queue-status', ({ position, estimatedWaitTime, totalWaiting }) => {
+    if (state.phase !== 'searching') return;
+    const wait = estimatedWaitTime == null ? '' : ` · about ${Math.max(1, Math.round(estimatedWaitTime / 1000))} s`;
+    ui.subline.textContent = `Position ${position} of ${totalWaiting}${wait}`;
+  });
+  socket.on('matched', (m) => {
+    ui.messages.replaceChildren();
+    say('You are now talking to a stranger. Say hi!');
+    ui.partnerBadge.textContent = 'Stranger';
+    setPhase('matched');
+    setQuality(null);
+    startCall(m);
+  });
+
+  socket.on('webrtc-offer', ({ offer, roomId }) => inOrder(async () => {
+    if (!state.pc || roomId !== state.roomId) return;
+    await state.pc.setRemoteDescription(offer);
+    await state.pc.setLocalDescription(await state.pc.createAnswer());
+    socket.emit('webrtc-answer', { roomId, targetUserId: state.partnerId, answer: state.pc.localDescription.toJSON() });
+  }));
+  socket.on('webrtc-answer', ({ answer, roomId }) => inOrder(async () => {
+    if (state.pc && roomId === state.roomId) await state.pc.setRemoteDescription(answer);
+  }));
+  socket.on('webrtc-ice-candidate', ({ candidate, roomId }) => inOrder(async () => {
+    if (state.pc && roomId === state.roomId && candidate) await state.pc.addIceCandidate(candidate);
+  }));
+
+  socket.on('chat-message', ({ fromUserId, message }) => {
+    say(message, fromUserId === state.userId ? 'mine' : 'theirs');
+    if (fromUserId !== state.userId) ui.typing.hidden = true;
+  });
+  socket.on('partner-typing', ({ isTyping }) => { ui.typing.hidden = !isTyping; });
+
+  const ended = (headline, subline) => {
+    closeCall();
+    setPhase('idle', headline, subline);
+    say(headline);
+  };
+  socket.on('partner-left', ({ reason }) => ended(
+    reason === 'next' ? 'Your partner skipped' : 'Your partner left',
+    'Press Start to meet someone new.',
+  ));
+  socket.on('chat-ended', ({ roomId }) => ended(roomId ? 'You ended the chat' : 'Search stopped', 'Press Start when you are ready.'));
+  socket.on('room-ended', () => ended('Time is up for this chat', 'Press Start to meet someone new.'));
+  socket.on('search-timeout', () => ended('Nobody is around right now', 'Press Start to try again.'));
+  socket.on('server-shutdown', (n) => say(n.message));
+  socket.on('error', (e) => console.warn('server error', e));
+
+  // ---- controls -------------------------------------------------------------------------------
+  ui.start.onclick = async () => {
+    try {
+      await camera();
+    } catch (e) {
+      setPhase('idle', 'Camera unavailable', 'Allow camera and microphone access, then press Start.');
+      return;
+    }
+    socket.emit('find-random-partner', { preferences });
+  };
+  ui.next.onclick = () => {
+    closeCall();
+    socket.emit('next-partner');
+  };
+  ui.stop.onclick = () => socket.emit('end-chat');
+
+  ui.composer.onsubmit = (e) => {
+    e.preventDefault();
+    const message = ui.input.value.trim();
+    if (!message || !state.roomId) return;
+    socket.emit('chat-message', { roomId: state.roomId, message });
+    socket.emit('typing', { roomId: state.roomId, isTyping: false });
+    ui.input.value = '';
+  };
+  ui.input.oninput = () => {
+    if (!state.roomId) return;
+    if (!typingTimer) socket.emit('typing', { roomId: state.roomId, isTyping: true });
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(() => {
+      typingTimer = null;
+      if (state.roomId) socket.emit('typing', { roomId: state.roomId, isTyping: false });
+    }, 1500);
+  };
+
+  setPhase('idle');
+})();
