@@ -31,18 +31,10 @@ async fn authenticate_returns_identity_and_live_stats() {
 async fn every_event_needs_authentication_first() {
     let s = TestServer::start(&[]).await;
     let mut c = Client::connect(s.addr).await;
-    for event in [
-        "find-random-partner",
-        "next-partner",
-        "end-chat",
-        "webrtc-offer",
-        "webrtc-answer",
-        "webrtc-ice-candidate",
-        "chat-message",
-        "typing",
-        "quality-report",
-        "connection-status",
-    ] {
+    for event in roulette::signaling::handlers::EVENTS
+        .into_iter()
+        .filter(|e| *e != "authenticate")
+    {
         c.emit(event, json!({"roomId": "x"})).await;
         c.expect_error("not-authenticated", event).await;
     }
