@@ -113,6 +113,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub queue_status_interval_ms: u64,
 
+    /// After this many ms of searching, a user with interests accepts partners sharing none.
+    #[arg(long, env = "PREFERENCE_RELAX_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub preference_relax_ms: u64,
+
+    /// How long `block-user` and `report-user` keep two users apart, in ms (24 h).
+    #[arg(long, env = "BLOCK_TTL_MS", default_value_t = 86_400_000,
+          value_parser = clap::value_parser!(u64).range(1000..=2_592_000_000))]
+    pub block_ttl_ms: u64,
+
     /// On SIGTERM/SIGINT the process exits within this many ms, whatever the clients do.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -201,6 +211,8 @@ impl Config {
             max_room_duration: Duration::from_millis(self.max_room_duration_ms),
             max_waiting_time: Duration::from_millis(self.max_waiting_time_ms),
             queue_status_interval: Duration::from_millis(self.queue_status_interval_ms),
+            preference_relax: Duration::from_millis(self.preference_relax_ms),
+            block_ttl: Duration::from_millis(self.block_ttl_ms),
         }
     }
 

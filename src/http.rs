@@ -73,6 +73,8 @@ pub struct Stats {
     pub average_wait_time: u64,
     /// 95th-percentile wait of users matched in the last 5 minutes, ms.
     pub p95_wait_time: u64,
+    /// `report-user` events since start.
+    pub reports_total: u64,
     /// Seconds since start.
     pub uptime: f64,
     /// Process memory.
@@ -113,6 +115,7 @@ async fn stats(State(hub): State<Arc<Hub>>) -> Json<Stats> {
         matches_last_minute: s.matches_last_minute,
         average_wait_time: s.waits.average_ms,
         p95_wait_time: s.waits.p95_ms,
+        reports_total: s.reports,
         uptime: hub.started.elapsed().as_secs_f64(),
         memory: Memory::read(),
         timestamp: now_ms(),

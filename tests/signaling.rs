@@ -77,9 +77,15 @@ async fn two_searchers_are_matched() {
     assert_eq!(q["totalWaiting"], 1);
     assert!(q.as_object().unwrap().contains_key("estimatedWaitTime"));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    b.emit_bare("find-random-partner").await;
+    b.emit(
+        "find-random-partner",
+        json!({"preferences": {"interests": ["Music ", "chess"]}}),
+    )
+    .await;
     let ma = a.expect("matched").await;
     let mb = b.expect("matched").await;
+    assert_eq!(ma["commonInterests"], json!(["music"]));
+    assert_eq!(mb["commonInterests"], json!(["music"]));
     assert_eq!(ma["roomId"], mb["roomId"]);
     assert_eq!(ma["partnerId"], "bob");
     assert_eq!(mb["partnerId"], "alice");

@@ -4,7 +4,27 @@
 //! so they are exact over their window and fall back to zero when the window empties.
 
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
+
+use super::profile::Preferences;
+
+/// Users "like" each other for wait estimates: the same hard filters. Interests are left out,
+/// since they stop mattering after the relaxation delay.
+pub type Segment = u64;
+
+/// The segment of a user searching with `prefs`.
+pub fn segment_of(prefs: &Preferences) -> Segment {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &prefs.language,
+        prefs.gender,
+        prefs.age_range,
+        &prefs.country,
+    )
+        .hash(&mut h);
+    h.finish()
+}
 
 /// How far back wait-time figures look.
 pub const WAIT_WINDOW: Duration = Duration::from_secs(300);
@@ -20,6 +40,8 @@ pub struct MatchHistory {
     waits: VecDeque<(Instant, u64)>,
     /// When each match was made, oldest first.
     matches: VecDeque<Instant>,
+    /// When each matched user was matched, and its segment, oldest first.
+    matched_users: VecDeque<(Instant, Segment)>,
     total: u64,
 }
 
@@ -35,12 +57,13 @@ pub struct WaitSummary {
 }
 
 impl MatchHistory {
-    /// Records one match and the waits of its two members.
-    pub fn record(&mut self, now: Instant, waits: [Duration; 2]) {
+    /// Records one match with the wait and segment of each of its two members.
+    pub fn record(&mut self, now: Instant, members: [(Duration, Segment); 2]) {
         self.total += 1;
         self.matches.push_back(now);
-        for w in waits {
+        for (w, segment) in members {
             self.waits.push_back((now, w.as_millis() as u64));
+            self.matched_users.push_back((now, segment));
         }
         self.prune(now);
     }
@@ -52,6 +75,13 @@ impl MatchHistory {
             .is_some_and(|t| now.saturating_duration_since(*t) > RATE_WINDOW)
         {
             self.matches.pop_front();
+        }
+        while self
+            .matched_users
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RATE_WINDOW)
+        {
+            self.matched_users.pop_front();
         }
         while self.waits.len() > MAX_WAIT_SAMPLES
             || self
@@ -101,10 +131,27 @@ impl MatchHistory {
         }
     }
 
-    /// Expected remaining wait for the user at `position` (1 = next), from how many users were
-    /// matched per second over the last minute. `None` before any match in that window.
-    pub fn estimate_wait_ms(&self, position: usize, now: Instant) -> Option<u64> {
-        let matched_users = 2 * self.matches_last_minute(now);
+    /// Expected remaining wait for the user at `position` (1 = next), from how many users of its
+    /// segment were matched over the last minute (all users when none of its segment were).
+    /// `None` before any match in that window.
+    pub fn estimate_wait_ms(
+        &self,
+        position: usize,
+        segment: Option<Segment>,
+        now: Instant,
+    ) -> Option<u64> {
+        let recent = |s: Option<Segment>| {
+            self.matched_users
+                .iter()
+                .rev()
+                .take_while(|(t, _)| now.saturating_duration_since(*t) <= RATE_WINDOW)
+                .filter(|(_, seg)| s.is_none_or(|s| s == *seg))
+                .count()
+        };
+        let matched_users = match recent(segment) {
+            0 => recent(None),
+            n => n,
+        };
         if matched_users == 0 {
             return None;
         }
@@ -125,7 +172,7 @@ mod tests {
         for i in 1..=10u64 {
             h.record(
                 t,
-                [Duration::from_millis(i * 100), Duration::from_millis(0)],
+                [(Duration::from_millis(i * 100), 1), (Duration::ZERO, 1)],
             );
         }
         let s = h.wait_summary(t);
@@ -145,12 +192,19 @@ mod tests {
     fn estimate_follows_the_match_rate() {
         let t = Instant::now();
         let mut h = MatchHistory::default();
-        assert_eq!(h.estimate_wait_ms(1, t), None);
+        assert_eq!(h.estimate_wait_ms(1, None, t), None);
         // 30 matches a minute = 60 users a minute = one user a second.
         for _ in 0..30 {
-            h.record(t, [Duration::ZERO; 2]);
+            h.record(t, [(Duration::ZERO, 1); 2]);
         }
-        assert_eq!(h.estimate_wait_ms(1, t), Some(1000));
-        assert_eq!(h.estimate_wait_ms(5, t), Some(5000));
+        assert_eq!(h.estimate_wait_ms(1, None, t), Some(1000));
+        assert_eq!(h.estimate_wait_ms(5, None, t), Some(5000));
+        // Users like them (segment 2) were matched at a tenth of that rate.
+        for _ in 0..3 {
+            h.record(t, [(Duration::ZERO, 2); 2]);
+        }
+        assert_eq!(h.estimate_wait_ms(1, Some(2), t), Some(10_000));
+        // A segment never seen falls back to everyone.
+        assert_eq!(h.estimate_wait_ms(1, Some(3), t), Some(909));
     }
 }

@@ -23,7 +23,7 @@ use crate::protocol::outgoing::{
     ServerStats, now_ms,
 };
 use history::{MatchHistory, WaitSummary};
-use matchmaker::{FifoMatchmaker, Matchmaker, Seeker};
+use matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Seeker};
 use profile::{Preferences, Profile};
 use rooms::{Room, Rooms};
 
@@ -41,6 +41,10 @@ pub struct CoreConfig {
     pub max_waiting_time: Duration,
     /// Least time between two `queue-status` updates to one user.
     pub queue_status_interval: Duration,
+    /// After this long a searching user with interests accepts partners who share none.
+    pub preference_relax: Duration,
+    /// How long `block-user` and `report-user` keep a pair apart.
+    pub block_ttl: Duration,
 }
 
 impl Default for CoreConfig {
@@ -49,6 +53,8 @@ impl Default for CoreConfig {
             max_room_duration: Duration::from_millis(1_800_000),
             max_waiting_time: Duration::from_millis(300_000),
             queue_status_interval: Duration::from_millis(1000),
+            preference_relax: Duration::from_millis(5000),
+            block_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct User<L> {
     pub prefs: Arc<Preferences>,
     /// The last `queue-status` sent: position and when.
     last_status: Option<(usize, Instant)>,
+    /// The partner of the user's last room.
+    previous: Option<UserId>,
 }
 
 /// The figures behind `/stats`.
@@ -95,21 +103,25 @@ pub struct CoreStats {
     pub matches_last_minute: usize,
     /// Wait figures of the recent past.
     pub waits: WaitSummary,
+    /// `report-user` events since start.
+    pub reports: u64,
 }
 
 /// Users, queue and rooms of one server. `L` is how a user is reached; `M` is the matchmaker.
-pub struct Core<L, M = FifoMatchmaker> {
+pub struct Core<L, M = PreferenceMatchmaker> {
     cfg: CoreConfig,
     users: HashMap<UserId, User<L>>,
     queue: M,
     rooms: Rooms,
     history: MatchHistory,
+    reports: u64,
 }
 
-impl<L: Clone + PartialEq> Core<L, FifoMatchmaker> {
-    /// A core with the FIFO matchmaker.
+impl<L: Clone + PartialEq> Core<L, PreferenceMatchmaker> {
+    /// A core with the preference-aware matchmaker.
     pub fn new(cfg: CoreConfig) -> Self {
-        Core::with_matchmaker(cfg, FifoMatchmaker::new())
+        let queue = PreferenceMatchmaker::new(cfg.preference_relax);
+        Core::with_matchmaker(cfg, queue)
     }
 }
 
@@ -122,6 +134,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             queue,
             rooms: Rooms::default(),
             history: MatchHistory::default(),
+            reports: 0,
         }
     }
 
@@ -142,6 +155,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                         profile: Arc::new(profile),
                         prefs: Arc::new(Preferences::default()),
                         last_status: None,
+                        previous: None,
                     },
                 );
                 Ok(())
@@ -149,8 +163,9 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
     }
 
-    /// Starts (or, when already searching, updates) a search. `prefs` replaces the stored
-    /// preferences when given. Pairs at once when a compatible user waits.
+    /// Starts a search. `prefs` replaces the stored preferences when given. Pairs at once when a
+    /// compatible user waits. Searching again while searching changes nothing unless the
+    /// preferences changed, which starts a new search.
     pub fn find(
         &mut self,
         user: &str,
@@ -167,59 +182,85 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             .0
             .clone();
         let u = self.users.get_mut(user).expect("present above");
-        if let Some(p) = prefs {
+        let changed = prefs.as_ref().is_some_and(|p| *p != *u.prefs);
+        if let Some(p) = prefs.filter(|_| changed) {
             u.prefs = Arc::new(p);
         }
         let seeker = Seeker {
-            user: id,
+            user: id.clone(),
             profile: u.profile.clone(),
             prefs: u.prefs.clone(),
-            since: self.queue.remove(user).map_or(now, |s| s.since),
+            since: now,
+            previous: u.previous.clone(),
         };
         let mut out = Vec::with_capacity(2);
-        match self.queue.offer(seeker.clone()) {
-            Some(partner) => self.pair(partner, seeker, now, &mut out),
-            None => {
-                out.push(Effect::new(
-                    &seeker.user,
-                    ServerEvent::Searching(Searching {
-                        message: "Looking for a partner...",
-                        status: "searching",
-                        timestamp: now_ms(),
-                    }),
-                ));
-                let position = self.queue.waiting().position(|s| s.user == seeker.user);
-                let position = position.map_or(self.queue.len(), |p| p + 1);
-                out.push(self.queue_status(&seeker.user, position, now));
+        if self.queue.get(user).is_some() {
+            if !changed {
+                let position = self.queue.waiting().position(|s| *s.user == *user);
+                self.searching(&id, position.map_or(0, |p| p + 1), now, &mut out);
+                return Ok(out);
             }
+            self.queue.remove(user);
+        }
+        match self.queue.offer(seeker, now) {
+            Some(pairing) => self.pair(pairing, now, &mut out),
+            // A new search is the newest: last in the queue.
+            None => self.searching(&id, self.queue.len(), now, &mut out),
         }
         Ok(out)
     }
 
+    /// `searching` and a first `queue-status` for a user who waits.
+    fn searching(&mut self, user: &UserId, position: usize, now: Instant, out: &mut Vec<Effect>) {
+        out.push(Effect::new(
+            user,
+            ServerEvent::Searching(Searching {
+                message: "Looking for a partner...",
+                status: "searching",
+                timestamp: now_ms(),
+                relaxed: self.queue.is_relaxed(user),
+            }),
+        ));
+        out.push(self.queue_status(user, position, now));
+    }
+
     fn queue_status(&mut self, user: &UserId, position: usize, now: Instant) -> Effect {
-        if let Some(u) = self.users.get_mut(user) {
+        let segment = self.users.get_mut(user).map(|u| {
             u.last_status = Some((position, now));
-        }
+            history::segment_of(&u.prefs)
+        });
         Effect::new(
             user,
             ServerEvent::QueueStatus(QueueStatus {
                 position,
-                estimated_wait_time: self.history.estimate_wait_ms(position, now),
+                estimated_wait_time: self.history.estimate_wait_ms(position, segment, now),
                 total_waiting: self.queue.len(),
+                relaxed: self.queue.is_relaxed(user),
             }),
         )
     }
 
-    /// Opens a room for two users the matchmaker paired. `waiting` waited longer and starts the
-    /// call (`isInitiator: true`).
-    fn pair(&mut self, waiting: Seeker, newcomer: Seeker, now: Instant, out: &mut Vec<Effect>) {
+    /// Opens a room for two users the matchmaker paired. The one who waited in the queue starts
+    /// the call (`isInitiator: true`).
+    fn pair(&mut self, p: Pairing, now: Instant, out: &mut Vec<Effect>) {
+        let Pairing {
+            waiting,
+            seeker,
+            common_interests,
+        } = p;
         let id: RoomId = uuid::Uuid::new_v4().simple().to_string().into();
         let waits = [
             now.saturating_duration_since(waiting.since),
-            now.saturating_duration_since(newcomer.since),
+            now.saturating_duration_since(seeker.since),
         ];
-        self.history.record(now, waits);
-        for s in [&waiting, &newcomer] {
+        self.history.record(
+            now,
+            [
+                (waits[0], history::segment_of(&waiting.prefs)),
+                (waits[1], history::segment_of(&seeker.prefs)),
+            ],
+        );
+        for s in [&waiting, &seeker] {
             if let Some(u) = self.users.get_mut(&s.user) {
                 u.last_status = None;
             }
@@ -227,13 +268,13 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         self.rooms.open(Room {
             id: id.clone(),
             initiator: waiting.user.clone(),
-            responder: newcomer.user.clone(),
+            responder: seeker.user.clone(),
             created: now,
             deadline: now + self.cfg.max_room_duration,
         });
         for (me, other, initiator, wait) in [
-            (&waiting, &newcomer, true, waits[0]),
-            (&newcomer, &waiting, false, waits[1]),
+            (&waiting, &seeker, true, waits[0]),
+            (&seeker, &waiting, false, waits[1]),
         ] {
             out.push(Effect::new(
                 &me.user,
@@ -242,6 +283,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                     partner_id: other.user.clone(),
                     is_initiator: initiator,
                     wait_time: wait.as_millis() as u64,
+                    common_interests: common_interests.clone(),
                 }),
             ));
         }
@@ -256,6 +298,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     ) -> Option<Room> {
         let id = self.rooms.of_user(user)?.id.clone();
         let room = self.rooms.close(&id)?;
+        self.remember_partners(&room);
         let partner = room.partner_of(user).expect("user is a member").clone();
         out.push(Effect::new(
             &partner,
@@ -266,6 +309,41 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             }),
         ));
         Some(room)
+    }
+
+    /// Each member of a closed room remembers the other, to be paired again only as a last resort.
+    fn remember_partners(&mut self, room: &Room) {
+        for (me, other) in [
+            (&room.initiator, &room.responder),
+            (&room.responder, &room.initiator),
+        ] {
+            if let Some(u) = self.users.get_mut(me) {
+                u.previous = Some(other.clone());
+            }
+        }
+    }
+
+    /// `block-user`: `user` and `other` are never paired again (for the block lifetime).
+    pub fn block(&mut self, user: &str, other: &str, now: Instant) -> Result<(), ErrorCode> {
+        let id = self
+            .users
+            .get_key_value(user)
+            .ok_or(ErrorCode::NotAuthenticated)?
+            .0
+            .clone();
+        if *id == *other {
+            return Err(ErrorCode::InvalidPayload);
+        }
+        self.queue
+            .block(&id, &UserId::from(other), now + self.cfg.block_ttl);
+        Ok(())
+    }
+
+    /// `report-user`: blocks like [`block`](Self::block) and counts the report for moderation.
+    pub fn report(&mut self, user: &str, other: &str, now: Instant) -> Result<(), ErrorCode> {
+        self.block(user, other, now)?;
+        self.reports += 1;
+        Ok(())
     }
 
     /// `next-partner`: leaves the current room (the partner is told `next`) and searches again
@@ -353,6 +431,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         let mut out = Vec::new();
         for id in self.rooms.due(now) {
             if let Some(room) = self.rooms.close(&id) {
+                self.remember_partners(&room);
                 let duration = room.age(now).as_millis() as u64;
                 for member in [&room.initiator, &room.responder] {
                     out.push(Effect::new(
@@ -383,6 +462,16 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 ));
             }
         }
+        let relaxation = self.queue.relax(now);
+        for p in relaxation.pairs {
+            self.pair(p, now, &mut out);
+        }
+        for user in relaxation.relaxed {
+            // Tell them at once, whatever the throttle says.
+            if let Some(u) = self.users.get_mut(&user) {
+                u.last_status = None;
+            }
+        }
         let total_waiting = self.queue.len();
         for (i, s) in self.queue.waiting().enumerate() {
             let position = i + 1;
@@ -398,12 +487,14 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             };
             if due {
                 u.last_status = Some((position, now));
+                let segment = Some(history::segment_of(&u.prefs));
                 out.push(Effect::new(
                     &s.user,
                     ServerEvent::QueueStatus(QueueStatus {
                         position,
-                        estimated_wait_time: self.history.estimate_wait_ms(position, now),
+                        estimated_wait_time: self.history.estimate_wait_ms(position, segment, now),
                         total_waiting,
+                        relaxed: self.queue.is_relaxed(&s.user),
                     }),
                 ));
             }
@@ -447,6 +538,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             total_matches: self.history.total(),
             matches_last_minute: self.history.matches_last_minute(now),
             waits: self.history.wait_summary(now),
+            reports: self.reports,
         }
     }
 

@@ -11,6 +11,8 @@ fn core() -> TestCore {
         max_room_duration: Duration::from_secs(60),
         max_waiting_time: Duration::from_secs(30),
         queue_status_interval: Duration::from_secs(1),
+        preference_relax: Duration::from_secs(5),
+        ..Default::default()
     })
 }
 

@@ -304,6 +304,35 @@ impl ChatIn {
     }
 }
 
+/// Longest `reason` of a report, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// `block-user {userId}` and `report-user {userId, reason}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModerationIn {
+    /// The user to keep away.
+    pub user_id: String,
+    /// Why (reports only).
+    pub reason: Option<String>,
+}
+
+impl ModerationIn {
+    /// Checks the id and the reason's length.
+    pub fn validate(&self) -> Result<(), Reject> {
+        check_user_id(&self.user_id)?;
+        if let Some(r) = &self.reason
+            && r.chars().count() > MAX_REASON_CHARS
+        {
+            return Err(Reject::new(
+                ErrorCode::PayloadTooLarge,
+                format!("reason may have at most {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A call-quality grade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -52,6 +52,8 @@ pub struct Matched {
     pub is_initiator: bool,
     /// How long this user searched, in ms.
     pub wait_time: u64,
+    /// Interests both users listed.
+    pub common_interests: Vec<String>,
 }
 
 /// `queue-status`.
@@ -64,6 +66,8 @@ pub struct QueueStatus {
     pub estimated_wait_time: Option<u64>,
     /// Users waiting now.
     pub total_waiting: usize,
+    /// True once the user's interests no longer restrict its partners.
+    pub relaxed: bool,
 }
 
 /// `searching`.
@@ -76,6 +80,8 @@ pub struct Searching {
     pub status: &'static str,
     /// Server time, ms since the epoch.
     pub timestamp: u64,
+    /// True once the user's interests no longer restrict its partners.
+    pub relaxed: bool,
 }
 
 /// `partner-left`.
@@ -308,11 +314,12 @@ mod tests {
             partner_id: "p".into(),
             is_initiator: true,
             wait_time: 5,
+            common_interests: vec!["chess".into()],
         });
         assert_eq!(ev.name(), "matched");
         assert_eq!(
             serde_json::to_value(&ev).unwrap(),
-            serde_json::json!({"roomId":"r","partnerId":"p","isInitiator":true,"waitTime":5})
+            serde_json::json!({"roomId":"r","partnerId":"p","isInitiator":true,"waitTime":5,"commonInterests":["chess"]})
         );
     }
 }

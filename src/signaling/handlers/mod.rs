@@ -6,6 +6,7 @@
 
 mod authenticate;
 mod chat;
+mod moderation;
 mod partner;
 mod search;
 mod signal;
@@ -51,12 +52,14 @@ pub fn route(event: &str) -> Option<Route> {
         "typing" => user(partner::typing),
         "quality-report" => user(partner::quality_report),
         "connection-status" => user(partner::connection_status),
+        "block-user" => user(moderation::block),
+        "report-user" => user(moderation::report),
         _ => None,
     }
 }
 
 /// Every event [`route`] knows, for documentation and tests.
-pub const EVENTS: [&str; 11] = [
+pub const EVENTS: [&str; 13] = [
     "authenticate",
     "find-random-partner",
     "next-partner",
@@ -68,6 +71,8 @@ pub const EVENTS: [&str; 11] = [
     "typing",
     "quality-report",
     "connection-status",
+    "block-user",
+    "report-user",
 ];
 
 /// Sends `payload` to the sender's partner, after checking that `to` names the sender's current

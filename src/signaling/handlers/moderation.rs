@@ -1,0 +1,40 @@
+//! `block-user {userId}` and `report-user {userId, reason}`: keep a pair apart from now on.
+
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::protocol::Reject;
+use crate::protocol::incoming::{ModerationIn, parse};
+use crate::signaling::Ctx;
+
+fn parse_target(raw: Option<&RawValue>) -> Result<ModerationIn, Reject> {
+    let m: ModerationIn = parse(raw, true)?;
+    m.validate()?;
+    Ok(m)
+}
+
+/// The sender and `userId` are never paired again (for `BLOCK_TTL_MS`).
+pub fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+    let m = parse_target(raw)?;
+    ctx.hub
+        .lock()
+        .block(ctx.user(), &m.user_id, Instant::now())?;
+    tracing::info!(user = %ctx.user(), blocked = %m.user_id, "block");
+    Ok(())
+}
+
+/// Blocks like `block-user`, and logs and counts the report for moderators.
+pub fn report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+    let m = parse_target(raw)?;
+    ctx.hub
+        .lock()
+        .report(ctx.user(), &m.user_id, Instant::now())?;
+    tracing::warn!(
+        reporter = %ctx.user(),
+        reported = %m.user_id,
+        reason = m.reason.as_deref().unwrap_or(""),
+        "user reported"
+    );
+    Ok(())
+}
