@@ -21,7 +21,9 @@
 //! the people of its wished country, or the holders of each of its interest tags. Lists keep
 //! arrival order and drop departed users lazily, when they reach the head.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,44 +93,91 @@ pub trait Matchmaker: Send {
 /// Most blocks one user keeps; the oldest is forgotten first.
 pub const MAX_BLOCKS_PER_USER: usize = 256;
 
-/// What a waiting user asks of a partner: the key of its group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct WishKey {
-    gender: GenderWish,
-    language: Option<String>,
-    country: Option<String>,
-    age: Option<(u8, u8)>,
+/// A language, country or interest tag, interned: comparing and hashing it costs an integer's.
+type Sym = u32;
+
+/// The strings of waiting users' profiles and wishes, numbered and counted: a string is
+/// forgotten (and its number reused) when the last waiting user holding it leaves, so clients
+/// sending ever new interest tags cannot grow it beyond what the live queue holds.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: FxHashMap<Box<str>, Sym>,
+    /// Per number: how many holders, and the string.
+    slots: Vec<(u32, Option<Box<str>>)>,
+    free: Vec<Sym>,
 }
 
-impl WishKey {
-    fn of(p: &Preferences) -> WishKey {
-        WishKey {
-            gender: p.gender,
-            language: p.language.clone(),
-            country: p.country.clone(),
-            age: p.age_range,
+impl Interner {
+    fn get(&self, s: &str) -> Option<Sym> {
+        self.ids.get(s).copied()
+    }
+
+    /// The number of `s`, counting one more holder.
+    fn intern(&mut self, s: &str) -> Sym {
+        let id = match self.ids.get(s) {
+            Some(&id) => id,
+            None => {
+                let id = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push((0, None));
+                    (self.slots.len() - 1) as Sym
+                });
+                self.slots[id as usize].1 = Some(s.into());
+                self.ids.insert(s.into(), id);
+                id
+            }
+        };
+        self.slots[id as usize].0 += 1;
+        id
+    }
+
+    /// One holder of `id` is gone.
+    fn release(&mut self, id: Sym) {
+        let slot = &mut self.slots[id as usize];
+        slot.0 -= 1;
+        if slot.0 == 0
+            && let Some(name) = slot.1.take()
+        {
+            self.ids.remove(&name);
+            self.free.push(id);
         }
     }
 
-    /// Whether users with these wishes accept `profile`.
-    fn accepts(&self, profile: &Profile) -> bool {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// What a waiting user asks of a partner: the key of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct WishKey {
+    gender: GenderWish,
+    language: Option<Sym>,
+    country: Option<Sym>,
+    age: Option<(u8, u8)>,
+}
+
+/// A profile's interned attributes, as the wish keys test them.
+struct Traits<'a> {
+    gender: Option<Gender>,
+    age: Option<u8>,
+    languages: &'a [Sym],
+    country: Option<Sym>,
+}
+
+impl WishKey {
+    /// Whether users with these wishes accept a user with `t`.
+    fn accepts(&self, t: &Traits<'_>) -> bool {
         let gender = match self.gender {
             GenderWish::Any => true,
-            GenderWish::Male => profile.gender == Some(Gender::Male),
-            GenderWish::Female => profile.gender == Some(Gender::Female),
+            GenderWish::Male => t.gender == Some(Gender::Male),
+            GenderWish::Female => t.gender == Some(Gender::Female),
         };
         gender
-            && self
-                .language
-                .as_ref()
-                .is_none_or(|l| profile.languages.contains(l))
-            && self
-                .country
-                .as_ref()
-                .is_none_or(|c| profile.country.as_ref() == Some(c))
+            && self.language.is_none_or(|l| t.languages.contains(&l))
+            && self.country.is_none_or(|c| t.country == Some(c))
             && self
                 .age
-                .is_none_or(|(lo, hi)| profile.age.is_some_and(|a| (lo..=hi).contains(&a)))
+                .is_none_or(|(lo, hi)| t.age.is_some_and(|a| (lo..=hi).contains(&a)))
     }
 }
 
@@ -151,9 +200,9 @@ fn accepted_slots(w: GenderWish) -> &'static [usize] {
     }
 }
 
-/// An arrival-ordered list of `(seq, user)`; entries whose `seq` no longer matches the user's
-/// queue entry are departed and skipped (and dropped when at the head).
-type Fifo = VecDeque<(u64, UserId)>;
+/// An arrival-ordered list of `(seq, slot)`: an item is live while the entry in `slot` still
+/// carries `seq`; departed users' items are skipped, and dropped when they reach the head.
+type Fifo = VecDeque<(u64, u32)>;
 
 /// One selection of users, split by whether they have interests. Users without interests never
 /// insist on sharing one; users with interests arrive in order and relax in the same order, so
@@ -165,11 +214,11 @@ struct Lists {
 }
 
 impl Lists {
-    fn push(&mut self, item: (u64, UserId), keen: bool) {
+    fn pick(&mut self, keen: bool) -> &mut Fifo {
         if keen {
-            self.keen.push_back(item);
+            &mut self.keen
         } else {
-            self.plain.push_back(item);
+            &mut self.plain
         }
     }
 }
@@ -178,24 +227,14 @@ impl Lists {
 #[derive(Debug, Default)]
 struct Bucket {
     all: Lists,
-    by_language: HashMap<String, Lists>,
-    by_country: HashMap<String, Lists>,
-    by_interest: HashMap<String, Fifo>,
+    by_language: FxHashMap<Sym, Lists>,
+    by_country: FxHashMap<Sym, Lists>,
+    by_interest: FxHashMap<Sym, Fifo>,
     /// Live members, to know when the bucket (and its wish key) can be dropped.
     live: usize,
     /// List items of live members, and items left behind by departed ones.
     items: usize,
     stale: usize,
-}
-
-impl Bucket {
-    fn every_fifo(&mut self) -> impl Iterator<Item = &mut Fifo> {
-        let lists = std::iter::once(&mut self.all)
-            .chain(self.by_language.values_mut())
-            .chain(self.by_country.values_mut())
-            .flat_map(|l| [&mut l.plain, &mut l.keen]);
-        lists.chain(self.by_interest.values_mut())
-    }
 }
 
 #[derive(Debug)]
@@ -204,14 +243,18 @@ struct Entry {
     seq: u64,
     relaxed: bool,
     wish: WishKey,
+    languages: Box<[Sym]>,
+    country: Option<Sym>,
+    interests: Box<[Sym]>,
 }
 
 impl Entry {
+    fn keen(&self) -> bool {
+        !self.interests.is_empty()
+    }
+
     fn items(&self) -> usize {
-        let s = &self.seeker;
-        1 + s.profile.languages.len()
-            + usize::from(s.profile.country.is_some())
-            + s.prefs.interests.len()
+        1 + self.languages.len() + usize::from(self.country.is_some()) + self.interests.len()
     }
 }
 
@@ -220,12 +263,18 @@ impl Entry {
 pub struct PreferenceMatchmaker {
     relax_after: Duration,
     seq: u64,
-    entries: HashMap<UserId, Entry>,
-    order: BTreeMap<u64, UserId>,
-    groups: HashMap<WishKey, [Bucket; 4]>,
+    /// Entries by slot; list items point here, so checking one needs no hashing.
+    slab: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    index: FxHashMap<UserId, u32>,
+    /// Every waiting user in arrival order (stale items skipped, trimmed at the head).
+    order: Fifo,
+    order_stale: usize,
+    groups: FxHashMap<WishKey, [Bucket; 4]>,
     /// Live wish keys, for the seeker's walk (a Vec: few keys, walked often).
     keys: Vec<WishKey>,
-    blocks: HashMap<UserId, VecDeque<(UserId, Instant)>>,
+    syms: Interner,
+    blocks: FxHashMap<UserId, VecDeque<(UserId, Instant)>>,
 }
 
 /// How good a candidate is: sharing an interest first, then the longest wait.
@@ -238,25 +287,36 @@ struct Rank {
 /// The best candidate seen so far, and the best previous partner (the last resort).
 #[derive(Default)]
 struct Best {
-    new: Option<(Rank, UserId)>,
-    previous: Option<(Rank, UserId)>,
+    new: Option<(Rank, u32)>,
+    previous: Option<(Rank, u32)>,
 }
 
 impl Best {
-    fn offer(&mut self, rank: Rank, user: &UserId, previous: bool) {
-        let slot = if previous {
+    fn offer(&mut self, rank: Rank, slot: u32, previous: bool) {
+        let best = if previous {
             &mut self.previous
         } else {
             &mut self.new
         };
-        if slot.as_ref().is_none_or(|(r, _)| rank > *r) {
-            *slot = Some((rank, user.clone()));
+        if best.is_none_or(|(r, _)| rank > r) {
+            *best = Some((rank, slot));
         }
     }
 
-    fn pick(self) -> Option<UserId> {
-        self.new.or(self.previous).map(|(_, u)| u)
+    fn pick(self) -> Option<u32> {
+        self.new.or(self.previous).map(|(_, s)| s)
     }
+}
+
+/// A seeker, with its strings looked up once for the whole search.
+struct Probe<'a> {
+    s: &'a Seeker,
+    languages: Vec<Sym>,
+    country: Option<Sym>,
+    /// The seeker's wished language and country; `Err` when no waiting user has that value.
+    language_wish: Option<Result<Sym, ()>>,
+    country_wish: Option<Result<Sym, ()>>,
+    interests: Vec<Sym>,
 }
 
 impl PreferenceMatchmaker {
@@ -265,15 +325,30 @@ impl PreferenceMatchmaker {
         PreferenceMatchmaker {
             relax_after,
             seq: 0,
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            groups: HashMap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            index: FxHashMap::default(),
+            order: Fifo::new(),
+            order_stale: 0,
+            groups: FxHashMap::default(),
             keys: Vec::new(),
-            blocks: HashMap::new(),
+            syms: Interner::default(),
+            blocks: FxHashMap::default(),
         }
     }
 
+    fn entry(&self, slot: u32) -> &Entry {
+        self.slab[slot as usize].as_ref().expect("a live slot")
+    }
+
+    fn live(slab: &[Option<Entry>], (seq, slot): (u64, u32)) -> Option<&Entry> {
+        slab[slot as usize].as_ref().filter(|e| e.seq == seq)
+    }
+
     fn blocked(&self, a: &str, b: &str, now: Instant) -> bool {
+        if self.blocks.is_empty() {
+            return false;
+        }
         let one = |x: &str, y: &str| {
             self.blocks
                 .get(x)
@@ -288,12 +363,41 @@ impl PreferenceMatchmaker {
         !prefs.interests.is_empty() && now.saturating_duration_since(since) < self.relax_after
     }
 
-    /// The best waiting partner for `s` (who may itself be queued: it is skipped).
-    fn find(&self, s: &Seeker, now: Instant) -> Option<UserId> {
+    fn probe<'a>(&self, s: &'a Seeker) -> Probe<'a> {
+        let known = |v: &Option<String>| v.as_deref().map(|x| self.syms.get(x).ok_or(()));
+        Probe {
+            s,
+            languages: s
+                .profile
+                .languages
+                .iter()
+                .filter_map(|l| self.syms.get(l))
+                .collect(),
+            country: s.profile.country.as_deref().and_then(|c| self.syms.get(c)),
+            language_wish: known(&s.prefs.language),
+            country_wish: known(&s.prefs.country),
+            interests: s
+                .prefs
+                .interests
+                .iter()
+                .filter_map(|t| self.syms.get(t))
+                .collect(),
+        }
+    }
+
+    /// The slot of the best waiting partner for `s` (who may itself be queued: it is skipped).
+    fn find(&self, s: &Seeker, now: Instant) -> Option<u32> {
+        let p = self.probe(s);
+        let traits = Traits {
+            gender: s.profile.gender,
+            age: s.profile.age,
+            languages: &p.languages,
+            country: p.country,
+        };
         let s_insists = self.insists(&s.prefs, s.since, now);
         let mut best = Best::default();
         for key in &self.keys {
-            if !key.accepts(&s.profile) {
+            if !key.accepts(&traits) {
                 continue;
             }
             let group = &self.groups[key];
@@ -302,34 +406,36 @@ impl PreferenceMatchmaker {
                 if b.live == 0 {
                     continue;
                 }
-                for tag in &s.prefs.interests {
+                for tag in &p.interests {
                     if let Some(list) = b.by_interest.get(tag) {
-                        self.walk(list, s, now, true, &mut best);
+                        self.walk(list, &p, now, true, &mut best);
                     }
                 }
                 if s_insists {
                     continue;
                 }
                 // Partners that need not share: only those the seeker's own wishes select.
-                let lists = match (&s.prefs.country, &s.prefs.language) {
-                    (Some(c), _) => b.by_country.get(c),
-                    (None, Some(l)) => b.by_language.get(l),
+                let lists = match (p.country_wish, p.language_wish) {
+                    (Some(Ok(c)), _) => b.by_country.get(&c),
+                    (Some(Err(())), _) | (None, Some(Err(()))) => None,
+                    (None, Some(Ok(l))) => b.by_language.get(&l),
                     (None, None) => Some(&b.all),
                 };
                 if let Some(lists) = lists {
-                    self.walk(&lists.plain, s, now, false, &mut best);
-                    self.walk(&lists.keen, s, now, false, &mut best);
+                    self.walk(&lists.plain, &p, now, false, &mut best);
+                    self.walk(&lists.keen, &p, now, false, &mut best);
                 }
             }
         }
         best.pick()
     }
 
-    /// Walks `list` from its oldest entry to the first user `s` may pair with and offers it to
-    /// `best`. A previous partner is offered as the last resort and the walk goes on.
-    fn walk(&self, list: &Fifo, s: &Seeker, now: Instant, shares: bool, best: &mut Best) {
-        for (seq, user) in list {
-            let Some(e) = self.entries.get(user).filter(|e| e.seq == *seq) else {
+    /// Walks `list` from its oldest entry to the first user the seeker may pair with and offers
+    /// it to `best`. A previous partner is offered as the last resort and the walk goes on.
+    fn walk(&self, list: &Fifo, p: &Probe<'_>, now: Instant, shares: bool, best: &mut Best) {
+        let s = p.s;
+        for &(seq, slot) in list {
+            let Some(e) = Self::live(&self.slab, (seq, slot)) else {
                 continue;
             };
             let w = &e.seeker;
@@ -347,9 +453,9 @@ impl PreferenceMatchmaker {
                 s.previous.as_ref() == Some(&w.user) || w.previous.as_ref() == Some(&s.user);
             let rank = Rank {
                 shares,
-                older: std::cmp::Reverse(*seq),
+                older: std::cmp::Reverse(seq),
             };
-            best.offer(rank, user, previous);
+            best.offer(rank, slot, previous);
             if !previous {
                 return;
             }
@@ -359,51 +465,85 @@ impl PreferenceMatchmaker {
     fn insert(&mut self, s: Seeker, now: Instant) {
         self.seq += 1;
         let seq = self.seq;
-        let wish = WishKey::of(&s.prefs);
-        let keen = !s.prefs.interests.is_empty();
+        let syms = &mut self.syms;
+        let languages: Box<[Sym]> = s.profile.languages.iter().map(|l| syms.intern(l)).collect();
+        let country = s.profile.country.as_deref().map(|c| syms.intern(c));
+        let interests: Box<[Sym]> = s.prefs.interests.iter().map(|t| syms.intern(t)).collect();
+        let wish = WishKey {
+            gender: s.prefs.gender,
+            language: s.prefs.language.as_deref().map(|l| syms.intern(l)),
+            country: s.prefs.country.as_deref().map(|c| syms.intern(c)),
+            age: s.prefs.age_range,
+        };
+        let keen = !interests.is_empty();
         let relaxed = keen && !self.insists(&s.prefs, s.since, now);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slab.push(None);
+            (self.slab.len() - 1) as u32
+        });
         if !self.groups.contains_key(&wish) {
-            self.keys.push(wish.clone());
+            self.keys.push(wish);
         }
-        let group = self.groups.entry(wish.clone()).or_default();
-        let b = &mut group[gender_slot(s.profile.gender)];
-        let item = (seq, s.user.clone());
-        b.all.push(item.clone(), keen);
-        for l in &s.profile.languages {
+        let b = &mut self.groups.entry(wish).or_default()[gender_slot(s.profile.gender)];
+        let item = (seq, slot);
+        b.all.pick(keen).push_back(item);
+        for l in &languages {
             b.by_language
-                .entry(l.clone())
+                .entry(*l)
                 .or_default()
-                .push(item.clone(), keen);
+                .pick(keen)
+                .push_back(item);
         }
-        if let Some(c) = &s.profile.country {
+        if let Some(c) = country {
             b.by_country
-                .entry(c.clone())
+                .entry(c)
                 .or_default()
-                .push(item.clone(), keen);
+                .pick(keen)
+                .push_back(item);
         }
-        for t in &s.prefs.interests {
-            b.by_interest
-                .entry(t.clone())
-                .or_default()
-                .push_back(item.clone());
+        for t in &interests {
+            b.by_interest.entry(*t).or_default().push_back(item);
         }
         let e = Entry {
-            relaxed,
             seeker: s,
             seq,
+            relaxed,
             wish,
+            languages,
+            country,
+            interests,
         };
         b.live += 1;
         b.items += e.items();
-        self.order.insert(seq, e.seeker.user.clone());
-        self.entries.insert(e.seeker.user.clone(), e);
+        self.order.push_back((seq, slot));
+        self.index.insert(e.seeker.user.clone(), slot);
+        self.slab[slot as usize] = Some(e);
     }
 
-    /// Takes a user out. Its list items turn stale; they are dropped when they reach a head, or
-    /// all at once when stale items outnumber live ones, so memory follows the live queue.
+    /// Takes a user out. Its list items turn stale; the heads of its own lists are trimmed, and
+    /// a bucket whose stale items outnumber its live ones is compacted, so memory follows the
+    /// live queue.
     fn take(&mut self, user: &str) -> Option<Entry> {
-        let e = self.entries.remove(user)?;
-        self.order.remove(&e.seq);
+        let slot = self.index.remove(user)?;
+        let e = self.slab[slot as usize]
+            .take()
+            .expect("indexed slots are live");
+        self.free.push(slot);
+        self.order_stale += 1;
+        let slab = &self.slab;
+        if self.order_stale > self.index.len() + 64 {
+            self.order.retain(|i| Self::live(slab, *i).is_some());
+            self.order_stale = 0;
+        } else {
+            while self
+                .order
+                .front()
+                .is_some_and(|i| Self::live(slab, *i).is_none())
+            {
+                self.order.pop_front();
+                self.order_stale -= 1;
+            }
+        }
         let group = self
             .groups
             .get_mut(&e.wish)
@@ -418,32 +558,76 @@ impl PreferenceMatchmaker {
                 self.groups.remove(&e.wish);
                 self.keys.retain(|k| *k != e.wish);
             }
+            self.release_syms(&e);
+            return Some(e);
+        }
+        let slab = &self.slab;
+        let live = |i: &(u64, u32)| Self::live(slab, *i).is_some();
+        let trim = |f: &mut Fifo| {
+            while f.front().is_some_and(|i| !live(i)) {
+                f.pop_front();
+            }
+        };
+        if b.stale > b.items + 64 {
+            let lists = std::iter::once(&mut b.all)
+                .chain(b.by_language.values_mut())
+                .chain(b.by_country.values_mut());
+            for l in lists {
+                l.plain.retain(live);
+                l.keen.retain(live);
+            }
+            for f in b.by_interest.values_mut() {
+                f.retain(live);
+            }
+            b.by_language
+                .retain(|_, l| !(l.plain.is_empty() && l.keen.is_empty()));
+            b.by_country
+                .retain(|_, l| !(l.plain.is_empty() && l.keen.is_empty()));
+            b.by_interest.retain(|_, f| !f.is_empty());
+            b.stale = 0;
         } else {
-            let entries = &self.entries;
-            let live = |(seq, u): &(u64, UserId)| entries.get(u).is_some_and(|x| x.seq == *seq);
-            if b.stale > b.items + 64 {
-                for f in b.every_fifo() {
-                    f.retain(live);
+            let keen = e.keen();
+            trim(b.all.pick(keen));
+            for l in &e.languages {
+                if let Some(x) = b.by_language.get_mut(l) {
+                    trim(x.pick(keen));
                 }
-                b.by_language
-                    .retain(|_, l| !(l.plain.is_empty() && l.keen.is_empty()));
-                b.by_country
-                    .retain(|_, l| !(l.plain.is_empty() && l.keen.is_empty()));
-                b.by_interest.retain(|_, f| !f.is_empty());
-                b.stale = 0;
-            } else {
-                for f in b.every_fifo() {
-                    while f.front().is_some_and(|i| !live(i)) {
-                        f.pop_front();
-                    }
+            }
+            if let Some(x) = e.country.and_then(|c| b.by_country.get_mut(&c)) {
+                trim(x.pick(keen));
+            }
+            for t in &e.interests {
+                if let Some(f) = b.by_interest.get_mut(t) {
+                    trim(f);
                 }
             }
         }
+        self.release_syms(&e);
         Some(e)
     }
 
-    fn pair(&mut self, waiting_user: &UserId, seeker: Seeker) -> Pairing {
-        let waiting = self.take(waiting_user).expect("found in the queue").seeker;
+    /// Drops a departed entry's holds on its strings. Lists still keyed by a freed number hold
+    /// only stale items, so reusing the number for another string is harmless.
+    fn release_syms(&mut self, e: &Entry) {
+        let held = e.languages.iter().chain(&e.interests).copied();
+        let held = held
+            .chain(e.country)
+            .chain(e.wish.language)
+            .chain(e.wish.country);
+        for id in held {
+            self.syms.release(id);
+        }
+    }
+
+    /// Distinct strings held by waiting users (for tests of memory bounds).
+    #[cfg(test)]
+    fn interned(&self) -> usize {
+        self.syms.len()
+    }
+
+    fn pair(&mut self, waiting_slot: u32, seeker: Seeker) -> Pairing {
+        let user = self.entry(waiting_slot).seeker.user.clone();
+        let waiting = self.take(&user).expect("found in the queue").seeker;
         let common_interests = seeker.prefs.common_interests(&waiting.prefs);
         Pairing {
             waiting,
@@ -455,9 +639,9 @@ impl PreferenceMatchmaker {
 
 impl Matchmaker for PreferenceMatchmaker {
     fn offer(&mut self, seeker: Seeker, now: Instant) -> Option<Pairing> {
-        debug_assert!(!self.entries.contains_key(&seeker.user));
+        debug_assert!(!self.index.contains_key(&seeker.user));
         match self.find(&seeker, now) {
-            Some(partner) => Some(self.pair(&partner, seeker)),
+            Some(partner) => Some(self.pair(partner, seeker)),
             None => {
                 self.insert(seeker, now);
                 None
@@ -470,42 +654,49 @@ impl Matchmaker for PreferenceMatchmaker {
     }
 
     fn get(&self, user: &str) -> Option<&Seeker> {
-        self.entries.get(user).map(|e| &e.seeker)
+        self.index.get(user).map(|s| &self.entry(*s).seeker)
     }
 
     fn is_relaxed(&self, user: &str) -> bool {
-        self.entries.get(user).is_some_and(|e| e.relaxed)
+        self.index.get(user).is_some_and(|s| self.entry(*s).relaxed)
     }
 
     fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     fn waiting(&self) -> Box<dyn Iterator<Item = &Seeker> + '_> {
-        Box::new(self.order.values().map(|u| &self.entries[u].seeker))
+        Box::new(
+            self.order
+                .iter()
+                .filter_map(|i| Self::live(&self.slab, *i))
+                .map(|e| &e.seeker),
+        )
     }
 
     fn relax(&mut self, now: Instant) -> Relaxation {
         let mut out = Relaxation::default();
+        self.expire_blocks(now);
         // Arrival order is waiting order, so the users due are a prefix of the keen ones.
-        let due: Vec<UserId> = self
+        let due: Vec<u32> = self
             .order
-            .values()
-            .map(|u| &self.entries[u])
-            .filter(|e| !e.relaxed && !e.seeker.prefs.interests.is_empty())
-            .take_while(|e| now.saturating_duration_since(e.seeker.since) >= self.relax_after)
-            .map(|e| e.seeker.user.clone())
+            .iter()
+            .filter_map(|&(seq, slot)| Some((slot, Self::live(&self.slab, (seq, slot))?)))
+            .filter(|(_, e)| !e.relaxed && e.keen())
+            .take_while(|(_, e)| now.saturating_duration_since(e.seeker.since) >= self.relax_after)
+            .map(|(s, _)| s)
             .collect();
-        for user in due {
-            let Some(e) = self.entries.get_mut(&user) else {
-                continue; // paired earlier in this walk
+        for slot in due {
+            // Paired earlier in this walk?
+            let Some(e) = self.slab[slot as usize].as_mut().filter(|e| !e.relaxed) else {
+                continue;
             };
             e.relaxed = true;
-            out.relaxed.push(user.clone());
             let me = e.seeker.clone();
+            out.relaxed.push(me.user.clone());
             if let Some(partner) = self.find(&me, now) {
-                let me = self.take(&user).expect("present").seeker;
-                out.pairs.push(self.pair(&partner, me));
+                let me = self.take(&me.user).expect("present").seeker;
+                out.pairs.push(self.pair(partner, me));
             }
         }
         out

@@ -255,6 +255,15 @@ fn memory_follows_the_live_queue() {
         .map(|b| b.all.plain.len() + b.all.keen.len())
         .sum();
     assert!(items < 200, "stale list items are compacted: {items}");
+    // Ever new interest tags do not pile up either.
+    for i in 0..1000 {
+        let id = format!("t{i}");
+        let tags = [format!("tag{i}a"), format!("tag{i}b")];
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        m.offer(with(seeker(&id, t), male(), interests(&tags)), t);
+        m.remove(&id);
+    }
+    assert_eq!(m.interned(), 0, "only the live queue's strings are kept");
     m.remove("old");
     assert!(m.groups.is_empty() && m.keys.is_empty());
 }
