@@ -142,6 +142,7 @@ impl Interner {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.ids.len()
     }
