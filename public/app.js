@@ -183,6 +183,7 @@
   socket.on('matched', (m) => {
     ui.messages.replaceChildren();
     say('You are now talking to a stranger. Say hi!');
+    if (m.commonInterests?.length) say(`You both like ${m.commonInterests.join(', ')}.`);
     ui.partnerBadge.textContent = 'Stranger';
     setPhase('matched');
     setQuality(null);

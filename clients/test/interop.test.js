@@ -98,9 +98,11 @@ for (const [mode, transports] of MODES) {
       assert.equal(q.position, 1);
       assert.ok('estimatedWaitTime' in q && 'totalWaiting' in q);
       const [ma, mb] = [next(a, 'matched'), next(b, 'matched')];
-      b.emit('find-random-partner');
+      b.emit('find-random-partner', { preferences: { interests: ['Music', 'chess'] } });
       const [x, y] = await Promise.all([ma, mb]);
       assert.equal(x.roomId, y.roomId);
+      assert.deepEqual(x.commonInterests, ['music']);
+      assert.equal(q.relaxed, false);
       assert.notEqual(x.isInitiator, y.isInitiator);
       assert.equal(typeof x.waitTime, 'number');
     });
