@@ -312,6 +312,8 @@ impl Best {
 /// A seeker, with its strings looked up once for the whole search.
 struct Probe<'a> {
     s: &'a Seeker,
+    /// The seeker's own slot when it is queued (relaxation walks), to skip itself.
+    own: Option<u32>,
     languages: Vec<Sym>,
     country: Option<Sym>,
     /// The seeker's wished language and country; `Err` when no waiting user has that value.
@@ -368,6 +370,7 @@ impl PreferenceMatchmaker {
         let known = |v: &Option<String>| v.as_deref().map(|x| self.syms.get(x).ok_or(()));
         Probe {
             s,
+            own: self.index.get(&s.user).copied(),
             languages: s
                 .profile
                 .languages
@@ -440,14 +443,14 @@ impl PreferenceMatchmaker {
                 continue;
             };
             let w = &e.seeker;
-            if w.user == s.user {
+            if p.own == Some(slot) {
                 continue;
             }
             if !shares && self.insists(&w.prefs, w.since, now) {
                 // Only keen lists hold insisting users, and from here on every one insists.
                 break;
             }
-            if !s.prefs.accepts(&w.profile) || self.blocked(&s.user, &w.user, now) {
+            if !Self::wishes_met(p, e) || self.blocked(&s.user, &w.user, now) {
                 continue;
             }
             let previous =
@@ -461,6 +464,27 @@ impl PreferenceMatchmaker {
                 return;
             }
         }
+    }
+
+    /// Whether the seeker's hard filters accept a waiting entry (the interned form of
+    /// [`Preferences::accepts`]: integers compared, no strings).
+    fn wishes_met(p: &Probe<'_>, e: &Entry) -> bool {
+        let wish = &p.s.prefs;
+        let profile = &e.seeker.profile;
+        let gender = match wish.gender {
+            GenderWish::Any => true,
+            GenderWish::Male => profile.gender == Some(Gender::Male),
+            GenderWish::Female => profile.gender == Some(Gender::Female),
+        };
+        // A wished value no waiting user holds (`Err`) is met by nobody.
+        gender
+            && p.language_wish
+                .is_none_or(|l| l.is_ok_and(|l| e.languages.contains(&l)))
+            && p.country_wish
+                .is_none_or(|c| c.is_ok_and(|c| e.country == Some(c)))
+            && wish
+                .age_range
+                .is_none_or(|(lo, hi)| profile.age.is_some_and(|a| (lo..=hi).contains(&a)))
     }
 
     fn insert(&mut self, s: Seeker, now: Instant) {
