@@ -148,6 +148,36 @@ impl Interner {
     }
 }
 
+/// Up to ten symbols inline: a profile's languages or a search's interests (both capped at ten
+/// by the protocol), kept without a heap allocation.
+#[derive(Debug, Clone, Copy, Default)]
+struct Syms {
+    len: u8,
+    ids: [Sym; 10],
+}
+
+impl Syms {
+    fn collect(it: impl Iterator<Item = Sym>) -> Syms {
+        let mut s = Syms::default();
+        for id in it.take(10) {
+            s.ids[s.len as usize] = id;
+            s.len += 1;
+        }
+        s
+    }
+
+    fn as_slice(&self) -> &[Sym] {
+        &self.ids[..self.len as usize]
+    }
+}
+
+impl std::ops::Deref for Syms {
+    type Target = [Sym];
+    fn deref(&self) -> &[Sym] {
+        self.as_slice()
+    }
+}
+
 /// What a waiting user asks of a partner: the key of its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct WishKey {
@@ -244,9 +274,9 @@ struct Entry {
     seq: u64,
     relaxed: bool,
     wish: WishKey,
-    languages: Box<[Sym]>,
+    languages: Syms,
     country: Option<Sym>,
-    interests: Box<[Sym]>,
+    interests: Syms,
 }
 
 impl Entry {
@@ -314,12 +344,12 @@ struct Probe<'a> {
     s: &'a Seeker,
     /// The seeker's own slot when it is queued (relaxation walks), to skip itself.
     own: Option<u32>,
-    languages: Vec<Sym>,
+    languages: Syms,
     country: Option<Sym>,
     /// The seeker's wished language and country; `Err` when no waiting user has that value.
     language_wish: Option<Result<Sym, ()>>,
     country_wish: Option<Result<Sym, ()>>,
-    interests: Vec<Sym>,
+    interests: Syms,
 }
 
 impl PreferenceMatchmaker {
@@ -371,21 +401,11 @@ impl PreferenceMatchmaker {
         Probe {
             s,
             own: self.index.get(&s.user).copied(),
-            languages: s
-                .profile
-                .languages
-                .iter()
-                .filter_map(|l| self.syms.get(l))
-                .collect(),
+            languages: Syms::collect(s.profile.languages.iter().filter_map(|l| self.syms.get(l))),
             country: s.profile.country.as_deref().and_then(|c| self.syms.get(c)),
             language_wish: known(&s.prefs.language),
             country_wish: known(&s.prefs.country),
-            interests: s
-                .prefs
-                .interests
-                .iter()
-                .filter_map(|t| self.syms.get(t))
-                .collect(),
+            interests: Syms::collect(s.prefs.interests.iter().filter_map(|t| self.syms.get(t))),
         }
     }
 
@@ -410,7 +430,7 @@ impl PreferenceMatchmaker {
                 if b.live == 0 {
                     continue;
                 }
-                for tag in &p.interests {
+                for tag in p.interests.iter() {
                     if let Some(list) = b.by_interest.get(tag) {
                         self.walk(list, &p, now, true, &mut best);
                     }
@@ -491,9 +511,9 @@ impl PreferenceMatchmaker {
         self.seq += 1;
         let seq = self.seq;
         let syms = &mut self.syms;
-        let languages: Box<[Sym]> = s.profile.languages.iter().map(|l| syms.intern(l)).collect();
+        let languages = Syms::collect(s.profile.languages.iter().map(|l| syms.intern(l)));
         let country = s.profile.country.as_deref().map(|c| syms.intern(c));
-        let interests: Box<[Sym]> = s.prefs.interests.iter().map(|t| syms.intern(t)).collect();
+        let interests = Syms::collect(s.prefs.interests.iter().map(|t| syms.intern(t)));
         let wish = WishKey {
             gender: s.prefs.gender,
             language: s.prefs.language.as_deref().map(|l| syms.intern(l)),
@@ -512,7 +532,7 @@ impl PreferenceMatchmaker {
         let b = &mut self.groups.entry(wish).or_default()[gender_slot(s.profile.gender)];
         let item = (seq, slot);
         b.all.pick(keen).push_back(item);
-        for l in &languages {
+        for l in languages.iter() {
             b.by_language
                 .entry(*l)
                 .or_default()
@@ -526,7 +546,7 @@ impl PreferenceMatchmaker {
                 .pick(keen)
                 .push_back(item);
         }
-        for t in &interests {
+        for t in interests.iter() {
             b.by_interest.entry(*t).or_default().push_back(item);
         }
         let e = Entry {
@@ -613,7 +633,7 @@ impl PreferenceMatchmaker {
         } else {
             let keen = e.keen();
             trim(b.all.pick(keen));
-            for l in &e.languages {
+            for l in e.languages.iter() {
                 if let Some(x) = b.by_language.get_mut(l) {
                     trim(x.pick(keen));
                 }
@@ -621,7 +641,7 @@ impl PreferenceMatchmaker {
             if let Some(x) = e.country.and_then(|c| b.by_country.get_mut(&c)) {
                 trim(x.pick(keen));
             }
-            for t in &e.interests {
+            for t in e.interests.iter() {
                 if let Some(f) = b.by_interest.get_mut(t) {
                     trim(f);
                 }
@@ -634,7 +654,7 @@ impl PreferenceMatchmaker {
     /// Drops a departed entry's holds on its strings. Lists still keyed by a freed number hold
     /// only stale items, so reusing the number for another string is harmless.
     fn release_syms(&mut self, e: &Entry) {
-        let held = e.languages.iter().chain(&e.interests).copied();
+        let held = e.languages.iter().chain(e.interests.iter()).copied();
         let held = held
             .chain(e.country)
             .chain(e.wish.language)
