@@ -301,9 +301,10 @@ pub struct PreferenceMatchmaker {
     /// Every waiting user in arrival order (stale items skipped, trimmed at the head).
     order: Fifo,
     order_stale: usize,
-    groups: FxHashMap<WishKey, [Bucket; 4]>,
-    /// Live wish keys, for the seeker's walk (a Vec: few keys, walked often).
-    keys: Vec<WishKey>,
+    /// The live wish keys and their buckets, in a Vec because every search walks them all (they
+    /// are few), with `group_of` to find one by key on insert and removal.
+    groups: Vec<(WishKey, [Bucket; 4])>,
+    group_of: FxHashMap<WishKey, usize>,
     syms: Interner,
     blocks: FxHashMap<UserId, VecDeque<(UserId, Instant)>>,
 }
@@ -363,8 +364,8 @@ impl PreferenceMatchmaker {
             index: FxHashMap::default(),
             order: Fifo::new(),
             order_stale: 0,
-            groups: FxHashMap::default(),
-            keys: Vec::new(),
+            groups: Vec::new(),
+            group_of: FxHashMap::default(),
             syms: Interner::default(),
             blocks: FxHashMap::default(),
         }
@@ -420,11 +421,10 @@ impl PreferenceMatchmaker {
         };
         let s_insists = self.insists(&s.prefs, s.since, now);
         let mut best = Best::default();
-        for key in &self.keys {
+        for (key, group) in &self.groups {
             if !key.accepts(&traits) {
                 continue;
             }
-            let group = &self.groups[key];
             for &slot in accepted_slots(s.prefs.gender) {
                 let b = &group[slot];
                 if b.live == 0 {
@@ -526,10 +526,11 @@ impl PreferenceMatchmaker {
             self.slab.push(None);
             (self.slab.len() - 1) as u32
         });
-        if !self.groups.contains_key(&wish) {
-            self.keys.push(wish);
-        }
-        let b = &mut self.groups.entry(wish).or_default()[gender_slot(s.profile.gender)];
+        let g = *self.group_of.entry(wish).or_insert_with(|| {
+            self.groups.push((wish, Default::default()));
+            self.groups.len() - 1
+        });
+        let b = &mut self.groups[g].1[gender_slot(s.profile.gender)];
         let item = (seq, slot);
         b.all.pick(keen).push_back(item);
         for l in languages.iter() {
@@ -589,10 +590,8 @@ impl PreferenceMatchmaker {
                 self.order_stale -= 1;
             }
         }
-        let group = self
-            .groups
-            .get_mut(&e.wish)
-            .expect("a live entry's group exists");
+        let g = self.group_of[&e.wish];
+        let group = &mut self.groups[g].1;
         let b = &mut group[gender_slot(e.seeker.profile.gender)];
         b.live -= 1;
         b.items -= e.items();
@@ -600,8 +599,11 @@ impl PreferenceMatchmaker {
         if b.live == 0 {
             *b = Bucket::default();
             if group.iter().all(|b| b.live == 0) {
-                self.groups.remove(&e.wish);
-                self.keys.retain(|k| *k != e.wish);
+                self.group_of.remove(&e.wish);
+                self.groups.swap_remove(g);
+                if let Some((moved, _)) = self.groups.get(g) {
+                    self.group_of.insert(*moved, g);
+                }
             }
             self.release_syms(&e);
             return Some(e);

@@ -250,8 +250,8 @@ fn memory_follows_the_live_queue() {
     }
     let items: usize = m
         .groups
-        .values()
-        .flat_map(|g| g.iter())
+        .iter()
+        .flat_map(|(_, g)| g.iter())
         .map(|b| b.all.plain.len() + b.all.keen.len())
         .sum();
     assert!(items < 200, "stale list items are compacted: {items}");
@@ -265,7 +265,7 @@ fn memory_follows_the_live_queue() {
     }
     assert_eq!(m.interned(), 0, "only the live queue's strings are kept");
     m.remove("old");
-    assert!(m.groups.is_empty() && m.keys.is_empty());
+    assert!(m.groups.is_empty() && m.group_of.is_empty());
 }
 
 // ---- the reference ------------------------------------------------------------------------------
