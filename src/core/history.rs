@@ -3,7 +3,7 @@
 //! Figures are computed from the recorded samples when asked, never kept as running averages,
 //! so they are exact over their window and fall back to zero when the window empties.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -38,10 +38,12 @@ pub const MAX_WAIT_SAMPLES: usize = 20_000;
 pub struct MatchHistory {
     /// `(when, wait in ms)` of each matched user, oldest first.
     waits: VecDeque<(Instant, u64)>,
-    /// When each match was made, oldest first.
-    matches: VecDeque<Instant>,
-    /// When each matched user was matched, and its segment, oldest first.
+    /// When each matched user was matched, and its segment, oldest first, over [`RATE_WINDOW`]:
+    /// the one record of recent matches (two entries per match).
     matched_users: VecDeque<(Instant, Segment)>,
+    /// How many entries of `matched_users` each segment has. Changed only where that deque is
+    /// pushed and popped, so it always equals a count over it, without walking it per estimate.
+    per_segment: HashMap<Segment, usize>,
     total: u64,
 }
 
@@ -60,28 +62,27 @@ impl MatchHistory {
     /// Records one match with the wait and segment of each of its two members.
     pub fn record(&mut self, now: Instant, members: [(Duration, Segment); 2]) {
         self.total += 1;
-        self.matches.push_back(now);
         for (w, segment) in members {
             self.waits.push_back((now, w.as_millis() as u64));
             self.matched_users.push_back((now, segment));
+            *self.per_segment.entry(segment).or_default() += 1;
         }
         self.prune(now);
     }
 
-    fn prune(&mut self, now: Instant) {
-        while self
-            .matches
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > RATE_WINDOW)
-        {
-            self.matches.pop_front();
-        }
-        while self
-            .matched_users
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RATE_WINDOW)
+    /// Forgets samples older than their windows (also called by the core's tick, so that the
+    /// estimates follow time when no match happens).
+    pub fn prune(&mut self, now: Instant) {
+        while let Some(&(t, segment)) = self.matched_users.front()
+            && now.saturating_duration_since(t) > RATE_WINDOW
         {
             self.matched_users.pop_front();
+            if let Some(n) = self.per_segment.get_mut(&segment) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_segment.remove(&segment);
+                }
+            }
         }
         while self.waits.len() > MAX_WAIT_SAMPLES
             || self
@@ -100,11 +101,13 @@ impl MatchHistory {
 
     /// Matches made in the last minute before `now`.
     pub fn matches_last_minute(&self, now: Instant) -> usize {
-        self.matches
+        let users = self
+            .matched_users
             .iter()
             .rev()
-            .take_while(|t| now.saturating_duration_since(**t) <= RATE_WINDOW)
-            .count()
+            .take_while(|(t, _)| now.saturating_duration_since(*t) <= RATE_WINDOW)
+            .count();
+        users / 2
     }
 
     /// Average and p95 wait over the window ending at `now`.
@@ -140,17 +143,10 @@ impl MatchHistory {
         segment: Option<Segment>,
         now: Instant,
     ) -> Option<u64> {
-        let recent = |s: Option<Segment>| {
-            self.matched_users
-                .iter()
-                .rev()
-                .take_while(|(t, _)| now.saturating_duration_since(*t) <= RATE_WINDOW)
-                .filter(|(_, seg)| s.is_none_or(|s| s == *seg))
-                .count()
-        };
-        let matched_users = match recent(segment) {
-            0 => recent(None),
-            n => n,
+        // Counts over the window as of the last prune (at most one tick old).
+        let matched_users = match segment.and_then(|s| self.per_segment.get(&s)) {
+            Some(&n) => n,
+            None => self.matched_users.len(),
         };
         if matched_users == 0 {
             return None;
@@ -206,5 +202,10 @@ mod tests {
         assert_eq!(h.estimate_wait_ms(1, Some(2), t), Some(10_000));
         // A segment never seen falls back to everyone.
         assert_eq!(h.estimate_wait_ms(1, Some(3), t), Some(909));
+        // A minute later, once pruned, nothing is known any more.
+        let later = t + RATE_WINDOW + Duration::from_secs(1);
+        h.prune(later);
+        assert_eq!(h.estimate_wait_ms(1, Some(2), later), None);
+        assert_eq!(h.matches_last_minute(later), 0);
     }
 }

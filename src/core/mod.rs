@@ -462,6 +462,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 ));
             }
         }
+        self.history.prune(now);
         let relaxation = self.queue.relax(now);
         for p in relaxation.pairs {
             self.pair(p, now, &mut out);
