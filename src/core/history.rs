@@ -135,14 +135,10 @@ impl MatchHistory {
     }
 
     /// Expected remaining wait for the user at `position` (1 = next), from how many users of its
-    /// segment were matched over the last minute (all users when none of its segment were).
+    /// segment were matched over the last minute (all users when none of its segment were), as of
+    /// the last [`prune`](Self::prune).
     /// `None` before any match in that window.
-    pub fn estimate_wait_ms(
-        &self,
-        position: usize,
-        segment: Option<Segment>,
-        now: Instant,
-    ) -> Option<u64> {
+    pub fn estimate_wait_ms(&self, position: usize, segment: Option<Segment>) -> Option<u64> {
         // Counts over the window as of the last prune (at most one tick old).
         let matched_users = match segment.and_then(|s| self.per_segment.get(&s)) {
             Some(&n) => n,
@@ -188,24 +184,24 @@ mod tests {
     fn estimate_follows_the_match_rate() {
         let t = Instant::now();
         let mut h = MatchHistory::default();
-        assert_eq!(h.estimate_wait_ms(1, None, t), None);
+        assert_eq!(h.estimate_wait_ms(1, None), None);
         // 30 matches a minute = 60 users a minute = one user a second.
         for _ in 0..30 {
             h.record(t, [(Duration::ZERO, 1); 2]);
         }
-        assert_eq!(h.estimate_wait_ms(1, None, t), Some(1000));
-        assert_eq!(h.estimate_wait_ms(5, None, t), Some(5000));
+        assert_eq!(h.estimate_wait_ms(1, None), Some(1000));
+        assert_eq!(h.estimate_wait_ms(5, None), Some(5000));
         // Users like them (segment 2) were matched at a tenth of that rate.
         for _ in 0..3 {
             h.record(t, [(Duration::ZERO, 2); 2]);
         }
-        assert_eq!(h.estimate_wait_ms(1, Some(2), t), Some(10_000));
+        assert_eq!(h.estimate_wait_ms(1, Some(2)), Some(10_000));
         // A segment never seen falls back to everyone.
-        assert_eq!(h.estimate_wait_ms(1, Some(3), t), Some(909));
+        assert_eq!(h.estimate_wait_ms(1, Some(3)), Some(909));
         // A minute later, once pruned, nothing is known any more.
         let later = t + RATE_WINDOW + Duration::from_secs(1);
         h.prune(later);
-        assert_eq!(h.estimate_wait_ms(1, Some(2), later), None);
+        assert_eq!(h.estimate_wait_ms(1, Some(2)), None);
         assert_eq!(h.matches_last_minute(later), 0);
     }
 }

@@ -233,7 +233,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             user,
             ServerEvent::QueueStatus(QueueStatus {
                 position,
-                estimated_wait_time: self.history.estimate_wait_ms(position, segment, now),
+                estimated_wait_time: self.history.estimate_wait_ms(position, segment),
                 total_waiting: self.queue.len(),
                 relaxed: self.queue.is_relaxed(user),
             }),
@@ -493,7 +493,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                     &s.user,
                     ServerEvent::QueueStatus(QueueStatus {
                         position,
-                        estimated_wait_time: self.history.estimate_wait_ms(position, segment, now),
+                        estimated_wait_time: self.history.estimate_wait_ms(position, segment),
                         total_waiting,
                         relaxed: self.queue.is_relaxed(&s.user),
                     }),
