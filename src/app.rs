@@ -2,11 +2,12 @@
 //! orderly shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,8 +34,8 @@ pub struct App {
     pub io: SocketIo,
 }
 
-/// Builds the application from its settings.
-pub fn build(config: Config) -> App {
+/// Builds the application from its settings, or says why they cannot work.
+pub fn build(config: Config) -> Result<App, String> {
     let (layer, io) = SocketIo::builder()
         .ping_interval(Duration::from_millis(config.ping_interval_ms))
         .ping_timeout(Duration::from_millis(config.ping_timeout_ms))
@@ -46,7 +47,7 @@ pub fn build(config: Config) -> App {
     let origins = Arc::new(config.client_origin.clone());
     let static_dir = config.static_dir.clone();
     let bundle_dir = config.client_bundle_dir.clone();
-    let hub = Hub::new(config);
+    let hub = Hub::new(config)?;
     io.ns("/", OnConnect(hub.clone()));
 
     let router = crate::http::routes(hub.clone())
@@ -54,8 +55,63 @@ pub fn build(config: Config) -> App {
         .fallback_service(ServeDir::new(static_dir))
         .layer(layer)
         .layer(cors(&origins))
-        .layer(middleware::from_fn_with_state(origins, check_origin));
-    App { router, hub, io }
+        .layer(middleware::from_fn_with_state(origins, check_origin))
+        .layer(middleware::from_fn_with_state(
+            hub.clone(),
+            limit_per_address,
+        ));
+    Ok(App { router, hub, io })
+}
+
+/// Per-address limits on the HTTP side: a request that opens a new Engine.IO connection (a
+/// `/socket.io/` request without a session id) counts against `MAX_NEW_CONNECTIONS_PER_IP`, any
+/// other request except `/health` and an existing session's traffic against
+/// `RATE_LIMIT_MAX_REQUESTS`. Over the limit: 429 with `Retry-After` and the JSON error.
+async fn limit_per_address(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let Some(ip) = hub.limits.client_ip(req.headers(), peer) else {
+        return next.run(req).await;
+    };
+    let verdict = if path.starts_with("/socket.io") {
+        let new_session = !req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")));
+        if new_session {
+            hub.limits
+                .admit_connection(ip)
+                .map_err(|w| (w, "connections"))
+        } else {
+            Ok(())
+        }
+    } else if path == "/health" {
+        Ok(())
+    } else {
+        hub.limits.admit_request(ip).map_err(|w| (w, "requests"))
+    };
+    match verdict {
+        Ok(()) => next.run(req).await,
+        Err((wait, what)) => {
+            tracing::debug!(%ip, path, "rate-limited");
+            let r = crate::protocol::Reject::rate_limited(what, wait);
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let body = axum::Json(serde_json::json!({
+                "code": r.code,
+                "message": r.message,
+                "retryAfterMs": r.retry_after_ms,
+            }));
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.max(1).to_string())],
+                body,
+            )
+                .into_response()
+        }
+    }
 }
 
 fn cors(origins: &Origins) -> CorsLayer {
@@ -95,17 +151,32 @@ pub async fn run(
     if config.node_env == Environment::Production && config.client_origin == Origins::Any {
         tracing::warn!("CLIENT_ORIGIN is `*` in production: any web page may connect");
     }
-    let timeout = config.shutdown_timeout();
-    let App { router, hub, io } = build(config);
+    let app =
+        build(config).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    serve(listener, app, shutdown).await
+}
+
+/// Serves an application built with [`build`] (tests keep its hub to inspect the state).
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let App { router, hub, io } = app;
+    let timeout = hub.config.shutdown_timeout();
+    let spread = hub.config.reconnect_spread_ms;
 
     let ticker = tokio::spawn({
         let hub = hub.clone();
         async move {
             let mut every = tokio::time::interval(TICK);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for n in 0u64.. {
                 every.tick().await;
                 hub.tick(Instant::now());
+                if n % 40 == 0 {
+                    hub.limits.prune();
+                }
             }
         }
     });
@@ -118,27 +189,31 @@ pub async fn run(
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                stop_rx.await.ok();
-            })
-            .into_future(),
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            stop_rx.await.ok();
+        })
+        .into_future(),
     );
 
     shutdown.await;
     let deadline = Instant::now() + timeout;
     tracing::info!(timeout_ms = timeout.as_millis() as u64, "shutting down");
     hub.begin_shutdown();
-    let notice = ServerShutdown {
-        message: "The server is restarting; reconnect in a moment",
-        timestamp: now_ms(),
-    };
     let left = |d: Instant| d.saturating_duration_since(Instant::now());
-    if tokio::time::timeout(left(deadline), io.emit("server-shutdown", &notice))
-        .await
-        .is_err()
-    {
-        tracing::warn!("server-shutdown broadcast did not finish in time");
+    // One notice per socket, each with its own delay, so clients come back spread out.
+    for socket in io.sockets() {
+        let notice = ServerShutdown {
+            message: "The server is restarting; reconnect in a moment",
+            timestamp: now_ms(),
+            reconnect_in_ms: 1000 + rand::random_range(0..=spread),
+        };
+        if let Err(e) = socket.emit("server-shutdown", &notice) {
+            tracing::debug!(sid = %socket.id, error = %e, "server-shutdown not sent");
+        }
     }
     // Let the notice reach the wire before the transports close.
     tokio::time::sleep(left(deadline).min(Duration::from_millis(200))).await;

@@ -48,6 +48,16 @@ impl Origins {
     }
 }
 
+fn parse_trust_proxy(raw: &str) -> Result<u8, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "no" => Ok(0),
+        "true" | "yes" => Ok(1),
+        n => n
+            .parse::<u8>()
+            .map_err(|_| format!("{raw:?}: give true, false or a number of proxies (0-255)")),
+    }
+}
+
 fn parse_origins(raw: &str) -> Result<Origins, String> {
     let raw = raw.trim();
     if raw == "*" {
@@ -162,6 +172,80 @@ pub struct Config {
     )]
     pub client_bundle_dir: std::path::PathBuf,
 
+    /// How long the room of a user whose connection dropped is held for it to come back with
+    /// its `resumeToken`, in ms. 0 ends the room at once.
+    #[arg(long, env = "RECONNECT_GRACE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub reconnect_grace_ms: u64,
+
+    /// At shutdown each client is told to reconnect after a random delay of up to this many ms
+    /// (`server-shutdown.reconnectInMs`), so that they do not all return at once.
+    #[arg(long, env = "RECONNECT_SPREAD_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub reconnect_spread_ms: u64,
+
+    /// Socket.IO connections one client address may hold open at once (0: no limit).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 50)]
+    pub max_connections_per_ip: u32,
+
+    /// New connections one client address may open per `RATE_LIMIT_WINDOW_MS` (0: no limit).
+    #[arg(long, env = "MAX_NEW_CONNECTIONS_PER_IP", default_value_t = 120)]
+    pub max_new_connections_per_ip: u32,
+
+    /// The window of the per-address limits, in ms.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1000..=86_400_000))]
+    pub rate_limit_window_ms: u64,
+
+    /// HTTP requests (pages, `/stats`, `/ice-servers`...; not `/health` or Socket.IO traffic) one
+    /// client address may make per `RATE_LIMIT_WINDOW_MS` (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_MAX_REQUESTS", default_value_t = 100)]
+    pub rate_limit_max_requests: u32,
+
+    /// WebRTC signaling events (offer, answer, ICE candidates) per second per socket, with a
+    /// burst of three times as many (0: no limit).
+    #[arg(long, env = "SIGNAL_EVENTS_PER_SEC", default_value_t = 50)]
+    pub signal_events_per_sec: u32,
+
+    /// Chat and typing events per second per socket, burst three times as many (0: no limit).
+    #[arg(long, env = "CHAT_EVENTS_PER_SEC", default_value_t = 5)]
+    pub chat_events_per_sec: u32,
+
+    /// Searches and skips (`find-random-partner`, `next-partner`) per minute per socket, with a
+    /// burst of 10 (0: no limit).
+    #[arg(long, env = "SEARCH_EVENTS_PER_MIN", default_value_t = 30)]
+    pub search_events_per_min: u32,
+
+    /// Any other event per second per socket, burst three times as many (0: no limit).
+    #[arg(long, env = "OTHER_EVENTS_PER_SEC", default_value_t = 10)]
+    pub other_events_per_sec: u32,
+
+    /// A socket refused this many events as rate-limited within 10 s is disconnected (0: never).
+    #[arg(long, env = "FLOOD_DISCONNECT_AFTER", default_value_t = 100)]
+    pub flood_disconnect_after: u32,
+
+    /// Reverse proxies in front of the server whose `X-Forwarded-For` entries are believed:
+    /// 0 (the default) uses the TCP peer address; `true` means 1.
+    #[arg(long, env = "TRUST_PROXY", default_value = "0", value_parser = parse_trust_proxy)]
+    pub trust_proxy: u8,
+
+    /// HS256 secret: when set, `authenticate` needs a JWT and the user id is its `sub`.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// RS256 or ES256 public key (PEM text, or a path to a PEM file): as `JWT_SECRET`, for
+    /// tokens signed by an identity provider.
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+
+    /// When set, a token's `aud` must contain this value.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// When set, a token's `iss` must be this value.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
     /// Log level or filter (`info`, `debug`, `roulette=debug,info`); `RUST_LOG` wins when set.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -213,6 +297,7 @@ impl Config {
             queue_status_interval: Duration::from_millis(self.queue_status_interval_ms),
             preference_relax: Duration::from_millis(self.preference_relax_ms),
             block_ttl: Duration::from_millis(self.block_ttl_ms),
+            reconnect_grace: Duration::from_millis(self.reconnect_grace_ms),
         }
     }
 

@@ -61,6 +61,8 @@ pub struct Stats {
     pub connected_users: usize,
     /// Users waiting for a partner now.
     pub waiting_users: usize,
+    /// Users whose connection dropped and whose room is held for them to come back.
+    pub reconnecting_users: usize,
     /// Rooms open now.
     pub active_rooms: usize,
     /// Users in rooms now (twice the rooms).
@@ -109,6 +111,7 @@ async fn stats(State(hub): State<Arc<Hub>>) -> Json<Stats> {
     Json(Stats {
         connected_users: s.live.connected_users,
         waiting_users: s.live.waiting_users,
+        reconnecting_users: s.reconnecting_users,
         active_rooms: s.live.active_rooms,
         users_in_rooms: 2 * s.live.active_rooms,
         total_matches: s.total_matches,

@@ -6,11 +6,14 @@
 //! - [`http`]: health, statistics and static pages;
 //! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
 //! - [`core`]: the pure, synchronous rules (queue, matching, rooms), free of I/O;
-//! - [`protocol`]: the payloads and error codes on the wire.
+//! - [`protocol`]: the payloads and error codes on the wire;
+//! - [`limits`] and [`auth`]: abuse limits and token authentication, used by the layers above.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod limits;
 pub mod protocol;
 pub mod signaling;

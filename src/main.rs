@@ -53,6 +53,10 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let config = Config::load();
+    if let Err(e) = roulette::auth::Verifier::from_config(&config) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     init_tracing(&config);
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

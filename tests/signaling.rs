@@ -311,7 +311,8 @@ async fn end_chat_tells_both_and_lets_both_search_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_frees_the_partner_and_the_queue() {
-    let s = TestServer::start(&[]).await;
+    // Without a reconnection grace a drop ends the room at once.
+    let s = TestServer::start(&["--reconnect-grace-ms", "0"]).await;
     let (a, mut b, room) = s.pair("alice", "bob").await;
     a.drop_connection().await;
     assert_eq!(
@@ -385,7 +386,13 @@ async fn queue_positions_are_pushed_when_they_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_is_kept_under_a_burst() {
     // A send queue larger than the burst: this test is about order, the next one about overflow.
-    let s = TestServer::start(&["--socket-buffer-packets", "8192"]).await;
+    let s = TestServer::start(&[
+        "--socket-buffer-packets",
+        "8192",
+        "--signal-events-per-sec",
+        "0",
+    ])
+    .await;
     let (mut a, mut b, room) = s.pair("alice", "bob").await;
     const N: usize = 5000;
     let reader = tokio::spawn(async move {
@@ -414,7 +421,13 @@ async fn order_is_kept_under_a_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_that_stops_reading_never_causes_a_silent_loss() {
-    let s = TestServer::start(&["--socket-buffer-packets", "64"]).await;
+    let s = TestServer::start(&[
+        "--socket-buffer-packets",
+        "64",
+        "--signal-events-per-sec",
+        "0",
+    ])
+    .await;
     let (mut a, mut b, room) = s.pair("alice", "bob").await;
     const N: usize = 3000;
     // Bob reads nothing while Alice bursts: the kernel buffers and then Bob's send queue fill.

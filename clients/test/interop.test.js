@@ -31,7 +31,11 @@ for (const [mode, transports] of MODES) {
     const id = (name) => `${name}-${transports ? 'ws' : 'poll'}-${++n}`;
     const sockets = [];
     const track = (...s) => { sockets.push(...s); return s; };
-    before(async () => { server = await startServer(); });
+    // This suite opens many connections from one address and bursts 2,000 candidates: the
+    // per-address and signaling limits are off here and tested on their own below.
+    before(async () => {
+      server = await startServer(['--max-new-connections-per-ip', '0', '--signal-events-per-sec', '0']);
+    });
     after(async () => {
       for (const s of sockets) s.disconnect();
       assert.equal(await server.stop(), 0, 'the server exits 0 on SIGTERM');
@@ -154,10 +158,13 @@ for (const [mode, transports] of MODES) {
       track(a, b);
       const N = 2000;
       const seen = [];
-      const done = new Promise((resolve) => b.on('webrtc-ice-candidate', (c) => {
-        seen.push(c.candidate.n);
-        if (seen.length === N) resolve();
-      }));
+      const done = new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${seen.length} of ${N} arrived`)), 20000);
+        b.on('webrtc-ice-candidate', (c) => {
+          seen.push(c.candidate.n);
+          if (seen.length === N) { clearTimeout(timer); resolve(); }
+        });
+      });
       for (let i = 0; i < N; i++) a.emit('webrtc-ice-candidate', { roomId, candidate: { candidate: 'c', n: i } });
       await done;
       assert.deepEqual(seen, [...Array(N).keys()]);
@@ -189,6 +196,39 @@ for (const [mode, transports] of MODES) {
       const left = next(b, 'partner-left');
       a.disconnect();
       assert.deepEqual(await left, { reason: 'disconnect', roomId, canReconnect: false });
+    });
+
+    it('holds the room for a dropped connection and gives it back with the resume token', async () => {
+      const name = id('phone');
+      const a = await connect(server.url, transports);
+      const authed = next(a, 'authenticated');
+      a.emit('authenticate', { userId: name });
+      const { resumeToken } = await authed;
+      assert.equal(typeof resumeToken, 'string');
+      const bName = id('b');
+      const b = await user(server.url, bName, transports);
+      track(b);
+      const searching = next(a, 'searching');
+      a.emit('find-random-partner', {});
+      await searching;
+      const matched = next(a, 'matched');
+      b.emit('find-random-partner', {});
+      const { roomId } = await matched;
+      // The transport dies without a goodbye, as when a phone changes networks.
+      const left = next(b, 'partner-left');
+      a.io.engine.close();
+      assert.deepEqual(await left, { reason: 'connection-lost', roomId, canReconnect: true });
+      const back = await connect(server.url, transports);
+      track(back);
+      const [resumed, rejoined, reconnected] = [
+        next(back, 'authenticated'), next(back, 'rejoined'), next(b, 'partner-reconnected')];
+      back.emit('authenticate', { userId: name, resumeToken });
+      assert.equal((await resumed).resumed, true);
+      assert.deepEqual(await rejoined, { roomId, partnerId: bName, isInitiator: true });
+      assert.deepEqual(await reconnected, { roomId, partnerId: name });
+      const chat = next(b, 'chat-message');
+      back.emit('chat-message', { roomId, message: 'back again' });
+      assert.equal((await chat).message, 'back again');
     });
 
     it('answers malformed payloads with error codes', async () => {
@@ -226,6 +266,42 @@ for (const [mode, transports] of MODES) {
   });
 }
 
+describe('limits with the official client', () => {
+  it('answers a flood of skips with rate-limited, then disconnects the flooder', async () => {
+    const server = await startServer(['--search-events-per-min', '6', '--flood-disconnect-after', '10']);
+    try {
+      const s = await user(server.url, 'skipper', ['websocket']);
+      const errors = [];
+      s.on('error', (e) => errors.push(e));
+      const gone = next(s, 'disconnect');
+      for (let i = 0; i < 40; i++) s.emit('next-partner');
+      assert.equal(await gone, 'io server disconnect');
+      assert.ok(errors.length >= 1, 'told before being cut off');
+      for (const e of errors) {
+        assert.deepEqual([e.code, e.event], ['rate-limited', 'next-partner']);
+        assert.ok(e.retryAfterMs > 0);
+      }
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  it('refuses connections over MAX_CONNECTIONS_PER_IP with a connect_error', async () => {
+    const server = await startServer(['--max-connections-per-ip', '2']);
+    try {
+      const held = [await connect(server.url, ['websocket']), await connect(server.url, ['websocket'])];
+      await assert.rejects(connect(server.url, ['websocket']), /rate-limited/);
+      held[0].disconnect();
+      await new Promise((r) => setTimeout(r, 200));
+      const again = await connect(server.url, ['websocket']);
+      again.disconnect();
+      held[1].disconnect();
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+});
+
 describe('shutdown with the official client', () => {
   it('sends server-shutdown to everyone and exits 0', async () => {
     const server = await startServer(['--shutdown-timeout-ms', '3000']);
@@ -238,6 +314,7 @@ describe('shutdown with the official client', () => {
     for (const n of await Promise.all(notices)) {
       assert.equal(typeof n.message, 'string');
       assert.equal(typeof n.timestamp, 'number');
+      assert.ok(n.reconnectInMs >= 1000, 'a delay to come back after');
     }
     await Promise.all(gone);
     assert.equal(await exit, 0);

@@ -13,14 +13,14 @@ pub mod matchmaker;
 pub mod profile;
 pub mod rooms;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::ErrorCode;
 use crate::protocol::outgoing::{
-    ChatEnded, Matched, PartnerLeft, QueueStatus, RoomEnded, SearchTimeout, Searching, ServerEvent,
-    ServerStats, now_ms,
+    ChatEnded, Matched, PartnerLeft, PartnerReconnected, QueueStatus, Rejoined, RoomEnded,
+    SearchTimeout, Searching, ServerEvent, ServerStats, now_ms,
 };
 use history::{MatchHistory, WaitSummary};
 use matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Seeker};
@@ -45,6 +45,9 @@ pub struct CoreConfig {
     pub preference_relax: Duration,
     /// How long `block-user` and `report-user` keep a pair apart.
     pub block_ttl: Duration,
+    /// How long the room of a user whose connection dropped is held for it. Zero ends the room
+    /// at once.
+    pub reconnect_grace: Duration,
 }
 
 impl Default for CoreConfig {
@@ -55,6 +58,7 @@ impl Default for CoreConfig {
             queue_status_interval: Duration::from_millis(1000),
             preference_relax: Duration::from_millis(5000),
             block_ttl: Duration::from_secs(24 * 3600),
+            reconnect_grace: Duration::from_millis(10_000),
         }
     }
 }
@@ -90,6 +94,25 @@ pub struct User<L> {
     last_status: Option<(usize, Instant)>,
     /// The partner of the user's last room.
     previous: Option<UserId>,
+    /// The secret that lets a new connection take this session over.
+    resume_token: Arc<str>,
+    /// Set while the user's connection is gone and its room is held: until when.
+    away_until: Option<Instant>,
+    /// The room that ended while the user was away, told when it comes back.
+    missed: Option<RoomEnded>,
+}
+
+/// What [`Core::join`] decided.
+#[derive(Debug)]
+pub struct Joined<L> {
+    /// The token to hand the client for a later resumption (a new one after each resumption).
+    pub resume_token: Arc<str>,
+    /// True when an earlier session was taken back with its token.
+    pub resumed: bool,
+    /// The connection that spoke for the user until now and must be closed.
+    pub replaced: Option<L>,
+    /// Events for the user and its partner (`rejoined`, `partner-reconnected`, `room-ended`).
+    pub effects: Vec<Effect>,
 }
 
 /// The figures behind `/stats`.
@@ -97,6 +120,8 @@ pub struct User<L> {
 pub struct CoreStats {
     /// Live counts.
     pub live: ServerStats,
+    /// Users whose connection dropped and whose room is held for them.
+    pub reconnecting_users: usize,
     /// Matches since start.
     pub total_matches: u64,
     /// Matches in the last minute.
@@ -115,6 +140,8 @@ pub struct Core<L, M = PreferenceMatchmaker> {
     rooms: Rooms,
     history: MatchHistory,
     reports: u64,
+    /// Users away within their grace period, by deadline: the count of reconnecting users.
+    away: BTreeSet<(Instant, UserId)>,
 }
 
 impl<L: Clone + PartialEq> Core<L, PreferenceMatchmaker> {
@@ -135,32 +162,115 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             rooms: Rooms::default(),
             history: MatchHistory::default(),
             reports: 0,
+            away: BTreeSet::new(),
         }
     }
 
-    /// Registers an authenticated user reachable through `link`. Authenticating again on the
-    /// same link updates the profile; an id held by another link is refused.
-    pub fn join(&mut self, user: UserId, link: L, profile: Profile) -> Result<(), ErrorCode> {
-        match self.users.get_mut(&user) {
-            Some(existing) if existing.link == link => {
-                existing.profile = Arc::new(profile);
-                Ok(())
-            }
-            Some(_) => Err(ErrorCode::UserIdTaken),
-            None => {
-                self.users.insert(
-                    user,
-                    User {
-                        link,
-                        profile: Arc::new(profile),
-                        prefs: Arc::new(Preferences::default()),
-                        last_status: None,
-                        previous: None,
-                    },
-                );
-                Ok(())
-            }
+    /// Registers an authenticated user reachable through `link`.
+    ///
+    /// Authenticating again on the same link updates the profile (when one is given). An id held
+    /// by another link is refused with [`ErrorCode::UserIdTaken`] unless `resume` is that
+    /// session's token: then this link takes the session over (the old link, if still open, is
+    /// returned to be closed), its room is rejoined and the partner told, or, when the room ended
+    /// meanwhile, the user gets the `room-ended` it missed.
+    pub fn join(
+        &mut self,
+        user: UserId,
+        link: L,
+        profile: Option<Profile>,
+        resume: Option<&str>,
+    ) -> Result<Joined<L>, ErrorCode> {
+        let Some(existing) = self.users.get_mut(&user) else {
+            let token = new_token();
+            self.users.insert(
+                user,
+                User {
+                    link,
+                    profile: Arc::new(profile.unwrap_or_default()),
+                    prefs: Arc::new(Preferences::default()),
+                    last_status: None,
+                    previous: None,
+                    resume_token: token.clone(),
+                    away_until: None,
+                    missed: None,
+                },
+            );
+            return Ok(Joined {
+                resume_token: token,
+                resumed: false,
+                replaced: None,
+                effects: Vec::new(),
+            });
+        };
+        if let Some(p) = profile {
+            existing.profile = Arc::new(p);
         }
+        if existing.link == link {
+            return Ok(Joined {
+                resume_token: existing.resume_token.clone(),
+                resumed: false,
+                replaced: None,
+                effects: Vec::new(),
+            });
+        }
+        if !resume.is_some_and(|t| same_secret(t, &existing.resume_token)) {
+            return Err(ErrorCode::UserIdTaken);
+        }
+        // A used token is spent: a copy of it that leaked cannot take the session again.
+        existing.resume_token = new_token();
+        let token = existing.resume_token.clone();
+        let old = std::mem::replace(&mut existing.link, link);
+        let replaced = match existing.away_until.take() {
+            Some(until) => {
+                self.away.remove(&(until, user.clone()));
+                None
+            }
+            None => Some(old),
+        };
+        let missed = existing.missed.take();
+        let mut effects = Vec::new();
+        if let Some(room) = self.rooms.of_user(&user) {
+            let partner = room.partner_of(&user).expect("a member").clone();
+            effects.push(Effect::new(
+                &user,
+                ServerEvent::Rejoined(Rejoined {
+                    room_id: room.id.clone(),
+                    partner_id: partner.clone(),
+                    is_initiator: room.initiator == user,
+                }),
+            ));
+            if self
+                .users
+                .get(&partner)
+                .is_some_and(|p| p.away_until.is_none())
+            {
+                effects.push(Effect::new(
+                    &partner,
+                    ServerEvent::PartnerReconnected(PartnerReconnected {
+                        room_id: room.id.clone(),
+                        partner_id: user.clone(),
+                    }),
+                ));
+            } else {
+                // The partner dropped too: this new connection has not heard of it yet.
+                effects.push(Effect::new(
+                    &user,
+                    ServerEvent::PartnerLeft(PartnerLeft {
+                        reason: "connection-lost",
+                        room_id: room.id.clone(),
+                        can_reconnect: true,
+                    }),
+                ));
+            }
+        } else if let Some(ended) = missed {
+            effects.push(Effect::new(&user, ServerEvent::RoomEnded(ended)));
+        }
+        Ok(Joined {
+            resume_token: token,
+            resumed: true,
+            replaced,
+            effects,
+        })
     }
 
     /// Starts a search. `prefs` replaces the stored preferences when given. Pairs at once when a
@@ -172,15 +282,19 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         prefs: Option<Preferences>,
         now: Instant,
     ) -> Result<Vec<Effect>, ErrorCode> {
-        if self.rooms.of_user(user).is_some() {
-            return Err(ErrorCode::AlreadyInRoom);
+        if let Some(room) = self.rooms.of_user(user) {
+            // A partner whose connection dropped cannot be talked to; an old client that was told
+            // `partner-left` searches again, which gives the room up.
+            let partner = room.partner_of(user).expect("a member");
+            if !self.is_away(partner) {
+                return Err(ErrorCode::AlreadyInRoom);
+            }
+            let mut out = Vec::new();
+            self.close_room_of(user, "ended", now, &mut out);
+            out.extend(self.find(user, prefs, now)?);
+            return Ok(out);
         }
-        let id = self
-            .users
-            .get_key_value(user)
-            .ok_or(ErrorCode::NotAuthenticated)?
-            .0
-            .clone();
+        let id = self.present(user)?;
         let u = self.users.get_mut(user).expect("present above");
         let changed = prefs.as_ref().is_some_and(|p| *p != *u.prefs);
         if let Some(p) = prefs.filter(|_| changed) {
@@ -289,25 +403,36 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
     }
 
-    /// Closes `user`'s room and tells the partner why. Returns the closed room.
+    /// Closes `user`'s room and tells the partner why (a partner who is away learns it as
+    /// `room-ended` when it comes back). Returns the closed room.
     fn close_room_of(
         &mut self,
         user: &str,
         reason: &'static str,
+        now: Instant,
         out: &mut Vec<Effect>,
     ) -> Option<Room> {
         let id = self.rooms.of_user(user)?.id.clone();
         let room = self.rooms.close(&id)?;
         self.remember_partners(&room);
         let partner = room.partner_of(user).expect("user is a member").clone();
-        out.push(Effect::new(
-            &partner,
-            ServerEvent::PartnerLeft(PartnerLeft {
-                reason,
-                room_id: room.id.clone(),
-                can_reconnect: false,
-            }),
-        ));
+        match self.users.get_mut(&partner) {
+            Some(p) if p.away_until.is_some() => {
+                p.missed = Some(RoomEnded {
+                    reason: "partner-left",
+                    room_id: room.id.clone(),
+                    duration: room.age(now).as_millis() as u64,
+                });
+            }
+            _ => out.push(Effect::new(
+                &partner,
+                ServerEvent::PartnerLeft(PartnerLeft {
+                    reason,
+                    room_id: room.id.clone(),
+                    can_reconnect: false,
+                }),
+            )),
+        }
         Some(room)
     }
 
@@ -325,12 +450,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// `block-user`: `user` and `other` are never paired again (for the block lifetime).
     pub fn block(&mut self, user: &str, other: &str, now: Instant) -> Result<(), ErrorCode> {
-        let id = self
-            .users
-            .get_key_value(user)
-            .ok_or(ErrorCode::NotAuthenticated)?
-            .0
-            .clone();
+        let id = self.present(user)?;
         if *id == *other {
             return Err(ErrorCode::InvalidPayload);
         }
@@ -349,26 +469,19 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// `next-partner`: leaves the current room (the partner is told `next`) and searches again
     /// with the last preferences. Outside a room it simply (re)starts the search.
     pub fn next(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
-        if !self.users.contains_key(user) {
-            return Err(ErrorCode::NotAuthenticated);
-        }
+        self.present(user)?;
         let mut out = Vec::new();
-        self.close_room_of(user, "next", &mut out);
+        self.close_room_of(user, "next", now, &mut out);
         out.extend(self.find(user, None, now)?);
         Ok(out)
     }
 
     /// `end-chat`: leaves the room (the partner is told `ended`, the user gets `chat-ended`),
     /// or cancels a search. Neither in a room nor searching: [`ErrorCode::NotInRoom`].
-    pub fn end(&mut self, user: &str) -> Result<Vec<Effect>, ErrorCode> {
-        let id = self
-            .users
-            .get_key_value(user)
-            .ok_or(ErrorCode::NotAuthenticated)?
-            .0
-            .clone();
+    pub fn end(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
+        let id = self.present(user)?;
         let mut out = Vec::with_capacity(2);
-        if let Some(room) = self.close_room_of(user, "ended", &mut out) {
+        if let Some(room) = self.close_room_of(user, "ended", now, &mut out) {
             out.push(Effect::new(
                 &id,
                 ServerEvent::ChatEnded(ChatEnded {
@@ -390,17 +503,77 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         Ok(out)
     }
 
-    /// The user's connection `link` is gone: it leaves the queue and its room at once (the
-    /// partner is told `disconnect`). A link that no longer speaks for the user changes nothing.
-    pub fn leave(&mut self, user: &str, link: &L) -> Vec<Effect> {
-        if self.users.get(user).is_none_or(|u| u.link != *link) {
+    /// The user's connection `link` is gone. A waiting user leaves the queue at once. When the
+    /// connection was `lost` (not closed on purpose) a user in a room is held for the
+    /// reconnection grace: the partner is told `connection-lost` with `canReconnect: true`, and
+    /// the room ends only if the grace runs out (see [`tick`]) or the partner leaves. Otherwise,
+    /// or without a grace, the room ends at once (`disconnect`). A link that no longer speaks for
+    /// the user changes nothing.
+    ///
+    /// [`tick`]: Self::tick
+    pub fn leave(&mut self, user: &str, link: &L, lost: bool, now: Instant) -> Vec<Effect> {
+        let Some((id, u)) = self.users.get_key_value(user) else {
+            return Vec::new();
+        };
+        if u.link != *link || u.away_until.is_some() {
             return Vec::new();
         }
+        let id = id.clone();
         let mut out = Vec::new();
         self.queue.remove(user);
-        self.close_room_of(user, "disconnect", &mut out);
+        let grace = self.cfg.reconnect_grace;
+        if let Some(room) = self
+            .rooms
+            .of_user(user)
+            .filter(|_| lost && !grace.is_zero())
+        {
+            let partner = room.partner_of(user).expect("a member").clone();
+            let room_id = room.id.clone();
+            if self.is_away(&partner) {
+                // Both gone: nobody is left to wait for.
+                self.close_room_of(user, "disconnect", now, &mut out);
+                self.forget(&partner);
+                self.users.remove(user);
+                return out;
+            }
+            let until = now + grace;
+            self.users.get_mut(user).expect("present").away_until = Some(until);
+            self.away.insert((until, id));
+            out.push(Effect::new(
+                &partner,
+                ServerEvent::PartnerLeft(PartnerLeft {
+                    reason: "connection-lost",
+                    room_id,
+                    can_reconnect: true,
+                }),
+            ));
+            return out;
+        }
+        self.close_room_of(user, "disconnect", now, &mut out);
         self.users.remove(user);
         out
+    }
+
+    /// The shared id of a connected user: a user who is away cannot act.
+    fn present(&self, user: &str) -> Result<UserId, ErrorCode> {
+        match self.users.get_key_value(user) {
+            Some((id, u)) if u.away_until.is_none() => Ok(id.clone()),
+            _ => Err(ErrorCode::NotAuthenticated),
+        }
+    }
+
+    /// Whether `user` is away: its connection dropped and its grace period runs.
+    pub fn is_away(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|u| u.away_until.is_some())
+    }
+
+    /// Removes a user who is away, with its entry in the deadline index.
+    fn forget(&mut self, user: &str) {
+        if let Some((id, u)) = self.users.remove_entry(user)
+            && let Some(until) = u.away_until
+        {
+            self.away.remove(&(until, id));
+        }
     }
 
     /// Whom a relay from `user` into `room_id` goes to: the partner's id and link. Refused unless
@@ -420,8 +593,11 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         if target.is_some_and(|t| **partner != *t) {
             return Err(ErrorCode::NotInRoom);
         }
-        let link = &self.users.get(partner).ok_or(ErrorCode::NotInRoom)?.link;
-        Ok((partner, link))
+        let p = self.users.get(partner).ok_or(ErrorCode::NotInRoom)?;
+        if p.away_until.is_some() {
+            return Err(ErrorCode::PartnerAway);
+        }
+        Ok((partner, &p.link))
     }
 
     /// Time-driven work: rooms past their maximum duration end (`room-ended` to both), searches
@@ -429,19 +605,32 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// get a `queue-status` (at most one per `queue_status_interval` each).
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
+        while let Some((until, user)) = self.away.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.away.pop_first();
+            if let Some(u) = self.users.get_mut(&user) {
+                u.away_until = None;
+            }
+            // The grace ran out: the room ends for good and the partner is told so.
+            self.close_room_of(&user, "disconnect", now, &mut out);
+            self.users.remove(&user);
+        }
         for id in self.rooms.due(now) {
             if let Some(room) = self.rooms.close(&id) {
                 self.remember_partners(&room);
                 let duration = room.age(now).as_millis() as u64;
                 for member in [&room.initiator, &room.responder] {
-                    out.push(Effect::new(
-                        member,
-                        ServerEvent::RoomEnded(RoomEnded {
-                            reason: "max-duration",
-                            room_id: room.id.clone(),
-                            duration,
-                        }),
-                    ));
+                    let ended = RoomEnded {
+                        reason: "max-duration",
+                        room_id: room.id.clone(),
+                        duration,
+                    };
+                    match self.users.get_mut(member) {
+                        Some(u) if u.away_until.is_some() => u.missed = Some(ended),
+                        _ => out.push(Effect::new(member, ServerEvent::RoomEnded(ended))),
+                    }
                 }
             }
         }
@@ -505,12 +694,10 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// The link of a connected user.
     pub fn link(&self, user: &str) -> Option<&L> {
-        self.users.get(user).map(|u| &u.link)
-    }
-
-    /// Every connected user's link.
-    pub fn links(&self) -> impl Iterator<Item = &L> {
-        self.users.values().map(|u| &u.link)
+        self.users
+            .get(user)
+            .filter(|u| u.away_until.is_none())
+            .map(|u| &u.link)
     }
 
     /// The room `user` is in.
@@ -526,7 +713,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Live counts, read from the state.
     pub fn live(&self) -> ServerStats {
         ServerStats {
-            connected_users: self.users.len(),
+            connected_users: self.users.len() - self.away.len(),
             waiting_users: self.queue.len(),
             active_rooms: self.rooms.len(),
         }
@@ -536,6 +723,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     pub fn stats(&self, now: Instant) -> CoreStats {
         CoreStats {
             live: self.live(),
+            reconnecting_users: self.away.len(),
             total_matches: self.history.total(),
             matches_last_minute: self.history.matches_last_minute(now),
             waits: self.history.wait_summary(now),
@@ -550,6 +738,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             self.queue.remove(&u);
         }
         self.users.clear();
+        self.away.clear();
         self.rooms = Rooms::default();
     }
 
@@ -578,8 +767,21 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             return Err("a user is in two rooms".into());
         }
         for s in self.queue.waiting() {
-            if !self.users.contains_key(&s.user) {
+            if self.link(&s.user).is_none() {
                 return Err(format!("{} waits but is not connected", s.user));
+            }
+        }
+        let away = self.users.values().filter(|u| u.away_until.is_some());
+        if away.count() != self.away.len() {
+            return Err("the away index disagrees with the users".into());
+        }
+        for (_, user) in &self.away {
+            if self.rooms.of_user(user).is_none()
+                && self.users.get(user).is_none_or(|u| u.missed.is_none())
+            {
+                return Err(format!(
+                    "{user} is held away with neither a room nor news of one"
+                ));
             }
         }
         if self.queue.waiting().count() != self.queue.len() {
@@ -587,6 +789,20 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
         Ok(())
     }
+}
+
+/// A fresh session secret: 128 random bits as hex.
+fn new_token() -> Arc<str> {
+    uuid::Uuid::new_v4().simple().to_string().into()
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ fn core() -> TestCore {
 }
 
 fn join(c: &mut TestCore, id: &str, link: u32) {
-    c.join(id.into(), link, Profile::default()).unwrap();
+    c.join(id.into(), link, None, None).unwrap();
 }
 
 fn events_for<'a>(out: &'a [Effect], user: &str) -> Vec<&'a ServerEvent> {
@@ -119,7 +119,7 @@ fn end_chat_closes_the_room_for_both() {
     join(&mut c, "b", 2);
     c.find("a", None, t).unwrap();
     let room = matched(&c.find("b", None, t).unwrap(), "a").room_id;
-    let out = c.end("b").unwrap();
+    let out = c.end("b", t).unwrap();
     assert_eq!(events_for(&out, "a")[0].name(), "partner-left");
     assert_eq!(
         events_for(&out, "b"),
@@ -129,10 +129,10 @@ fn end_chat_closes_the_room_for_both() {
         })]
     );
     assert_eq!(c.live().active_rooms, 0);
-    assert_eq!(c.end("b"), Err(ErrorCode::NotInRoom));
+    assert_eq!(c.end("b", t), Err(ErrorCode::NotInRoom));
     // A search can be cancelled with end-chat too.
     c.find("a", None, t).unwrap();
-    let out = c.end("a").unwrap();
+    let out = c.end("a", t).unwrap();
     assert!(matches!(
         out[0].event,
         ServerEvent::ChatEnded(ChatEnded { room_id: None, .. })
@@ -150,12 +150,15 @@ fn leaving_removes_the_user_everywhere() {
     c.find("a", None, t).unwrap();
     c.find("b", None, t).unwrap();
     c.find("c", None, t).unwrap();
-    let out = c.leave("a", &0);
+    let out = c.leave("a", &0, true, t);
     assert_eq!(events_for(&out, "b")[0].name(), "partner-left");
-    assert!(c.leave("c", &99).is_empty(), "a stale link changes nothing");
+    assert!(
+        c.leave("c", &99, true, t).is_empty(),
+        "a stale link changes nothing"
+    );
     assert!(c.is_waiting("c"));
-    c.leave("c", &2);
-    c.leave("b", &1);
+    c.leave("c", &2, true, t);
+    c.leave("b", &1, true, t);
     assert_eq!(
         c.live(),
         ServerStats {
@@ -191,7 +194,7 @@ fn routes_only_to_the_current_partner() {
         "no room"
     );
     assert_eq!(c.route("a", &cd, None), Err(ErrorCode::NotInRoom));
-    c.end("a").unwrap();
+    c.end("a", t).unwrap();
     assert_eq!(
         c.route("b", &ab, None),
         Err(ErrorCode::NotInRoom),
@@ -206,19 +209,21 @@ fn hard_filters_hold_both_ways() {
     c.join(
         "m".into(),
         1,
-        Profile {
+        Some(Profile {
             gender: Some(Gender::Male),
             ..Default::default()
-        },
+        }),
+        None,
     )
     .unwrap();
     c.join(
         "f".into(),
         2,
-        Profile {
+        Some(Profile {
             gender: Some(Gender::Female),
             ..Default::default()
-        },
+        }),
+        None,
     )
     .unwrap();
     let wants_female = Preferences {
@@ -284,7 +289,7 @@ fn queue_status_follows_position_changes_throttled() {
         c.find(u, Some(picky.clone()), t).unwrap();
     }
     assert!(c.tick(t).is_empty(), "positions were sent on enqueue");
-    c.end("a").unwrap();
+    c.end("a", t).unwrap();
     // Positions changed, but the last update was less than a second ago.
     assert!(c.tick(t + Duration::from_millis(500)).is_empty());
     let out = c.tick(t + Duration::from_millis(1000));
@@ -307,10 +312,15 @@ fn a_taken_user_id_is_refused() {
     let mut c = core();
     join(&mut c, "a", 1);
     assert_eq!(
-        c.join("a".into(), 2, Profile::default()),
+        c.join("a".into(), 2, None, None).map(|_| ()),
         Err(ErrorCode::UserIdTaken)
     );
-    assert!(c.join("a".into(), 1, Profile::default()).is_ok());
+    assert_eq!(
+        c.join("a".into(), 2, None, Some("not-the-token"))
+            .map(|_| ()),
+        Err(ErrorCode::UserIdTaken)
+    );
+    assert!(c.join("a".into(), 1, None, None).is_ok());
 }
 
 #[derive(Debug, Clone)]
@@ -319,7 +329,8 @@ enum Op {
     Find(u8, bool),
     Next(u8),
     End(u8),
-    Leave(u8),
+    Leave(u8, bool),
+    Resume(u8),
     Tick(u16),
 }
 
@@ -329,7 +340,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..12, any::<bool>()).prop_map(|(u, p)| Op::Find(u, p)),
         (0u8..12).prop_map(Op::Next),
         (0u8..12).prop_map(Op::End),
-        (0u8..12).prop_map(Op::Leave),
+        (0u8..12, any::<bool>()).prop_map(|(u, lost)| Op::Leave(u, lost)),
+        (0u8..12).prop_map(Op::Resume),
         (0u16..40_000).prop_map(Op::Tick),
     ]
 }
@@ -345,16 +357,38 @@ proptest! {
             gender: Some(if u.is_multiple_of(2) { Gender::Male } else { Gender::Female }),
             ..Default::default()
         };
+        // Each user's current connection and latest resume token.
+        let mut links: HashMap<u8, u32> = HashMap::new();
+        let mut tokens: HashMap<u8, Arc<str>> = HashMap::new();
+        let mut next_link = 100u32;
         for op in ops {
             let out = match op {
-                Op::Join(u) => { let _ = c.join(u.to_string().into(), u as u32, profile(u)); vec![] }
+                Op::Join(u) => {
+                    let link = *links.entry(u).or_insert(u as u32);
+                    if let Ok(j) = c.join(u.to_string().into(), link, Some(profile(u)), None) {
+                        tokens.insert(u, j.resume_token);
+                    }
+                    vec![]
+                }
+                Op::Resume(u) => {
+                    next_link += 1;
+                    let token = tokens.get(&u).cloned();
+                    match c.join(u.to_string().into(), next_link, None, token.as_deref()) {
+                        Ok(j) => {
+                            links.insert(u, next_link);
+                            tokens.insert(u, j.resume_token);
+                            j.effects
+                        }
+                        Err(_) => vec![],
+                    }
+                }
                 Op::Find(u, picky) => {
                     let prefs = picky.then(|| Preferences { gender: GenderWish::Female, ..Default::default() });
                     c.find(&u.to_string(), prefs, now).unwrap_or_default()
                 }
                 Op::Next(u) => c.next(&u.to_string(), now).unwrap_or_default(),
-                Op::End(u) => c.end(&u.to_string()).unwrap_or_default(),
-                Op::Leave(u) => c.leave(&u.to_string(), &(u as u32)),
+                Op::End(u) => c.end(&u.to_string(), now).unwrap_or_default(),
+                Op::Leave(u, lost) => c.leave(&u.to_string(), &links.get(&u).copied().unwrap_or(u as u32), lost, now),
                 Op::Tick(ms) => { now += Duration::from_millis(ms as u64); c.tick(now) }
             };
             for e in &out {
@@ -369,8 +403,204 @@ proptest! {
             prop_assert_eq!(c.check_invariants(), Ok(()));
         }
         for u in 0..12u8 {
-            c.leave(&u.to_string(), &(u as u32));
+            c.leave(&u.to_string(), &links.get(&u).copied().unwrap_or(u as u32), true, now);
         }
         prop_assert_eq!(c.live(), ServerStats { connected_users: 0, waiting_users: 0, active_rooms: 0 });
+        // Rooms are held for users who dropped, until the grace runs out.
+        c.tick(now + Duration::from_secs(11));
+        prop_assert_eq!(c.live(), ServerStats { connected_users: 0, waiting_users: 0, active_rooms: 0 });
+        prop_assert_eq!(c.stats(now).reconnecting_users, 0);
+        prop_assert!(c.users.is_empty());
     }
+}
+
+/// Two users paired in a room, with their resume tokens.
+fn paired(c: &mut TestCore, t: Instant) -> (Arc<str>, Arc<str>, RoomId) {
+    let ta = c.join("a".into(), 1, None, None).unwrap().resume_token;
+    let tb = c.join("b".into(), 2, None, None).unwrap().resume_token;
+    c.find("a", None, t).unwrap();
+    let room = matched(&c.find("b", None, t).unwrap(), "b").room_id;
+    (ta, tb, room)
+}
+
+fn left(out: &[Effect], user: &str) -> PartnerLeft {
+    events_for(out, user)
+        .into_iter()
+        .find_map(|e| match e {
+            ServerEvent::PartnerLeft(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{user} got no partner-left: {out:?}"))
+}
+
+#[test]
+fn a_dropped_user_is_held_and_rejoins_within_the_grace() {
+    let t = Instant::now();
+    let mut c = core();
+    let (ta, _, room) = paired(&mut c, t);
+    let out = c.leave("a", &1, true, t);
+    let pl = left(&out, "b");
+    assert_eq!((pl.reason, pl.can_reconnect), ("connection-lost", true));
+    assert_eq!(c.stats(t).reconnecting_users, 1);
+    assert_eq!(c.live().connected_users, 1);
+    assert_eq!(c.live().active_rooms, 1, "the room is held");
+    assert_eq!(
+        c.route("b", &room, None).map(|_| ()),
+        Err(ErrorCode::PartnerAway)
+    );
+
+    assert_eq!(
+        c.join("a".into(), 7, None, None).map(|_| ()),
+        Err(ErrorCode::UserIdTaken),
+        "nobody takes a held session without its token"
+    );
+    let j = c.join("a".into(), 7, None, Some(&ta)).unwrap();
+    assert!(j.resumed);
+    assert!(j.replaced.is_none(), "the old link was already gone");
+    assert_ne!(j.resume_token, ta, "a used token is spent");
+    assert_eq!(
+        j.effects,
+        vec![
+            Effect::new(
+                &"a".into(),
+                ServerEvent::Rejoined(Rejoined {
+                    room_id: room.clone(),
+                    partner_id: "b".into(),
+                    is_initiator: true
+                })
+            ),
+            Effect::new(
+                &"b".into(),
+                ServerEvent::PartnerReconnected(PartnerReconnected {
+                    room_id: room.clone(),
+                    partner_id: "a".into()
+                })
+            ),
+        ]
+    );
+    assert_eq!(c.stats(t).reconnecting_users, 0);
+    assert!(c.route("b", &room, Some("a")).is_ok());
+    assert_eq!(c.link("a"), Some(&7));
+    assert!(
+        c.tick(t + Duration::from_secs(20))
+            .iter()
+            .all(|e| e.event.name() != "partner-left"),
+        "the old deadline is gone"
+    );
+    assert_eq!(c.check_invariants(), Ok(()));
+}
+
+#[test]
+fn the_room_ends_when_the_grace_runs_out() {
+    let t = Instant::now();
+    let mut c = core();
+    let (ta, _, room) = paired(&mut c, t);
+    c.leave("a", &1, true, t);
+    assert!(c.tick(t + Duration::from_millis(9_900)).is_empty());
+    let out = c.tick(t + Duration::from_millis(10_000));
+    let pl = left(&out, "b");
+    assert_eq!(
+        (pl.reason, pl.can_reconnect, pl.room_id),
+        ("disconnect", false, room)
+    );
+    assert_eq!(c.live().active_rooms, 0);
+    assert_eq!(c.live().connected_users, 1);
+    let j = c.join("a".into(), 7, None, Some(&ta)).unwrap();
+    assert!(!j.resumed, "too late: a new session");
+    assert!(j.effects.is_empty());
+    assert_eq!(c.check_invariants(), Ok(()));
+}
+
+#[test]
+fn a_partner_who_skips_during_the_grace_ends_the_room() {
+    let t = Instant::now();
+    let mut c = core();
+    let (ta, _, room) = paired(&mut c, t);
+    c.leave("a", &1, true, t);
+    let out = c.next("b", t + Duration::from_secs(2)).unwrap();
+    assert!(events_for(&out, "a").is_empty(), "a cannot be reached");
+    assert_eq!(c.live().active_rooms, 0);
+    assert!(c.is_waiting("b"));
+    let j = c
+        .join("a".into(), 7, None, Some(&ta))
+        .expect("still within the grace");
+    assert!(j.resumed);
+    assert_eq!(
+        j.effects,
+        vec![Effect::new(
+            &"a".into(),
+            ServerEvent::RoomEnded(RoomEnded {
+                reason: "partner-left",
+                room_id: room,
+                duration: 2000
+            })
+        )]
+    );
+    assert_eq!(c.check_invariants(), Ok(()));
+}
+
+#[test]
+fn searching_again_gives_up_a_room_whose_partner_is_away() {
+    let t = Instant::now();
+    let mut c = core();
+    paired(&mut c, t);
+    c.leave("a", &1, true, t);
+    let out = c.find("b", None, t).unwrap();
+    assert_eq!(events_for(&out, "b")[0].name(), "searching");
+    assert_eq!(c.live().active_rooms, 0);
+    assert_eq!(c.check_invariants(), Ok(()));
+}
+
+#[test]
+fn a_waiting_user_who_drops_leaves_the_queue_at_once() {
+    let t = Instant::now();
+    let mut c = core();
+    join(&mut c, "a", 1);
+    c.find("a", None, t).unwrap();
+    assert!(c.leave("a", &1, true, t).is_empty());
+    assert!(!c.is_waiting("a"));
+    assert_eq!(c.live().connected_users, 0);
+    assert_eq!(c.stats(t).reconnecting_users, 0);
+    join(&mut c, "b", 2);
+    let out = c.find("b", None, t).unwrap();
+    assert_eq!(events_for(&out, "b")[0].name(), "searching", "no ghost");
+}
+
+#[test]
+fn a_token_takes_over_a_live_session_and_the_old_link_is_closed() {
+    let t = Instant::now();
+    let mut c = core();
+    let (ta, _, room) = paired(&mut c, t);
+    let j = c.join("a".into(), 7, None, Some(&ta)).unwrap();
+    assert_eq!(j.replaced, Some(1));
+    assert_eq!(j.effects.len(), 2, "rejoined and partner-reconnected");
+    assert!(
+        c.leave("a", &1, true, t).is_empty(),
+        "the old link no longer speaks"
+    );
+    assert_eq!(c.room_of("a").map(|r| r.id.clone()), Some(room));
+}
+
+#[test]
+fn leaving_on_purpose_ends_the_room_at_once() {
+    let t = Instant::now();
+    let mut c = core();
+    paired(&mut c, t);
+    let pl = left(&c.leave("a", &1, false, t), "b");
+    assert_eq!((pl.reason, pl.can_reconnect), ("disconnect", false));
+    assert_eq!(c.live().active_rooms, 0);
+    assert_eq!(c.stats(t).reconnecting_users, 0);
+}
+
+#[test]
+fn without_a_grace_a_drop_ends_the_room_at_once() {
+    let t = Instant::now();
+    let mut c = Core::new(CoreConfig {
+        reconnect_grace: Duration::ZERO,
+        ..Default::default()
+    });
+    let (_, _, _) = paired(&mut c, t);
+    let pl = left(&c.leave("a", &1, true, t), "b");
+    assert_eq!((pl.reason, pl.can_reconnect), ("disconnect", false));
+    assert_eq!(c.live().active_rooms, 0);
 }

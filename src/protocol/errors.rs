@@ -29,6 +29,20 @@ pub enum ErrorCode {
     DeliveryFailed,
     /// The server is shutting down and accepts no new searches.
     ShuttingDown,
+    /// The partner's connection dropped; the room is held while it may come back.
+    PartnerAway,
+    /// Another connection took this session over with its `resumeToken`; this one is closed.
+    SessionReplaced,
+    /// Too many events (or connections) in too short a time; `retryAfterMs` says when to retry.
+    RateLimited,
+    /// A token is required (`JWT_SECRET` / `JWT_PUBLIC_KEY` is set) and none was given.
+    TokenRequired,
+    /// The token has expired.
+    TokenExpired,
+    /// The token's signature, algorithm or shape is wrong.
+    TokenInvalid,
+    /// The token was issued for another audience or by another issuer.
+    TokenWrongAudience,
 }
 
 impl ErrorCode {
@@ -46,6 +60,13 @@ impl ErrorCode {
             ErrorCode::AlreadyAuthenticated => "already-authenticated",
             ErrorCode::DeliveryFailed => "delivery-failed",
             ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::PartnerAway => "partner-away",
+            ErrorCode::SessionReplaced => "session-replaced",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::TokenRequired => "token-required",
+            ErrorCode::TokenExpired => "token-expired",
+            ErrorCode::TokenInvalid => "token-invalid",
+            ErrorCode::TokenWrongAudience => "token-wrong-audience",
         }
     }
 
@@ -54,7 +75,12 @@ impl ErrorCode {
     pub fn is_auth_failure(self) -> bool {
         matches!(
             self,
-            ErrorCode::UserIdTaken | ErrorCode::AlreadyAuthenticated
+            ErrorCode::UserIdTaken
+                | ErrorCode::AlreadyAuthenticated
+                | ErrorCode::TokenRequired
+                | ErrorCode::TokenExpired
+                | ErrorCode::TokenInvalid
+                | ErrorCode::TokenWrongAudience
         )
     }
 
@@ -74,6 +100,15 @@ impl ErrorCode {
             ErrorCode::AlreadyAuthenticated => "this connection is authenticated as another user",
             ErrorCode::DeliveryFailed => "your partner's connection is not keeping up",
             ErrorCode::ShuttingDown => "the server is shutting down",
+            ErrorCode::PartnerAway => {
+                "your partner lost its connection; it may come back in a few seconds"
+            }
+            ErrorCode::SessionReplaced => "this session was resumed on another connection",
+            ErrorCode::RateLimited => "too many requests; slow down",
+            ErrorCode::TokenRequired => "this server requires a token",
+            ErrorCode::TokenExpired => "the token has expired",
+            ErrorCode::TokenInvalid => "the token is not valid",
+            ErrorCode::TokenWrongAudience => "the token was issued for another audience",
         }
     }
 }
@@ -85,6 +120,8 @@ pub struct Reject {
     pub code: ErrorCode,
     /// What went wrong, for a human.
     pub message: String,
+    /// For [`ErrorCode::RateLimited`]: how long until the next attempt can succeed.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Reject {
@@ -93,6 +130,17 @@ impl Reject {
         Reject {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// A [`ErrorCode::RateLimited`] refusal that says when to retry.
+    pub fn rate_limited(what: &str, retry_after: std::time::Duration) -> Self {
+        let ms = retry_after.as_millis().max(1) as u64;
+        Reject {
+            code: ErrorCode::RateLimited,
+            message: format!("too many {what}; retry in {ms} ms"),
+            retry_after_ms: Some(ms),
         }
     }
 

@@ -38,6 +38,11 @@ pub struct Authenticated {
     pub socket_id: String,
     /// Live counts.
     pub server_stats: ServerStats,
+    /// Present this with the same `userId` in a later `authenticate` to take this session back
+    /// (after a dropped connection, or from a new connection while the old one lingers).
+    pub resume_token: Arc<str>,
+    /// True when this `authenticate` took back an earlier session with its `resumeToken`.
+    pub resumed: bool,
 }
 
 /// `matched`.
@@ -88,7 +93,8 @@ pub struct Searching {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PartnerLeft {
-    /// `next`, `ended` or `disconnect`.
+    /// `next`, `ended`, `disconnect`, or `connection-lost` (the partner's transport dropped and
+    /// the room is held for it: `canReconnect` is then true).
     pub reason: &'static str,
     /// The room that ended.
     pub room_id: Arc<str>,
@@ -110,12 +116,35 @@ pub struct ChatEnded {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomEnded {
-    /// Why (`max-duration`).
+    /// Why: `max-duration`, or `partner-left` (told to a user who comes back after its partner
+    /// left the room it held).
     pub reason: &'static str,
     /// The room.
     pub room_id: Arc<str>,
     /// How long the room lasted, in ms.
     pub duration: u64,
+}
+
+/// `rejoined`, to a user whose resumed session still has its room: renegotiate the call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejoined {
+    /// The room, unchanged.
+    pub room_id: Arc<str>,
+    /// The partner, unchanged.
+    pub partner_id: Arc<str>,
+    /// Whether this user creates the new WebRTC offer (as in `matched`).
+    pub is_initiator: bool,
+}
+
+/// `partner-reconnected`, to the member whose partner came back within the grace period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerReconnected {
+    /// The room, unchanged.
+    pub room_id: Arc<str>,
+    /// The partner who came back.
+    pub partner_id: Arc<str>,
 }
 
 /// `search-timeout`, when a search reached `MAX_WAITING_TIME_MS`.
@@ -136,6 +165,9 @@ pub struct ServerShutdown {
     pub message: &'static str,
     /// Server time, ms since the epoch.
     pub timestamp: u64,
+    /// A suggested delay before reconnecting, spread per client so that thousands of clients do
+    /// not all come back in the same instant.
+    pub reconnect_in_ms: u64,
 }
 
 /// `error` (or, with no `event`, the body of `auth-error`).
@@ -149,6 +181,9 @@ pub struct ErrorOut<'a> {
     /// The event that caused it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<&'a str>,
+    /// For `rate-limited`: when to try again, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// `chat-message`, to both members (the sender's copy is its delivery receipt).
@@ -257,6 +292,10 @@ pub enum ServerEvent {
     RoomEnded(RoomEnded),
     /// `search-timeout`.
     SearchTimeout(SearchTimeout),
+    /// `rejoined`.
+    Rejoined(Rejoined),
+    /// `partner-reconnected`.
+    PartnerReconnected(PartnerReconnected),
 }
 
 impl ServerEvent {
@@ -270,6 +309,8 @@ impl ServerEvent {
             ServerEvent::ChatEnded(_) => "chat-ended",
             ServerEvent::RoomEnded(_) => "room-ended",
             ServerEvent::SearchTimeout(_) => "search-timeout",
+            ServerEvent::Rejoined(_) => "rejoined",
+            ServerEvent::PartnerReconnected(_) => "partner-reconnected",
         }
     }
 }
@@ -284,6 +325,8 @@ impl Serialize for ServerEvent {
             ServerEvent::ChatEnded(p) => p.serialize(s),
             ServerEvent::RoomEnded(p) => p.serialize(s),
             ServerEvent::SearchTimeout(p) => p.serialize(s),
+            ServerEvent::Rejoined(p) => p.serialize(s),
+            ServerEvent::PartnerReconnected(p) => p.serialize(s),
         }
     }
 }

@@ -11,9 +11,12 @@
 
 pub mod handlers;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+use axum::extract::ConnectInfo;
 
 use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
@@ -26,8 +29,10 @@ use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide_core::Value;
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::core::{Core, Effect, UserId};
+use crate::limits::{EventClass, Limits, SocketBudget, Verdict};
 use crate::protocol::outgoing::ErrorOut;
 use crate::protocol::{ErrorCode, Reject};
 
@@ -39,20 +44,26 @@ pub struct Hub {
     core: Mutex<Core<Link>>,
     /// The settings the server started with.
     pub config: Config,
+    /// Connection, request and event limits.
+    pub limits: Limits,
+    /// The token checker; `None` in anonymous mode.
+    pub verifier: Option<Verifier>,
     shutting_down: AtomicBool,
     /// When the server started.
     pub started: Instant,
 }
 
 impl Hub {
-    /// A hub with an empty core.
-    pub fn new(config: Config) -> Arc<Hub> {
-        Arc::new(Hub {
+    /// A hub with an empty core, or why the settings cannot make one (an unusable JWT key).
+    pub fn new(config: Config) -> Result<Arc<Hub>, String> {
+        Ok(Arc::new(Hub {
             core: Mutex::new(Core::new(config.core())),
+            limits: Limits::new(&config),
+            verifier: Verifier::from_config(&config)?,
             config,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
-        })
+        }))
     }
 
     /// Locks the core. Keep the guard for one event's work only.
@@ -106,6 +117,7 @@ pub fn send_error(socket: &Link, event: &str, reject: &Reject) {
         code: reject.code,
         message: &reject.message,
         event: (!auth).then_some(event),
+        retry_after_ms: reject.retry_after_ms,
     };
     send(socket, if auth { "auth-error" } else { "error" }, &body);
 }
@@ -126,6 +138,11 @@ pub struct Session {
     pub hub: Arc<Hub>,
     /// This connection's state.
     pub state: Mutex<SessionState>,
+    /// The client's address (after `TRUST_PROXY`), when known.
+    pub ip: Option<IpAddr>,
+    /// The token given in the Socket.IO handshake (`auth: {token}`), if any.
+    pub handshake_token: Option<String>,
+    budget: SocketBudget,
 }
 
 /// Everything a handler needs about the event it handles.
@@ -207,16 +224,50 @@ impl ConnectHandler<LocalAdapter, Direct> for OnConnect {
     fn call_middleware<'a>(
         &'a self,
         s: Arc<Socket<LocalAdapter>>,
-        _auth: &'a Option<Value>,
+        auth: &'a Option<Value>,
     ) -> MiddlewareFuture<'a> {
+        let hub = &self.0;
+        let parts = s.req_parts();
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let ip = hub.limits.client_ip(&parts.headers, peer);
+        if let Some(ip) = ip
+            && !hub.limits.open(ip, s.id)
+        {
+            tracing::info!(%ip, "connection refused: too many connections from this address");
+            return Box::pin(std::future::ready(Err(Box::new(
+                "rate-limited: too many connections from your address",
+            )
+                as Box<dyn std::fmt::Display + Send>)));
+        }
         let session = Arc::new(Session {
-            hub: self.0.clone(),
+            hub: hub.clone(),
             state: Mutex::new(SessionState::default()),
+            ip,
+            handshake_token: handshake_token(auth.as_ref()),
+            budget: hub.limits.socket_budget(),
         });
         s.on_fallback(Dispatcher(session.clone()));
         s.on_disconnect(OnDisconnect(session));
         Box::pin(std::future::ready(Ok(())))
     }
+}
+
+/// The `token` of a handshake's `auth` object, as socket.io-client sends it with `auth: {token}`.
+fn handshake_token(auth: Option<&Value>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        token: Option<String>,
+    }
+    let Some(Value::Str(text, _)) = auth else {
+        return None;
+    };
+    serde_json::from_str::<Auth>(text.as_str())
+        .ok()?
+        .token
+        .filter(|t| t.len() <= crate::protocol::incoming::MAX_TOKEN_BYTES)
 }
 
 /// Receives every event of one socket and runs its handler inline.
@@ -240,7 +291,15 @@ impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
             ack
         });
         let socket = SocketRef::from(s);
-        let outcome = self.dispatch(&socket, &v);
+        let outcome = match self.dispatch(&socket, &v) {
+            Err(Refusal::Flooding) => {
+                tracing::info!(sid = %socket.id, ip = ?self.0.ip, "disconnecting a socket that keeps flooding");
+                socket.disconnect().ok();
+                return;
+            }
+            Err(Refusal::Reject(event, r)) => Err((event, r)),
+            Ok(()) => Ok(()),
+        };
         if let Err((event, reject)) = &outcome {
             tracing::debug!(sid = %socket.id, %event, code = reject.code.as_str(), "refused");
             send_error(&socket, event, reject);
@@ -278,29 +337,55 @@ fn wait_until_connected(s: &Socket<LocalAdapter>) {
     }
 }
 
+/// Why the dispatcher did not run a handler.
+enum Refusal<'v> {
+    /// Answer the event with this refusal.
+    Reject(std::borrow::Cow<'v, str>, Reject),
+    /// The socket keeps flooding after being told: close it.
+    Flooding,
+}
+
+impl<'v> From<(std::borrow::Cow<'v, str>, Reject)> for Refusal<'v> {
+    fn from((event, r): (std::borrow::Cow<'v, str>, Reject)) -> Self {
+        Refusal::Reject(event, r)
+    }
+}
+
 impl Dispatcher {
-    /// Finds the event's handler and runs it; a refusal comes back with the event's name.
-    fn dispatch<'v>(
-        &self,
-        socket: &Link,
-        v: &'v Value,
-    ) -> Result<(), (std::borrow::Cow<'v, str>, Reject)> {
-        let Value::Str(text, binaries) = v else {
-            return Err(("".into(), ErrorCode::BinaryNotSupported.into()));
-        };
-        let frame: Frame<'v> = serde_json::from_str(text.as_str())
-            .map_err(|e| ("".into(), Reject::invalid(format!("unreadable event: {e}"))))?;
-        let event = frame.event;
-        if binaries.as_ref().is_some_and(|b| !b.is_empty()) {
-            return Err((event, ErrorCode::BinaryNotSupported.into()));
-        }
-        let Some(route) = handlers::route(&event) else {
-            return Err((event, ErrorCode::UnknownEvent.into()));
-        };
+    /// Charges the event to the socket's budget, finds its handler and runs it; a refusal comes
+    /// back with the event's name.
+    fn dispatch<'v>(&self, socket: &Link, v: &'v Value) -> Result<(), Refusal<'v>> {
         let session = &*self.0;
+        let Value::Str(text, binaries) = v else {
+            self.charge(EventClass::Other, "")?;
+            return Err(("".into(), ErrorCode::BinaryNotSupported.into()).into());
+        };
+        let frame: Frame<'v> = match serde_json::from_str(text.as_str()) {
+            Ok(f) => f,
+            Err(e) => {
+                self.charge(EventClass::Other, "")?;
+                return Err(("".into(), Reject::invalid(format!("unreadable event: {e}"))).into());
+            }
+        };
+        let event = frame.event;
+        let route = handlers::route(&event);
+        self.charge(route.map_or(EventClass::Other, |r| r.class), &event)?;
+        if binaries.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err((event, ErrorCode::BinaryNotSupported.into()).into());
+        }
+        let Some(route) = route else {
+            return Err((event, ErrorCode::UnknownEvent.into()).into());
+        };
         let user = session.state.lock().user.clone();
-        if route.needs_user && user.is_none() {
-            return Err((event, ErrorCode::NotAuthenticated.into()));
+        if route.needs_user {
+            let Some(user) = &user else {
+                return Err((event, ErrorCode::NotAuthenticated.into()).into());
+            };
+            // Another connection may have taken this session over with its resume token; this
+            // socket is being closed and must not act for the user meanwhile.
+            if session.hub.lock().link(user) != Some(socket) {
+                return Err((event, ErrorCode::SessionReplaced.into()).into());
+            }
         }
         let ctx = Ctx {
             hub: &session.hub,
@@ -308,7 +393,17 @@ impl Dispatcher {
             socket,
             user,
         };
-        (route.handler)(&ctx, frame.payload).map_err(|r| (event, r))
+        (route.handler)(&ctx, frame.payload).map_err(|r| (event, r).into())
+    }
+
+    /// Charges one event of `class`; over budget it is refused, or the socket is cut off.
+    fn charge<'v>(&self, class: EventClass, event: &str) -> Result<(), Refusal<'v>> {
+        let session = &*self.0;
+        match session.hub.limits.charge(&session.budget, class) {
+            Verdict::Allow => Ok(()),
+            Verdict::Refuse(r) => Err(Refusal::Reject(event.to_owned().into(), r)),
+            Verdict::Disconnect => Err(Refusal::Flooding),
+        }
     }
 }
 
@@ -323,13 +418,23 @@ impl DisconnectHandler<LocalAdapter, Direct> for OnDisconnect {
         defer: fn(Arc<Socket<LocalAdapter>>),
     ) {
         let socket = SocketRef::from(s.clone());
+        let session = &*self.0;
+        if let Some(ip) = session.ip {
+            session.hub.limits.close(ip, socket.id);
+        }
         {
-            let mut core = self.0.hub.lock();
-            let mut state = self.0.state.lock();
+            let mut core = session.hub.lock();
+            let mut state = session.state.lock();
             state.closed = true;
             if let Some(user) = state.user.take() {
                 tracing::debug!(sid = %socket.id, %user, %reason, "disconnected");
-                let effects = core.leave(&user, &socket);
+                // A client that said goodbye (or that the server sent away) is not coming back;
+                // a transport that died may be a phone changing networks.
+                let lost = !matches!(
+                    reason,
+                    DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect
+                );
+                let effects = core.leave(&user, &socket, lost, Instant::now());
                 deliver(&core, effects);
             }
         }

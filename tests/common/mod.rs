@@ -23,6 +23,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The server's state, to check its invariants.
+    pub hub: std::sync::Arc<roulette::signaling::Hub>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -34,11 +36,14 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(roulette::app::run(listener, config, async {
+        let app = roulette::app::build(config).expect("a usable configuration");
+        let hub = app.hub.clone();
+        let task = tokio::spawn(roulette::app::serve(listener, app, async {
             rx.await.ok();
         }));
         TestServer {
             addr,
+            hub,
             stop: Some(tx),
             task,
         }
@@ -108,6 +113,26 @@ impl Drop for TestServer {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Handshake options of [`Client::open`].
+#[derive(Default)]
+pub struct Opts<'a> {
+    /// An `Origin` header.
+    pub origin: Option<&'a str>,
+    /// An `X-Forwarded-For` header.
+    pub forwarded_for: Option<&'a str>,
+    /// The Socket.IO handshake `auth` object.
+    pub auth: Option<Value>,
+}
+
+/// Why a connection was not opened.
+#[derive(Debug)]
+pub enum Refused {
+    /// The HTTP handshake was refused with this status.
+    Http(u16),
+    /// The namespace connection was refused (`connect_error`) with this message.
+    ConnectError(String),
+}
+
 /// One Socket.IO connection on the default namespace.
 pub struct Client {
     ws: Ws,
@@ -130,15 +155,32 @@ impl Client {
         addr: SocketAddr,
         origin: Option<&str>,
     ) -> Result<Client, u16> {
+        let opts = Opts {
+            origin,
+            ..Default::default()
+        };
+        match Client::open(addr, opts).await {
+            Ok(c) => Ok(c),
+            Err(Refused::Http(code)) => Err(code),
+            Err(e) => panic!("connect failed: {e:?}"),
+        }
+    }
+
+    /// Opens a connection with handshake options.
+    pub async fn open(addr: SocketAddr, opts: Opts<'_>) -> Result<Client, Refused> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let mut req = url.into_client_request().unwrap();
-        if let Some(o) = origin {
+        if let Some(o) = opts.origin {
             req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        if let Some(ip) = opts.forwarded_for {
+            req.headers_mut()
+                .insert("x-forwarded-for", ip.parse().unwrap());
         }
         let (ws, _) = match connect_async(req).await {
             Ok(ok) => ok,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                return Err(resp.status().as_u16());
+                return Err(Refused::Http(resp.status().as_u16()));
             }
             Err(e) => panic!("connect failed: {e}"),
         };
@@ -150,13 +192,22 @@ impl Client {
         };
         let open = c.next_text().await.expect("open packet");
         assert!(open.starts_with('0'), "engine.io open: {open}");
-        c.send_raw("40").await;
+        match opts.auth {
+            Some(auth) => c.send_raw(&format!("40{auth}")).await,
+            None => c.send_raw("40").await,
+        }
         loop {
             let t = c.next_text().await.expect("connect packet");
             if let Some(body) = t.strip_prefix("40") {
                 let v: Value = serde_json::from_str(body).unwrap();
                 c.sid = v["sid"].as_str().unwrap().to_string();
                 break;
+            }
+            if let Some(body) = t.strip_prefix("44") {
+                let v: Value = serde_json::from_str(body).unwrap();
+                return Err(Refused::ConnectError(
+                    v["message"].as_str().unwrap_or("").into(),
+                ));
             }
         }
         Ok(c)
@@ -174,6 +225,27 @@ impl Client {
     pub async fn emit(&mut self, event: &str, data: Value) {
         let frame = format!("42{}", json!([event, data]));
         self.send_raw(&frame).await;
+    }
+
+    /// Emits an event; false when the connection is gone (for clients the server may cut off).
+    pub async fn try_emit(&mut self, event: &str, data: Value) -> bool {
+        let frame = format!("42{}", json!([event, data]));
+        self.ws.send(Message::Text(frame.into())).await.is_ok()
+    }
+
+    /// Emits an event asking for an acknowledgement with id `id`; the reply arrives as the
+    /// event `ack:<id>`.
+    pub async fn emit_with_ack(&mut self, id: u64, event: &str, data: Value) {
+        let frame = format!("42{id}{}", json!([event, data]));
+        self.send_raw(&frame).await;
+    }
+
+    /// Sends a raw frame; false when the connection is gone.
+    pub async fn try_send_raw(&mut self, text: &str) -> bool {
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .is_ok()
     }
 
     /// Emits an event with no argument.
@@ -198,7 +270,8 @@ impl Client {
             match msg {
                 Some(Ok(Message::Text(t))) => {
                     if t.as_str() == "2" {
-                        self.send_raw("3").await;
+                        // A closing connection may refuse the pong; the read below sees the end.
+                        self.ws.send(Message::Text("3".into())).await.ok();
                         continue;
                     }
                     return Some(t.to_string());
@@ -225,10 +298,29 @@ impl Client {
                     .push_back((name, v.get(1).cloned().unwrap_or(Value::Null)));
                 return true;
             }
+            if let Some(rest) = t.strip_prefix("43") {
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                let v: Value = serde_json::from_str(&rest[digits..]).unwrap();
+                self.pending
+                    .push_back((format!("ack:{}", &rest[..digits]), v[0].clone()));
+                return true;
+            }
             // Namespace disconnect (41) or other packets: nothing to queue.
             if t.starts_with("41") || t == "1" {
                 self.closed = true;
                 return false;
+            }
+        }
+    }
+
+    /// The next event, or `None` once the connection closed.
+    pub async fn try_next_event(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            if !self.read_event().await {
+                return None;
             }
         }
     }
@@ -306,5 +398,10 @@ impl Client {
     /// Closes the WebSocket abruptly (no namespace disconnect).
     pub async fn drop_connection(mut self) {
         self.ws.close(None).await.ok();
+    }
+
+    /// Drops the TCP connection without a goodbye, as a phone losing its network does.
+    pub fn abort(self) {
+        drop(self);
     }
 }

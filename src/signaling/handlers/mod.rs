@@ -14,6 +14,7 @@ mod signal;
 use serde_json::value::RawValue;
 
 use super::Ctx;
+use crate::limits::EventClass;
 use crate::protocol::Reject;
 
 /// A handler: the context and the event's raw first argument.
@@ -26,34 +27,39 @@ pub struct Route {
     pub handler: Handler,
     /// False only for `authenticate`: every other event needs an authenticated socket.
     pub needs_user: bool,
+    /// The rate-limit budget the event is charged to.
+    pub class: EventClass,
 }
 
-const fn user(handler: Handler) -> Option<Route> {
+const fn user(handler: Handler, class: EventClass) -> Option<Route> {
     Some(Route {
         handler,
         needs_user: true,
+        class,
     })
 }
 
 /// The route of a client→server event, or `None` for an event not in the protocol.
 pub fn route(event: &str) -> Option<Route> {
+    use EventClass::*;
     match event {
         "authenticate" => Some(Route {
             handler: authenticate::handle,
             needs_user: false,
+            class: Other,
         }),
-        "find-random-partner" => user(search::find),
-        "next-partner" => user(search::next),
-        "end-chat" => user(search::end),
-        "webrtc-offer" => user(signal::offer),
-        "webrtc-answer" => user(signal::answer),
-        "webrtc-ice-candidate" => user(signal::ice_candidate),
-        "chat-message" => user(chat::message),
-        "typing" => user(partner::typing),
-        "quality-report" => user(partner::quality_report),
-        "connection-status" => user(partner::connection_status),
-        "block-user" => user(moderation::block),
-        "report-user" => user(moderation::report),
+        "find-random-partner" => user(search::find, Search),
+        "next-partner" => user(search::next, Search),
+        "end-chat" => user(search::end, Other),
+        "webrtc-offer" => user(signal::offer, Signal),
+        "webrtc-answer" => user(signal::answer, Signal),
+        "webrtc-ice-candidate" => user(signal::ice_candidate, Signal),
+        "chat-message" => user(chat::message, Chat),
+        "typing" => user(partner::typing, Chat),
+        "quality-report" => user(partner::quality_report, Other),
+        "connection-status" => user(partner::connection_status, Other),
+        "block-user" => user(moderation::block, Other),
+        "report-user" => user(moderation::report, Other),
         _ => None,
     }
 }

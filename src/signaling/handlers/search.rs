@@ -38,7 +38,7 @@ pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
 /// `end-chat`: the partner gets `partner-left`, the sender `chat-ended`.
 pub fn end(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
     let mut core = ctx.hub.lock();
-    let effects = core.end(ctx.user())?;
+    let effects = core.end(ctx.user(), Instant::now())?;
     deliver(&core, effects);
     Ok(())
 }
