@@ -1,0 +1,196 @@
+//! Chaos: hundreds of clients doing random things (searching, skipping, relaying, chatting,
+//! sending garbage, dropping their connection and coming back with or without their resume
+//! token) for a bounded time. The server's invariants are checked throughout, and once everyone
+//! has gone `/stats` must read zero.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Client, TestServer};
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+
+const CLIENTS: usize = 200;
+const RUN: Duration = Duration::from_secs(4);
+
+/// What a chaos client believes about itself, from the events it has seen.
+#[derive(Default)]
+struct Believed {
+    room: Option<String>,
+    token: Option<String>,
+}
+
+impl Believed {
+    fn observe(&mut self, events: &[(String, Value)]) {
+        for (name, v) in events {
+            match name.as_str() {
+                "matched" | "rejoined" => self.room = v["roomId"].as_str().map(str::to_string),
+                "partner-left" | "room-ended" | "chat-ended" => self.room = None,
+                "authenticated" => self.token = v["resumeToken"].as_str().map(str::to_string),
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn login(s: &TestServer, id: &str, token: Option<&str>, b: &mut Believed) -> Client {
+    let mut c = Client::connect(s.addr).await;
+    c.emit(
+        "authenticate",
+        json!({"userId": id, "resumeToken": token, "userInfo": {"gender": "female"}}),
+    )
+    .await;
+    // The id may still be held for a dropped connection without a token: use a fresh one then.
+    loop {
+        let (name, v) = c.next_event().await;
+        if name == "authenticated" {
+            b.observe(&[(name, v)]);
+            break;
+        }
+        if name == "auth-error" {
+            let fresh = format!("{id}-{}", rand::random::<u32>());
+            c.emit("authenticate", json!({ "userId": fresh })).await;
+        }
+    }
+    c
+}
+
+async fn chaos_client(s: Arc<TestServer>, i: usize, stop: Arc<AtomicBool>) -> usize {
+    let mut rng = StdRng::seed_from_u64(i as u64);
+    let id = format!("u{i}");
+    let mut b = Believed::default();
+    let mut c = login(&s, &id, None, &mut b).await;
+    let mut actions = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let events = c.drain_ready().await;
+        b.observe(&events);
+        actions += 1;
+        let ok = match rng.random_range(0..100) {
+            0..=24 => {
+                let prefs = if rng.random_bool(0.3) {
+                    json!({"preferences": {"interests": ["music", "chess"]}})
+                } else {
+                    json!({})
+                };
+                c.try_emit("find-random-partner", prefs).await
+            }
+            25..=39 => c.try_emit("next-partner", json!({})).await,
+            40..=49 => c.try_emit("end-chat", json!({})).await,
+            50..=69 => match &b.room {
+                Some(room) => {
+                    let payload = json!({"roomId": room, "candidate": {"candidate": "x"}});
+                    c.try_emit("webrtc-ice-candidate", payload).await
+                }
+                None => true,
+            },
+            70..=79 => match &b.room {
+                Some(room) => {
+                    let payload = json!({"roomId": room, "message": "hi"});
+                    c.try_emit("chat-message", payload).await
+                }
+                None => true,
+            },
+            80..=84 => {
+                let garbage = [json!(null), json!([1, 2]), json!({"roomId": 5}), json!("x")];
+                let pick = garbage[rng.random_range(0..garbage.len())].clone();
+                let event =
+                    ["authenticate", "webrtc-offer", "typing", "nonsense"][rng.random_range(0..4)];
+                c.try_emit(event, pick).await
+            }
+            85..=92 => {
+                // A phone losing its network, then coming back (mostly with its token).
+                c.abort();
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+                let token = b.token.clone().filter(|_| rng.random_bool(0.8));
+                b.room = None;
+                c = login(&s, &id, token.as_deref(), &mut b).await;
+                true
+            }
+            _ => {
+                c.drop_connection().await;
+                b = Believed::default();
+                c = login(&s, &id, None, &mut b).await;
+                true
+            }
+        };
+        if !ok {
+            b = Believed::default();
+            c = login(&s, &id, None, &mut b).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+    }
+    c.abort();
+    actions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_clients_never_break_the_invariants_and_leave_nothing_behind() {
+    let s = Arc::new(
+        TestServer::start(&[
+            "--reconnect-grace-ms",
+            "500",
+            "--max-connections-per-ip",
+            "0",
+            "--max-new-connections-per-ip",
+            "0",
+            "--search-events-per-min",
+            "0",
+        ])
+        .await,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let s = s.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut checks = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = s.hub.lock().check_invariants() {
+                    panic!("invariant broken mid-run: {e}");
+                }
+                checks += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            checks
+        })
+    };
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| tokio::spawn(chaos_client(s.clone(), i, stop.clone())))
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(RUN).await;
+    let mid = s.get("/stats").await.1;
+    stop.store(true, Ordering::Relaxed);
+    let mut actions = 0;
+    for c in clients {
+        actions += c.await.expect("a chaos client panicked");
+    }
+    let checks = watcher.await.expect("the invariant watcher panicked");
+    assert!(actions > CLIENTS * 10, "the clients did things: {actions}");
+    assert!(checks > 10, "the invariants were checked: {checks}");
+    assert!(
+        mid["totalMatches"].as_u64().unwrap() > 0,
+        "pairs were made: {mid}"
+    );
+    assert_eq!(s.hub.lock().check_invariants(), Ok(()));
+    // Everyone dropped abruptly: rooms are held for the grace, then nothing is left.
+    let end = s
+        .wait_stats("an empty server", |v| {
+            v["connectedUsers"] == 0
+                && v["waitingUsers"] == 0
+                && v["activeRooms"] == 0
+                && v["reconnectingUsers"] == 0
+        })
+        .await;
+    println!(
+        "chaos: {actions} actions by {CLIENTS} clients in {:?}, {checks} invariant checks, \
+         {} matches; mid-run {mid}; at the end {end}",
+        started.elapsed(),
+        end["totalMatches"]
+    );
+}
