@@ -338,6 +338,25 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_documented_in_env_example_and_the_readme() {
+        use clap::CommandFactory;
+        let example = include_str!("../.env.example");
+        let readme = include_str!("../README.md");
+        for arg in Config::command().get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let key = env.to_str().unwrap();
+            assert!(
+                example.contains(&format!("{key}=")),
+                "{key} is missing from .env.example"
+            );
+            assert!(
+                readme.contains(&format!("| `{key}` |")),
+                "{key} is missing from the README's table"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_key_named() {
         let e = Config::from_flags(["--port", "70000"]).unwrap_err();
         assert!(e.to_string().contains("--port"), "{e}");
