@@ -189,6 +189,35 @@ mod tests {
     }
 
     #[test]
+    fn identity_provider_keys_verify_their_tokens_and_no_others() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        for (alg, name) in [(Algorithm::RS256, "rs256"), (Algorithm::ES256, "es256")] {
+            let private = std::fs::read(format!("{fixtures}/{name}-private.pem")).unwrap();
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&private).unwrap(),
+                _ => EncodingKey::from_ec_pem(&private).unwrap(),
+            };
+            let claims = json!({"sub": "idp-user", "exp": exp(60)});
+            let signed = encode(&Header::new(alg), &claims, &key).unwrap();
+            // The key by path, and inline with escaped newlines as env files hold it.
+            let path = format!("{fixtures}/{name}-public.pem");
+            let inline = std::fs::read_to_string(&path).unwrap().replace('\n', "\\n");
+            for given in [path, inline] {
+                let c = Config::from_flags([format!("--jwt-public-key={given}")]).unwrap();
+                let v = Verifier::from_config(&c).unwrap().unwrap();
+                assert_eq!(v.verify(&signed).unwrap(), "idp-user", "{name}");
+                // An HS256 token made with the public key as its secret: the classic
+                // algorithm-confusion forgery.
+                let forged = token(
+                    claims.clone(),
+                    &std::fs::read_to_string(format!("{fixtures}/{name}-public.pem")).unwrap(),
+                );
+                assert_eq!(v.verify(&forged).unwrap_err().code, ErrorCode::TokenInvalid);
+            }
+        }
+    }
+
+    #[test]
     fn weak_or_conflicting_keys_are_refused_at_start() {
         let c = Config::from_flags(["--jwt-secret", "short"]).unwrap();
         assert!(Verifier::from_config(&c).is_err());
