@@ -47,11 +47,18 @@ pub fn build(config: Config) -> Result<App, String> {
     let origins = Arc::new(config.client_origin.clone());
     let static_dir = config.static_dir.clone();
     let bundle_dir = config.client_bundle_dir.clone();
+    let chart_dir = config.chart_bundle_dir.clone();
     let hub = Hub::new(config)?;
+    if let Some(w) = hub.ice.warning() {
+        tracing::warn!("{w}");
+    }
+    crate::metrics::init();
     io.ns("/", OnConnect(hub.clone()));
+    hub.io.set(io.clone()).ok();
 
     let router = crate::http::routes(hub.clone())
         .nest_service("/vendor/socket.io", ServeDir::new(bundle_dir))
+        .nest_service("/vendor/chart.js", ServeDir::new(chart_dir))
         .fallback_service(ServeDir::new(static_dir))
         .layer(layer)
         .layer(cors(&origins))
@@ -97,6 +104,11 @@ async fn limit_per_address(State(hub): State<Arc<Hub>>, req: Request, next: Next
         Ok(()) => next.run(req).await,
         Err((wait, what)) => {
             tracing::debug!(%ip, path, "rate-limited");
+            crate::metrics::rate_limited(if what == "connections" {
+                "connection"
+            } else {
+                "request"
+            });
             let r = crate::protocol::Reject::rate_limited(what, wait);
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let body = axum::Json(serde_json::json!({

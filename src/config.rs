@@ -246,6 +246,53 @@ pub struct Config {
     #[arg(long, env = "JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
+    /// STUN servers for clients, comma-separated (empty: none).
+    #[arg(
+        long,
+        env = "STUN_URLS",
+        default_value = "stun:stun.l.google.com:19302"
+    )]
+    pub stun_urls: String,
+
+    /// TURN servers for clients, comma-separated (`turn:host:3478?transport=udp,turns:host:5349`).
+    #[arg(long, env = "TURN_URLS", default_value = "")]
+    pub turn_urls: String,
+
+    /// The TURN server's shared secret (coturn `static-auth-secret`): clients get credentials
+    /// that expire after `TURN_TTL` seconds.
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// Lifetime of TURN credentials, in seconds.
+    #[arg(long, env = "TURN_TTL", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub turn_ttl: u64,
+
+    /// One more TURN URL (the earlier implementation's key; added to `TURN_URLS`).
+    #[arg(long, env = "TURN_SERVER_URL")]
+    pub turn_server_url: Option<String>,
+
+    /// Static TURN username, for TURN servers without a shared secret.
+    #[arg(long, env = "TURN_USERNAME")]
+    pub turn_username: Option<String>,
+
+    /// Static TURN password, with `TURN_USERNAME`.
+    #[arg(long, env = "TURN_PASSWORD", hide_env_values = true)]
+    pub turn_password: Option<String>,
+
+    /// When set, `/dashboard` and `/metrics` need it (`Authorization: Bearer …` or `?token=`).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Directory holding Chart.js (the npm package's `dist`), served at `/vendor/chart.js/` for
+    /// the dashboard.
+    #[arg(
+        long,
+        env = "CHART_BUNDLE_DIR",
+        default_value = "clients/node_modules/chart.js/dist"
+    )]
+    pub chart_bundle_dir: std::path::PathBuf,
+
     /// Log level or filter (`info`, `debug`, `roulette=debug,info`); `RUST_LOG` wins when set.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -350,7 +397,9 @@ mod tests {
                 "{key} is missing from .env.example"
             );
             assert!(
-                readme.contains(&format!("| `{key}` |")),
+                readme
+                    .lines()
+                    .any(|l| l.starts_with("| `") && l.contains(&format!("`{key}`"))),
                 "{key} is missing from the README's table"
             );
         }

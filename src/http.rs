@@ -1,11 +1,12 @@
-//! Plain HTTP routes: `/health` for load balancers, `/stats` for operators.
+//! Plain HTTP routes: `/health` for load balancers, `/stats`, `/metrics` and `/dashboard` for
+//! operators, `/ice-servers` for clients.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get};
 use serde::Serialize;
 
@@ -17,6 +18,9 @@ pub fn routes(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/stats", get(stats))
+        .route("/ice-servers", get(ice_servers))
+        .route("/metrics", get(metrics))
+        .route("/dashboard", get(dashboard))
         .with_state(hub)
 }
 
@@ -77,6 +81,8 @@ pub struct Stats {
     pub p95_wait_time: u64,
     /// `report-user` events since start.
     pub reports_total: u64,
+    /// Call outcomes, connection success, time to connect and grades.
+    pub quality: crate::core::quality::QualitySummary,
     /// Seconds since start.
     pub uptime: f64,
     /// Process memory.
@@ -119,8 +125,145 @@ async fn stats(State(hub): State<Arc<Hub>>) -> Json<Stats> {
         average_wait_time: s.waits.average_ms,
         p95_wait_time: s.waits.p95_ms,
         reports_total: s.reports,
+        quality: s.quality,
         uptime: hub.started.elapsed().as_secs_f64(),
         memory: Memory::read(),
         timestamp: now_ms(),
     })
+}
+
+/// The `token` query parameter some routes accept.
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+}
+
+/// The bearer token of a request, from `Authorization: Bearer …` or `?token=`.
+fn bearer<'a>(headers: &'a HeaderMap, query: &'a TokenQuery) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query.token.as_deref())
+}
+
+/// Whether an operator route may be served: always without `ADMIN_TOKEN`, else only with it.
+fn admin_allowed(hub: &Hub, headers: &HeaderMap, query: &TokenQuery) -> bool {
+    match &hub.config.admin_token {
+        None => true,
+        Some(want) => bearer(headers, query).is_some_and(|got| {
+            got.len() == want.len()
+                && got
+                    .bytes()
+                    .zip(want.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        }),
+    }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "ADMIN_TOKEN required\n",
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if !admin_allowed(&hub, &headers, &q) {
+        return unauthorized();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&hub),
+    )
+        .into_response()
+}
+
+/// `GET /dashboard`: the live dashboard page (`STATIC_DIR/dashboard.html`).
+async fn dashboard(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if !admin_allowed(&hub, &headers, &q) {
+        return unauthorized();
+    }
+    match tokio::fs::read(hub.config.static_dir.join("dashboard.html")).await {
+        Ok(page) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            page,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            "dashboard.html is not in STATIC_DIR\n",
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /ice-servers` body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServersOut {
+    /// RTCIceServer objects.
+    pub ice_servers: Vec<crate::protocol::outgoing::IceServer>,
+    /// Seconds the TURN credentials stay valid.
+    pub ttl: u64,
+}
+
+/// `GET /ice-servers`: STUN/TURN servers with fresh credentials. With JWT authentication on, a
+/// valid token (`Authorization: Bearer …`) is required and names the user; otherwise `?userId=`
+/// (or `anonymous`) is the name inside the TURN username.
+async fn ice_servers(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    let user = match &hub.verifier {
+        Some(v) => match bearer(&headers, &q).map(|t| v.verify(t)) {
+            Some(Ok(sub)) => sub,
+            Some(Err(r)) => return error_response(StatusCode::UNAUTHORIZED, &r),
+            None => {
+                let r = crate::protocol::ErrorCode::TokenRequired.into();
+                return error_response(StatusCode::UNAUTHORIZED, &r);
+            }
+        },
+        None => match q.user_id {
+            Some(id) => match crate::protocol::incoming::check_user_id(&id) {
+                Ok(()) => id,
+                Err(r) => return error_response(StatusCode::BAD_REQUEST, &r),
+            },
+            None => "anonymous".into(),
+        },
+    };
+    Json(IceServersOut {
+        ice_servers: hub.ice.servers(&user, crate::ice::unix_now()),
+        ttl: hub.config.turn_ttl,
+    })
+    .into_response()
+}
+
+fn error_response(code: StatusCode, r: &crate::protocol::Reject) -> Response {
+    (
+        code,
+        Json(serde_json::json!({"code": r.code, "message": r.message})),
+    )
+        .into_response()
 }

@@ -7,13 +7,16 @@
 //! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
 //! - [`core`]: the pure, synchronous rules (queue, matching, rooms), free of I/O;
 //! - [`protocol`]: the payloads and error codes on the wire;
-//! - [`limits`] and [`auth`]: abuse limits and token authentication, used by the layers above.
+//! - [`limits`], [`auth`], [`ice`] and [`metrics`]: abuse limits, token authentication, ICE
+//!   servers for clients, Prometheus metrics; used by the layers above.
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod ice;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod signaling;

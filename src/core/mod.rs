@@ -11,6 +11,7 @@
 pub mod history;
 pub mod matchmaker;
 pub mod profile;
+pub mod quality;
 pub mod rooms;
 
 use std::collections::{BTreeSet, HashMap};
@@ -25,6 +26,9 @@ use crate::protocol::outgoing::{
 use history::{MatchHistory, WaitSummary};
 use matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Seeker};
 use profile::{Preferences, Profile};
+use quality::{CallQuality, QualitySummary};
+
+use crate::protocol::incoming::{ConnectionState, Quality, QualityStats};
 use rooms::{Room, Rooms};
 
 /// A user id: cheap to clone, shared by every index that names the user.
@@ -116,7 +120,7 @@ pub struct Joined<L> {
 }
 
 /// The figures behind `/stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CoreStats {
     /// Live counts.
     pub live: ServerStats,
@@ -130,6 +134,8 @@ pub struct CoreStats {
     pub waits: WaitSummary,
     /// `report-user` events since start.
     pub reports: u64,
+    /// Call outcomes and grades.
+    pub quality: QualitySummary,
 }
 
 /// Users, queue and rooms of one server. `L` is how a user is reached; `M` is the matchmaker.
@@ -142,6 +148,7 @@ pub struct Core<L, M = PreferenceMatchmaker> {
     reports: u64,
     /// Users away within their grace period, by deadline: the count of reconnecting users.
     away: BTreeSet<(Instant, UserId)>,
+    calls: CallQuality,
 }
 
 impl<L: Clone + PartialEq> Core<L, PreferenceMatchmaker> {
@@ -163,6 +170,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             history: MatchHistory::default(),
             reports: 0,
             away: BTreeSet::new(),
+            calls: CallQuality::default(),
         }
     }
 
@@ -379,6 +387,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 u.last_status = None;
             }
         }
+        self.calls.opened(&id, now);
         self.rooms.open(Room {
             id: id.clone(),
             initiator: waiting.user.clone(),
@@ -398,6 +407,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                     is_initiator: initiator,
                     wait_time: wait.as_millis() as u64,
                     common_interests: common_interests.clone(),
+                    ice_servers: Vec::new(),
                 }),
             ));
         }
@@ -414,6 +424,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     ) -> Option<Room> {
         let id = self.rooms.of_user(user)?.id.clone();
         let room = self.rooms.close(&id)?;
+        self.calls.closed(&id);
         self.remember_partners(&room);
         let partner = room.partner_of(user).expect("user is a member").clone();
         match self.users.get_mut(&partner) {
@@ -600,6 +611,19 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         Ok((partner, &p.link))
     }
 
+    /// A member of `room_id` reported its WebRTC connection state (after [`route`] accepted the
+    /// relay, so the room is the user's own).
+    ///
+    /// [`route`]: Self::route
+    pub fn call_status(&mut self, room_id: &str, state: ConnectionState, now: Instant) {
+        self.calls.status(room_id, state, now);
+    }
+
+    /// A member sent the numbers of its call: returns the grade the server gives them.
+    pub fn call_report(&mut self, stats: &QualityStats) -> Option<Quality> {
+        self.calls.report(stats)
+    }
+
     /// Time-driven work: rooms past their maximum duration end (`room-ended` to both), searches
     /// past the maximum wait end (`search-timeout`), and waiting users whose position changed
     /// get a `queue-status` (at most one per `queue_status_interval` each).
@@ -619,6 +643,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
         for id in self.rooms.due(now) {
             if let Some(room) = self.rooms.close(&id) {
+                self.calls.closed(&id);
                 self.remember_partners(&room);
                 let duration = room.age(now).as_millis() as u64;
                 for member in [&room.initiator, &room.responder] {
@@ -728,6 +753,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             matches_last_minute: self.history.matches_last_minute(now),
             waits: self.history.wait_summary(now),
             reports: self.reports,
+            quality: self.calls.summary(),
         }
     }
 
@@ -740,6 +766,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         self.users.clear();
         self.away.clear();
         self.rooms = Rooms::default();
+        self.calls.forget_open();
     }
 
     /// Checks the structural invariants: every room has two distinct connected members who map
@@ -762,6 +789,9 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 }
                 members += 1;
             }
+        }
+        if self.calls.tracked() != self.rooms.len() {
+            return Err("call tracking disagrees with the open rooms".into());
         }
         if members != 2 * self.rooms.len() {
             return Err("a user is in two rooms".into());

@@ -351,8 +351,8 @@ pub enum Quality {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QualityStats {
-    /// Round-trip time in ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Round-trip time in ms (`rtt` is accepted too).
+    #[serde(skip_serializing_if = "Option::is_none", alias = "rtt")]
     pub latency: Option<f64>,
     /// Packet loss in percent.
     #[serde(skip_serializing_if = "Option::is_none")]

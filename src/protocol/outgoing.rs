@@ -43,6 +43,21 @@ pub struct Authenticated {
     pub resume_token: Arc<str>,
     /// True when this `authenticate` took back an earlier session with its `resumeToken`.
     pub resumed: bool,
+    /// STUN and TURN servers for this user's calls.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// An `RTCIceServer` as browsers take it in `new RTCPeerConnection({iceServers})`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    /// `stun:` / `turn:` / `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username (`<expiry>:<userId>` for time-limited credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// `matched`.
@@ -59,6 +74,8 @@ pub struct Matched {
     pub wait_time: u64,
     /// Interests both users listed.
     pub common_interests: Vec<String>,
+    /// Fresh ICE servers for this call (filled in by the signaling layer, which knows them).
+    pub ice_servers: Vec<IceServer>,
 }
 
 /// `queue-status`.
@@ -213,8 +230,10 @@ pub struct PartnerQualityOut<'a> {
     pub from_user_id: &'a str,
     /// The room.
     pub room_id: &'a str,
-    /// The partner's grade.
+    /// The partner's own grade.
     pub quality: Option<Quality>,
+    /// The server's grade of the raw numbers (see the README's formula); `null` without numbers.
+    pub grade: Option<Quality>,
     /// The raw numbers.
     pub stats: &'a QualityStats,
     /// Server time, ms since the epoch.
@@ -358,11 +377,12 @@ mod tests {
             is_initiator: true,
             wait_time: 5,
             common_interests: vec!["chess".into()],
+            ice_servers: vec![],
         });
         assert_eq!(ev.name(), "matched");
         assert_eq!(
             serde_json::to_value(&ev).unwrap(),
-            serde_json::json!({"roomId":"r","partnerId":"p","isInitiator":true,"waitTime":5,"commonInterests":["chess"]})
+            serde_json::json!({"roomId":"r","partnerId":"p","isInitiator":true,"waitTime":5,"commonInterests":["chess"],"iceServers":[]})
         );
     }
 }

@@ -32,8 +32,10 @@ use socketioxide_core::Value;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::core::{Core, Effect, UserId};
+use crate::ice::{Ice, unix_now};
 use crate::limits::{EventClass, Limits, SocketBudget, Verdict};
 use crate::protocol::outgoing::ErrorOut;
+use crate::protocol::outgoing::ServerEvent;
 use crate::protocol::{ErrorCode, Reject};
 
 /// How the core reaches a user: its socket.
@@ -48,6 +50,10 @@ pub struct Hub {
     pub limits: Limits,
     /// The token checker; `None` in anonymous mode.
     pub verifier: Option<Verifier>,
+    /// STUN/TURN servers for clients.
+    pub ice: Ice,
+    /// The Socket.IO server, once built (for counting connections).
+    pub io: std::sync::OnceLock<socketioxide::SocketIo>,
     shutting_down: AtomicBool,
     /// When the server started.
     pub started: Instant,
@@ -60,6 +66,8 @@ impl Hub {
             core: Mutex::new(Core::new(config.core())),
             limits: Limits::new(&config),
             verifier: Verifier::from_config(&config)?,
+            ice: Ice::new(&config),
+            io: std::sync::OnceLock::new(),
             config,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
@@ -85,16 +93,27 @@ impl Hub {
     pub fn tick(&self, now: Instant) {
         let mut core = self.lock();
         let effects = core.tick(now);
-        deliver(&core, effects);
+        self.deliver(&core, effects);
     }
-}
 
-/// Sends each effect to its recipient's socket.
-pub fn deliver(core: &Core<Link>, effects: Vec<Effect>) {
-    for e in effects {
-        if let Some(link) = core.link(&e.to) {
+    /// Sends each effect to its recipient's socket. `matched` gets the ICE servers the new call
+    /// should use (fresh TURN credentials), and its wait is recorded for `/metrics`.
+    pub fn deliver(&self, core: &Core<Link>, effects: Vec<Effect>) {
+        for mut e in effects {
+            let Some(link) = core.link(&e.to) else {
+                continue;
+            };
+            if let ServerEvent::Matched(m) = &mut e.event {
+                m.ice_servers = self.ice.servers(&e.to, unix_now());
+                crate::metrics::waited(m.wait_time);
+            }
             send(link, e.event.name(), &e.event);
         }
+    }
+
+    /// Open Socket.IO connections on this server.
+    pub fn sockets(&self) -> usize {
+        self.io.get().map_or(0, |io| io.sockets().len())
     }
 }
 
@@ -119,6 +138,7 @@ pub fn send_error(socket: &Link, event: &str, reject: &Reject) {
         event: (!auth).then_some(event),
         retry_after_ms: reject.retry_after_ms,
     };
+    crate::metrics::error(reject.code.as_str());
     send(socket, if auth { "auth-error" } else { "error" }, &body);
 }
 
@@ -237,6 +257,7 @@ impl ConnectHandler<LocalAdapter, Direct> for OnConnect {
             && !hub.limits.open(ip, s.id)
         {
             tracing::info!(%ip, "connection refused: too many connections from this address");
+            crate::metrics::rate_limited("connection");
             return Box::pin(std::future::ready(Err(Box::new(
                 "rate-limited: too many connections from your address",
             )
@@ -401,7 +422,10 @@ impl Dispatcher {
         let session = &*self.0;
         match session.hub.limits.charge(&session.budget, class) {
             Verdict::Allow => Ok(()),
-            Verdict::Refuse(r) => Err(Refusal::Reject(event.to_owned().into(), r)),
+            Verdict::Refuse(r) => {
+                crate::metrics::rate_limited("event");
+                Err(Refusal::Reject(event.to_owned().into(), r))
+            }
             Verdict::Disconnect => Err(Refusal::Flooding),
         }
     }
@@ -435,7 +459,7 @@ impl DisconnectHandler<LocalAdapter, Direct> for OnDisconnect {
                     DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect
                 );
                 let effects = core.leave(&user, &socket, lost, Instant::now());
-                deliver(&core, effects);
+                session.hub.deliver(&core, effects);
             }
         }
         defer(s);

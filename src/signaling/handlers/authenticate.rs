@@ -7,7 +7,7 @@ use crate::core::UserId;
 use crate::protocol::incoming::{AuthenticateIn, parse};
 use crate::protocol::outgoing::Authenticated;
 use crate::protocol::{ErrorCode, Reject};
-use crate::signaling::{Ctx, deliver, send, send_error};
+use crate::signaling::{Ctx, send, send_error};
 
 /// Binds the socket to a user and a profile.
 ///
@@ -59,14 +59,15 @@ pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
             ctx.socket,
             "authenticated",
             &Authenticated {
-                user_id: user,
+                user_id: user.clone(),
                 socket_id: ctx.socket.id.to_string(),
                 server_stats: core.live(),
                 resume_token: joined.resume_token,
                 resumed: joined.resumed,
+                ice_servers: ctx.hub.ice.servers(&user, crate::ice::unix_now()),
             },
         );
-        deliver(&core, joined.effects);
+        ctx.hub.deliver(&core, joined.effects);
         joined.replaced
     };
     // Closing runs the old socket's disconnect handler, which takes the hub lock: only now.

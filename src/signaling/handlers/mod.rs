@@ -91,8 +91,32 @@ fn to_partner<T: serde::Serialize>(
 ) -> Result<(), Reject> {
     let core = ctx.hub.lock();
     let (_, partner) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
+    deliver_relay(partner, event, payload)
+}
+
+/// Like [`to_partner`], with the payload made under the same lock once the route is known to be
+/// good: for events the core also takes note of (call quality).
+fn to_partner_and<T: serde::Serialize>(
+    ctx: &Ctx<'_>,
+    to: &crate::protocol::incoming::Addressed,
+    event: &str,
+    make: impl FnOnce(&mut crate::core::Core<super::Link>) -> T,
+) -> Result<(), Reject> {
+    let mut core = ctx.hub.lock();
+    let (_, partner) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
+    let partner = partner.clone();
+    let payload = make(&mut core);
+    deliver_relay(&partner, event, &payload)
+}
+
+fn deliver_relay<T: serde::Serialize>(
+    partner: &super::Link,
+    event: &str,
+    payload: &T,
+) -> Result<(), Reject> {
     if !super::send(partner, event, payload) {
         return Err(crate::protocol::ErrorCode::DeliveryFailed.into());
     }
+    crate::metrics::relayed(event);
     Ok(())
 }

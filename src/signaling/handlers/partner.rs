@@ -1,6 +1,8 @@
 //! `typing`, `quality-report`, `connection-status`: validated, then relayed to the partner as
 //! `partner-typing`, `partner-quality-report`, `partner-connection-status`.
 
+use std::time::Instant;
+
 use serde_json::value::RawValue;
 
 use crate::protocol::Reject;
@@ -24,37 +26,35 @@ pub fn typing(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     )
 }
 
-/// `quality-report {roomId, quality, stats}` → `partner-quality-report`.
+/// `quality-report {roomId, quality, stats}` → `partner-quality-report`, with the server's own
+/// `grade` of the numbers; the grade is counted for `/stats`.
 pub fn quality_report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let q: QualityReportIn = parse(raw, true)?;
     q.validate()?;
-    super::to_partner(
-        ctx,
-        &q.to,
-        "partner-quality-report",
-        &PartnerQualityOut {
+    super::to_partner_and(ctx, &q.to, "partner-quality-report", |core| {
+        PartnerQualityOut {
             from_user_id: ctx.user(),
             room_id: &q.to.room_id,
             quality: q.quality,
+            grade: core.call_report(&q.stats),
             stats: &q.stats,
             timestamp: now_ms(),
-        },
-    )
+        }
+    })
 }
 
-/// `connection-status {roomId, status, quality?}` → `partner-connection-status`.
+/// `connection-status {roomId, status, quality?}` → `partner-connection-status`; the state feeds
+/// the connection success figures.
 pub fn connection_status(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let c: ConnectionStatusIn = parse(raw, true)?;
-    super::to_partner(
-        ctx,
-        &c.to,
-        "partner-connection-status",
-        &PartnerStatusOut {
+    super::to_partner_and(ctx, &c.to, "partner-connection-status", |core| {
+        core.call_status(&c.to.room_id, c.status, Instant::now());
+        PartnerStatusOut {
             from_user_id: ctx.user(),
             room_id: &c.to.room_id,
             status: c.status,
             quality: c.quality,
             timestamp: now_ms(),
-        },
-    )
+        }
+    })
 }

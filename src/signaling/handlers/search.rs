@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use crate::protocol::incoming::{FindIn, parse};
 use crate::protocol::{ErrorCode, Reject};
-use crate::signaling::{Ctx, deliver};
+use crate::signaling::Ctx;
 
 fn refuse_when_shutting_down(ctx: &Ctx<'_>) -> Result<(), Reject> {
     if ctx.hub.is_shutting_down() {
@@ -22,7 +22,7 @@ pub fn find(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     refuse_when_shutting_down(ctx)?;
     let mut core = ctx.hub.lock();
     let effects = core.find(ctx.user(), prefs, Instant::now())?;
-    deliver(&core, effects);
+    ctx.hub.deliver(&core, effects);
     Ok(())
 }
 
@@ -31,7 +31,7 @@ pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
     refuse_when_shutting_down(ctx)?;
     let mut core = ctx.hub.lock();
     let effects = core.next(ctx.user(), Instant::now())?;
-    deliver(&core, effects);
+    ctx.hub.deliver(&core, effects);
     Ok(())
 }
 
@@ -39,6 +39,6 @@ pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
 pub fn end(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
     let mut core = ctx.hub.lock();
     let effects = core.end(ctx.user(), Instant::now())?;
-    deliver(&core, effects);
+    ctx.hub.deliver(&core, effects);
     Ok(())
 }

@@ -1,0 +1,150 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! Event counters (relays by event, errors by code, rate-limited events) and the wait-time
+//! histogram are recorded where they happen. Everything that describes the state (connections,
+//! queue, rooms, matches, call outcomes, grades, process CPU and memory) is read from the live
+//! state when Prometheus scrapes, so it is exact and costs nothing between scrapes.
+//!
+//! The recorder is process-wide (the `metrics` facade has one global recorder); the state figures
+//! are set from the hub being scraped, so each server reports its own.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::signaling::Hub;
+
+/// Wait before a match, in seconds: from instant pairs to the 5-minute search limit.
+const WAIT_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("roulette_wait_seconds".into()), WAIT_BUCKETS)
+            .expect("buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may be installed by an embedding program: then ours only renders
+        // the state figures, which are set below on every scrape anyway.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only state");
+        }
+        handle
+    })
+}
+
+/// Installs the recorder (idempotent). Called at start so counters count from the first event.
+pub fn init() {
+    handle();
+}
+
+/// A relayed event reached the partner's queue.
+pub fn relayed(event: &str) {
+    counter!("roulette_relayed_messages_total", "event" => event.to_owned()).increment(1);
+}
+
+/// An error event was sent.
+pub fn error(code: &'static str) {
+    counter!("roulette_errors_total", "code" => code).increment(1);
+}
+
+/// An event, connection or request was refused by a rate limit.
+pub fn rate_limited(what: &'static str) {
+    counter!("roulette_rate_limited_total", "kind" => what).increment(1);
+}
+
+/// A user was matched after waiting `ms`.
+pub fn waited(ms: u64) {
+    histogram!("roulette_wait_seconds").record(ms as f64 / 1000.0);
+}
+
+/// The Prometheus text for `hub`'s server.
+pub fn render(hub: &Hub) -> String {
+    let h = handle();
+    let stats = hub.lock().stats(Instant::now());
+    let live = stats.live;
+    gauge!("roulette_connections").set(hub.sockets() as f64);
+    gauge!("roulette_users_connected").set(live.connected_users as f64);
+    gauge!("roulette_users_waiting").set(live.waiting_users as f64);
+    gauge!("roulette_users_reconnecting").set(stats.reconnecting_users as f64);
+    gauge!("roulette_rooms_active").set(live.active_rooms as f64);
+    counter!("roulette_matches_total").absolute(stats.total_matches);
+    counter!("roulette_reports_total").absolute(stats.reports);
+    let q = &stats.quality;
+    counter!("roulette_calls_total", "outcome" => "connected").absolute(q.calls_connected);
+    counter!("roulette_calls_total", "outcome" => "unreported").absolute(q.calls_unreported);
+    for (reason, n) in &q.failures_by_reason {
+        counter!("roulette_calls_failed_total", "reason" => *reason).absolute(*n);
+    }
+    if let Some(rate) = q.connection_success_rate {
+        gauge!("roulette_connection_success_ratio").set(rate);
+    }
+    for (p, v) in [
+        ("0.5", q.time_to_connect_ms.p50),
+        ("0.95", q.time_to_connect_ms.p95),
+    ] {
+        if let Some(ms) = v {
+            gauge!("roulette_time_to_connect_seconds", "quantile" => p).set(ms as f64 / 1000.0);
+        }
+    }
+    for (grade, n) in [
+        ("excellent", q.grades.excellent),
+        ("good", q.grades.good),
+        ("fair", q.grades.fair),
+        ("poor", q.grades.poor),
+    ] {
+        counter!("roulette_quality_reports_total", "grade" => grade).absolute(n);
+    }
+    let p = process();
+    gauge!("process_resident_memory_bytes").set(p.rss_bytes as f64);
+    // A float that only grows: Prometheus calls it a counter, the facade's counters are integers.
+    gauge!("process_cpu_seconds_total").set(p.cpu_seconds);
+    gauge!("process_open_fds").set(p.open_fds as f64);
+    h.run_upkeep();
+    h.render()
+}
+
+/// Process figures from `/proc/self` (zero where unavailable).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Process {
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// User plus system CPU time.
+    pub cpu_seconds: f64,
+    /// Open file descriptors.
+    pub open_fds: usize,
+}
+
+/// Reads the current figures.
+pub fn process() -> Process {
+    // Clock ticks per second: 100 on every Linux this runs on (USER_HZ is fixed by the ABI).
+    const TICKS: f64 = 100.0;
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may contain spaces) start at ") ".
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / TICKS)
+        })
+        .unwrap_or(0.0);
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    Process {
+        rss_bytes: rss_pages * 4096,
+        cpu_seconds: cpu,
+        open_fds,
+    }
+}
