@@ -161,6 +161,8 @@
   socket.on('connect', () => {
     const auth = { userInfo: preferences.language ? { languages: [preferences.language] } : {} };
     if (params.get('user')) auth.userId = params.get('user');
+    // Back after a dropped connection: take the session (and the call's room) back.
+    if (state.userId && state.resumeToken) Object.assign(auth, { userId: state.userId, resumeToken: state.resumeToken });
     socket.emit('authenticate', auth);
   });
   socket.on('disconnect', () => {
@@ -168,9 +170,20 @@
     closeCall();
     setPhase('idle', 'Connection lost', 'Reconnecting to the server…');
   });
-  socket.on('authenticated', ({ userId, serverStats }) => {
-    state.userId = userId;
+  socket.on('authenticated', ({ userId, serverStats, resumeToken, iceServers }) => {
+    Object.assign(state, { userId, resumeToken, iceServers });
     ui.online.textContent = `${serverStats.connectedUsers} online`;
+  });
+  // Our connection came back within the grace: the room is still ours, set the call up again.
+  socket.on('rejoined', (r) => {
+    setPhase('matched');
+    say('Reconnected.');
+    startCall(r);
+  });
+  // The partner came back: it starts a new peer connection, so must we.
+  socket.on('partner-reconnected', () => {
+    say('Your partner is back.');
+    startCall({ roomId: state.roomId, partnerId: state.partnerId, isInitiator: state.isInitiator });
   });
   socket.on('auth-error', (e) => setPhase('idle', 'Cannot sign in', e.message));
 
@@ -187,6 +200,7 @@
     ui.partnerBadge.textContent = 'Stranger';
     setPhase('matched');
     setQuality(null);
+    if (m.iceServers) state.iceServers = m.iceServers;
     startCall(m);
   });
 
@@ -214,10 +228,13 @@
     setPhase('idle', headline, subline);
     say(headline);
   };
-  socket.on('partner-left', ({ reason }) => ended(
-    reason === 'next' ? 'Your partner skipped' : 'Your partner left',
-    'Press Start to meet someone new.',
-  ));
+  socket.on('partner-left', ({ reason, canReconnect }) => {
+    if (canReconnect) {
+      say('Your partner lost its connection; waiting a few seconds for it to come back…');
+      return;
+    }
+    ended(reason === 'next' ? 'Your partner skipped' : 'Your partner left', 'Press Start to meet someone new.');
+  });
   socket.on('chat-ended', ({ roomId }) => ended(roomId ? 'You ended the chat' : 'Search stopped', 'Press Start when you are ready.'));
   socket.on('room-ended', () => ended('Time is up for this chat', 'Press Start to meet someone new.'));
   socket.on('search-timeout', () => ended('Nobody is around right now', 'Press Start to try again.'));
