@@ -421,35 +421,48 @@ impl PreferenceMatchmaker {
         };
         let s_insists = self.insists(&s.prefs, s.since, now);
         let mut best = Best::default();
-        for (key, group) in &self.groups {
-            if !key.accepts(&traits) {
+        // The buckets of users whose wishes the seeker meets, and whose own gender it accepts.
+        let buckets = self
+            .groups
+            .iter()
+            .filter(|(key, _)| key.accepts(&traits))
+            .flat_map(|(_, group)| accepted_slots(s.prefs.gender).iter().map(|&i| &group[i]))
+            .filter(|b| b.live > 0);
+        // Sharing an interest ranks first: walk those lists before any other, so that a hit
+        // makes every list of partners who need not share irrelevant.
+        let mut others: smallvec::SmallVec<[&Fifo; 32]> = smallvec::SmallVec::new();
+        for b in buckets {
+            for tag in p.interests.iter() {
+                if let Some(list) = b.by_interest.get(tag) {
+                    self.walk(list, &p, now, true, &mut best);
+                }
+            }
+            if s_insists {
                 continue;
             }
-            for &slot in accepted_slots(s.prefs.gender) {
-                let b = &group[slot];
-                if b.live == 0 {
-                    continue;
-                }
-                for tag in p.interests.iter() {
-                    if let Some(list) = b.by_interest.get(tag) {
-                        self.walk(list, &p, now, true, &mut best);
-                    }
-                }
-                if s_insists {
-                    continue;
-                }
-                // Partners that need not share: only those the seeker's own wishes select.
-                let lists = match (p.country_wish, p.language_wish) {
-                    (Some(Ok(c)), _) => b.by_country.get(&c),
-                    (Some(Err(())), _) | (None, Some(Err(()))) => None,
-                    (None, Some(Ok(l))) => b.by_language.get(&l),
-                    (None, None) => Some(&b.all),
-                };
-                if let Some(lists) = lists {
-                    self.walk(&lists.plain, &p, now, false, &mut best);
-                    self.walk(&lists.keen, &p, now, false, &mut best);
-                }
+            // Partners that need not share: only those the seeker's own wishes select.
+            let lists = match (p.country_wish, p.language_wish) {
+                (Some(Ok(c)), _) => b.by_country.get(&c),
+                (Some(Err(())), _) | (None, Some(Err(()))) => None,
+                (None, Some(Ok(l))) => b.by_language.get(&l),
+                (None, None) => Some(&b.all),
+            };
+            if let Some(lists) = lists {
+                others.extend(
+                    [&lists.plain, &lists.keen]
+                        .into_iter()
+                        .filter(|l| !l.is_empty()),
+                );
             }
+        }
+        if best.new.is_some_and(|(r, _)| r.shares) {
+            return best.pick();
+        }
+        // Oldest heads first: once a candidate is found, lists whose head is younger are skipped
+        // without reading a single entry.
+        others.sort_unstable_by_key(|l| l.front().map(|&(seq, _)| seq));
+        for list in others {
+            self.walk(list, &p, now, false, &mut best);
         }
         best.pick()
     }
@@ -459,6 +472,13 @@ impl PreferenceMatchmaker {
     fn walk(&self, list: &Fifo, p: &Probe<'_>, now: Instant, shares: bool, best: &mut Best) {
         let s = p.s;
         for &(seq, slot) in list {
+            // Items come oldest first: none from here on can beat the best found so far.
+            if best
+                .new
+                .is_some_and(|(r, _)| r.shares > shares || (r.shares == shares && seq > r.older.0))
+            {
+                return;
+            }
             let Some(e) = Self::live(&self.slab, (seq, slot)) else {
                 continue;
             };
