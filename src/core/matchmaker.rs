@@ -473,10 +473,9 @@ impl PreferenceMatchmaker {
         let s = p.s;
         for &(seq, slot) in list {
             // Items come oldest first: none from here on can beat the best found so far.
-            if best
-                .new
-                .is_some_and(|(r, _)| r.shares > shares || (r.shares == shares && seq > r.older.0))
-            {
+            if best.new.is_some_and(|(r, _)| {
+                (r.shares && !shares) || (r.shares == shares && seq > r.older.0)
+            }) {
                 return;
             }
             let Some(e) = Self::live(&self.slab, (seq, slot)) else {
