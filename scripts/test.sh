@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Every check and every test: formatting, lints, the Rust unit, property and integration tests,
-# then the official-client interoperability suite and the browser end-to-end test (Node).
+# then the official-client interoperability suite and the browser end-to-end test (Node), then a
+# few seconds of every load-generator scenario.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
+cargo test --workspace --all-targets
 
 echo "== node clients (official socket.io-client, Chromium end to end)"
-cargo build --quiet
+cargo build --workspace --quiet
 if [ ! -d clients/node_modules ] || [ clients/package-lock.json -nt clients/node_modules/.package-lock.json ]; then
   npm ci --prefix clients --no-audit --no-fund
 fi
 npm test --prefix clients
+
+echo "== load generator smoke run (every scenario, a few seconds each)"
+./scripts/loadgen-smoke.sh
