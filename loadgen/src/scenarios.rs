@@ -296,13 +296,15 @@ async fn session_loops(
     for _ in 0..users {
         let (t, st) = (t.clone(), st.clone());
         tasks.push(tokio::spawn(async move {
+            // A session still running at the deadline may finish within a grace second; one
+            // whose user still waits for a partner then (everyone else has stopped) is cut off,
+            // which is the end of the run, not a failure.
+            let cutoff = tokio::time::Instant::from_std(until + Duration::from_secs(1));
             while Instant::now() < until {
-                if let Err(e) = one_session(&t, timeout, &st, cohort).await {
-                    // A partner whose own loop ended at the deadline leaves its peer waiting:
-                    // that is the end of the run, not a failure.
-                    if Instant::now() < until {
-                        st.failures.add(&e);
-                    }
+                let session = one_session(&t, timeout, &st, cohort);
+                match tokio::time::timeout_at(cutoff, session).await {
+                    Ok(Err(e)) if Instant::now() < until => st.failures.add(&e),
+                    _ => {}
                 }
             }
         }));
@@ -343,7 +345,8 @@ pub async fn sessions(c: &Common, users: usize, seconds: u64) -> Result<Report> 
     let secs = started.elapsed().as_secs_f64();
     let after = proc::sample(c.server_pid);
     let cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
-    let mut json = sessions_json(&st, secs, cpu);
+    // Sessions per second of the run's own length (the last second only finishes sessions).
+    let mut json = sessions_json(&st, seconds as f64, cpu);
     json["scenario"] = json!("sessions");
     json["users"] = json!(users);
     json["seconds"] = json!(secs);
