@@ -1,6 +1,7 @@
 // End to end in a real browser: Debian's Chromium, driven by playwright-core, with fake camera and
 // microphone. Two pages meet through the server, connect over WebRTC, see each other's video and
-// chat; then one skips, is matched with a third page, and the one left behind is told.
+// chat; then one skips, is matched with a third page, and the one left behind is told. The live
+// dashboard then shows those calls.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -48,7 +49,7 @@ describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser a
   let browser;
   before(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
-    server = await startServer();
+    server = await startServer(['--admin-token', 'dashboard-secret']);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
   });
   after(async () => {
@@ -111,5 +112,22 @@ describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser a
     await alice.screenshot({ path: path.join(ARTIFACTS, 'browser-alice-after-next.png') });
     await carol.screenshot({ path: path.join(ARTIFACTS, 'browser-carol.png') });
     await bob.screenshot({ path: path.join(ARTIFACTS, 'browser-bob-left.png') });
+  });
+
+  it('shows the calls on the live dashboard, behind the admin token', async () => {
+    assert.equal((await fetch(`${server.url}/dashboard`)).status, 401, 'no token, no dashboard');
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    page.on('pageerror', (e) => console.error('[dashboard] page error:', e));
+    await page.goto(`${server.url}/dashboard?token=dashboard-secret`);
+    await until(page, () => document.body.dataset.ready === '1', 'the dashboard rendering');
+    assert.equal(await page.evaluate(() => typeof window.Chart), 'function', 'charts come from Chart.js');
+    assert.ok(await page.locator('canvas').count() >= 6);
+    // Both calls of the test above reported `connected`, and none failed.
+    await until(page, () => document.getElementById('connection-success').textContent === '100 %', 'a 100 % connection success');
+    const online = Number(await page.textContent('#users-online'));
+    assert.ok(online >= 3, `alice, bob and carol are online: ${online}`);
+    await page.waitForTimeout(2500); // a second sample on the charts
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
   });
 });

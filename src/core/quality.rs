@@ -3,8 +3,8 @@
 //! Clients report what their `RTCPeerConnection` sees (`connection-status`) and its numbers
 //! (`quality-report`). The server keeps, per open room, when it was matched and whether a member
 //! has reported `connected`; when a room closes its outcome is recorded:
-//! - **connected**: a member reported `connected` (the time from `matched` is a sample of the
-//!   time-to-connect figures);
+//! - **connected**: a member reported `connected` (counted at that moment; the time from
+//!   `matched` is a sample of the time-to-connect figures);
 //! - **failed**: a member reported `failed`, or the room ended while its members had reported
 //!   only `connecting` / `disconnected` (the reason says which);
 //! - **unreported**: nobody reported anything (a client that does not send `connection-status`).
@@ -150,7 +150,9 @@ impl CallQuality {
             return;
         };
         if state == ConnectionState::Connected && !call.connected {
+            // Counted at once, so the success rate moves while calls are still running.
             call.connected = true;
+            self.connected += 1;
             if self.time_to_connect.len() == SAMPLES {
                 self.time_to_connect.pop_front();
             }
@@ -180,7 +182,6 @@ impl CallQuality {
             return;
         };
         if call.connected {
-            self.connected += 1;
             return;
         }
         let reason = match call.last {

@@ -1,0 +1,103 @@
+// The live dashboard: polls /stats every 2 s and keeps the last ten minutes of samples.
+(() => {
+  const POLL_MS = 2000;
+  const KEEP = 300; // samples: ten minutes at one every 2 s
+  const token = new URLSearchParams(location.search).get('token');
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const $ = (id) => document.getElementById(id);
+  const palette = ['#5b8cff', '#35d49a', '#ffc857', '#ff5b6e', '#7c5bff'];
+
+  Chart.defaults.color = '#9aa3b2';
+  Chart.defaults.borderColor = '#232733';
+  Chart.defaults.animation = false; // redrawn every 2 s: animations would only cost CPU
+
+  const series = (labels) => labels.map((label, i) => ({
+    label, data: [], borderColor: palette[i], backgroundColor: palette[i], pointRadius: 0, tension: 0.25,
+  }));
+  const line = (id, labels, yMax) => new Chart($(id), {
+    type: 'line',
+    data: { labels: [], datasets: series(labels) },
+    options: {
+      responsive: true, maintainAspectRatio: false,
+      scales: { x: { ticks: { maxTicksLimit: 6 } }, y: { beginAtZero: true, ...(yMax ? { max: yMax } : {}) } },
+      plugins: { legend: { display: labels.length > 1 } },
+    },
+  });
+  const charts = {
+    users: line('chart-users', ['online', 'waiting', 'rooms']),
+    matches: line('chart-matches', ['matches / min']),
+    wait: line('chart-wait', ['average', 'p95']),
+    success: line('chart-success', ['success %'], 100),
+    connect: line('chart-connect', ['p50', 'p95']),
+  };
+  const grades = new Chart($('chart-grades'), {
+    type: 'bar',
+    data: {
+      labels: ['excellent', 'good', 'fair', 'poor'],
+      datasets: [{ label: 'reports', data: [0, 0, 0, 0], backgroundColor: ['#35d49a', '#5b8cff', '#ffc857', '#ff5b6e'] }],
+    },
+    options: { responsive: true, maintainAspectRatio: false, plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true } } },
+  });
+
+  const push = (chart, label, values) => {
+    chart.data.labels.push(label);
+    values.forEach((v, i) => chart.data.datasets[i].data.push(v ?? null));
+    if (chart.data.labels.length > KEEP) {
+      chart.data.labels.shift();
+      chart.data.datasets.forEach((d) => d.data.shift());
+    }
+    chart.update('none');
+  };
+  const show = (id, v) => { $(id).textContent = v; };
+  const percent = (r) => (r == null ? '—' : `${Math.round(r * 100)} %`);
+  const duration = (s) => {
+    const h = Math.floor(s / 3600); const m = Math.floor((s % 3600) / 60);
+    return h ? `${h} h ${m} min` : m ? `${m} min` : `${Math.floor(s)} s`;
+  };
+
+  function render(s) {
+    const q = s.quality || {};
+    const rate = q.connectionSuccessRate;
+    show('users-online', s.connectedUsers);
+    show('waiting', s.waitingUsers);
+    show('reconnecting', s.reconnectingUsers ?? '—');
+    show('rooms', s.activeRooms);
+    show('matches-per-minute', s.matchesLastMinute);
+    show('total-matches', s.totalMatches);
+    show('connection-success', percent(rate));
+    show('memory', `${Math.round((s.memory?.rssBytes || 0) / 1e6)} MB`);
+    show('uptime', duration(s.uptime));
+    const t = new Date(s.timestamp).toLocaleTimeString();
+    push(charts.users, t, [s.connectedUsers, s.waitingUsers, s.activeRooms]);
+    push(charts.matches, t, [s.matchesLastMinute]);
+    push(charts.wait, t, [s.averageWaitTime, s.p95WaitTime]);
+    push(charts.success, t, [rate == null ? null : rate * 100]);
+    push(charts.connect, t, [q.timeToConnectMs?.p50, q.timeToConnectMs?.p95]);
+    if (q.grades) {
+      grades.data.datasets[0].data = ['excellent', 'good', 'fair', 'poor'].map((g) => q.grades[g]);
+      grades.update('none');
+    }
+  }
+
+  let timer = null;
+  async function poll() {
+    try {
+      const r = await fetch('/stats', { headers, cache: 'no-store' });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      render(await r.json());
+      $('status').textContent = `live · updated ${new Date().toLocaleTimeString()}`;
+      $('status').classList.remove('down');
+      document.body.dataset.ready = '1';
+    } catch (e) {
+      $('status').textContent = `connection lost (${e.message}); retrying…`;
+      $('status').classList.add('down');
+    }
+    timer = setTimeout(poll, POLL_MS);
+  }
+  // A hidden tab needs no charts: stop polling until it is shown again.
+  document.addEventListener('visibilitychange', () => {
+    clearTimeout(timer);
+    if (!document.hidden) poll();
+  });
+  poll();
+})();
