@@ -164,24 +164,36 @@ fn admin_allowed(hub: &Hub, headers: &HeaderMap, query: &TokenQuery) -> bool {
     }
 }
 
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        "ADMIN_TOKEN required\n",
-    )
-        .into_response()
+/// An operator request: extracting it refuses the request with 401 unless [`admin_allowed`].
+struct Admin;
+
+impl axum::extract::FromRequestParts<Arc<Hub>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        hub: &Arc<Hub>,
+    ) -> Result<Self, Self::Rejection> {
+        let q = Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or(TokenQuery {
+                token: None,
+                user_id: None,
+            });
+        if admin_allowed(hub, &parts.headers, &q) {
+            return Ok(Admin);
+        }
+        Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "ADMIN_TOKEN required\n",
+        )
+            .into_response())
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !admin_allowed(&hub, &headers, &q) {
-        return unauthorized();
-    }
+async fn metrics(_: Admin, State(hub): State<Arc<Hub>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -193,14 +205,7 @@ async fn metrics(
 }
 
 /// `GET /dashboard`: the live dashboard page (`STATIC_DIR/dashboard.html`).
-async fn dashboard(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    if !admin_allowed(&hub, &headers, &q) {
-        return unauthorized();
-    }
+async fn dashboard(_: Admin, State(hub): State<Arc<Hub>>) -> Response {
     match tokio::fs::read(hub.config.static_dir.join("dashboard.html")).await {
         Ok(page) => (
             [
