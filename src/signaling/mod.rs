@@ -184,6 +184,17 @@ impl Ctx<'_> {
             .as_ref()
             .expect("the dispatcher checks authentication first")
     }
+
+    /// Locks the core for this event's work, refusing with `session-replaced` when another
+    /// connection took the user's session over with its resume token (this socket is then being
+    /// closed). The check and the work share one lock, so no event of a replaced socket acts.
+    pub fn core(&self) -> Result<MutexGuard<'_, Core<Link>>, Reject> {
+        let core = self.hub.lock();
+        if core.link(self.user()) != Some(self.socket) {
+            return Err(ErrorCode::SessionReplaced.into());
+        }
+        Ok(core)
+    }
 }
 
 /// Splits a Socket.IO event frame `["name", payload, ...]` into its name and first argument
@@ -398,15 +409,8 @@ impl Dispatcher {
             return Err((event, ErrorCode::UnknownEvent.into()).into());
         };
         let user = session.state.lock().user.clone();
-        if route.needs_user {
-            let Some(user) = &user else {
-                return Err((event, ErrorCode::NotAuthenticated.into()).into());
-            };
-            // Another connection may have taken this session over with its resume token; this
-            // socket is being closed and must not act for the user meanwhile.
-            if session.hub.lock().link(user) != Some(socket) {
-                return Err((event, ErrorCode::SessionReplaced.into()).into());
-            }
+        if route.needs_user && user.is_none() {
+            return Err((event, ErrorCode::NotAuthenticated.into()).into());
         }
         let ctx = Ctx {
             hub: &session.hub,

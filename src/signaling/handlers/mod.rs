@@ -89,7 +89,7 @@ fn to_partner<T: serde::Serialize>(
     event: &str,
     payload: &T,
 ) -> Result<(), Reject> {
-    let core = ctx.hub.lock();
+    let core = ctx.core()?;
     let (_, partner) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
     deliver_relay(partner, event, payload)
 }
@@ -102,7 +102,7 @@ fn to_partner_and<T: serde::Serialize>(
     event: &str,
     make: impl FnOnce(&mut crate::core::Core<super::Link>) -> T,
 ) -> Result<(), Reject> {
-    let mut core = ctx.hub.lock();
+    let mut core = ctx.core()?;
     let (_, partner) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
     let partner = partner.clone();
     let payload = make(&mut core);

@@ -17,8 +17,7 @@ fn parse_target(raw: Option<&RawValue>) -> Result<ModerationIn, Reject> {
 /// The sender and `userId` are never paired again (for `BLOCK_TTL_MS`).
 pub fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let m = parse_target(raw)?;
-    ctx.hub
-        .lock()
+    ctx.core()?
         .block(ctx.user(), &m.user_id, Instant::now())?;
     tracing::info!(user = %ctx.user(), blocked = %m.user_id, "block");
     Ok(())
@@ -27,8 +26,7 @@ pub fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
 /// Blocks like `block-user`, and logs and counts the report for moderators.
 pub fn report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let m = parse_target(raw)?;
-    ctx.hub
-        .lock()
+    ctx.core()?
         .report(ctx.user(), &m.user_id, Instant::now())?;
     tracing::warn!(
         reporter = %ctx.user(),

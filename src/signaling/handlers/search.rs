@@ -20,7 +20,7 @@ pub fn find(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let p: FindIn = parse(raw, false)?;
     let prefs = p.preferences.map(|p| p.into_preferences()).transpose()?;
     refuse_when_shutting_down(ctx)?;
-    let mut core = ctx.hub.lock();
+    let mut core = ctx.core()?;
     let effects = core.find(ctx.user(), prefs, Instant::now())?;
     ctx.hub.deliver(&core, effects);
     Ok(())
@@ -29,7 +29,7 @@ pub fn find(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
 /// `next-partner`: the partner gets `partner-left`, the sender searches again.
 pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
     refuse_when_shutting_down(ctx)?;
-    let mut core = ctx.hub.lock();
+    let mut core = ctx.core()?;
     let effects = core.next(ctx.user(), Instant::now())?;
     ctx.hub.deliver(&core, effects);
     Ok(())
@@ -37,7 +37,7 @@ pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
 
 /// `end-chat`: the partner gets `partner-left`, the sender `chat-ended`.
 pub fn end(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
-    let mut core = ctx.hub.lock();
+    let mut core = ctx.core()?;
     let effects = core.end(ctx.user(), Instant::now())?;
     ctx.hub.deliver(&core, effects);
     Ok(())
