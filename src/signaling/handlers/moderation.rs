@@ -17,8 +17,7 @@ fn parse_target(raw: Option<&RawValue>) -> Result<ModerationIn, Reject> {
 /// The sender and `userId` are never paired again (for `BLOCK_TTL_MS`).
 pub fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let m = parse_target(raw)?;
-    ctx.core()?
-        .block(ctx.user(), &m.user_id, Instant::now())?;
+    ctx.core()?.block(ctx.user(), &m.user_id, Instant::now())?;
     tracing::info!(user = %ctx.user(), blocked = %m.user_id, "block");
     Ok(())
 }
@@ -26,8 +25,7 @@ pub fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
 /// Blocks like `block-user`, and logs and counts the report for moderators.
 pub fn report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let m = parse_target(raw)?;
-    ctx.core()?
-        .report(ctx.user(), &m.user_id, Instant::now())?;
+    ctx.core()?.report(ctx.user(), &m.user_id, Instant::now())?;
     tracing::warn!(
         reporter = %ctx.user(),
         reported = %m.user_id,
