@@ -370,6 +370,24 @@ async fn with_a_jwt_key_the_user_is_the_tokens_subject() {
     c.emit_bare("find-random-partner").await;
     c.expect_error("not-authenticated", "find-random-partner")
         .await;
+
+    // A second device with a valid token for alice takes her session; the first is closed.
+    let again = jwt(
+        json!({"sub": "alice", "exp": in_secs(300), "aud": "roulette"}),
+        SECRET,
+    );
+    let mut second = Client::connect(s.addr).await;
+    second.emit("authenticate", json!({"token": again})).await;
+    let auth = second.expect("authenticated").await;
+    assert_eq!(
+        (auth["userId"].as_str(), auth["resumed"].as_bool()),
+        (Some("alice"), Some(true))
+    );
+    let seen = a.until_closed().await;
+    assert!(
+        seen.iter()
+            .any(|(n, v)| n == "error" && v["code"] == "session-replaced")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,19 @@ pub struct User<L> {
     missed: Option<RoomEnded>,
 }
 
+/// What proves that a new connection may take over a user's session.
+#[derive(Debug, Clone, Copy)]
+pub enum Claim<'a> {
+    /// The client only names the user (anonymous mode): it must present the session's
+    /// `resumeToken` to take an existing session over.
+    Named {
+        /// The `resumeToken` it presented, if any.
+        resume: Option<&'a str>,
+    },
+    /// The identity was verified (a valid JWT): the newest connection takes the session.
+    Verified,
+}
+
 /// What [`Core::join`] decided.
 #[derive(Debug)]
 pub struct Joined<L> {
@@ -177,8 +190,8 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Registers an authenticated user reachable through `link`.
     ///
     /// Authenticating again on the same link updates the profile (when one is given). An id held
-    /// by another link is refused with [`ErrorCode::UserIdTaken`] unless `resume` is that
-    /// session's token: then this link takes the session over (the old link, if still open, is
+    /// by another link is refused with [`ErrorCode::UserIdTaken`] unless the claim is verified or
+    /// carries that session's resume token: then this link takes the session over (the old link, if still open, is
     /// returned to be closed), its room is rejoined and the partner told, or, when the room ended
     /// meanwhile, the user gets the `room-ended` it missed.
     pub fn join(
@@ -186,7 +199,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         user: UserId,
         link: L,
         profile: Option<Profile>,
-        resume: Option<&str>,
+        claim: Claim<'_>,
     ) -> Result<Joined<L>, ErrorCode> {
         let Some(existing) = self.users.get_mut(&user) else {
             let token = new_token();
@@ -221,7 +234,13 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 effects: Vec::new(),
             });
         }
-        if !resume.is_some_and(|t| same_secret(t, &existing.resume_token)) {
+        let allowed = match claim {
+            Claim::Verified => true,
+            Claim::Named { resume } => {
+                resume.is_some_and(|t| same_secret(t, &existing.resume_token))
+            }
+        };
+        if !allowed {
             return Err(ErrorCode::UserIdTaken);
         }
         // A used token is spent: a copy of it that leaked cannot take the session again.

@@ -17,7 +17,8 @@ fn core() -> TestCore {
 }
 
 fn join(c: &mut TestCore, id: &str, link: u32) {
-    c.join(id.into(), link, None, None).unwrap();
+    c.join(id.into(), link, None, Claim::Named { resume: None })
+        .unwrap();
 }
 
 fn events_for<'a>(out: &'a [Effect], user: &str) -> Vec<&'a ServerEvent> {
@@ -213,7 +214,7 @@ fn hard_filters_hold_both_ways() {
             gender: Some(Gender::Male),
             ..Default::default()
         }),
-        None,
+        Claim::Named { resume: None },
     )
     .unwrap();
     c.join(
@@ -223,7 +224,7 @@ fn hard_filters_hold_both_ways() {
             gender: Some(Gender::Female),
             ..Default::default()
         }),
-        None,
+        Claim::Named { resume: None },
     )
     .unwrap();
     let wants_female = Preferences {
@@ -312,15 +313,26 @@ fn a_taken_user_id_is_refused() {
     let mut c = core();
     join(&mut c, "a", 1);
     assert_eq!(
-        c.join("a".into(), 2, None, None).map(|_| ()),
-        Err(ErrorCode::UserIdTaken)
-    );
-    assert_eq!(
-        c.join("a".into(), 2, None, Some("not-the-token"))
+        c.join("a".into(), 2, None, Claim::Named { resume: None })
             .map(|_| ()),
         Err(ErrorCode::UserIdTaken)
     );
-    assert!(c.join("a".into(), 1, None, None).is_ok());
+    assert_eq!(
+        c.join(
+            "a".into(),
+            2,
+            None,
+            Claim::Named {
+                resume: Some("not-the-token")
+            }
+        )
+        .map(|_| ()),
+        Err(ErrorCode::UserIdTaken)
+    );
+    assert!(
+        c.join("a".into(), 1, None, Claim::Named { resume: None })
+            .is_ok()
+    );
 }
 
 #[derive(Debug, Clone)]
@@ -365,7 +377,7 @@ proptest! {
             let out = match op {
                 Op::Join(u) => {
                     let link = *links.entry(u).or_insert(u as u32);
-                    if let Ok(j) = c.join(u.to_string().into(), link, Some(profile(u)), None) {
+                    if let Ok(j) = c.join(u.to_string().into(), link, Some(profile(u)), Claim::Named { resume: None }) {
                         tokens.insert(u, j.resume_token);
                     }
                     vec![]
@@ -373,7 +385,7 @@ proptest! {
                 Op::Resume(u) => {
                     next_link += 1;
                     let token = tokens.get(&u).cloned();
-                    match c.join(u.to_string().into(), next_link, None, token.as_deref()) {
+                    match c.join(u.to_string().into(), next_link, None, Claim::Named { resume: token.as_deref() }) {
                         Ok(j) => {
                             links.insert(u, next_link);
                             tokens.insert(u, j.resume_token);
@@ -416,8 +428,14 @@ proptest! {
 
 /// Two users paired in a room, with their resume tokens.
 fn paired(c: &mut TestCore, t: Instant) -> (Arc<str>, Arc<str>, RoomId) {
-    let ta = c.join("a".into(), 1, None, None).unwrap().resume_token;
-    let tb = c.join("b".into(), 2, None, None).unwrap().resume_token;
+    let ta = c
+        .join("a".into(), 1, None, Claim::Named { resume: None })
+        .unwrap()
+        .resume_token;
+    let tb = c
+        .join("b".into(), 2, None, Claim::Named { resume: None })
+        .unwrap()
+        .resume_token;
     c.find("a", None, t).unwrap();
     let room = matched(&c.find("b", None, t).unwrap(), "b").room_id;
     (ta, tb, room)
@@ -450,11 +468,14 @@ fn a_dropped_user_is_held_and_rejoins_within_the_grace() {
     );
 
     assert_eq!(
-        c.join("a".into(), 7, None, None).map(|_| ()),
+        c.join("a".into(), 7, None, Claim::Named { resume: None })
+            .map(|_| ()),
         Err(ErrorCode::UserIdTaken),
         "nobody takes a held session without its token"
     );
-    let j = c.join("a".into(), 7, None, Some(&ta)).unwrap();
+    let j = c
+        .join("a".into(), 7, None, Claim::Named { resume: Some(&ta) })
+        .unwrap();
     assert!(j.resumed);
     assert!(j.replaced.is_none(), "the old link was already gone");
     assert_ne!(j.resume_token, ta, "a used token is spent");
@@ -505,7 +526,9 @@ fn the_room_ends_when_the_grace_runs_out() {
     );
     assert_eq!(c.live().active_rooms, 0);
     assert_eq!(c.live().connected_users, 1);
-    let j = c.join("a".into(), 7, None, Some(&ta)).unwrap();
+    let j = c
+        .join("a".into(), 7, None, Claim::Named { resume: Some(&ta) })
+        .unwrap();
     assert!(!j.resumed, "too late: a new session");
     assert!(j.effects.is_empty());
     assert_eq!(c.check_invariants(), Ok(()));
@@ -522,7 +545,7 @@ fn a_partner_who_skips_during_the_grace_ends_the_room() {
     assert_eq!(c.live().active_rooms, 0);
     assert!(c.is_waiting("b"));
     let j = c
-        .join("a".into(), 7, None, Some(&ta))
+        .join("a".into(), 7, None, Claim::Named { resume: Some(&ta) })
         .expect("still within the grace");
     assert!(j.resumed);
     assert_eq!(
@@ -571,7 +594,9 @@ fn a_token_takes_over_a_live_session_and_the_old_link_is_closed() {
     let t = Instant::now();
     let mut c = core();
     let (ta, _, room) = paired(&mut c, t);
-    let j = c.join("a".into(), 7, None, Some(&ta)).unwrap();
+    let j = c
+        .join("a".into(), 7, None, Claim::Named { resume: Some(&ta) })
+        .unwrap();
     assert_eq!(j.replaced, Some(1));
     assert_eq!(j.effects.len(), 2, "rejoined and partner-reconnected");
     assert!(
@@ -603,4 +628,15 @@ fn without_a_grace_a_drop_ends_the_room_at_once() {
     let pl = left(&c.leave("a", &1, true, t), "b");
     assert_eq!((pl.reason, pl.can_reconnect), ("disconnect", false));
     assert_eq!(c.live().active_rooms, 0);
+}
+
+#[test]
+fn a_verified_identity_takes_its_session_without_a_token() {
+    let t = Instant::now();
+    let mut c = core();
+    let (_, _, room) = paired(&mut c, t);
+    let j = c.join("a".into(), 9, None, Claim::Verified).unwrap();
+    assert!(j.resumed);
+    assert_eq!(j.replaced, Some(1));
+    assert_eq!(c.room_of("a").map(|r| r.id.clone()), Some(room));
 }

@@ -3,7 +3,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::core::UserId;
+use crate::core::{Claim, UserId};
 use crate::protocol::incoming::{AuthenticateIn, parse};
 use crate::protocol::outgoing::Authenticated;
 use crate::protocol::{ErrorCode, Reject};
@@ -14,8 +14,9 @@ use crate::signaling::{Ctx, send, send_error};
 /// Who the user is: with a JWT key configured, the `sub` of the token given here or in the
 /// handshake (the client's `userId` is ignored); otherwise the client's `userId`, or a fresh
 /// random id. Sending it again on the same socket updates the profile; another id is refused.
-/// With the `resumeToken` of an earlier session, a new connection takes that session over (see
-/// [`Core::join`](crate::core::Core::join)): the old connection, if still open, is closed.
+/// With the `resumeToken` of an earlier session (or, with tokens on, a valid token for the same
+/// user), a new connection takes that session over (see [`Core::join`](crate::core::Core::join)):
+/// the old connection, if still open, is closed.
 pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let p: AuthenticateIn = parse(raw, false)?;
     p.validate()?;
@@ -47,12 +48,14 @@ pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
             (None, Some(wanted)) => wanted,
             (None, None) => format!("user-{}", uuid::Uuid::new_v4().simple()).into(),
         };
-        let joined = core.join(
-            user.clone(),
-            ctx.socket.clone(),
-            profile,
-            p.resume_token.as_deref(),
-        )?;
+        // A verified token proves who this is: the newest connection gets the session.
+        let claim = match ctx.hub.verifier {
+            Some(_) => Claim::Verified,
+            None => Claim::Named {
+                resume: p.resume_token.as_deref(),
+            },
+        };
+        let joined = core.join(user.clone(), ctx.socket.clone(), profile, claim)?;
         state.user = Some(user.clone());
         tracing::debug!(sid = %ctx.socket.id, %user, resumed = joined.resumed, "authenticated");
         send(
