@@ -205,6 +205,9 @@ pub async fn serve(
     let left = |d: Instant| d.saturating_duration_since(Instant::now());
     // One notice per socket, each with its own delay, so clients come back spread out.
     for socket in io.sockets() {
+        // A socket that connected a moment ago may not be marked connected yet (see
+        // `wait_until_connected`); its client must get the notice too.
+        crate::signaling::wait_until_connected(&socket);
         let notice = ServerShutdown {
             message: "The server is restarting; reconnect in a moment",
             timestamp: now_ms(),

@@ -359,7 +359,7 @@ impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
 /// once can be handled inside that gap (seen here: an `authenticated` refused as `Closed` in about
 /// one test run in three under load). The gap is a couple of statements on a running thread, so
 /// yielding until the flag is set is brief; the bound only matters for a socket that is closing.
-fn wait_until_connected(s: &Socket<LocalAdapter>) {
+pub fn wait_until_connected(s: &Socket<LocalAdapter>) {
     if s.connected() {
         return;
     }
