@@ -110,55 +110,85 @@ fn user_id(prefix: &str) -> String {
     format!("{prefix}-{:x}", rand::rng().random::<u64>())
 }
 
+/// Idle authenticated connections, held until a stop signal.
+struct IdleCrowd {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// One message per connection once it is authenticated (or failed).
+    ready: tokio::sync::mpsc::Receiver<()>,
+    authed: Arc<AtomicU64>,
+    failures: Arc<Failures>,
+}
+
+impl IdleCrowd {
+    /// Opens `n` connections, at most `connect_concurrency` at a time, each held until `stop`.
+    fn spawn(t: &Target, n: usize, c: &Common, stop: watch::Receiver<bool>) -> IdleCrowd {
+        let gate = Arc::new(Semaphore::new(c.connect_concurrency));
+        let failures = Arc::new(Failures::new());
+        let authed = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready) = tokio::sync::mpsc::channel::<()>(n.max(1));
+        let timeout = c.timeout();
+        let tasks = (0..n)
+            .map(|_| {
+                let (t, gate, failures, authed) =
+                    (t.clone(), gate.clone(), failures.clone(), authed.clone());
+                let (mut stop, ready) = (stop.clone(), ready_tx.clone());
+                tokio::spawn(async move {
+                    let permit = gate.acquire_owned().await.expect("open");
+                    let conn = user(&t, timeout, &user_id("idle"), None).await;
+                    drop(permit);
+                    match conn {
+                        Ok((mut conn, _)) => {
+                            authed.fetch_add(1, Ordering::Relaxed);
+                            ready.send(()).await.ok();
+                            if let Err(e) = conn.hold(&mut stop).await {
+                                failures.add(&e);
+                            }
+                            conn.close().await;
+                        }
+                        Err(e) => {
+                            failures.add(&e);
+                            ready.send(()).await.ok();
+                        }
+                    }
+                })
+            })
+            .collect();
+        IdleCrowd {
+            tasks,
+            ready,
+            authed,
+            failures,
+        }
+    }
+
+    /// Waits for every connection to be closed (after the stop signal).
+    async fn join(&mut self) {
+        // The ready messages are not needed any more: closing lets senders finish.
+        self.ready.close();
+        for task in self.tasks.drain(..) {
+            task.await.ok();
+        }
+    }
+}
+
 /// `idle N`: N authenticated connections, held.
 pub async fn idle(c: &Common, n: usize, hold_secs: u64) -> Result<Report> {
     let t = Target::new(&c.url, !c.no_spread)?;
     let before = proc::sample(c.server_pid);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let gate = Arc::new(Semaphore::new(c.connect_concurrency));
-    let failures = Arc::new(Failures::new());
-    let authed = Arc::new(AtomicU64::new(0));
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n.max(1));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(n);
+    let mut crowd = IdleCrowd::spawn(&t, n, c, stop_rx);
     for _ in 0..n {
-        let (t, gate, failures, authed) =
-            (t.clone(), gate.clone(), failures.clone(), authed.clone());
-        let (mut stop, ready) = (stop_rx.clone(), ready_tx.clone());
-        let timeout = c.timeout();
-        tasks.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await.expect("open");
-            let conn = user(&t, timeout, &user_id("idle"), None).await;
-            drop(permit);
-            match conn {
-                Ok((mut conn, _)) => {
-                    authed.fetch_add(1, Ordering::Relaxed);
-                    ready.send(()).await.ok();
-                    if let Err(e) = conn.hold(&mut stop).await {
-                        failures.add(&e);
-                    }
-                    conn.close().await;
-                }
-                Err(e) => {
-                    failures.add(&e);
-                    ready.send(()).await.ok();
-                }
-            }
-        }));
-    }
-    drop(ready_tx);
-    for _ in 0..n {
-        ready_rx.recv().await;
+        crowd.ready.recv().await;
     }
     let all_in = started.elapsed();
     // Let the server settle (its allocator, deferred work) before reading its memory.
     tokio::time::sleep(Duration::from_secs(hold_secs)).await;
     let held = proc::sample(c.server_pid);
     stop_tx.send(true).ok();
-    for task in tasks {
-        task.await.ok();
-    }
-    let ok = authed.load(Ordering::Relaxed);
+    crowd.join().await;
+    let failures = crowd.failures;
+    let ok = crowd.authed.load(Ordering::Relaxed);
     let per_conn = match (before, held) {
         (Some(b), Some(h)) if ok > 0 => {
             json!((h.rss_bytes.saturating_sub(b.rss_bytes)) as f64 / ok as f64)
@@ -592,31 +622,7 @@ pub async fn soak(
 
     // Idle connections, held for the whole run.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let idle_failures = Arc::new(Failures::new());
-    let gate = Arc::new(Semaphore::new(c.connect_concurrency));
-    let mut idle_tasks = Vec::new();
-    for _ in 0..idle_n {
-        let (t, gate, f, mut stop) = (
-            t.clone(),
-            gate.clone(),
-            idle_failures.clone(),
-            stop_rx.clone(),
-        );
-        idle_tasks.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await.expect("open");
-            let conn = user(&t, timeout, &user_id("soak-idle"), None).await;
-            drop(permit);
-            match conn {
-                Ok((mut conn, _)) => {
-                    if let Err(e) = conn.hold(&mut stop).await {
-                        f.add(&e);
-                    }
-                    conn.close().await;
-                }
-                Err(e) => f.add(&e),
-            }
-        }));
-    }
+    let mut idle = IdleCrowd::spawn(&t, idle_n, c, stop_rx);
     // RSS every 5 s.
     let pid = c.server_pid;
     let sampler = tokio::spawn(async move {
@@ -654,9 +660,8 @@ pub async fn soak(
         task.await.ok();
     }
     stop_tx.send(true).ok();
-    for task in idle_tasks {
-        task.await.ok();
-    }
+    idle.join().await;
+    let idle_failures = idle.failures;
     let rss = sampler.await.unwrap_or_default();
     let after = proc::sample(c.server_pid);
     let secs = started.elapsed().as_secs_f64();
