@@ -190,6 +190,10 @@ pub async fn serve(
                 hub.tick(Instant::now());
                 if n % 40 == 0 {
                     hub.limits.prune();
+                    if let Some(io) = hub.io.get() {
+                        let live = io.sockets().iter().map(|s| s.id).collect();
+                        hub.limits.retain_open(&live);
+                    }
                 }
             }
         }

@@ -71,6 +71,8 @@ pub struct Limits {
     max_connections_per_ip: usize,
     /// The open Socket.IO connections of each address; the count per address is a set's size.
     open: Mutex<HashMap<IpAddr, HashSet<Sid>>>,
+    /// Counted sockets socketioxide did not list at the last sweep.
+    suspects: Mutex<HashSet<Sid>>,
     trust_proxy: u8,
 }
 
@@ -111,6 +113,7 @@ impl Limits {
             http: per_ip(config.rate_limit_max_requests),
             max_connections_per_ip: config.max_connections_per_ip as usize,
             open: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashSet::new()),
             trust_proxy: config.trust_proxy,
         }
     }
@@ -187,6 +190,30 @@ impl Limits {
                 open.remove(&ip);
             }
         }
+    }
+
+    /// Forgets sockets that are not open any more although no disconnect said so (a handshake
+    /// that failed after the connect middleware let it through): the per-address counts heal
+    /// instead of drifting. A socket is counted by the middleware a moment before socketioxide
+    /// lists it, so only one missing from two consecutive sweeps is dropped.
+    pub fn retain_open(&self, live: &HashSet<Sid>) {
+        let mut suspects = self.suspects.lock();
+        let mut still = HashSet::new();
+        let mut open = self.open.lock();
+        open.retain(|_, set| {
+            set.retain(|sid| {
+                if live.contains(sid) {
+                    return true;
+                }
+                let keep = !suspects.contains(sid);
+                if keep {
+                    still.insert(*sid);
+                }
+                keep
+            });
+            !set.is_empty()
+        });
+        *suspects = still;
     }
 
     /// How many sockets `ip` holds open.
@@ -309,6 +336,27 @@ mod tests {
         l.close(a, s3);
         l.close(b, s4);
         assert_eq!(l.open.lock().len(), 0, "no state for idle addresses");
+    }
+
+    #[test]
+    fn counts_heal_from_the_live_sockets() {
+        let l = limits(&["--max-connections-per-ip", "1"]);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let (ghost, live) = (Sid::new(), Sid::new());
+        assert!(l.open(a, ghost));
+        // The ghost's disconnect never came: the address is full until the counts are healed.
+        assert!(!l.open(a, live));
+        l.retain_open(&HashSet::new());
+        assert_eq!(
+            l.open_from(a),
+            1,
+            "missing once may be a socket still registering"
+        );
+        l.retain_open(&HashSet::new());
+        assert_eq!(l.open_from(a), 0, "missing twice is gone");
+        assert!(l.open(a, live));
+        l.retain_open(&HashSet::from([live]));
+        assert_eq!(l.open_from(a), 1);
     }
 
     #[test]
