@@ -272,6 +272,10 @@ struct Bucket {
 struct Entry {
     seeker: Seeker,
     seq: u64,
+    /// Copies of the profile fields the walks read, so that a walk reads the entry alone and not
+    /// the profile behind its `Arc` (a cache miss per candidate in a long queue).
+    gender: Option<Gender>,
+    age: Option<u8>,
     relaxed: bool,
     wish: WishKey,
     languages: Syms,
@@ -485,7 +489,8 @@ impl PreferenceMatchmaker {
             if p.own == Some(slot) {
                 continue;
             }
-            if !shares && self.insists(&w.prefs, w.since, now) {
+            // `insists`, from the entry's own copy of whether it listed interests.
+            if !shares && e.keen() && now.saturating_duration_since(w.since) < self.relax_after {
                 // Only keen lists hold insisting users, and from here on every one insists.
                 break;
             }
@@ -509,11 +514,10 @@ impl PreferenceMatchmaker {
     /// [`Preferences::accepts`]: integers compared, no strings).
     fn wishes_met(p: &Probe<'_>, e: &Entry) -> bool {
         let wish = &p.s.prefs;
-        let profile = &e.seeker.profile;
         let gender = match wish.gender {
             GenderWish::Any => true,
-            GenderWish::Male => profile.gender == Some(Gender::Male),
-            GenderWish::Female => profile.gender == Some(Gender::Female),
+            GenderWish::Male => e.gender == Some(Gender::Male),
+            GenderWish::Female => e.gender == Some(Gender::Female),
         };
         // A wished value no waiting user holds (`Err`) is met by nobody.
         gender
@@ -523,7 +527,7 @@ impl PreferenceMatchmaker {
                 .is_none_or(|c| c.is_ok_and(|c| e.country == Some(c)))
             && wish
                 .age_range
-                .is_none_or(|(lo, hi)| profile.age.is_some_and(|a| (lo..=hi).contains(&a)))
+                .is_none_or(|(lo, hi)| e.age.is_some_and(|a| (lo..=hi).contains(&a)))
     }
 
     fn insert(&mut self, s: Seeker, now: Instant) {
@@ -570,6 +574,8 @@ impl PreferenceMatchmaker {
             b.by_interest.entry(*t).or_default().push_back(item);
         }
         let e = Entry {
+            gender: s.profile.gender,
+            age: s.profile.age,
             seeker: s,
             seq,
             relaxed,
