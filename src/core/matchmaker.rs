@@ -401,11 +401,12 @@ impl PreferenceMatchmaker {
         !prefs.interests.is_empty() && now.saturating_duration_since(since) < self.relax_after
     }
 
-    fn probe<'a>(&self, s: &'a Seeker) -> Probe<'a> {
+    /// `own` is the seeker's slot when it is queued (relaxation), so the walks skip it.
+    fn probe<'a>(&self, s: &'a Seeker, own: Option<u32>) -> Probe<'a> {
         let known = |v: &Option<String>| v.as_deref().map(|x| self.syms.get(x).ok_or(()));
         Probe {
             s,
-            own: self.index.get(&s.user).copied(),
+            own,
             languages: Syms::collect(s.profile.languages.iter().filter_map(|l| self.syms.get(l))),
             country: s.profile.country.as_deref().and_then(|c| self.syms.get(c)),
             language_wish: known(&s.prefs.language),
@@ -414,9 +415,9 @@ impl PreferenceMatchmaker {
         }
     }
 
-    /// The slot of the best waiting partner for `s` (who may itself be queued: it is skipped).
-    fn find(&self, s: &Seeker, now: Instant) -> Option<u32> {
-        let p = self.probe(s);
+    /// The slot of the best waiting partner for `s`; `own` is its slot when it is queued itself.
+    fn find(&self, s: &Seeker, own: Option<u32>, now: Instant) -> Option<u32> {
+        let p = self.probe(s, own);
         let traits = Traits {
             gender: s.profile.gender,
             age: s.profile.age,
@@ -712,7 +713,8 @@ impl PreferenceMatchmaker {
 impl Matchmaker for PreferenceMatchmaker {
     fn offer(&mut self, seeker: Seeker, now: Instant) -> Option<Pairing> {
         debug_assert!(!self.index.contains_key(&seeker.user));
-        match self.find(&seeker, now) {
+        // A newcomer is not queued: no slot of its own to skip (and no index look-up for one).
+        match self.find(&seeker, None, now) {
             Some(partner) => Some(self.pair(partner, seeker)),
             None => {
                 self.insert(seeker, now);
@@ -766,7 +768,7 @@ impl Matchmaker for PreferenceMatchmaker {
             e.relaxed = true;
             let me = e.seeker.clone();
             out.relaxed.push(me.user.clone());
-            if let Some(partner) = self.find(&me, now) {
+            if let Some(partner) = self.find(&me, Some(slot), now) {
                 let me = self.take(&me.user).expect("present").seeker;
                 out.pairs.push(self.pair(partner, me));
             }
