@@ -305,6 +305,9 @@ pub struct PreferenceMatchmaker {
     /// Every waiting user in arrival order (stale items skipped, trimmed at the head).
     order: Fifo,
     order_stale: usize,
+    /// Users with interests who have not relaxed yet, in arrival order: the only ones a tick's
+    /// relaxation can concern (stale items are skipped and dropped at the head).
+    unrelaxed: Fifo,
     /// The live wish keys and their buckets, in a Vec because every search walks them all (they
     /// are few), with `group_of` to find one by key on insert and removal.
     groups: Vec<(WishKey, [Bucket; 4])>,
@@ -367,6 +370,7 @@ impl PreferenceMatchmaker {
             free: Vec::new(),
             index: FxHashMap::default(),
             order: Fifo::new(),
+            unrelaxed: Fifo::new(),
             order_stale: 0,
             groups: Vec::new(),
             group_of: FxHashMap::default(),
@@ -588,6 +592,9 @@ impl PreferenceMatchmaker {
         b.live += 1;
         b.items += e.items();
         self.order.push_back((seq, slot));
+        if keen && !relaxed {
+            self.unrelaxed.push_back((seq, slot));
+        }
         self.index.insert(e.seeker.user.clone(), slot);
         self.slab[slot as usize] = Some(e);
     }
@@ -751,15 +758,21 @@ impl Matchmaker for PreferenceMatchmaker {
     fn relax(&mut self, now: Instant) -> Relaxation {
         let mut out = Relaxation::default();
         self.expire_blocks(now);
-        // Arrival order is waiting order, so the users due are a prefix of the keen ones.
-        let due: Vec<u32> = self
-            .order
-            .iter()
-            .filter_map(|&(seq, slot)| Some((slot, Self::live(&self.slab, (seq, slot))?)))
-            .filter(|(_, e)| !e.relaxed && e.keen())
-            .take_while(|(_, e)| now.saturating_duration_since(e.seeker.since) >= self.relax_after)
-            .map(|(s, _)| s)
-            .collect();
+        // Arrival order is waiting order, so the users due are a prefix of the unrelaxed ones:
+        // the work is the number due, not the number waiting.
+        let mut due: Vec<u32> = Vec::new();
+        while let Some(&(seq, slot)) = self.unrelaxed.front() {
+            match Self::live(&self.slab, (seq, slot)) {
+                Some(e) if e.relaxed => {}
+                Some(e) if now.saturating_duration_since(e.seeker.since) < self.relax_after => {
+                    break;
+                }
+                Some(_) => due.push(slot),
+                // Left the queue meanwhile.
+                None => {}
+            }
+            self.unrelaxed.pop_front();
+        }
         for slot in due {
             // Paired earlier in this walk?
             let Some(e) = self.slab[slot as usize].as_mut().filter(|e| !e.relaxed) else {
