@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every check and every test: formatting, lints, the Rust unit, property and integration tests,
+# Every check and every test: formatting, lints, the Rust unit, property and integration tests
+# (the cluster tests start their own redis-server),
 # then the official-client interoperability suite and the browser end-to-end test (Node), then a
 # few seconds of every load-generator scenario.
 set -euo pipefail

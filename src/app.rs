@@ -177,6 +177,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let App { router, hub, io } = app;
+    let cluster = join_cluster(&hub).await?;
     let timeout = hub.config.shutdown_timeout();
     let spread = hub.config.reconnect_spread_ms;
 
@@ -224,6 +225,9 @@ pub async fn serve(
     // Let the notice reach the wire before the transports close.
     tokio::time::sleep(left(deadline).min(Duration::from_millis(200))).await;
     ticker.abort();
+    if let Some((cluster, tasks)) = &cluster {
+        leave_cluster(&hub, cluster, tasks).await;
+    }
     // Closing the server does not run disconnect handlers: forget everyone explicitly.
     hub.lock().clear();
     if tokio::time::timeout(left(deadline), io.close())
@@ -240,6 +244,73 @@ pub async fn serve(
         Err(_) => tracing::warn!("connections still open at the shutdown deadline; exiting anyway"),
     }
     Ok(())
+}
+
+/// The cluster's background work: worker, inbox, heartbeat.
+type ClusterTasks = Vec<tokio::task::JoinHandle<()>>;
+
+/// With `REDIS_URL` set, connects to Redis (or fails the start: a node that cannot reach the
+/// cluster must not serve alone) and starts the worker, the inbox and the heartbeat.
+async fn join_cluster(
+    hub: &Arc<Hub>,
+) -> std::io::Result<Option<(Arc<crate::cluster::Cluster>, ClusterTasks)>> {
+    use crate::cluster::{Cluster, inbox, liveness, worker};
+    let Some(url) = hub.config.redis_url.clone() else {
+        return Ok(None);
+    };
+    let (cluster, subscriber) = Cluster::connect(
+        &url,
+        &hub.config.redis_prefix,
+        hub.config.node_id.as_deref(),
+        Duration::from_millis(hub.config.node_timeout_ms),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e))?;
+    hub.cluster.set(cluster.clone()).ok();
+    let jobs = hub
+        .jobs
+        .lock()
+        .take()
+        .expect("a cluster hub has a job queue");
+    let tasks = vec![
+        tokio::spawn(worker::run(hub.clone(), cluster.clone(), jobs)),
+        tokio::spawn(inbox::run(hub.clone(), cluster.clone(), subscriber)),
+        tokio::spawn(liveness::run(hub.clone(), cluster.clone())),
+    ];
+    tracing::info!(node = %cluster.node, "joined the cluster");
+    Ok(Some((cluster, tasks)))
+}
+
+/// Leaves the cluster at shutdown: partners on other nodes are told at once (not after the
+/// node timeout), and this node's heartbeat and queue entries go.
+async fn leave_cluster(hub: &Hub, cluster: &crate::cluster::Cluster, tasks: &ClusterTasks) {
+    {
+        let mut core = hub.lock();
+        let now = Instant::now();
+        let rooms = core.ghosts_where(|_| true);
+        for r in rooms {
+            if let Some(crate::signaling::Link::Remote(node)) = core.link(&r.ghost).cloned() {
+                cluster.send(
+                    &node,
+                    &crate::cluster::Msg::Left {
+                        room: r.room.to_string(),
+                        to: r.ghost.to_string(),
+                        reason: "disconnect".into(),
+                    },
+                );
+            }
+            let effects = core.remote_left(&r.local, &r.room, "disconnect", now);
+            drop(effects);
+        }
+        core.settle();
+    }
+    for t in tasks {
+        t.abort();
+    }
+    cluster.leave().await;
+    // Give the publisher a moment to flush the goodbyes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Largest HTTP/1 read buffer per connection. hyper's default lets it grow to about 400 KB and

@@ -293,6 +293,26 @@ pub struct Config {
     )]
     pub chart_bundle_dir: std::path::PathBuf,
 
+    /// Redis to share the queue, rooms and delivery with other nodes (`redis://host:6379`).
+    /// Unset: a single in-memory node.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel of this service, so several deployments (or test
+    /// runs) can share one Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "roulette")]
+    pub redis_prefix: String,
+
+    /// This node's name in the cluster; a random one when unset. Two live nodes must not share one.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// A node that has not renewed its heartbeat for this long is dead: its users' partners on
+    /// other nodes get `partner-left` and its queue entries are dropped.
+    #[arg(long, env = "NODE_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1000..=600_000))]
+    pub node_timeout_ms: u64,
+
     /// Log level or filter (`info`, `debug`, `roulette=debug,info`); `RUST_LOG` wins when set.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -28,8 +28,11 @@ pub fn routes(hub: Arc<Hub>) -> Router {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
-    /// `ok`, or `shutting-down` (with status 503).
+    /// `ok`, `shutting-down` or `redis-down` (both with status 503).
     pub status: &'static str,
+    /// In a cluster: this node's name and whether Redis answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
     /// Seconds since start.
     pub uptime: f64,
     /// The server's version.
@@ -42,19 +45,44 @@ pub struct Health {
 
 async fn health(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let stopping = hub.is_shutting_down();
+    let cluster = hub.cluster.get().map(|c| ClusterHealth {
+        node: c.node.to_string(),
+        redis: if c.redis_up() { "up" } else { "down" },
+        nodes: c.figures().nodes,
+    });
+    let redis_down = cluster.as_ref().is_some_and(|c| c.redis == "down");
     let body = Health {
-        status: if stopping { "shutting-down" } else { "ok" },
+        status: if stopping {
+            "shutting-down"
+        } else if redis_down {
+            "redis-down"
+        } else {
+            "ok"
+        },
+        cluster,
         uptime: hub.started.elapsed().as_secs_f64(),
         version: env!("CARGO_PKG_VERSION"),
         timestamp: now_ms(),
         stats: hub.lock().live(),
     };
-    let code = if stopping {
+    let code = if stopping || redis_down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     (code, Json(body))
+}
+
+/// The cluster part of `/health`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterHealth {
+    /// This node's name.
+    pub node: String,
+    /// `up` or `down`.
+    pub redis: &'static str,
+    /// Live nodes seen at the last heartbeat.
+    pub nodes: usize,
 }
 
 /// `GET /stats` body.
@@ -89,6 +117,25 @@ pub struct Stats {
     pub memory: Memory,
     /// Server time, ms since the epoch.
     pub timestamp: u64,
+    /// In a cluster: this node's name and the whole cluster's figures (the fields above are this
+    /// node's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// The cluster part of `/stats`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStats {
+    /// This node's name.
+    pub node: String,
+    /// Whether Redis answers.
+    pub redis_up: bool,
+    /// Messages to or from other nodes that were lost (publish failed, inbox fell behind).
+    pub messages_lost: u64,
+    /// Figures summed over the live nodes at the last heartbeat.
+    #[serde(flatten)]
+    pub figures: crate::cluster::ClusterFigures,
 }
 
 /// Process memory figures, from `/proc/self/statm` (zero where unavailable).
@@ -129,6 +176,12 @@ async fn stats(State(hub): State<Arc<Hub>>) -> Json<Stats> {
         uptime: hub.started.elapsed().as_secs_f64(),
         memory: Memory::read(),
         timestamp: now_ms(),
+        cluster: hub.cluster.get().map(|c| ClusterStats {
+            node: c.node.to_string(),
+            redis_up: c.redis_up(),
+            messages_lost: c.lost(),
+            figures: c.figures(),
+        }),
     })
 }
 

@@ -6,12 +6,15 @@
 //! - [`http`]: health, statistics and static pages;
 //! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
 //! - [`core`]: the pure, synchronous rules (queue, matching, rooms), free of I/O;
+//! - [`cluster`]: with `REDIS_URL`, the same service over several nodes: the shared queue,
+//!   delivery between nodes, heartbeats;
 //! - [`protocol`]: the payloads and error codes on the wire;
 //! - [`limits`], [`auth`], [`ice`] and [`metrics`]: abuse limits, token authentication, ICE
 //!   servers for clients, Prometheus metrics; used by the layers above.
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod http;

@@ -100,6 +100,16 @@ pub fn render(hub: &Hub) -> String {
     ] {
         counter!("roulette_quality_reports_total", "grade" => grade).absolute(n);
     }
+    if let Some(c) = hub.cluster.get() {
+        let f = c.figures();
+        gauge!("roulette_cluster_redis_up").set(if c.redis_up() { 1.0 } else { 0.0 });
+        gauge!("roulette_cluster_nodes").set(f.nodes as f64);
+        gauge!("roulette_cluster_connections").set(f.connections as f64);
+        gauge!("roulette_cluster_users_connected").set(f.users as f64);
+        gauge!("roulette_cluster_users_waiting").set(f.waiting as f64);
+        gauge!("roulette_cluster_rooms_active").set(f.rooms as f64);
+        counter!("roulette_cluster_matches_total").absolute(f.total_matches);
+    }
     let p = process();
     gauge!("process_resident_memory_bytes").set(p.rss_bytes as f64);
     // A float that only grows: Prometheus calls it a counter, the facade's counters are integers.

@@ -1,7 +1,6 @@
 //! The pairing rule, checked directly and against a brute-force reference.
 
 use super::*;
-use crate::core::profile::compatible;
 use proptest::prelude::*;
 
 const RELAX: Duration = Duration::from_secs(5);
@@ -280,42 +279,33 @@ fn blocked(blocks: &[(String, String)], a: &str, b: &str) -> bool {
         .any(|(x, y)| (x == a && y == b) || (x == b && y == a))
 }
 
-/// Whether `s` and `w` may pair at `now`, and whether they share an interest.
-fn eligible(s: &Seeker, w: &Seeker, blocks: &[(String, String)], now: Instant) -> Option<bool> {
-    if s.user == w.user
-        || !compatible((&s.profile, &s.prefs), (&w.profile, &w.prefs))
-        || blocked(blocks, &s.user, &w.user)
-    {
-        return None;
+fn candidate(s: &Seeker, now: Instant) -> crate::core::rule::Candidate<'_> {
+    crate::core::rule::Candidate {
+        user: &s.user,
+        profile: &s.profile,
+        prefs: &s.prefs,
+        insists: insists(s, now),
+        previous: s.previous.as_deref(),
     }
-    let shares = !s.prefs.common_interests(&w.prefs).is_empty();
-    (shares || (!insists(s, now) && !insists(w, now))).then_some(shares)
 }
 
-/// The partner the rule picks for `s` among `queue` (in arrival order).
+/// Whether `s` and `w` may pair at `now`, and whether they share an interest.
+fn eligible(s: &Seeker, w: &Seeker, blocks: &[(String, String)], now: Instant) -> Option<bool> {
+    let blocked = |a: &str, b: &str| blocked(blocks, a, b);
+    crate::core::rule::eligible(&candidate(s, now), &candidate(w, now), &blocked)
+}
+
+/// The partner the rule ([`crate::core::rule::pick`]) names for `s` among `queue` (in arrival
+/// order).
 fn reference_pick(
     s: &Seeker,
     queue: &[Seeker],
     blocks: &[(String, String)],
     now: Instant,
 ) -> Option<UserId> {
-    let is_previous =
-        |w: &Seeker| s.previous.as_ref() == Some(&w.user) || w.previous.as_ref() == Some(&s.user);
-    let best = |allow_previous: bool| {
-        let mut best: Option<(bool, usize)> = None;
-        for (i, w) in queue.iter().enumerate() {
-            if is_previous(w) != allow_previous {
-                continue;
-            }
-            if let Some(shares) = eligible(s, w, blocks, now)
-                && best.is_none_or(|(bs, _)| shares && !bs)
-            {
-                best = Some((shares, i));
-            }
-        }
-        best.map(|(_, i)| queue[i].user.clone())
-    };
-    best(false).or_else(|| best(true))
+    let blocked = |a: &str, b: &str| blocked(blocks, a, b);
+    let list: Vec<_> = queue.iter().map(|w| candidate(w, now)).collect();
+    crate::core::rule::pick(&candidate(s, now), &list, &blocked).map(|i| queue[i].user.clone())
 }
 
 fn arb_seeker(id: u8) -> impl Strategy<Value = Seeker> {

@@ -12,9 +12,11 @@ pub mod history;
 pub mod matchmaker;
 pub mod profile;
 pub mod quality;
+pub mod remote;
 pub mod rooms;
+pub mod rule;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +106,9 @@ pub struct User<L> {
     away_until: Option<Instant>,
     /// The room that ended while the user was away, told when it comes back.
     missed: Option<RoomEnded>,
+    /// True for the partner of a local user who is connected to another node of the cluster:
+    /// it exists here only as the other half of one room, and leaves with it.
+    ghost: bool,
 }
 
 /// What proves that a new connection may take over a user's session.
@@ -162,6 +167,11 @@ pub struct Core<L, M = PreferenceMatchmaker> {
     /// Users away within their grace period, by deadline: the count of reconnecting users.
     away: BTreeSet<(Instant, UserId)>,
     calls: CallQuality,
+    /// Partners on other nodes (see [`Core::adopt`]): not users of this node, never counted.
+    ghosts: HashSet<UserId>,
+    /// Ghosts whose room closed: kept until [`Core::settle`], so that the effects that tell
+    /// their node can still be routed.
+    departed: Vec<UserId>,
 }
 
 impl<L: Clone + PartialEq> Core<L, PreferenceMatchmaker> {
@@ -184,6 +194,8 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             reports: 0,
             away: BTreeSet::new(),
             calls: CallQuality::default(),
+            ghosts: HashSet::new(),
+            departed: Vec::new(),
         }
     }
 
@@ -201,6 +213,10 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         profile: Option<Profile>,
         claim: Claim<'_>,
     ) -> Result<Joined<L>, ErrorCode> {
+        if self.ghosts.contains(&user) {
+            // The id is in a call through another node right now.
+            return Err(ErrorCode::UserIdTaken);
+        }
         let Some(existing) = self.users.get_mut(&user) else {
             let token = new_token();
             self.users.insert(
@@ -214,6 +230,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                     resume_token: token.clone(),
                     away_until: None,
                     missed: None,
+                    ghost: false,
                 },
             );
             return Ok(Joined {
@@ -384,12 +401,17 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Opens a room for two users the matchmaker paired. The one who waited in the queue starts
     /// the call (`isInitiator: true`).
     fn pair(&mut self, p: Pairing, now: Instant, out: &mut Vec<Effect>) {
+        self.pair_in(new_room_id(), p, now, out);
+    }
+
+    /// [`pair`](Self::pair) into a room whose id was chosen elsewhere (by the cluster node that
+    /// made the match, so that both nodes name the room alike).
+    fn pair_in(&mut self, id: RoomId, p: Pairing, now: Instant, out: &mut Vec<Effect>) {
         let Pairing {
             waiting,
             seeker,
             common_interests,
         } = p;
-        let id: RoomId = uuid::Uuid::new_v4().simple().to_string().into();
         let waits = [
             now.saturating_duration_since(waiting.since),
             now.saturating_duration_since(seeker.since),
@@ -418,6 +440,10 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             (&waiting, &seeker, true, waits[0]),
             (&seeker, &waiting, false, waits[1]),
         ] {
+            if self.ghosts.contains(&me.user) {
+                // Its own node tells it.
+                continue;
+            }
             out.push(Effect::new(
                 &me.user,
                 ServerEvent::Matched(Matched {
@@ -443,8 +469,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     ) -> Option<Room> {
         let id = self.rooms.of_user(user)?.id.clone();
         let room = self.rooms.close(&id)?;
-        self.calls.closed(&id);
-        self.remember_partners(&room);
+        self.room_closed(&room);
         let partner = room.partner_of(user).expect("user is a member").clone();
         match self.users.get_mut(&partner) {
             Some(p) if p.away_until.is_some() => {
@@ -464,6 +489,18 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             )),
         }
         Some(room)
+    }
+
+    /// The bookkeeping of every closed room: its call figures, the members' memory of each
+    /// other, and the departure of a member that was only a ghost.
+    fn room_closed(&mut self, room: &Room) {
+        self.calls.closed(&room.id);
+        self.remember_partners(room);
+        for m in [&room.initiator, &room.responder] {
+            if self.ghosts.contains(m) {
+                self.departed.push(m.clone());
+            }
+        }
     }
 
     /// Each member of a closed room remembers the other, to be paired again only as a last resort.
@@ -662,8 +699,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
         for id in self.rooms.due(now) {
             if let Some(room) = self.rooms.close(&id) {
-                self.calls.closed(&id);
-                self.remember_partners(&room);
+                self.room_closed(&room);
                 let duration = room.age(now).as_millis() as u64;
                 for member in [&room.initiator, &room.responder] {
                     let ended = RoomEnded {
@@ -757,7 +793,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Live counts, read from the state.
     pub fn live(&self) -> ServerStats {
         ServerStats {
-            connected_users: self.users.len() - self.away.len(),
+            connected_users: self.users.len() - self.away.len() - self.ghosts.len(),
             waiting_users: self.queue.len(),
             active_rooms: self.rooms.len(),
         }
@@ -784,6 +820,8 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
         self.users.clear();
         self.away.clear();
+        self.ghosts.clear();
+        self.departed.clear();
         self.rooms = Rooms::default();
         self.calls.forget_open();
     }
@@ -833,11 +871,24 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 ));
             }
         }
+        for g in &self.ghosts {
+            if self.rooms.of_user(g).is_none() && !self.departed.contains(g) {
+                return Err(format!("ghost {g} outlived its room"));
+            }
+            if !self.users.get(g).is_some_and(|u| u.ghost) {
+                return Err(format!("ghost {g} is not marked as one"));
+            }
+        }
         if self.queue.waiting().count() != self.queue.len() {
             return Err("queue order and entries disagree".into());
         }
         Ok(())
     }
+}
+
+/// A fresh room id: 128 random bits as hex.
+pub fn new_room_id() -> RoomId {
+    uuid::Uuid::new_v4().simple().to_string().into()
 }
 
 /// A fresh session secret: 128 random bits as hex.

@@ -38,7 +38,7 @@ pub enum GenderWish {
 }
 
 /// A user's self-description. Every field is optional; an absent field never satisfies a wish about it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
     /// The user's gender.
@@ -53,7 +53,7 @@ pub struct Profile {
 
 /// What a searching user asks of a partner. Hard filters (`language`, `gender`, `age_range`,
 /// `country`) must hold both ways; `interests` only rank otherwise compatible partners.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Preferences {
     /// The partner must list this ISO 639-1 code among their languages.

@@ -30,7 +30,10 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide_core::Value;
 
 use crate::auth::Verifier;
+use crate::cluster::Cluster;
+use crate::cluster::queue::{Job, Queue, SharedQueue};
 use crate::config::Config;
+use crate::core::matchmaker::PreferenceMatchmaker;
 use crate::core::{Core, Effect, UserId};
 use crate::ice::{Ice, unix_now};
 use crate::limits::{EventClass, Limits, SocketBudget, Verdict};
@@ -38,12 +41,36 @@ use crate::protocol::outgoing::ErrorOut;
 use crate::protocol::outgoing::ServerEvent;
 use crate::protocol::{ErrorCode, Reject};
 
-/// How the core reaches a user: its socket.
-pub type Link = SocketRef<LocalAdapter>;
+/// A socket of this node.
+pub type Sock = SocketRef<LocalAdapter>;
+
+/// How the core reaches a user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    /// Through its socket on this node.
+    Local(Sock),
+    /// Through the node it is connected to (a local user's partner in a cluster): the node's name.
+    Remote(Arc<str>),
+}
+
+impl Link {
+    /// Whether this is `socket`.
+    pub fn is(&self, socket: &Sock) -> bool {
+        matches!(self, Link::Local(s) if s == socket)
+    }
+}
+
+/// The core of a node.
+pub type NodeCore = Core<Link, Queue>;
 
 /// State shared by every connection: the core behind one lock, plus server-wide flags.
 pub struct Hub {
-    core: Mutex<Core<Link>>,
+    core: Mutex<NodeCore>,
+    /// The cluster this node belongs to (set once connected), `None` for a single node.
+    pub cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// The cluster jobs the core queues, taken by the worker when the cluster starts.
+    pub jobs: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
+    resubmit: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
     /// The settings the server started with.
     pub config: Config,
     /// Connection, request and event limits.
@@ -62,8 +89,26 @@ pub struct Hub {
 impl Hub {
     /// A hub with an empty core, or why the settings cannot make one (an unusable JWT key).
     pub fn new(config: Config) -> Result<Arc<Hub>, String> {
+        let cfg = config.core();
+        let (queue, jobs, resubmit) = if config.redis_url.is_some() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (
+                Queue::Shared(SharedQueue::new(cfg.preference_relax, tx.clone())),
+                Some(rx),
+                Some(tx),
+            )
+        } else {
+            (
+                Queue::Local(PreferenceMatchmaker::new(cfg.preference_relax)),
+                None,
+                None,
+            )
+        };
         Ok(Arc::new(Hub {
-            core: Mutex::new(Core::new(config.core())),
+            core: Mutex::new(Core::with_matchmaker(cfg, queue)),
+            cluster: std::sync::OnceLock::new(),
+            jobs: Mutex::new(jobs),
+            resubmit,
             limits: Limits::new(&config),
             verifier: Verifier::from_config(&config)?,
             ice: Ice::new(&config),
@@ -75,8 +120,16 @@ impl Hub {
     }
 
     /// Locks the core. Keep the guard for one event's work only.
-    pub fn lock(&self) -> MutexGuard<'_, Core<Link>> {
+    pub fn lock(&self) -> MutexGuard<'_, NodeCore> {
         self.core.lock()
+    }
+
+    /// Queues another shared-queue search for a user who still waits here (its last search
+    /// lost its partner before the room opened, or Redis lost the queue).
+    pub fn resubmit(&self, user: UserId) {
+        if let Some(tx) = &self.resubmit {
+            tx.send(Job::Search(user)).ok();
+        }
     }
 
     /// True once shutdown began: `/health` answers 503 and new searches are refused.
@@ -93,22 +146,37 @@ impl Hub {
     pub fn tick(&self, now: Instant) {
         let mut core = self.lock();
         let effects = core.tick(now);
-        self.deliver(&core, effects);
+        self.deliver(&mut core, effects);
     }
 
     /// Sends each effect to its recipient's socket. `matched` gets the ICE servers the new call
     /// should use (fresh TURN credentials), and its wait is recorded for `/metrics`.
-    pub fn deliver(&self, core: &Core<Link>, effects: Vec<Effect>) {
+    ///
+    /// An effect for a partner on another node goes to that node: `partner-left` as the end of
+    /// the room there, `partner-left` (connection lost) and `partner-reconnected` as events; the
+    /// rest (`room-ended`) that node decides on its own. Ghosts whose room closed are forgotten
+    /// afterwards.
+    pub fn deliver(&self, core: &mut NodeCore, effects: Vec<Effect>) {
         for mut e in effects {
-            let Some(link) = core.link(&e.to) else {
-                continue;
-            };
-            if let ServerEvent::Matched(m) = &mut e.event {
-                m.ice_servers = self.ice.servers(&e.to, unix_now());
-                crate::metrics::waited(m.wait_time);
+            match core.link(&e.to) {
+                Some(Link::Local(socket)) => {
+                    if let ServerEvent::Matched(m) = &mut e.event {
+                        m.ice_servers = self.ice.servers(&e.to, unix_now());
+                        crate::metrics::waited(m.wait_time);
+                    }
+                    send(socket, e.event.name(), &e.event);
+                }
+                Some(Link::Remote(node)) => {
+                    if let Some(c) = self.cluster.get()
+                        && let Some(msg) = crate::cluster::inbox::forward(&e)
+                    {
+                        c.send(node, &msg);
+                    }
+                }
+                None => {}
             }
-            send(link, e.event.name(), &e.event);
         }
+        core.settle();
     }
 
     /// Open Socket.IO connections on this server.
@@ -119,7 +187,7 @@ impl Hub {
 
 /// Queues one event on a socket. Returns false (and logs) when the socket is closed or its send
 /// buffer is full, so a caller that must not lose the event can tell its sender.
-pub fn send<T: Serialize + ?Sized>(socket: &Link, event: &str, data: &T) -> bool {
+pub fn send<T: Serialize + ?Sized>(socket: &Sock, event: &str, data: &T) -> bool {
     match socket.emit(event, data) {
         Ok(()) => true,
         Err(e) => {
@@ -130,7 +198,7 @@ pub fn send<T: Serialize + ?Sized>(socket: &Link, event: &str, data: &T) -> bool
 }
 
 /// Sends an `error` (or `auth-error`) event describing a refusal.
-pub fn send_error(socket: &Link, event: &str, reject: &Reject) {
+pub fn send_error(socket: &Sock, event: &str, reject: &Reject) {
     let auth = event == "authenticate" && reject.code.is_auth_failure();
     let body = ErrorOut {
         code: reject.code,
@@ -172,7 +240,7 @@ pub struct Ctx<'a> {
     /// This connection.
     pub session: &'a Session,
     /// The sending socket.
-    pub socket: &'a Link,
+    pub socket: &'a Sock,
     /// The user the socket authenticated as (`None` only for `authenticate`).
     pub user: Option<UserId>,
 }
@@ -188,9 +256,9 @@ impl Ctx<'_> {
     /// Locks the core for this event's work, refusing with `session-replaced` when another
     /// connection took the user's session over with its resume token (this socket is then being
     /// closed). The check and the work share one lock, so no event of a replaced socket acts.
-    pub fn core(&self) -> Result<MutexGuard<'_, Core<Link>>, Reject> {
+    pub fn core(&self) -> Result<MutexGuard<'_, NodeCore>, Reject> {
         let core = self.hub.lock();
-        if core.link(self.user()) != Some(self.socket) {
+        if !core.link(self.user()).is_some_and(|l| l.is(self.socket)) {
             return Err(ErrorCode::SessionReplaced.into());
         }
         Ok(core)
@@ -386,7 +454,7 @@ impl<'v> From<(std::borrow::Cow<'v, str>, Reject)> for Refusal<'v> {
 impl Dispatcher {
     /// Charges the event to the socket's budget, finds its handler and runs it; a refusal comes
     /// back with the event's name.
-    fn dispatch<'v>(&self, socket: &Link, v: &'v Value) -> Result<(), Refusal<'v>> {
+    fn dispatch<'v>(&self, socket: &Sock, v: &'v Value) -> Result<(), Refusal<'v>> {
         let session = &*self.0;
         let Value::Str(text, binaries) = v else {
             self.charge(EventClass::Other, "")?;
@@ -462,8 +530,8 @@ impl DisconnectHandler<LocalAdapter, Direct> for OnDisconnect {
                     reason,
                     DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect
                 );
-                let effects = core.leave(&user, &socket, lost, Instant::now());
-                session.hub.deliver(&core, effects);
+                let effects = core.leave(&user, &Link::Local(socket.clone()), lost, Instant::now());
+                session.hub.deliver(&mut core, effects);
             }
         }
         defer(s);

@@ -7,7 +7,7 @@ use crate::core::{Claim, UserId};
 use crate::protocol::incoming::{AuthenticateIn, parse};
 use crate::protocol::outgoing::Authenticated;
 use crate::protocol::{ErrorCode, Reject};
-use crate::signaling::{Ctx, send, send_error};
+use crate::signaling::{Ctx, Link, send, send_error};
 
 /// Binds the socket to a user and a profile.
 ///
@@ -55,7 +55,12 @@ pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
                 resume: p.resume_token.as_deref(),
             },
         };
-        let joined = core.join(user.clone(), ctx.socket.clone(), profile, claim)?;
+        let joined = core.join(
+            user.clone(),
+            Link::Local(ctx.socket.clone()),
+            profile,
+            claim,
+        )?;
         state.user = Some(user.clone());
         tracing::debug!(sid = %ctx.socket.id, %user, resumed = joined.resumed, "authenticated");
         send(
@@ -70,11 +75,11 @@ pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
                 ice_servers: ctx.hub.ice.servers(&user, crate::ice::unix_now()),
             },
         );
-        ctx.hub.deliver(&core, joined.effects);
+        ctx.hub.deliver(&mut core, joined.effects);
         joined.replaced
     };
     // Closing runs the old socket's disconnect handler, which takes the hub lock: only now.
-    if let Some(old) = replaced {
+    if let Some(Link::Local(old)) = replaced {
         send_error(&old, "authenticate", &ErrorCode::SessionReplaced.into());
         old.disconnect().ok();
     }

@@ -90,8 +90,8 @@ fn to_partner<T: serde::Serialize>(
     payload: &T,
 ) -> Result<(), Reject> {
     let core = ctx.core()?;
-    let (_, partner) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
-    deliver_relay(partner, event, payload)
+    let (partner, link) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
+    deliver_relay(ctx, partner, link, &to.room_id, event, payload)
 }
 
 /// Like [`to_partner`], with the payload made under the same lock once the route is known to be
@@ -100,22 +100,49 @@ fn to_partner_and<T: serde::Serialize>(
     ctx: &Ctx<'_>,
     to: &crate::protocol::incoming::Addressed,
     event: &str,
-    make: impl FnOnce(&mut crate::core::Core<super::Link>) -> T,
+    make: impl FnOnce(&mut super::NodeCore) -> T,
 ) -> Result<(), Reject> {
     let mut core = ctx.core()?;
-    let (_, partner) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
-    let partner = partner.clone();
+    let (partner, link) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
+    let (partner, link) = (partner.clone(), link.clone());
     let payload = make(&mut core);
-    deliver_relay(&partner, event, &payload)
+    deliver_relay(ctx, &partner, &link, &to.room_id, event, &payload)
 }
 
+/// Emits on the partner's socket, or hands the relay to the partner's node (in order with this
+/// socket's other relays: the cluster's publisher keeps the order it was given).
 fn deliver_relay<T: serde::Serialize>(
-    partner: &super::Link,
+    ctx: &Ctx<'_>,
+    partner: &str,
+    link: &super::Link,
+    room: &str,
     event: &str,
     payload: &T,
 ) -> Result<(), Reject> {
-    if !super::send(partner, event, payload) {
-        return Err(crate::protocol::ErrorCode::DeliveryFailed.into());
+    match link {
+        super::Link::Local(socket) => {
+            if !super::send(socket, event, payload) {
+                return Err(crate::protocol::ErrorCode::DeliveryFailed.into());
+            }
+        }
+        super::Link::Remote(node) => {
+            let cluster = ctx
+                .hub
+                .cluster
+                .get()
+                .ok_or(crate::protocol::ErrorCode::DeliveryFailed)?;
+            let payload = serde_json::value::to_raw_value(payload)
+                .map_err(|_| crate::protocol::ErrorCode::DeliveryFailed)?;
+            cluster.send(
+                node,
+                &crate::cluster::Msg::Deliver {
+                    room: room.to_string(),
+                    to: partner.to_string(),
+                    event: event.to_string(),
+                    payload,
+                },
+            );
+        }
     }
     crate::metrics::relayed(event);
     Ok(())

@@ -22,7 +22,7 @@ pub fn find(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     refuse_when_shutting_down(ctx)?;
     let mut core = ctx.core()?;
     let effects = core.find(ctx.user(), prefs, Instant::now())?;
-    ctx.hub.deliver(&core, effects);
+    ctx.hub.deliver(&mut core, effects);
     Ok(())
 }
 
@@ -31,7 +31,7 @@ pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
     refuse_when_shutting_down(ctx)?;
     let mut core = ctx.core()?;
     let effects = core.next(ctx.user(), Instant::now())?;
-    ctx.hub.deliver(&core, effects);
+    ctx.hub.deliver(&mut core, effects);
     Ok(())
 }
 
@@ -39,6 +39,6 @@ pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
 pub fn end(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
     let mut core = ctx.core()?;
     let effects = core.end(ctx.user(), Instant::now())?;
-    ctx.hub.deliver(&core, effects);
+    ctx.hub.deliver(&mut core, effects);
     Ok(())
 }

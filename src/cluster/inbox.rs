@@ -1,0 +1,123 @@
+//! Messages between nodes: what an effect for a remote partner becomes, and what a node does
+//! with the messages for its users.
+//!
+//! One task reads this node's channel and handles each message to the end before the next, so
+//! messages from one node are applied in the order that node sent them; each is checked
+//! against the local core first (is this still the user's room? does it still wait?).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+
+use super::{Cluster, Msg};
+use crate::core::Effect;
+use crate::core::remote::known_reason;
+use crate::protocol::outgoing::ServerEvent;
+use crate::signaling::{Hub, Link, send};
+
+/// The message that tells a partner's node about `e`, or `None` when that node decides it on its
+/// own (a room's time limit) or it cannot concern a remote partner.
+pub fn forward(e: &Effect) -> Option<Msg> {
+    let to = e.to.to_string();
+    let deliver = |room: &str| {
+        serde_json::value::to_raw_value(&e.event)
+            .ok()
+            .map(|payload| Msg::Deliver {
+                room: room.to_string(),
+                to: to.clone(),
+                event: e.event.name().to_string(),
+                payload,
+            })
+    };
+    match &e.event {
+        ServerEvent::PartnerLeft(p) if !p.can_reconnect => Some(Msg::Left {
+            room: p.room_id.to_string(),
+            to: to.clone(),
+            reason: p.reason.to_string(),
+        }),
+        ServerEvent::PartnerLeft(p) => deliver(&p.room_id),
+        ServerEvent::PartnerReconnected(p) => deliver(&p.room_id),
+        _ => None,
+    }
+}
+
+/// Reads this node's channel until the subscriber closes.
+pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: SubscriberClient) {
+    let mut rx = subscriber.message_rx();
+    loop {
+        match rx.recv().await {
+            Ok(m) => {
+                let Some(text) = m.value.as_str() else {
+                    continue;
+                };
+                match serde_json::from_str::<Msg>(&text) {
+                    Ok(msg) => handle(&hub, &cluster, msg),
+                    Err(e) => tracing::warn!("unreadable cluster message: {e}"),
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::error!(
+                    lost = n,
+                    "the cluster inbox fell behind; messages were lost"
+                );
+                cluster.count_lost(n);
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+/// Applies one message to the local core and emits what follows.
+pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
+    let now = Instant::now();
+    let mut core = hub.lock();
+    match msg {
+        Msg::Deliver {
+            room,
+            to,
+            event,
+            payload,
+        } => {
+            if let Some(Link::Local(socket)) = core.inbound(&to, &room) {
+                send(socket, &event, &payload);
+                metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+            }
+        }
+        Msg::Left { room, to, reason } => {
+            let effects = core.remote_left(&to, &room, known_reason(&reason), now);
+            hub.deliver(&mut core, effects);
+        }
+        Msg::Paired {
+            room,
+            to,
+            partner,
+            initiator,
+        } => {
+            let node: Arc<str> = partner.node.as_str().into();
+            let seeker = partner.seeker(now);
+            match core.adopt(
+                room.as_str().into(),
+                &to,
+                seeker,
+                Link::Remote(node.clone()),
+                initiator,
+                now,
+            ) {
+                Some(effects) => hub.deliver(&mut core, effects),
+                None => {
+                    // `to` stopped waiting while the match was made: its partner hears it left.
+                    cluster.send(
+                        &node,
+                        &Msg::Left {
+                            room,
+                            to: partner.user,
+                            reason: "ended".into(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Several Roulette nodes as one service, over Redis.
+//!
+//! With `REDIS_URL` set, each node keeps its own users, sockets and core as before, and shares
+//! three things through Redis:
+//!
+//! - **The queue.** A search is published as an entry in a sorted set (arrival order) and a
+//!   hash (the entry), and the node looks for a partner in the snapshot of the whole queue with
+//!   the same rule as a single node ([`crate::core::rule`]). Taking a partner is one Lua script
+//!   that removes both entries only if both are still there and the partner's node is alive, so
+//!   no user is ever matched twice by two nodes ([`worker`]).
+//! - **Delivery.** Each node subscribes to a channel of its own. A message for a user of
+//!   another node (`matched`, a relayed offer, answer, candidate or chat line, `partner-left`)
+//!   goes to that node's channel through one ordered publisher, and the receiving node checks it
+//!   against its own core before emitting: a relay that arrives after its room ended is
+//!   dropped, never shown to whoever the user is talking to now ([`inbox`]).
+//! - **Liveness and figures.** Each node renews a heartbeat key with a TTL carrying its figures;
+//!   a node whose key expired is dead: the rooms its users held end for their partners, and its
+//!   queue entries are dropped ([`liveness`]).
+//!
+//! Why not socketioxide-redis for delivery: its `io.to(sid).emit` hands the packet straight to
+//! the client, so the receiving node cannot check that the relay still belongs to the user's
+//! current room, and a relay and a state change (`matched`, `partner-left`) travel different
+//! paths and can overtake each other; its driver also neither reconnects nor resubscribes after
+//! a Redis restart (see `STACK-NOTES.md`). Here one ordered path carries both, and fred's
+//! subscriber client resubscribes on its own.
+
+pub mod inbox;
+pub mod liveness;
+pub mod queue;
+pub mod scripts;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::core::matchmaker::Seeker;
+use crate::core::profile::{Preferences, Profile};
+use crate::protocol::outgoing::now_ms;
+
+/// Most queue entries a search looks at: the longest-waiting ones.
+pub const SNAPSHOT_LIMIT: usize = 1000;
+
+/// A search as the shared queue holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// The user.
+    pub user: String,
+    /// The node its socket is on.
+    pub node: String,
+    /// When the search began, in Unix milliseconds (nodes share wall time, not `Instant`s).
+    pub since: u64,
+    /// The user's profile.
+    pub profile: Profile,
+    /// What it asks of a partner.
+    pub prefs: Preferences,
+    /// The partner of its last room.
+    pub previous: Option<String>,
+}
+
+impl Entry {
+    /// The entry of a local waiting user.
+    pub fn of(s: &Seeker, node: &str, now: Instant) -> Entry {
+        Entry {
+            user: s.user.to_string(),
+            node: node.to_string(),
+            since: now_ms()
+                .saturating_sub(now.saturating_duration_since(s.since).as_millis() as u64),
+            profile: Profile::clone(&s.profile),
+            prefs: Preferences::clone(&s.prefs),
+            previous: s.previous.as_deref().map(str::to_string),
+        }
+    }
+
+    /// The entry as a local [`Seeker`] (for a ghost partner), its wait carried over.
+    pub fn seeker(&self, now: Instant) -> Seeker {
+        let waited = Duration::from_millis(now_ms().saturating_sub(self.since));
+        Seeker {
+            user: self.user.as_str().into(),
+            profile: Arc::new(self.profile.clone()),
+            prefs: Arc::new(self.prefs.clone()),
+            since: now.checked_sub(waited).unwrap_or(now),
+            previous: self.previous.as_deref().map(Into::into),
+        }
+    }
+}
+
+/// A message from one node to another, about a user of the receiving node.
+///
+/// Externally tagged (`{"deliver": {...}}`): an internally tagged enum is read through a buffer
+/// that cannot hold the raw payload of [`Msg::Deliver`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Msg {
+    /// `to` (waiting on the receiving node) was matched with `partner` in `room`.
+    Paired {
+        /// The room id both nodes use.
+        room: String,
+        /// The receiving node's user.
+        to: String,
+        /// Its partner's queue entry.
+        partner: Entry,
+        /// Whether `to` starts the call.
+        initiator: bool,
+    },
+    /// An event for `to`, from its partner in `room` (room ids are unique: the room names the
+    /// sender).
+    Deliver {
+        /// The room.
+        room: String,
+        /// The receiving node's user.
+        to: String,
+        /// The event name.
+        event: String,
+        /// The event's payload, as the client gets it.
+        payload: Box<RawValue>,
+    },
+    /// `to`'s partner left `room`: `to` gets `partner-left`.
+    Left {
+        /// The room.
+        room: String,
+        /// The receiving node's user.
+        to: String,
+        /// The `partner-left` reason.
+        reason: String,
+    },
+}
+
+/// This node's figures, published with its heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFigures {
+    /// Open Socket.IO connections.
+    pub connections: usize,
+    /// Authenticated users.
+    pub users: usize,
+    /// Users waiting for a partner.
+    pub waiting: usize,
+    /// Rooms with at least one member here.
+    pub rooms: usize,
+    /// Of those, rooms whose other member is on another node (counted by both nodes).
+    pub shared_rooms: usize,
+}
+
+/// Figures of the whole cluster, from the live nodes' heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterFigures {
+    /// Live nodes.
+    pub nodes: usize,
+    /// Their names.
+    pub node_ids: Vec<String>,
+    /// Open connections on all nodes.
+    pub connections: usize,
+    /// Authenticated users on all nodes.
+    pub users: usize,
+    /// Users waiting on all nodes.
+    pub waiting: usize,
+    /// Rooms in the cluster (a room shared by two nodes counted once).
+    pub rooms: usize,
+    /// Matches made by the cluster since Redis started.
+    pub total_matches: u64,
+}
+
+/// One node's link to the cluster.
+pub struct Cluster {
+    /// This node's name.
+    pub node: Arc<str>,
+    prefix: String,
+    client: Client,
+    subscriber: SubscriberClient,
+    outbox: UnboundedSender<(Arc<str>, String)>,
+    redis_up: AtomicBool,
+    /// Messages that could not be published or were dropped on arrival (a lagging subscriber).
+    lost: AtomicU64,
+    figures: Mutex<ClusterFigures>,
+    /// How long a silent node stays alive.
+    pub node_timeout: Duration,
+}
+
+impl Cluster {
+    /// Connects to Redis at `url` (giving up after `wait`), subscribes to this node's channel and
+    /// starts the publisher. Returns the cluster and the receiver of this node's messages.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        node: Option<&str>,
+        node_timeout: Duration,
+        wait: Duration,
+    ) -> Result<(Arc<Cluster>, fred::clients::SubscriberClient), String> {
+        let config = Config::from_url(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        let build = |b: &mut Builder| {
+            b.with_performance_config(|p| {
+                // Messages for this node wait here until the inbox takes them; a burst must fit.
+                p.broadcast_channel_capacity = 1 << 16;
+                p.default_command_timeout = Duration::from_secs(2);
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+            })
+            // Keep trying for ever, every quarter second: Redis coming back must be noticed fast.
+            .set_policy(ReconnectPolicy::new_constant(0, 250));
+        };
+        let mut b = Builder::from_config(config);
+        build(&mut b);
+        let client = b.build().map_err(|e| e.to_string())?;
+        let subscriber = b.build_subscriber_client().map_err(|e| e.to_string())?;
+        let connect = async {
+            client.init().await?;
+            subscriber.init().await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match tokio::time::timeout(wait, connect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("cannot reach Redis at {url}: {e}")),
+            Err(_) => return Err(format!("cannot reach Redis at {url} within {wait:?}")),
+        }
+        let node: Arc<str> = match node {
+            Some(n) => n.into(),
+            None => uuid::Uuid::new_v4().simple().to_string()[..12].into(),
+        };
+        let (outbox, rx) = tokio::sync::mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            node,
+            prefix: prefix.to_string(),
+            client,
+            subscriber: subscriber.clone(),
+            outbox,
+            redis_up: AtomicBool::new(true),
+            lost: AtomicU64::new(0),
+            figures: Mutex::new(ClusterFigures::default()),
+            node_timeout,
+        });
+        cluster
+            .subscriber
+            .subscribe(cluster.channel(&cluster.node))
+            .await
+            .map_err(|e| format!("cannot subscribe: {e}"))?;
+        // Resubscribes after every reconnection (a Redis restart included).
+        cluster.subscriber.manage_subscriptions();
+        tokio::spawn(publisher(cluster.clone(), rx));
+        Ok((cluster, subscriber))
+    }
+
+    /// A key of this deployment.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// The channel of `node`.
+    pub fn channel(&self, node: &str) -> String {
+        format!("{}:to:{node}", self.prefix)
+    }
+
+    /// The Redis client for commands.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Queues `msg` for `node`. Messages to one node leave in the order they were queued.
+    pub fn send(&self, node: &str, msg: &Msg) {
+        match serde_json::to_string(msg) {
+            Ok(text) => {
+                self.outbox.send((node.into(), text)).ok();
+            }
+            Err(e) => tracing::error!("cannot encode a cluster message: {e}"),
+        }
+    }
+
+    /// Whether Redis answered the last heartbeat.
+    pub fn redis_up(&self) -> bool {
+        self.redis_up.load(Ordering::Acquire)
+    }
+
+    fn set_redis_up(&self, up: bool) -> bool {
+        self.redis_up.swap(up, Ordering::AcqRel)
+    }
+
+    /// Messages lost on the way (publish failed, or the inbox fell behind).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn count_lost(&self, n: u64) {
+        self.lost.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("roulette_cluster_messages_lost_total").increment(n);
+    }
+
+    /// The latest figures of the whole cluster.
+    pub fn figures(&self) -> ClusterFigures {
+        self.figures.lock().clone()
+    }
+
+    /// Takes this node out of the cluster at shutdown: its heartbeat and queue entries go at
+    /// once instead of after the timeout.
+    pub async fn leave(&self) {
+        let r: Result<(), _> = scripts::purge(self, &self.node).await;
+        if let Err(e) = r {
+            tracing::warn!("could not leave the cluster cleanly: {e}");
+        }
+        let key = self.key(&format!("node:{}", self.node));
+        let _: Result<i64, _> = self.client.del(key).await;
+    }
+}
+
+/// Publishes queued messages in order, batching what has piled up into one pipeline.
+async fn publisher(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<str>, String)>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let pipeline = cluster.client.pipeline();
+        for (node, text) in batch.iter() {
+            let queued: Result<(), _> =
+                pipeline.publish(cluster.channel(node), text.as_str()).await;
+            if let Err(e) = queued {
+                tracing::warn!("cannot queue a cluster message: {e}");
+            }
+        }
+        let sent: Result<Vec<Value>, _> = pipeline.all().await;
+        if let Err(e) = sent {
+            tracing::warn!(
+                messages = batch.len(),
+                "cluster messages not published: {e}"
+            );
+            cluster.count_lost(batch.len() as u64);
+        } else {
+            metrics::counter!("roulette_cluster_messages_sent_total").increment(batch.len() as u64);
+        }
+        batch.clear();
+    }
+}

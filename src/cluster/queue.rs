@@ -1,0 +1,176 @@
+//! The node's side of the shared queue: who of this node waits, in order.
+//!
+//! In a cluster the pairing happens in Redis (see [`super::worker`]), so the core's matchmaker
+//! only keeps this node's waiting users, for `queue-status`, timeouts and relaxation, and
+//! queues a [`Job`] for the node's cluster worker whenever a search starts, stops or relaxes.
+//! Sending a job is a synchronous channel push, so the core stays free of I/O and the jobs of
+//! one user run in the order its events arrived.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::core::UserId;
+use crate::core::matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Relaxation, Seeker};
+
+/// Work for the cluster worker, in the order the core decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// Publish the user's search in the shared queue and look for a partner there.
+    Search(UserId),
+    /// Take the user out of the shared queue.
+    Dequeue(UserId),
+    /// `by` blocked `other` for `ttl`.
+    Block {
+        /// Who blocked.
+        by: UserId,
+        /// Whom.
+        other: UserId,
+        /// For how long.
+        ttl: Duration,
+    },
+}
+
+/// This node's waiting users, in arrival order; the pairing itself is the cluster's.
+#[derive(Debug)]
+pub struct SharedQueue {
+    relax_after: Duration,
+    seq: u64,
+    order: BTreeMap<u64, Seeker>,
+    index: FxHashMap<UserId, u64>,
+    relaxed: HashSet<UserId>,
+    jobs: UnboundedSender<Job>,
+}
+
+impl SharedQueue {
+    /// An empty queue whose jobs go to `jobs`.
+    pub fn new(relax_after: Duration, jobs: UnboundedSender<Job>) -> Self {
+        SharedQueue {
+            relax_after,
+            seq: 0,
+            order: BTreeMap::new(),
+            index: FxHashMap::default(),
+            relaxed: HashSet::new(),
+            jobs,
+        }
+    }
+
+    fn job(&self, job: Job) {
+        // The worker only stops with the server.
+        self.jobs.send(job).ok();
+    }
+}
+
+impl Matchmaker for SharedQueue {
+    fn offer(&mut self, seeker: Seeker, _now: Instant) -> Option<Pairing> {
+        self.seq += 1;
+        let user = seeker.user.clone();
+        self.index.insert(user.clone(), self.seq);
+        self.order.insert(self.seq, seeker);
+        self.job(Job::Search(user));
+        None
+    }
+
+    fn remove(&mut self, user: &str) -> Option<Seeker> {
+        let seq = self.index.remove(user)?;
+        self.relaxed.remove(user);
+        let s = self.order.remove(&seq)?;
+        self.job(Job::Dequeue(s.user.clone()));
+        Some(s)
+    }
+
+    fn get(&self, user: &str) -> Option<&Seeker> {
+        self.order.get(self.index.get(user)?)
+    }
+
+    fn is_relaxed(&self, user: &str) -> bool {
+        self.relaxed.contains(user)
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn waiting(&self) -> Box<dyn Iterator<Item = &Seeker> + '_> {
+        Box::new(self.order.values())
+    }
+
+    fn relax(&mut self, now: Instant) -> Relaxation {
+        let due: Vec<UserId> = self
+            .order
+            .values()
+            .filter(|s| {
+                !s.prefs.interests.is_empty()
+                    && !self.relaxed.contains(&s.user)
+                    && now.saturating_duration_since(s.since) >= self.relax_after
+            })
+            .map(|s| s.user.clone())
+            .collect();
+        for u in &due {
+            self.relaxed.insert(u.clone());
+            // Look again: partners who share no interest are acceptable now.
+            self.job(Job::Search(u.clone()));
+        }
+        Relaxation {
+            relaxed: due,
+            pairs: Vec::new(),
+        }
+    }
+
+    fn block(&mut self, by: &UserId, other: &UserId, until: Instant) {
+        self.job(Job::Block {
+            by: by.clone(),
+            other: other.clone(),
+            ttl: until.saturating_duration_since(Instant::now()),
+        });
+    }
+}
+
+/// The matchmaker of a node: its own indexed queue, or its share of the cluster's.
+// One per process, never moved: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Queue {
+    /// A single node: pairs in memory.
+    Local(PreferenceMatchmaker),
+    /// A cluster node: pairs through Redis.
+    Shared(SharedQueue),
+}
+
+macro_rules! each {
+    ($self:ident, $q:ident => $e:expr) => {
+        match $self {
+            Queue::Local($q) => $e,
+            Queue::Shared($q) => $e,
+        }
+    };
+}
+
+impl Matchmaker for Queue {
+    fn offer(&mut self, seeker: Seeker, now: Instant) -> Option<Pairing> {
+        each!(self, q => q.offer(seeker, now))
+    }
+    fn remove(&mut self, user: &str) -> Option<Seeker> {
+        each!(self, q => q.remove(user))
+    }
+    fn get(&self, user: &str) -> Option<&Seeker> {
+        each!(self, q => q.get(user))
+    }
+    fn is_relaxed(&self, user: &str) -> bool {
+        each!(self, q => q.is_relaxed(user))
+    }
+    fn len(&self) -> usize {
+        each!(self, q => q.len())
+    }
+    fn waiting(&self) -> Box<dyn Iterator<Item = &Seeker> + '_> {
+        each!(self, q => q.waiting())
+    }
+    fn relax(&mut self, now: Instant) -> Relaxation {
+        each!(self, q => q.relax(now))
+    }
+    fn block(&mut self, by: &UserId, other: &UserId, until: Instant) {
+        each!(self, q => q.block(by, other, until))
+    }
+}

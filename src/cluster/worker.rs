@@ -1,0 +1,168 @@
+//! The node's cluster worker: runs the shared-queue jobs its core queued, one at a time.
+//!
+//! One worker per node, taking jobs in the order the core queued them, so the `Search`,
+//! `Dequeue` and `Search` of a user who changes its mind are applied to Redis in that order.
+//!
+//! A search publishes the user's entry, reads the live queue, picks a partner with the shared
+//! rule, and claims the pair with one atomic script. If someone else took the partner first,
+//! the next best is tried from the same snapshot; if someone took the searcher, that node's
+//! `paired` message is on its way. Once claimed, the room opens in this node's core (and, for a
+//! partner of another node, in that node's core on receipt of `paired`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::queue::Job;
+use super::{Cluster, Entry, Msg, scripts};
+use crate::core::rule::{Candidate, pick};
+use crate::core::{RoomId, new_room_id};
+use crate::protocol::outgoing::now_ms;
+use crate::signaling::{Hub, Link};
+
+/// How many partners one search tries to claim before it waits in the queue.
+const CLAIM_ATTEMPTS: usize = 8;
+
+/// Runs jobs until the core's side of the channel closes.
+pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        let result = match &job {
+            Job::Search(user) => search(&hub, &cluster, user).await,
+            Job::Dequeue(user) => scripts::dequeue(&cluster, user).await,
+            Job::Block { by, other, ttl } => {
+                scripts::block(&cluster, by, other, ttl.as_millis() as u64).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(?job, "cluster job failed: {e}");
+            metrics::counter!("roulette_cluster_job_failures_total").increment(1);
+        }
+    }
+}
+
+/// Queues a new search for every local user who waits: after Redis came back empty.
+pub fn republish(hub: &Hub) {
+    let core = hub.lock();
+    let users: Vec<_> = core.waiting_users().cloned().collect();
+    drop(core);
+    tracing::info!(users = users.len(), "publishing this node's searches again");
+    for u in users {
+        hub.resubmit(u);
+    }
+}
+
+async fn search(hub: &Hub, cluster: &Cluster, user: &str) -> Result<(), fred::error::Error> {
+    let me = {
+        let core = hub.lock();
+        let Some(s) = core.waiting_entry(user) else {
+            return Ok(());
+        };
+        Entry::of(s, &cluster.node, Instant::now())
+    };
+    let (mut queue, blocks) = scripts::search(cluster, &me).await?;
+    queue.retain(|e| e.user != me.user);
+    let relax = hub.config.preference_relax_ms;
+    let now = now_ms();
+    let insists = |e: &Entry| !e.prefs.interests.is_empty() && now < e.since + relax;
+    let blocked = |a: &str, b: &str| {
+        // Blocks are stored both ways, so the searcher's own set covers both directions.
+        let other = if a == me.user { b } else { a };
+        blocks.iter().any(|x| x == other)
+    };
+    for _ in 0..CLAIM_ATTEMPTS {
+        let chosen = {
+            let seeker = candidate(&me, insists(&me));
+            let list: Vec<Candidate<'_>> = queue.iter().map(|e| candidate(e, insists(e))).collect();
+            pick(&seeker, &list, &blocked)
+        };
+        let Some(i) = chosen else {
+            return Ok(());
+        };
+        let partner = queue.remove(i);
+        match scripts::claim(cluster, &me.user, &partner.user).await? {
+            seq if seq > 0 => return open(hub, cluster, me, partner, seq).await,
+            0 => continue,
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+fn candidate(e: &Entry, insists: bool) -> Candidate<'_> {
+    Candidate {
+        user: &e.user,
+        profile: &e.profile,
+        prefs: &e.prefs,
+        insists,
+        previous: e.previous.as_deref(),
+    }
+}
+
+/// Opens the room of a claimed pair: `partner` waited longer and starts the call.
+async fn open(
+    hub: &Hub,
+    cluster: &Cluster,
+    me: Entry,
+    partner: Entry,
+    partner_seq: i64,
+) -> Result<(), fred::error::Error> {
+    let room = new_room_id();
+    if partner.node == me.node {
+        open_here(hub, room, &me, &partner);
+        return Ok(());
+    }
+    let node: Arc<str> = partner.node.as_str().into();
+    if !adopt(hub, room.clone(), &me, &partner, &node) {
+        // The searcher left meanwhile: its partner keeps its place in the queue.
+        return scripts::requeue(cluster, &partner, partner_seq).await;
+    }
+    cluster.send(
+        &node,
+        &Msg::Paired {
+            room: room.to_string(),
+            to: partner.user,
+            partner: me,
+            initiator: true,
+        },
+    );
+    Ok(())
+}
+
+/// Both users are on this node.
+fn open_here(hub: &Hub, room: RoomId, me: &Entry, partner: &Entry) {
+    let mut core = hub.lock();
+    match core.pair_waiting(room, &partner.user, &me.user, Instant::now()) {
+        Some(effects) => hub.deliver(&mut core, effects),
+        None => {
+            // One of the two stopped waiting meanwhile: the other searches again.
+            for u in [&partner.user, &me.user] {
+                if core.is_waiting(u) {
+                    hub.resubmit(u.as_str().into());
+                }
+            }
+        }
+    }
+}
+
+/// The partner is on `node`: the room opens here with it as a ghost. False when the searcher
+/// stopped waiting meanwhile.
+fn adopt(hub: &Hub, room: RoomId, me: &Entry, partner: &Entry, node: &Arc<str>) -> bool {
+    let now = Instant::now();
+    let mut core = hub.lock();
+    let seeker = partner.seeker(now);
+    match core.adopt(
+        room,
+        &me.user,
+        seeker,
+        Link::Remote(node.clone()),
+        false,
+        now,
+    ) {
+        Some(effects) => {
+            hub.deliver(&mut core, effects);
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,383 @@
+//! What the core does for the Redis cluster: rooms whose other member is on another node.
+//!
+//! A node's core knows only its own users. When the shared queue pairs one of them with a user
+//! of another node, each node opens the same room (same id) in its own core, with the remote
+//! member as a *ghost*: a user entry that holds the room's other half and the link to its node,
+//! is never counted, never queued, and leaves with the room. Relays and departures then follow
+//! the ordinary paths (`route`, `close_room_of`), and the signaling layer turns effects addressed
+//! to a ghost into messages for its node. Everything here stays pure: the caller does the I/O.
+
+use std::time::Instant;
+
+use super::matchmaker::{Matchmaker, Pairing, Seeker};
+use super::{Core, Effect, RoomId, User, UserId, new_token};
+
+/// A ghost room found by [`Core::ghosts_where`]: the local member, the room, the ghost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GhostRoom {
+    /// The member of this node.
+    pub local: UserId,
+    /// The room.
+    pub room: RoomId,
+    /// The member on the other node.
+    pub ghost: UserId,
+}
+
+/// A reason another node gave for leaving a room, as one of the protocol's `partner-left` reasons.
+pub fn known_reason(reason: &str) -> &'static str {
+    match reason {
+        "next" => "next",
+        "disconnect" => "disconnect",
+        "connection-lost" => "connection-lost",
+        _ => "ended",
+    }
+}
+
+impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
+    /// The queue entry of a waiting user (what the cluster publishes in the shared queue).
+    pub fn waiting_entry(&self, user: &str) -> Option<&Seeker> {
+        self.queue.get(user)
+    }
+
+    /// Pairs two waiting users of this node that the shared queue matched, in room `room`.
+    /// `waiting` waited longer and starts the call. Changes nothing and returns `None` unless
+    /// both still wait here.
+    pub fn pair_waiting(
+        &mut self,
+        room: RoomId,
+        waiting: &str,
+        seeker: &str,
+        now: Instant,
+    ) -> Option<Vec<Effect>> {
+        if waiting == seeker || !self.is_waiting(waiting) || !self.is_waiting(seeker) {
+            return None;
+        }
+        let waiting = self.queue.remove(waiting)?;
+        let seeker = self.queue.remove(seeker)?;
+        let common_interests = seeker.prefs.common_interests(&waiting.prefs);
+        let mut out = Vec::with_capacity(2);
+        self.pair_in(
+            room,
+            Pairing {
+                waiting,
+                seeker,
+                common_interests,
+            },
+            now,
+            &mut out,
+        );
+        Some(out)
+    }
+
+    /// Opens room `room` between `local`, a waiting user of this node, and `partner`, a user of
+    /// another node reached through `link`. `local_initiates` says which side waited longer.
+    /// Returns the `matched` for the local user, or `None` (changing nothing) when `local` no
+    /// longer waits or `partner`'s id is in use here.
+    pub fn adopt(
+        &mut self,
+        room: RoomId,
+        local: &str,
+        partner: Seeker,
+        link: L,
+        local_initiates: bool,
+        now: Instant,
+    ) -> Option<Vec<Effect>> {
+        if !self.is_waiting(local) || self.users.contains_key(&partner.user) {
+            return None;
+        }
+        let mine = self.queue.remove(local)?;
+        self.users.insert(
+            partner.user.clone(),
+            User {
+                link,
+                profile: partner.profile.clone(),
+                prefs: partner.prefs.clone(),
+                last_status: None,
+                previous: None,
+                resume_token: new_token(),
+                away_until: None,
+                missed: None,
+                ghost: true,
+            },
+        );
+        self.ghosts.insert(partner.user.clone());
+        let (waiting, seeker) = if local_initiates {
+            (mine, partner)
+        } else {
+            (partner, mine)
+        };
+        let common_interests = seeker.prefs.common_interests(&waiting.prefs);
+        let mut out = Vec::with_capacity(1);
+        self.pair_in(
+            room,
+            Pairing {
+                waiting,
+                seeker,
+                common_interests,
+            },
+            now,
+            &mut out,
+        );
+        Some(out)
+    }
+
+    /// The link of local user `to` for a message another node sends it from its partner in
+    /// `room`: `None` unless that is still `to`'s room and `to` is connected. Room ids are
+    /// unique, so the room names the sender.
+    pub fn inbound(&self, to: &str, room: &str) -> Option<&L> {
+        self.rooms.of_user(to).filter(|r| *r.id == *room)?;
+        if self.ghosts.contains(to) {
+            return None;
+        }
+        self.link(to)
+    }
+
+    /// Another node says the partner of local user `to` left `room` (or is gone with its node):
+    /// the room closes and `to` is told `partner-left` with `reason`. Changes nothing when
+    /// `room` is not `to`'s room any more.
+    pub fn remote_left(
+        &mut self,
+        to: &str,
+        room: &str,
+        reason: &'static str,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let ghost = self
+            .rooms
+            .of_user(to)
+            .filter(|r| *r.id == *room)
+            .and_then(|r| r.partner_of(to))
+            .filter(|p| self.ghosts.contains(*p))
+            .cloned();
+        if let Some(g) = ghost {
+            self.close_room_of(&g, reason, now, &mut out);
+        }
+        out
+    }
+
+    /// The rooms whose ghost's link satisfies `pred` (the ghosts of a node that died).
+    pub fn ghosts_where(&self, pred: impl Fn(&L) -> bool) -> Vec<GhostRoom> {
+        self.ghosts
+            .iter()
+            .filter(|g| self.users.get(*g).is_some_and(|u| pred(&u.link)))
+            .filter_map(|g| {
+                let room = self.rooms.of_user(g)?;
+                Some(GhostRoom {
+                    local: room.partner_of(g)?.clone(),
+                    room: room.id.clone(),
+                    ghost: g.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every ghost (a local user's partner on another node) and its link.
+    pub fn ghost_links(&self) -> impl Iterator<Item = (&UserId, &L)> {
+        self.ghosts
+            .iter()
+            .filter_map(|g| self.users.get(g).map(|u| (g, &u.link)))
+    }
+
+    /// The users waiting on this node, longest-waiting first.
+    pub fn waiting_users(&self) -> impl Iterator<Item = &UserId> {
+        self.queue.waiting().map(|s| &s.user)
+    }
+
+    /// Rooms whose other member is on another node.
+    pub fn shared_rooms(&self) -> usize {
+        self.ghosts
+            .iter()
+            .filter(|g| self.rooms.of_user(g).is_some())
+            .count()
+    }
+
+    /// Whether `user` is a ghost: the partner of a local user, connected to another node.
+    pub fn is_ghost(&self, user: &str) -> bool {
+        self.ghosts.contains(user)
+    }
+
+    /// Forgets the ghosts whose room closed. Call it once the effects of the operation that
+    /// closed their rooms were delivered.
+    pub fn settle(&mut self) {
+        for g in std::mem::take(&mut self.departed) {
+            if self.rooms.of_user(&g).is_none() {
+                self.users.remove(&g);
+                self.ghosts.remove(&g);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::core::{Claim, CoreConfig};
+    use crate::protocol::ErrorCode;
+    use crate::protocol::outgoing::ServerEvent;
+
+    /// Links: a positive number is a local socket, a negative one the node of a ghost.
+    type TestCore = Core<i32>;
+
+    fn waiting(c: &mut TestCore, id: &str, link: i32, t: Instant) {
+        c.join(id.into(), link, None, Claim::Named { resume: None })
+            .unwrap();
+        c.find(id, None, t).unwrap();
+        assert!(c.is_waiting(id));
+    }
+
+    fn remote(id: &str, waited: Duration, now: Instant) -> Seeker {
+        Seeker {
+            user: id.into(),
+            profile: Arc::default(),
+            prefs: Arc::default(),
+            since: now - waited,
+            previous: None,
+        }
+    }
+
+    fn names(out: &[Effect]) -> Vec<(&str, &'static str)> {
+        out.iter().map(|e| (&*e.to, e.event.name())).collect()
+    }
+
+    #[test]
+    fn a_ghost_lives_and_leaves_with_its_room() {
+        let t = Instant::now();
+        let mut c = TestCore::new(CoreConfig::default());
+        waiting(&mut c, "local", 1, t);
+        let out = c
+            .adopt(
+                "r1".into(),
+                "local",
+                remote("far", Duration::from_secs(2), t),
+                -7,
+                false,
+                t,
+            )
+            .expect("local waits");
+        // Only the local member is told here; the ghost's node tells its own user.
+        assert_eq!(names(&out), [("local", "matched")]);
+        let ServerEvent::Matched(m) = &out[0].event else {
+            unreachable!()
+        };
+        assert!(!m.is_initiator, "the partner waited longer");
+        assert_eq!(&*m.partner_id, "far");
+        assert_eq!(
+            c.live().connected_users,
+            1,
+            "a ghost is not a user of this node"
+        );
+        assert_eq!(c.live().active_rooms, 1);
+        assert_eq!(c.shared_rooms(), 1);
+        c.check_invariants().unwrap();
+
+        // Relays to the ghost go to its node; messages from it reach the local member only in
+        // the room they were sent for.
+        let (to, link) = c.route("local", "r1", Some("far")).unwrap();
+        assert_eq!((&**to, *link), ("far", -7));
+        assert_eq!(c.inbound("local", "r1"), Some(&1));
+        assert_eq!(c.inbound("local", "other-room"), None);
+        assert_eq!(
+            c.inbound("far", "r1"),
+            None,
+            "nothing is delivered to a ghost"
+        );
+
+        // The ghost's node says it left: the local member is told, the ghost goes.
+        let out = c.remote_left("local", "r1", "next", t);
+        assert_eq!(names(&out), [("local", "partner-left")]);
+        c.settle();
+        assert!(!c.is_ghost("far"));
+        assert_eq!(c.live().active_rooms, 0);
+        c.check_invariants().unwrap();
+        // A stale goodbye for the same room changes nothing.
+        assert!(c.remote_left("local", "r1", "next", t).is_empty());
+    }
+
+    #[test]
+    fn leaving_a_shared_room_tells_the_ghost_and_forgets_it() {
+        let t = Instant::now();
+        let mut c = TestCore::new(CoreConfig::default());
+        waiting(&mut c, "local", 1, t);
+        c.adopt(
+            "r1".into(),
+            "local",
+            remote("far", Duration::ZERO, t),
+            -7,
+            true,
+            t,
+        )
+        .unwrap();
+        let out = c.end("local", t).unwrap();
+        assert_eq!(
+            names(&out),
+            [("far", "partner-left"), ("local", "chat-ended")]
+        );
+        // The effect for the ghost can still be routed until the caller settles.
+        assert_eq!(c.link("far"), Some(&-7));
+        c.settle();
+        assert_eq!(c.link("far"), None);
+        c.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_dead_nodes_rooms_are_found_and_adoption_is_refused_when_it_cannot_hold() {
+        let t = Instant::now();
+        let mut c = TestCore::new(CoreConfig::default());
+        waiting(&mut c, "a", 1, t);
+        c.adopt(
+            "r1".into(),
+            "a",
+            remote("x", Duration::ZERO, t),
+            -7,
+            true,
+            t,
+        )
+        .unwrap();
+        // "a" no longer waits: a second adoption is refused and changes nothing.
+        assert!(
+            c.adopt(
+                "r2".into(),
+                "a",
+                remote("y", Duration::ZERO, t),
+                -8,
+                true,
+                t
+            )
+            .is_none()
+        );
+        // An id in use here cannot become a ghost, and a ghost's id cannot log in here.
+        waiting(&mut c, "b", 2, t);
+        assert!(
+            c.adopt(
+                "r3".into(),
+                "b",
+                remote("a", Duration::ZERO, t),
+                -8,
+                true,
+                t
+            )
+            .is_none()
+        );
+        assert!(
+            c.is_waiting("b"),
+            "a refused adoption leaves the search alone"
+        );
+        let joined = c.join("x".into(), 3, None, Claim::Named { resume: None });
+        assert!(matches!(joined, Err(ErrorCode::UserIdTaken)));
+        let dead = c.ghosts_where(|l| *l == -7);
+        assert_eq!(
+            dead,
+            [GhostRoom {
+                local: "a".into(),
+                room: "r1".into(),
+                ghost: "x".into()
+            }]
+        );
+        assert!(c.ghosts_where(|l| *l == -8).is_empty());
+        c.check_invariants().unwrap();
+    }
+}

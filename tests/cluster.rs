@@ -1,0 +1,421 @@
+//! Several Roulette processes sharing one real `redis-server` (started here on a free port):
+//! users on different nodes meet, talk and skip; a killed node's users' partners are told in
+//! time and its waiting users are never matched; Redis restarts and the cluster recovers.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+use serde_json::{Value, json};
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passes; returns whether it held.
+async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `redis-server` of this test's own, without persistence.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let r = Redis { port, child };
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Roulette process in the cluster.
+struct Node {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Node {
+    async fn start(redis: &Redis, id: &str, extra: &[&str]) -> Node {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_roulette"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--redis-url", &redis.url(), "--node-id", id])
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .env_clear()
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the roulette binary");
+        let node = Node {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        };
+        assert!(
+            eventually(Duration::from_secs(15), async || node.health().await == 200).await,
+            "node {id} never became healthy"
+        );
+        node
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        match reqwest::get(format!("http://{}{path}", self.addr)).await {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                (code, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    async fn health(&self) -> u16 {
+        self.get("/health").await.0
+    }
+
+    async fn user(&self, name: &str) -> Client {
+        let mut c = Client::connect(self.addr).await;
+        c.authenticate(name).await;
+        c
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A unique Redis key prefix per node set, so runs never share state.
+fn prefix(test: &str) -> String {
+    format!("test-{test}-{}", std::process::id())
+}
+
+/// `a` searches, then `b`: both get `matched` for one room. Returns the room.
+async fn meet(a: &mut Client, b: &mut Client) -> String {
+    a.emit("find-random-partner", json!({})).await;
+    a.expect("searching").await;
+    b.emit("find-random-partner", json!({})).await;
+    let ma = a.expect("matched").await;
+    let mb = b.expect("matched").await;
+    assert_eq!(ma["roomId"], mb["roomId"]);
+    // The one whose search reached Redis first starts the call: exactly one of them.
+    assert_ne!(ma["isInitiator"], mb["isInitiator"], "{ma} {mb}");
+    ma["roomId"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_different_nodes_meet_talk_and_skip() {
+    let redis = Redis::start_on(free_port());
+    let p = prefix("meet");
+    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
+    let b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
+
+    let mut alice = a.user("alice").await;
+    let mut bob = b.user("bob").await;
+    let room = meet(&mut alice, &mut bob).await;
+
+    // Signaling crosses the nodes, in order, with the sender named.
+    alice
+        .emit(
+            "webrtc-offer",
+            json!({"roomId": room, "offer": {"type": "offer", "sdp": "v=0 a"}}),
+        )
+        .await;
+    for i in 0..50 {
+        alice
+            .emit(
+                "webrtc-ice-candidate",
+                json!({"roomId": room, "candidate": {"candidate": format!("c{i}"), "sdpMid": "0"}}),
+            )
+            .await;
+    }
+    let offer = bob.expect("webrtc-offer").await;
+    assert_eq!(offer["fromUserId"], "alice");
+    assert_eq!(offer["offer"]["sdp"], "v=0 a");
+    for i in 0..50 {
+        let c = bob.expect("webrtc-ice-candidate").await;
+        assert_eq!(
+            c["candidate"]["candidate"],
+            format!("c{i}"),
+            "candidates in order"
+        );
+    }
+    bob.emit(
+        "webrtc-answer",
+        json!({"roomId": room, "answer": {"type": "answer", "sdp": "v=0 b"}}),
+    )
+    .await;
+    assert_eq!(alice.expect("webrtc-answer").await["fromUserId"], "bob");
+    bob.emit(
+        "chat-message",
+        json!({"roomId": room, "message": "hi from b"}),
+    )
+    .await;
+    assert_eq!(alice.expect("chat-message").await["message"], "hi from b");
+    assert_eq!(bob.expect("chat-message").await["message"], "hi from b");
+
+    // Both nodes and the cluster totals see it.
+    let (_, stats) = a.get("/stats").await;
+    assert_eq!(stats["cluster"]["node"], "node-a", "{stats}");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let (_, s) = b.get("/stats").await;
+            s["cluster"]["nodes"] == 2 && s["cluster"]["rooms"] == 1 && s["cluster"]["users"] == 2
+        })
+        .await,
+        "cluster figures never showed 2 nodes, 1 room, 2 users"
+    );
+
+    // Skipping on one node ends the room on the other; both can meet someone new.
+    bob.emit("next-partner", json!({})).await;
+    let left = alice.expect("partner-left").await;
+    assert_eq!(left["reason"], "next");
+    assert_eq!(left["roomId"], room.as_str());
+    // A relay into the ended room is refused, not delivered.
+    alice
+        .emit(
+            "webrtc-ice-candidate",
+            json!({"roomId": room, "candidate": {"candidate": "late"}}),
+        )
+        .await;
+    alice
+        .expect_error("not-in-room", "webrtc-ice-candidate")
+        .await;
+
+    let mut carol = a.user("carol").await;
+    carol.emit("find-random-partner", json!({})).await;
+    let to_bob = bob.expect("matched").await;
+    let to_carol = carol.expect("matched").await;
+    assert_eq!(to_bob["partnerId"], "carol");
+    assert_eq!(to_carol["partnerId"], "bob");
+    assert_ne!(to_bob["roomId"], room.as_str());
+
+    // end-chat across nodes.
+    carol.emit("end-chat", json!({})).await;
+    assert_eq!(carol.expect("chat-ended").await["reason"], "ended");
+    assert_eq!(bob.expect("partner-left").await["reason"], "ended");
+    // Nothing from the old room ever reaches bob in between.
+    bob.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferences_and_blocks_hold_across_nodes() {
+    let redis = Redis::start_on(free_port());
+    let p = prefix("prefs");
+    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
+    let b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
+
+    // A German speaker waits on A; an English-only seeker on B must not get them, a German one must.
+    let mut dieter = Client::connect(a.addr).await;
+    dieter
+        .emit(
+            "authenticate",
+            json!({"userId": "dieter", "userInfo": {"languages": ["de"]}}),
+        )
+        .await;
+    dieter.expect("authenticated").await;
+    dieter
+        .emit(
+            "find-random-partner",
+            json!({"preferences": {"language": "de"}}),
+        )
+        .await;
+    dieter.expect("searching").await;
+    let mut emma = Client::connect(b.addr).await;
+    emma.emit(
+        "authenticate",
+        json!({"userId": "emma", "userInfo": {"languages": ["en"]}}),
+    )
+    .await;
+    emma.expect("authenticated").await;
+    emma.emit("find-random-partner", json!({})).await;
+    emma.expect("searching").await;
+    let mut greta = Client::connect(b.addr).await;
+    greta
+        .emit(
+            "authenticate",
+            json!({"userId": "greta", "userInfo": {"languages": ["de", "en"]}}),
+        )
+        .await;
+    greta.expect("authenticated").await;
+    greta.emit("find-random-partner", json!({})).await;
+    // greta waited less than emma, but emma does not speak German: dieter takes greta... and
+    // emma, who accepts anyone, takes nobody (dieter is gone).
+    let m = greta.expect("matched").await;
+    assert_eq!(m["partnerId"], "dieter", "{m}");
+    assert_eq!(dieter.expect("matched").await["partnerId"], "greta");
+    emma.expect_silence(Duration::from_millis(300)).await;
+
+    // greta blocks dieter; both search again: they never meet again, though nobody else waits.
+    greta.emit("block-user", json!({"userId": "dieter"})).await;
+    greta.emit("end-chat", json!({})).await;
+    greta.expect("chat-ended").await;
+    dieter.expect("partner-left").await;
+    emma.emit("end-chat", json!({})).await;
+    emma.expect("chat-ended").await;
+    dieter
+        .emit(
+            "find-random-partner",
+            json!({"preferences": {"language": "de"}}),
+        )
+        .await;
+    dieter.expect("searching").await;
+    greta.emit("find-random-partner", json!({})).await;
+    greta.expect("searching").await;
+    dieter.expect_silence(Duration::from_millis(500)).await;
+    greta.expect_silence(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_partners_are_told_and_its_queue_is_purged() {
+    let redis = Redis::start_on(free_port());
+    let p = prefix("kill");
+    let timeout = ["--redis-prefix", &p, "--node-timeout-ms", "2000"];
+    let a = Node::start(&redis, "node-a", &timeout).await;
+    let mut b = Node::start(&redis, "node-b", &timeout).await;
+
+    let mut alice = a.user("alice").await;
+    let mut bob = b.user("bob").await;
+    let room = meet(&mut alice, &mut bob).await;
+    // carol waits on B; B dies with her in the queue.
+    let mut carol = b.user("carol").await;
+    carol.emit("find-random-partner", json!({})).await;
+    carol.expect("searching").await;
+
+    b.kill();
+    let killed = Instant::now();
+    let left = alice.expect("partner-left").await;
+    let took = killed.elapsed();
+    assert_eq!(left["roomId"], room.as_str());
+    assert_eq!(left["reason"], "disconnect");
+    // The node timeout is the promise; the client's own wait bounds the test.
+    assert!(
+        took <= Duration::from_millis(2000 + 500),
+        "partner-left after {took:?}"
+    );
+
+    // Nobody is matched with carol, a user of the dead node.
+    let mut dave = a.user("dave").await;
+    dave.emit("find-random-partner", json!({})).await;
+    dave.expect("searching").await;
+    dave.expect_silence(Duration::from_millis(500)).await;
+    // alice and dave (both alive, both on A) still meet.
+    alice.emit("find-random-partner", json!({})).await;
+    let m = alice.expect("matched").await;
+    assert_eq!(m["partnerId"], "dave");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let (_, s) = a.get("/stats").await;
+            s["cluster"]["nodes"] == 1 && s["cluster"]["waiting"] == 0
+        })
+        .await,
+        "the dead node still counts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_recovers_after_a_redis_restart() {
+    let port = free_port();
+    let mut redis = Redis::start_on(port);
+    let p = prefix("restart");
+    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
+    let b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
+    // A pair across the nodes lives through the outage.
+    let mut alice = a.user("alice").await;
+    let mut bob = b.user("bob").await;
+    let room = meet(&mut alice, &mut bob).await;
+    // erin waits on A across the outage.
+    let mut erin = a.user("erin").await;
+    erin.emit("find-random-partner", json!({})).await;
+    erin.expect("searching").await;
+
+    redis.kill();
+    for n in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(5), async || n.health().await == 503).await,
+            "/health did not report Redis down"
+        );
+    }
+    let (_, h) = a.get("/health").await;
+    assert_eq!(h["status"], "redis-down", "{h}");
+
+    let _redis = Redis::start_on(port);
+    for n in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(10), async || n.health().await == 200).await,
+            "/health did not recover"
+        );
+    }
+    // Delivery works again (the channels were subscribed again) ...
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            alice
+                .emit("chat-message", json!({"roomId": room, "message": "back?"}))
+                .await;
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), bob.next_event()).await {
+                    Ok((name, v)) if name == "chat-message" => return v["message"] == "back?",
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await,
+        "relays across nodes did not come back"
+    );
+    // ... and matching too: erin's search was published again, frank on B finds her.
+    let mut frank = b.user("frank").await;
+    frank.emit("find-random-partner", json!({})).await;
+    assert_eq!(frank.expect("matched").await["partnerId"], "erin");
+    assert_eq!(erin.expect("matched").await["partnerId"], "frank");
+}
