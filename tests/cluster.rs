@@ -419,3 +419,101 @@ async fn the_cluster_recovers_after_a_redis_restart() {
     assert_eq!(frank.expect("matched").await["partnerId"], "erin");
     assert_eq!(erin.expect("matched").await["partnerId"], "frank");
 }
+
+/// Reconnects as `user` with its resume token on `node` and expects the room back.
+async fn come_back(node: &Node, user: &str, token: &str, room: &str, partner: &str) -> Client {
+    let mut c = Client::connect(node.addr).await;
+    c.emit(
+        "authenticate",
+        json!({"userId": user, "resumeToken": token}),
+    )
+    .await;
+    let auth = c.expect("authenticated").await;
+    assert_eq!(auth["resumed"], true, "{auth}");
+    let back = c.expect("rejoined").await;
+    assert_eq!(back["roomId"], room);
+    assert_eq!(back["partnerId"], partner);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_reconnects_to_another_node_rejoins_its_room() {
+    let redis = Redis::start_on(free_port());
+    let p = prefix("resume");
+    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
+    let b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
+    let c = Node::start(&redis, "node-c", &["--redis-prefix", &p]).await;
+
+    let mut alice = Client::connect(a.addr).await;
+    alice.emit("authenticate", json!({"userId": "alice"})).await;
+    let token = alice.expect("authenticated").await["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bob = b.user("bob").await;
+    let room = meet(&mut alice, &mut bob).await;
+
+    // alice's phone changes networks: her connection to A dies, she comes back through C.
+    alice.abort();
+    let left = bob.expect("partner-left").await;
+    assert_eq!(left["reason"], "connection-lost");
+    assert_eq!(left["canReconnect"], true);
+    let mut alice = come_back(&c, "alice", &token, &room, "bob").await;
+    let back = bob.expect("partner-reconnected").await;
+    assert_eq!(back["partnerId"], "alice");
+    alice
+        .emit(
+            "webrtc-offer",
+            json!({"roomId": room, "offer": {"type": "offer", "sdp": "again"}}),
+        )
+        .await;
+    assert_eq!(bob.expect("webrtc-offer").await["offer"]["sdp"], "again");
+    bob.emit(
+        "webrtc-answer",
+        json!({"roomId": room, "answer": {"type": "answer", "sdp": "ok"}}),
+    )
+    .await;
+    assert_eq!(alice.expect("webrtc-answer").await["answer"]["sdp"], "ok");
+
+    // A stolen user id without the token gets nothing: the session stays where it is.
+    let mut mallory = Client::connect(a.addr).await;
+    mallory
+        .emit(
+            "authenticate",
+            json!({"userId": "alice", "resumeToken": "0".repeat(32)}),
+        )
+        .await;
+    let auth = mallory.expect("authenticated").await;
+    assert_eq!(auth["resumed"], false, "{auth}");
+    mallory.expect_silence(Duration::from_millis(200)).await;
+
+    // Her token was spent; the new one brings her back again, this time to bob's own node.
+    let token = {
+        alice.emit("authenticate", json!({"userId": "alice"})).await;
+        alice.expect("authenticated").await["resumeToken"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    alice.abort();
+    assert_eq!(
+        bob.expect("partner-left").await["reason"],
+        "connection-lost"
+    );
+    let mut alice = come_back(&b, "alice", &token, &room, "bob").await;
+    bob.expect("partner-reconnected").await;
+    bob.emit(
+        "chat-message",
+        json!({"roomId": room, "message": "same node now"}),
+    )
+    .await;
+    assert_eq!(
+        alice.expect("chat-message").await["message"],
+        "same node now"
+    );
+    assert_eq!(bob.expect("chat-message").await["message"], "same node now");
+    // And the room still ends properly for both.
+    alice.emit("end-chat", json!({})).await;
+    assert_eq!(alice.expect("chat-ended").await["roomId"], room.as_str());
+    assert_eq!(bob.expect("partner-left").await["reason"], "ended");
+}

@@ -15,6 +15,7 @@ use super::{Cluster, Msg};
 use crate::core::Effect;
 use crate::core::remote::known_reason;
 use crate::protocol::outgoing::ServerEvent;
+use crate::signaling::handlers::authenticate::{Handover, finish};
 use crate::signaling::{Hub, Link, send};
 
 /// The message that tells a partner's node about `e`, or `None` when that node decides it on its
@@ -72,7 +73,6 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: SubscriberCli
 /// Applies one message to the local core and emits what follows.
 pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
     let now = Instant::now();
-    let mut core = hub.lock();
     match msg {
         Msg::Deliver {
             room,
@@ -80,13 +80,55 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
             event,
             payload,
         } => {
+            let core = hub.lock();
             if let Some(Link::Local(socket)) = core.inbound(&to, &room) {
                 send(socket, &event, &payload);
                 metrics::counter!("roulette_cluster_relays_in_total").increment(1);
             }
         }
         Msg::Left { room, to, reason } => {
+            let mut core = hub.lock();
             let effects = core.remote_left(&to, &room, known_reason(&reason), now);
+            hub.deliver(&mut core, effects);
+        }
+        Msg::Migrate { user, token, from } => migrate(hub, cluster, user, token, from.into()),
+        Msg::Refused { user } => {
+            if let Some(p) = hub.take_pending(&user) {
+                finish(hub, p, None);
+            }
+        }
+        Msg::Handover {
+            room,
+            to,
+            partner,
+            partner_node,
+            initiator,
+            relink,
+        } => match hub.take_pending(&to) {
+            Some(p) => finish(
+                hub,
+                p,
+                Some(Handover {
+                    room,
+                    partner,
+                    partner_node,
+                    initiator,
+                    relink,
+                }),
+            ),
+            // The returning connection is gone again: the partner is on its own.
+            None => cluster.send(
+                &partner_node,
+                &Msg::Left {
+                    room,
+                    to: partner,
+                    reason: "disconnect".into(),
+                },
+            ),
+        },
+        Msg::Relink { room, to, node } => {
+            let mut core = hub.lock();
+            let effects = core.relink(&to, &room, Link::Remote(node.into()));
             hub.deliver(&mut core, effects);
         }
         Msg::Paired {
@@ -95,6 +137,7 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
             partner,
             initiator,
         } => {
+            let mut core = hub.lock();
             let node: Arc<str> = partner.node.as_str().into();
             let seeker = partner.seeker(now);
             match core.adopt(
@@ -120,4 +163,34 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
             }
         }
     }
+}
+
+/// `user`, away from this node, came back through `from`: hand its room over, or refuse.
+fn migrate(hub: &Hub, cluster: &Cluster, user: String, token: Option<String>, from: Arc<str>) {
+    let mut core = hub.lock();
+    let Some(mut h) = core.hand_over(&user, token.as_deref(), Link::Remote(from.clone())) else {
+        drop(core);
+        cluster.send(&from, &Msg::Refused { user });
+        return;
+    };
+    let partner_node = match &h.partner_link {
+        Some(Link::Remote(n)) => n.clone(),
+        _ => cluster.node.clone(),
+    };
+    // The handover leaves before the local partner hears `partner-reconnected`, so the
+    // partner's next relays follow it on the same ordered path.
+    let relink = h.partner_link.is_some() && partner_node != from;
+    cluster.send(
+        &from,
+        &Msg::Handover {
+            room: h.room.to_string(),
+            to: user,
+            partner: h.partner.to_string(),
+            partner_node: partner_node.to_string(),
+            initiator: h.initiator,
+            relink,
+        },
+    );
+    let effects = std::mem::take(&mut h.effects);
+    hub.deliver(&mut core, effects);
 }

@@ -22,6 +22,17 @@ pub enum Job {
     Search(UserId),
     /// Take the user out of the shared queue.
     Dequeue(UserId),
+    /// The user's connection dropped and its room is held: record where, so that another node
+    /// can take the session over if the user comes back there.
+    Away(UserId),
+    /// The user, new on this node, presented a resume token (or a verified JWT): if its session
+    /// is held on another node, ask for it.
+    Resume {
+        /// Who.
+        user: UserId,
+        /// The token presented (`None` for a verified JWT).
+        token: Option<String>,
+    },
     /// `by` blocked `other` for `ttl`.
     Block {
         /// Who blocked.

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use fred::prelude::*;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::queue::Job;
@@ -19,6 +20,7 @@ use super::{Cluster, Entry, Msg, scripts};
 use crate::core::rule::{Candidate, pick};
 use crate::core::{RoomId, new_room_id};
 use crate::protocol::outgoing::now_ms;
+use crate::signaling::handlers::authenticate::finish;
 use crate::signaling::{Hub, Link};
 
 /// How many partners one search tries to claim before it waits in the queue.
@@ -30,6 +32,8 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiv
         let result = match &job {
             Job::Search(user) => search(&hub, &cluster, user).await,
             Job::Dequeue(user) => scripts::dequeue(&cluster, user).await,
+            Job::Away(user) => away(&hub, &cluster, user).await,
+            Job::Resume { user, token } => resume(&hub, &cluster, user, token.clone()).await,
             Job::Block { by, other, ttl } => {
                 scripts::block(&cluster, by, other, ttl.as_millis() as u64).await
             }
@@ -37,6 +41,59 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiv
         if let Err(e) = result {
             tracing::warn!(?job, "cluster job failed: {e}");
             metrics::counter!("roulette_cluster_job_failures_total").increment(1);
+        }
+    }
+}
+
+/// Records that `user`'s session is held here, for as long as its grace lasts.
+async fn away(hub: &Hub, cluster: &Cluster, user: &str) -> Result<(), fred::error::Error> {
+    if hub.lock().away_token(user).is_none() {
+        return Ok(());
+    }
+    let grace = hub.config.reconnect_grace_ms.max(1) as i64;
+    let _: () = cluster
+        .client()
+        .set(
+            cluster.key(&format!("sess:{user}")),
+            cluster.node.as_ref(),
+            Some(fred::types::Expiration::PX(grace)),
+            None,
+            false,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Asks the node holding `user`'s session, if another one, to hand it over.
+/// The parked `authenticate` is answered by that node's handover (or refusal), or here at once
+/// as a fresh session when no other node holds one.
+async fn resume(
+    hub: &Hub,
+    cluster: &Cluster,
+    user: &str,
+    token: Option<String>,
+) -> Result<(), fred::error::Error> {
+    let held: Result<Option<String>, _> = cluster
+        .client()
+        .get(cluster.key(&format!("sess:{user}")))
+        .await;
+    match held {
+        Ok(Some(node)) if *node != *cluster.node => {
+            cluster.send(
+                &node,
+                &Msg::Migrate {
+                    user: user.to_string(),
+                    token,
+                    from: cluster.node.to_string(),
+                },
+            );
+            Ok(())
+        }
+        other => {
+            if let Some(p) = hub.take_pending(user) {
+                finish(hub, p, None);
+            }
+            other.map(|_| ())
         }
     }
 }

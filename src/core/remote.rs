@@ -10,7 +10,11 @@
 use std::time::Instant;
 
 use super::matchmaker::{Matchmaker, Pairing, Seeker};
-use super::{Core, Effect, RoomId, User, UserId, new_token};
+use super::profile::Profile;
+use super::rooms::Room;
+use super::{Core, Effect, Joined, RoomId, User, UserId, new_token};
+use crate::protocol::outgoing::{PartnerReconnected, Rejoined, ServerEvent};
+use std::sync::Arc;
 
 /// A ghost room found by [`Core::ghosts_where`]: the local member, the room, the ghost.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +35,23 @@ pub fn known_reason(reason: &str) -> &'static str {
         "connection-lost" => "connection-lost",
         _ => "ended",
     }
+}
+
+/// What a node gives up when its away user comes back through another node (see
+/// [`Core::hand_over`]).
+#[derive(Debug)]
+pub struct Handover<L> {
+    /// The user's room.
+    pub room: RoomId,
+    /// Its partner.
+    pub partner: UserId,
+    /// The partner's link when it is a ghost itself (on a third node); `None` when the partner
+    /// is a user of this node, who stays here with the returning user as its ghost.
+    pub partner_link: Option<L>,
+    /// Whether the returning user starts the call.
+    pub initiator: bool,
+    /// `partner-reconnected` for a local partner.
+    pub effects: Vec<Effect>,
 }
 
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
@@ -177,6 +198,199 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         self.ghosts
             .iter()
             .filter_map(|g| self.users.get(g).map(|u| (g, &u.link)))
+    }
+
+    /// A user whose connection dropped and whose room is held: its resume token.
+    pub fn away_token(&self, user: &str) -> Option<&str> {
+        self.users
+            .get(user)
+            .filter(|u| u.away_until.is_some() && !u.ghost)
+            .map(|u| &*u.resume_token)
+    }
+
+    /// `user`, away from this node within its grace, came back through another node reached by
+    /// `to`, presenting `token` (`None`: the other node verified its identity). Gives the room
+    /// up: a local partner stays here with `user` as its ghost (and is told
+    /// `partner-reconnected`); a partner that is itself a ghost leaves with the room, and the
+    /// caller tells its node. `None`, changing nothing, when `user` is not away here with a room
+    /// or the token is wrong.
+    pub fn hand_over(&mut self, user: &str, token: Option<&str>, to: L) -> Option<Handover<L>> {
+        let u = self.users.get(user)?;
+        let until = u.away_until?;
+        if u.ghost || !token.is_none_or(|t| super::same_secret(t, &u.resume_token)) {
+            return None;
+        }
+        let room = self.rooms.of_user(user)?.clone();
+        let partner = room.partner_of(user)?.clone();
+        let initiator = *room.initiator == *user;
+        let (id, _) = self.users.get_key_value(user)?;
+        let id = id.clone();
+        self.away.remove(&(until, id.clone()));
+        if self.ghosts.contains(&partner) {
+            let partner_link = self.users.get(&partner).map(|p| p.link.clone());
+            self.rooms.close(&room.id);
+            self.calls.closed(&room.id);
+            self.users.remove(&id);
+            self.users.remove(&partner);
+            self.ghosts.remove(&partner);
+            return Some(Handover {
+                room: room.id,
+                partner,
+                partner_link,
+                initiator,
+                effects: Vec::new(),
+            });
+        }
+        let u = self.users.get_mut(&id)?;
+        u.link = to;
+        u.away_until = None;
+        u.ghost = true;
+        self.ghosts.insert(id.clone());
+        let mut effects = Vec::new();
+        if self.link(&partner).is_some() {
+            effects.push(Effect::new(
+                &partner,
+                ServerEvent::PartnerReconnected(PartnerReconnected {
+                    room_id: room.id.clone(),
+                    partner_id: id,
+                }),
+            ));
+        }
+        Some(Handover {
+            room: room.id,
+            partner,
+            partner_link: None,
+            initiator,
+            effects,
+        })
+    }
+
+    /// `user`, a ghost here (its partner is a user of this node), came back through this node
+    /// and its old node handed the session over: it becomes a user of this node again, in the
+    /// same room. It gets `rejoined`, its partner `partner-reconnected`.
+    pub fn reclaim(&mut self, user: &str, link: L, profile: Option<Profile>) -> Joined<L> {
+        let token = new_token();
+        let mut effects = Vec::new();
+        if let Some(id) = self.users.get_key_value(user).map(|(id, _)| id.clone()) {
+            let u = self.users.get_mut(&id).expect("just found");
+            u.link = link;
+            u.ghost = false;
+            u.resume_token = token.clone();
+            if let Some(p) = profile {
+                u.profile = Arc::new(p);
+            }
+            self.ghosts.remove(&id);
+            self.departed.retain(|g| *g != id);
+            if let Some(room) = self.rooms.of_user(&id) {
+                let partner = room.partner_of(&id).expect("a member").clone();
+                effects.push(Effect::new(
+                    &id,
+                    ServerEvent::Rejoined(Rejoined {
+                        room_id: room.id.clone(),
+                        partner_id: partner.clone(),
+                        is_initiator: room.initiator == id,
+                    }),
+                ));
+                if self.link(&partner).is_some() {
+                    effects.push(Effect::new(
+                        &partner,
+                        ServerEvent::PartnerReconnected(PartnerReconnected {
+                            room_id: room.id.clone(),
+                            partner_id: id,
+                        }),
+                    ));
+                }
+            }
+        }
+        Joined {
+            resume_token: token,
+            resumed: true,
+            replaced: None,
+            effects,
+        }
+    }
+
+    /// The other half of [`hand_over`](Self::hand_over): `user`, connected here, takes back
+    /// room `room` with `partner`, reached through `link`. Returns its `rejoined`, or `None`
+    /// when it is already in another room.
+    pub fn take_over(
+        &mut self,
+        user: &str,
+        room: RoomId,
+        partner: UserId,
+        link: L,
+        initiator: bool,
+        now: Instant,
+    ) -> Option<Vec<Effect>> {
+        let id = self.present(user).ok()?;
+        if self.rooms.of_user(user).is_some() || self.users.contains_key(&partner) {
+            return None;
+        }
+        self.queue.remove(user);
+        self.users.insert(
+            partner.clone(),
+            User {
+                link,
+                profile: Default::default(),
+                prefs: Default::default(),
+                last_status: None,
+                previous: None,
+                resume_token: new_token(),
+                away_until: None,
+                missed: None,
+                ghost: true,
+            },
+        );
+        self.ghosts.insert(partner.clone());
+        let (initiator_id, responder) = if initiator {
+            (id.clone(), partner.clone())
+        } else {
+            (partner.clone(), id.clone())
+        };
+        self.calls.opened(&room, now);
+        self.rooms.open(Room {
+            id: room.clone(),
+            initiator: initiator_id,
+            responder,
+            created: now,
+            deadline: now + self.cfg.max_room_duration,
+        });
+        Some(vec![Effect::new(
+            &id,
+            ServerEvent::Rejoined(Rejoined {
+                room_id: room,
+                partner_id: partner,
+                is_initiator: initiator,
+            }),
+        )])
+    }
+
+    /// The ghost partner of local user `to` in `room` now lives behind `link` (it came back
+    /// through another node): `to` is told `partner-reconnected`.
+    pub fn relink(&mut self, to: &str, room: &str, link: L) -> Vec<Effect> {
+        let Some(ghost) = self
+            .rooms
+            .of_user(to)
+            .filter(|r| *r.id == *room)
+            .and_then(|r| r.partner_of(to))
+            .filter(|g| self.ghosts.contains(*g))
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        if let Some(g) = self.users.get_mut(&ghost) {
+            g.link = link;
+        }
+        if self.link(to).is_none() {
+            return Vec::new();
+        }
+        vec![Effect::new(
+            &UserId::from(to),
+            ServerEvent::PartnerReconnected(PartnerReconnected {
+                room_id: room.into(),
+                partner_id: ghost,
+            }),
+        )]
     }
 
     /// The users waiting on this node, longest-waiting first.

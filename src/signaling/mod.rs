@@ -41,6 +41,9 @@ use crate::protocol::outgoing::ErrorOut;
 use crate::protocol::outgoing::ServerEvent;
 use crate::protocol::{ErrorCode, Reject};
 
+/// How long an `authenticate` waits for the cluster before it is answered as a fresh session.
+const PENDING_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A socket of this node.
 pub type Sock = SocketRef<LocalAdapter>;
 
@@ -71,6 +74,8 @@ pub struct Hub {
     /// The cluster jobs the core queues, taken by the worker when the cluster starts.
     pub jobs: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
     resubmit: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    /// `authenticate`s waiting for the cluster (see `handlers::authenticate`), by user.
+    pending: Mutex<std::collections::HashMap<UserId, handlers::authenticate::Pending>>,
     /// The settings the server started with.
     pub config: Config,
     /// Connection, request and event limits.
@@ -109,6 +114,7 @@ impl Hub {
             cluster: std::sync::OnceLock::new(),
             jobs: Mutex::new(jobs),
             resubmit,
+            pending: Mutex::new(std::collections::HashMap::new()),
             limits: Limits::new(&config),
             verifier: Verifier::from_config(&config)?,
             ice: Ice::new(&config),
@@ -124,12 +130,48 @@ impl Hub {
         self.core.lock()
     }
 
+    /// Parks an `authenticate` until the cluster answers. A newer attempt for the same user
+    /// replaces an older one, which is answered at once as a fresh session.
+    pub fn defer(&self, user: UserId, p: handlers::authenticate::Pending) {
+        let older = self.pending.lock().insert(user, p);
+        if let Some(older) = older {
+            handlers::authenticate::finish(self, older, None);
+        }
+    }
+
+    /// The parked `authenticate` of `user`, if any.
+    pub fn take_pending(&self, user: &str) -> Option<handlers::authenticate::Pending> {
+        self.pending.lock().remove(user)
+    }
+
+    /// Answers the parked `authenticate`s the cluster left unanswered for too long (the node
+    /// that held the session died): as fresh sessions.
+    fn expire_pending(&self, now: Instant) {
+        let stale: Vec<_> = {
+            let mut pending = self.pending.lock();
+            let old: Vec<UserId> = pending
+                .iter()
+                .filter(|(_, p)| now.saturating_duration_since(p.since) > PENDING_LIMIT)
+                .map(|(u, _)| u.clone())
+                .collect();
+            old.iter().filter_map(|u| pending.remove(u)).collect()
+        };
+        for p in stale {
+            handlers::authenticate::finish(self, p, None);
+        }
+    }
+
+    /// Queues a job for the cluster worker (nothing happens on a single node).
+    pub fn job(&self, job: Job) {
+        if let Some(tx) = &self.resubmit {
+            tx.send(job).ok();
+        }
+    }
+
     /// Queues another shared-queue search for a user who still waits here (its last search
     /// lost its partner before the room opened, or Redis lost the queue).
     pub fn resubmit(&self, user: UserId) {
-        if let Some(tx) = &self.resubmit {
-            tx.send(Job::Search(user)).ok();
-        }
+        self.job(Job::Search(user));
     }
 
     /// True once shutdown began: `/health` answers 503 and new searches are refused.
@@ -144,9 +186,14 @@ impl Hub {
 
     /// Runs the core's time-driven work and sends what it decided.
     pub fn tick(&self, now: Instant) {
-        let mut core = self.lock();
-        let effects = core.tick(now);
-        self.deliver(&mut core, effects);
+        {
+            let mut core = self.lock();
+            let effects = core.tick(now);
+            self.deliver(&mut core, effects);
+        }
+        if self.cluster.get().is_some() {
+            self.expire_pending(now);
+        }
     }
 
     /// Sends each effect to its recipient's socket. `matched` gets the ICE servers the new call
@@ -238,7 +285,7 @@ pub struct Ctx<'a> {
     /// The server's shared state.
     pub hub: &'a Hub,
     /// This connection.
-    pub session: &'a Session,
+    pub session: &'a Arc<Session>,
     /// The sending socket.
     pub socket: &'a Sock,
     /// The user the socket authenticated as (`None` only for `authenticate`).
@@ -455,7 +502,7 @@ impl Dispatcher {
     /// Charges the event to the socket's budget, finds its handler and runs it; a refusal comes
     /// back with the event's name.
     fn dispatch<'v>(&self, socket: &Sock, v: &'v Value) -> Result<(), Refusal<'v>> {
-        let session = &*self.0;
+        let session = &self.0;
         let Value::Str(text, binaries) = v else {
             self.charge(EventClass::Other, "")?;
             return Err(("".into(), ErrorCode::BinaryNotSupported.into()).into());
@@ -532,6 +579,9 @@ impl DisconnectHandler<LocalAdapter, Direct> for OnDisconnect {
                 );
                 let effects = core.leave(&user, &Link::Local(socket.clone()), lost, Instant::now());
                 session.hub.deliver(&mut core, effects);
+                if core.away_token(&user).is_some() {
+                    session.hub.job(Job::Away(user));
+                }
             }
         }
         defer(s);

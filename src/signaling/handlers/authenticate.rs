@@ -3,11 +3,13 @@
 
 use serde_json::value::RawValue;
 
+use crate::cluster::queue::Job;
+use crate::core::profile::Profile;
 use crate::core::{Claim, UserId};
 use crate::protocol::incoming::{AuthenticateIn, parse};
 use crate::protocol::outgoing::Authenticated;
 use crate::protocol::{ErrorCode, Reject};
-use crate::signaling::{Ctx, Link, send, send_error};
+use crate::signaling::{Ctx, Hub, Link, Session, Sock, send, send_error};
 
 /// Binds the socket to a user and a profile.
 ///
@@ -32,15 +34,103 @@ pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
         }
         None => p.user_id.map(Into::into),
     };
+    let attempt = Attempt {
+        claimed,
+        profile,
+        resume: p.resume_token,
+    };
+    if defer_to_cluster(ctx, &attempt) {
+        return Ok(());
+    }
+    complete(ctx.hub, ctx.session, ctx.socket, attempt, None)
+}
+
+/// What a client asked for in `authenticate`, kept while the cluster is asked about it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The user id it proved or named (`None`: a fresh one is made).
+    pub claimed: Option<UserId>,
+    /// The profile it sent.
+    pub profile: Option<Profile>,
+    /// The resume token it presented.
+    pub resume: Option<String>,
+}
+
+/// In a cluster, a connection that may be taking back a session held on another node (it
+/// names a user unknown here with a resume token, or proves one with a JWT) is answered only
+/// once the cluster has been asked: the holding node hands the room over, and the client gets
+/// `authenticated {resumed: true}` and `rejoined` as on a single node. Returns true when the
+/// answer was deferred.
+fn defer_to_cluster(ctx: &Ctx<'_>, a: &Attempt) -> bool {
+    let Some(cluster) = ctx.hub.cluster.get() else {
+        return false;
+    };
+    let Some(user) = &a.claimed else {
+        return false;
+    };
+    let verified = ctx.hub.verifier.is_some();
+    if a.resume.is_none() && !verified {
+        return false;
+    }
+    let core = ctx.hub.lock();
+    let state = ctx.session.state.lock();
+    if state.user.is_some() || state.closed || core.is_away(user) {
+        return false;
+    }
+    let holder = match core.link(user) {
+        // Known here: the ordinary path.
+        Some(Link::Local(_)) => return false,
+        // In a room here as the ghost of another node's user: that node holds the session.
+        Some(Link::Remote(node)) => Some(node.clone()),
+        None => None,
+    };
+    drop(state);
+    drop(core);
+    ctx.hub.defer(
+        user.clone(),
+        Pending {
+            session: ctx.session.clone(),
+            socket: ctx.socket.clone(),
+            attempt: a.clone(),
+            since: std::time::Instant::now(),
+        },
+    );
+    let token = if verified { None } else { a.resume.clone() };
+    match holder {
+        Some(node) => cluster.send(
+            &node,
+            &crate::cluster::Msg::Migrate {
+                user: user.to_string(),
+                token,
+                from: cluster.node.to_string(),
+            },
+        ),
+        None => ctx.hub.job(Job::Resume {
+            user: user.clone(),
+            token,
+        }),
+    }
+    true
+}
+
+/// Binds `socket` to the user of `a`, and answers `authenticated`. With `handover`, the room
+/// another node gave up is taken back (`rejoined`).
+pub fn complete(
+    hub: &Hub,
+    session: &Session,
+    socket: &Sock,
+    a: Attempt,
+    handover: Option<Handover>,
+) -> Result<(), Reject> {
     let replaced = {
-        let mut core = ctx.hub.lock();
-        let mut state = ctx.session.state.lock();
+        let mut core = hub.lock();
+        let mut state = session.state.lock();
         if state.closed {
             // The socket disconnected while this event waited for the lock: registering it would
             // leave a ghost nobody can reach.
             return Ok(());
         }
-        let user: UserId = match (&state.user, claimed) {
+        let user: UserId = match (&state.user, a.claimed) {
             (Some(current), Some(wanted)) if *current != wanted => {
                 return Err(ErrorCode::AlreadyAuthenticated.into());
             }
@@ -49,33 +139,76 @@ pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
             (None, None) => format!("user-{}", uuid::Uuid::new_v4().simple()).into(),
         };
         // A verified token proves who this is: the newest connection gets the session.
-        let claim = match ctx.hub.verifier {
+        let claim = match hub.verifier {
             Some(_) => Claim::Verified,
             None => Claim::Named {
-                resume: p.resume_token.as_deref(),
+                resume: a.resume.as_deref(),
             },
         };
-        let joined = core.join(
-            user.clone(),
-            Link::Local(ctx.socket.clone()),
-            profile,
-            claim,
-        )?;
+        let link = Link::Local(socket.clone());
+        let mut joined = match &handover {
+            // Back on the node of its partner, where it was a ghost.
+            Some(_) if core.is_ghost(&user) => core.reclaim(&user, link, a.profile),
+            _ => core.join(user.clone(), link.clone(), a.profile, claim)?,
+        };
+        if let Some(h) = handover
+            && !core.is_ghost(&user)
+            && core.room_of(&user).is_none()
+        {
+            let node: std::sync::Arc<str> = h.partner_node.as_str().into();
+            match core.take_over(
+                &user,
+                h.room.as_str().into(),
+                h.partner.as_str().into(),
+                Link::Remote(node.clone()),
+                h.initiator,
+                std::time::Instant::now(),
+            ) {
+                Some(effects) => {
+                    joined.resumed = true;
+                    joined.effects.extend(effects);
+                    if h.relink
+                        && let Some(c) = hub.cluster.get()
+                    {
+                        c.send(
+                            &node,
+                            &crate::cluster::Msg::Relink {
+                                room: h.room,
+                                to: h.partner,
+                                node: c.node.to_string(),
+                            },
+                        );
+                    }
+                }
+                None => {
+                    if let Some(c) = hub.cluster.get() {
+                        c.send(
+                            &node,
+                            &crate::cluster::Msg::Left {
+                                room: h.room,
+                                to: h.partner,
+                                reason: "disconnect".into(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
         state.user = Some(user.clone());
-        tracing::debug!(sid = %ctx.socket.id, %user, resumed = joined.resumed, "authenticated");
+        tracing::debug!(sid = %socket.id, %user, resumed = joined.resumed, "authenticated");
         send(
-            ctx.socket,
+            socket,
             "authenticated",
             &Authenticated {
                 user_id: user.clone(),
-                socket_id: ctx.socket.id.to_string(),
+                socket_id: socket.id.to_string(),
                 server_stats: core.live(),
                 resume_token: joined.resume_token,
                 resumed: joined.resumed,
-                ice_servers: ctx.hub.ice.servers(&user, crate::ice::unix_now()),
+                ice_servers: hub.ice.servers(&user, crate::ice::unix_now()),
             },
         );
-        ctx.hub.deliver(&mut core, joined.effects);
+        hub.deliver(&mut core, joined.effects);
         joined.replaced
     };
     // Closing runs the old socket's disconnect handler, which takes the hub lock: only now.
@@ -84,4 +217,39 @@ pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
         old.disconnect().ok();
     }
     Ok(())
+}
+
+/// A room another node handed over to a returning user.
+#[derive(Debug, Clone)]
+pub struct Handover {
+    /// The room.
+    pub room: String,
+    /// The partner.
+    pub partner: String,
+    /// The partner's node.
+    pub partner_node: String,
+    /// Whether the returning user starts the call.
+    pub initiator: bool,
+    /// Whether the partner's node must be told where the user is now.
+    pub relink: bool,
+}
+
+/// An `authenticate` waiting for the cluster's answer.
+pub struct Pending {
+    /// The connection's state.
+    pub session: std::sync::Arc<Session>,
+    /// The socket.
+    pub socket: Sock,
+    /// What it asked for.
+    pub attempt: Attempt,
+    /// When it asked.
+    pub since: std::time::Instant,
+}
+
+/// Answers a deferred `authenticate` (see [`defer_to_cluster`]), with the room handed over if
+/// any; a refusal goes to the client as its `auth-error` or `error`.
+pub fn finish(hub: &Hub, p: Pending, handover: Option<Handover>) {
+    if let Err(r) = complete(hub, &p.session, &p.socket, p.attempt, handover) {
+        send_error(&p.socket, "authenticate", &r);
+    }
 }

@@ -4,7 +4,7 @@
 //! A refusal is returned as a [`Reject`]; the dispatcher turns it into an `error` event naming
 //! the event, so no handler can forget to answer.
 
-mod authenticate;
+pub mod authenticate;
 mod chat;
 mod moderation;
 mod partner;
