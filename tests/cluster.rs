@@ -122,6 +122,15 @@ impl Node {
         c
     }
 
+    /// SIGTERM: an orderly shutdown.
+    fn terminate(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        self.child.wait().ok();
+    }
+
     /// SIGKILL: no goodbye to anyone.
     fn kill(&mut self) {
         self.child.kill().ok();
@@ -516,4 +525,34 @@ async fn a_user_who_reconnects_to_another_node_rejoins_its_room() {
     alice.emit("end-chat", json!({})).await;
     assert_eq!(alice.expect("chat-ended").await["roomId"], room.as_str());
     assert_eq!(bob.expect("partner-left").await["reason"], "ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_shuts_down_tells_partners_at_once() {
+    let redis = Redis::start_on(free_port());
+    let p = prefix("term");
+    // The default node timeout (10 s): the goodbye must not wait for it.
+    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
+    let mut b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
+    let mut alice = a.user("alice").await;
+    let mut bob = b.user("bob").await;
+    let room = meet(&mut alice, &mut bob).await;
+    let mut carol = b.user("carol").await;
+    carol.emit("find-random-partner", json!({})).await;
+    carol.expect("searching").await;
+
+    let stopping = Instant::now();
+    b.terminate();
+    let left = alice.expect("partner-left").await;
+    assert_eq!(left["roomId"], room.as_str());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "told after {:?}",
+        stopping.elapsed()
+    );
+    // carol left the queue with her node: dave waits instead of meeting her.
+    let mut dave = a.user("dave").await;
+    dave.emit("find-random-partner", json!({})).await;
+    dave.expect("searching").await;
+    dave.expect_silence(Duration::from_millis(300)).await;
 }

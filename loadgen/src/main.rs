@@ -32,6 +32,10 @@ pub struct Common {
     /// The server's base URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:3001")]
     pub url: String,
+    /// `relay`: the second member of each pair connects here instead (another node of a
+    /// cluster), so that every relay crosses from one node to the other.
+    #[arg(long, global = true)]
+    pub partner_url: Option<String>,
     /// The server's PID, to read its CPU time and RSS from /proc (same machine only).
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,

@@ -401,11 +401,12 @@ struct RelayStats {
 /// Two users matched with each other.
 async fn matched_pair(
     t: &Target,
+    t2: &Target,
     timeout: Duration,
     cohort: Option<&'static str>,
 ) -> Result<[(Conn, Value); 2]> {
     let (mut a, _) = user(t, timeout, &user_id("ra"), cohort).await?;
-    let (mut b, _) = user(t, timeout, &user_id("rb"), cohort).await?;
+    let (mut b, _) = user(t2, timeout, &user_id("rb"), cohort).await?;
     a.emit("find-random-partner", &find_body(cohort)).await?;
     a.expect("searching").await?;
     b.emit("find-random-partner", &find_body(cohort)).await?;
@@ -478,8 +479,10 @@ async fn relay_side(
     Ok(c)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay_pairs(
     t: &Target,
+    t2: &Target,
     timeout: Duration,
     pairs: usize,
     window: usize,
@@ -496,7 +499,7 @@ async fn relay_pairs(
     });
     let mut ready = Vec::new();
     for _ in 0..pairs {
-        match matched_pair(t, timeout, cohort).await {
+        match matched_pair(t, t2, timeout, cohort).await {
             Ok(p) => ready.push(p),
             Err(e) => st.failures.add(&e),
         }
@@ -547,9 +550,14 @@ fn relay_json(st: &RelayStats, secs: f64, cpu: Option<f64>) -> (Value, u64) {
 /// `relay PAIRS SECONDS`.
 pub async fn relay(c: &Common, pairs: usize, seconds: u64, window: usize) -> Result<Report> {
     let t = Target::new(&c.url, !c.no_spread)?;
+    let t2 = match &c.partner_url {
+        Some(url) => Target::new(url, !c.no_spread)?,
+        None => t.clone(),
+    };
     let before = proc::sample(c.server_pid);
     let (st, secs, cpu) = relay_pairs(
         &t,
+        &t2,
         c.timeout(),
         pairs,
         window.max(1),
@@ -654,7 +662,7 @@ pub async fn soak(
     // Each kind of user meets only its own kind (see `wire::user`).
     let sessions_fut = session_loops(&t, timeout, users, until, Some("XS"));
     let relay_secs = seconds.saturating_sub(2).max(1);
-    let relay_fut = relay_pairs(&t, timeout, pairs, 1, relay_secs, None, Some("XR"));
+    let relay_fut = relay_pairs(&t, &t, timeout, pairs, 1, relay_secs, None, Some("XR"));
     let (st, (rs, rsecs, _)) = tokio::join!(sessions_fut, relay_fut);
     for task in chaos_tasks {
         task.await.ok();

@@ -82,8 +82,12 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
         } => {
             let core = hub.lock();
             if let Some(Link::Local(socket)) = core.inbound(&to, &room) {
-                send(socket, &event, &payload);
-                metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+                if send(socket, &event, &payload) {
+                    metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+                } else {
+                    // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
+                    cluster.count_lost(1);
+                }
             }
         }
         Msg::Left { room, to, reason } => {

@@ -242,7 +242,7 @@ impl Cluster {
         let build = |b: &mut Builder| {
             b.with_performance_config(|p| {
                 // Messages for this node wait here until the inbox takes them; a burst must fit.
-                p.broadcast_channel_capacity = 1 << 16;
+                p.broadcast_channel_capacity = 1 << 13;
                 p.default_command_timeout = Duration::from_secs(2);
             })
             .with_connection_config(|c| {
