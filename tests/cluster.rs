@@ -224,6 +224,25 @@ async fn users_on_different_nodes_meet_talk_and_skip() {
         .await,
         "cluster figures never showed 2 nodes, 1 room, 2 users"
     );
+    let wanted = [
+        "roulette_cluster_redis_up 1",
+        "roulette_cluster_nodes 2",
+        "roulette_cluster_rooms_active 1",
+        "roulette_rooms_active 1",
+    ];
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let metrics = reqwest::get(format!("http://{}/metrics", a.addr))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            wanted.iter().all(|w| metrics.lines().any(|l| l == *w))
+        })
+        .await,
+        "/metrics never showed {wanted:?}"
+    );
 
     // Skipping on one node ends the room on the other; both can meet someone new.
     bob.emit("next-partner", json!({})).await;

@@ -60,8 +60,12 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                     tracing::info!("Redis is reachable again");
                     missing.clear();
                 }
-                if !b.had && !first {
-                    tracing::warn!("this node's heartbeat had vanished from Redis");
+                // Searches published while Redis was away failed, and a restarted Redis lost
+                // the rest: publish them all again (publishing is idempotent).
+                if !first && (!was_up || !b.had) {
+                    if !b.had {
+                        tracing::warn!("this node's heartbeat had vanished from Redis");
+                    }
                     worker::republish(&hub);
                 }
                 first = false;
