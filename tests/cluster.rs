@@ -34,10 +34,27 @@ async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> b
     }
 }
 
+/// A child process, killed (SIGKILL) when dropped.
+struct Proc(Child);
+
+impl Proc {
+    /// SIGKILL: no goodbye to anyone.
+    fn kill(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A `redis-server` of this test's own, without persistence.
 struct Redis {
     port: u16,
-    child: Child,
+    child: Proc,
 }
 
 impl Redis {
@@ -48,7 +65,10 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (.ci/run installs it)");
-        let r = Redis { port, child };
+        let r = Redis {
+            port,
+            child: Proc(child),
+        };
         let end = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < end, "redis-server did not start");
@@ -62,21 +82,14 @@ impl Redis {
     }
 
     fn kill(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 
 /// A Roulette process in the cluster.
 struct Node {
     addr: SocketAddr,
-    child: Child,
+    child: Proc,
 }
 
 impl Node {
@@ -93,7 +106,7 @@ impl Node {
             .expect("the roulette binary");
         let node = Node {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
+            child: Proc(child),
         };
         assert!(
             eventually(Duration::from_secs(15), async || node.health().await == 200).await,
@@ -125,22 +138,15 @@ impl Node {
     /// SIGTERM: an orderly shutdown.
     fn terminate(&mut self) {
         Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.child.0.id().to_string()])
             .status()
             .expect("kill");
-        self.child.wait().ok();
+        self.child.0.wait().ok();
     }
 
     /// SIGKILL: no goodbye to anyone.
     fn kill(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 

@@ -75,6 +75,17 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
         let waiting = self.queue.remove(waiting)?;
         let seeker = self.queue.remove(seeker)?;
+        Some(self.open_pair(room, waiting, seeker, now))
+    }
+
+    /// Opens `room` for two seekers taken out of the shared queue; `waiting` starts the call.
+    fn open_pair(
+        &mut self,
+        room: RoomId,
+        waiting: Seeker,
+        seeker: Seeker,
+        now: Instant,
+    ) -> Vec<Effect> {
         let common_interests = seeker.prefs.common_interests(&waiting.prefs);
         let mut out = Vec::with_capacity(2);
         self.pair_in(
@@ -87,7 +98,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             now,
             &mut out,
         );
-        Some(out)
+        out
     }
 
     /// Opens room `room` between `local`, a waiting user of this node, and `partner`, a user of
@@ -127,19 +138,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         } else {
             (partner, mine)
         };
-        let common_interests = seeker.prefs.common_interests(&waiting.prefs);
-        let mut out = Vec::with_capacity(1);
-        self.pair_in(
-            room,
-            Pairing {
-                waiting,
-                seeker,
-                common_interests,
-            },
-            now,
-            &mut out,
-        );
-        Some(out)
+        Some(self.open_pair(room, waiting, seeker, now))
     }
 
     /// The link of local user `to` for a message another node sends it from its partner in
