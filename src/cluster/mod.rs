@@ -63,12 +63,17 @@ pub struct Entry {
     pub prefs: Preferences,
     /// The partner of its last room.
     pub previous: Option<String>,
+    /// A random id of this one search: once claimed, the same search is never published again
+    /// (a late retry of it would put a matched user back in the queue).
+    #[serde(default)]
+    pub search: u64,
 }
 
 impl Entry {
-    /// The entry of a local waiting user.
-    pub fn of(s: &Seeker, node: &str, now: Instant) -> Entry {
+    /// The entry of a local waiting user's search `search`.
+    pub fn of(s: &Seeker, search: u64, node: &str, now: Instant) -> Entry {
         Entry {
+            search,
             user: s.user.to_string(),
             node: node.to_string(),
             since: now_ms()

@@ -50,7 +50,8 @@ pub struct SharedQueue {
     relax_after: Duration,
     seq: u64,
     order: BTreeMap<u64, Seeker>,
-    index: FxHashMap<UserId, u64>,
+    /// Each waiting user's place in `order` and the random id of its search.
+    index: FxHashMap<UserId, (u64, u64)>,
     relaxed: HashSet<UserId>,
     jobs: UnboundedSender<Job>,
 }
@@ -68,6 +69,11 @@ impl SharedQueue {
         }
     }
 
+    /// The id of `user`'s current search.
+    pub fn search_id(&self, user: &str) -> Option<u64> {
+        self.index.get(user).map(|&(_, id)| id)
+    }
+
     fn job(&self, job: Job) {
         // The worker only stops with the server.
         self.jobs.send(job).ok();
@@ -78,22 +84,28 @@ impl Matchmaker for SharedQueue {
     fn offer(&mut self, seeker: Seeker, _now: Instant) -> Option<Pairing> {
         self.seq += 1;
         let user = seeker.user.clone();
-        self.index.insert(user.clone(), self.seq);
+        self.index
+            .insert(user.clone(), (self.seq, rand::random::<u64>() >> 12));
         self.order.insert(self.seq, seeker);
         self.job(Job::Search(user));
         None
     }
 
     fn remove(&mut self, user: &str) -> Option<Seeker> {
-        let seq = self.index.remove(user)?;
-        self.relaxed.remove(user);
-        let s = self.order.remove(&seq)?;
+        let s = self.claimed(user)?;
         self.job(Job::Dequeue(s.user.clone()));
         Some(s)
     }
 
+    fn claimed(&mut self, user: &str) -> Option<Seeker> {
+        // The claim script took the entry out of Redis already: no `Dequeue` round trip.
+        let (seq, _) = self.index.remove(user)?;
+        self.relaxed.remove(user);
+        self.order.remove(&seq)
+    }
+
     fn get(&self, user: &str) -> Option<&Seeker> {
-        self.order.get(self.index.get(user)?)
+        self.order.get(&self.index.get(user)?.0)
     }
 
     fn is_relaxed(&self, user: &str) -> bool {
@@ -165,6 +177,9 @@ impl Matchmaker for Queue {
     }
     fn remove(&mut self, user: &str) -> Option<Seeker> {
         each!(self, q => q.remove(user))
+    }
+    fn claimed(&mut self, user: &str) -> Option<Seeker> {
+        each!(self, q => q.claimed(user))
     }
     fn get(&self, user: &str) -> Option<&Seeker> {
         each!(self, q => q.get(user))

@@ -3,8 +3,10 @@
 //! Keys (under `REDIS_PREFIX`): `q` sorted set of waiting users by arrival number, `qe` hash of
 //! their [`Entry`]s (JSON), `qn` hash of their nodes, `seq` the arrival counter, `matches` the
 //! cluster's match counter, `blk:<user>` the set of users `<user>` must not meet (with the block
-//! lifetime as TTL), `node:<id>` a node's heartbeat (TTL), `nodes` hash of every node's last
-//! figures.
+//! lifetime as TTL), `claimed:<user>` the id of the user's last claimed search (for a minute:
+//! that search is never published again), `sess:<user>` the node holding the session of a user
+//! whose connection dropped (for the reconnection grace), `node:<id>` a node's heartbeat (TTL),
+//! `nodes` hash of every node's last figures.
 
 use fred::prelude::*;
 
@@ -14,6 +16,7 @@ use super::{Cluster, Entry, NodeFigures, SNAPSHOT_LIMIT};
 /// searcher's blocks. Entries of nodes whose heartbeat expired are left out.
 const SEARCH: &str = r#"
 local me, node = ARGV[1], ARGV[3]
+if redis.call('GET', ARGV[6] .. me) == ARGV[7] then return {{}, {}} end
 if redis.call('HEXISTS', KEYS[2], me) == 0 then
   redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[4]), me)
 end
@@ -47,6 +50,10 @@ if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return 0 end
 local n = redis.call('HGET', KEYS[3], ARGV[2])
 if not n or redis.call('EXISTS', ARGV[3] .. n) == 0 then return 0 end
 local seq = redis.call('ZSCORE', KEYS[1], ARGV[2])
+for i = 1, 2 do
+  local e = cjson.decode(redis.call('HGET', KEYS[2], ARGV[i]))
+  redis.call('SET', ARGV[4] .. ARGV[i], string.format('%d', e['search'] or 0), 'PX', 60000)
+end
 redis.call('ZREM', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[1], ARGV[2])
@@ -56,6 +63,7 @@ return tonumber(seq)
 
 /// Puts a claimed entry back at its old place (its partner vanished before the room opened).
 const REQUEUE: &str = r#"
+redis.call('DEL', ARGV[5] .. ARGV[1])
 redis.call('ZADD', KEYS[1], tonumber(ARGV[4]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
@@ -126,6 +134,8 @@ pub async fn search(c: &Cluster, me: &Entry) -> Result<(Vec<Entry>, Vec<String>)
         me.node.clone(),
         SNAPSHOT_LIMIT.to_string(),
         c.key("node:"),
+        c.key("claimed:"),
+        me.search.to_string(),
     ];
     let reply: Value = c.client().eval(SEARCH, keys, args).await?;
     let mut parts = match reply {
@@ -148,7 +158,12 @@ pub async fn claim(c: &Cluster, me: &str, other: &str) -> Result<i64, Error> {
         .eval(
             CLAIM,
             keys,
-            vec![me.to_string(), other.to_string(), c.key("node:")],
+            vec![
+                me.to_string(),
+                other.to_string(),
+                c.key("node:"),
+                c.key("claimed:"),
+            ],
         )
         .await
 }
@@ -161,7 +176,13 @@ pub async fn requeue(c: &Cluster, e: &Entry, seq: i64) -> Result<(), Error> {
         .eval(
             REQUEUE,
             queue_keys(c),
-            vec![e.user.clone(), json, e.node.clone(), seq.to_string()],
+            vec![
+                e.user.clone(),
+                json,
+                e.node.clone(),
+                seq.to_string(),
+                c.key("claimed:"),
+            ],
         )
         .await?;
     Ok(())

@@ -1,7 +1,9 @@
 //! The node's cluster worker: runs the shared-queue jobs its core queued, one at a time.
 //!
-//! One worker per node, taking jobs in the order the core queued them, so the `Search`,
-//! `Dequeue` and `Search` of a user who changes its mind are applied to Redis in that order.
+//! Jobs are spread over [`LANES`] lanes by user, and each lane runs its jobs one at a time in
+//! the order the core queued them: the `Search`, `Dequeue` and `Search` of a user who changes its
+//! mind reach Redis in that order, while different users' searches overlap their round trips.
+//! (Two users' searches racing for the same partner is what the atomic claim is for.)
 //!
 //! A search publishes the user's entry, reads the live queue, picks a partner with the shared
 //! rule, and claims the pair with one atomic script. If someone else took the partner first,
@@ -9,13 +11,14 @@
 //! `paired` message is on its way. Once claimed, the room opens in this node's core (and, for a
 //! partner of another node, in that node's core on receipt of `paired`).
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Instant;
 
 use fred::prelude::*;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::queue::Job;
+use super::queue::{Job, Queue};
 use super::{Cluster, Entry, Msg, scripts};
 use crate::core::rule::{Candidate, pick};
 use crate::core::{RoomId, new_room_id};
@@ -26,8 +29,31 @@ use crate::signaling::{Hub, Link};
 /// How many partners one search tries to claim before it waits in the queue.
 const CLAIM_ATTEMPTS: usize = 8;
 
-/// Runs jobs until the core's side of the channel closes.
+/// How many users' jobs may be in flight at once.
+pub const LANES: usize = 8;
+
+/// Hands each job to its user's lane until the core's side of the channel closes.
 pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<Job>) {
+    let lanes: Vec<_> = (0..LANES)
+        .map(|_| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(lane(hub.clone(), cluster.clone(), rx));
+            tx
+        })
+        .collect();
+    while let Some(job) = jobs.recv().await {
+        let user = match &job {
+            Job::Search(u) | Job::Dequeue(u) | Job::Away(u) => u,
+            Job::Resume { user, .. } => user,
+            Job::Block { by, .. } => by,
+        };
+        let lane = rustc_hash::FxBuildHasher.hash_one(&**user) as usize % LANES;
+        lanes[lane].send(job).ok();
+    }
+}
+
+/// Runs one lane's jobs in order.
+async fn lane(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
         let result = match &job {
             Job::Search(user) => search(&hub, &cluster, user).await,
@@ -112,10 +138,11 @@ pub fn republish(hub: &Hub) {
 async fn search(hub: &Hub, cluster: &Cluster, user: &str) -> Result<(), fred::error::Error> {
     let me = {
         let core = hub.lock();
-        let Some(s) = core.waiting_entry(user) else {
+        let (Some(s), Queue::Shared(q)) = (core.waiting_entry(user), core.queue()) else {
             return Ok(());
         };
-        Entry::of(s, &cluster.node, Instant::now())
+        let id = q.search_id(user).unwrap_or_default();
+        Entry::of(s, id, &cluster.node, Instant::now())
     };
     let (mut queue, blocks) = scripts::search(cluster, &me).await?;
     queue.retain(|e| e.user != me.user);

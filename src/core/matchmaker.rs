@@ -72,6 +72,11 @@ pub trait Matchmaker: Send {
     fn offer(&mut self, seeker: Seeker, now: Instant) -> Option<Pairing>;
     /// Takes a user out of the queue.
     fn remove(&mut self, user: &str) -> Option<Seeker>;
+    /// Takes a user out of the queue because a match was made elsewhere (by the cluster's
+    /// shared queue, which already took it out there).
+    fn claimed(&mut self, user: &str) -> Option<Seeker> {
+        self.remove(user)
+    }
     /// The queued entry of `user`.
     fn get(&self, user: &str) -> Option<&Seeker>;
     /// Whether a waiting user stopped insisting on a shared interest.

@@ -55,6 +55,11 @@ pub struct Handover<L> {
 }
 
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
+    /// The matchmaker.
+    pub fn queue(&self) -> &M {
+        &self.queue
+    }
+
     /// The queue entry of a waiting user (what the cluster publishes in the shared queue).
     pub fn waiting_entry(&self, user: &str) -> Option<&Seeker> {
         self.queue.get(user)
@@ -73,8 +78,8 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         if waiting == seeker || !self.is_waiting(waiting) || !self.is_waiting(seeker) {
             return None;
         }
-        let waiting = self.queue.remove(waiting)?;
-        let seeker = self.queue.remove(seeker)?;
+        let waiting = self.queue.claimed(waiting)?;
+        let seeker = self.queue.claimed(seeker)?;
         Some(self.open_pair(room, waiting, seeker, now))
     }
 
@@ -117,7 +122,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         if !self.is_waiting(local) || self.users.contains_key(&partner.user) {
             return None;
         }
-        let mine = self.queue.remove(local)?;
+        let mine = self.queue.claimed(local)?;
         self.users.insert(
             partner.user.clone(),
             User {
