@@ -1,0 +1,101 @@
+// Two Roulette nodes sharing a redis-server of this test's own, driven with the official
+// socket.io-client over both transports: users on different nodes meet, signal, chat and skip.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
+import { startServer, next, user } from './harness.js';
+
+/** A free loopback port. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts redis-server on `port`; resolves once it accepts connections. */
+async function startRedis(port) {
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
+      c.once('error', () => resolve(false));
+    });
+    if (up) return proc;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  proc.kill('SIGKILL');
+  throw new Error('redis-server did not start');
+}
+
+const haveRedis = spawnSync('redis-server', ['--version']).status === 0;
+
+describe('a cluster of two nodes, official client', { skip: !haveRedis && 'redis-server is not installed' }, () => {
+  let redis;
+  let nodes = [];
+  before(async () => {
+    const port = await freePort();
+    redis = await startRedis(port);
+    const flags = (id) => ['--redis-url', `redis://127.0.0.1:${port}`, '--redis-prefix', `js-${process.pid}`,
+      '--node-id', id, '--max-new-connections-per-ip', '0'];
+    nodes = [await startServer(flags('js-a')), await startServer(flags('js-b'))];
+  });
+  after(async () => {
+    for (const n of nodes) await n.stop();
+    redis.kill('SIGKILL');
+  });
+
+  for (const [mode, transports] of [['polling with upgrade', undefined], ['websocket only', ['websocket']]]) {
+    it(`users on different nodes meet, signal, chat and skip (${mode})`, async () => {
+      const tag = transports ? 'ws' : 'poll';
+      const alice = await user(nodes[0].url, `alice-${tag}`, transports);
+      const bob = await user(nodes[1].url, `bob-${tag}`, transports);
+      try {
+        const searching = next(alice, 'searching');
+        alice.emit('find-random-partner', {});
+        await searching;
+        const ma = next(alice, 'matched');
+        const mb = next(bob, 'matched');
+        bob.emit('find-random-partner', {});
+        const [a, b] = await Promise.all([ma, mb]);
+        assert.equal(a.roomId, b.roomId);
+        assert.equal(a.partnerId, `bob-${tag}`);
+        assert.equal(b.partnerId, `alice-${tag}`);
+        assert.notEqual(a.isInitiator, b.isInitiator);
+        const roomId = a.roomId;
+
+        // An offer and a burst of candidates cross the nodes in order.
+        const got = [];
+        const done = new Promise((resolve) => {
+          bob.on('webrtc-ice-candidate', (c) => { got.push(c.candidate.candidate); if (got.length === 100) resolve(); });
+        });
+        const offer = next(bob, 'webrtc-offer');
+        alice.emit('webrtc-offer', { roomId, offer: { type: 'offer', sdp: 'v=0\r\n' } });
+        for (let i = 0; i < 100; i++) {
+          alice.emit('webrtc-ice-candidate', { roomId, candidate: { candidate: `c${i}`, sdpMid: '0', sdpMLineIndex: 0 } });
+        }
+        assert.equal((await offer).fromUserId, `alice-${tag}`);
+        await done;
+        assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => `c${i}`));
+
+        const chat = next(alice, 'chat-message');
+        bob.emit('chat-message', { roomId, message: 'hello across nodes' });
+        assert.equal((await chat).message, 'hello across nodes');
+
+        const left = next(alice, 'partner-left');
+        bob.emit('next-partner');
+        const l = await left;
+        assert.equal(l.reason, 'next');
+        assert.equal(l.roomId, roomId);
+      } finally {
+        alice.disconnect();
+        bob.disconnect();
+      }
+    });
+  }
+});
