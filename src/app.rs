@@ -273,11 +273,23 @@ async fn join_cluster(
         .lock()
         .take()
         .expect("a cluster hub has a job queue");
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(worker::run(hub.clone(), cluster.clone(), jobs)),
         tokio::spawn(inbox::run(hub.clone(), cluster.clone(), subscriber)),
-        tokio::spawn(liveness::run(hub.clone(), cluster.clone())),
     ];
+    // Serve only once this node hears its own channel (its first heartbeat then makes it
+    // visible to the others).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.inbox_ok() {
+        if Instant::now() > deadline {
+            return Err(std::io::Error::other(
+                "this node's Redis channel never delivered its own ping",
+            ));
+        }
+        cluster.ping_self();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tasks.push(tokio::spawn(liveness::run(hub.clone(), cluster.clone())));
     tracing::info!(node = %cluster.node, "joined the cluster");
     Ok(Some((cluster, tasks)))
 }

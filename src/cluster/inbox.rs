@@ -90,6 +90,7 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
                 }
             }
         }
+        Msg::Ping { .. } => cluster.heard_own_ping(),
         Msg::Left { room, to, reason } => {
             let mut core = hub.lock();
             let effects = core.remote_left(&to, &room, known_reason(&reason), now);

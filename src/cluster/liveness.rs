@@ -8,7 +8,10 @@
 //! so that all of this happens within `NODE_TIMEOUT_MS` of the node's last beat.
 //!
 //! A failed beat marks Redis as down (`/health` answers 503). A beat that finds this node's own
-//! key gone means Redis lost its data (a restart): the node publishes its searches again.
+//! key gone means Redis lost its data (a restart): the node publishes its searches again. A node
+//! renews its key only while it hears its own pings on its channel: after a Redis restart the
+//! subscription may come back later than the command connection, and until it does nobody must
+//! count on reaching the node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,10 +53,17 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
     let mut every = tokio::time::interval(beat);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    let mut inbox_was_ok = true;
     loop {
         every.tick().await;
         let mine = figures(&hub);
-        match scripts::beat(&cluster, &mine, ttl).await {
+        // Heard by the next beat if the channel is subscribed.
+        cluster.ping_self();
+        let inbox_ok = cluster.inbox_ok();
+        // Back in sight of the others: searches that missed each other meanwhile look again.
+        let reappeared = inbox_ok && !inbox_was_ok;
+        inbox_was_ok = inbox_ok;
+        match scripts::beat(&cluster, &mine, ttl, inbox_ok).await {
             Ok(b) => {
                 let was_up = cluster.set_redis_up(true);
                 if !was_up {
@@ -62,7 +72,7 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                 }
                 // Searches published while Redis was away failed, and a restarted Redis lost
                 // the rest: publish them all again (publishing is idempotent).
-                if !first && (!was_up || !b.had) {
+                if !first && (!was_up || !b.had || reappeared) {
                     if !b.had {
                         tracing::warn!("this node's heartbeat had vanished from Redis");
                     }

@@ -170,6 +170,11 @@ pub enum Msg {
         /// The partner's new node.
         node: String,
     },
+    /// A node's message to itself, each heartbeat: proof that its channel is subscribed.
+    Ping {
+        /// When it was sent (Unix ms).
+        sent: u64,
+    },
     /// `to`'s partner left `room`: `to` gets `partner-left`.
     Left {
         /// The room.
@@ -226,6 +231,8 @@ pub struct Cluster {
     subscriber: SubscriberClient,
     outbox: UnboundedSender<(Arc<str>, String)>,
     redis_up: AtomicBool,
+    /// When this node last heard its own ping on its channel (Unix ms).
+    inbox_heard: AtomicU64,
     /// Messages that could not be published or were dropped on arrival (a lagging subscriber).
     lost: AtomicU64,
     figures: Mutex<ClusterFigures>,
@@ -283,6 +290,7 @@ impl Cluster {
             subscriber: subscriber.clone(),
             outbox,
             redis_up: AtomicBool::new(true),
+            inbox_heard: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             figures: Mutex::new(ClusterFigures::default()),
             node_timeout,
@@ -323,9 +331,29 @@ impl Cluster {
         }
     }
 
-    /// Whether Redis answered the last heartbeat.
+    /// Whether Redis answered the last heartbeat and this node's channel is subscribed: only
+    /// then can the node reach and be reached by the cluster.
     pub fn redis_up(&self) -> bool {
-        self.redis_up.load(Ordering::Acquire)
+        self.redis_up.load(Ordering::Acquire) && self.inbox_ok()
+    }
+
+    /// Whether this node heard its own ping on its channel within the last three beats. After
+    /// Redis restarts, the command connection may be back before the subscription is renewed;
+    /// messages published to the channel meanwhile are lost, so until then the node does not
+    /// renew its heartbeat key (nobody matches its users or sends it anything new).
+    pub fn inbox_ok(&self) -> bool {
+        let window = liveness::beat_interval(self.node_timeout).as_millis() as u64 * 3;
+        now_ms().saturating_sub(self.inbox_heard.load(Ordering::Acquire)) <= window
+    }
+
+    /// Records that this node's own ping came back through its channel.
+    pub fn heard_own_ping(&self) {
+        self.inbox_heard.store(now_ms(), Ordering::Release);
+    }
+
+    /// Sends this node a ping through its own channel (see [`Cluster::inbox_ok`]).
+    pub fn ping_self(&self) {
+        self.send(&self.node, &Msg::Ping { sent: now_ms() });
     }
 
     fn set_redis_up(&self, up: bool) -> bool {

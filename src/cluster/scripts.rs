@@ -79,12 +79,15 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 "#;
 
-/// Renews this node's heartbeat and figures; returns every known node as `{id, figures,
+/// Renews this node's heartbeat (only when `ARGV[5]` is 1: its inbox hears its channel) and
+/// figures; returns every known node as `{id, figures,
 /// alive}`, the match counter, and whether the heartbeat was still there (0 after a Redis
 /// restart or a silence longer than the TTL).
 const BEAT: &str = r#"
 local had = redis.call('EXISTS', ARGV[3] .. ARGV[1])
-redis.call('SET', ARGV[3] .. ARGV[1], ARGV[2], 'PX', tonumber(ARGV[4]))
+if ARGV[5] == '1' then
+  redis.call('SET', ARGV[3] .. ARGV[1], ARGV[2], 'PX', tonumber(ARGV[4]))
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
@@ -237,14 +240,25 @@ pub struct Beat {
 }
 
 /// See [`BEAT`].
-pub async fn beat(c: &Cluster, mine: &NodeFigures, ttl_ms: u64) -> Result<Beat, Error> {
+pub async fn beat(
+    c: &Cluster,
+    mine: &NodeFigures,
+    ttl_ms: u64,
+    inbox_ok: bool,
+) -> Result<Beat, Error> {
     let json = serde_json::to_string(mine).unwrap_or_default();
     let reply: Value = c
         .client()
         .eval(
             BEAT,
             vec![c.key("nodes"), c.key("matches")],
-            vec![c.node.to_string(), json, c.key("node:"), ttl_ms.to_string()],
+            vec![
+                c.node.to_string(),
+                json,
+                c.key("node:"),
+                ttl_ms.to_string(),
+                if inbox_ok { "1" } else { "0" }.to_string(),
+            ],
         )
         .await?;
     let Value::Array(mut parts) = reply else {
