@@ -168,16 +168,44 @@ async fn meet(a: &mut Client, b: &mut Client) -> String {
     ma["roomId"].as_str().unwrap().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_on_different_nodes_meet_talk_and_skip() {
-    let redis = Redis::start_on(free_port());
-    let p = prefix("meet");
-    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
-    let b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
+/// Nodes named `ids` on `redis`, with a key prefix of `test`'s own and `extra` flags.
+async fn nodes<const N: usize>(
+    redis: &Redis,
+    test: &str,
+    ids: [&str; N],
+    extra: &[&str],
+) -> [Node; N] {
+    let p = prefix(test);
+    let mut flags = vec!["--redis-prefix", p.as_str()];
+    flags.extend_from_slice(extra);
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(Node::start(redis, id, &flags).await);
+    }
+    out.try_into().ok().expect("one node per id")
+}
 
+/// alice on `a` and bob on `b`, matched: both clients and the room.
+async fn pair_across(a: &Node, b: &Node) -> (Client, Client, String) {
     let mut alice = a.user("alice").await;
     let mut bob = b.user("bob").await;
     let room = meet(&mut alice, &mut bob).await;
+    (alice, bob, room)
+}
+
+/// A user of `node` who searched and waits.
+async fn waiting(node: &Node, name: &str) -> Client {
+    let mut c = node.user(name).await;
+    c.emit("find-random-partner", json!({})).await;
+    c.expect("searching").await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_different_nodes_meet_talk_and_skip() {
+    let redis = Redis::start_on(free_port());
+    let [a, b] = nodes(&redis, "meet", ["node-a", "node-b"], &[]).await;
+    let (mut alice, mut bob, room) = pair_across(&a, &b).await;
 
     // Signaling crosses the nodes, in order, with the sender named.
     alice
@@ -285,9 +313,7 @@ async fn users_on_different_nodes_meet_talk_and_skip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferences_and_blocks_hold_across_nodes() {
     let redis = Redis::start_on(free_port());
-    let p = prefix("prefs");
-    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
-    let b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
+    let [a, b] = nodes(&redis, "prefs", ["node-a", "node-b"], &[]).await;
 
     // A German speaker waits on A; an English-only seeker on B must not get them, a German one must.
     let mut dieter = Client::connect(a.addr).await;
@@ -353,18 +379,11 @@ async fn preferences_and_blocks_hold_across_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_partners_are_told_and_its_queue_is_purged() {
     let redis = Redis::start_on(free_port());
-    let p = prefix("kill");
-    let timeout = ["--redis-prefix", &p, "--node-timeout-ms", "2000"];
-    let a = Node::start(&redis, "node-a", &timeout).await;
-    let mut b = Node::start(&redis, "node-b", &timeout).await;
-
-    let mut alice = a.user("alice").await;
-    let mut bob = b.user("bob").await;
-    let room = meet(&mut alice, &mut bob).await;
+    let timeout = ["--node-timeout-ms", "2000"];
+    let [a, mut b] = nodes(&redis, "kill", ["node-a", "node-b"], &timeout).await;
+    let (mut alice, _bob, room) = pair_across(&a, &b).await;
     // carol waits on B; B dies with her in the queue.
-    let mut carol = b.user("carol").await;
-    carol.emit("find-random-partner", json!({})).await;
-    carol.expect("searching").await;
+    let _carol = waiting(&b, "carol").await;
 
     b.kill();
     let killed = Instant::now();
@@ -379,9 +398,7 @@ async fn a_killed_nodes_partners_are_told_and_its_queue_is_purged() {
     );
 
     // Nobody is matched with carol, a user of the dead node.
-    let mut dave = a.user("dave").await;
-    dave.emit("find-random-partner", json!({})).await;
-    dave.expect("searching").await;
+    let mut dave = waiting(&a, "dave").await;
     dave.expect_silence(Duration::from_millis(500)).await;
     // alice and dave (both alive, both on A) still meet.
     alice.emit("find-random-partner", json!({})).await;
@@ -401,17 +418,11 @@ async fn a_killed_nodes_partners_are_told_and_its_queue_is_purged() {
 async fn the_cluster_recovers_after_a_redis_restart() {
     let port = free_port();
     let mut redis = Redis::start_on(port);
-    let p = prefix("restart");
-    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
-    let b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
+    let [a, b] = nodes(&redis, "restart", ["node-a", "node-b"], &[]).await;
     // A pair across the nodes lives through the outage.
-    let mut alice = a.user("alice").await;
-    let mut bob = b.user("bob").await;
-    let room = meet(&mut alice, &mut bob).await;
+    let (mut alice, mut bob, room) = pair_across(&a, &b).await;
     // erin waits on A across the outage.
-    let mut erin = a.user("erin").await;
-    erin.emit("find-random-partner", json!({})).await;
-    erin.expect("searching").await;
+    let mut erin = waiting(&a, "erin").await;
 
     redis.kill();
     for n in [&a, &b] {
@@ -473,10 +484,7 @@ async fn come_back(node: &Node, user: &str, token: &str, room: &str, partner: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_reconnects_to_another_node_rejoins_its_room() {
     let redis = Redis::start_on(free_port());
-    let p = prefix("resume");
-    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
-    let b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
-    let c = Node::start(&redis, "node-c", &["--redis-prefix", &p]).await;
+    let [a, b, c] = nodes(&redis, "resume", ["node-a", "node-b", "node-c"], &[]).await;
 
     let mut alice = Client::connect(a.addr).await;
     alice.emit("authenticate", json!({"userId": "alice"})).await;
@@ -555,16 +563,10 @@ async fn a_user_who_reconnects_to_another_node_rejoins_its_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_shuts_down_tells_partners_at_once() {
     let redis = Redis::start_on(free_port());
-    let p = prefix("term");
     // The default node timeout (10 s): the goodbye must not wait for it.
-    let a = Node::start(&redis, "node-a", &["--redis-prefix", &p]).await;
-    let mut b = Node::start(&redis, "node-b", &["--redis-prefix", &p]).await;
-    let mut alice = a.user("alice").await;
-    let mut bob = b.user("bob").await;
-    let room = meet(&mut alice, &mut bob).await;
-    let mut carol = b.user("carol").await;
-    carol.emit("find-random-partner", json!({})).await;
-    carol.expect("searching").await;
+    let [a, mut b] = nodes(&redis, "term", ["node-a", "node-b"], &[]).await;
+    let (mut alice, _bob, room) = pair_across(&a, &b).await;
+    let _carol = waiting(&b, "carol").await;
 
     let stopping = Instant::now();
     b.terminate();
@@ -576,8 +578,6 @@ async fn a_node_that_shuts_down_tells_partners_at_once() {
         stopping.elapsed()
     );
     // carol left the queue with her node: dave waits instead of meeting her.
-    let mut dave = a.user("dave").await;
-    dave.emit("find-random-partner", json!({})).await;
-    dave.expect("searching").await;
+    let mut dave = waiting(&a, "dave").await;
     dave.expect_silence(Duration::from_millis(300)).await;
 }

@@ -123,12 +123,29 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             return None;
         }
         let mine = self.queue.claimed(local)?;
+        self.insert_ghost(&partner.user, link, &partner.profile, &partner.prefs);
+        let (waiting, seeker) = if local_initiates {
+            (mine, partner)
+        } else {
+            (partner, mine)
+        };
+        Some(self.open_pair(room, waiting, seeker, now))
+    }
+
+    /// Records `id`, a user of another node reached through `link`, as a ghost.
+    fn insert_ghost(
+        &mut self,
+        id: &UserId,
+        link: L,
+        profile: &Arc<Profile>,
+        prefs: &Arc<super::profile::Preferences>,
+    ) {
         self.users.insert(
-            partner.user.clone(),
+            id.clone(),
             User {
                 link,
-                profile: partner.profile.clone(),
-                prefs: partner.prefs.clone(),
+                profile: profile.clone(),
+                prefs: prefs.clone(),
                 last_status: None,
                 previous: None,
                 resume_token: new_token(),
@@ -137,13 +154,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 ghost: true,
             },
         );
-        self.ghosts.insert(partner.user.clone());
-        let (waiting, seeker) = if local_initiates {
-            (mine, partner)
-        } else {
-            (partner, mine)
-        };
-        Some(self.open_pair(room, waiting, seeker, now))
+        self.ghosts.insert(id.clone());
     }
 
     /// The link of local user `to` for a message another node sends it from its partner in
@@ -331,21 +342,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             return None;
         }
         self.queue.remove(user);
-        self.users.insert(
-            partner.clone(),
-            User {
-                link,
-                profile: Default::default(),
-                prefs: Default::default(),
-                last_status: None,
-                previous: None,
-                resume_token: new_token(),
-                away_until: None,
-                missed: None,
-                ghost: true,
-            },
-        );
-        self.ghosts.insert(partner.clone());
+        self.insert_ghost(&partner, link, &Arc::default(), &Arc::default());
         let (initiator_id, responder) = if initiator {
             (id.clone(), partner.clone())
         } else {
@@ -457,6 +454,20 @@ mod tests {
         }
     }
 
+    /// Opens room `room` between waiting `local` and the ghost `far` (linked `-7`), who waited
+    /// no longer: `local` starts the call.
+    fn adopt_ghost(c: &mut TestCore, room: &str, local: &str, far: &str) -> Option<Vec<Effect>> {
+        let t = Instant::now();
+        c.adopt(
+            room.into(),
+            local,
+            remote(far, Duration::ZERO, t),
+            -7,
+            true,
+            t,
+        )
+    }
+
     fn names(out: &[Effect]) -> Vec<(&str, &'static str)> {
         out.iter().map(|e| (&*e.to, e.event.name())).collect()
     }
@@ -520,15 +531,7 @@ mod tests {
         let t = Instant::now();
         let mut c = TestCore::new(CoreConfig::default());
         waiting(&mut c, "local", 1, t);
-        c.adopt(
-            "r1".into(),
-            "local",
-            remote("far", Duration::ZERO, t),
-            -7,
-            true,
-            t,
-        )
-        .unwrap();
+        adopt_ghost(&mut c, "r1", "local", "far").unwrap();
         let out = c.end("local", t).unwrap();
         assert_eq!(
             names(&out),
@@ -546,15 +549,7 @@ mod tests {
         let t = Instant::now();
         let mut c = TestCore::new(CoreConfig::default());
         waiting(&mut c, "a", 1, t);
-        c.adopt(
-            "r1".into(),
-            "a",
-            remote("x", Duration::ZERO, t),
-            -7,
-            true,
-            t,
-        )
-        .unwrap();
+        adopt_ghost(&mut c, "r1", "a", "x").unwrap();
         // "a" no longer waits: a second adoption is refused and changes nothing.
         assert!(
             c.adopt(
