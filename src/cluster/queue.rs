@@ -44,6 +44,28 @@ pub enum Job {
     },
 }
 
+impl Job {
+    /// The user whose order the job must keep.
+    pub fn user(&self) -> &UserId {
+        match self {
+            Job::Search(u) | Job::Dequeue(u) | Job::Away(u) => u,
+            Job::Resume { user, .. } => user,
+            Job::Block { by, .. } => by,
+        }
+    }
+
+    /// The job's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Search(_) => "search",
+            Job::Dequeue(_) => "dequeue",
+            Job::Away(_) => "away",
+            Job::Resume { .. } => "resume",
+            Job::Block { .. } => "block",
+        }
+    }
+}
+
 /// This node's waiting users, in arrival order; the pairing itself is the cluster's.
 #[derive(Debug)]
 pub struct SharedQueue {

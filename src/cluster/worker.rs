@@ -1,4 +1,4 @@
-//! The node's cluster worker: runs the shared-queue jobs its core queued, one at a time.
+//! The node's cluster worker: runs the shared-queue jobs its core queued.
 //!
 //! Jobs are spread over [`LANES`] lanes by user, and each lane runs its jobs one at a time in
 //! the order the core queued them: the `Search`, `Dequeue` and `Search` of a user who changes its
@@ -42,12 +42,7 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiv
         })
         .collect();
     while let Some(job) = jobs.recv().await {
-        let user = match &job {
-            Job::Search(u) | Job::Dequeue(u) | Job::Away(u) => u,
-            Job::Resume { user, .. } => user,
-            Job::Block { by, .. } => by,
-        };
-        let lane = rustc_hash::FxBuildHasher.hash_one(&**user) as usize % LANES;
+        let lane = rustc_hash::FxBuildHasher.hash_one(&**job.user()) as usize % LANES;
         lanes[lane].send(job).ok();
     }
 }
@@ -65,7 +60,8 @@ async fn lane(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<
             }
         };
         if let Err(e) = result {
-            tracing::warn!(?job, "cluster job failed: {e}");
+            // Not the job itself: a `Resume` carries a secret.
+            tracing::warn!(job = job.kind(), user = %job.user(), "cluster job failed: {e}");
             metrics::counter!("roulette_cluster_job_failures_total").increment(1);
         }
     }
