@@ -67,6 +67,13 @@
     show('connection-success', percent(rate));
     show('memory', `${Math.round((s.memory?.rssBytes || 0) / 1e6)} MB`);
     show('uptime', duration(s.uptime));
+    // In a cluster the figures above are this node's; the whole cluster's go in one line.
+    const c = s.cluster;
+    $('cluster-box').hidden = !c;
+    if (c) {
+      show('cluster-label', `Cluster (this is ${c.node})`);
+      show('cluster', `${c.nodes} nodes · ${c.users} users · ${c.waiting} waiting · ${c.rooms} rooms · Redis ${c.redisUp ? 'up' : 'DOWN'}`);
+    }
     const t = new Date(s.timestamp).toLocaleTimeString();
     push(charts.users, t, [s.connectedUsers, s.waitingUsers, s.activeRooms]);
     push(charts.matches, t, [s.matchesLastMinute]);
