@@ -313,7 +313,14 @@ async fn users_on_different_nodes_meet_talk_and_skip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferences_and_blocks_hold_across_nodes() {
     let redis = Redis::start_on(free_port());
-    let [a, b] = nodes(&redis, "prefs", ["node-a", "node-b"], &[]).await;
+    // hugo below polls `find-random-partner` faster than a person would.
+    let [a, b] = nodes(
+        &redis,
+        "prefs",
+        ["node-a", "node-b"],
+        &["--search-events-per-min", "0"],
+    )
+    .await;
 
     // A German speaker waits on A; an English-only seeker on B must not get them, a German one must.
     let mut dieter = Client::connect(a.addr).await;
@@ -374,6 +381,18 @@ async fn preferences_and_blocks_hold_across_nodes() {
     greta.expect("searching").await;
     dieter.expect_silence(Duration::from_millis(500)).await;
     greta.expect_silence(Duration::from_millis(100)).await;
+
+    // `queue-status.totalWaiting` counts the whole cluster: dieter and hugo here, greta on B.
+    let mut hugo = a.user("hugo").await;
+    let wish = json!({"preferences": {"language": "fr"}});
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            hugo.emit("find-random-partner", wish.clone()).await;
+            hugo.expect("queue-status").await["totalWaiting"] == 3
+        })
+        .await,
+        "totalWaiting never counted the users of both nodes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::queue::Queue;
 use super::scripts::{self, Beat};
 use super::{Cluster, ClusterFigures, NodeFigures, worker};
 use crate::signaling::{Hub, Link};
@@ -79,7 +80,11 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                     worker::republish(&hub);
                 }
                 first = false;
-                *cluster.figures.lock() = sum(&b);
+                let figures = sum(&b);
+                if let Queue::Shared(q) = hub.lock().queue() {
+                    q.note_waiting_elsewhere(figures.waiting.saturating_sub(mine.waiting));
+                }
+                *cluster.figures.lock() = figures;
                 for node in confirm_dead(&hub, &cluster, &b, &mut missing, beat * 2) {
                     bury(&hub, &cluster, &node).await;
                 }

@@ -7,6 +7,7 @@
 //! one user run in the order its events arrived.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -76,6 +77,8 @@ pub struct SharedQueue {
     index: FxHashMap<UserId, (u64, u64)>,
     relaxed: HashSet<UserId>,
     jobs: UnboundedSender<Job>,
+    /// Users waiting on the other nodes at the last heartbeat.
+    elsewhere: AtomicUsize,
 }
 
 impl SharedQueue {
@@ -88,7 +91,13 @@ impl SharedQueue {
             index: FxHashMap::default(),
             relaxed: HashSet::new(),
             jobs,
+            elsewhere: AtomicUsize::new(0),
         }
+    }
+
+    /// Records how many users wait on the other nodes (from the heartbeats).
+    pub fn note_waiting_elsewhere(&self, n: usize) {
+        self.elsewhere.store(n, Ordering::Relaxed);
     }
 
     /// The id of `user`'s current search.
@@ -136,6 +145,11 @@ impl Matchmaker for SharedQueue {
 
     fn len(&self) -> usize {
         self.order.len()
+    }
+
+    fn total_waiting(&self) -> usize {
+        // This node's part is exact; the others' is as of the last heartbeat.
+        self.order.len() + self.elsewhere.load(Ordering::Relaxed)
     }
 
     fn waiting(&self) -> Box<dyn Iterator<Item = &Seeker> + '_> {
@@ -211,6 +225,9 @@ impl Matchmaker for Queue {
     }
     fn len(&self) -> usize {
         each!(self, q => q.len())
+    }
+    fn total_waiting(&self) -> usize {
+        each!(self, q => q.total_waiting())
     }
     fn waiting(&self) -> Box<dyn Iterator<Item = &Seeker> + '_> {
         each!(self, q => q.waiting())

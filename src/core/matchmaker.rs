@@ -83,6 +83,13 @@ pub trait Matchmaker: Send {
     fn is_relaxed(&self, user: &str) -> bool;
     /// How many users wait.
     fn len(&self) -> usize;
+    /// How many users wait in the whole service (`queue-status.totalWaiting`): [`len`] for one
+    /// node; the cluster's count for a node of a cluster.
+    ///
+    /// [`len`]: Matchmaker::len
+    fn total_waiting(&self) -> usize {
+        self.len()
+    }
     /// True when nobody waits.
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -392,7 +392,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             ServerEvent::QueueStatus(QueueStatus {
                 position,
                 estimated_wait_time: self.history.estimate_wait_ms(position, segment),
-                total_waiting: self.queue.len(),
+                total_waiting: self.queue.total_waiting(),
                 relaxed: self.queue.is_relaxed(user),
             }),
         )
@@ -742,7 +742,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 u.last_status = None;
             }
         }
-        let total_waiting = self.queue.len();
+        let total_waiting = self.queue.total_waiting();
         for (i, s) in self.queue.waiting().enumerate() {
             let position = i + 1;
             let Some(u) = self.users.get_mut(&s.user) else {
