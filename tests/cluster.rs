@@ -383,7 +383,13 @@ async fn preferences_and_blocks_hold_across_nodes() {
     greta.expect_silence(Duration::from_millis(100)).await;
 
     // `queue-status.totalWaiting` counts the whole cluster: dieter and hugo here, greta on B.
-    let mut hugo = a.user("hugo").await;
+    let mut hugo = Client::connect(a.addr).await;
+    hugo.emit(
+        "authenticate",
+        json!({"userId": "hugo", "userInfo": {"languages": ["fr"]}}),
+    )
+    .await;
+    hugo.expect("authenticated").await;
     let wish = json!({"preferences": {"language": "fr"}});
     assert!(
         eventually(Duration::from_secs(5), async || {
@@ -393,6 +399,39 @@ async fn preferences_and_blocks_hold_across_nodes() {
         .await,
         "totalWaiting never counted the users of both nodes"
     );
+
+    // Ids are unique in the cluster: an impostor on B cannot take hugo's place in the queue.
+    let mut impostor = b.user("hugo").await;
+    impostor.emit("find-random-partner", wish.clone()).await;
+    impostor.expect("searching").await;
+    impostor
+        .expect_error("user-id-taken", "find-random-partner")
+        .await;
+    assert_eq!(
+        impostor.expect("chat-ended").await["reason"],
+        "search-cancelled"
+    );
+    // While the impostor is connected to B, B cannot hold hugo as a partner; once it has gone,
+    // a French speaker on B meets the real hugo.
+    impostor.drop_connection().await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            b.get("/stats").await.1["connectedUsers"] == 2
+        })
+        .await,
+        "the impostor never left B"
+    );
+    let mut marie = Client::connect(b.addr).await;
+    marie
+        .emit(
+            "authenticate",
+            json!({"userId": "marie", "userInfo": {"languages": ["fr"]}}),
+        )
+        .await;
+    marie.expect("authenticated").await;
+    marie.emit("find-random-partner", wish.clone()).await;
+    assert_eq!(marie.expect("matched").await["partnerId"], "hugo");
+    assert_eq!(hugo.expect("matched").await["partnerId"], "marie");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,7 +155,9 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
             ) {
                 Some(effects) => hub.deliver(&mut core, effects),
                 None => {
-                    // `to` stopped waiting while the match was made: its partner hears it left.
+                    // `to` stopped waiting while the match was made (if it still waits, the id
+                    // was in use here: it searches again); its partner hears it left.
+                    hub.search_again(&mut core, &to);
                     cluster.send(
                         &node,
                         &Msg::Left {

@@ -100,6 +100,14 @@ impl SharedQueue {
         self.elsewhere.store(n, Ordering::Relaxed);
     }
 
+    /// Gives `user`'s search a new id: a claimed search that did not become a room is published
+    /// again under it (the claim marker holds the old id).
+    pub fn renew_search(&mut self, user: &str) {
+        if let Some((_, id)) = self.index.get_mut(user) {
+            *id = rand::random::<u64>() >> 12;
+        }
+    }
+
     /// The id of `user`'s current search.
     pub fn search_id(&self, user: &str) -> Option<u64> {
         self.index.get(user).map(|&(_, id)| id)

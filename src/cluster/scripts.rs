@@ -13,10 +13,16 @@ use fred::prelude::*;
 use super::{Cluster, Entry, NodeFigures, SNAPSHOT_LIMIT};
 
 /// Publishes (or refreshes) a search and returns the live queue, longest-waiting first, with the
-/// searcher's blocks. Entries of nodes whose heartbeat expired are left out.
+/// searcher's blocks. Entries of nodes whose heartbeat expired are left out. Returns `taken`,
+/// publishing nothing, when a user of the same id waits on another live node (ids are unique in
+/// the cluster as on one node: nobody takes over another's place in the queue).
 const SEARCH: &str = r#"
 local me, node = ARGV[1], ARGV[3]
 if redis.call('GET', ARGV[6] .. me) == ARGV[7] then return {{}, {}} end
+local owner = redis.call('HGET', KEYS[3], me)
+if owner and owner ~= node and redis.call('EXISTS', ARGV[5] .. owner) == 1 then
+  return 'taken'
+end
 if redis.call('HEXISTS', KEYS[2], me) == 0 then
   redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[4]), me)
 end
@@ -124,8 +130,9 @@ fn strings(v: Value) -> Vec<String> {
     }
 }
 
-/// See [`SEARCH`]: the live queue (entries that do not parse are skipped) and the blocks.
-pub async fn search(c: &Cluster, me: &Entry) -> Result<(Vec<Entry>, Vec<String>), Error> {
+/// See [`SEARCH`]: the live queue (entries that do not parse are skipped) and the blocks, or
+/// `None` when the id waits on another node.
+pub async fn search(c: &Cluster, me: &Entry) -> Result<Option<(Vec<Entry>, Vec<String>)>, Error> {
     let mut keys = queue_keys(c);
     keys.push(c.key("seq"));
     keys.push(c.key(&format!("blk:{}", me.user)));
@@ -143,14 +150,14 @@ pub async fn search(c: &Cluster, me: &Entry) -> Result<(Vec<Entry>, Vec<String>)
     let reply: Value = c.client().eval(SEARCH, keys, args).await?;
     let mut parts = match reply {
         Value::Array(p) => p.into_iter(),
-        _ => return Ok((Vec::new(), Vec::new())),
+        _ => return Ok(None),
     };
     let entries = strings(parts.next().unwrap_or(Value::Null))
         .iter()
         .filter_map(|j| serde_json::from_str::<Entry>(j).ok())
         .collect();
     let blocks = strings(parts.next().unwrap_or(Value::Null));
-    Ok((entries, blocks))
+    Ok(Some((entries, blocks)))
 }
 
 /// See [`CLAIM`].

@@ -23,8 +23,9 @@ use super::{Cluster, Entry, Msg, scripts};
 use crate::core::rule::{Candidate, pick};
 use crate::core::{RoomId, new_room_id};
 use crate::protocol::outgoing::now_ms;
+use crate::protocol::{ErrorCode, Reject};
 use crate::signaling::handlers::authenticate::finish;
-use crate::signaling::{Hub, Link};
+use crate::signaling::{Hub, Link, send_error};
 
 /// How many partners one search tries to claim before it waits in the queue.
 const CLAIM_ATTEMPTS: usize = 8;
@@ -140,8 +141,16 @@ async fn search(hub: &Hub, cluster: &Cluster, user: &str) -> Result<(), fred::er
         let id = q.search_id(user).unwrap_or_default();
         Entry::of(s, id, &cluster.node, Instant::now())
     };
-    let (mut queue, blocks) = scripts::search(cluster, &me).await?;
-    queue.retain(|e| e.user != me.user);
+    let Some((mut queue, blocks)) = scripts::search(cluster, &me).await? else {
+        refuse_taken(hub, user);
+        return Ok(());
+    };
+    {
+        // An id that is also a user of this node (the same person on two nodes, or an impostor)
+        // cannot be a ghost here: leave it to other nodes' searchers.
+        let core = hub.lock();
+        queue.retain(|e| e.user != me.user && (e.node == me.node || core.link(&e.user).is_none()));
+    }
     let relax = hub.config.preference_relax_ms;
     let now = now_ms();
     let insists = |e: &Entry| !e.prefs.interests.is_empty() && now < e.since + relax;
@@ -169,6 +178,23 @@ async fn search(hub: &Hub, cluster: &Cluster, user: &str) -> Result<(), fred::er
     Ok(())
 }
 
+/// A user of the same id waits on another node: this search ends, refused as `authenticate`
+/// with a taken id would be on one node.
+fn refuse_taken(hub: &Hub, user: &str) {
+    let mut core = hub.lock();
+    let Ok(effects) = core.end(user, Instant::now()) else {
+        return;
+    };
+    if let Some(Link::Local(socket)) = core.link(user) {
+        let reject = Reject::new(
+            ErrorCode::UserIdTaken,
+            "a user with this id is already searching on another server",
+        );
+        send_error(socket, "find-random-partner", &reject);
+    }
+    hub.deliver(&mut core, effects);
+}
+
 fn candidate(e: &Entry, insists: bool) -> Candidate<'_> {
     Candidate {
         user: &e.user,
@@ -194,7 +220,9 @@ async fn open(
     }
     let node: Arc<str> = partner.node.as_str().into();
     if !adopt(hub, room.clone(), &me, &partner, &node) {
-        // The searcher left meanwhile: its partner keeps its place in the queue.
+        // The searcher left meanwhile (or, if it still waits, searches again): its partner keeps
+        // its place in the queue.
+        hub.search_again(&mut hub.lock(), &me.user);
         return scripts::requeue(cluster, &partner, partner_seq).await;
     }
     cluster.send(
@@ -217,9 +245,7 @@ fn open_here(hub: &Hub, room: RoomId, me: &Entry, partner: &Entry) {
         None => {
             // One of the two stopped waiting meanwhile: the other searches again.
             for u in [&partner.user, &me.user] {
-                if core.is_waiting(u) {
-                    hub.resubmit(u.as_str().into());
-                }
+                hub.search_again(&mut core, u);
             }
         }
     }

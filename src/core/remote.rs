@@ -60,6 +60,11 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         &self.queue
     }
 
+    /// The matchmaker, to change.
+    pub fn queue_mut(&mut self) -> &mut M {
+        &mut self.queue
+    }
+
     /// The queue entry of a waiting user (what the cluster publishes in the shared queue).
     pub fn waiting_entry(&self, user: &str) -> Option<&Seeker> {
         self.queue.get(user)

@@ -168,10 +168,22 @@ impl Hub {
         }
     }
 
-    /// Queues another shared-queue search for a user who still waits here (its last search
-    /// lost its partner before the room opened, or Redis lost the queue).
+    /// Queues another shared-queue search for a user who still waits here (Redis lost the
+    /// queue).
     pub fn resubmit(&self, user: UserId) {
         self.job(Job::Search(user));
+    }
+
+    /// A claimed search of `user` did not become a room: if the user still waits here, it
+    /// searches again, under a new search id.
+    pub fn search_again(&self, core: &mut NodeCore, user: &str) {
+        if !core.is_waiting(user) {
+            return;
+        }
+        if let Queue::Shared(q) = core.queue_mut() {
+            q.renew_search(user);
+        }
+        self.resubmit(user.into());
     }
 
     /// True once shutdown began: `/health` answers 503 and new searches are refused.
