@@ -60,11 +60,12 @@ async fn login(s: &TestServer, id: &str, token: Option<&str>, b: &mut Believed) 
     c
 }
 
-async fn chaos_client(s: Arc<TestServer>, i: usize, stop: Arc<AtomicBool>) -> usize {
+async fn chaos_client(servers: Arc<Vec<TestServer>>, i: usize, stop: Arc<AtomicBool>) -> usize {
     let mut rng = StdRng::seed_from_u64(i as u64);
     let id = format!("u{i}");
     let mut b = Believed::default();
-    let mut c = login(&s, &id, None, &mut b).await;
+    let mut s = &servers[i % servers.len()];
+    let mut c = login(s, &id, None, &mut b).await;
     let mut actions = 0;
     while !stop.load(Ordering::Relaxed) {
         let events = c.drain_ready().await;
@@ -103,24 +104,26 @@ async fn chaos_client(s: Arc<TestServer>, i: usize, stop: Arc<AtomicBool>) -> us
                 c.try_emit(event, pick).await
             }
             85..=92 => {
-                // A phone losing its network, then coming back (mostly with its token).
+                // A phone losing its network, then coming back (mostly with its token), to any
+                // node of a cluster.
                 c.abort();
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
                 let token = b.token.clone().filter(|_| rng.random_bool(0.8));
                 b.room = None;
-                c = login(&s, &id, token.as_deref(), &mut b).await;
+                s = &servers[rng.random_range(0..servers.len())];
+                c = login(s, &id, token.as_deref(), &mut b).await;
                 true
             }
             _ => {
                 c.drop_connection().await;
                 b = Believed::default();
-                c = login(&s, &id, None, &mut b).await;
+                c = login(s, &id, None, &mut b).await;
                 true
             }
         };
         if !ok {
             b = Believed::default();
-            c = login(&s, &id, None, &mut b).await;
+            c = login(s, &id, None, &mut b).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
     }
@@ -128,30 +131,78 @@ async fn chaos_client(s: Arc<TestServer>, i: usize, stop: Arc<AtomicBool>) -> us
     actions
 }
 
+/// Flags of every chaos server: a short grace, and no limits for clients from one address.
+const FLAGS: [&str; 8] = [
+    "--reconnect-grace-ms",
+    "500",
+    "--max-connections-per-ip",
+    "0",
+    "--max-new-connections-per-ip",
+    "0",
+    "--search-events-per-min",
+    "0",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_clients_never_break_the_invariants_and_leave_nothing_behind() {
-    let s = Arc::new(
-        TestServer::start(&[
-            "--reconnect-grace-ms",
-            "500",
-            "--max-connections-per-ip",
-            "0",
-            "--max-new-connections-per-ip",
-            "0",
-            "--search-events-per-min",
-            "0",
-        ])
-        .await,
-    );
+    chaos(vec![TestServer::start(&FLAGS).await]).await;
+}
+
+/// The same on two nodes of a cluster sharing a `redis-server` of the test's own: clients start
+/// on either node and come back to either one; each node's invariants hold throughout, and
+/// nothing is left on either node or in the shared queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_clients_across_two_nodes_leave_nothing_behind() {
+    let redis = common::Redis::start_on(common::free_port());
+    let prefix = format!("chaos-{}", std::process::id());
+    let url = redis.url();
+    let mut flags: Vec<&str> = FLAGS.to_vec();
+    flags.extend([
+        "--redis-url",
+        url.as_str(),
+        "--redis-prefix",
+        prefix.as_str(),
+    ]);
+    let nodes = vec![
+        TestServer::start(&flags).await,
+        TestServer::start(&flags).await,
+    ];
+    chaos(nodes).await;
+    // The nodes' last `Dequeue`s may still be on their way to Redis.
+    let waiting_in_redis = || {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &redis.port.to_string(),
+                "zcard",
+                &format!("{prefix}:q"),
+            ])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while waiting_in_redis() != "0" && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting_in_redis(), "0", "the shared queue is empty");
+}
+
+/// Runs [`CLIENTS`] chaos clients over `servers` for [`RUN`], checking every server's invariants
+/// throughout, then waits for every server to be empty.
+async fn chaos(servers: Vec<TestServer>) {
+    let servers = Arc::new(servers);
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let s = s.clone();
+        let servers = servers.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut checks = 0;
             while !stop.load(Ordering::Relaxed) {
-                if let Err(e) = s.hub.lock().check_invariants() {
-                    panic!("invariant broken mid-run: {e}");
+                for s in servers.iter() {
+                    if let Err(e) = s.hub.lock().check_invariants() {
+                        panic!("invariant broken mid-run: {e}");
+                    }
                 }
                 checks += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -160,11 +211,14 @@ async fn random_clients_never_break_the_invariants_and_leave_nothing_behind() {
         })
     };
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(chaos_client(s.clone(), i, stop.clone())))
+        .map(|i| tokio::spawn(chaos_client(servers.clone(), i, stop.clone())))
         .collect();
     let started = Instant::now();
     tokio::time::sleep(RUN).await;
-    let mid = s.get("/stats").await.1;
+    let mut mid = Vec::new();
+    for s in servers.iter() {
+        mid.push(s.get("/stats").await.1);
+    }
     stop.store(true, Ordering::Relaxed);
     let mut actions = 0;
     for c in clients {
@@ -174,23 +228,24 @@ async fn random_clients_never_break_the_invariants_and_leave_nothing_behind() {
     assert!(actions > CLIENTS * 10, "the clients did things: {actions}");
     assert!(checks > 10, "the invariants were checked: {checks}");
     assert!(
-        mid["totalMatches"].as_u64().unwrap() > 0,
-        "pairs were made: {mid}"
+        mid.iter().all(|m| m["totalMatches"].as_u64().unwrap() > 0),
+        "pairs were made on every server: {mid:?}"
     );
-    assert_eq!(s.hub.lock().check_invariants(), Ok(()));
-    // Everyone dropped abruptly: rooms are held for the grace, then nothing is left.
-    let end = s
-        .wait_stats("an empty server", |v| {
-            v["connectedUsers"] == 0
-                && v["waitingUsers"] == 0
-                && v["activeRooms"] == 0
-                && v["reconnectingUsers"] == 0
-        })
-        .await;
-    println!(
-        "chaos: {actions} actions by {CLIENTS} clients in {:?}, {checks} invariant checks, \
-         {} matches; mid-run {mid}; at the end {end}",
-        started.elapsed(),
-        end["totalMatches"]
-    );
+    for s in servers.iter() {
+        assert_eq!(s.hub.lock().check_invariants(), Ok(()));
+        // Everyone dropped abruptly: rooms are held for the grace, then nothing is left.
+        let end = s
+            .wait_stats("an empty server", |v| {
+                v["connectedUsers"] == 0
+                    && v["waitingUsers"] == 0
+                    && v["activeRooms"] == 0
+                    && v["reconnectingUsers"] == 0
+            })
+            .await;
+        println!(
+            "chaos: {actions} actions by {CLIENTS} clients in {:?}, {checks} invariant checks; \
+             at the end {end}",
+            started.elapsed(),
+        );
+    }
 }

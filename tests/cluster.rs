@@ -5,20 +5,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Client;
+use common::{Client, Proc, Redis, free_port};
 use serde_json::{Value, json};
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Polls `check` every 50 ms until it holds or `within` passes; returns whether it held.
 async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
@@ -31,58 +22,6 @@ async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> b
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A child process, killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Proc {
-    /// SIGKILL: no goodbye to anyone.
-    fn kill(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A `redis-server` of this test's own, without persistence.
-struct Redis {
-    port: u16,
-    child: Proc,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        let r = Redis {
-            port,
-            child: Proc(child),
-        };
-        let end = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        self.child.kill();
     }
 }
 

@@ -67,8 +67,11 @@ redis.call('INCR', KEYS[4])
 return tonumber(seq)
 "#;
 
-/// Puts a claimed entry back at its old place (its partner vanished before the room opened).
+/// Puts a claimed entry back at its old place (its partner vanished before the room opened),
+/// unless its own node took that search back meanwhile (the claim marker no longer holds its
+/// id): a user who left must not reappear in the queue.
 const REQUEUE: &str = r#"
+if redis.call('GET', ARGV[5] .. ARGV[1]) ~= ARGV[6] then return 0 end
 redis.call('DEL', ARGV[5] .. ARGV[1])
 redis.call('ZADD', KEYS[1], tonumber(ARGV[4]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -76,8 +79,12 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 return 1
 "#;
 
-/// Takes a user's search out of the queue, if this node published it.
+/// Takes a user's search out of the queue, if this node published it. A search claimed
+/// meanwhile is marked as gone, so that it is not put back (see [`REQUEUE`]).
 const DEQUEUE: &str = r#"
+if redis.call('EXISTS', ARGV[3] .. ARGV[1]) == 1 then
+  redis.call('SET', ARGV[3] .. ARGV[1], 'gone', 'PX', 60000)
+end
 if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -192,6 +199,7 @@ pub async fn requeue(c: &Cluster, e: &Entry, seq: i64) -> Result<(), Error> {
                 e.node.clone(),
                 seq.to_string(),
                 c.key("claimed:"),
+                e.search.to_string(),
             ],
         )
         .await?;
@@ -205,7 +213,7 @@ pub async fn dequeue(c: &Cluster, user: &str) -> Result<(), Error> {
         .eval(
             DEQUEUE,
             queue_keys(c),
-            vec![user.to_string(), c.node.to_string()],
+            vec![user.to_string(), c.node.to_string(), c.key("claimed:")],
         )
         .await?;
     Ok(())

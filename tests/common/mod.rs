@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use roulette::config::Config;
@@ -403,5 +404,69 @@ impl Client {
     /// Drops the TCP connection without a goodbye, as a phone losing its network does.
     pub fn abort(self) {
         drop(self);
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process, killed (SIGKILL) when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// SIGKILL: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `redis-server` of this test's own, without persistence.
+pub struct Redis {
+    /// Its port.
+    pub port: u16,
+    child: Proc,
+}
+
+impl Redis {
+    /// Starts one on `port` and waits until it accepts connections.
+    pub fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let r = Redis {
+            port,
+            child: Proc(child),
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    /// `redis://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill();
     }
 }
