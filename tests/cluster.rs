@@ -132,6 +132,18 @@ async fn pair_across(a: &Node, b: &Node) -> (Client, Client, String) {
     (alice, bob, room)
 }
 
+/// A user of `node` who speaks `languages`, authenticated.
+async fn speaker(node: &Node, name: &str, languages: &[&str]) -> Client {
+    let mut c = Client::connect(node.addr).await;
+    c.emit(
+        "authenticate",
+        json!({"userId": name, "userInfo": {"languages": languages}}),
+    )
+    .await;
+    c.expect("authenticated").await;
+    c
+}
+
 /// A user of `node` who searched and waits.
 async fn waiting(node: &Node, name: &str) -> Client {
     let mut c = node.user(name).await;
@@ -262,14 +274,7 @@ async fn preferences_and_blocks_hold_across_nodes() {
     .await;
 
     // A German speaker waits on A; an English-only seeker on B must not get them, a German one must.
-    let mut dieter = Client::connect(a.addr).await;
-    dieter
-        .emit(
-            "authenticate",
-            json!({"userId": "dieter", "userInfo": {"languages": ["de"]}}),
-        )
-        .await;
-    dieter.expect("authenticated").await;
+    let mut dieter = speaker(&a, "dieter", &["de"]).await;
     dieter
         .emit(
             "find-random-partner",
@@ -277,23 +282,10 @@ async fn preferences_and_blocks_hold_across_nodes() {
         )
         .await;
     dieter.expect("searching").await;
-    let mut emma = Client::connect(b.addr).await;
-    emma.emit(
-        "authenticate",
-        json!({"userId": "emma", "userInfo": {"languages": ["en"]}}),
-    )
-    .await;
-    emma.expect("authenticated").await;
+    let mut emma = speaker(&b, "emma", &["en"]).await;
     emma.emit("find-random-partner", json!({})).await;
     emma.expect("searching").await;
-    let mut greta = Client::connect(b.addr).await;
-    greta
-        .emit(
-            "authenticate",
-            json!({"userId": "greta", "userInfo": {"languages": ["de", "en"]}}),
-        )
-        .await;
-    greta.expect("authenticated").await;
+    let mut greta = speaker(&b, "greta", &["de", "en"]).await;
     greta.emit("find-random-partner", json!({})).await;
     // greta waited less than emma, but emma does not speak German: dieter takes greta... and
     // emma, who accepts anyone, takes nobody (dieter is gone).
@@ -322,13 +314,7 @@ async fn preferences_and_blocks_hold_across_nodes() {
     greta.expect_silence(Duration::from_millis(100)).await;
 
     // `queue-status.totalWaiting` counts the whole cluster: dieter and hugo here, greta on B.
-    let mut hugo = Client::connect(a.addr).await;
-    hugo.emit(
-        "authenticate",
-        json!({"userId": "hugo", "userInfo": {"languages": ["fr"]}}),
-    )
-    .await;
-    hugo.expect("authenticated").await;
+    let mut hugo = speaker(&a, "hugo", &["fr"]).await;
     let wish = json!({"preferences": {"language": "fr"}});
     assert!(
         eventually(Duration::from_secs(5), async || {
@@ -360,14 +346,7 @@ async fn preferences_and_blocks_hold_across_nodes() {
         .await,
         "the impostor never left B"
     );
-    let mut marie = Client::connect(b.addr).await;
-    marie
-        .emit(
-            "authenticate",
-            json!({"userId": "marie", "userInfo": {"languages": ["fr"]}}),
-        )
-        .await;
-    marie.expect("authenticated").await;
+    let mut marie = speaker(&b, "marie", &["fr"]).await;
     marie.emit("find-random-partner", wish.clone()).await;
     assert_eq!(marie.expect("matched").await["partnerId"], "hugo");
     assert_eq!(hugo.expect("matched").await["partnerId"], "marie");

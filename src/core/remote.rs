@@ -267,15 +267,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         u.ghost = true;
         self.ghosts.insert(id.clone());
         let mut effects = Vec::new();
-        if self.link(&partner).is_some() {
-            effects.push(Effect::new(
-                &partner,
-                ServerEvent::PartnerReconnected(PartnerReconnected {
-                    room_id: room.id.clone(),
-                    partner_id: id,
-                }),
-            ));
-        }
+        self.tell_reconnected(&partner, &room.id, id, &mut effects);
         Some(Handover {
             room: room.id,
             partner,
@@ -311,15 +303,8 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                         is_initiator: room.initiator == id,
                     }),
                 ));
-                if self.link(&partner).is_some() {
-                    effects.push(Effect::new(
-                        &partner,
-                        ServerEvent::PartnerReconnected(PartnerReconnected {
-                            room_id: room.id.clone(),
-                            partner_id: id,
-                        }),
-                    ));
-                }
+                let room_id = room.id.clone();
+                self.tell_reconnected(&partner, &room_id, id, &mut effects);
             }
         }
         Joined {
@@ -327,6 +312,25 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             resumed: true,
             replaced: None,
             effects,
+        }
+    }
+
+    /// `partner-reconnected` for `partner`, if it is connected, about `back` in `room`.
+    fn tell_reconnected(
+        &self,
+        partner: &UserId,
+        room: &RoomId,
+        back: UserId,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.link(partner).is_some() {
+            out.push(Effect::new(
+                partner,
+                ServerEvent::PartnerReconnected(PartnerReconnected {
+                    room_id: room.clone(),
+                    partner_id: back,
+                }),
+            ));
         }
     }
 
@@ -374,29 +378,23 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// The ghost partner of local user `to` in `room` now lives behind `link` (it came back
     /// through another node): `to` is told `partner-reconnected`.
     pub fn relink(&mut self, to: &str, room: &str, link: L) -> Vec<Effect> {
-        let Some(ghost) = self
-            .rooms
-            .of_user(to)
-            .filter(|r| *r.id == *room)
-            .and_then(|r| r.partner_of(to))
-            .filter(|g| self.ghosts.contains(*g))
-            .cloned()
+        let Some((to, room, ghost)) =
+            self.rooms
+                .of_user(to)
+                .filter(|r| *r.id == *room)
+                .and_then(|r| {
+                    let ghost = r.partner_of(to).filter(|g| self.ghosts.contains(*g))?;
+                    Some((r.partner_of(ghost)?.clone(), r.id.clone(), ghost.clone()))
+                })
         else {
             return Vec::new();
         };
         if let Some(g) = self.users.get_mut(&ghost) {
             g.link = link;
         }
-        if self.link(to).is_none() {
-            return Vec::new();
-        }
-        vec![Effect::new(
-            &UserId::from(to),
-            ServerEvent::PartnerReconnected(PartnerReconnected {
-                room_id: room.into(),
-                partner_id: ghost,
-            }),
-        )]
+        let mut out = Vec::with_capacity(1);
+        self.tell_reconnected(&to, &room, ghost, &mut out);
+        out
     }
 
     /// The users waiting on this node, longest-waiting first.
