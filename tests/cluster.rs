@@ -144,11 +144,16 @@ async fn speaker(node: &Node, name: &str, languages: &[&str]) -> Client {
     c
 }
 
+/// `c` searches with `body` and is told it waits.
+async fn search(c: &mut Client, body: Value) {
+    c.emit("find-random-partner", body).await;
+    c.expect("searching").await;
+}
+
 /// A user of `node` who searched and waits.
 async fn waiting(node: &Node, name: &str) -> Client {
     let mut c = node.user(name).await;
-    c.emit("find-random-partner", json!({})).await;
-    c.expect("searching").await;
+    search(&mut c, json!({})).await;
     c
 }
 
@@ -275,16 +280,9 @@ async fn preferences_and_blocks_hold_across_nodes() {
 
     // A German speaker waits on A; an English-only seeker on B must not get them, a German one must.
     let mut dieter = speaker(&a, "dieter", &["de"]).await;
-    dieter
-        .emit(
-            "find-random-partner",
-            json!({"preferences": {"language": "de"}}),
-        )
-        .await;
-    dieter.expect("searching").await;
+    search(&mut dieter, json!({"preferences": {"language": "de"}})).await;
     let mut emma = speaker(&b, "emma", &["en"]).await;
-    emma.emit("find-random-partner", json!({})).await;
-    emma.expect("searching").await;
+    search(&mut emma, json!({})).await;
     let mut greta = speaker(&b, "greta", &["de", "en"]).await;
     greta.emit("find-random-partner", json!({})).await;
     // greta waited less than emma, but emma does not speak German: dieter takes greta... and
@@ -301,15 +299,8 @@ async fn preferences_and_blocks_hold_across_nodes() {
     dieter.expect("partner-left").await;
     emma.emit("end-chat", json!({})).await;
     emma.expect("chat-ended").await;
-    dieter
-        .emit(
-            "find-random-partner",
-            json!({"preferences": {"language": "de"}}),
-        )
-        .await;
-    dieter.expect("searching").await;
-    greta.emit("find-random-partner", json!({})).await;
-    greta.expect("searching").await;
+    search(&mut dieter, json!({"preferences": {"language": "de"}})).await;
+    search(&mut greta, json!({})).await;
     dieter.expect_silence(Duration::from_millis(500)).await;
     greta.expect_silence(Duration::from_millis(100)).await;
 

@@ -4,7 +4,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { startServer, next, user } from './harness.js';
+import { startServer, next, pair } from './harness.js';
 
 /** A free loopback port. */
 function freePort() {
@@ -53,21 +53,12 @@ describe('a cluster of two nodes, official client', { skip: !haveRedis && 'redis
   for (const [mode, transports] of [['polling with upgrade', undefined], ['websocket only', ['websocket']]]) {
     it(`users on different nodes meet, signal, chat and skip (${mode})`, async () => {
       const tag = transports ? 'ws' : 'poll';
-      const alice = await user(nodes[0].url, `alice-${tag}`, transports);
-      const bob = await user(nodes[1].url, `bob-${tag}`, transports);
+      const [alice, bob, roomId, a, b] = await pair(nodes[0].url, `alice-${tag}`, `bob-${tag}`, transports, nodes[1].url);
       try {
-        const searching = next(alice, 'searching');
-        alice.emit('find-random-partner', {});
-        await searching;
-        const ma = next(alice, 'matched');
-        const mb = next(bob, 'matched');
-        bob.emit('find-random-partner', {});
-        const [a, b] = await Promise.all([ma, mb]);
         assert.equal(a.roomId, b.roomId);
         assert.equal(a.partnerId, `bob-${tag}`);
         assert.equal(b.partnerId, `alice-${tag}`);
         assert.notEqual(a.isInitiator, b.isInitiator);
-        const roomId = a.roomId;
 
         // An offer and a burst of candidates cross the nodes in order.
         const got = [];

@@ -112,10 +112,13 @@ export async function user(url, userId, transports, userInfo) {
   return socket;
 }
 
-/** Two users matched with each other: [a, b, roomId, matchedA, matchedB]. */
-export async function pair(url, a, b, transports) {
+/**
+ * Two users matched with each other: [a, b, roomId, matchedA, matchedB]. `b` connects to `urlB`
+ * (another node of a cluster) when given.
+ */
+export async function pair(url, a, b, transports, urlB = url) {
   const sa = await user(url, a, transports);
-  const sb = await user(url, b, transports);
+  const sb = await user(urlB, b, transports);
   const searching = next(sa, 'searching');
   sa.emit('find-random-partner', {});
   await searching;
