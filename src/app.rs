@@ -63,6 +63,10 @@ pub fn build(config: Config) -> Result<App, String> {
         .nest_service("/vendor/chart.js", ServeDir::new(chart_dir))
         .fallback_service(ServeDir::new(static_dir))
         .layer(layer)
+        .layer(middleware::from_fn_with_state(
+            hub.clone(),
+            crate::ws::intercept,
+        ))
         .layer(cors(&origins))
         .layer(middleware::from_fn_with_state(origins, check_origin))
         .layer(middleware::from_fn_with_state(
@@ -191,14 +195,14 @@ pub async fn serve(
                 hub.tick(Instant::now());
                 if n % 40 == 0 {
                     hub.limits.prune();
-                    if let Some(io) = hub.io.get() {
-                        let live = io.sockets().iter().map(|s| s.id).collect();
-                        hub.limits.retain_open(&live);
-                    }
+                    let live = hub.all_sockets().iter().map(|s| s.id()).collect();
+                    hub.limits.retain_open(&live);
                 }
             }
         }
     });
+
+    let heartbeat = tokio::spawn(hub.conns.clone().heartbeat());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(accept_loop(listener, router, stop_rx));
@@ -209,17 +213,19 @@ pub async fn serve(
     hub.begin_shutdown();
     let left = |d: Instant| d.saturating_duration_since(Instant::now());
     // One notice per socket, each with its own delay, so clients come back spread out.
-    for socket in io.sockets() {
+    for socket in hub.all_sockets() {
         // A socket that connected a moment ago may not be marked connected yet (see
         // `wait_until_connected`); its client must get the notice too.
-        crate::signaling::wait_until_connected(&socket);
+        if let crate::signaling::Sock::Io(s) = &socket {
+            crate::signaling::wait_until_connected(s);
+        }
         let notice = ServerShutdown {
             message: "The server is restarting; reconnect in a moment",
             timestamp: now_ms(),
             reconnect_in_ms: 1000 + rand::random_range(0..=spread),
         };
         if let Err(e) = socket.emit("server-shutdown", &notice) {
-            tracing::debug!(sid = %socket.id, error = %e, "server-shutdown not sent");
+            tracing::debug!(sid = %socket.id(), error = %e, "server-shutdown not sent");
         }
     }
     // Let the notice reach the wire before the transports close.
@@ -230,6 +236,10 @@ pub async fn serve(
     }
     // Closing the server does not run disconnect handlers: forget everyone explicitly.
     hub.lock().clear();
+    heartbeat.abort();
+    for conn in hub.conns.all() {
+        conn.close_for_shutdown();
+    }
     if tokio::time::timeout(left(deadline), io.close())
         .await
         .is_err()

@@ -159,6 +159,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1000..=300_000))]
     pub ping_timeout_ms: u64,
 
+    /// Serve clients that connect over WebSocket directly (`transports: ['websocket']`) with
+    /// Roulette's own lean transport; `false` sends them through socketioxide like
+    /// long-polling clients (for comparison, or as a fallback).
+    #[arg(long, env = "NATIVE_WEBSOCKET", default_value_t = true, action = clap::ArgAction::Set)]
+    pub native_websocket: bool,
+
     /// Directory of static files served at `/`.
     #[arg(long, env = "STATIC_DIR", default_value = "public")]
     pub static_dir: std::path::PathBuf,

@@ -5,6 +5,8 @@
 //! - [`app`]: wires the HTTP routes and the Socket.IO layer together and owns shutdown;
 //! - [`http`]: health, statistics and static pages;
 //! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
+//! - [`ws`]: the WebSocket transport for clients that connect over WebSocket directly (the
+//!   rest go through socketioxide);
 //! - [`core`]: the pure, synchronous rules (queue, matching, rooms), free of I/O;
 //! - [`cluster`]: with `REDIS_URL`, the same service over several nodes: the shared queue,
 //!   delivery between nodes, heartbeats;
@@ -23,3 +25,4 @@ pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod signaling;
+pub mod ws;

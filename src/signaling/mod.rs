@@ -26,7 +26,7 @@ use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
-use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::socket::{DisconnectReason, Sid, Socket};
 use socketioxide_core::Value;
 
 use crate::auth::Verifier;
@@ -44,8 +44,55 @@ use crate::protocol::{ErrorCode, Reject};
 /// How long an `authenticate` waits for the cluster before it is answered as a fresh session.
 const PENDING_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// A socket of this node.
-pub type Sock = SocketRef<LocalAdapter>;
+/// A connection of this node: through socketioxide (long-polling, and its upgrade to WebSocket)
+/// or through Roulette's own WebSocket transport ([`crate::ws`]).
+#[derive(Debug, Clone)]
+pub enum Sock {
+    /// A socketioxide socket.
+    Io(SocketRef<LocalAdapter>),
+    /// A direct WebSocket connection.
+    Ws(Arc<crate::ws::Conn>),
+}
+
+impl PartialEq for Sock {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Sock::Io(a), Sock::Io(b)) => a == b,
+            (Sock::Ws(a), Sock::Ws(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Sock {
+    /// The Socket.IO session id.
+    pub fn id(&self) -> Sid {
+        match self {
+            Sock::Io(s) => s.id,
+            Sock::Ws(c) => c.id,
+        }
+    }
+
+    /// Queues event `event` with `data`; fails when the connection is closed or its send
+    /// buffer is full.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), String> {
+        match self {
+            Sock::Io(s) => s.emit(event, data).map_err(|e| e.to_string()),
+            Sock::Ws(c) => c.emit(event, data).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Sends the client away (`41`): it does not reconnect on its own. The disconnect handling
+    /// runs afterwards, on the connection's own task.
+    pub fn disconnect(&self) {
+        match self {
+            Sock::Io(s) => {
+                s.clone().disconnect().ok();
+            }
+            Sock::Ws(c) => c.disconnect(),
+        }
+    }
+}
 
 /// How the core reaches a user.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +133,8 @@ pub struct Hub {
     pub ice: Ice,
     /// The Socket.IO server, once built (for counting connections).
     pub io: std::sync::OnceLock<socketioxide::SocketIo>,
+    /// The connections on Roulette's own WebSocket transport.
+    pub conns: Arc<crate::ws::Conns>,
     shutting_down: AtomicBool,
     /// When the server started.
     pub started: Instant,
@@ -119,6 +168,10 @@ impl Hub {
             verifier: Verifier::from_config(&config)?,
             ice: Ice::new(&config),
             io: std::sync::OnceLock::new(),
+            conns: Arc::new(crate::ws::Conns::new(
+                std::time::Duration::from_millis(config.ping_interval_ms),
+                std::time::Duration::from_millis(config.ping_timeout_ms),
+            )),
             config,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
@@ -238,9 +291,18 @@ impl Hub {
         core.settle();
     }
 
-    /// Open Socket.IO connections on this server.
+    /// Open Socket.IO connections on this server, on both transports.
     pub fn sockets(&self) -> usize {
-        self.io.get().map_or(0, |io| io.sockets().len())
+        self.io.get().map_or(0, |io| io.sockets().len()) + self.conns.len()
+    }
+
+    /// Every open connection, on both transports.
+    pub fn all_sockets(&self) -> Vec<Sock> {
+        let io = self.io.get().map(|io| io.sockets()).unwrap_or_default();
+        io.into_iter()
+            .map(Sock::Io)
+            .chain(self.conns.all().into_iter().map(Sock::Ws))
+            .collect()
     }
 }
 
@@ -250,7 +312,7 @@ pub fn send<T: Serialize + ?Sized>(socket: &Sock, event: &str, data: &T) -> bool
     match socket.emit(event, data) {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(sid = %socket.id, event, error = %e, "event not delivered");
+            tracing::warn!(sid = %socket.id(), event, error = %e, "event not delivered");
             false
         }
     }
@@ -391,39 +453,58 @@ impl ConnectHandler<LocalAdapter, Direct> for OnConnect {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         let ip = hub.limits.client_ip(&parts.headers, peer);
-        if let Some(ip) = ip
-            && !hub.limits.open(ip, s.id)
-        {
-            tracing::info!(%ip, "connection refused: too many connections from this address");
-            crate::metrics::rate_limited("connection");
-            return Box::pin(std::future::ready(Err(Box::new(
-                "rate-limited: too many connections from your address",
-            )
-                as Box<dyn std::fmt::Display + Send>)));
+        match open_session(hub, ip, s.id, handshake_token(auth.as_ref())) {
+            Ok(session) => {
+                s.on_fallback(Dispatcher(session.clone()));
+                s.on_disconnect(OnDisconnect(session));
+                Box::pin(std::future::ready(Ok(())))
+            }
+            Err(message) => Box::pin(std::future::ready(Err(
+                Box::new(message) as Box<dyn std::fmt::Display + Send>
+            ))),
         }
-        let session = Arc::new(Session {
-            hub: hub.clone(),
-            state: Mutex::new(SessionState::default()),
-            ip,
-            handshake_token: handshake_token(auth.as_ref()),
-            budget: hub.limits.socket_budget(),
-        });
-        s.on_fallback(Dispatcher(session.clone()));
-        s.on_disconnect(OnDisconnect(session));
-        Box::pin(std::future::ready(Ok(())))
     }
+}
+
+/// Starts a connection's session once its client joined the `/` namespace, or refuses it
+/// (too many connections from its address) with the message for the client.
+pub fn open_session(
+    hub: &Arc<Hub>,
+    ip: Option<IpAddr>,
+    id: Sid,
+    handshake_token: Option<String>,
+) -> Result<Arc<Session>, &'static str> {
+    if let Some(ip) = ip
+        && !hub.limits.open(ip, id)
+    {
+        tracing::info!(%ip, "connection refused: too many connections from this address");
+        crate::metrics::rate_limited("connection");
+        return Err("rate-limited: too many connections from your address");
+    }
+    Ok(Arc::new(Session {
+        hub: hub.clone(),
+        state: Mutex::new(SessionState::default()),
+        ip,
+        handshake_token,
+        budget: hub.limits.socket_budget(),
+    }))
 }
 
 /// The `token` of a handshake's `auth` object, as socket.io-client sends it with `auth: {token}`.
 fn handshake_token(auth: Option<&Value>) -> Option<String> {
+    let Some(Value::Str(text, _)) = auth else {
+        return None;
+    };
+    token_of(text.as_str())
+}
+
+/// The `token` of a handshake's `auth` object given as JSON (`{"token": "..."}`).
+pub fn token_of(auth: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Auth {
         token: Option<String>,
     }
-    let Some(Value::Str(text, _)) = auth else {
-        return None;
-    };
-    serde_json::from_str::<Auth>(text.as_str())
+    serde_json::from_str::<Auth>(auth)
         .ok()?
         .token
         .filter(|t| t.len() <= crate::protocol::incoming::MAX_TOKEN_BYTES)
@@ -434,12 +515,55 @@ pub struct Dispatcher(Arc<Session>);
 
 /// The acknowledgement sent when a client emits with a callback (`emitWithAck`).
 #[derive(Serialize)]
-struct AckReply<'a> {
+pub struct AckReply<'a> {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<ErrorCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
+}
+
+/// What handling one event came to: done, or refused (the refusal names the event).
+pub type Outcome<'v> = Result<(), (std::borrow::Cow<'v, str>, Reject)>;
+
+/// The acknowledgement for an event's outcome.
+pub fn ack_reply<'a>(outcome: &'a Outcome<'_>) -> AckReply<'a> {
+    match outcome {
+        Ok(()) => AckReply {
+            ok: true,
+            code: None,
+            message: None,
+        },
+        Err((_, r)) => AckReply {
+            ok: false,
+            code: Some(r.code),
+            message: Some(&r.message),
+        },
+    }
+}
+
+/// Handles one event frame (`["name", payload]` as JSON text; `None` for a frame that is not
+/// text) on either transport: charges it, runs its handler, and answers a refusal with an
+/// `error` event. `None` means the socket keeps flooding and must be cut off.
+pub fn on_event<'v>(
+    session: &Arc<Session>,
+    socket: &Sock,
+    text: Option<&'v str>,
+    binary: bool,
+) -> Option<Outcome<'v>> {
+    let outcome = match dispatch(session, socket, text, binary) {
+        Err(Refusal::Flooding) => {
+            tracing::info!(sid = %socket.id(), ip = ?session.ip, "disconnecting a socket that keeps flooding");
+            return None;
+        }
+        Err(Refusal::Reject(event, r)) => Err((event, r)),
+        Ok(()) => Ok(()),
+    };
+    if let Err((event, reject)) = &outcome {
+        tracing::debug!(sid = %socket.id(), %event, code = reject.code.as_str(), "refused");
+        send_error(socket, event, reject);
+    }
+    Some(outcome)
 }
 
 impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
@@ -449,34 +573,20 @@ impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
             let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
             ack
         });
-        let socket = SocketRef::from(s);
-        let outcome = match self.dispatch(&socket, &v) {
-            Err(Refusal::Flooding) => {
-                tracing::info!(sid = %socket.id, ip = ?self.0.ip, "disconnecting a socket that keeps flooding");
-                socket.disconnect().ok();
-                return;
-            }
-            Err(Refusal::Reject(event, r)) => Err((event, r)),
-            Ok(()) => Ok(()),
+        let socket = Sock::Io(SocketRef::from(s));
+        let (text, binary) = match &v {
+            Value::Str(text, binaries) => (
+                Some(text.as_str()),
+                binaries.as_ref().is_some_and(|b| !b.is_empty()),
+            ),
+            _ => (None, true),
         };
-        if let Err((event, reject)) = &outcome {
-            tracing::debug!(sid = %socket.id, %event, code = reject.code.as_str(), "refused");
-            send_error(&socket, event, reject);
-        }
+        let Some(outcome) = on_event(&self.0, &socket, text, binary) else {
+            socket.disconnect();
+            return;
+        };
         if let Some(ack) = ack {
-            let reply = match &outcome {
-                Ok(()) => AckReply {
-                    ok: true,
-                    code: None,
-                    message: None,
-                },
-                Err((_, r)) => AckReply {
-                    ok: false,
-                    code: Some(r.code),
-                    message: Some(&r.message),
-                },
-            };
-            ack.send(&reply).ok();
+            ack.send(&ack_reply(&outcome)).ok();
         }
     }
 }
@@ -510,59 +620,64 @@ impl<'v> From<(std::borrow::Cow<'v, str>, Reject)> for Refusal<'v> {
     }
 }
 
-impl Dispatcher {
-    /// Charges the event to the socket's budget, finds its handler and runs it; a refusal comes
-    /// back with the event's name.
-    fn dispatch<'v>(&self, socket: &Sock, v: &'v Value) -> Result<(), Refusal<'v>> {
-        let session = &self.0;
-        let Value::Str(text, binaries) = v else {
-            self.charge(EventClass::Other, "")?;
-            return Err(("".into(), ErrorCode::BinaryNotSupported.into()).into());
-        };
-        let frame: Frame<'v> = match serde_json::from_str(text.as_str()) {
-            Ok(f) => f,
-            Err(e) => {
-                self.charge(EventClass::Other, "")?;
-                return Err(("".into(), Reject::invalid(format!("unreadable event: {e}"))).into());
-            }
-        };
-        let event = frame.event;
-        let route = handlers::route(&event);
-        self.charge(route.map_or(EventClass::Other, |r| r.class), &event)?;
-        if binaries.as_ref().is_some_and(|b| !b.is_empty()) {
-            return Err((event, ErrorCode::BinaryNotSupported.into()).into());
+/// Charges the event to the socket's budget, finds its handler and runs it; a refusal comes
+/// back with the event's name.
+fn dispatch<'v>(
+    session: &Arc<Session>,
+    socket: &Sock,
+    text: Option<&'v str>,
+    binary: bool,
+) -> Result<(), Refusal<'v>> {
+    let Some(text) = text else {
+        charge(session, EventClass::Other, "")?;
+        return Err(("".into(), ErrorCode::BinaryNotSupported.into()).into());
+    };
+    let frame: Frame<'v> = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            charge(session, EventClass::Other, "")?;
+            return Err(("".into(), Reject::invalid(format!("unreadable event: {e}"))).into());
         }
-        let Some(route) = route else {
-            return Err((event, ErrorCode::UnknownEvent.into()).into());
-        };
-        let user = session.state.lock().user.clone();
-        if route.needs_user && user.is_none() {
-            return Err((event, ErrorCode::NotAuthenticated.into()).into());
-        }
-        let ctx = Ctx {
-            hub: &session.hub,
-            session,
-            socket,
-            user,
-        };
-        (route.handler)(&ctx, frame.payload).map_err(|r| (event, r).into())
+    };
+    let event = frame.event;
+    let route = handlers::route(&event);
+    charge(
+        session,
+        route.map_or(EventClass::Other, |r| r.class),
+        &event,
+    )?;
+    if binary {
+        return Err((event, ErrorCode::BinaryNotSupported.into()).into());
     }
+    let Some(route) = route else {
+        return Err((event, ErrorCode::UnknownEvent.into()).into());
+    };
+    let user = session.state.lock().user.clone();
+    if route.needs_user && user.is_none() {
+        return Err((event, ErrorCode::NotAuthenticated.into()).into());
+    }
+    let ctx = Ctx {
+        hub: &session.hub,
+        session,
+        socket,
+        user,
+    };
+    (route.handler)(&ctx, frame.payload).map_err(|r| (event, r).into())
+}
 
-    /// Charges one event of `class`; over budget it is refused, or the socket is cut off.
-    fn charge<'v>(&self, class: EventClass, event: &str) -> Result<(), Refusal<'v>> {
-        let session = &*self.0;
-        match session.hub.limits.charge(&session.budget, class) {
-            Verdict::Allow => Ok(()),
-            Verdict::Refuse(r) => {
-                crate::metrics::rate_limited("event");
-                Err(Refusal::Reject(event.to_owned().into(), r))
-            }
-            Verdict::Disconnect => Err(Refusal::Flooding),
+/// Charges one event of `class`; over budget it is refused, or the socket is cut off.
+fn charge<'v>(session: &Session, class: EventClass, event: &str) -> Result<(), Refusal<'v>> {
+    match session.hub.limits.charge(&session.budget, class) {
+        Verdict::Allow => Ok(()),
+        Verdict::Refuse(r) => {
+            crate::metrics::rate_limited("event");
+            Err(Refusal::Reject(event.to_owned().into(), r))
         }
+        Verdict::Disconnect => Err(Refusal::Flooding),
     }
 }
 
-/// Takes a departed socket's user out of the queue and its room, synchronously.
+/// Runs [`closed`] when a socketioxide socket disconnects.
 pub struct OnDisconnect(Arc<Session>);
 
 impl DisconnectHandler<LocalAdapter, Direct> for OnDisconnect {
@@ -572,30 +687,33 @@ impl DisconnectHandler<LocalAdapter, Direct> for OnDisconnect {
         reason: DisconnectReason,
         defer: fn(Arc<Socket<LocalAdapter>>),
     ) {
-        let socket = SocketRef::from(s.clone());
-        let session = &*self.0;
-        if let Some(ip) = session.ip {
-            session.hub.limits.close(ip, socket.id);
-        }
-        {
-            let mut core = session.hub.lock();
-            let mut state = session.state.lock();
-            state.closed = true;
-            if let Some(user) = state.user.take() {
-                tracing::debug!(sid = %socket.id, %user, %reason, "disconnected");
-                // A client that said goodbye (or that the server sent away) is not coming back;
-                // a transport that died may be a phone changing networks.
-                let lost = !matches!(
-                    reason,
-                    DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect
-                );
-                let effects = core.leave(&user, &Link::Local(socket.clone()), lost, Instant::now());
-                session.hub.deliver(&mut core, effects);
-                if core.away_token(&user).is_some() {
-                    session.hub.job(Job::Away(user));
-                }
-            }
-        }
+        tracing::debug!(sid = %s.id, %reason, "disconnected");
+        // A client that said goodbye (or that the server sent away) is not coming back;
+        // a transport that died may be a phone changing networks.
+        let lost = !matches!(
+            reason,
+            DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect
+        );
+        closed(&self.0, &Sock::Io(SocketRef::from(s.clone())), lost);
         defer(s);
+    }
+}
+
+/// A connection ended, on either transport: its user leaves the queue and its room, or, when
+/// the connection was `lost` while in a room, is kept for the reconnect grace.
+pub fn closed(session: &Session, socket: &Sock, lost: bool) {
+    if let Some(ip) = session.ip {
+        session.hub.limits.close(ip, socket.id());
+    }
+    let mut core = session.hub.lock();
+    let mut state = session.state.lock();
+    state.closed = true;
+    if let Some(user) = state.user.take() {
+        tracing::debug!(sid = %socket.id(), %user, lost, "left");
+        let effects = core.leave(&user, &Link::Local(socket.clone()), lost, Instant::now());
+        session.hub.deliver(&mut core, effects);
+        if core.away_token(&user).is_some() {
+            session.hub.job(Job::Away(user));
+        }
     }
 }

@@ -195,13 +195,13 @@ pub fn complete(
             }
         }
         state.user = Some(user.clone());
-        tracing::debug!(sid = %socket.id, %user, resumed = joined.resumed, "authenticated");
+        tracing::debug!(sid = %socket.id(), %user, resumed = joined.resumed, "authenticated");
         send(
             socket,
             "authenticated",
             &Authenticated {
                 user_id: user.clone(),
-                socket_id: socket.id.to_string(),
+                socket_id: socket.id().to_string(),
                 server_stats: core.live(),
                 resume_token: joined.resume_token,
                 resumed: joined.resumed,
@@ -214,7 +214,7 @@ pub fn complete(
     // Closing runs the old socket's disconnect handler, which takes the hub lock: only now.
     if let Some(Link::Local(old)) = replaced {
         send_error(&old, "authenticate", &ErrorCode::SessionReplaced.into());
-        old.disconnect().ok();
+        old.disconnect();
     }
     Ok(())
 }

@@ -1,0 +1,424 @@
+//! WebSocket frames (RFC 6455) for the server side: outgoing frames built in one allocation,
+//! incoming bytes cut into messages. Header encoding and decoding are tungstenite's; what is
+//! ours is the buffering, which keeps nothing allocated between messages.
+
+use std::io::Cursor;
+use std::ops::ControlFlow;
+
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+/// Room left in front of a frame's payload for its header (2 + 8 bytes; servers do not mask).
+const HEAD: usize = 10;
+
+/// One frame to send, header included; `pos` counts what was already written.
+#[derive(Debug)]
+pub struct OutFrame {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl OutFrame {
+    /// A text frame whose payload `write` appends to the buffer it is given.
+    pub fn text_with<E>(write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Self, E> {
+        let mut buf = Vec::with_capacity(HEAD + 64);
+        buf.resize(HEAD, 0);
+        write(&mut buf)?;
+        Ok(Self::finish(buf, OpCode::Data(Data::Text)))
+    }
+
+    /// A text frame.
+    pub fn text(payload: &str) -> Self {
+        Self::with(OpCode::Data(Data::Text), payload.as_bytes())
+    }
+
+    /// A close frame with a status code.
+    pub fn close(code: u16) -> Self {
+        Self::with(OpCode::Control(Control::Close), &code.to_be_bytes())
+    }
+
+    /// The answer to a ping.
+    pub fn pong(payload: &[u8]) -> Self {
+        Self::with(OpCode::Control(Control::Pong), payload)
+    }
+
+    fn with(opcode: OpCode, payload: &[u8]) -> Self {
+        let mut buf = Vec::with_capacity(HEAD + payload.len());
+        buf.resize(HEAD, 0);
+        buf.extend_from_slice(payload);
+        Self::finish(buf, opcode)
+    }
+
+    /// Writes the header right in front of the payload.
+    fn finish(mut buf: Vec<u8>, opcode: OpCode) -> Self {
+        let len = (buf.len() - HEAD) as u64;
+        let header = FrameHeader {
+            opcode,
+            ..FrameHeader::default()
+        };
+        let mut head = Cursor::new([0u8; HEAD]);
+        header
+            .format(len, &mut head)
+            .expect("a frame header fits in 10 bytes");
+        let n = head.position() as usize;
+        let pos = HEAD - n;
+        buf[pos..HEAD].copy_from_slice(&head.get_ref()[..n]);
+        OutFrame { buf, pos }
+    }
+
+    /// What is left to write.
+    pub fn remaining(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` more bytes as written; true once the whole frame is.
+    pub fn advance(&mut self, n: usize) -> bool {
+        self.pos += n;
+        self.pos >= self.buf.len()
+    }
+}
+
+/// What the reader found in the incoming bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A complete text message (not yet checked as UTF-8).
+    Text(&'a [u8]),
+    /// A complete binary message.
+    Binary(&'a [u8]),
+    /// A ping to answer with its payload.
+    Ping(&'a [u8]),
+    /// The client closes, with its status code if it gave one.
+    Close(Option<u16>),
+}
+
+/// Why a connection's input is unacceptable, as the close code to send.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Violation {
+    /// 1002: not valid WebSocket framing (unmasked, reserved bits or opcodes, bad fragments).
+    Protocol,
+    /// 1009: a message larger than `MAX_MESSAGE_BYTES`.
+    TooBig,
+}
+
+impl Violation {
+    /// The close code that says so.
+    pub fn code(self) -> u16 {
+        match self {
+            Violation::Protocol => 1002,
+            Violation::TooBig => 1009,
+        }
+    }
+}
+
+/// Cuts a client's byte stream into messages. Holds bytes only while a frame or a fragmented
+/// message is incomplete; an idle connection's reader owns no memory.
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// The start of a frame whose end has not arrived.
+    partial: Vec<u8>,
+    /// The fragments of a message so far, and whether it is text.
+    message: Vec<u8>,
+    fragmented: Option<bool>,
+}
+
+impl Reader {
+    /// Feeds bytes just read; calls `each` for every complete message, in order, until it breaks.
+    /// `input` is unmasked in place.
+    pub fn feed(
+        &mut self,
+        input: &mut [u8],
+        max: usize,
+        each: &mut dyn FnMut(Message<'_>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, Violation> {
+        if self.partial.is_empty() {
+            let (used, flow) = self.frames(input, max, each)?;
+            if flow.is_continue() && used < input.len() {
+                self.partial = input[used..].to_vec();
+            }
+            return Ok(flow);
+        }
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(input);
+        let (used, flow) = self.frames(&mut buf, max, each)?;
+        if flow.is_continue() && used < buf.len() {
+            buf.drain(..used);
+            self.partial = buf;
+        }
+        Ok(flow)
+    }
+
+    /// Handles every complete frame at the start of `buf`; returns how many bytes they took.
+    fn frames(
+        &mut self,
+        buf: &mut [u8],
+        max: usize,
+        each: &mut dyn FnMut(Message<'_>) -> ControlFlow<()>,
+    ) -> Result<(usize, ControlFlow<()>), Violation> {
+        let mut at = 0;
+        loop {
+            let mut cur = Cursor::new(&buf[at..]);
+            let Some((h, len)) = FrameHeader::parse(&mut cur).map_err(|_| Violation::Protocol)?
+            else {
+                return Ok((at, ControlFlow::Continue(())));
+            };
+            if len > max as u64 {
+                return Err(Violation::TooBig);
+            }
+            let start = at + cur.position() as usize;
+            let end = start + len as usize;
+            if end > buf.len() {
+                return Ok((at, ControlFlow::Continue(())));
+            }
+            let Some(mask) = h.mask else {
+                return Err(Violation::Protocol);
+            };
+            if h.rsv1 || h.rsv2 || h.rsv3 {
+                return Err(Violation::Protocol);
+            }
+            let payload = &mut buf[start..end];
+            unmask(payload, mask);
+            at = end;
+            let flow = match h.opcode {
+                OpCode::Data(Data::Text | Data::Binary) if self.fragmented.is_some() => {
+                    return Err(Violation::Protocol);
+                }
+                OpCode::Data(d @ (Data::Text | Data::Binary)) => {
+                    let text = d == Data::Text;
+                    if h.is_final {
+                        each(if text {
+                            Message::Text(payload)
+                        } else {
+                            Message::Binary(payload)
+                        })
+                    } else {
+                        self.fragmented = Some(text);
+                        self.message.extend_from_slice(payload);
+                        ControlFlow::Continue(())
+                    }
+                }
+                OpCode::Data(Data::Continue) => {
+                    let Some(text) = self.fragmented else {
+                        return Err(Violation::Protocol);
+                    };
+                    if self.message.len() + payload.len() > max {
+                        return Err(Violation::TooBig);
+                    }
+                    self.message.extend_from_slice(payload);
+                    if h.is_final {
+                        let whole = std::mem::take(&mut self.message);
+                        self.fragmented = None;
+                        each(if text {
+                            Message::Text(&whole)
+                        } else {
+                            Message::Binary(&whole)
+                        })
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                }
+                OpCode::Control(_) if !h.is_final || len > 125 => {
+                    return Err(Violation::Protocol);
+                }
+                OpCode::Control(Control::Close) => {
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let _ = each(Message::Close(code));
+                    ControlFlow::Break(())
+                }
+                OpCode::Control(Control::Ping) => each(Message::Ping(payload)),
+                OpCode::Control(Control::Pong) => ControlFlow::Continue(()),
+                OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
+                    return Err(Violation::Protocol);
+                }
+            };
+            if flow.is_break() {
+                return Ok((at, flow));
+            }
+        }
+    }
+}
+
+/// Undoes the client's XOR mask.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame: masked, as browsers send them.
+    fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut f = vec![opcode | if fin { 0x80 } else { 0 }];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        f
+    }
+
+    /// Everything the reader reports for `chunks` fed one after another.
+    fn read(chunks: &[&[u8]], max: usize) -> Result<Vec<String>, Violation> {
+        let mut r = Reader::default();
+        let mut seen = Vec::new();
+        for c in chunks {
+            let mut c = c.to_vec();
+            let flow = r.feed(&mut c, max, &mut |m| {
+                seen.push(match m {
+                    Message::Text(t) => format!("text {}", String::from_utf8_lossy(t)),
+                    Message::Binary(b) => format!("binary {}", b.len()),
+                    Message::Ping(p) => format!("ping {}", p.len()),
+                    Message::Close(c) => format!("close {c:?}"),
+                });
+                ControlFlow::Continue(())
+            })?;
+            assert!(flow.is_continue());
+        }
+        assert!(
+            r.partial.is_empty() && r.message.is_empty(),
+            "nothing held after whole frames"
+        );
+        Ok(seen)
+    }
+
+    #[test]
+    fn whole_frames_and_frames_split_anywhere_give_the_same_messages() {
+        let long = "x".repeat(3000);
+        let mut stream = client_frame(1, true, b"42[\"a\"]");
+        stream.extend(client_frame(1, true, long.as_bytes()));
+        stream.extend(client_frame(9, true, b"hi"));
+        let want = vec![
+            "text 42[\"a\"]".to_string(),
+            format!("text {long}"),
+            "ping 2".to_string(),
+        ];
+        assert_eq!(read(&[&stream], 65536).unwrap(), want);
+        for cut in [1, 2, 5, 9, 100, stream.len() - 1] {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(read(&[a, b], 65536).unwrap(), want, "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(read(&bytes, 65536).unwrap(), want);
+    }
+
+    #[test]
+    fn fragments_are_joined() {
+        let mut s = client_frame(1, false, b"42[\"a\",");
+        s.extend(client_frame(9, true, b""));
+        s.extend(client_frame(0, false, b"1"));
+        s.extend(client_frame(0, true, b"]"));
+        assert_eq!(
+            read(&[&s], 100).unwrap(),
+            vec!["ping 0".to_string(), "text 42[\"a\",1]".to_string()]
+        );
+    }
+
+    #[test]
+    fn violations_are_refused_with_their_code() {
+        let unmasked = [0x81u8, 0x01, b'x'];
+        assert_eq!(read(&[&unmasked], 100), Err(Violation::Protocol));
+        assert_eq!(
+            read(&[&client_frame(1, true, &[b'x'; 101])], 100),
+            Err(Violation::TooBig)
+        );
+        assert_eq!(
+            read(&[&client_frame(0, true, b"x")], 100),
+            Err(Violation::Protocol)
+        );
+        assert_eq!(
+            read(&[&client_frame(3, true, b"x")], 100),
+            Err(Violation::Protocol)
+        );
+        assert_eq!(
+            read(&[&client_frame(9, false, b"x")], 100),
+            Err(Violation::Protocol)
+        );
+        let mut rsv = client_frame(1, true, b"x");
+        rsv[0] |= 0x40;
+        assert_eq!(read(&[&rsv], 100), Err(Violation::Protocol));
+        let mut two = client_frame(1, false, &[b'x'; 60]);
+        two.extend(client_frame(0, true, &[b'x'; 60]));
+        assert_eq!(read(&[&two], 100), Err(Violation::TooBig));
+        // A frame still arriving is kept, not judged, until it is whole.
+        let whole = client_frame(1, true, b"42[]");
+        let mut r = Reader::default();
+        let mut n = 0;
+        let mut count = |_: Message<'_>| {
+            n += 1;
+            ControlFlow::Continue(())
+        };
+        assert!(
+            r.feed(&mut whole[..3].to_vec(), 100, &mut count)
+                .unwrap()
+                .is_continue()
+        );
+        assert_eq!(r.partial.len(), 3);
+        assert!(
+            r.feed(&mut whole[3..].to_vec(), 100, &mut count)
+                .unwrap()
+                .is_continue()
+        );
+        assert!(r.partial.is_empty());
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn close_stops_the_reading() {
+        let mut s = client_frame(8, true, &1000u16.to_be_bytes());
+        s.extend(client_frame(1, true, b"after"));
+        let mut r = Reader::default();
+        let mut seen = Vec::new();
+        let flow = r
+            .feed(&mut s, 100, &mut |m| {
+                seen.push(format!("{m:?}"));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert!(flow.is_break());
+        assert_eq!(seen, vec!["Close(Some(1000))"]);
+    }
+
+    #[test]
+    fn outgoing_frames_carry_the_right_length_header() {
+        for len in [0usize, 5, 125, 126, 65535, 65536] {
+            let payload = "y".repeat(len);
+            let f = OutFrame::text(&payload);
+            let bytes = f.remaining();
+            assert_eq!(bytes[0], 0x81);
+            let (hl, n) = match bytes[1] {
+                126 => (4, u16::from_be_bytes([bytes[2], bytes[3]]) as usize),
+                127 => (
+                    10,
+                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                ),
+                n => (2, n as usize),
+            };
+            assert_eq!(n, len);
+            assert_eq!(&bytes[hl..], payload.as_bytes());
+        }
+        let c = OutFrame::close(1000);
+        assert_eq!(c.remaining(), &[0x88, 2, 0x03, 0xe8]);
+        let built = OutFrame::text_with(|b| {
+            b.extend_from_slice(b"42[]");
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(built.remaining(), &[0x81, 4, b'4', b'2', b'[', b']']);
+        let mut f = OutFrame::text("abc");
+        assert!(!f.advance(3), "header and one byte written");
+        assert_eq!(f.remaining(), b"bc");
+        assert!(f.advance(2));
+    }
+}

@@ -1,0 +1,677 @@
+//! Roulette's own WebSocket transport for Socket.IO clients that connect over WebSocket
+//! directly (`transports: ['websocket']`, as mobile apps and the load generator do). Long-polling
+//! sessions, and their upgrade to WebSocket, stay with socketioxide.
+//!
+//! Why: an idle connection through engineioxide costs about 24 KB of server memory, and the
+//! budget is 6 KB. Its costs are structural: hyper's read buffer kept alive under the upgraded
+//! connection, three tasks per connection (reader, writer, heartbeat) whose futures are large, an
+//! outgoing channel whose first block is allocated at creation, and a read buffer per socket.
+//! Here a connection is one small task and an [`Conn`] that owns no buffer while idle:
+//! - reads go into a buffer on the reading thread's stack, and bytes are kept only while a frame
+//!   is incomplete;
+//! - an event is written to the socket at once by whoever emits it, under the connection's
+//!   lock; only what the kernel does not take is queued, and the task then waits for the socket to
+//!   be writable. One thread's emits therefore reach the wire in order, and no task is woken per
+//!   message;
+//! - one heartbeat task pings every connection in turn, instead of a timer task each.
+//!
+//! Events are handled exactly as on socketioxide's path: inline, in arrival order, by
+//! [`crate::signaling`]'s dispatcher.
+
+pub mod frame;
+pub mod packet;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use serde::Serialize;
+use socketioxide::socket::Sid;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::signaling::{Hub, Session, Sock};
+use frame::{Message, OutFrame, Reader, Violation};
+use packet::Incoming;
+
+/// How long a client may take to join the `/` namespace after connecting (socketioxide's
+/// default too).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Reads per wake-up before other connections get the thread.
+const READS_PER_TURN: usize = 8;
+
+/// Why an event could not be queued on a connection.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is closing or closed.
+    #[error("connection closed")]
+    Closed,
+    /// `SOCKET_BUFFER_PACKETS` frames wait already: the client does not read.
+    #[error("send buffer full")]
+    Full,
+    /// The payload could not be written as JSON.
+    #[error("payload not serializable")]
+    Encode,
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client left its namespace (`socket.disconnect()`): it is not coming back.
+    Left,
+    /// The server sent the client away (`41`): its client does not reconnect on its own.
+    SentAway,
+    /// The transport closed or failed, or the client stopped answering pings: it may come back
+    /// within the reconnect grace.
+    Lost(&'static str),
+}
+
+/// Frames waiting for the socket to take them, and whether the connection is ending.
+#[derive(Default)]
+struct Out {
+    frames: VecDeque<OutFrame>,
+    end: Option<End>,
+}
+
+/// One client connection on this transport.
+pub struct Conn {
+    /// The session id, shared by Engine.IO and Socket.IO as in socketioxide.
+    pub id: Sid,
+    tcp: TcpStream,
+    out: Mutex<Out>,
+    wake: Notify,
+    /// When the unanswered ping was sent (ms on the registry's clock), 0 when none is.
+    ping_sent: AtomicU64,
+    /// When the next ping is due.
+    next_ping: AtomicU64,
+    /// When the connection opened.
+    opened: u64,
+    /// Whether the client joined the `/` namespace.
+    joined: AtomicBool,
+    /// `SOCKET_BUFFER_PACKETS`.
+    cap: usize,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("id", &self.id).finish()
+    }
+}
+
+impl Conn {
+    /// Queues event `event` with `data` (`42["event",data]`).
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
+        let frame = OutFrame::text_with(|b| {
+            b.extend_from_slice(b"42[");
+            serde_json::to_writer(&mut *b, event)?;
+            b.push(b',');
+            serde_json::to_writer(&mut *b, data)?;
+            b.push(b']');
+            Ok::<(), serde_json::Error>(())
+        })
+        .map_err(|_| SendError::Encode)?;
+        self.push(frame, false)
+    }
+
+    /// Answers the client's acknowledgement request `id` (`43<id>[data]`).
+    pub fn ack<T: Serialize + ?Sized>(&self, id: i64, data: &T) -> Result<(), SendError> {
+        let frame = OutFrame::text_with(|b| {
+            use std::io::Write as _;
+            write!(b, "43{id}[").map_err(serde_json::Error::io)?;
+            serde_json::to_writer(&mut *b, data)?;
+            b.push(b']');
+            Ok::<(), serde_json::Error>(())
+        })
+        .map_err(|_| SendError::Encode)?;
+        self.push(frame, false)
+    }
+
+    /// Sends the client away: `41`, then a WebSocket close. Its task then runs the disconnect
+    /// handling (never the caller, who may hold the hub lock).
+    pub fn disconnect(&self) {
+        let mut out = self.out.lock();
+        if out.end.is_some() {
+            return;
+        }
+        out.end = Some(End::SentAway);
+        out.frames.push_back(OutFrame::text(packet::DISCONNECT));
+        out.frames.push_back(OutFrame::close(1000));
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    /// Closes the transport for a server shutdown: a WebSocket close (1001, going away) and no
+    /// `41`, so that socket.io-client reconnects on its own (to another node, or to this one
+    /// once restarted), as it does when socketioxide closes.
+    pub fn close_for_shutdown(&self) {
+        let mut out = self.out.lock();
+        if out.end.is_some() {
+            return;
+        }
+        out.end = Some(End::Lost("server shutdown"));
+        out.frames.push_back(OutFrame::close(1001));
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    /// Ends the connection for `why` (if it is not ending already).
+    fn end(&self, why: End) {
+        let mut out = self.out.lock();
+        if out.end.is_none() {
+            out.end = Some(why);
+        }
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    /// Writes `frame` now if nothing waits before it, else queues it for the task. `control`
+    /// frames (pings, pongs, handshake) are not refused by a full buffer.
+    fn push(&self, mut frame: OutFrame, control: bool) -> Result<(), SendError> {
+        let mut out = self.out.lock();
+        if out.end.is_some() {
+            return Err(SendError::Closed);
+        }
+        if out.frames.is_empty() {
+            match self.tcp.try_write(frame.remaining()) {
+                Ok(n) if frame.advance(n) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    out.end = Some(End::Lost("transport error"));
+                    drop(out);
+                    self.wake.notify_one();
+                    return Err(SendError::Closed);
+                }
+            }
+        } else if !control && out.frames.len() >= self.cap {
+            return Err(SendError::Full);
+        }
+        out.frames.push_back(frame);
+        drop(out);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Writes queued frames until the socket would block. An emptied queue gives its memory
+    /// back: a connection that was slow once does not keep a buffer for good.
+    fn flush(&self) -> std::io::Result<()> {
+        let mut out = self.out.lock();
+        while let Some(f) = out.frames.front_mut() {
+            match self.tcp.try_write(f.remaining()) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    if f.advance(n) {
+                        out.frames.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        out.frames = VecDeque::new();
+        Ok(())
+    }
+
+    fn pending(&self) -> bool {
+        !self.out.lock().frames.is_empty()
+    }
+
+    fn ended(&self) -> Option<End> {
+        self.out.lock().end
+    }
+
+    /// The heartbeat's visit: a ping when one is due, the end of a client that did not answer
+    /// the last one in time or never joined a namespace.
+    fn beat(&self, now: u64, conns: &Conns) {
+        let sent = self.ping_sent.load(Ordering::Acquire);
+        if sent != 0 {
+            if now.saturating_sub(sent) > conns.ping_timeout_ms {
+                self.end(End::Lost("ping timeout"));
+            }
+            return;
+        }
+        if !self.joined.load(Ordering::Acquire)
+            && now.saturating_sub(self.opened) > CONNECT_TIMEOUT.as_millis() as u64
+        {
+            self.end(End::Lost("connect timeout"));
+            return;
+        }
+        if now >= self.next_ping.load(Ordering::Acquire) {
+            self.ping_sent.store(now, Ordering::Release);
+            self.push(OutFrame::text(packet::PING), true).ok();
+        }
+    }
+}
+
+/// What a connection's task keeps between reads.
+struct Reading {
+    reader: Reader,
+    /// Set once the client joined `/`.
+    session: Option<Arc<Session>>,
+    /// Binary messages still to skip (attachments of a refused binary event).
+    skip: u32,
+    /// The close code to answer with when the connection ends.
+    close_code: Option<u16>,
+}
+
+/// Every connection on this transport, and the heartbeat's settings.
+pub struct Conns {
+    map: Mutex<HashMap<Sid, Arc<Conn>>>,
+    epoch: Instant,
+    ping_interval_ms: u64,
+    ping_timeout_ms: u64,
+}
+
+impl Conns {
+    /// An empty registry with the Engine.IO heartbeat settings.
+    pub fn new(ping_interval: Duration, ping_timeout: Duration) -> Conns {
+        Conns {
+            map: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            ping_interval_ms: ping_interval.as_millis() as u64,
+            ping_timeout_ms: ping_timeout.as_millis() as u64,
+        }
+    }
+
+    /// Milliseconds on the registry's clock; never 0.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Open connections.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids of the open connections.
+    pub fn ids(&self) -> HashSet<Sid> {
+        self.map.lock().keys().copied().collect()
+    }
+
+    /// Every open connection.
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.map.lock().values().cloned().collect()
+    }
+
+    /// Pings the connections whose ping is due and ends those that stopped answering, forever.
+    pub async fn heartbeat(self: Arc<Self>) {
+        let every = (self.ping_interval_ms.min(self.ping_timeout_ms) / 4).clamp(50, 1000);
+        let mut tick = tokio::time::interval(Duration::from_millis(every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = self.now();
+            for c in self.map.lock().values() {
+                c.beat(now, &self);
+            }
+        }
+    }
+}
+
+/// Serves a direct WebSocket request (`/socket.io/?EIO=4&transport=websocket` without a
+/// session id) on this transport; every other request goes on to socketioxide.
+pub async fn intercept(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
+    let Some(key) = direct_websocket(&req).filter(|_| hub.config.native_websocket) else {
+        return next.run(req).await;
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let ip = hub.limits.client_ip(req.headers(), peer);
+    let upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        // Taking the TCP stream back out of hyper frees hyper's read buffer, which the upgraded
+        // connection would otherwise keep for its whole life.
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::error!("websocket upgrade over an unexpected connection type");
+                return;
+            }
+        };
+        let early = parts.read_buf.to_vec();
+        drop(parts.read_buf);
+        serve(hub, parts.io.into_inner(), ip, early).await;
+    });
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// The `Sec-WebSocket-Key` of a request this transport serves.
+fn direct_websocket(req: &Request) -> Option<String> {
+    if req.method() != http::Method::GET || !req.uri().path().starts_with("/socket.io") {
+        return None;
+    }
+    let query = req.uri().query()?;
+    let has = |k: &str, v: &str| {
+        query
+            .split('&')
+            .any(|kv| kv.split_once('=').is_some_and(|(a, b)| a == k && b == v))
+    };
+    let sid = query.split('&').any(|kv| kv.starts_with("sid="));
+    if sid || !has("EIO", "4") || !has("transport", "websocket") {
+        return None;
+    }
+    let headers = req.headers();
+    let token = |name: header::HeaderName, want: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
+        })
+    };
+    if !token(header::UPGRADE, "websocket")
+        || !token(header::CONNECTION, "upgrade")
+        || headers.get(header::SEC_WEBSOCKET_VERSION)? != "13"
+    {
+        return None;
+    }
+    Some(
+        headers
+            .get(header::SEC_WEBSOCKET_KEY)?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
+}
+
+/// Runs one connection from its handshake to its end.
+async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec<u8>) {
+    let conns = hub.conns.clone();
+    let now = conns.now();
+    let conn = Arc::new(Conn {
+        id: Sid::new(),
+        tcp,
+        out: Mutex::new(Out::default()),
+        wake: Notify::new(),
+        ping_sent: AtomicU64::new(0),
+        next_ping: AtomicU64::new(now + conns.ping_interval_ms),
+        opened: now,
+        joined: AtomicBool::new(false),
+        cap: hub.config.socket_buffer_packets as usize,
+    });
+    conns.map.lock().insert(conn.id, conn.clone());
+    let sock = Sock::Ws(conn.clone());
+    let id = conn.id.to_string();
+    conn.push(
+        OutFrame::text(&packet::open(
+            &id,
+            conns.ping_interval_ms,
+            conns.ping_timeout_ms,
+            hub.config.max_message_bytes,
+        )),
+        true,
+    )
+    .ok();
+    let mut st = Reading {
+        reader: Reader::default(),
+        session: None,
+        skip: 0,
+        close_code: None,
+    };
+    let mut end = None;
+    if !early.is_empty() {
+        end = on_bytes(&hub, &conn, &sock, ip, &mut st, &mut early);
+    }
+    drop(early);
+    let end = loop {
+        if let Some(e) = end.or_else(|| conn.ended()) {
+            break e;
+        }
+        let want_write = conn.pending();
+        tokio::select! {
+            biased;
+            _ = conn.wake.notified() => {}
+            r = conn.tcp.readable() => {
+                end = match r {
+                    Ok(()) => on_readable(&hub, &conn, &sock, ip, &mut st),
+                    Err(_) => Some(End::Lost("transport error")),
+                };
+            }
+            r = conn.tcp.writable(), if want_write => {
+                if r.and_then(|()| conn.flush()).is_err() {
+                    end = Some(End::Lost("transport error"));
+                }
+            }
+        }
+    };
+    {
+        let mut out = conn.out.lock();
+        if out.end.is_none() {
+            out.end = Some(end);
+        }
+        if let Some(code) = st.close_code {
+            out.frames.push_back(OutFrame::close(code));
+        }
+    }
+    // Best effort: what the kernel takes now (a goodbye) is sent, the rest dropped.
+    conn.flush().ok();
+    socket2::SockRef::from(&conn.tcp)
+        .shutdown(std::net::Shutdown::Both)
+        .ok();
+    conns.map.lock().remove(&conn.id);
+    tracing::debug!(sid = %conn.id, ?end, "websocket closed");
+    if let Some(session) = st.session {
+        crate::signaling::closed(&session, &sock, matches!(end, End::Lost(_)));
+    }
+}
+
+/// Bytes read at once. 16 KiB takes a burst of relays, or a 3 KB SDP, in one system call.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer, one per thread: an idle connection holds none.
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what the socket has, within one turn.
+///
+/// A read that returns less than asked for emptied the socket's receive queue, so readiness is
+/// cleared right there instead of by one more `recv` failing with `EAGAIN`: one system call less
+/// per message in a ping-pong. tokio's readiness ticks make this safe: data arriving after the
+/// read started bumps the tick, and the stale clear is ignored; an end of stream is a final
+/// readiness that is never cleared.
+fn on_readable(
+    hub: &Arc<Hub>,
+    conn: &Conn,
+    sock: &Sock,
+    ip: Option<IpAddr>,
+    st: &mut Reading,
+) -> Option<End> {
+    use std::io::Read as _;
+    READ_BUF.with_borrow_mut(|buf| {
+        for _ in 0..READS_PER_TURN {
+            let mut got = 0;
+            let r = conn.tcp.try_io(tokio::io::Interest::READABLE, || {
+                got = (&*socket2::SockRef::from(&conn.tcp)).read(buf)?;
+                if got > 0 && got < buf.len() {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match r {
+                Ok(()) if got == 0 => return Some(End::Lost("transport close")),
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(_) => return Some(End::Lost("transport error")),
+            }
+            if let Some(end) = on_bytes(hub, conn, sock, ip, st, &mut buf[..got]) {
+                return Some(end);
+            }
+            if got < buf.len() {
+                return None;
+            }
+        }
+        None
+    })
+}
+
+/// Handles the messages in bytes just read.
+fn on_bytes(
+    hub: &Arc<Hub>,
+    conn: &Conn,
+    sock: &Sock,
+    ip: Option<IpAddr>,
+    st: &mut Reading,
+    bytes: &mut [u8],
+) -> Option<End> {
+    let Reading {
+        reader,
+        session,
+        skip,
+        close_code,
+    } = st;
+    let mut end = None;
+    let max = hub.config.max_message_bytes as usize;
+    let fed = reader.feed(bytes, max, &mut |m| {
+        let outcome = match m {
+            Message::Text(_) if *skip > 0 => Err((End::Lost("bad packet"), 1002)),
+            Message::Text(t) => match std::str::from_utf8(t) {
+                Ok(text) => on_text(hub, conn, sock, ip, session, skip, text),
+                Err(_) => Err((End::Lost("invalid utf-8"), 1007)),
+            },
+            Message::Binary(_) if *skip > 0 => {
+                *skip -= 1;
+                Ok(())
+            }
+            Message::Binary(_) => Err((End::Lost("bad packet"), 1003)),
+            Message::Ping(p) => {
+                conn.push(OutFrame::pong(p), true).ok();
+                Ok(())
+            }
+            Message::Close(code) => Err((End::Lost("transport close"), code.unwrap_or(1000))),
+        };
+        match outcome {
+            Ok(()) => ControlFlow::Continue(()),
+            Err((e, code)) => {
+                end = Some(e);
+                if e != End::SentAway {
+                    *close_code = Some(code);
+                }
+                ControlFlow::Break(())
+            }
+        }
+    });
+    if let Err(v) = fed {
+        *close_code = Some(v.code());
+        return Some(End::Lost(match v {
+            Violation::Protocol => "protocol error",
+            Violation::TooBig => "message too big",
+        }));
+    }
+    end
+}
+
+/// Handles one Engine.IO packet.
+fn on_text(
+    hub: &Arc<Hub>,
+    conn: &Conn,
+    sock: &Sock,
+    ip: Option<IpAddr>,
+    session: &mut Option<Arc<Session>>,
+    skip: &mut u32,
+    text: &str,
+) -> Result<(), (End, u16)> {
+    let packet = packet::parse(text).map_err(|_| (End::Lost("bad packet"), 1002))?;
+    match packet {
+        Incoming::Pong => {
+            let now = hub.conns.now();
+            conn.next_ping
+                .store(now + hub.conns.ping_interval_ms, Ordering::Release);
+            conn.ping_sent.store(0, Ordering::Release);
+        }
+        Incoming::Close => return Err((End::Lost("transport close"), 1000)),
+        Incoming::Noop => {}
+        Incoming::Connect { ns, .. } if ns != "/" => {
+            conn.push(
+                OutFrame::text(&packet::connect_error(ns, "Invalid namespace")),
+                true,
+            )
+            .ok();
+        }
+        Incoming::Connect { auth, .. } => {
+            if session.is_some() {
+                return Ok(());
+            }
+            let token = auth.and_then(crate::signaling::token_of);
+            match crate::signaling::open_session(hub, ip, conn.id, token) {
+                Ok(s) => {
+                    *session = Some(s);
+                    conn.joined.store(true, Ordering::Release);
+                    conn.push(
+                        OutFrame::text(&packet::connected(&conn.id.to_string())),
+                        true,
+                    )
+                    .ok();
+                }
+                Err(message) => {
+                    conn.push(OutFrame::text(&packet::connect_error("/", message)), true)
+                        .ok();
+                }
+            }
+        }
+        Incoming::Disconnect { ns } => {
+            if ns == "/" && session.is_some() {
+                return Err((End::Left, 1000));
+            }
+        }
+        Incoming::Event {
+            ns,
+            ack,
+            data,
+            attachments,
+        } => {
+            *skip = attachments;
+            let Some(session) = session.as_ref().filter(|_| ns == "/") else {
+                return Ok(());
+            };
+            match crate::signaling::on_event(session, sock, Some(data), attachments > 0) {
+                None => {
+                    conn.disconnect();
+                    return Err((End::SentAway, 1000));
+                }
+                Some(outcome) => {
+                    if let Some(id) = ack {
+                        conn.ack(id, &crate::signaling::ack_reply(&outcome)).ok();
+                    }
+                }
+            }
+        }
+        Incoming::Ack { attachments } => *skip = attachments,
+    }
+    Ok(())
+}

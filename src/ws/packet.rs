@@ -1,0 +1,234 @@
+//! Engine.IO v4 and Socket.IO v5 packets as they travel in WebSocket text messages: reading what
+//! a client sends, writing what the server sends. Pure functions, no I/O.
+//!
+//! An Engine.IO packet is one type digit and its data (`3` pong, `4` message, `1` close...). A
+//! message carries one Socket.IO packet: `<type>[<attachments>-][<namespace>,][<ack id>][<JSON>]`.
+
+use std::fmt::Write as _;
+
+/// What one text message from a client asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// Engine.IO `3`: the answer to the server's ping.
+    Pong,
+    /// Engine.IO `1`: the client closes the transport.
+    Close,
+    /// Engine.IO `6` (and a client's own `2` ping, which v4 clients do not send): nothing to do.
+    Noop,
+    /// Socket.IO `0`: join a namespace, with the handshake's `auth` object as JSON.
+    Connect {
+        /// The namespace (`/` by default).
+        ns: &'a str,
+        /// The `auth` object, if the client gave one.
+        auth: Option<&'a str>,
+    },
+    /// Socket.IO `1`: leave a namespace.
+    Disconnect {
+        /// The namespace.
+        ns: &'a str,
+    },
+    /// Socket.IO `2` (or `5` with binary attachments): an event.
+    Event {
+        /// The namespace.
+        ns: &'a str,
+        /// The acknowledgement id when the client waits for an answer.
+        ack: Option<i64>,
+        /// The JSON array `["name", ...args]`.
+        data: &'a str,
+        /// How many binary WebSocket messages follow with the attachments.
+        attachments: u32,
+    },
+    /// Socket.IO `3`/`6`: an acknowledgement. The server never asks for one; a binary one's
+    /// attachments still have to be read past.
+    Ack {
+        /// How many binary WebSocket messages follow.
+        attachments: u32,
+    },
+}
+
+/// A text message that is not an Engine.IO / Socket.IO packet this server understands; the
+/// connection is closed, as socketioxide does.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadPacket;
+
+/// Reads one text message.
+pub fn parse(text: &str) -> Result<Incoming<'_>, BadPacket> {
+    let mut chars = text.as_bytes().iter();
+    match chars.next() {
+        Some(b'3') => Ok(Incoming::Pong),
+        Some(b'1') => Ok(Incoming::Close),
+        Some(b'2' | b'6') => Ok(Incoming::Noop),
+        Some(b'4') => socket_io(&text[1..]),
+        _ => Err(BadPacket),
+    }
+}
+
+/// Reads the Socket.IO packet inside an Engine.IO message.
+fn socket_io(p: &str) -> Result<Incoming<'_>, BadPacket> {
+    let kind = *p.as_bytes().first().ok_or(BadPacket)?;
+    let mut rest = &p[1..];
+    let mut attachments = 0;
+    if kind == b'5' || kind == b'6' {
+        let dash = rest.find('-').ok_or(BadPacket)?;
+        attachments = rest[..dash].parse().map_err(|_| BadPacket)?;
+        rest = &rest[dash + 1..];
+    }
+    let mut ns = "/";
+    if rest.starts_with('/') {
+        let end = rest.find(',').unwrap_or(rest.len());
+        ns = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or("");
+    }
+    match kind {
+        b'0' => Ok(Incoming::Connect {
+            ns,
+            auth: (!rest.is_empty()).then_some(rest),
+        }),
+        b'1' => Ok(Incoming::Disconnect { ns }),
+        b'2' | b'5' => {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let ack = if digits > 0 {
+                Some(rest[..digits].parse().map_err(|_| BadPacket)?)
+            } else {
+                None
+            };
+            Ok(Incoming::Event {
+                ns,
+                ack,
+                data: &rest[digits..],
+                attachments,
+            })
+        }
+        b'3' | b'6' => Ok(Incoming::Ack { attachments }),
+        _ => Err(BadPacket),
+    }
+}
+
+/// The Engine.IO handshake: `0{"sid":...}`. A direct WebSocket connection offers no upgrades.
+pub fn open(sid: &str, ping_interval_ms: u64, ping_timeout_ms: u64, max_payload: u64) -> String {
+    format!(
+        r#"0{{"sid":"{sid}","upgrades":[],"pingInterval":{ping_interval_ms},"pingTimeout":{ping_timeout_ms},"maxPayload":{max_payload}}}"#
+    )
+}
+
+/// The answer to a namespace connect: `40{"sid":...}`.
+pub fn connected(sid: &str) -> String {
+    format!(r#"40{{"sid":"{sid}"}}"#)
+}
+
+/// A refused namespace connect: `44[/ns,]{"message":...}`.
+pub fn connect_error(ns: &str, message: &str) -> String {
+    let mut s = String::from("44");
+    if ns != "/" {
+        s.push_str(ns);
+        s.push(',');
+    }
+    let body = serde_json::json!({ "message": message });
+    write!(s, "{body}").expect("writing to a String cannot fail");
+    s
+}
+
+/// The server's ping.
+pub const PING: &str = "2";
+
+/// The server's namespace disconnect: the client must not reconnect on its own.
+pub const DISCONNECT: &str = "41";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_io_packets_are_read() {
+        assert_eq!(parse("3"), Ok(Incoming::Pong));
+        assert_eq!(parse("1"), Ok(Incoming::Close));
+        assert_eq!(parse("6"), Ok(Incoming::Noop));
+        assert_eq!(parse(""), Err(BadPacket));
+        assert_eq!(parse("5"), Err(BadPacket));
+        assert_eq!(parse("x"), Err(BadPacket));
+        assert_eq!(parse("4"), Err(BadPacket));
+    }
+
+    #[test]
+    fn connects_carry_namespace_and_auth() {
+        assert_eq!(
+            parse("40"),
+            Ok(Incoming::Connect {
+                ns: "/",
+                auth: None
+            })
+        );
+        assert_eq!(
+            parse(r#"40{"token":"t"}"#),
+            Ok(Incoming::Connect {
+                ns: "/",
+                auth: Some(r#"{"token":"t"}"#)
+            })
+        );
+        assert_eq!(
+            parse(r#"40/admin,{"a":1}"#),
+            Ok(Incoming::Connect {
+                ns: "/admin",
+                auth: Some(r#"{"a":1}"#)
+            })
+        );
+        assert_eq!(parse("41"), Ok(Incoming::Disconnect { ns: "/" }));
+        assert_eq!(
+            parse("41/admin,"),
+            Ok(Incoming::Disconnect { ns: "/admin" })
+        );
+    }
+
+    #[test]
+    fn events_carry_ack_ids_and_attachments() {
+        assert_eq!(
+            parse(r#"42["ping",{}]"#),
+            Ok(Incoming::Event {
+                ns: "/",
+                ack: None,
+                data: r#"["ping",{}]"#,
+                attachments: 0
+            })
+        );
+        assert_eq!(
+            parse(r#"4217["next"]"#),
+            Ok(Incoming::Event {
+                ns: "/",
+                ack: Some(17),
+                data: r#"["next"]"#,
+                attachments: 0
+            })
+        );
+        assert_eq!(
+            parse(r#"451-/x,3["up",{"_placeholder":true,"num":0}]"#),
+            Ok(Incoming::Event {
+                ns: "/x",
+                ack: Some(3),
+                data: r#"["up",{"_placeholder":true,"num":0}]"#,
+                attachments: 1
+            })
+        );
+        assert_eq!(parse("462-5[]"), Ok(Incoming::Ack { attachments: 2 }));
+        assert_eq!(parse("45x-[]"), Err(BadPacket));
+        assert_eq!(parse("45[]"), Err(BadPacket));
+        assert_eq!(parse("4299999999999999999999[]"), Err(BadPacket));
+        assert_eq!(parse("47[]"), Err(BadPacket));
+    }
+
+    #[test]
+    fn server_packets_are_what_socket_io_clients_expect() {
+        assert_eq!(
+            open("abc", 25000, 20000, 65536),
+            r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":65536}"#
+        );
+        assert_eq!(connected("s1"), r#"40{"sid":"s1"}"#);
+        assert_eq!(
+            connect_error("/", "rate-limited"),
+            r#"44{"message":"rate-limited"}"#
+        );
+        assert_eq!(
+            connect_error("/a", "Invalid namespace"),
+            r#"44/a,{"message":"Invalid namespace"}"#
+        );
+    }
+}
