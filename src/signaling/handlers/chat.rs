@@ -8,7 +8,9 @@ use crate::protocol::outgoing::{ChatOut, now_ms};
 use crate::signaling::{Ctx, send};
 
 /// Delivers a chat line to the partner, then echoes it to the sender with the same id, so the
-/// sender knows it was delivered.
+/// sender knows it was delivered. Both happen under one hold of the core lock: otherwise the
+/// partner could read the line, answer, and end the call before the receipt was queued, and the
+/// sender would see `partner-left` before its own receipt (seen here in a soak run).
 pub fn message(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let chat: ChatIn = parse(raw, true)?;
     chat.validate()?;
@@ -21,7 +23,14 @@ pub fn message(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
         kind: chat.kind.as_deref().unwrap_or("text"),
         timestamp: now_ms(),
     };
-    super::to_partner(ctx, &chat.to, "chat-message", &out)?;
+    let core = ctx.core()?;
+    let (partner, link) = core.route(
+        ctx.user(),
+        &chat.to.room_id,
+        chat.to.target_user_id.as_deref(),
+    )?;
+    super::deliver_relay(ctx, partner, link, &chat.to.room_id, "chat-message", &out)?;
     send(ctx.socket, "chat-message", &out);
+    drop(core);
     Ok(())
 }
