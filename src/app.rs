@@ -213,19 +213,29 @@ pub async fn serve(
     hub.begin_shutdown();
     let left = |d: Instant| d.saturating_duration_since(Instant::now());
     // One notice per socket, each with its own delay, so clients come back spread out.
-    for socket in hub.all_sockets() {
-        // A socket that connected a moment ago may not be marked connected yet (see
-        // `wait_until_connected`); its client must get the notice too.
-        if let crate::signaling::Sock::Io(s) = &socket {
-            crate::signaling::wait_until_connected(s);
-        }
+    let notify = |socket: &crate::signaling::Sock| {
         let notice = ServerShutdown {
             message: "The server is restarting; reconnect in a moment",
             timestamp: now_ms(),
             reconnect_in_ms: 1000 + rand::random_range(0..=spread),
         };
-        if let Err(e) = socket.emit("server-shutdown", &notice) {
-            tracing::debug!(sid = %socket.id(), error = %e, "server-shutdown not sent");
+        socket.emit("server-shutdown", &notice)
+    };
+    // A socketioxide socket that connected a moment ago may not be marked connected yet (see
+    // `wait_until_connected`), and its client must get the notice too: those are tried once
+    // more after a short pause. Not waited for one by one: sockets already closing never become
+    // connected, and 50 ms each for 19,000 of them kept a server shutting down for minutes.
+    let retry: Vec<_> = hub
+        .all_sockets()
+        .into_iter()
+        .filter(|socket| notify(socket).is_err())
+        .collect();
+    if !retry.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for socket in retry {
+            if let Err(e) = notify(&socket) {
+                tracing::debug!(sid = %socket.id(), error = %e, "server-shutdown not sent");
+            }
         }
     }
     // Let the notice reach the wire before the transports close.
