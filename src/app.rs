@@ -193,6 +193,9 @@ pub async fn serve(
             for n in 0u64.. {
                 every.tick().await;
                 hub.tick(Instant::now());
+                if n % 20 == 0 {
+                    crate::metrics::upkeep();
+                }
                 if n % 40 == 0 {
                     hub.limits.prune();
                     let live = hub.all_sockets().iter().map(|s| s.id()).collect();

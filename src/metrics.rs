@@ -43,6 +43,14 @@ pub fn init() {
     handle();
 }
 
+/// Folds the histogram samples recorded since the last call into the histogram. The recorder
+/// keeps every sample until then, and only a scrape did this before: a server nobody scraped
+/// grew by 16 bytes per match for good (found with massif during a two-minute soak). The timer
+/// calls this every few seconds.
+pub fn upkeep() {
+    handle().run_upkeep();
+}
+
 /// A relayed event reached the partner's queue.
 pub fn relayed(event: &str) {
     counter!("roulette_relayed_messages_total", "event" => event.to_owned()).increment(1);
