@@ -19,12 +19,12 @@ pub struct OutFrame {
 }
 
 impl OutFrame {
-    /// A text frame whose payload `write` appends to the buffer it is given.
-    pub fn text_with<E>(write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Self, E> {
-        let mut buf = Vec::with_capacity(HEAD + 64);
-        buf.resize(HEAD, 0);
-        write(&mut buf)?;
-        Ok(Self::finish(buf, OpCode::Data(Data::Text)))
+    /// The unsent end of a frame, kept for later.
+    pub fn rest(bytes: &[u8]) -> Self {
+        OutFrame {
+            buf: bytes.to_vec(),
+            pos: 0,
+        }
     }
 
     /// A text frame.
@@ -51,18 +51,7 @@ impl OutFrame {
 
     /// Writes the header right in front of the payload.
     fn finish(mut buf: Vec<u8>, opcode: OpCode) -> Self {
-        let len = (buf.len() - HEAD) as u64;
-        let header = FrameHeader {
-            opcode,
-            ..FrameHeader::default()
-        };
-        let mut head = Cursor::new([0u8; HEAD]);
-        header
-            .format(len, &mut head)
-            .expect("a frame header fits in 10 bytes");
-        let n = head.position() as usize;
-        let pos = HEAD - n;
-        buf[pos..HEAD].copy_from_slice(&head.get_ref()[..n]);
+        let pos = put_header(&mut buf, opcode);
         OutFrame { buf, pos }
     }
 
@@ -76,6 +65,37 @@ impl OutFrame {
         self.pos += n;
         self.pos >= self.buf.len()
     }
+}
+
+/// Encodes a text frame into `buf` (emptied first) whose payload `write` appends; returns where
+/// the frame starts in `buf`. Used with a reusable buffer, so that an event the kernel takes at
+/// once costs no allocation.
+pub fn encode_text<E>(
+    buf: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<usize, E> {
+    buf.clear();
+    buf.resize(HEAD, 0);
+    write(buf)?;
+    Ok(put_header(buf, OpCode::Data(Data::Text)))
+}
+
+/// Writes the header of the payload at `buf[HEAD..]` right in front of it; returns where it
+/// starts.
+fn put_header(buf: &mut [u8], opcode: OpCode) -> usize {
+    let len = (buf.len() - HEAD) as u64;
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    let mut head = Cursor::new([0u8; HEAD]);
+    header
+        .format(len, &mut head)
+        .expect("a frame header fits in 10 bytes");
+    let n = head.position() as usize;
+    let pos = HEAD - n;
+    buf[pos..HEAD].copy_from_slice(&head.get_ref()[..n]);
+    pos
 }
 
 /// What the reader found in the incoming bytes.
@@ -410,12 +430,24 @@ mod tests {
         }
         let c = OutFrame::close(1000);
         assert_eq!(c.remaining(), &[0x88, 2, 0x03, 0xe8]);
-        let built = OutFrame::text_with(|b| {
+        let mut buf = vec![1, 2, 3];
+        let start = encode_text(&mut buf, |b| {
             b.extend_from_slice(b"42[]");
             Ok::<(), ()>(())
         })
         .unwrap();
-        assert_eq!(built.remaining(), &[0x81, 4, b'4', b'2', b'[', b']']);
+        assert_eq!(&buf[start..], &[0x81, 4, b'4', b'2', b'[', b']']);
+        let long = "z".repeat(300);
+        let start = encode_text(&mut buf, |b| {
+            b.extend_from_slice(long.as_bytes());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(&buf[start..start + 4], &[0x81, 126, 1, 44]);
+        assert_eq!(
+            OutFrame::rest(&buf[start + 4..]).remaining(),
+            long.as_bytes()
+        );
         let mut f = OutFrame::text("abc");
         assert!(!f.advance(3), "header and one byte written");
         assert_eq!(f.remaining(), b"bc");

@@ -48,6 +48,14 @@ use packet::Incoming;
 /// default too).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// A thread's scratch buffer for encoding is dropped after a message larger than this.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// Where events are encoded before they are written.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Reads per wake-up before other connections get the thread.
 const READS_PER_TURN: usize = 8;
 
@@ -112,29 +120,70 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Queues event `event` with `data` (`42["event",data]`).
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
-        let frame = OutFrame::text_with(|b| {
+        self.send_text(|b| {
             b.extend_from_slice(b"42[");
             serde_json::to_writer(&mut *b, event)?;
             b.push(b',');
             serde_json::to_writer(&mut *b, data)?;
             b.push(b']');
-            Ok::<(), serde_json::Error>(())
+            Ok(())
         })
-        .map_err(|_| SendError::Encode)?;
-        self.push(frame, false)
     }
 
     /// Answers the client's acknowledgement request `id` (`43<id>[data]`).
     pub fn ack<T: Serialize + ?Sized>(&self, id: i64, data: &T) -> Result<(), SendError> {
-        let frame = OutFrame::text_with(|b| {
+        self.send_text(|b| {
             use std::io::Write as _;
             write!(b, "43{id}[").map_err(serde_json::Error::io)?;
             serde_json::to_writer(&mut *b, data)?;
             b.push(b']');
-            Ok::<(), serde_json::Error>(())
+            Ok(())
         })
-        .map_err(|_| SendError::Encode)?;
-        self.push(frame, false)
+    }
+
+    /// Encodes a text frame in this thread's scratch buffer and sends it: nothing is allocated
+    /// unless the kernel does not take the whole frame at once.
+    fn send_text(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+    ) -> Result<(), SendError> {
+        SCRATCH.with_borrow_mut(|buf| {
+            let start = frame::encode_text(buf, write).map_err(|_| SendError::Encode)?;
+            let sent = self.push_bytes(&buf[start..]);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            sent
+        })
+    }
+
+    /// Writes `bytes` (one whole frame) now if nothing waits before it; queues what the kernel
+    /// did not take.
+    fn push_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let mut out = self.out.lock();
+        if out.end.is_some() {
+            return Err(SendError::Closed);
+        }
+        let mut rest = bytes;
+        if out.frames.is_empty() {
+            match self.tcp.try_write(bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => rest = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    out.end = Some(End::Lost("transport error"));
+                    drop(out);
+                    self.wake.notify_one();
+                    return Err(SendError::Closed);
+                }
+            }
+        } else if out.frames.len() >= self.cap {
+            return Err(SendError::Full);
+        }
+        out.frames.push_back(OutFrame::rest(rest));
+        drop(out);
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Sends the client away: `41`, then a WebSocket close. Its task then runs the disconnect
