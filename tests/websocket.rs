@@ -304,3 +304,24 @@ async fn with_native_websocket_off_socketioxide_serves_the_same_clients() {
     c.authenticate("carol").await;
     assert_eq!(s.hub.sockets(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_released_while_its_user_is_away() {
+    let s = TestServer::start(&["--reconnect-grace-ms", "30000"]).await;
+    let (a, mut b, _room) = s.pair("alice", "bob").await;
+    a.abort();
+    let left = b.expect("partner-left").await;
+    assert_eq!(left["reason"], "connection-lost");
+    // Alice is away for the grace, and the core still links her old connection, but the
+    // connection itself (its socket, its file descriptor) is gone.
+    let core = s.hub.lock();
+    assert!(core.link("alice").is_none(), "away");
+    match core.kept_link("alice") {
+        Some(roulette::signaling::Link::Local(roulette::signaling::Sock::Ws(r))) => {
+            assert!(!r.is_open(), "the socket of an away user is closed")
+        }
+        other => panic!("alice should be away with her old link: {other:?}"),
+    }
+    drop(core);
+    assert_eq!(s.hub.conns.len(), 1);
+}

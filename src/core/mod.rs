@@ -780,6 +780,11 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             .map(|u| &u.link)
     }
 
+    /// The link kept for `user`, also while it is away (the connection it had when it left).
+    pub fn kept_link(&self, user: &str) -> Option<&L> {
+        self.users.get(user).map(|u| &u.link)
+    }
+
     /// The room `user` is in.
     pub fn room_of(&self, user: &str) -> Option<&Room> {
         self.rooms.of_user(user)

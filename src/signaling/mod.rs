@@ -51,14 +51,14 @@ pub enum Sock {
     /// A socketioxide socket.
     Io(SocketRef<LocalAdapter>),
     /// A direct WebSocket connection.
-    Ws(Arc<crate::ws::Conn>),
+    Ws(crate::ws::ConnRef),
 }
 
 impl PartialEq for Sock {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Sock::Io(a), Sock::Io(b)) => a == b,
-            (Sock::Ws(a), Sock::Ws(b)) => Arc::ptr_eq(a, b),
+            (Sock::Ws(a), Sock::Ws(b)) => a == b,
             _ => false,
         }
     }
@@ -301,7 +301,7 @@ impl Hub {
         let io = self.io.get().map(|io| io.sockets()).unwrap_or_default();
         io.into_iter()
             .map(Sock::Io)
-            .chain(self.conns.all().into_iter().map(Sock::Ws))
+            .chain(self.conns.all().iter().map(|c| Sock::Ws(c.handle())))
             .collect()
     }
 }

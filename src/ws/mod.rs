@@ -85,6 +85,45 @@ pub enum End {
     Lost(&'static str),
 }
 
+/// How the rest of the server reaches a connection. Weak, so that the socket is closed as soon
+/// as the connection's task ends, even while the core still holds the link of a user who is away
+/// for the reconnect grace (a strong reference there kept one open file per dropped phone for the
+/// whole grace).
+#[derive(Debug, Clone)]
+pub struct ConnRef {
+    /// The connection's session id.
+    pub id: Sid,
+    conn: std::sync::Weak<Conn>,
+}
+
+impl PartialEq for ConnRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.conn.ptr_eq(&other.conn)
+    }
+}
+
+impl ConnRef {
+    /// Queues event `event` with `data`; `Closed` once the connection is gone.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
+        self.conn
+            .upgrade()
+            .ok_or(SendError::Closed)?
+            .emit(event, data)
+    }
+
+    /// Whether the connection still exists (its task has not ended).
+    pub fn is_open(&self) -> bool {
+        self.conn.strong_count() > 0
+    }
+
+    /// Sends the client away (see [`Conn::disconnect`]).
+    pub fn disconnect(&self) {
+        if let Some(c) = self.conn.upgrade() {
+            c.disconnect();
+        }
+    }
+}
+
 /// Frames waiting for the socket to take them, and whether the connection is ending.
 #[derive(Default)]
 struct Out {
@@ -118,6 +157,14 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// A reference for the rest of the server.
+    pub fn handle(self: &Arc<Self>) -> ConnRef {
+        ConnRef {
+            id: self.id,
+            conn: Arc::downgrade(self),
+        }
+    }
+
     /// Queues event `event` with `data` (`42["event",data]`).
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
         self.send_text(|b| {
@@ -472,7 +519,7 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
         cap: hub.config.socket_buffer_packets as usize,
     });
     conns.map.lock().insert(conn.id, conn.clone());
-    let sock = Sock::Ws(conn.clone());
+    let sock = Sock::Ws(conn.handle());
     let id = conn.id.to_string();
     conn.push(
         OutFrame::text(&packet::open(
