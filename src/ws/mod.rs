@@ -56,6 +56,17 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Frames written with one `writev`.
+const WRITEV_FRAMES: usize = 32;
+
+/// Connections a read turn coalesces writes for (the rest are written frame by frame).
+const TURN_CONNS: usize = 64;
+
+thread_local! {
+    /// The connections written to during this thread's current read turn; `None` outside one.
+    static TURN: std::cell::RefCell<Option<Vec<Arc<Conn>>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Reads per wake-up before other connections get the thread.
 const READS_PER_TURN: usize = 8;
 
@@ -166,7 +177,11 @@ impl Conn {
     }
 
     /// Queues event `event` with `data` (`42["event",data]`).
-    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
+    pub fn emit<T: Serialize + ?Sized>(
+        self: &Arc<Self>,
+        event: &str,
+        data: &T,
+    ) -> Result<(), SendError> {
         self.send_text(|b| {
             b.extend_from_slice(b"42[");
             serde_json::to_writer(&mut *b, event)?;
@@ -178,7 +193,11 @@ impl Conn {
     }
 
     /// Answers the client's acknowledgement request `id` (`43<id>[data]`).
-    pub fn ack<T: Serialize + ?Sized>(&self, id: i64, data: &T) -> Result<(), SendError> {
+    pub fn ack<T: Serialize + ?Sized>(
+        self: &Arc<Self>,
+        id: i64,
+        data: &T,
+    ) -> Result<(), SendError> {
         self.send_text(|b| {
             use std::io::Write as _;
             write!(b, "43{id}[").map_err(serde_json::Error::io)?;
@@ -191,7 +210,7 @@ impl Conn {
     /// Encodes a text frame in this thread's scratch buffer and sends it: nothing is allocated
     /// unless the kernel does not take the whole frame at once.
     fn send_text(
-        &self,
+        self: &Arc<Self>,
         write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
     ) -> Result<(), SendError> {
         SCRATCH.with_borrow_mut(|buf| {
@@ -205,11 +224,30 @@ impl Conn {
     }
 
     /// Writes `bytes` (one whole frame) now if nothing waits before it; queues what the kernel
-    /// did not take.
-    fn push_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+    /// did not take. During a read turn (see [`on_readable`]), the second and later frames for
+    /// the same connection are only queued: the turn writes them together at its end, in one
+    /// system call, as socketioxide's writer task does with what piles up in its channel.
+    fn push_bytes(self: &Arc<Self>, bytes: &[u8]) -> Result<(), SendError> {
+        let coalesce = TURN.with_borrow_mut(|turn| match turn {
+            Some(list) if list.iter().any(|c| Arc::ptr_eq(c, self)) => true,
+            Some(list) => {
+                if list.len() < TURN_CONNS {
+                    list.push(self.clone());
+                }
+                false
+            }
+            None => false,
+        });
         let mut out = self.out.lock();
         if out.end.is_some() {
             return Err(SendError::Closed);
+        }
+        if coalesce {
+            if out.frames.len() >= self.cap {
+                return Err(SendError::Full);
+            }
+            out.frames.push_back(OutFrame::rest(bytes));
+            return Ok(());
         }
         let mut rest = bytes;
         if out.frames.is_empty() {
@@ -299,20 +337,38 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes queued frames until the socket would block. An emptied queue gives its memory
-    /// back: a connection that was slow once does not keep a buffer for good.
+    /// Writes queued frames until the socket would block, up to [`WRITEV_FRAMES`] frames per
+    /// system call. An emptied queue gives its memory back: a connection that was slow once does
+    /// not keep a buffer for good.
     fn flush(&self) -> std::io::Result<()> {
         let mut out = self.out.lock();
-        while let Some(f) = out.frames.front_mut() {
-            match self.tcp.try_write(f.remaining()) {
+        while !out.frames.is_empty() {
+            let slices: smallvec::SmallVec<[std::io::IoSlice<'_>; WRITEV_FRAMES]> = out
+                .frames
+                .iter()
+                .take(WRITEV_FRAMES)
+                .map(|f| std::io::IoSlice::new(f.remaining()))
+                .collect();
+            let mut n = match self.tcp.try_write_vectored(&slices) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    if f.advance(n) {
-                        out.frames.pop_front();
-                    }
-                }
+                Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
+            };
+            drop(slices);
+            while n > 0 {
+                let f = out
+                    .frames
+                    .front_mut()
+                    .expect("written bytes belong to queued frames");
+                let len = f.remaining().len();
+                if n >= len {
+                    out.frames.pop_front();
+                    n -= len;
+                } else {
+                    f.advance(n);
+                    n = 0;
+                }
             }
         }
         out.frames = VecDeque::new();
@@ -602,13 +658,14 @@ thread_local! {
 /// readiness that is never cleared.
 fn on_readable(
     hub: &Arc<Hub>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     sock: &Sock,
     ip: Option<IpAddr>,
     st: &mut Reading,
 ) -> Option<End> {
     use std::io::Read as _;
-    READ_BUF.with_borrow_mut(|buf| {
+    TURN.with_borrow_mut(|t| *t = Some(Vec::new()));
+    let end = READ_BUF.with_borrow_mut(|buf| {
         for _ in 0..READS_PER_TURN {
             let mut got = 0;
             let r = conn.tcp.try_io(tokio::io::Interest::READABLE, || {
@@ -633,13 +690,25 @@ fn on_readable(
             }
         }
         None
-    })
+    });
+    // The turn's coalesced frames: one write per connection written to more than once.
+    let written = TURN.with_borrow_mut(Option::take).unwrap_or_default();
+    for c in written {
+        if c.pending() {
+            match c.flush() {
+                Ok(()) if c.pending() => c.wake.notify_one(),
+                Ok(()) => {}
+                Err(_) => c.end(End::Lost("transport error")),
+            }
+        }
+    }
+    end
 }
 
 /// Handles the messages in bytes just read.
 fn on_bytes(
     hub: &Arc<Hub>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     sock: &Sock,
     ip: Option<IpAddr>,
     st: &mut Reading,
@@ -695,7 +764,7 @@ fn on_bytes(
 /// Handles one Engine.IO packet.
 fn on_text(
     hub: &Arc<Hub>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     sock: &Sock,
     ip: Option<IpAddr>,
     session: &mut Option<Arc<Session>>,
