@@ -16,7 +16,7 @@ use crate::core::Effect;
 use crate::core::remote::known_reason;
 use crate::protocol::outgoing::ServerEvent;
 use crate::signaling::handlers::authenticate::{Handover, finish};
-use crate::signaling::{Hub, Link, send};
+use crate::signaling::{Hub, Link, SendError};
 
 /// The message that tells a partner's node about `e`, or `None` when that node decides it on its
 /// own (a room's time limit) or it cannot concern a remote partner.
@@ -82,11 +82,17 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
         } => {
             let core = hub.lock();
             if let Some(Link::Local(socket)) = core.inbound(&to, &room) {
-                if send(socket, &event, &payload) {
-                    metrics::counter!("roulette_cluster_relays_in_total").increment(1);
-                } else {
-                    // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
-                    cluster.count_lost(1);
+                match socket.emit(&event, &payload) {
+                    Ok(()) => {
+                        metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+                    }
+                    // Its disconnect handling is on its way: not a loss on the way.
+                    Err(SendError::Closed) => {}
+                    Err(e) => {
+                        // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
+                        tracing::warn!(sid = %socket.id(), %event, error = %e, "relay from another node not delivered");
+                        cluster.count_lost(1);
+                    }
                 }
             }
         }

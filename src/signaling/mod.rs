@@ -40,6 +40,7 @@ use crate::limits::{EventClass, Limits, SocketBudget, Verdict};
 use crate::protocol::outgoing::ErrorOut;
 use crate::protocol::outgoing::ServerEvent;
 use crate::protocol::{ErrorCode, Reject};
+pub use crate::ws::SendError;
 
 /// How long an `authenticate` waits for the cluster before it is answered as a fresh session.
 const PENDING_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -75,10 +76,16 @@ impl Sock {
 
     /// Queues event `event` with `data`; fails when the connection is closed or its send
     /// buffer is full.
-    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), String> {
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
+        use socketioxide::SendError as E;
+        use socketioxide_core::adapter::errors::SocketError;
         match self {
-            Sock::Io(s) => s.emit(event, data).map_err(|e| e.to_string()),
-            Sock::Ws(c) => c.emit(event, data).map_err(|e| e.to_string()),
+            Sock::Io(s) => s.emit(event, data).map_err(|e| match e {
+                E::Socket(SocketError::InternalChannelFull) => SendError::Full,
+                E::Socket(SocketError::Closed) => SendError::Closed,
+                E::Serialize(_) => SendError::Encode,
+            }),
+            Sock::Ws(c) => c.emit(event, data),
         }
     }
 
@@ -311,6 +318,11 @@ impl Hub {
 pub fn send<T: Serialize + ?Sized>(socket: &Sock, event: &str, data: &T) -> bool {
     match socket.emit(event, data) {
         Ok(()) => true,
+        // A connection that is closing: its disconnect handling is on its way.
+        Err(e @ SendError::Closed) => {
+            tracing::debug!(sid = %socket.id(), event, error = %e, "event not delivered");
+            false
+        }
         Err(e) => {
             tracing::warn!(sid = %socket.id(), event, error = %e, "event not delivered");
             false
