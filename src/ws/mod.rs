@@ -587,6 +587,12 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
         true,
     )
     .ok();
+    let here = Here {
+        hub: &hub,
+        conn: &conn,
+        sock: &sock,
+        ip,
+    };
     let mut st = Reading {
         reader: Reader::default(),
         session: None,
@@ -595,7 +601,7 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
     };
     let mut end = None;
     if !early.is_empty() {
-        end = on_bytes(&hub, &conn, &sock, ip, &mut st, &mut early);
+        end = on_bytes(&here, &mut st, &mut early);
     }
     drop(early);
     let end = loop {
@@ -608,7 +614,7 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
             _ = conn.wake.notified() => {}
             r = conn.tcp.readable() => {
                 end = match r {
-                    Ok(()) => on_readable(&hub, &conn, &sock, ip, &mut st),
+                    Ok(()) => on_readable(&here, &mut st),
                     Err(_) => Some(End::Lost("transport error")),
                 };
             }
@@ -640,6 +646,14 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
     }
 }
 
+/// What the reading functions share about the connection they read for.
+struct Here<'a> {
+    hub: &'a Arc<Hub>,
+    conn: &'a Arc<Conn>,
+    sock: &'a Sock,
+    ip: Option<IpAddr>,
+}
+
 /// Bytes read at once. 16 KiB takes a burst of relays, or a 3 KB SDP, in one system call.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -656,13 +670,8 @@ thread_local! {
 /// per message in a ping-pong. tokio's readiness ticks make this safe: data arriving after the
 /// read started bumps the tick, and the stale clear is ignored; an end of stream is a final
 /// readiness that is never cleared.
-fn on_readable(
-    hub: &Arc<Hub>,
-    conn: &Arc<Conn>,
-    sock: &Sock,
-    ip: Option<IpAddr>,
-    st: &mut Reading,
-) -> Option<End> {
+fn on_readable(here: &Here<'_>, st: &mut Reading) -> Option<End> {
+    let conn = here.conn;
     use std::io::Read as _;
     TURN.with_borrow_mut(|t| *t = Some(Vec::new()));
     let end = READ_BUF.with_borrow_mut(|buf| {
@@ -682,7 +691,7 @@ fn on_readable(
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
                 Err(_) => return Some(End::Lost("transport error")),
             }
-            if let Some(end) = on_bytes(hub, conn, sock, ip, st, &mut buf[..got]) {
+            if let Some(end) = on_bytes(here, st, &mut buf[..got]) {
                 return Some(end);
             }
             if got < buf.len() {
@@ -706,14 +715,8 @@ fn on_readable(
 }
 
 /// Handles the messages in bytes just read.
-fn on_bytes(
-    hub: &Arc<Hub>,
-    conn: &Arc<Conn>,
-    sock: &Sock,
-    ip: Option<IpAddr>,
-    st: &mut Reading,
-    bytes: &mut [u8],
-) -> Option<End> {
+fn on_bytes(here: &Here<'_>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> {
+    let (hub, conn) = (here.hub, here.conn);
     let Reading {
         reader,
         session,
@@ -726,7 +729,7 @@ fn on_bytes(
         let outcome = match m {
             Message::Text(_) if *skip > 0 => Err((End::Lost("bad packet"), 1002)),
             Message::Text(t) => match std::str::from_utf8(t) {
-                Ok(text) => on_text(hub, conn, sock, ip, session, skip, text),
+                Ok(text) => on_text(here, session, skip, text),
                 Err(_) => Err((End::Lost("invalid utf-8"), 1007)),
             },
             Message::Binary(_) if *skip > 0 => {
@@ -763,14 +766,17 @@ fn on_bytes(
 
 /// Handles one Engine.IO packet.
 fn on_text(
-    hub: &Arc<Hub>,
-    conn: &Arc<Conn>,
-    sock: &Sock,
-    ip: Option<IpAddr>,
+    here: &Here<'_>,
     session: &mut Option<Arc<Session>>,
     skip: &mut u32,
     text: &str,
 ) -> Result<(), (End, u16)> {
+    let Here {
+        hub,
+        conn,
+        sock,
+        ip,
+    } = *here;
     let packet = packet::parse(text).map_err(|_| (End::Lost("bad packet"), 1002))?;
     match packet {
         Incoming::Pong => {
