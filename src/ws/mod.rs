@@ -215,7 +215,7 @@ impl Conn {
     ) -> Result<(), SendError> {
         SCRATCH.with_borrow_mut(|buf| {
             let start = frame::encode_text(buf, write).map_err(|_| SendError::Encode)?;
-            let sent = self.push_bytes(&buf[start..]);
+            let sent = self.push_bytes(&buf[start..], false);
             if buf.capacity() > SCRATCH_KEEP {
                 *buf = Vec::new();
             }
@@ -227,7 +227,7 @@ impl Conn {
     /// did not take. During a read turn (see [`on_readable`]), the second and later frames for
     /// the same connection are only queued: the turn writes them together at its end, in one
     /// system call, as socketioxide's writer task does with what piles up in its channel.
-    fn push_bytes(self: &Arc<Self>, bytes: &[u8]) -> Result<(), SendError> {
+    fn push_bytes(self: &Arc<Self>, bytes: &[u8], control: bool) -> Result<(), SendError> {
         let coalesce = TURN.with_borrow_mut(|turn| match turn {
             Some(list) if list.iter().any(|c| Arc::ptr_eq(c, self)) => true,
             Some(list) => {
@@ -242,8 +242,9 @@ impl Conn {
         if out.end.is_some() {
             return Err(SendError::Closed);
         }
+        let full = !control && out.frames.len() >= self.cap;
         if coalesce {
-            if out.frames.len() >= self.cap {
+            if full {
                 return Err(SendError::Full);
             }
             out.frames.push_back(OutFrame::rest(bytes));
@@ -262,7 +263,7 @@ impl Conn {
                     return Err(SendError::Closed);
                 }
             }
-        } else if out.frames.len() >= self.cap {
+        } else if full {
             return Err(SendError::Full);
         }
         out.frames.push_back(OutFrame::rest(rest));
@@ -274,67 +275,41 @@ impl Conn {
     /// Sends the client away: `41`, then a WebSocket close. Its task then runs the disconnect
     /// handling (never the caller, who may hold the hub lock).
     pub fn disconnect(&self) {
-        let mut out = self.out.lock();
-        if out.end.is_some() {
-            return;
-        }
-        out.end = Some(End::SentAway);
-        out.frames.push_back(OutFrame::text(packet::DISCONNECT));
-        out.frames.push_back(OutFrame::close(1000));
-        drop(out);
-        self.wake.notify_one();
+        self.end_with(
+            End::SentAway,
+            [OutFrame::text(packet::DISCONNECT), OutFrame::close(1000)],
+        );
     }
 
     /// Closes the transport for a server shutdown: a WebSocket close (1001, going away) and no
     /// `41`, so that socket.io-client reconnects on its own (to another node, or to this one
     /// once restarted), as it does when socketioxide closes.
     pub fn close_for_shutdown(&self) {
-        let mut out = self.out.lock();
-        if out.end.is_some() {
-            return;
-        }
-        out.end = Some(End::Lost("server shutdown"));
-        out.frames.push_back(OutFrame::close(1001));
-        drop(out);
-        self.wake.notify_one();
+        self.end_with(End::Lost("server shutdown"), [OutFrame::close(1001)]);
     }
 
     /// Ends the connection for `why` (if it is not ending already).
     fn end(&self, why: End) {
+        self.end_with(why, []);
+    }
+
+    /// Ends the connection for `why` with `goodbye` as its last frames, unless it is ending
+    /// already; its task does the rest.
+    fn end_with<const N: usize>(&self, why: End, goodbye: [OutFrame; N]) {
         let mut out = self.out.lock();
-        if out.end.is_none() {
-            out.end = Some(why);
+        if out.end.is_some() {
+            return;
         }
+        out.end = Some(why);
+        out.frames.extend(goodbye);
         drop(out);
         self.wake.notify_one();
     }
 
-    /// Writes `frame` now if nothing waits before it, else queues it for the task. `control`
-    /// frames (pings, pongs, handshake) are not refused by a full buffer.
-    fn push(&self, mut frame: OutFrame, control: bool) -> Result<(), SendError> {
-        let mut out = self.out.lock();
-        if out.end.is_some() {
-            return Err(SendError::Closed);
-        }
-        if out.frames.is_empty() {
-            match self.tcp.try_write(frame.remaining()) {
-                Ok(n) if frame.advance(n) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    out.end = Some(End::Lost("transport error"));
-                    drop(out);
-                    self.wake.notify_one();
-                    return Err(SendError::Closed);
-                }
-            }
-        } else if !control && out.frames.len() >= self.cap {
-            return Err(SendError::Full);
-        }
-        out.frames.push_back(frame);
-        drop(out);
-        self.wake.notify_one();
-        Ok(())
+    /// Sends a frame of the transport's own (pings, pongs, handshake): never refused by a full
+    /// buffer.
+    fn push_control(self: &Arc<Self>, frame: OutFrame) -> Result<(), SendError> {
+        self.push_bytes(frame.remaining(), true)
     }
 
     /// Writes queued frames until the socket would block, up to [`WRITEV_FRAMES`] frames per
@@ -385,7 +360,7 @@ impl Conn {
 
     /// The heartbeat's visit: a ping when one is due, the end of a client that did not answer
     /// the last one in time or never joined a namespace.
-    fn beat(&self, now: u64, conns: &Conns) {
+    fn beat(self: &Arc<Self>, now: u64, conns: &Conns) {
         let sent = self.ping_sent.load(Ordering::Acquire);
         if sent != 0 {
             if now.saturating_sub(sent) > conns.ping_timeout_ms {
@@ -401,7 +376,7 @@ impl Conn {
         }
         if now >= self.next_ping.load(Ordering::Acquire) {
             self.ping_sent.store(now, Ordering::Release);
-            self.push(OutFrame::text(packet::PING), true).ok();
+            self.push_control(OutFrame::text(packet::PING)).ok();
         }
     }
 }
@@ -577,15 +552,12 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
     conns.map.lock().insert(conn.id, conn.clone());
     let sock = Sock::Ws(conn.handle());
     let id = conn.id.to_string();
-    conn.push(
-        OutFrame::text(&packet::open(
-            &id,
-            conns.ping_interval_ms,
-            conns.ping_timeout_ms,
-            hub.config.max_message_bytes,
-        )),
-        true,
-    )
+    conn.push_control(OutFrame::text(&packet::open(
+        &id,
+        conns.ping_interval_ms,
+        conns.ping_timeout_ms,
+        hub.config.max_message_bytes,
+    )))
     .ok();
     let here = Here {
         hub: &hub,
@@ -738,7 +710,7 @@ fn on_bytes(here: &Here<'_>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> 
             }
             Message::Binary(_) => Err((End::Lost("bad packet"), 1003)),
             Message::Ping(p) => {
-                conn.push(OutFrame::pong(p), true).ok();
+                conn.push_control(OutFrame::pong(p)).ok();
                 Ok(())
             }
             Message::Close(code) => Err((End::Lost("transport close"), code.unwrap_or(1000))),
@@ -788,10 +760,10 @@ fn on_text(
         Incoming::Close => return Err((End::Lost("transport close"), 1000)),
         Incoming::Noop => {}
         Incoming::Connect { ns, .. } if ns != "/" => {
-            conn.push(
-                OutFrame::text(&packet::connect_error(ns, "Invalid namespace")),
-                true,
-            )
+            conn.push_control(OutFrame::text(&packet::connect_error(
+                ns,
+                "Invalid namespace",
+            )))
             .ok();
         }
         Incoming::Connect { auth, .. } => {
@@ -803,14 +775,11 @@ fn on_text(
                 Ok(s) => {
                     *session = Some(s);
                     conn.joined.store(true, Ordering::Release);
-                    conn.push(
-                        OutFrame::text(&packet::connected(&conn.id.to_string())),
-                        true,
-                    )
-                    .ok();
+                    conn.push_control(OutFrame::text(&packet::connected(&conn.id.to_string())))
+                        .ok();
                 }
                 Err(message) => {
-                    conn.push(OutFrame::text(&packet::connect_error("/", message)), true)
+                    conn.push_control(OutFrame::text(&packet::connect_error("/", message)))
                         .ok();
                 }
             }
