@@ -62,9 +62,18 @@ const WRITEV_FRAMES: usize = 32;
 /// Connections a read turn coalesces writes for (the rest are written frame by frame).
 const TURN_CONNS: usize = 64;
 
+/// The connections written to during this thread's current read turn.
+#[derive(Default)]
+struct Turn {
+    /// Whether a read turn runs on this thread: outside one, frames are written at once.
+    active: bool,
+    /// Kept between turns so that a turn does not allocate its list.
+    conns: Vec<Arc<Conn>>,
+}
+
 thread_local! {
-    /// The connections written to during this thread's current read turn; `None` outside one.
-    static TURN: std::cell::RefCell<Option<Vec<Arc<Conn>>>> = const { std::cell::RefCell::new(None) };
+    /// This thread's read turn.
+    static TURN: std::cell::RefCell<Turn> = std::cell::RefCell::new(Turn::default());
 }
 
 /// Reads per wake-up before other connections get the thread.
@@ -224,19 +233,23 @@ impl Conn {
     }
 
     /// Writes `bytes` (one whole frame) now if nothing waits before it; queues what the kernel
-    /// did not take. During a read turn (see [`on_readable`]), the second and later frames for
-    /// the same connection are only queued: the turn writes them together at its end, in one
-    /// system call, as socketioxide's writer task does with what piles up in its channel.
+    /// did not take. During a read turn (see [`on_readable`]), frames are only queued: the turn
+    /// writes each connection's frames together at its end, in one system call, as
+    /// socketioxide's writer task does with what piles up in its channel. A client's read
+    /// usually holds several messages (a candidate sent right after another), and each `send`
+    /// on loopback costs as much as the rest of a relay.
     fn push_bytes(self: &Arc<Self>, bytes: &[u8], control: bool) -> Result<(), SendError> {
-        let coalesce = TURN.with_borrow_mut(|turn| match turn {
-            Some(list) if list.iter().any(|c| Arc::ptr_eq(c, self)) => true,
-            Some(list) => {
-                if list.len() < TURN_CONNS {
-                    list.push(self.clone());
-                }
+        let coalesce = TURN.with_borrow_mut(|turn| {
+            if !turn.active {
+                false
+            } else if turn.conns.iter().any(|c| Arc::ptr_eq(c, self)) {
+                true
+            } else if turn.conns.len() < TURN_CONNS {
+                turn.conns.push(self.clone());
+                true
+            } else {
                 false
             }
-            None => false,
         });
         let mut out = self.out.lock();
         if out.end.is_some() {
@@ -645,7 +658,7 @@ thread_local! {
 fn on_readable(here: &Here<'_>, st: &mut Reading) -> Option<End> {
     let conn = here.conn;
     use std::io::Read as _;
-    TURN.with_borrow_mut(|t| *t = Some(Vec::new()));
+    TURN.with_borrow_mut(|t| t.active = true);
     let end = READ_BUF.with_borrow_mut(|buf| {
         for _ in 0..READS_PER_TURN {
             let mut got = 0;
@@ -672,9 +685,12 @@ fn on_readable(here: &Here<'_>, st: &mut Reading) -> Option<End> {
         }
         None
     });
-    // The turn's coalesced frames: one write per connection written to more than once.
-    let written = TURN.with_borrow_mut(Option::take).unwrap_or_default();
-    for c in written {
+    // The turn's frames: one write per connection written to.
+    let mut written = TURN.with_borrow_mut(|t| {
+        t.active = false;
+        std::mem::take(&mut t.conns)
+    });
+    for c in written.drain(..) {
         if c.pending() {
             match c.flush() {
                 Ok(()) if c.pending() => c.wake.notify_one(),
@@ -683,6 +699,7 @@ fn on_readable(here: &Here<'_>, st: &mut Reading) -> Option<End> {
             }
         }
     }
+    TURN.with_borrow_mut(|t| t.conns = written);
     end
 }
 
