@@ -165,6 +165,13 @@ pub struct Config {
     #[arg(long, env = "NATIVE_WEBSOCKET", default_value_t = true, action = clap::ArgAction::Set)]
     pub native_websocket: bool,
 
+    /// Threads that run the connections and handlers; `0` is one per CPU core the process may
+    /// use. Fewer leave cores to a process beside the server (a TURN server, say), and threads
+    /// that are fewer wake each other less often.
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub worker_threads: u16,
+
     /// Directory of static files served at `/`.
     #[arg(long, env = "STATIC_DIR", default_value = "public")]
     pub static_dir: std::path::PathBuf,
@@ -437,5 +444,7 @@ mod tests {
         assert!(e.to_string().contains("--port"), "{e}");
         let e = Config::from_flags(["--max-room-duration-ms", "5"]).unwrap_err();
         assert!(e.to_string().contains("max-room-duration-ms"), "{e}");
+        let e = Config::from_flags(["--worker-threads", "5000"]).unwrap_err();
+        assert!(e.to_string().contains("worker-threads"), "{e}");
     }
 }
