@@ -38,14 +38,31 @@ pub const MAX_WAIT_SAMPLES: usize = 20_000;
 pub struct MatchHistory {
     /// `(when, wait in ms)` of each matched user, oldest first.
     waits: VecDeque<(Instant, u64)>,
-    /// When each matched user was matched, and its segment, oldest first, over [`RATE_WINDOW`]:
-    /// the one record of recent matches (two entries per match).
-    matched_users: VecDeque<(Instant, Segment)>,
-    /// How many entries of `matched_users` each segment has. Changed only where that deque is
-    /// pushed and popped, so it always equals a count over it, without walking it per estimate.
+    /// The users matched in each second of [`RATE_WINDOW`] that saw a match, oldest first: the
+    /// one record of recent matches (two users per match). Counted per second rather than kept
+    /// per user, so that its memory follows the number of segments in use, not the match rate:
+    /// one entry per user grew a server by 80 KB a second at 1,600 matches a second.
+    seconds: VecDeque<Second>,
+    /// How many users of `seconds` each segment has. Changed only where that deque is pushed
+    /// and popped, so it always equals a sum over it, without walking it per estimate.
     per_segment: HashMap<Segment, usize>,
     total: u64,
 }
+
+/// The users matched during one second.
+#[derive(Debug)]
+struct Second {
+    /// When the second began: its first match.
+    start: Instant,
+    /// Users matched in it (the sum of `by_segment`, kept so that a wait estimate for a user of
+    /// an unseen segment adds sixty numbers, not every segment of every second).
+    users: usize,
+    /// Users matched in it, by segment.
+    by_segment: HashMap<Segment, usize>,
+}
+
+/// How long one [`Second`] collects matches.
+const SECOND: Duration = Duration::from_secs(1);
 
 /// Wait-time figures over [`WAIT_WINDOW`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,25 +79,41 @@ impl MatchHistory {
     /// Records one match with the wait and segment of each of its two members.
     pub fn record(&mut self, now: Instant, members: [(Duration, Segment); 2]) {
         self.total += 1;
+        let current = match self.seconds.back() {
+            Some(s) => now.saturating_duration_since(s.start) < SECOND,
+            None => false,
+        };
+        if !current {
+            self.seconds.push_back(Second {
+                start: now,
+                users: 0,
+                by_segment: HashMap::new(),
+            });
+        }
+        let second = self.seconds.back_mut().expect("pushed above");
         for (w, segment) in members {
             self.waits.push_back((now, w.as_millis() as u64));
-            self.matched_users.push_back((now, segment));
+            second.users += 1;
+            *second.by_segment.entry(segment).or_default() += 1;
             *self.per_segment.entry(segment).or_default() += 1;
         }
         self.prune(now);
     }
 
     /// Forgets samples older than their windows (also called by the core's tick, so that the
-    /// estimates follow time when no match happens).
+    /// estimates follow time when no match happens). A second is forgotten whole, once its
+    /// start is older than [`RATE_WINDOW`].
     pub fn prune(&mut self, now: Instant) {
-        while let Some(&(t, segment)) = self.matched_users.front()
-            && now.saturating_duration_since(t) > RATE_WINDOW
+        while let Some(s) = self.seconds.front()
+            && now.saturating_duration_since(s.start) > RATE_WINDOW
         {
-            self.matched_users.pop_front();
-            if let Some(n) = self.per_segment.get_mut(&segment) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_segment.remove(&segment);
+            let s = self.seconds.pop_front().expect("front exists");
+            for (segment, n) in s.by_segment {
+                if let Some(total) = self.per_segment.get_mut(&segment) {
+                    *total -= n;
+                    if *total == 0 {
+                        self.per_segment.remove(&segment);
+                    }
                 }
             }
         }
@@ -99,14 +132,15 @@ impl MatchHistory {
         self.total
     }
 
-    /// Matches made in the last minute before `now`.
+    /// Matches made in the last minute before `now` (to the second).
     pub fn matches_last_minute(&self, now: Instant) -> usize {
-        let users = self
-            .matched_users
+        let users: usize = self
+            .seconds
             .iter()
             .rev()
-            .take_while(|(t, _)| now.saturating_duration_since(*t) <= RATE_WINDOW)
-            .count();
+            .take_while(|s| now.saturating_duration_since(s.start) <= RATE_WINDOW)
+            .map(|s| s.users)
+            .sum();
         users / 2
     }
 
@@ -142,7 +176,7 @@ impl MatchHistory {
         // Counts over the window as of the last prune (at most one tick old).
         let matched_users = match segment.and_then(|s| self.per_segment.get(&s)) {
             Some(&n) => n,
-            None => self.matched_users.len(),
+            None => self.seconds.iter().map(|s| s.users).sum(),
         };
         if matched_users == 0 {
             return None;
@@ -203,5 +237,35 @@ mod tests {
         h.prune(later);
         assert_eq!(h.estimate_wait_ms(1, Some(2)), None);
         assert_eq!(h.matches_last_minute(later), 0);
+    }
+
+    #[test]
+    fn memory_follows_the_segments_not_the_match_rate() {
+        let t = Instant::now();
+        let mut h = MatchHistory::default();
+        // 100,000 matches over 10 s, among 3 segments.
+        for i in 0..100_000u64 {
+            let now = t + Duration::from_micros(i * 100);
+            h.record(now, [(Duration::ZERO, i % 3), (Duration::ZERO, 7)]);
+        }
+        let end = t + Duration::from_secs(10);
+        assert_eq!(h.seconds.len(), 10, "one record per second");
+        assert!(h.seconds.iter().all(|s| s.by_segment.len() <= 4));
+        assert!(
+            h.seconds
+                .iter()
+                .all(|s| s.users == s.by_segment.values().sum::<usize>())
+        );
+        assert!(h.waits.len() <= MAX_WAIT_SAMPLES);
+        assert_eq!(h.matches_last_minute(end), 100_000);
+        // Segment 7 had a member of every match: 100,000 users in 60 s.
+        assert_eq!(h.estimate_wait_ms(1_000, Some(7)), Some(600));
+        // The oldest second leaves the window first, whole.
+        h.prune(t + RATE_WINDOW + Duration::from_millis(500));
+        assert_eq!(
+            h.matches_last_minute(t + RATE_WINDOW + Duration::from_millis(500)),
+            90_000
+        );
+        assert_eq!(h.per_segment[&7], 90_000);
     }
 }
