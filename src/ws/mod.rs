@@ -76,6 +76,38 @@ thread_local! {
     static TURN: std::cell::RefCell<Turn> = std::cell::RefCell::new(Turn::default());
 }
 
+/// A read turn on this thread: while it lives, frames are gathered per connection; when it
+/// ends, even by a panic in a handler, each connection's frames are written with one system
+/// call and the thread writes at once again.
+struct TurnGuard;
+
+impl TurnGuard {
+    fn begin() -> TurnGuard {
+        TURN.with_borrow_mut(|t| t.active = true);
+        TurnGuard
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        let mut written = TURN.with_borrow_mut(|t| {
+            t.active = false;
+            std::mem::take(&mut t.conns)
+        });
+        for c in written.drain(..) {
+            if c.pending() {
+                match c.flush() {
+                    Ok(()) if c.pending() => c.wake.notify_one(),
+                    Ok(()) => {}
+                    Err(_) => c.end(End::Lost("transport error")),
+                }
+            }
+        }
+        // The list keeps its allocation for the next turn.
+        TURN.with_borrow_mut(|t| t.conns = written);
+    }
+}
+
 /// Reads per wake-up before other connections get the thread.
 const READS_PER_TURN: usize = 8;
 
@@ -658,8 +690,8 @@ thread_local! {
 fn on_readable(here: &Here<'_>, st: &mut Reading) -> Option<End> {
     let conn = here.conn;
     use std::io::Read as _;
-    TURN.with_borrow_mut(|t| t.active = true);
-    let end = READ_BUF.with_borrow_mut(|buf| {
+    let _turn = TurnGuard::begin();
+    READ_BUF.with_borrow_mut(|buf| {
         for _ in 0..READS_PER_TURN {
             let mut got = 0;
             let r = conn.tcp.try_io(tokio::io::Interest::READABLE, || {
@@ -684,23 +716,7 @@ fn on_readable(here: &Here<'_>, st: &mut Reading) -> Option<End> {
             }
         }
         None
-    });
-    // The turn's frames: one write per connection written to.
-    let mut written = TURN.with_borrow_mut(|t| {
-        t.active = false;
-        std::mem::take(&mut t.conns)
-    });
-    for c in written.drain(..) {
-        if c.pending() {
-            match c.flush() {
-                Ok(()) if c.pending() => c.wake.notify_one(),
-                Ok(()) => {}
-                Err(_) => c.end(End::Lost("transport error")),
-            }
-        }
-    }
-    TURN.with_borrow_mut(|t| t.conns = written);
-    end
+    })
 }
 
 /// Handles the messages in bytes just read.
