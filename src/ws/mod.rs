@@ -96,12 +96,11 @@ impl Drop for TurnGuard {
             std::mem::take(&mut t.conns)
         });
         for c in written.drain(..) {
-            if c.pending() {
-                match c.flush() {
-                    Ok(()) if c.pending() => c.wake.notify_one(),
-                    Ok(()) => {}
-                    Err(_) => c.end(End::Lost("transport error")),
-                }
+            match c.flush() {
+                Ok(true) => {}
+                // The kernel took part: the connection's task writes the rest when it can.
+                Ok(false) => c.wake.notify_one(),
+                Err(_) => c.end(End::Lost("transport error")),
             }
         }
         // The list keeps its allocation for the next turn.
@@ -359,9 +358,10 @@ impl Conn {
     }
 
     /// Writes queued frames until the socket would block, up to [`WRITEV_FRAMES`] frames per
-    /// system call. An emptied queue gives its memory back: a connection that was slow once does
+    /// system call; `true` when none is left (one lock for both, as a read turn flushes every
+    /// recipient). An emptied queue gives its memory back: a connection that was slow once does
     /// not keep a buffer for good.
-    fn flush(&self) -> std::io::Result<()> {
+    fn flush(&self) -> std::io::Result<bool> {
         let mut out = self.out.lock();
         while !out.frames.is_empty() {
             let slices: smallvec::SmallVec<[std::io::IoSlice<'_>; WRITEV_FRAMES]> = out
@@ -373,7 +373,7 @@ impl Conn {
             let mut n = match self.tcp.try_write_vectored(&slices) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             };
             drop(slices);
@@ -393,7 +393,7 @@ impl Conn {
             }
         }
         out.frames = VecDeque::new();
-        Ok(())
+        Ok(true)
     }
 
     fn pending(&self) -> bool {
