@@ -11,6 +11,7 @@
 //! - [`cluster`]: with `REDIS_URL`, the same service over several nodes: the shared queue,
 //!   delivery between nodes, heartbeats;
 //! - [`protocol`]: the payloads and error codes on the wire;
+//! - `echo`: how much of a client's own text a reply may repeat (a leaf);
 //! - [`limits`], [`auth`], [`ice`] and [`metrics`]: abuse limits, token authentication, ICE
 //!   servers for clients, Prometheus metrics; used by the layers above.
 
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod core;
+mod echo;
 pub mod http;
 pub mod ice;
 pub mod limits;

@@ -80,7 +80,8 @@ pub fn language_code(raw: &str) -> Result<String, InvalidValue> {
         Ok(code)
     } else {
         Err(InvalidValue(format!(
-            "language must be a two-letter ISO 639-1 code, got {raw:?}"
+            "language must be a two-letter ISO 639-1 code, got {:?}",
+            crate::echo::clip(raw)
         )))
     }
 }
@@ -92,7 +93,8 @@ pub fn country_code(raw: &str) -> Result<String, InvalidValue> {
         Ok(code)
     } else {
         Err(InvalidValue(format!(
-            "country must be a two-letter ISO 3166-1 code, got {raw:?}"
+            "country must be a two-letter ISO 3166-1 code, got {:?}",
+            crate::echo::clip(raw)
         )))
     }
 }

@@ -3,6 +3,7 @@
 //! Unknown fields are ignored (clients may send more than we read); a known field of the wrong
 //! type, a missing required field, or a value out of range is an [`ErrorCode::InvalidPayload`].
 
+use super::clip;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -34,7 +35,7 @@ pub fn parse<T: DeserializeOwned + Default>(
 ) -> Result<T, Reject> {
     match raw {
         Some(raw) if raw.get() != "null" => serde_json::from_str(raw.get())
-            .map_err(|e| Reject::invalid(format!("invalid payload: {e}"))),
+            .map_err(|e| Reject::invalid(format!("invalid payload: {}", clip(&e.to_string())))),
         _ if required => Err(Reject::invalid("this event needs an object payload")),
         _ => Ok(T::default()),
     }
@@ -241,7 +242,7 @@ impl SignalIn {
             .filter(|r| r.get() != "null")
             .ok_or_else(|| Reject::invalid("this event needs an object payload"))?;
         let wire: Wire<'_> = serde_json::from_str(raw.get())
-            .map_err(|e| Reject::invalid(format!("invalid payload: {e}")))?;
+            .map_err(|e| Reject::invalid(format!("invalid payload: {}", clip(&e.to_string()))))?;
         let body = match field {
             "offer" => wire.offer,
             "answer" => wire.answer,

@@ -7,3 +7,5 @@ pub mod incoming;
 pub mod outgoing;
 
 pub use errors::{ErrorCode, Reject};
+
+pub use crate::echo::{ECHO_BYTES, clip, clip_to};

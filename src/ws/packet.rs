@@ -116,11 +116,12 @@ pub fn connected(sid: &str) -> String {
     format!(r#"40{{"sid":"{sid}"}}"#)
 }
 
-/// A refused namespace connect: `44[/ns,]{"message":...}`.
+/// A refused namespace connect: `44[/ns,]{"message":...}`. The namespace is the client's own
+/// text: only its first [`crate::protocol::ECHO_BYTES`] bytes are repeated back.
 pub fn connect_error(ns: &str, message: &str) -> String {
     let mut s = String::from("44");
     if ns != "/" {
-        s.push_str(ns);
+        s.push_str(crate::protocol::clip(ns));
         s.push(',');
     }
     let body = serde_json::json!({ "message": message });
@@ -229,6 +230,13 @@ mod tests {
         assert_eq!(
             connect_error("/a", "Invalid namespace"),
             r#"44/a,{"message":"Invalid namespace"}"#
+        );
+        let long = format!("/{}", "n".repeat(60_000));
+        let refused = connect_error(&long, "Invalid namespace");
+        assert!(refused.len() < 120, "{} bytes", refused.len());
+        assert!(
+            refused.starts_with(&format!("44{},", &long[..64])),
+            "{refused}"
         );
     }
 }
