@@ -133,6 +133,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1000..=2_592_000_000))]
     pub block_ttl_ms: u64,
 
+    /// Most `block-user` / `report-user` blocks one node keeps in all; when full, the oldest
+    /// are forgotten first. Each costs about 150 bytes. `0` means no bound.
+    #[arg(long, env = "MAX_BLOCKS", default_value_t = 100_000)]
+    pub max_blocks: u64,
+
     /// On SIGTERM/SIGINT the process exits within this many ms, whatever the clients do.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -148,6 +153,15 @@ pub struct Config {
     #[arg(long, env = "SOCKET_BUFFER_PACKETS", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(16..=65_536))]
     pub socket_buffer_packets: u64,
+
+    /// Bytes that may wait to be sent to one client (events, errors, relays from its partner,
+    /// the transport's own replies). While that much waits, events for it are refused (a
+    /// partner's relay gets `delivery-failed`) and nothing more is read from it; a client that
+    /// stays over it longer than `PING_TIMEOUT_MS` is disconnected. The default holds a call's
+    /// set-up burst (an offer, an answer, a few dozen candidates) many times over.
+    #[arg(long, env = "SOCKET_BUFFER_BYTES", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u64).range(16_384..=67_108_864))]
+    pub socket_buffer_bytes: u64,
 
     /// Engine.IO ping interval in ms.
     #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000,
@@ -200,6 +214,14 @@ pub struct Config {
     /// Socket.IO connections one client address may hold open at once (0: no limit).
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 50)]
     pub max_connections_per_ip: u32,
+
+    /// TCP connections one address may hold open before their HTTP request is answered or
+    /// upgraded (long-polling clients hold theirs the whole session, two at most each); further
+    /// ones are closed at once. Unset: twice `MAX_CONNECTIONS_PER_IP` (so off when that is 0).
+    /// Counted per TCP peer, so it only applies with `TRUST_PROXY` 0 (behind a proxy every
+    /// client shares the proxy's address). `0` turns it off.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS_PER_IP")]
+    pub max_http_connections_per_ip: Option<u32>,
 
     /// New connections one client address may open per `RATE_LIMIT_WINDOW_MS` (0: no limit).
     #[arg(long, env = "MAX_NEW_CONNECTIONS_PER_IP", default_value_t = 120)]
@@ -379,6 +401,16 @@ impl Config {
             block_ttl: Duration::from_millis(self.block_ttl_ms),
             reconnect_grace: Duration::from_millis(self.reconnect_grace_ms),
         }
+    }
+
+    /// TCP connections one peer address may hold in the HTTP stage; 0 for no limit (see
+    /// `MAX_HTTP_CONNECTIONS_PER_IP`).
+    pub fn http_connections_per_ip(&self) -> usize {
+        if self.trust_proxy != 0 {
+            return 0;
+        }
+        self.max_http_connections_per_ip
+            .unwrap_or(self.max_connections_per_ip.saturating_mul(2)) as usize
     }
 
     /// How long shutdown may take.

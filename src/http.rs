@@ -21,6 +21,8 @@ pub fn routes(hub: Arc<Hub>) -> Router {
         .route("/ice-servers", get(ice_servers))
         .route("/metrics", get(metrics))
         .route("/dashboard", get(dashboard))
+        // The page's own file name too: the static files would serve it without the token.
+        .route("/dashboard.html", get(dashboard))
         .with_state(hub)
 }
 
@@ -109,6 +111,8 @@ pub struct Stats {
     pub p95_wait_time: u64,
     /// `report-user` events since start.
     pub reports_total: u64,
+    /// Blocks this node keeps (`block-user`, `report-user`), at most `MAX_BLOCKS`.
+    pub blocks: usize,
     /// Call outcomes, connection success, time to connect and grades.
     pub quality: crate::core::quality::QualitySummary,
     /// Seconds since start.
@@ -172,6 +176,7 @@ async fn stats(State(hub): State<Arc<Hub>>) -> Json<Stats> {
         average_wait_time: s.waits.average_ms,
         p95_wait_time: s.waits.p95_ms,
         reports_total: s.reports,
+        blocks: s.blocks,
         quality: s.quality,
         uptime: hub.started.elapsed().as_secs_f64(),
         memory: Memory::read(),

@@ -88,6 +88,18 @@ pub fn rate_limited(what: &'static str) {
     counter!("roulette_rate_limited_total", "kind" => what).increment(1);
 }
 
+/// A connection was closed because its output stayed over its byte budget for longer than the
+/// ping timeout.
+pub fn backpressure_closed() {
+    counter!("roulette_connections_closed_backpressure_total").increment(1);
+}
+
+/// A TCP connection was dropped before its first request: its address held
+/// `MAX_HTTP_CONNECTIONS_PER_IP` connections in the HTTP stage already.
+pub fn http_connection_refused() {
+    counter!("roulette_rate_limited_total", "kind" => "http-connection").increment(1);
+}
+
 /// A user was matched after waiting `ms`.
 pub fn waited(ms: u64) {
     histogram!("roulette_wait_seconds").record(ms as f64 / 1000.0);
@@ -103,6 +115,10 @@ pub fn render(hub: &Hub) -> String {
     gauge!("roulette_users_waiting").set(live.waiting_users as f64);
     gauge!("roulette_users_reconnecting").set(stats.reconnecting_users as f64);
     gauge!("roulette_rooms_active").set(live.active_rooms as f64);
+    gauge!("roulette_blocks").set(stats.blocks as f64);
+    let out = hub.conns.output();
+    gauge!("roulette_output_queued_bytes").set(out.queued_bytes as f64);
+    gauge!("roulette_connections_paused").set(out.paused as f64);
     counter!("roulette_matches_total").absolute(stats.total_matches);
     counter!("roulette_reports_total").absolute(stats.reports);
     let q = &stats.quality;

@@ -193,6 +193,11 @@ impl Matchmaker for SharedQueue {
             ttl: until.saturating_duration_since(Instant::now()),
         });
     }
+
+    /// A cluster keeps its blocks in Redis, none here.
+    fn blocks(&self) -> usize {
+        0
+    }
 }
 
 /// The matchmaker of a node: its own indexed queue, or its share of the cluster's.
@@ -245,5 +250,8 @@ impl Matchmaker for Queue {
     }
     fn block(&mut self, by: &UserId, other: &UserId, until: Instant) {
         each!(self, q => q.block(by, other, until))
+    }
+    fn blocks(&self) -> usize {
+        each!(self, q => q.blocks())
     }
 }

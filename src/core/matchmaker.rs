@@ -21,6 +21,7 @@
 //! the people of its wished country, or the holders of each of its interest tags. Lists keep
 //! arrival order and drop departed users lazily, when they reach the head.
 
+use super::blocks::Blocks;
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
@@ -100,10 +101,11 @@ pub trait Matchmaker: Send {
     fn relax(&mut self, now: Instant) -> Relaxation;
     /// Records that `by` never wants to meet `other` again (until `until`).
     fn block(&mut self, by: &UserId, other: &UserId, until: Instant);
+    /// How many blocks this node keeps in memory.
+    fn blocks(&self) -> usize;
 }
 
-/// Most blocks one user keeps; the oldest is forgotten first.
-pub const MAX_BLOCKS_PER_USER: usize = 256;
+pub use super::blocks::MAX_BLOCKS_PER_USER;
 
 /// A language, country or interest tag, interned: comparing and hashing it costs an integer's.
 type Sym = u32;
@@ -325,7 +327,7 @@ pub struct PreferenceMatchmaker {
     groups: Vec<(WishKey, [Bucket; 4])>,
     group_of: FxHashMap<WishKey, usize>,
     syms: Interner,
-    blocks: FxHashMap<UserId, VecDeque<(UserId, Instant)>>,
+    blocks: Blocks,
 }
 
 /// How good a candidate is: sharing an interest first, then the longest wait.
@@ -387,8 +389,14 @@ impl PreferenceMatchmaker {
             groups: Vec::new(),
             group_of: FxHashMap::default(),
             syms: Interner::default(),
-            blocks: FxHashMap::default(),
+            blocks: Blocks::default(),
         }
+    }
+
+    /// The same queue, keeping at most `max` blocks in all (0: no bound).
+    pub fn with_max_blocks(mut self, max: usize) -> Self {
+        self.blocks = Blocks::new(max);
+        self
     }
 
     fn entry(&self, slot: u32) -> &Entry {
@@ -400,15 +408,7 @@ impl PreferenceMatchmaker {
     }
 
     fn blocked(&self, a: &str, b: &str, now: Instant) -> bool {
-        if self.blocks.is_empty() {
-            return false;
-        }
-        let one = |x: &str, y: &str| {
-            self.blocks
-                .get(x)
-                .is_some_and(|l| l.iter().any(|(u, until)| **u == *y && *until > now))
-        };
-        one(a, b) || one(b, a)
+        self.blocks.blocked(a, b, now)
     }
 
     /// Whether a user with these preferences, searching since `since`, still insists on sharing
@@ -802,22 +802,18 @@ impl Matchmaker for PreferenceMatchmaker {
     }
 
     fn block(&mut self, by: &UserId, other: &UserId, until: Instant) {
-        let list = self.blocks.entry(by.clone()).or_default();
-        list.retain(|(u, _)| u != other);
-        if list.len() >= MAX_BLOCKS_PER_USER {
-            list.pop_front();
-        }
-        list.push_back((other.clone(), until));
+        self.blocks.add(by, other, until);
+    }
+
+    fn blocks(&self) -> usize {
+        self.blocks.len()
     }
 }
 
 impl PreferenceMatchmaker {
     /// Forgets expired blocks.
     pub fn expire_blocks(&mut self, now: Instant) {
-        self.blocks.retain(|_, l| {
-            l.retain(|(_, until)| *until > now);
-            !l.is_empty()
-        });
+        self.blocks.expire(now);
     }
 }
 

@@ -8,6 +8,7 @@
 //! Each fact is stored once: whether a user waits is the matchmaker's business, whether it is in
 //! a room the [`Rooms`]' business. Counts are read from those structures, never kept by hand.
 
+pub mod blocks;
 pub mod history;
 pub mod matchmaker;
 pub mod profile;
@@ -154,6 +155,8 @@ pub struct CoreStats {
     pub reports: u64,
     /// Call outcomes and grades.
     pub quality: QualitySummary,
+    /// Blocks kept in memory (`block-user`, `report-user`), at most `MAX_BLOCKS`.
+    pub blocks: usize,
 }
 
 /// Users, queue and rooms of one server. `L` is how a user is reached; `M` is the matchmaker.
@@ -240,10 +243,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 effects: Vec::new(),
             });
         };
-        if let Some(p) = profile {
-            existing.profile = Arc::new(p);
-        }
+        // The profile changes only once the claim is known to be this user's own: a refused
+        // `authenticate` (a stranger who learnt the id as a `partnerId`) must change nothing.
         if existing.link == link {
+            if let Some(p) = profile {
+                existing.profile = Arc::new(p);
+            }
             return Ok(Joined {
                 resume_token: existing.resume_token.clone(),
                 resumed: false,
@@ -259,6 +264,9 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         };
         if !allowed {
             return Err(ErrorCode::UserIdTaken);
+        }
+        if let Some(p) = profile {
+            existing.profile = Arc::new(p);
         }
         // A used token is spent: a copy of it that leaked cannot take the session again.
         existing.resume_token = new_token();
@@ -785,6 +793,11 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         self.users.get(user).map(|u| &u.link)
     }
 
+    /// The profile `user` gave when it authenticated.
+    pub fn profile(&self, user: &str) -> Option<&Profile> {
+        self.users.get(user).map(|u| &*u.profile)
+    }
+
     /// The room `user` is in.
     pub fn room_of(&self, user: &str) -> Option<&Room> {
         self.rooms.of_user(user)
@@ -814,6 +827,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             waits: self.history.wait_summary(now),
             reports: self.reports,
             quality: self.calls.summary(),
+            blocks: self.queue.blocks(),
         }
     }
 

@@ -335,6 +335,48 @@ fn a_taken_user_id_is_refused() {
     );
 }
 
+#[test]
+fn a_refused_claim_changes_nothing_of_the_users_profile() {
+    let mut c = core();
+    let own = Profile {
+        gender: Some(Gender::Female),
+        age: Some(30),
+        languages: vec!["en".into()],
+        country: Some("GB".into()),
+    };
+    c.join(
+        "a".into(),
+        1,
+        Some(own.clone()),
+        Claim::Named { resume: None },
+    )
+    .unwrap();
+    // A stranger who learnt the id (every partner does, as `partnerId`) tries to rewrite it.
+    let forged = Profile {
+        gender: Some(Gender::Male),
+        age: Some(18),
+        languages: vec!["de".into()],
+        country: Some("DE".into()),
+    };
+    for resume in [None, Some("not-the-token")] {
+        assert_eq!(
+            c.join("a".into(), 2, Some(forged.clone()), Claim::Named { resume })
+                .map(|_| ()),
+            Err(ErrorCode::UserIdTaken)
+        );
+        assert_eq!(c.profile("a"), Some(&own), "refused, so nothing changed");
+    }
+    // The user itself, on its own link, may change it.
+    c.join(
+        "a".into(),
+        1,
+        Some(forged.clone()),
+        Claim::Named { resume: None },
+    )
+    .unwrap();
+    assert_eq!(c.profile("a"), Some(&forged));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Join(u8),

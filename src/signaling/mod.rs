@@ -160,7 +160,10 @@ impl Hub {
             )
         } else {
             (
-                Queue::Local(PreferenceMatchmaker::new(cfg.preference_relax)),
+                Queue::Local(
+                    PreferenceMatchmaker::new(cfg.preference_relax)
+                        .with_max_blocks(config.max_blocks as usize),
+                ),
                 None,
                 None,
             )
@@ -336,7 +339,8 @@ pub fn send_error(socket: &Sock, event: &str, reject: &Reject) {
     let body = ErrorOut {
         code: reject.code,
         message: &reject.message,
-        event: (!auth).then_some(event),
+        // The name is the client's own text: a 60 KB name must not come back 60 KB long.
+        event: (!auth).then_some(crate::protocol::clip(event)),
         retry_after_ms: reject.retry_after_ms,
     };
     crate::metrics::error(reject.code.as_str());
@@ -648,7 +652,12 @@ fn dispatch<'v>(
         Ok(f) => f,
         Err(e) => {
             charge(session, EventClass::Other, "")?;
-            return Err(("".into(), Reject::invalid(format!("unreadable event: {e}"))).into());
+            let why = crate::protocol::clip(&e.to_string()).to_owned();
+            return Err((
+                "".into(),
+                Reject::invalid(format!("unreadable event: {why}")),
+            )
+                .into());
         }
     };
     let event = frame.event;
