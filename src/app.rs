@@ -169,6 +169,12 @@ pub async fn run(
     if config.node_env == Environment::Production && config.client_origin == Origins::Any {
         tracing::warn!("CLIENT_ORIGIN is `*` in production: any web page may connect");
     }
+    if config.node_env == Environment::Production && config.admin_token.is_none() {
+        tracing::warn!(
+            "ADMIN_TOKEN is unset in production: /metrics and /dashboard are open to anyone who \
+             reaches this port"
+        );
+    }
     let app =
         build(config).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     serve(listener, app, shutdown).await
@@ -208,7 +214,8 @@ pub async fn serve(
     let heartbeat = tokio::spawn(hub.conns.clone().heartbeat());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(accept_loop(listener, router, stop_rx));
+    let per_address = hub.config.http_connections_per_ip();
+    let server = tokio::spawn(accept_loop(listener, router, per_address, stop_rx));
 
     shutdown.await;
     let deadline = Instant::now() + timeout;
@@ -348,6 +355,45 @@ async fn leave_cluster(hub: &Hub, cluster: &crate::cluster::Cluster, tasks: &Clu
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// The TCP connections each peer address holds in the HTTP stage (accepted, not yet closed or
+/// upgraded): one address cannot hold thousands of idle sockets open until the header timeout.
+#[derive(Default, Clone)]
+struct InHttp(Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection's place in [`InHttp`], given back when dropped.
+struct HttpSlot {
+    of: InHttp,
+    ip: std::net::IpAddr,
+}
+
+impl InHttp {
+    /// A place for a connection from `ip`, unless it holds `max` already (0: no limit).
+    fn admit(&self, ip: std::net::IpAddr, max: usize) -> Option<HttpSlot> {
+        let mut map = self.0.lock();
+        let n = map.entry(ip).or_insert(0);
+        if max != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(HttpSlot {
+            of: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        let mut map = self.of.0.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Largest HTTP/1 read buffer per connection. hyper's default lets it grow to about 400 KB and
 /// the buffer of an upgraded connection is not given back while the WebSocket lives (measured:
 /// 16 KB per idle connection with axum's `serve`); a Socket.IO handshake needs far less.
@@ -362,6 +408,7 @@ const HTTP_READ_BUFFER: usize = 8192;
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
+    per_address: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -370,6 +417,7 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
     let http = Arc::new(http);
+    let in_http = InHttp::default();
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -386,6 +434,11 @@ async fn accept_loop(
             },
         };
         while conns.try_join_next().is_some() {}
+        let Some(slot) = in_http.admit(peer.ip(), per_address) else {
+            tracing::debug!(ip = %peer.ip(), "connection dropped: too many in the HTTP stage");
+            crate::metrics::http_connection_refused();
+            continue;
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
@@ -402,6 +455,9 @@ async fn accept_loop(
         let http = http.clone();
         let mut stop = stop.clone();
         conns.spawn(async move {
+            // Held until hyper is done with the connection: after its last response, or once
+            // an upgrade took the socket (a WebSocket is counted by the transport from then on).
+            let _slot = slot;
             let conn = http
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();

@@ -168,9 +168,14 @@ impl Limits {
     }
 
     /// Records socket `id` as open from `ip`, unless the address holds its maximum already.
+    /// A socket recorded already keeps its place (the own transport counts a connection from
+    /// its first byte and asks again when it joins `/`).
     pub fn open(&self, ip: IpAddr, id: Sid) -> bool {
         let mut open = self.open.lock();
         let set = open.entry(ip).or_default();
+        if set.contains(&id) {
+            return true;
+        }
         if self.max_connections_per_ip != 0 && set.len() >= self.max_connections_per_ip {
             if set.is_empty() {
                 open.remove(&ip);

@@ -141,6 +141,18 @@ pub struct Reader {
     fragmented: Option<bool>,
 }
 
+/// Where [`Reader::feed_until`] stopped.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Fed {
+    /// Every complete message was handled; an incomplete one is kept.
+    All,
+    /// `each` broke: the rest is dropped (the connection ends).
+    Stopped,
+    /// `pause` said so before a frame: that frame and the rest are kept, still masked, for
+    /// the next call (which may bring no new bytes).
+    Paused,
+}
+
 impl Reader {
     /// Feeds bytes just read; calls `each` for every complete message, in order, until it breaks.
     /// `input` is unmasked in place.
@@ -150,21 +162,36 @@ impl Reader {
         max: usize,
         each: &mut dyn FnMut(Message<'_>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, Violation> {
+        Ok(match self.feed_until(input, max, &|| false, each)? {
+            Fed::Stopped => ControlFlow::Break(()),
+            Fed::All | Fed::Paused => ControlFlow::Continue(()),
+        })
+    }
+
+    /// The same, asking `pause` before each frame whether to stop here and keep the rest: a
+    /// connection whose replies fill its budget is not read further until they are written.
+    pub fn feed_until(
+        &mut self,
+        input: &mut [u8],
+        max: usize,
+        pause: &dyn Fn() -> bool,
+        each: &mut dyn FnMut(Message<'_>) -> ControlFlow<()>,
+    ) -> Result<Fed, Violation> {
         if self.partial.is_empty() {
-            let (used, flow) = self.frames(input, max, each)?;
-            if flow.is_continue() && used < input.len() {
+            let (used, fed) = self.frames(input, max, pause, each)?;
+            if fed != Fed::Stopped && used < input.len() {
                 self.partial = input[used..].to_vec();
             }
-            return Ok(flow);
+            return Ok(fed);
         }
         let mut buf = std::mem::take(&mut self.partial);
         buf.extend_from_slice(input);
-        let (used, flow) = self.frames(&mut buf, max, each)?;
-        if flow.is_continue() && used < buf.len() {
+        let (used, fed) = self.frames(&mut buf, max, pause, each)?;
+        if fed != Fed::Stopped && used < buf.len() {
             buf.drain(..used);
             self.partial = buf;
         }
-        Ok(flow)
+        Ok(fed)
     }
 
     /// Handles every complete frame at the start of `buf`; returns how many bytes they took.
@@ -172,14 +199,18 @@ impl Reader {
         &mut self,
         buf: &mut [u8],
         max: usize,
+        pause: &dyn Fn() -> bool,
         each: &mut dyn FnMut(Message<'_>) -> ControlFlow<()>,
-    ) -> Result<(usize, ControlFlow<()>), Violation> {
+    ) -> Result<(usize, Fed), Violation> {
         let mut at = 0;
         loop {
+            if at < buf.len() && pause() {
+                return Ok((at, Fed::Paused));
+            }
             let mut cur = Cursor::new(&buf[at..]);
             let Some((h, len)) = FrameHeader::parse(&mut cur).map_err(|_| Violation::Protocol)?
             else {
-                return Ok((at, ControlFlow::Continue(())));
+                return Ok((at, Fed::All));
             };
             if len > max as u64 {
                 return Err(Violation::TooBig);
@@ -187,7 +218,7 @@ impl Reader {
             let start = at + cur.position() as usize;
             let end = start + len as usize;
             if end > buf.len() {
-                return Ok((at, ControlFlow::Continue(())));
+                return Ok((at, Fed::All));
             }
             let Some(mask) = h.mask else {
                 return Err(Violation::Protocol);
@@ -252,7 +283,7 @@ impl Reader {
                 }
             };
             if flow.is_break() {
-                return Ok((at, flow));
+                return Ok((at, Fed::Stopped));
             }
         }
     }
@@ -408,6 +439,45 @@ mod tests {
             .unwrap();
         assert!(flow.is_break());
         assert_eq!(seen, vec!["Close(Some(1000))"]);
+    }
+
+    #[test]
+    fn a_pause_keeps_the_rest_masked_for_later() {
+        let mut s = Vec::new();
+        for t in ["one", "two", "three"] {
+            s.extend(client_frame(1, true, t.as_bytes()));
+        }
+        // A fragmented message after the pauses.
+        s.extend(client_frame(1, false, b"fo"));
+        s.extend(client_frame(0, true, b"ur"));
+        let mut r = Reader::default();
+        let seen = std::cell::RefCell::new(Vec::<String>::new());
+        let budget = std::cell::Cell::new(1u32);
+        let pause = || budget.get() == 0;
+        let mut each = |m: Message<'_>| {
+            if let Message::Text(t) = m {
+                seen.borrow_mut()
+                    .push(String::from_utf8_lossy(t).into_owned());
+            }
+            budget.set(budget.get().saturating_sub(1));
+            ControlFlow::Continue(())
+        };
+        assert_eq!(
+            r.feed_until(&mut s, 100, &pause, &mut each),
+            Ok(Fed::Paused)
+        );
+        assert_eq!(*seen.borrow(), ["one"]);
+        // Nothing new was read, and the kept bytes give the rest, one at a time.
+        for want in ["two", "three"] {
+            budget.set(1);
+            let fed = r.feed_until(&mut [], 100, &pause, &mut each);
+            assert_eq!(fed, Ok(Fed::Paused));
+            assert_eq!(seen.borrow().last().unwrap(), want);
+        }
+        budget.set(1);
+        assert_eq!(r.feed_until(&mut [], 100, &pause, &mut each), Ok(Fed::All));
+        assert_eq!(*seen.borrow(), ["one", "two", "three", "four"]);
+        assert!(r.partial.is_empty(), "nothing kept");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::signaling::{Hub, Session, Sock};
-use frame::{Message, OutFrame, Reader, Violation};
+use frame::{Fed, Message, OutFrame, Reader, Violation};
 use packet::Incoming;
 
 /// How long a client may take to join the `/` namespace after connecting (socketioxide's
@@ -66,6 +66,9 @@ const TURN_CONNS: usize = 64;
 struct Turn {
     /// Whether a read turn runs on this thread: outside one, frames are written at once.
     active: bool,
+    /// The connection being read: what is queued for it now answers its own messages, which
+    /// the byte budget never refuses (reading it pauses instead).
+    reader: Option<Sid>,
     /// Kept between turns so that a turn does not allocate its list.
     conns: Vec<Arc<Conn>>,
 }
@@ -73,7 +76,7 @@ struct Turn {
 thread_local! {
     /// This thread's read turn.
     static TURN: std::cell::RefCell<Turn> = const {
-        std::cell::RefCell::new(Turn { active: false, conns: Vec::new() })
+        std::cell::RefCell::new(Turn { active: false, reader: None, conns: Vec::new() })
     };
 }
 
@@ -83,8 +86,11 @@ thread_local! {
 struct TurnGuard;
 
 impl TurnGuard {
-    fn begin() -> TurnGuard {
-        TURN.with_borrow_mut(|t| t.active = true);
+    fn begin(reader: Sid) -> TurnGuard {
+        TURN.with_borrow_mut(|t| {
+            t.active = true;
+            t.reader = Some(reader);
+        });
         TurnGuard
     }
 }
@@ -93,6 +99,7 @@ impl Drop for TurnGuard {
     fn drop(&mut self) {
         let mut written = TURN.with_borrow_mut(|t| {
             t.active = false;
+            t.reader = None;
             std::mem::take(&mut t.conns)
         });
         for c in written.drain(..) {
@@ -117,7 +124,8 @@ pub enum SendError {
     /// The connection is closing or closed.
     #[error("connection closed")]
     Closed,
-    /// `SOCKET_BUFFER_PACKETS` frames wait already: the client does not read.
+    /// `SOCKET_BUFFER_BYTES` bytes (or `SOCKET_BUFFER_PACKETS` frames) wait already: the client
+    /// does not read.
     #[error("send buffer full")]
     Full,
     /// The payload could not be written as JSON.
@@ -180,7 +188,48 @@ impl ConnRef {
 #[derive(Default)]
 struct Out {
     frames: VecDeque<OutFrame>,
+    /// The unwritten bytes of `frames`: what the connection's budget is charged with.
+    bytes: usize,
+    /// Frames written out whole since the connection opened: `frames[0]` is frame number
+    /// `popped`.
+    popped: u64,
+    /// The number of a queued pong that nothing of has been written yet: a newer ping replaces
+    /// its payload instead of queueing another (RFC 6455 lets a pong answer only the latest
+    /// ping), so a client that pings and never reads gets no pile of pongs.
+    pong: Option<u64>,
     end: Option<End>,
+}
+
+impl Out {
+    /// Queues a frame at the end.
+    fn push(&mut self, frame: OutFrame) {
+        self.bytes += frame.remaining().len();
+        self.frames.push_back(frame);
+    }
+
+    /// Marks `n` more bytes as written, from the front.
+    fn written(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let f = self
+                .frames
+                .front_mut()
+                .expect("written bytes belong to queued frames");
+            let len = f.remaining().len();
+            if n >= len {
+                self.frames.pop_front();
+                self.popped += 1;
+                n -= len;
+            } else {
+                f.advance(n);
+                n = 0;
+            }
+        }
+        // The front frame has started (or is gone): it cannot be replaced any more.
+        if self.pong.is_some_and(|p| p <= self.popped) {
+            self.pong = None;
+        }
+    }
 }
 
 /// One client connection on this transport.
@@ -200,6 +249,16 @@ pub struct Conn {
     joined: AtomicBool,
     /// `SOCKET_BUFFER_PACKETS`.
     cap: usize,
+    /// `SOCKET_BUFFER_BYTES`: while this much waits, events for the client are refused and
+    /// nothing more is read from it.
+    budget: usize,
+    /// Since when (registry clock) the heartbeat has seen the queue over its budget; 0 when it
+    /// is not.
+    over_since: AtomicU64,
+    /// Whether the connection holds one of its address's `MAX_CONNECTIONS_PER_IP` slots from
+    /// its first byte. One that could not get a slot is told so when it asks to join, and
+    /// closed; it is never left to linger uncounted.
+    counted: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -271,8 +330,9 @@ impl Conn {
     /// usually holds several messages (a candidate sent right after another), and a `send` is
     /// about a third of a relay's CPU.
     fn push_bytes(self: &Arc<Self>, bytes: &[u8], control: bool) -> Result<(), SendError> {
-        let coalesce = TURN.with_borrow_mut(|turn| {
-            if !turn.active {
+        let (coalesce, own) = TURN.with_borrow_mut(|turn| {
+            let own = turn.reader == Some(self.id);
+            let coalesce = if !turn.active {
                 false
             } else if turn.conns.iter().any(|c| Arc::ptr_eq(c, self)) {
                 true
@@ -281,18 +341,24 @@ impl Conn {
                 true
             } else {
                 false
-            }
+            };
+            (coalesce, own)
         });
         let mut out = self.out.lock();
         if out.end.is_some() {
             return Err(SendError::Closed);
         }
-        let full = !control && out.frames.len() >= self.cap;
+        // Control frames (the transport's own, and replies to a namespace connect) and the
+        // answers to the connection's own messages are never refused by the byte budget: a
+        // client is not read from while its queue is over budget, so what it provokes stops at
+        // the budget plus one message's answers. Events from elsewhere (a partner's relays) are.
+        let over = !own && out.bytes >= self.budget;
+        let full = !control && (out.frames.len() >= self.cap || over);
         if coalesce {
             if full {
                 return Err(SendError::Full);
             }
-            out.frames.push_back(OutFrame::rest(bytes));
+            out.push(OutFrame::rest(bytes));
             return Ok(());
         }
         let mut rest = bytes;
@@ -311,10 +377,42 @@ impl Conn {
         } else if full {
             return Err(SendError::Full);
         }
-        out.frames.push_back(OutFrame::rest(rest));
+        out.push(OutFrame::rest(rest));
         drop(out);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Answers a WebSocket ping. An answer still waiting untouched in the queue takes the new
+    /// payload instead of a second pong being queued.
+    fn push_pong(self: &Arc<Self>, payload: &[u8]) {
+        {
+            let mut out = self.out.lock();
+            if out.end.is_some() {
+                return;
+            }
+            if let Some(n) = out.pong {
+                let i = (n - out.popped) as usize;
+                let frame = OutFrame::pong(payload);
+                let old = std::mem::replace(&mut out.frames[i], frame);
+                out.bytes = out.bytes - old.remaining().len() + out.frames[i].remaining().len();
+                return;
+            }
+            if !out.frames.is_empty() {
+                let n = out.popped + out.frames.len() as u64;
+                out.push(OutFrame::pong(payload));
+                out.pong = Some(n);
+                drop(out);
+                self.wake.notify_one();
+                return;
+            }
+        }
+        self.push_control(OutFrame::pong(payload)).ok();
+    }
+
+    /// Whether the queue holds its whole budget: the client is not read from meanwhile.
+    fn over_budget(&self) -> bool {
+        self.out.lock().bytes >= self.budget
     }
 
     /// Sends the client away: `41`, then a WebSocket close. Its task then runs the disconnect
@@ -346,7 +444,9 @@ impl Conn {
             return;
         }
         out.end = Some(why);
-        out.frames.extend(goodbye);
+        for f in goodbye {
+            out.push(f);
+        }
         drop(out);
         self.wake.notify_one();
     }
@@ -370,34 +470,28 @@ impl Conn {
                 .take(WRITEV_FRAMES)
                 .map(|f| std::io::IoSlice::new(f.remaining()))
                 .collect();
-            let mut n = match self.tcp.try_write_vectored(&slices) {
+            let n = match self.tcp.try_write_vectored(&slices) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             };
             drop(slices);
-            while n > 0 {
-                let f = out
-                    .frames
-                    .front_mut()
-                    .expect("written bytes belong to queued frames");
-                let len = f.remaining().len();
-                if n >= len {
-                    out.frames.pop_front();
-                    n -= len;
-                } else {
-                    f.advance(n);
-                    n = 0;
-                }
-            }
+            out.written(n);
         }
         out.frames = VecDeque::new();
         Ok(true)
     }
 
-    fn pending(&self) -> bool {
-        !self.out.lock().frames.is_empty()
+    /// Whether frames wait to be written, and whether the queue is over its budget.
+    fn pending(&self) -> (bool, bool) {
+        let out = self.out.lock();
+        (!out.frames.is_empty(), out.bytes >= self.budget)
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.lock().bytes
     }
 
     fn ended(&self) -> Option<End> {
@@ -407,6 +501,19 @@ impl Conn {
     /// The heartbeat's visit: a ping when one is due, the end of a client that did not answer
     /// the last one in time or never joined a namespace.
     fn beat(self: &Arc<Self>, now: u64, conns: &Conns) {
+        if self.over_budget() {
+            let since = self.over_since.load(Ordering::Acquire);
+            if since == 0 {
+                self.over_since.store(now, Ordering::Release);
+            } else if now.saturating_sub(since) > conns.ping_timeout_ms {
+                tracing::info!(sid = %self.id, "closing a connection whose output stayed over its budget");
+                crate::metrics::backpressure_closed();
+                self.end(End::Lost("output over budget"));
+                return;
+            }
+        } else {
+            self.over_since.store(0, Ordering::Release);
+        }
         let sent = self.ping_sent.load(Ordering::Acquire);
         if sent != 0 {
             if now.saturating_sub(sent) > conns.ping_timeout_ms {
@@ -414,8 +521,14 @@ impl Conn {
             }
             return;
         }
-        if !self.joined.load(Ordering::Acquire)
-            && now.saturating_sub(self.opened) > CONNECT_TIMEOUT.as_millis() as u64
+        // One that holds no slot of its address gets the ping timeout, not the Socket.IO
+        // connect timeout, to ask for the `/` namespace and be refused.
+        let connect_timeout = if self.counted {
+            CONNECT_TIMEOUT.as_millis() as u64
+        } else {
+            conns.ping_timeout_ms
+        };
+        if !self.joined.load(Ordering::Acquire) && now.saturating_sub(self.opened) > connect_timeout
         {
             self.end(End::Lost("connect timeout"));
             return;
@@ -434,6 +547,9 @@ struct Reading {
     session: Option<Arc<Session>>,
     /// Binary messages still to skip (attachments of a refused binary event).
     skip: u32,
+    /// Whether the reader stopped before a message because the queue was over budget: those
+    /// bytes are handled once it is not, before anything more is read.
+    paused: bool,
     /// The close code to answer with when the connection ends.
     close_code: Option<u16>,
 }
@@ -482,6 +598,19 @@ impl Conns {
         self.map.lock().values().cloned().collect()
     }
 
+    /// What the connections' output queues hold now: bytes in all, and how many connections
+    /// are over their budget (not read from until their client reads).
+    pub fn output(&self) -> Output {
+        let map = self.map.lock();
+        let mut o = Output::default();
+        for c in map.values() {
+            let bytes = c.queued_bytes();
+            o.queued_bytes += bytes;
+            o.paused += usize::from(bytes >= c.budget);
+        }
+        o
+    }
+
     /// Pings the connections whose ping is due and ends those that stopped answering, forever.
     pub async fn heartbeat(self: Arc<Self>) {
         let every = (self.ping_interval_ms.min(self.ping_timeout_ms) / 4).clamp(50, 1000);
@@ -497,6 +626,15 @@ impl Conns {
     }
 }
 
+/// The output queues' figures (see [`Conns::output`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    /// Bytes queued for clients, all connections together.
+    pub queued_bytes: usize,
+    /// Connections whose queue is over its budget.
+    pub paused: usize,
+}
+
 /// Serves a direct WebSocket request (`/socket.io/?EIO=4&transport=websocket` without a
 /// session id) on this transport; every other request goes on to socketioxide.
 pub async fn intercept(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
@@ -509,6 +647,10 @@ pub async fn intercept(State(hub): State<Arc<Hub>>, mut req: Request, next: Next
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let ip = hub.limits.client_ip(req.headers(), peer);
+    // The connection holds a slot of its address from its first byte, not only once it joins
+    // `/`: connections that never join count too.
+    let id = Sid::new();
+    let counted = ip.is_none_or(|ip| hub.limits.open(ip, id));
     let upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     tokio::spawn(async move {
@@ -516,6 +658,9 @@ pub async fn intercept(State(hub): State<Arc<Hub>>, mut req: Request, next: Next
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!("websocket upgrade failed: {e}");
+                if let Some(ip) = ip {
+                    hub.limits.close(ip, id);
+                }
                 return;
             }
         };
@@ -525,12 +670,16 @@ pub async fn intercept(State(hub): State<Arc<Hub>>, mut req: Request, next: Next
             Ok(p) => p,
             Err(_) => {
                 tracing::error!("websocket upgrade over an unexpected connection type");
+                if let Some(ip) = ip {
+                    hub.limits.close(ip, id);
+                }
                 return;
             }
         };
         let early = parts.read_buf.to_vec();
         drop(parts.read_buf);
-        serve(hub, parts.io.into_inner(), ip, early).await;
+        let peer = Peer { id, ip, counted };
+        serve(hub, parts.io.into_inner(), peer, early).await;
     });
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -580,12 +729,21 @@ fn direct_websocket(req: &Request) -> Option<String> {
     )
 }
 
+/// Who a new connection is: its id, its client's address, and whether it holds one of that
+/// address's slots.
+struct Peer {
+    id: Sid,
+    ip: Option<IpAddr>,
+    counted: bool,
+}
+
 /// Runs one connection from its handshake to its end.
-async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec<u8>) {
+async fn serve(hub: Arc<Hub>, tcp: TcpStream, peer: Peer, mut early: Vec<u8>) {
+    let Peer { id, ip, counted } = peer;
     let conns = hub.conns.clone();
     let now = conns.now();
     let conn = Arc::new(Conn {
-        id: Sid::new(),
+        id,
         tcp,
         out: Mutex::new(Out::default()),
         wake: Notify::new(),
@@ -594,6 +752,9 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
         opened: now,
         joined: AtomicBool::new(false),
         cap: hub.config.socket_buffer_packets as usize,
+        budget: hub.config.socket_buffer_bytes as usize,
+        over_since: AtomicU64::new(0),
+        counted,
     });
     conns.map.lock().insert(conn.id, conn.clone());
     let sock = Sock::Ws(conn.handle());
@@ -615,6 +776,7 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
         reader: Reader::default(),
         session: None,
         skip: 0,
+        paused: false,
         close_code: None,
     };
     let mut end = None;
@@ -626,11 +788,18 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
         if let Some(e) = end.or_else(|| conn.ended()) {
             break e;
         }
-        let want_write = conn.pending();
+        // Backpressure: while the client's queue is over budget nothing more is read from it,
+        // so what it provokes (replies, pongs, errors) cannot outgrow the budget.
+        let (want_write, over) = conn.pending();
+        if st.paused && !over {
+            let _turn = TurnGuard::begin(conn.id);
+            end = on_bytes(&here, &mut st, &mut []);
+            continue;
+        }
         tokio::select! {
             biased;
             _ = conn.wake.notified() => {}
-            r = conn.tcp.readable() => {
+            r = conn.tcp.readable(), if !over && !st.paused => {
                 end = match r {
                     Ok(()) => on_readable(&here, &mut st),
                     Err(_) => Some(End::Lost("transport error")),
@@ -649,7 +818,7 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
             out.end = Some(end);
         }
         if let Some(code) = st.close_code {
-            out.frames.push_back(OutFrame::close(code));
+            out.push(OutFrame::close(code));
         }
     }
     // Best effort: what the kernel takes now (a goodbye) is sent, the rest dropped.
@@ -658,6 +827,9 @@ async fn serve(hub: Arc<Hub>, tcp: TcpStream, ip: Option<IpAddr>, mut early: Vec
         .shutdown(std::net::Shutdown::Both)
         .ok();
     conns.map.lock().remove(&conn.id);
+    if let Some(ip) = ip {
+        hub.limits.close(ip, conn.id);
+    }
     tracing::debug!(sid = %conn.id, ?end, "websocket closed");
     if let Some(session) = st.session {
         crate::signaling::closed(&session, &sock, matches!(end, End::Lost(_)));
@@ -691,9 +863,12 @@ thread_local! {
 fn on_readable(here: &Here<'_>, st: &mut Reading) -> Option<End> {
     let conn = here.conn;
     use std::io::Read as _;
-    let _turn = TurnGuard::begin();
+    let _turn = TurnGuard::begin(conn.id);
     READ_BUF.with_borrow_mut(|buf| {
         for _ in 0..READS_PER_TURN {
+            if st.paused {
+                return None;
+            }
             let mut got = 0;
             let r = conn.tcp.try_io(tokio::io::Interest::READABLE, || {
                 got = (&*socket2::SockRef::from(&conn.tcp)).read(buf)?;
@@ -727,11 +902,15 @@ fn on_bytes(here: &Here<'_>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> 
         reader,
         session,
         skip,
+        paused,
         close_code,
     } = st;
     let mut end = None;
     let max = hub.config.max_message_bytes as usize;
-    let fed = reader.feed(bytes, max, &mut |m| {
+    // The turn's answers are still queued here (written at its end): reading stops once they
+    // fill the budget.
+    let pause = || conn.over_budget();
+    let fed = reader.feed_until(bytes, max, &pause, &mut |m| {
         let outcome = match m {
             Message::Text(_) if *skip > 0 => Err((End::Lost("bad packet"), 1002)),
             Message::Text(t) => match std::str::from_utf8(t) {
@@ -744,10 +923,10 @@ fn on_bytes(here: &Here<'_>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> 
             }
             Message::Binary(_) => Err((End::Lost("bad packet"), 1003)),
             Message::Ping(p) => {
-                conn.push_control(OutFrame::pong(p)).ok();
+                conn.push_pong(p);
                 Ok(())
             }
-            Message::Close(code) => Err((End::Lost("transport close"), code.unwrap_or(1000))),
+            Message::Close(code) => Err((End::Lost("transport close"), echo_close(code))),
         };
         match outcome {
             Ok(()) => ControlFlow::Continue(()),
@@ -760,14 +939,25 @@ fn on_bytes(here: &Here<'_>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> 
             }
         }
     });
-    if let Err(v) = fed {
-        *close_code = Some(v.code());
-        return Some(End::Lost(match v {
-            Violation::Protocol => "protocol error",
-            Violation::TooBig => "message too big",
-        }));
+    match fed {
+        Ok(fed) => *paused = fed == Fed::Paused,
+        Err(v) => {
+            *close_code = Some(v.code());
+            return Some(End::Lost(match v {
+                Violation::Protocol => "protocol error",
+                Violation::TooBig => "message too big",
+            }));
+        }
     }
     end
+}
+
+/// The close code to answer a client's close with: its own, as RFC 6455 asks, except the codes
+/// that must never be sent (1005 "no status", 1006, 1015) and those outside the ranges an
+/// endpoint may send: those are answered with 1000.
+fn echo_close(code: Option<u16>) -> u16 {
+    code.filter(|c| matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999))
+        .unwrap_or(1000)
 }
 
 /// Handles one Engine.IO packet.
@@ -815,6 +1005,9 @@ fn on_text(
                 Err(message) => {
                     conn.push_control(OutFrame::text(&packet::connect_error("/", message)))
                         .ok();
+                    // The client gives up on this connection (socket.io-client closes it);
+                    // the server does not wait for that to free what it holds.
+                    return Err((End::Lost("connection refused"), 1000));
                 }
             }
         }
