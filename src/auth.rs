@@ -40,15 +40,24 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
-        validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 30;
+        // A token valid only from a later time is refused until then.
+        validation.validate_nbf = true;
+        // A configured audience or issuer must be in the token, not merely match when present:
+        // otherwise a token minted for another service, without either claim, would pass.
+        let mut required = vec!["exp", "sub"];
         match &config.jwt_audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &config.jwt_issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Some(Verifier { key, validation }))
     }
 
@@ -58,6 +67,9 @@ impl Verifier {
             let code = match e.kind() {
                 ErrorKind::ExpiredSignature => ErrorCode::TokenExpired,
                 ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => {
+                    ErrorCode::TokenWrongAudience
+                }
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" || c == "iss" => {
                     ErrorCode::TokenWrongAudience
                 }
                 _ => ErrorCode::TokenInvalid,
@@ -170,6 +182,41 @@ mod tests {
             )),
             ErrorCode::TokenInvalid
         );
+    }
+
+    #[test]
+    fn a_configured_audience_and_issuer_must_be_in_the_token() {
+        let v = verifier(&["--jwt-audience", "roulette", "--jwt-issuer", "https://idp"]);
+        let code = |claims| v.verify(&token(claims, SECRET)).unwrap_err().code;
+        let ok = json!({"sub": "a", "exp": exp(60), "aud": "roulette", "iss": "https://idp"});
+        assert_eq!(v.verify(&token(ok, SECRET)).unwrap(), "a");
+        assert_eq!(
+            code(json!({"sub": "a", "exp": exp(60), "iss": "https://idp"})),
+            ErrorCode::TokenWrongAudience,
+            "no aud"
+        );
+        assert_eq!(
+            code(json!({"sub": "a", "exp": exp(60), "aud": "roulette"})),
+            ErrorCode::TokenWrongAudience,
+            "no iss"
+        );
+        // Without the settings, neither claim is needed.
+        let plain = verifier(&[]);
+        let t = token(json!({"sub": "a", "exp": exp(60)}), SECRET);
+        assert_eq!(plain.verify(&t).unwrap(), "a");
+    }
+
+    #[test]
+    fn a_token_is_refused_before_its_not_before_time() {
+        let v = verifier(&[]);
+        let tomorrow = exp(86_400);
+        let early = token(
+            json!({"sub": "a", "exp": exp(2 * 86_400), "nbf": tomorrow}),
+            SECRET,
+        );
+        assert_eq!(v.verify(&early).unwrap_err().code, ErrorCode::TokenInvalid);
+        let valid = token(json!({"sub": "a", "exp": exp(60), "nbf": exp(-10)}), SECRET);
+        assert_eq!(v.verify(&valid).unwrap(), "a");
     }
 
     #[test]

@@ -240,6 +240,25 @@ pub struct Cluster {
     pub node_timeout: Duration,
 }
 
+/// `text` with the credentials of Redis URL `url` hidden: the password (wherever it appears,
+/// the URL included) becomes `***`. Log lines and start-up errors go to log collectors that
+/// more people read than should know the password.
+pub fn scrub(text: &str, url: &str) -> String {
+    let Some(secret) = password(url) else {
+        return text.to_string();
+    };
+    text.replace(secret, "***")
+}
+
+/// The password in a `redis://[user][:password]@host` URL, if it has one.
+fn password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let auth = &host[..host.rfind('@')?];
+    let auth = auth.split_once(':').map_or(auth, |(_, p)| p);
+    (!auth.is_empty()).then_some(auth)
+}
+
 impl Cluster {
     /// Connects to Redis at `url` (giving up after `wait`), subscribes to this node's channel and
     /// starts the publisher. Returns the cluster and the receiver of this node's messages.
@@ -250,7 +269,7 @@ impl Cluster {
         node_timeout: Duration,
         wait: Duration,
     ) -> Result<(Arc<Cluster>, fred::clients::SubscriberClient), String> {
-        let config = Config::from_url(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        let config = Config::from_url(url).map_err(|e| scrub(&format!("REDIS_URL: {e}"), url))?;
         let build = |b: &mut Builder| {
             b.with_performance_config(|p| {
                 // Messages for this node wait here until the inbox takes them; a burst must fit.
@@ -275,8 +294,13 @@ impl Cluster {
         };
         match tokio::time::timeout(wait, connect).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("cannot reach Redis at {url}: {e}")),
-            Err(_) => return Err(format!("cannot reach Redis at {url} within {wait:?}")),
+            Ok(Err(e)) => return Err(scrub(&format!("cannot reach Redis at {url}: {e}"), url)),
+            Err(_) => {
+                return Err(scrub(
+                    &format!("cannot reach Redis at {url} within {wait:?}"),
+                    url,
+                ));
+            }
         }
         let node: Arc<str> = match node {
             Some(n) => n.into(),
@@ -410,5 +434,30 @@ async fn publisher(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<str>, S
             metrics::counter!("roulette_cluster_messages_sent_total").increment(batch.len() as u64);
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn redis_passwords_never_reach_a_message() {
+        let url = "redis://default:s3cr3t@redis.internal:6379/0";
+        let msg = scrub(&format!("cannot reach Redis at {url}: auth failed"), url);
+        assert_eq!(
+            msg,
+            "cannot reach Redis at redis://default:***@redis.internal:6379/0: auth failed"
+        );
+        assert_eq!(
+            scrub("at redis://:pw@h", "redis://:pw@h"),
+            "at redis://:***@h"
+        );
+        assert_eq!(scrub("at redis://h:1", "redis://h:1"), "at redis://h:1");
+        assert_eq!(
+            scrub("redis://h/x@y", "redis://h/x@y"),
+            "redis://h/x@y",
+            "an @ after the host is no password"
+        );
     }
 }
