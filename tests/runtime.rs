@@ -1,6 +1,6 @@
 //! The process's own settings, checked on the real binary: `WORKER_THREADS` decides how many
 //! threads run connections and handlers, so an operator can leave cores to a process beside the
-//! server.
+//! server; a production start without `ADMIN_TOKEN` says that the operator routes are open.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -8,11 +8,19 @@ use std::time::Duration;
 
 /// Starts the server with `args` on a free loopback port and waits until it listens.
 fn start(args: &[&str]) -> Child {
+    start_logged(args).0
+}
+
+/// The same, with what it logged until a moment after it listened (the warnings about the
+/// settings come as it starts serving).
+fn start_logged(args: &[&str]) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roulette"))
         .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "text"])
         .args(args)
         .env_remove("TOKIO_WORKER_THREADS")
         .env_remove("WORKER_THREADS")
+        .env_remove("ADMIN_TOKEN")
+        .env_remove("NODE_ENV")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -21,14 +29,42 @@ fn start(args: &[&str]) -> Child {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("listening on http://") {
-                tx.send(()).ok();
-            }
+            // Drained to the end, so the server never writes to a closed pipe.
+            tx.send(line).ok();
         }
     });
-    rx.recv_timeout(Duration::from_secs(15))
-        .expect("the server announced its address");
-    child
+    let mut lines = Vec::new();
+    let mut listening = false;
+    let mut deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        if !listening && line.contains("listening on http://") {
+            listening = true;
+            deadline = std::time::Instant::now() + Duration::from_millis(500);
+        }
+        lines.push(line);
+    }
+    assert!(listening, "the server announced its address: {lines:?}");
+    (child, lines)
+}
+
+#[test]
+fn production_without_an_admin_token_warns_that_metrics_and_dashboard_are_open() {
+    let warned = |lines: &[String]| lines.iter().any(|l| l.contains("ADMIN_TOKEN is unset"));
+    for (args, want) in [
+        (vec!["--node-env", "production"], true),
+        (
+            vec!["--node-env", "production", "--admin-token", "t0ken"],
+            false,
+        ),
+        (vec![], false),
+    ] {
+        let (mut child, lines) = start_logged(&args);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(warned(&lines), want, "{args:?}: {lines:?}");
+    }
 }
 
 /// The process's threads that run the runtime's workers (tokio names them `tokio-rt-worker`).

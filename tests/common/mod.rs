@@ -2,6 +2,8 @@
 //! (Engine.IO v4), speaking the same frames as the official socket.io-client.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
