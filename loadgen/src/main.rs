@@ -4,10 +4,12 @@
 //!
 //! Scenarios: `idle` (hold authenticated connections), `sessions` (full random-chat sessions
 //! back to back), `relay` (matched pairs ping-pong ICE candidates), `soak` (all of it at once,
-//! with skips and abrupt drops). Each prints a summary and a JSON report; given the server's
+//! with skips and abrupt drops), and `attack` (clients that try to make the server hold memory,
+//! for the abuse figures in BENCHMARKS.md). Each prints a summary and a JSON report; given the server's
 //! PID it also reads the server's CPU time and RSS from `/proc`. The exit status is non-zero when
 //! anything failed, was lost or arrived out of order, so a smoke run can rely on it.
 
+mod attack;
 mod proc;
 mod scenarios;
 mod wire;
@@ -104,6 +106,17 @@ enum Scenario {
         #[arg(long, default_value_t = 40)]
         chaos: usize,
     },
+    /// KIND of abuse for SECONDS, reporting the server's RSS before, at its peak and after.
+    Attack {
+        /// What the attacking clients do.
+        #[arg(value_enum)]
+        kind: attack::Kind,
+        /// Seconds.
+        seconds: u64,
+        /// Clients, for the attacks that use several (`names`, `idle-tcp`).
+        #[arg(long, default_value_t = 20)]
+        conns: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -132,6 +145,11 @@ fn main() -> std::process::ExitCode {
                 pairs,
                 chaos,
             } => scenarios::soak(&c, seconds, idle, users, pairs, chaos).await,
+            Scenario::Attack {
+                kind,
+                seconds,
+                conns,
+            } => attack::run(&c, kind, seconds, conns).await,
         }
     });
     let report = match report {
