@@ -1,5 +1,5 @@
-//! Wiring: the Socket.IO layer, the HTTP routes, CORS and origin checks, the timer, and an
-//! orderly shutdown.
+//! Wiring: the transport, the HTTP routes, CORS and origin checks, the timer, and an orderly
+//! shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,41 +11,27 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
 use crate::config::{Config, Environment, Origins};
 use crate::protocol::outgoing::{ServerShutdown, now_ms};
-use crate::signaling::{Hub, OnConnect};
+use crate::signaling::Hub;
 
 /// How often time-driven work (room and search expiry, queue positions) runs.
 pub const TICK: Duration = Duration::from_millis(250);
 
-/// The assembled application: the router to serve, the shared state, and the Socket.IO handle.
+/// The assembled application: the router to serve and the shared state.
 pub struct App {
     /// Every HTTP route, Socket.IO included.
     pub router: Router,
     /// Shared state.
     pub hub: Arc<Hub>,
-    /// The Socket.IO server, for broadcasts and closing.
-    pub io: SocketIo,
 }
 
 /// Builds the application from its settings, or says why they cannot work.
 pub fn build(config: Config) -> Result<App, String> {
-    let (layer, io) = SocketIo::builder()
-        .ping_interval(Duration::from_millis(config.ping_interval_ms))
-        .ping_timeout(Duration::from_millis(config.ping_timeout_ms))
-        .max_buffer_size(config.socket_buffer_packets as usize)
-        .max_payload(config.max_message_bytes)
-        .ws_max_message_size(config.max_message_bytes as usize)
-        .ws_max_frame_size(config.max_message_bytes as usize)
-        // Each idle connection keeps its read buffer: 1 KiB instead of 4 KiB (larger messages
-        // take a few more reads).
-        .ws_read_buffer_size(1024)
-        .build_layer();
     let origins = Arc::new(config.client_origin.clone());
     let static_dir = config.static_dir.clone();
     let bundle_dir = config.client_bundle_dir.clone();
@@ -55,16 +41,17 @@ pub fn build(config: Config) -> Result<App, String> {
         tracing::warn!("{w}");
     }
     crate::metrics::init();
-    io.ns("/", OnConnect(hub.clone()));
-    hub.io.set(io.clone()).ok();
+    let transport = crate::ws::Transport {
+        conns: hub.conns.clone(),
+        upper: hub.clone(),
+    };
 
     let router = crate::http::routes(hub.clone())
         .nest_service("/vendor/socket.io", ServeDir::new(bundle_dir))
         .nest_service("/vendor/chart.js", ServeDir::new(chart_dir))
         .fallback_service(ServeDir::new(static_dir))
-        .layer(layer)
         .layer(middleware::from_fn_with_state(
-            hub.clone(),
+            transport,
             crate::ws::intercept,
         ))
         .layer(cors(&origins))
@@ -73,7 +60,7 @@ pub fn build(config: Config) -> Result<App, String> {
             hub.clone(),
             limit_per_address,
         ));
-    Ok(App { router, hub, io })
+    Ok(App { router, hub })
 }
 
 /// Per-address limits on the HTTP side: a request that opens a new Engine.IO connection (a
@@ -169,6 +156,12 @@ pub async fn run(
     if config.node_env == Environment::Production && config.client_origin == Origins::Any {
         tracing::warn!("CLIENT_ORIGIN is `*` in production: any web page may connect");
     }
+    if config.native_websocket.is_some() {
+        tracing::warn!(
+            "NATIVE_WEBSOCKET no longer exists and is ignored: every client is served by \
+             Roulette's own transport"
+        );
+    }
     if config.node_env == Environment::Production && config.admin_token.is_none() {
         tracing::warn!(
             "ADMIN_TOKEN is unset in production: /metrics and /dashboard are open to anyone who \
@@ -186,7 +179,7 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let App { router, hub, io } = app;
+    let App { router, hub } = app;
     let cluster = join_cluster(&hub).await?;
     let timeout = hub.config.shutdown_timeout();
     let spread = hub.config.reconnect_spread_ms;
@@ -231,21 +224,9 @@ pub async fn serve(
         };
         socket.emit("server-shutdown", &notice)
     };
-    // A socketioxide socket that connected a moment ago may not be marked connected yet (see
-    // `wait_until_connected`), and its client must get the notice too: those are tried once
-    // more after a short pause. Not waited for one by one: sockets already closing never become
-    // connected, and 50 ms each for 19,000 of them kept a server shutting down for minutes.
-    let retry: Vec<_> = hub
-        .all_sockets()
-        .into_iter()
-        .filter(|socket| notify(socket).is_err())
-        .collect();
-    if !retry.is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        for socket in retry {
-            if let Err(e) = notify(&socket) {
-                tracing::debug!(sid = %socket.id(), error = %e, "server-shutdown not sent");
-            }
+    for socket in hub.all_sockets() {
+        if let Err(e) = notify(&socket) {
+            tracing::debug!(sid = %socket.id(), error = %e, "server-shutdown not sent");
         }
     }
     // Let the notice reach the wire before the transports close.
@@ -260,11 +241,10 @@ pub async fn serve(
     for conn in hub.conns.all() {
         conn.close_for_shutdown();
     }
-    if tokio::time::timeout(left(deadline), io.close())
-        .await
-        .is_err()
-    {
-        tracing::warn!("closing client connections did not finish in time");
+    // Each session's task writes its goodbye and ends; wait (within the deadline) until the
+    // last is gone.
+    while !hub.conns.is_empty() && !left(deadline).is_zero() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop_tx.send(true).ok();
     match tokio::time::timeout(left(deadline), server).await {

@@ -165,19 +165,18 @@ pub struct Config {
 
     /// Engine.IO ping interval in ms.
     #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000,
-          value_parser = clap::value_parser!(u64).range(1000..=300_000))]
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
     pub ping_interval_ms: u64,
 
     /// Engine.IO ping timeout in ms: a client silent this long after a ping is disconnected.
     #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000,
-          value_parser = clap::value_parser!(u64).range(1000..=300_000))]
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
     pub ping_timeout_ms: u64,
 
-    /// Serve clients that connect over WebSocket directly (`transports: ['websocket']`) with
-    /// Roulette's own lean transport; `false` sends them through socketioxide like
-    /// long-polling clients (for comparison, or as a fallback).
-    #[arg(long, env = "NATIVE_WEBSOCKET", default_value_t = true, action = clap::ArgAction::Set)]
-    pub native_websocket: bool,
+    /// Removed: every client is served by Roulette's own transport now. Still read, so that a
+    /// server started with it says so instead of failing.
+    #[arg(long, env = "NATIVE_WEBSOCKET", hide = true)]
+    pub native_websocket: Option<String>,
 
     /// Threads that run the connections and handlers; `0` is one per CPU core the process may
     /// use. Fewer leave cores to a process beside the server (a TURN server, say), and threads
@@ -413,6 +412,17 @@ impl Config {
             .unwrap_or(self.max_connections_per_ip.saturating_mul(2)) as usize
     }
 
+    /// The transport's settings.
+    pub fn transport(&self) -> crate::ws::Settings {
+        crate::ws::Settings {
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms),
+            max_message_bytes: self.max_message_bytes as usize,
+            buffer_packets: self.socket_buffer_packets as usize,
+            buffer_bytes: self.socket_buffer_bytes as usize,
+        }
+    }
+
     /// How long shutdown may take.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
@@ -455,7 +465,9 @@ mod tests {
         let example = include_str!("../.env.example");
         let readme = include_str!("../README.md");
         for arg in Config::command().get_arguments() {
-            let Some(env) = arg.get_env() else { continue };
+            let Some(env) = arg.get_env().filter(|_| !arg.is_hide_set()) else {
+                continue;
+            };
             let key = env.to_str().unwrap();
             assert!(
                 example.contains(&format!("{key}=")),

@@ -12,10 +12,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use crate::ws::Sid;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
-use socketioxide::socket::Sid;
 
 use crate::config::Config;
 use crate::protocol::Reject;
@@ -71,7 +71,7 @@ pub struct Limits {
     max_connections_per_ip: usize,
     /// The open Socket.IO connections of each address; the count per address is a set's size.
     open: Mutex<HashMap<IpAddr, HashSet<Sid>>>,
-    /// Counted sockets socketioxide did not list at the last sweep.
+    /// Counted sessions the transport did not list at the last sweep.
     suspects: Mutex<HashSet<Sid>>,
     trust_proxy: u8,
 }
@@ -199,7 +199,7 @@ impl Limits {
 
     /// Forgets sockets that are not open any more although no disconnect said so (a handshake
     /// that failed after the connect middleware let it through): the per-address counts heal
-    /// instead of drifting. A socket is counted by the middleware a moment before socketioxide
+    /// instead of drifting. A session is counted a moment before the transport
     /// lists it, so only one missing from two consecutive sweeps is dropped.
     pub fn retain_open(&self, live: &HashSet<Sid>) {
         let mut suspects = self.suspects.lock();

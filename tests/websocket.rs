@@ -1,13 +1,13 @@
 //! Roulette's own WebSocket transport (direct WebSocket clients), spoken byte by byte where the
 //! official clients cannot misbehave: framing, fragments, limits, heartbeats, namespaces, binary
-//! packets. And the same clients through socketioxide when `NATIVE_WEBSOCKET` is off.
+//! packets.
 
 mod common;
 
 use std::time::Duration;
 
+use common::TestServer;
 use common::raw::Raw;
-use common::{Client, TestServer};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,26 +138,6 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_its_partner_told() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_native_websocket_off_socketioxide_serves_the_same_clients() {
-    let s = TestServer::start(&["--native-websocket", "false"]).await;
-    let (mut a, mut b, room) = s.pair("alice", "bob").await;
-    assert_eq!(s.hub.conns.len(), 0, "nothing on the native transport");
-    assert_eq!(s.hub.sockets(), 2);
-    a.emit(
-        "webrtc-ice-candidate",
-        json!({"roomId": room, "candidate": {"candidate": "c1"}}),
-    )
-    .await;
-    assert_eq!(
-        b.expect("webrtc-ice-candidate").await["candidate"]["candidate"],
-        "c1"
-    );
-    let mut c = Client::connect(s.addr).await;
-    c.authenticate("carol").await;
-    assert_eq!(s.hub.sockets(), 3);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_is_released_while_its_user_is_away() {
     let s = TestServer::start(&["--reconnect-grace-ms", "30000"]).await;
     let (a, mut b, _room) = s.pair("alice", "bob").await;
@@ -169,7 +149,7 @@ async fn a_dropped_connection_is_released_while_its_user_is_away() {
     let core = s.hub.lock();
     assert!(core.link("alice").is_none(), "away");
     match core.kept_link("alice") {
-        Some(roulette::signaling::Link::Local(roulette::signaling::Sock::Ws(r))) => {
+        Some(roulette::signaling::Link::Local(r)) => {
             assert!(!r.is_open(), "the socket of an away user is closed")
         }
         other => panic!("alice should be away with her old link: {other:?}"),

@@ -1,33 +1,23 @@
 //! The Socket.IO side: one small handler per event, run in arrival order.
 //!
-//! socketioxide spawns a task for every message when handlers are async closures, so two
-//! messages from one socket may run concurrently and their relays overtake each other (a
-//! candidate before its offer breaks WebRTC). Its handler traits, however, are called
-//! synchronously on the socket's read path, in the order the messages arrived. Roulette
-//! implements those traits itself ([`OnConnect`], [`Dispatcher`], [`OnDisconnect`]) and does all of
-//! an event's work inside that call: parse, validate, update the core under one lock, and queue
-//! the outgoing packets (`emit` is synchronous). Nothing is spawned, so order is kept by
-//! construction and no task is allocated per message.
+//! The transport ([`crate::ws`]) calls [`Hub`]'s [`Upper`](crate::ws::Upper) when a client joins
+//! `/`, and its session's [`Events`](crate::ws::Events) for every event, synchronously, on the
+//! connection's read path, in the order the messages arrived. An event's whole work happens
+//! inside that call: parse, validate, update the core under one lock, and queue the outgoing
+//! packets (`emit` is synchronous). Nothing is spawned, so order is kept by construction and no
+//! task is allocated per message.
 
 pub mod handlers;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-use axum::extract::ConnectInfo;
 
 use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, SocketRef};
-use socketioxide::handler::FromMessageParts;
-use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler};
-use socketioxide::socket::{DisconnectReason, Sid, Socket};
-use socketioxide_core::Value;
 
 use crate::auth::Verifier;
 use crate::cluster::Cluster;
@@ -41,65 +31,13 @@ use crate::protocol::outgoing::ErrorOut;
 use crate::protocol::outgoing::ServerEvent;
 use crate::protocol::{ErrorCode, Reject};
 pub use crate::ws::SendError;
+use crate::ws::{ConnRef, Events, Handled, Sid};
 
 /// How long an `authenticate` waits for the cluster before it is answered as a fresh session.
 const PENDING_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// A connection of this node: through socketioxide (long-polling, and its upgrade to WebSocket)
-/// or through Roulette's own WebSocket transport ([`crate::ws`]).
-#[derive(Debug, Clone)]
-pub enum Sock {
-    /// A socketioxide socket.
-    Io(SocketRef<LocalAdapter>),
-    /// A direct WebSocket connection.
-    Ws(crate::ws::ConnRef),
-}
-
-impl PartialEq for Sock {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Sock::Io(a), Sock::Io(b)) => a == b,
-            (Sock::Ws(a), Sock::Ws(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Sock {
-    /// The Socket.IO session id.
-    pub fn id(&self) -> Sid {
-        match self {
-            Sock::Io(s) => s.id,
-            Sock::Ws(c) => c.id,
-        }
-    }
-
-    /// Queues event `event` with `data`; fails when the connection is closed or its send
-    /// buffer is full.
-    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
-        use socketioxide::SendError as E;
-        use socketioxide_core::adapter::errors::SocketError;
-        match self {
-            Sock::Io(s) => s.emit(event, data).map_err(|e| match e {
-                E::Socket(SocketError::InternalChannelFull) => SendError::Full,
-                E::Socket(SocketError::Closed) => SendError::Closed,
-                E::Serialize(_) => SendError::Encode,
-            }),
-            Sock::Ws(c) => c.emit(event, data),
-        }
-    }
-
-    /// Sends the client away (`41`): it does not reconnect on its own. The disconnect handling
-    /// runs afterwards, on the connection's own task.
-    pub fn disconnect(&self) {
-        match self {
-            Sock::Io(s) => {
-                s.clone().disconnect().ok();
-            }
-            Sock::Ws(c) => c.disconnect(),
-        }
-    }
-}
+/// A connection of this node, as the handlers and the core hold it.
+pub type Sock = ConnRef;
 
 /// How the core reaches a user.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,9 +76,7 @@ pub struct Hub {
     pub verifier: Option<Verifier>,
     /// STUN/TURN servers for clients.
     pub ice: Ice,
-    /// The Socket.IO server, once built (for counting connections).
-    pub io: std::sync::OnceLock<socketioxide::SocketIo>,
-    /// The connections on Roulette's own WebSocket transport.
+    /// The sessions of this node's clients.
     pub conns: Arc<crate::ws::Conns>,
     shutting_down: AtomicBool,
     /// When the server started.
@@ -177,11 +113,7 @@ impl Hub {
             limits: Limits::new(&config),
             verifier: Verifier::from_config(&config)?,
             ice: Ice::new(&config),
-            io: std::sync::OnceLock::new(),
-            conns: Arc::new(crate::ws::Conns::new(
-                std::time::Duration::from_millis(config.ping_interval_ms),
-                std::time::Duration::from_millis(config.ping_timeout_ms),
-            )),
+            conns: Arc::new(crate::ws::Conns::new(config.transport())),
             config,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
@@ -301,18 +233,14 @@ impl Hub {
         core.settle();
     }
 
-    /// Open Socket.IO connections on this server, on both transports.
+    /// Open Engine.IO sessions on this server, on every transport.
     pub fn sockets(&self) -> usize {
-        self.io.get().map_or(0, |io| io.sockets().len()) + self.conns.len()
+        self.conns.len()
     }
 
-    /// Every open connection, on both transports.
+    /// Every open session.
     pub fn all_sockets(&self) -> Vec<Sock> {
-        let io = self.io.get().map(|io| io.sockets()).unwrap_or_default();
-        io.into_iter()
-            .map(Sock::Io)
-            .chain(self.conns.all().iter().map(|c| Sock::Ws(c.handle())))
-            .collect()
+        self.conns.all().iter().map(|c| c.handle()).collect()
     }
 }
 
@@ -435,50 +363,54 @@ impl<'de> de::Deserialize<'de> for Frame<'de> {
     }
 }
 
-/// Marker type for the trait impls below (socketioxide's traits are generic over one).
-pub struct Direct;
+impl crate::ws::Upper for Hub {
+    fn client_ip(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Option<IpAddr> {
+        self.limits.client_ip(headers, peer)
+    }
 
-/// Registers a connection's handlers before the client can send its first event.
-///
-/// socketioxide sends the namespace `40` reply first and calls the connect handler afterwards, in
-/// a spawned task; a client that emits right after `40` can have its event dropped because no
-/// handler exists yet (seen here: a test's first `authenticate` went unanswered in about one
-/// full-suite run in three, until the handlers moved into the middleware). The connect
-/// *middleware* runs before the socket is registered and before `40` is sent, so the handlers
-/// are installed there, synchronously.
-#[derive(Clone)]
-pub struct OnConnect(pub Arc<Hub>);
+    fn admit(&self, ip: IpAddr, id: Sid) -> bool {
+        self.limits.open(ip, id)
+    }
 
-/// What socketioxide's connect middleware returns.
-type MiddlewareFuture<'a> = std::pin::Pin<
-    Box<dyn Future<Output = Result<(), Box<dyn std::fmt::Display + Send>>> + Send + 'a>,
->;
+    fn release(&self, ip: IpAddr, id: Sid) {
+        self.limits.close(ip, id)
+    }
 
-impl ConnectHandler<LocalAdapter, Direct> for OnConnect {
-    fn call(&self, _s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {}
+    fn join(
+        self: Arc<Self>,
+        conn: &ConnRef,
+        ip: Option<IpAddr>,
+        auth: Option<&str>,
+    ) -> Result<Arc<dyn Events>, &'static str> {
+        let token = auth.and_then(token_of);
+        let session = open_session(&self, ip, conn.id, token)?;
+        Ok(Arc::new(Joined(session)))
+    }
+}
 
-    fn call_middleware<'a>(
-        &'a self,
-        s: Arc<Socket<LocalAdapter>>,
-        auth: &'a Option<Value>,
-    ) -> MiddlewareFuture<'a> {
-        let hub = &self.0;
-        let parts = s.req_parts();
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
-        let ip = hub.limits.client_ip(&parts.headers, peer);
-        match open_session(hub, ip, s.id, handshake_token(auth.as_ref())) {
-            Ok(session) => {
-                s.on_fallback(Dispatcher(session.clone()));
-                s.on_disconnect(OnDisconnect(session));
-                Box::pin(std::future::ready(Ok(())))
+/// A client's session as the transport holds it.
+struct Joined(Arc<Session>);
+
+impl Events for Joined {
+    fn event(&self, conn: &ConnRef, data: &str, binary: bool, ack: Option<i64>) -> Handled {
+        match on_event(&self.0, conn, data, binary) {
+            Handling::Done(outcome) => {
+                if let Some(id) = ack {
+                    conn.ack(id, &ack_reply(&outcome)).ok();
+                }
+                Handled::Done
             }
-            Err(message) => Box::pin(std::future::ready(Err(
-                Box::new(message) as Box<dyn std::fmt::Display + Send>
-            ))),
+            Handling::Flooding => Handled::Flooding,
+            Handling::Malformed => Handled::Malformed,
         }
+    }
+
+    fn closed(&self, conn: &ConnRef, lost: bool) {
+        closed(&self.0, conn, lost);
     }
 }
 
@@ -506,14 +438,6 @@ pub fn open_session(
     }))
 }
 
-/// The `token` of a handshake's `auth` object, as socket.io-client sends it with `auth: {token}`.
-fn handshake_token(auth: Option<&Value>) -> Option<String> {
-    let Some(Value::Str(text, _)) = auth else {
-        return None;
-    };
-    token_of(text.as_str())
-}
-
 /// The `token` of a handshake's `auth` object given as JSON (`{"token": "..."}`).
 pub fn token_of(auth: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
@@ -525,9 +449,6 @@ pub fn token_of(auth: &str) -> Option<String> {
         .token
         .filter(|t| t.len() <= crate::protocol::incoming::MAX_TOKEN_BYTES)
 }
-
-/// Receives every event of one socket and runs its handler inline.
-pub struct Dispatcher(Arc<Session>);
 
 /// The acknowledgement sent when a client emits with a callback (`emitWithAck`).
 #[derive(Serialize)]
@@ -558,19 +479,32 @@ pub fn ack_reply<'a>(outcome: &'a Outcome<'_>) -> AckReply<'a> {
     }
 }
 
-/// Handles one event frame (`["name", payload]` as JSON text; `None` for a frame that is not
-/// text) on either transport: charges it, runs its handler, and answers a refusal with an
-/// `error` event. `None` means the socket keeps flooding and must be cut off.
+/// What handling one event came to.
+pub enum Handling<'v> {
+    /// Handled or refused (a refusal was answered with an `error` event).
+    Done(Outcome<'v>),
+    /// The socket keeps flooding after being told: cut it off.
+    Flooding,
+    /// Not an event packet at all: the protocol says to close the connection.
+    Malformed,
+}
+
+/// Handles one event frame (`["name", payload]` as JSON text) on any transport: charges it,
+/// runs its handler, and answers a refusal with an `error` event.
 pub fn on_event<'v>(
     session: &Arc<Session>,
     socket: &Sock,
-    text: Option<&'v str>,
+    text: &'v str,
     binary: bool,
-) -> Option<Outcome<'v>> {
+) -> Handling<'v> {
     let outcome = match dispatch(session, socket, text, binary) {
         Err(Refusal::Flooding) => {
             tracing::info!(sid = %socket.id(), ip = ?session.ip, "disconnecting a socket that keeps flooding");
-            return None;
+            return Handling::Flooding;
+        }
+        Err(Refusal::Malformed) => {
+            tracing::debug!(sid = %socket.id(), "closing a connection that sent a malformed event");
+            return Handling::Malformed;
         }
         Err(Refusal::Reject(event, r)) => Err((event, r)),
         Ok(()) => Ok(()),
@@ -579,47 +513,7 @@ pub fn on_event<'v>(
         tracing::debug!(sid = %socket.id(), %event, code = reject.code.as_str(), "refused");
         send_error(socket, event, reject);
     }
-    Some(outcome)
-}
-
-impl MessageHandler<LocalAdapter, Direct> for Dispatcher {
-    fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
-        wait_until_connected(&s);
-        let ack = ack_id.map(|_| {
-            let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
-            ack
-        });
-        let socket = Sock::Io(SocketRef::from(s));
-        let (text, binary) = match &v {
-            Value::Str(text, binaries) => (
-                Some(text.as_str()),
-                binaries.as_ref().is_some_and(|b| !b.is_empty()),
-            ),
-            _ => (None, true),
-        };
-        let Some(outcome) = on_event(&self.0, &socket, text, binary) else {
-            socket.disconnect();
-            return;
-        };
-        if let Some(ack) = ack {
-            ack.send(&ack_reply(&outcome)).ok();
-        }
-    }
-}
-
-/// socketioxide sends the namespace `40` reply and only then marks the socket connected, from the
-/// connect task on another thread; until then every `emit` fails. A client that answers `40` at
-/// once can be handled inside that gap (seen here: an `authenticated` refused as `Closed` in about
-/// one test run in three under load). The gap is a couple of statements on a running thread, so
-/// yielding until the flag is set is brief; the bound only matters for a socket that is closing.
-pub fn wait_until_connected(s: &Socket<LocalAdapter>) {
-    if s.connected() {
-        return;
-    }
-    let deadline = Instant::now() + std::time::Duration::from_millis(50);
-    while !s.connected() && Instant::now() < deadline {
-        std::thread::yield_now();
-    }
+    Handling::Done(outcome)
 }
 
 /// Why the dispatcher did not run a handler.
@@ -628,6 +522,8 @@ enum Refusal<'v> {
     Reject(std::borrow::Cow<'v, str>, Reject),
     /// The socket keeps flooding after being told: close it.
     Flooding,
+    /// Not a Socket.IO event packet (`42{}`, a reserved name): close the connection.
+    Malformed,
 }
 
 impl<'v> From<(std::borrow::Cow<'v, str>, Reject)> for Refusal<'v> {
@@ -641,26 +537,23 @@ impl<'v> From<(std::borrow::Cow<'v, str>, Reject)> for Refusal<'v> {
 fn dispatch<'v>(
     session: &Arc<Session>,
     socket: &Sock,
-    text: Option<&'v str>,
+    text: &'v str,
     binary: bool,
 ) -> Result<(), Refusal<'v>> {
-    let Some(text) = text else {
-        charge(session, EventClass::Other, "")?;
-        return Err(("".into(), ErrorCode::BinaryNotSupported.into()).into());
-    };
     let frame: Frame<'v> = match serde_json::from_str(text) {
         Ok(f) => f,
-        Err(e) => {
+        // socket.io-parser's rule: an event is a JSON array whose first element is a name or
+        // a number. A number is well-formed, just no event of ours.
+        Err(_) if numbered(text) => {
             charge(session, EventClass::Other, "")?;
-            let why = crate::protocol::clip(&e.to_string()).to_owned();
-            return Err((
-                "".into(),
-                Reject::invalid(format!("unreadable event: {why}")),
-            )
-                .into());
+            return Err(("".into(), ErrorCode::UnknownEvent.into()).into());
         }
+        Err(_) => return Err(Refusal::Malformed),
     };
     let event = frame.event;
+    if RESERVED.contains(&&*event) {
+        return Err(Refusal::Malformed);
+    }
     let route = handlers::route(&event);
     charge(
         session,
@@ -686,6 +579,23 @@ fn dispatch<'v>(
     (route.handler)(&ctx, frame.payload).map_err(|r| (event, r).into())
 }
 
+/// Event names Socket.IO keeps for itself: a packet that uses one is malformed.
+const RESERVED: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// Whether `text` is a JSON array whose first element is a number (a well-formed event packet
+/// of socket.io-parser's, though not one this server has).
+fn numbered(text: &str) -> bool {
+    serde_json::from_str::<Vec<serde_json::Value>>(text)
+        .is_ok_and(|v| v.first().is_some_and(serde_json::Value::is_number))
+}
+
 /// Charges one event of `class`; over budget it is refused, or the socket is cut off.
 fn charge<'v>(session: &Session, class: EventClass, event: &str) -> Result<(), Refusal<'v>> {
     match session.hub.limits.charge(&session.budget, class) {
@@ -695,28 +605,6 @@ fn charge<'v>(session: &Session, class: EventClass, event: &str) -> Result<(), R
             Err(Refusal::Reject(event.to_owned().into(), r))
         }
         Verdict::Disconnect => Err(Refusal::Flooding),
-    }
-}
-
-/// Runs [`closed`] when a socketioxide socket disconnects.
-pub struct OnDisconnect(Arc<Session>);
-
-impl DisconnectHandler<LocalAdapter, Direct> for OnDisconnect {
-    fn call_with_defer(
-        &self,
-        s: Arc<Socket<LocalAdapter>>,
-        reason: DisconnectReason,
-        defer: fn(Arc<Socket<LocalAdapter>>),
-    ) {
-        tracing::debug!(sid = %s.id, %reason, "disconnected");
-        // A client that said goodbye (or that the server sent away) is not coming back;
-        // a transport that died may be a phone changing networks.
-        let lost = !matches!(
-            reason,
-            DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect
-        );
-        closed(&self.0, &Sock::Io(SocketRef::from(s.clone())), lost);
-        defer(s);
     }
 }
 

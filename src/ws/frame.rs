@@ -98,6 +98,24 @@ fn put_header(buf: &mut [u8], opcode: OpCode) -> usize {
     pos
 }
 
+/// The Engine.IO packet a server frame carries, as a long-polling response holds it: a text
+/// frame's payload, `1` (close) for a close frame, and nothing for the rest (pongs).
+pub fn polled(frame: &[u8]) -> Option<&[u8]> {
+    let (&first, rest) = frame.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let skip = match len & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let payload = rest.get(skip..)?;
+    match first & 0x0f {
+        0x1 => Some(payload),
+        0x8 => Some(b"1"),
+        _ => None,
+    }
+}
+
 /// What the reader found in the incoming bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -154,6 +172,11 @@ pub enum Fed {
 }
 
 impl Reader {
+    /// Whether it holds no bytes (no incomplete frame, no fragments, nothing kept at a pause).
+    pub fn is_idle(&self) -> bool {
+        self.partial.is_empty() && self.message.is_empty()
+    }
+
     /// Feeds bytes just read; calls `each` for every complete message, in order, until it breaks.
     /// `input` is unmasked in place.
     pub fn feed(
@@ -478,6 +501,17 @@ mod tests {
         assert_eq!(r.feed_until(&mut [], 100, &pause, &mut each), Ok(Fed::All));
         assert_eq!(*seen.borrow(), ["one", "two", "three", "four"]);
         assert!(r.partial.is_empty(), "nothing kept");
+    }
+
+    #[test]
+    fn queued_frames_give_their_packets_to_a_poll() {
+        for len in [0usize, 125, 126, 70_000] {
+            let payload = "z".repeat(len);
+            let f = OutFrame::text(&payload);
+            assert_eq!(polled(f.remaining()), Some(payload.as_bytes()));
+        }
+        assert_eq!(polled(OutFrame::close(1000).remaining()), Some(&b"1"[..]));
+        assert_eq!(polled(OutFrame::pong(b"x").remaining()), None);
     }
 
     #[test]

@@ -1,51 +1,51 @@
-//! Roulette's own WebSocket transport for Socket.IO clients that connect over WebSocket
-//! directly (`transports: ['websocket']`, as mobile apps and the load generator do). Long-polling
-//! sessions, and their upgrade to WebSocket, stay with socketioxide.
+//! Roulette's own Engine.IO v4 / Socket.IO v5 transport: WebSocket, HTTP long-polling, and the
+//! upgrade from one to the other. It knows nothing of signaling: it hands each client's
+//! namespace connection and events up through [`Upper`] and [`Events`], and takes events down
+//! through [`ConnRef`].
 //!
-//! Why: an idle connection through engineioxide costs about 24 KB of server memory, and the
-//! budget is 6 KB. Its costs are structural: hyper's read buffer kept alive under the upgraded
-//! connection, three tasks per connection (reader, writer, heartbeat) whose futures are large, an
-//! outgoing channel whose first block is allocated at creation, and a read buffer per socket.
-//! Here a connection is one small task and an [`Conn`] that owns no buffer while idle:
-//! - reads go into a buffer on the reading thread's stack, and bytes are kept only while a frame
-//!   is incomplete;
-//! - an event is written to the socket at once by whoever emits it, under the connection's
-//!   lock; only what the kernel does not take is queued, and the task then waits for the socket to
-//!   be writable. One thread's emits therefore reach the wire in order, and no task is woken per
-//!   message;
-//! - one heartbeat task pings every connection in turn, instead of a timer task each.
+//! Why our own: through socketioxide an idle WebSocket costs about 24 KB and a long-polling or
+//! upgraded one about 36 KB, and its queues count packets, not bytes, so nothing bounds what a
+//! client that does not read makes the server hold. Here a session is a [`Conn`] that owns no
+//! buffer while idle:
+//! - over WebSocket, one small task per connection reads into a buffer of the reading thread, and
+//!   keeps bytes only while a frame is incomplete; an event is written to the socket at once by
+//!   whoever emits it, under the connection's lock, and only what the kernel does not take is
+//!   queued;
+//! - over long-polling, events wait in the same queue until the client's pending `GET` takes
+//!   them; a `POST` is handled inline, packet by packet;
+//! - the queue is made of WebSocket frames whatever the transport, so an upgrade only starts
+//!   writing the queue to the new socket: nothing is lost or reordered across the switch;
+//! - everything queued counts against one byte budget, and a connection whose queue holds it is
+//!   not read from until its client reads;
+//! - one heartbeat task pings every session in turn.
 //!
-//! Events are handled exactly as on socketioxide's path: inline, in arrival order, by
-//! [`crate::signaling`]'s dispatcher.
+//! Events are handled inline, in arrival order, on the reading path: one user's events reach its
+//! partner in the order sent.
 
 pub mod frame;
 pub mod packet;
+mod polling;
+mod sid;
+mod websocket;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use http::{HeaderValue, StatusCode, header};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde::Serialize;
-use socketioxide::socket::Sid;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::signaling::{Hub, Session, Sock};
-use frame::{Fed, Message, OutFrame, Reader, Violation};
+use frame::OutFrame;
 use packet::Incoming;
+pub use sid::Sid;
+pub use websocket::intercept;
 
-/// How long a client may take to join the `/` namespace after connecting (socketioxide's
-/// default too).
+/// How long a client may take to join the `/` namespace after connecting (Socket.IO's default
+/// `connectTimeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// A thread's scratch buffer for encoding is dropped after a message larger than this.
@@ -55,9 +55,6 @@ thread_local! {
     /// Where events are encoded before they are written.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-/// Frames written with one `writev`.
-const WRITEV_FRAMES: usize = 32;
 
 /// Connections a read turn coalesces writes for (the rest are written frame by frame).
 const TURN_CONNS: usize = 64;
@@ -80,9 +77,9 @@ thread_local! {
     };
 }
 
-/// A read turn on this thread: while it lives, frames are gathered per connection; when it
-/// ends, even by a panic in a handler, each connection's frames are written with one system
-/// call and the thread writes at once again.
+/// A read turn on this thread: while it lives, frames for WebSocket connections are gathered per
+/// connection; when it ends, even by a panic in a handler, each connection's frames are written
+/// with one system call and the thread writes at once again.
 struct TurnGuard;
 
 impl TurnGuard {
@@ -115,9 +112,6 @@ impl Drop for TurnGuard {
     }
 }
 
-/// Reads per wake-up before other connections get the thread.
-const READS_PER_TURN: usize = 8;
-
 /// Why an event could not be queued on a connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SendError {
@@ -145,9 +139,67 @@ pub enum End {
     Lost(&'static str),
 }
 
+/// The transport's settings: its slice of the server's.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Engine.IO `pingInterval`.
+    pub ping_interval: Duration,
+    /// Engine.IO `pingTimeout`.
+    pub ping_timeout: Duration,
+    /// The largest message a client may send (a WebSocket message, a polling body); the
+    /// handshake's `maxPayload`.
+    pub max_message_bytes: usize,
+    /// Frames one connection may have queued.
+    pub buffer_packets: usize,
+    /// Bytes one connection may have queued.
+    pub buffer_bytes: usize,
+}
+
+/// What the transport hands clients to: the layer above (signaling).
+pub trait Upper: Send + Sync + 'static {
+    /// The client's address for the per-address limits, from the request and its TCP peer.
+    fn client_ip(&self, headers: &http::HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr>;
+    /// Takes one of `ip`'s connection places for session `id`; false when it has none left.
+    /// Asking again for a session that holds one keeps it.
+    fn admit(&self, ip: IpAddr, id: Sid) -> bool;
+    /// Gives session `id`'s place back (a no-op for one that holds none).
+    fn release(&self, ip: IpAddr, id: Sid);
+    /// The client joined the `/` namespace, with the handshake's `auth` object as JSON text:
+    /// what receives its events, or the message to refuse it with (`connect_error`).
+    fn join(
+        self: Arc<Self>,
+        conn: &ConnRef,
+        ip: Option<IpAddr>,
+        auth: Option<&str>,
+    ) -> Result<Arc<dyn Events>, &'static str>;
+}
+
+/// What the layer above does with one client's events.
+pub trait Events: Send + Sync {
+    /// One event: `data` is the JSON array `["name", ...args]`; `binary` when it came with
+    /// binary attachments (which are read past, not kept); `ack` the id the client waits for an
+    /// answer on (to be sent with [`ConnRef::ack`]).
+    fn event(&self, conn: &ConnRef, data: &str, binary: bool, ack: Option<i64>) -> Handled;
+    /// The client is gone: `lost` when its transport failed (it may come back), not when it
+    /// left or was sent away.
+    fn closed(&self, conn: &ConnRef, lost: bool);
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Handled, or refused with an `error` event.
+    Done,
+    /// The client keeps flooding: send it away (`41`).
+    Flooding,
+    /// Not a Socket.IO event packet at all (`42{}`, a reserved name): the protocol says to close
+    /// the connection.
+    Malformed,
+}
+
 /// How the rest of the server reaches a connection. Weak, so that the socket is closed as soon
-/// as the connection's task ends, even while the core still holds the link of a user who is away
-/// for the reconnect grace (a strong reference there kept one open file per dropped phone for the
+/// as the connection ends, even while the core still holds the link of a user who is away for
+/// the reconnect grace (a strong reference there kept one open file per dropped phone for the
 /// whole grace).
 #[derive(Debug, Clone)]
 pub struct ConnRef {
@@ -163,6 +215,11 @@ impl PartialEq for ConnRef {
 }
 
 impl ConnRef {
+    /// The session id.
+    pub fn id(&self) -> Sid {
+        self.id
+    }
+
     /// Queues event `event` with `data`; `Closed` once the connection is gone.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
         self.conn
@@ -171,9 +228,14 @@ impl ConnRef {
             .emit(event, data)
     }
 
-    /// Whether the connection still exists (its task has not ended).
+    /// Answers the client's acknowledgement request `id`.
+    pub fn ack<T: Serialize + ?Sized>(&self, id: i64, data: &T) -> Result<(), SendError> {
+        self.conn.upgrade().ok_or(SendError::Closed)?.ack(id, data)
+    }
+
+    /// Whether the connection still exists.
     pub fn is_open(&self) -> bool {
-        self.conn.strong_count() > 0
+        self.conn.upgrade().is_some_and(|c| c.ended().is_none())
     }
 
     /// Sends the client away (see [`Conn::disconnect`]).
@@ -184,7 +246,7 @@ impl ConnRef {
     }
 }
 
-/// Frames waiting for the socket to take them, and whether the connection is ending.
+/// Frames waiting for the client to take them, and whether the connection is ending.
 #[derive(Default)]
 struct Out {
     frames: VecDeque<OutFrame>,
@@ -230,41 +292,80 @@ impl Out {
             self.pong = None;
         }
     }
+
+    /// Takes every queued frame, as a long-polling response body: the frames' Engine.IO packets
+    /// separated by `\x1e` (a WebSocket close becomes the `1` close packet; pongs, which only a
+    /// WebSocket has, are left out).
+    fn take_polled(&mut self) -> Option<Vec<u8>> {
+        if self.frames.is_empty() {
+            return None;
+        }
+        let mut body = Vec::with_capacity(self.bytes);
+        self.popped += self.frames.len() as u64;
+        for f in self.frames.drain(..) {
+            let Some(packet) = frame::polled(f.remaining()) else {
+                continue;
+            };
+            if !body.is_empty() {
+                body.push(0x1e);
+            }
+            body.extend_from_slice(packet);
+        }
+        self.bytes = 0;
+        self.pong = None;
+        self.frames = VecDeque::new();
+        Some(body)
+    }
 }
 
-/// One client connection on this transport.
+/// One client session on this transport, from its Engine.IO handshake to its end, over
+/// long-polling, WebSocket, or both one after the other.
 pub struct Conn {
-    /// The session id, shared by Engine.IO and Socket.IO as in socketioxide.
+    /// The session id, shared by Engine.IO and Socket.IO.
     pub id: Sid,
-    tcp: TcpStream,
+    /// The WebSocket, once there is one: from the start for a direct WebSocket, from the
+    /// upgrade for a session that began with long-polling. Set under `out`'s lock.
+    tcp: OnceLock<TcpStream>,
     out: Mutex<Out>,
+    /// Wakes whoever writes the queue: the WebSocket task, or the pending poll.
     wake: Notify,
-    /// When the unanswered ping was sent (ms on the registry's clock), 0 when none is.
+    /// Wakes a long-polling session's own task when the session ends (or is upgraded).
+    gone: Notify,
+    /// When the unanswered ping was due (ms on the registry's clock), 0 when none is out.
     ping_sent: AtomicU64,
     /// When the next ping is due.
     next_ping: AtomicU64,
-    /// When the connection opened.
+    /// When the session opened.
     opened: u64,
     /// Whether the client joined the `/` namespace.
     joined: AtomicBool,
-    /// `SOCKET_BUFFER_PACKETS`.
-    cap: usize,
-    /// `SOCKET_BUFFER_BYTES`: while this much waits, events for the client are refused and
-    /// nothing more is read from it.
-    budget: usize,
+    /// The client's address, for its per-address place.
+    ip: Option<IpAddr>,
+    /// Whether the session holds one of its address's places from its first request. One that
+    /// could not get one is told so when it asks to join, and closed; it never lingers
+    /// uncounted.
+    counted: bool,
     /// Since when (registry clock) the heartbeat has seen the queue over its budget; 0 when it
     /// is not.
     over_since: AtomicU64,
-    /// Whether the connection holds one of its address's `MAX_CONNECTIONS_PER_IP` slots from
-    /// its first byte. One that could not get a slot is told so when it asks to join, and
-    /// closed; it is never left to linger uncounted.
-    counted: bool,
+    /// The session's long-polling side, for a session that began with it.
+    polling: Option<polling::Polling>,
+    settings: Settings,
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn").field("id", &self.id).finish()
     }
+}
+
+/// What the Engine.IO / Socket.IO layer keeps between a client's packets, on any transport.
+#[derive(Default)]
+struct Packets {
+    /// Set once the client joined `/`.
+    session: Option<Arc<dyn Events>>,
+    /// Binary attachments still to read past (those of a refused binary event).
+    skip: u32,
 }
 
 impl Conn {
@@ -323,16 +424,16 @@ impl Conn {
         })
     }
 
-    /// Writes `bytes` (one whole frame) now if nothing waits before it; queues what the kernel
-    /// did not take. During a read turn (see [`on_readable`]), frames are only queued: the turn
-    /// writes each connection's frames together at its end, in one system call, as
-    /// socketioxide's writer task does with what piles up in its channel. A client's read
-    /// usually holds several messages (a candidate sent right after another), and a `send` is
-    /// about a third of a relay's CPU.
+    /// Sends `bytes` (one whole frame). Over WebSocket it is written now if nothing waits
+    /// before it, and what the kernel does not take is queued; during a read turn (see
+    /// [`websocket`]) frames are only queued, and the turn writes each connection's frames
+    /// together at its end, in one system call (a client's read usually holds several messages,
+    /// and a `send` is about a third of a relay's CPU). Over long-polling it is queued for the
+    /// next poll.
     fn push_bytes(self: &Arc<Self>, bytes: &[u8], control: bool) -> Result<(), SendError> {
         let (coalesce, own) = TURN.with_borrow_mut(|turn| {
             let own = turn.reader == Some(self.id);
-            let coalesce = if !turn.active {
+            let coalesce = if !turn.active || self.tcp.get().is_none() {
                 false
             } else if turn.conns.iter().any(|c| Arc::ptr_eq(c, self)) {
                 true
@@ -352,8 +453,18 @@ impl Conn {
         // answers to the connection's own messages are never refused by the byte budget: a
         // client is not read from while its queue is over budget, so what it provokes stops at
         // the budget plus one message's answers. Events from elsewhere (a partner's relays) are.
-        let over = !own && out.bytes >= self.budget;
-        let full = !control && (out.frames.len() >= self.cap || over);
+        let over = !own && out.bytes >= self.settings.buffer_bytes;
+        let full = !control && (out.frames.len() >= self.settings.buffer_packets || over);
+        // Checked under the lock: the upgrade sets the socket under it.
+        let Some(tcp) = self.tcp.get() else {
+            if full {
+                return Err(SendError::Full);
+            }
+            out.push(OutFrame::rest(bytes));
+            drop(out);
+            self.wake.notify_one();
+            return Ok(());
+        };
         if coalesce {
             if full {
                 return Err(SendError::Full);
@@ -363,7 +474,7 @@ impl Conn {
         }
         let mut rest = bytes;
         if out.frames.is_empty() {
-            match self.tcp.try_write(bytes) {
+            match tcp.try_write(bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => rest = &bytes[n..],
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -412,11 +523,11 @@ impl Conn {
 
     /// Whether the queue holds its whole budget: the client is not read from meanwhile.
     fn over_budget(&self) -> bool {
-        self.out.lock().bytes >= self.budget
+        self.out.lock().bytes >= self.settings.buffer_bytes
     }
 
-    /// Sends the client away: `41`, then a WebSocket close. Its task then runs the disconnect
-    /// handling (never the caller, who may hold the hub lock).
+    /// Sends the client away: `41`, then a close. The disconnect handling runs afterwards, on
+    /// the session's own task (never the caller, who may hold the hub lock).
     pub fn disconnect(&self) {
         self.end_with(
             End::SentAway,
@@ -424,9 +535,9 @@ impl Conn {
         );
     }
 
-    /// Closes the transport for a server shutdown: a WebSocket close (1001, going away) and no
-    /// `41`, so that socket.io-client reconnects on its own (to another node, or to this one
-    /// once restarted), as it does when socketioxide closes.
+    /// Closes the transport for a server shutdown: a WebSocket close (1001, going away), or the
+    /// close packet for a poll, and no `41`, so that socket.io-client reconnects on its own (to
+    /// another node, or to this one once restarted).
     pub fn close_for_shutdown(&self) {
         self.end_with(End::Lost("server shutdown"), [OutFrame::close(1001)]);
     }
@@ -449,6 +560,7 @@ impl Conn {
         }
         drop(out);
         self.wake.notify_one();
+        self.gone.notify_one();
     }
 
     /// Sends a frame of the transport's own (pings, pongs, handshake): never refused by a full
@@ -457,11 +569,15 @@ impl Conn {
         self.push_bytes(frame.remaining(), true)
     }
 
-    /// Writes queued frames until the socket would block, up to [`WRITEV_FRAMES`] frames per
-    /// system call; `true` when none is left (one lock for both, as a read turn flushes every
-    /// recipient). An emptied queue gives its memory back: a connection that was slow once does
-    /// not keep a buffer for good.
+    /// Writes queued frames to the WebSocket until it would block, several per system call;
+    /// `true` when none is left (one lock for both, as a read turn flushes every recipient).
+    /// An emptied queue gives its memory back: a connection that was slow once does not keep a
+    /// buffer for good.
     fn flush(&self) -> std::io::Result<bool> {
+        const WRITEV_FRAMES: usize = 32;
+        let Some(tcp) = self.tcp.get() else {
+            return Ok(true);
+        };
         let mut out = self.out.lock();
         while !out.frames.is_empty() {
             let slices: smallvec::SmallVec<[std::io::IoSlice<'_>; WRITEV_FRAMES]> = out
@@ -470,7 +586,7 @@ impl Conn {
                 .take(WRITEV_FRAMES)
                 .map(|f| std::io::IoSlice::new(f.remaining()))
                 .collect();
-            let n = match self.tcp.try_write_vectored(&slices) {
+            let n = match tcp.try_write_vectored(&slices) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
@@ -486,10 +602,13 @@ impl Conn {
     /// Whether frames wait to be written, and whether the queue is over its budget.
     fn pending(&self) -> (bool, bool) {
         let out = self.out.lock();
-        (!out.frames.is_empty(), out.bytes >= self.budget)
+        (
+            !out.frames.is_empty(),
+            out.bytes >= self.settings.buffer_bytes,
+        )
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be sent.
     pub fn queued_bytes(&self) -> usize {
         self.out.lock().bytes
     }
@@ -498,14 +617,35 @@ impl Conn {
         self.out.lock().end
     }
 
+    /// Whether the client has missed the deadline of its ping, judged from when the ping was
+    /// due (not when the heartbeat's tick sent it), so that a session that stopped answering
+    /// is gone `pingInterval + pingTimeout` after its last pong, as in Node's engine.io.
+    fn overdue(&self, now: u64, timeout: u64) -> bool {
+        let sent = self.ping_sent.load(Ordering::Acquire);
+        let due = if sent != 0 {
+            sent
+        } else {
+            self.next_ping.load(Ordering::Acquire)
+        };
+        now > due && now - due > timeout
+    }
+
+    /// A pong arrived: the next ping is due a ping interval from now.
+    fn ponged(&self, now: u64) {
+        let interval = self.settings.ping_interval.as_millis() as u64;
+        self.next_ping.store(now + interval, Ordering::Release);
+        self.ping_sent.store(0, Ordering::Release);
+    }
+
     /// The heartbeat's visit: a ping when one is due, the end of a client that did not answer
-    /// the last one in time or never joined a namespace.
-    fn beat(self: &Arc<Self>, now: u64, conns: &Conns) {
+    /// the last one in time, stayed over its output budget, or never joined a namespace.
+    fn beat(self: &Arc<Self>, now: u64) {
+        let timeout = self.settings.ping_timeout.as_millis() as u64;
         if self.over_budget() {
             let since = self.over_since.load(Ordering::Acquire);
             if since == 0 {
                 self.over_since.store(now, Ordering::Release);
-            } else if now.saturating_sub(since) > conns.ping_timeout_ms {
+            } else if now.saturating_sub(since) > timeout {
                 tracing::info!(sid = %self.id, "closing a connection whose output stayed over its budget");
                 crate::metrics::backpressure_closed();
                 self.end(End::Lost("output over budget"));
@@ -514,62 +654,44 @@ impl Conn {
         } else {
             self.over_since.store(0, Ordering::Release);
         }
-        let sent = self.ping_sent.load(Ordering::Acquire);
-        if sent != 0 {
-            if now.saturating_sub(sent) > conns.ping_timeout_ms {
-                self.end(End::Lost("ping timeout"));
-            }
+        if self.overdue(now, timeout) {
+            self.end(End::Lost("ping timeout"));
             return;
         }
-        // One that holds no slot of its address gets the ping timeout, not the Socket.IO
+        // One that holds no place of its address gets the ping timeout, not the Socket.IO
         // connect timeout, to ask for the `/` namespace and be refused.
         let connect_timeout = if self.counted {
             CONNECT_TIMEOUT.as_millis() as u64
         } else {
-            conns.ping_timeout_ms
+            timeout
         };
         if !self.joined.load(Ordering::Acquire) && now.saturating_sub(self.opened) > connect_timeout
         {
             self.end(End::Lost("connect timeout"));
             return;
         }
-        if now >= self.next_ping.load(Ordering::Acquire) {
-            self.ping_sent.store(now, Ordering::Release);
+        let due = self.next_ping.load(Ordering::Acquire);
+        if self.ping_sent.load(Ordering::Acquire) == 0 && now >= due {
+            self.ping_sent.store(due, Ordering::Release);
             self.push_control(OutFrame::text(packet::PING)).ok();
         }
     }
 }
 
-/// What a connection's task keeps between reads.
-struct Reading {
-    reader: Reader,
-    /// Set once the client joined `/`.
-    session: Option<Arc<Session>>,
-    /// Binary messages still to skip (attachments of a refused binary event).
-    skip: u32,
-    /// Whether the reader stopped before a message because the queue was over budget: those
-    /// bytes are handled once it is not, before anything more is read.
-    paused: bool,
-    /// The close code to answer with when the connection ends.
-    close_code: Option<u16>,
-}
-
-/// Every connection on this transport, and the heartbeat's settings.
+/// Every session on this transport, and the heartbeat.
 pub struct Conns {
     map: Mutex<HashMap<Sid, Arc<Conn>>>,
     epoch: Instant,
-    ping_interval_ms: u64,
-    ping_timeout_ms: u64,
+    settings: Settings,
 }
 
 impl Conns {
-    /// An empty registry with the Engine.IO heartbeat settings.
-    pub fn new(ping_interval: Duration, ping_timeout: Duration) -> Conns {
+    /// An empty registry.
+    pub fn new(settings: Settings) -> Conns {
         Conns {
             map: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
-            ping_interval_ms: ping_interval.as_millis() as u64,
-            ping_timeout_ms: ping_timeout.as_millis() as u64,
+            settings,
         }
     }
 
@@ -578,7 +700,51 @@ impl Conns {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// Open connections.
+    /// A new session, registered.
+    fn open(
+        &self,
+        id: Sid,
+        ip: Option<IpAddr>,
+        counted: bool,
+        tcp: Option<TcpStream>,
+    ) -> Arc<Conn> {
+        let now = self.now();
+        let polling = tcp.is_none().then(polling::Polling::default);
+        let conn = Arc::new(Conn {
+            id,
+            tcp: tcp.map(OnceLock::from).unwrap_or_default(),
+            out: Mutex::new(Out::default()),
+            wake: Notify::new(),
+            gone: Notify::new(),
+            ping_sent: AtomicU64::new(0),
+            next_ping: AtomicU64::new(now + self.settings.ping_interval.as_millis() as u64),
+            opened: now,
+            joined: AtomicBool::new(false),
+            ip,
+            counted,
+            over_since: AtomicU64::new(0),
+            polling,
+            settings: self.settings,
+        });
+        self.map.lock().insert(id, conn.clone());
+        conn
+    }
+
+    /// The session `id`, if it is open.
+    fn get(&self, id: Sid) -> Option<Arc<Conn>> {
+        self.map.lock().get(&id).cloned()
+    }
+
+    /// Forgets session `conn` (not another that took its id, which cannot happen with random
+    /// ids, but the check costs nothing).
+    fn remove(&self, conn: &Arc<Conn>) {
+        let mut map = self.map.lock();
+        if map.get(&conn.id).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            map.remove(&conn.id);
+        }
+    }
+
+    /// Open sessions.
     pub fn len(&self) -> usize {
         self.map.lock().len()
     }
@@ -588,399 +754,96 @@ impl Conns {
         self.len() == 0
     }
 
-    /// The ids of the open connections.
+    /// The ids of the open sessions.
     pub fn ids(&self) -> HashSet<Sid> {
         self.map.lock().keys().copied().collect()
     }
 
-    /// Every open connection.
+    /// Every open session.
     pub fn all(&self) -> Vec<Arc<Conn>> {
         self.map.lock().values().cloned().collect()
     }
 
-    /// What the connections' output queues hold now: bytes in all, and how many connections
-    /// are over their budget (not read from until their client reads).
+    /// How many sessions are on each transport now.
+    pub fn transports(&self) -> Transports {
+        let map = self.map.lock();
+        let mut t = Transports::default();
+        for c in map.values() {
+            if c.tcp.get().is_some() {
+                t.websocket += 1;
+            } else {
+                t.polling += 1;
+            }
+        }
+        t
+    }
+
+    /// What the sessions' output queues hold now: bytes in all, and how many sessions are over
+    /// their budget (not read from until their client reads).
     pub fn output(&self) -> Output {
         let map = self.map.lock();
         let mut o = Output::default();
         for c in map.values() {
             let bytes = c.queued_bytes();
             o.queued_bytes += bytes;
-            o.paused += usize::from(bytes >= c.budget);
+            o.paused += usize::from(bytes >= c.settings.buffer_bytes);
         }
         o
     }
 
-    /// Pings the connections whose ping is due and ends those that stopped answering, forever.
+    /// Pings the sessions whose ping is due and ends those that stopped answering, forever.
     pub async fn heartbeat(self: Arc<Self>) {
-        let every = (self.ping_interval_ms.min(self.ping_timeout_ms) / 4).clamp(50, 1000);
-        let mut tick = tokio::time::interval(Duration::from_millis(every));
+        let s = self.settings;
+        let every = (s.ping_interval.min(s.ping_timeout) / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let now = self.now();
             for c in self.map.lock().values() {
-                c.beat(now, &self);
+                c.beat(now);
             }
         }
     }
+}
+
+/// How many sessions each transport serves (see [`Conns::transports`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Transports {
+    /// Sessions on a WebSocket (direct, or upgraded from long-polling).
+    pub websocket: usize,
+    /// Sessions on long-polling.
+    pub polling: usize,
 }
 
 /// The output queues' figures (see [`Conns::output`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Output {
-    /// Bytes queued for clients, all connections together.
+    /// Bytes queued for clients, all sessions together.
     pub queued_bytes: usize,
-    /// Connections whose queue is over its budget.
+    /// Sessions whose queue is over its budget.
     pub paused: usize,
 }
 
-/// Serves a direct WebSocket request (`/socket.io/?EIO=4&transport=websocket` without a
-/// session id) on this transport; every other request goes on to socketioxide.
-pub async fn intercept(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
-    let Some(key) = direct_websocket(&req).filter(|_| hub.config.native_websocket) else {
-        return next.run(req).await;
-    };
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let ip = hub.limits.client_ip(req.headers(), peer);
-    // The connection holds a slot of its address from its first byte, not only once it joins
-    // `/`: connections that never join count too.
-    let id = Sid::new();
-    let counted = ip.is_none_or(|ip| hub.limits.open(ip, id));
-    let upgrade = hyper::upgrade::on(&mut req);
-    drop(req);
-    tokio::spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!("websocket upgrade failed: {e}");
-                if let Some(ip) = ip {
-                    hub.limits.close(ip, id);
-                }
-                return;
-            }
-        };
-        // Taking the TCP stream back out of hyper frees hyper's read buffer, which the upgraded
-        // connection would otherwise keep for its whole life.
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => p,
-            Err(_) => {
-                tracing::error!("websocket upgrade over an unexpected connection type");
-                if let Some(ip) = ip {
-                    hub.limits.close(ip, id);
-                }
-                return;
-            }
-        };
-        let early = parts.read_buf.to_vec();
-        drop(parts.read_buf);
-        let peer = Peer { id, ip, counted };
-        serve(hub, parts.io.into_inner(), peer, early).await;
-    });
-    let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = res.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    res
+/// The transport as the HTTP layer serves it: the sessions and the layer above.
+#[derive(Clone)]
+pub struct Transport {
+    /// Every session.
+    pub conns: Arc<Conns>,
+    /// Where clients and their events go.
+    pub upper: Arc<dyn Upper>,
 }
 
-/// The `Sec-WebSocket-Key` of a request this transport serves.
-fn direct_websocket(req: &Request) -> Option<String> {
-    if req.method() != http::Method::GET || !req.uri().path().starts_with("/socket.io") {
-        return None;
-    }
-    let query = req.uri().query()?;
-    let has = |k: &str, v: &str| {
-        query
-            .split('&')
-            .any(|kv| kv.split_once('=').is_some_and(|(a, b)| a == k && b == v))
-    };
-    let sid = query.split('&').any(|kv| kv.starts_with("sid="));
-    if sid || !has("EIO", "4") || !has("transport", "websocket") {
-        return None;
-    }
-    let headers = req.headers();
-    let token = |name: header::HeaderName, want: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
-        })
-    };
-    if !token(header::UPGRADE, "websocket")
-        || !token(header::CONNECTION, "upgrade")
-        || headers.get(header::SEC_WEBSOCKET_VERSION)? != "13"
-    {
-        return None;
-    }
-    Some(
-        headers
-            .get(header::SEC_WEBSOCKET_KEY)?
-            .to_str()
-            .ok()?
-            .to_owned(),
-    )
-}
+/// What handling one packet asks of the connection: go on, or end it with this close code.
+type Flow = Result<(), (End, u16)>;
 
-/// Who a new connection is: its id, its client's address, and whether it holds one of that
-/// address's slots.
-struct Peer {
-    id: Sid,
-    ip: Option<IpAddr>,
-    counted: bool,
-}
-
-/// Runs one connection from its handshake to its end.
-async fn serve(hub: Arc<Hub>, tcp: TcpStream, peer: Peer, mut early: Vec<u8>) {
-    let Peer { id, ip, counted } = peer;
-    let conns = hub.conns.clone();
-    let now = conns.now();
-    let conn = Arc::new(Conn {
-        id,
-        tcp,
-        out: Mutex::new(Out::default()),
-        wake: Notify::new(),
-        ping_sent: AtomicU64::new(0),
-        next_ping: AtomicU64::new(now + conns.ping_interval_ms),
-        opened: now,
-        joined: AtomicBool::new(false),
-        cap: hub.config.socket_buffer_packets as usize,
-        budget: hub.config.socket_buffer_bytes as usize,
-        over_since: AtomicU64::new(0),
-        counted,
-    });
-    conns.map.lock().insert(conn.id, conn.clone());
-    let sock = Sock::Ws(conn.handle());
-    let id = conn.id.to_string();
-    conn.push_control(OutFrame::text(&packet::open(
-        &id,
-        conns.ping_interval_ms,
-        conns.ping_timeout_ms,
-        hub.config.max_message_bytes,
-    )))
-    .ok();
-    let here = Here {
-        hub: &hub,
-        conn: &conn,
-        sock: &sock,
-        ip,
-    };
-    let mut st = Reading {
-        reader: Reader::default(),
-        session: None,
-        skip: 0,
-        paused: false,
-        close_code: None,
-    };
-    let mut end = None;
-    if !early.is_empty() {
-        end = on_bytes(&here, &mut st, &mut early);
-    }
-    drop(early);
-    let end = loop {
-        if let Some(e) = end.or_else(|| conn.ended()) {
-            break e;
-        }
-        // Backpressure: while the client's queue is over budget nothing more is read from it,
-        // so what it provokes (replies, pongs, errors) cannot outgrow the budget.
-        let (want_write, over) = conn.pending();
-        if st.paused && !over {
-            let _turn = TurnGuard::begin(conn.id);
-            end = on_bytes(&here, &mut st, &mut []);
-            continue;
-        }
-        tokio::select! {
-            biased;
-            _ = conn.wake.notified() => {}
-            r = conn.tcp.readable(), if !over && !st.paused => {
-                end = match r {
-                    Ok(()) => on_readable(&here, &mut st),
-                    Err(_) => Some(End::Lost("transport error")),
-                };
-            }
-            r = conn.tcp.writable(), if want_write => {
-                if r.and_then(|()| conn.flush()).is_err() {
-                    end = Some(End::Lost("transport error"));
-                }
-            }
-        }
-    };
-    {
-        let mut out = conn.out.lock();
-        if out.end.is_none() {
-            out.end = Some(end);
-        }
-        if let Some(code) = st.close_code {
-            out.push(OutFrame::close(code));
-        }
-    }
-    // Best effort: what the kernel takes now (a goodbye) is sent, the rest dropped.
-    conn.flush().ok();
-    socket2::SockRef::from(&conn.tcp)
-        .shutdown(std::net::Shutdown::Both)
-        .ok();
-    conns.map.lock().remove(&conn.id);
-    if let Some(ip) = ip {
-        hub.limits.close(ip, conn.id);
-    }
-    tracing::debug!(sid = %conn.id, ?end, "websocket closed");
-    if let Some(session) = st.session {
-        crate::signaling::closed(&session, &sock, matches!(end, End::Lost(_)));
-    }
-}
-
-/// What the reading functions share about the connection they read for.
-struct Here<'a> {
-    hub: &'a Arc<Hub>,
-    conn: &'a Arc<Conn>,
-    sock: &'a Sock,
-    ip: Option<IpAddr>,
-}
-
-/// Bytes read at once. 16 KiB takes a burst of relays, or a 3 KB SDP, in one system call.
-const READ_CHUNK: usize = 16 * 1024;
-
-thread_local! {
-    /// The read buffer, one per thread: an idle connection holds none.
-    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
-        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
-}
-
-/// Reads what the socket has, within one turn.
-///
-/// A read that returns less than asked for emptied the socket's receive queue, so readiness is
-/// cleared right there instead of by one more `recv` failing with `EAGAIN`: one system call less
-/// per message in a ping-pong. tokio's readiness ticks make this safe: data arriving after the
-/// read started bumps the tick, and the stale clear is ignored; an end of stream is a final
-/// readiness that is never cleared.
-fn on_readable(here: &Here<'_>, st: &mut Reading) -> Option<End> {
-    let conn = here.conn;
-    use std::io::Read as _;
-    let _turn = TurnGuard::begin(conn.id);
-    READ_BUF.with_borrow_mut(|buf| {
-        for _ in 0..READS_PER_TURN {
-            if st.paused {
-                return None;
-            }
-            let mut got = 0;
-            let r = conn.tcp.try_io(tokio::io::Interest::READABLE, || {
-                got = (&*socket2::SockRef::from(&conn.tcp)).read(buf)?;
-                if got > 0 && got < buf.len() {
-                    return Err(std::io::ErrorKind::WouldBlock.into());
-                }
-                Ok(())
-            });
-            match r {
-                Ok(()) if got == 0 => return Some(End::Lost("transport close")),
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-                Err(_) => return Some(End::Lost("transport error")),
-            }
-            if let Some(end) = on_bytes(here, st, &mut buf[..got]) {
-                return Some(end);
-            }
-            if got < buf.len() {
-                return None;
-            }
-        }
-        None
-    })
-}
-
-/// Handles the messages in bytes just read.
-fn on_bytes(here: &Here<'_>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> {
-    let (hub, conn) = (here.hub, here.conn);
-    let Reading {
-        reader,
-        session,
-        skip,
-        paused,
-        close_code,
-    } = st;
-    let mut end = None;
-    let max = hub.config.max_message_bytes as usize;
-    // The turn's answers are still queued here (written at its end): reading stops once they
-    // fill the budget.
-    let pause = || conn.over_budget();
-    let fed = reader.feed_until(bytes, max, &pause, &mut |m| {
-        let outcome = match m {
-            Message::Text(_) if *skip > 0 => Err((End::Lost("bad packet"), 1002)),
-            Message::Text(t) => match std::str::from_utf8(t) {
-                Ok(text) => on_text(here, session, skip, text),
-                Err(_) => Err((End::Lost("invalid utf-8"), 1007)),
-            },
-            Message::Binary(_) if *skip > 0 => {
-                *skip -= 1;
-                Ok(())
-            }
-            Message::Binary(_) => Err((End::Lost("bad packet"), 1003)),
-            Message::Ping(p) => {
-                conn.push_pong(p);
-                Ok(())
-            }
-            Message::Close(code) => Err((End::Lost("transport close"), echo_close(code))),
-        };
-        match outcome {
-            Ok(()) => ControlFlow::Continue(()),
-            Err((e, code)) => {
-                end = Some(e);
-                if e != End::SentAway {
-                    *close_code = Some(code);
-                }
-                ControlFlow::Break(())
-            }
-        }
-    });
-    match fed {
-        Ok(fed) => *paused = fed == Fed::Paused,
-        Err(v) => {
-            *close_code = Some(v.code());
-            return Some(End::Lost(match v {
-                Violation::Protocol => "protocol error",
-                Violation::TooBig => "message too big",
-            }));
-        }
-    }
-    end
-}
-
-/// The close code to answer a client's close with: its own, as RFC 6455 asks, except the codes
-/// that must never be sent (1005 "no status", 1006, 1015) and those outside the ranges an
-/// endpoint may send: those are answered with 1000.
-fn echo_close(code: Option<u16>) -> u16 {
-    code.filter(|c| matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999))
-        .unwrap_or(1000)
-}
-
-/// Handles one Engine.IO packet.
-fn on_text(
-    here: &Here<'_>,
-    session: &mut Option<Arc<Session>>,
-    skip: &mut u32,
-    text: &str,
-) -> Result<(), (End, u16)> {
-    let Here {
-        hub,
-        conn,
-        sock,
-        ip,
-    } = *here;
-    let packet = packet::parse(text).map_err(|_| (End::Lost("bad packet"), 1002))?;
+/// Handles one Engine.IO packet of a client, on either transport.
+fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> Flow {
+    let bad = (End::Lost("bad packet"), 1002);
+    let packet = packet::parse(text).map_err(|_| bad)?;
     match packet {
-        Incoming::Pong => {
-            let now = hub.conns.now();
-            conn.next_ping
-                .store(now + hub.conns.ping_interval_ms, Ordering::Release);
-            conn.ping_sent.store(0, Ordering::Release);
-        }
+        Incoming::Pong => conn.ponged(t.conns.now()),
         Incoming::Close => return Err((End::Lost("transport close"), 1000)),
         Incoming::Noop => {}
         Incoming::Connect { ns, .. } if ns != "/" => {
@@ -991,15 +854,14 @@ fn on_text(
             .ok();
         }
         Incoming::Connect { auth, .. } => {
-            if session.is_some() {
+            if st.session.is_some() {
                 return Ok(());
             }
-            let token = auth.and_then(crate::signaling::token_of);
-            match crate::signaling::open_session(hub, ip, conn.id, token) {
+            match t.upper.clone().join(&conn.handle(), conn.ip, auth) {
                 Ok(s) => {
-                    *session = Some(s);
+                    st.session = Some(s);
                     conn.joined.store(true, Ordering::Release);
-                    conn.push_control(OutFrame::text(&packet::connected(&conn.id.to_string())))
+                    conn.push_control(OutFrame::text(&packet::connected(conn.id.as_str())))
                         .ok();
                 }
                 Err(message) => {
@@ -1012,7 +874,7 @@ fn on_text(
             }
         }
         Incoming::Disconnect { ns } => {
-            if ns == "/" && session.is_some() {
+            if ns == "/" && st.session.is_some() {
                 return Err((End::Left, 1000));
             }
         }
@@ -1022,23 +884,31 @@ fn on_text(
             data,
             attachments,
         } => {
-            *skip = attachments;
-            let Some(session) = session.as_ref().filter(|_| ns == "/") else {
+            st.skip = attachments;
+            let Some(session) = st.session.as_ref().filter(|_| ns == "/") else {
                 return Ok(());
             };
-            match crate::signaling::on_event(session, sock, Some(data), attachments > 0) {
-                None => {
+            match session.event(&conn.handle(), data, attachments > 0, ack) {
+                Handled::Done => {}
+                Handled::Flooding => {
                     conn.disconnect();
                     return Err((End::SentAway, 1000));
                 }
-                Some(outcome) => {
-                    if let Some(id) = ack {
-                        conn.ack(id, &crate::signaling::ack_reply(&outcome)).ok();
-                    }
-                }
+                Handled::Malformed => return Err(bad),
             }
         }
-        Incoming::Ack { attachments } => *skip = attachments,
+        Incoming::Ack { attachments } => st.skip = attachments,
     }
     Ok(())
+}
+
+/// The end of a session: its place is given back and the layer above told.
+fn finish(t: &Transport, conn: &Arc<Conn>, session: Option<Arc<dyn Events>>, end: End) {
+    if let Some(ip) = conn.ip {
+        t.upper.release(ip, conn.id);
+    }
+    tracing::debug!(sid = %conn.id, ?end, "session closed");
+    if let Some(s) = session {
+        s.closed(&conn.handle(), matches!(end, End::Lost(_)));
+    }
 }

@@ -104,10 +104,18 @@ fn socket_io(p: &str) -> Result<Incoming<'_>, BadPacket> {
     }
 }
 
-/// The Engine.IO handshake: `0{"sid":...}`. A direct WebSocket connection offers no upgrades.
-pub fn open(sid: &str, ping_interval_ms: u64, ping_timeout_ms: u64, max_payload: u64) -> String {
+/// The Engine.IO handshake: `0{"sid":...}`. A long-polling session may upgrade to WebSocket;
+/// a direct WebSocket connection has nowhere to upgrade.
+pub fn open(
+    sid: &str,
+    ping_interval_ms: u64,
+    ping_timeout_ms: u64,
+    max_payload: usize,
+    upgrades: bool,
+) -> String {
+    let upgrades = if upgrades { r#"["websocket"]"# } else { "[]" };
     format!(
-        r#"0{{"sid":"{sid}","upgrades":[],"pingInterval":{ping_interval_ms},"pingTimeout":{ping_timeout_ms},"maxPayload":{max_payload}}}"#
+        r#"0{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{ping_interval_ms},"pingTimeout":{ping_timeout_ms},"maxPayload":{max_payload}}}"#
     )
 }
 
@@ -219,9 +227,10 @@ mod tests {
     #[test]
     fn server_packets_are_what_socket_io_clients_expect() {
         assert_eq!(
-            open("abc", 25000, 20000, 65536),
+            open("abc", 25000, 20000, 65536, false),
             r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":65536}"#
         );
+        assert!(open("abc", 300, 200, 1_000_000, true).contains(r#""upgrades":["websocket"]"#));
         assert_eq!(connected("s1"), r#"40{"sid":"s1"}"#);
         assert_eq!(
             connect_error("/", "rate-limited"),

@@ -27,13 +27,22 @@ impl Raw {
     /// read then stops taking the server's bytes after a few KB instead of a few MB, so what
     /// the server itself holds shows at once.
     pub async fn open_with(s: &TestServer, rcvbuf: Option<u32>) -> Raw {
+        Raw::connect(s, "EIO=4&transport=websocket", rcvbuf).await
+    }
+
+    /// Opens `/socket.io/?<query>` over WebSocket (an upgrade gives its `sid`).
+    pub async fn open_query(s: &TestServer, query: &str) -> Raw {
+        Raw::connect(s, query, None).await
+    }
+
+    async fn connect(s: &TestServer, query: &str, rcvbuf: Option<u32>) -> Raw {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(n) = rcvbuf {
             sock.set_recv_buffer_size(n).unwrap();
         }
         let mut tcp = sock.connect(s.addr).await.unwrap();
         let req = format!(
-            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\n\
+            "GET /socket.io/?{query} HTTP/1.1\r\nHost: {}\r\n\
              Upgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             s.addr

@@ -1,0 +1,281 @@
+//! HTTP long-polling (Engine.IO v4): the handshake `GET`, polls that wait for something to
+//! send, and posts of one or more packets separated by `\x1e`.
+//!
+//! A polling session has no task of its own while it lives, only a small one that waits for its
+//! end: a poll waits on the session's queue, a post is handled inline in its request, packet by
+//! packet, as a WebSocket message would be.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode, header};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+
+use super::websocket::refuse;
+use super::{Conn, End, Flow, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet};
+
+/// How long the goodbye of a session that ended (`41`, the close packet) waits for the client's
+/// next poll before the session is forgotten.
+const GOODBYE: Duration = Duration::from_secs(2);
+
+/// A session's long-polling side.
+#[derive(Default)]
+pub(super) struct Polling {
+    /// What the client's packets built up; taken by the WebSocket when the session upgrades.
+    packets: Mutex<Packets>,
+    /// A poll is waiting.
+    get: AtomicBool,
+    /// A post is being handled.
+    post: AtomicBool,
+    /// The waiting poll is to be answered with a noop (the upgrade's probe came).
+    noop: AtomicBool,
+    /// A WebSocket is upgrading (or has upgraded) this session.
+    upgrading: AtomicBool,
+}
+
+/// Clears a flag when dropped (a request that ends, however it ends).
+struct Clear<'a>(&'a AtomicBool);
+
+impl Drop for Clear<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Serves a long-polling request.
+pub(super) async fn serve(t: Transport, req: Request, sid: Option<&str>) -> Response {
+    let method = req.method().clone();
+    let Some(sid) = sid else {
+        return if method == Method::GET {
+            handshake(&t, &req)
+        } else {
+            refuse(2, "Bad handshake method")
+        };
+    };
+    let Some(conn) = sid.parse::<Sid>().ok().and_then(|id| t.conns.get(id)) else {
+        return refuse(1, "Session ID unknown");
+    };
+    let (Some(p), None) = (conn.polling.as_ref(), conn.tcp.get()) else {
+        // A direct WebSocket's id, or a session that moved to its WebSocket.
+        return refuse(3, "Bad request");
+    };
+    if conn.overdue(
+        t.conns.now(),
+        t.conns.settings.ping_timeout.as_millis() as u64,
+    ) {
+        conn.end(End::Lost("ping timeout"));
+    }
+    // An ended session is gone, except for the goodbye of one the server sent away or shut
+    // down: its client's next poll still gets it (`41`, the close packet).
+    match conn.ended() {
+        None => {}
+        Some(End::SentAway | End::Lost("server shutdown"))
+            if method == Method::GET && conn.queued_bytes() > 0 => {}
+        Some(_) => return refuse(1, "Session ID unknown"),
+    }
+    match method {
+        Method::GET => poll(&conn, p).await,
+        Method::POST => post(&t, &conn, p, req.into_body()).await,
+        _ => refuse(2, "Bad handshake method"),
+    }
+}
+
+/// Opens a session: `0{sid, upgrades: ["websocket"], ...}`.
+fn handshake(t: &Transport, req: &Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let ip = t.upper.client_ip(req.headers(), peer);
+    let id = Sid::new();
+    // A session that never joins `/`, or never polls, holds a place of its address too.
+    let counted = ip.is_none_or(|ip| t.upper.admit(ip, id));
+    let conn = t.conns.open(id, ip, counted, None);
+    tokio::spawn(watch(t.clone(), conn.clone()));
+    let s = t.conns.settings;
+    text(packet::open(
+        id.as_str(),
+        s.ping_interval.as_millis() as u64,
+        s.ping_timeout.as_millis() as u64,
+        s.max_message_bytes,
+        true,
+    ))
+}
+
+/// A 200 with a text body.
+fn text(body: impl Into<Body>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// Waits for the session's end (or its upgrade) and ends it.
+async fn watch(t: Transport, conn: Arc<Conn>) {
+    loop {
+        conn.gone.notified().await;
+        if conn.tcp.get().is_some() {
+            // Upgraded: the WebSocket's task owns the session now.
+            return;
+        }
+        let Some(end) = conn.ended() else { continue };
+        let session = conn
+            .polling
+            .as_ref()
+            .and_then(|p| p.packets.lock().session.take());
+        finish(&t, &conn, session, end);
+        // The goodbye (`41`, the close packet) waits a moment for the client's next poll.
+        let until = tokio::time::Instant::now() + GOODBYE;
+        while conn.queued_bytes() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        t.conns.remove(&conn);
+        return;
+    }
+}
+
+/// A poll: answered as soon as something waits (at the latest with the next ping), with every
+/// packet queued.
+async fn poll(conn: &Arc<Conn>, p: &Polling) -> Response {
+    if p.get.swap(true, Ordering::AcqRel) {
+        // Two polls at once: the protocol says to close the session.
+        conn.end(End::Lost("duplicate poll"));
+        return refuse(3, "Bad request");
+    }
+    let _clear = Clear(&p.get);
+    loop {
+        if p.noop.swap(false, Ordering::AcqRel) {
+            return text("6");
+        }
+        {
+            let mut out = conn.out.lock();
+            if let Some(body) = out.take_polled() {
+                return text(body);
+            }
+            match out.end {
+                // The client closed: its poll is released with a noop.
+                Some(End::Lost("transport close")) => return text("6"),
+                Some(_) => return text("1"),
+                None => {}
+            }
+        }
+        conn.wake.notified().await;
+    }
+}
+
+/// A post: its packets handled in order, as if read from a WebSocket.
+async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Response {
+    if p.post.swap(true, Ordering::AcqRel) {
+        conn.end(End::Lost("duplicate post"));
+        return refuse(3, "Bad request");
+    }
+    let _clear = Clear(&p.post);
+    let max = t.conns.settings.max_message_bytes;
+    let body = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(_) => {
+            conn.end(End::Lost("payload too large"));
+            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
+        }
+    };
+    for packet in body.split(|b| *b == 0x1e) {
+        // Backpressure: while the session's queue is over budget, its packets wait (the
+        // heartbeat ends a session that stays so).
+        while conn.over_budget() && conn.ended().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if conn.ended().is_some() {
+            return refuse(1, "Session ID unknown");
+        }
+        let flow = {
+            let mut st = p.packets.lock();
+            let _turn = TurnGuard::begin(conn.id);
+            handle(t, conn, &mut st, packet)
+        };
+        match flow {
+            Ok(()) => {}
+            Err((End::Lost("bad packet" | "invalid utf-8"), _)) => {
+                conn.end(End::Lost("bad packet"));
+                return refuse(3, "Bad request");
+            }
+            Err((end, _)) => {
+                conn.end(end);
+                break;
+            }
+        }
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "ok").into_response()
+}
+
+/// One packet of a post: text, or a base64 binary attachment (`b...`).
+fn handle(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, packet: &[u8]) -> Flow {
+    let bad = (End::Lost("bad packet"), 1002);
+    if packet.first() == Some(&b'b') {
+        if st.skip == 0 {
+            return Err(bad);
+        }
+        st.skip -= 1;
+        return Ok(());
+    }
+    if st.skip > 0 {
+        return Err(bad);
+    }
+    let text = std::str::from_utf8(packet).map_err(|_| bad)?;
+    on_packet(t, conn, st, text)
+}
+
+/// Marks `conn` as being upgraded by a WebSocket, unless it cannot be (not a polling session,
+/// ended, or taken by another WebSocket already).
+pub(super) fn begin_upgrade(conn: &Conn) -> bool {
+    let Some(p) = conn.polling.as_ref() else {
+        return false;
+    };
+    conn.tcp.get().is_none() && conn.ended().is_none() && !p.upgrading.swap(true, Ordering::AcqRel)
+}
+
+/// The upgrading WebSocket went away before completing: the session stays on long-polling.
+pub(super) fn abandon_upgrade(conn: &Conn) {
+    if let Some(p) = conn.polling.as_ref()
+        && conn.tcp.get().is_none()
+    {
+        p.upgrading.store(false, Ordering::Release);
+    }
+}
+
+/// The upgrade's probe came: the waiting poll is released with a noop, so that the client can
+/// pause long-polling.
+pub(super) fn release_poll(conn: &Conn) {
+    if let Some(p) = conn.polling.as_ref() {
+        p.noop.store(true, Ordering::Release);
+        conn.wake.notify_one();
+    }
+}
+
+/// Completes the upgrade: from now on the session's queue is written to `tcp`, and its packets'
+/// state moves to the WebSocket's task (`None` if the session ended meanwhile).
+pub(super) fn complete_upgrade(conn: &Arc<Conn>, tcp: TcpStream) -> Option<Packets> {
+    let p = conn.polling.as_ref()?;
+    // A post being handled finishes first: it holds the packets' lock.
+    let mut packets = p.packets.lock();
+    {
+        let out = conn.out.lock();
+        if out.end.is_some() {
+            return None;
+        }
+        conn.tcp.set(tcp).ok()?;
+        drop(out);
+    }
+    let taken = std::mem::take(&mut *packets);
+    drop(packets);
+    // The long-polling side's watcher leaves; what was queued meanwhile goes out now.
+    conn.gone.notify_one();
+    conn.wake.notify_one();
+    Some(taken)
+}

@@ -1,0 +1,488 @@
+//! Every `/socket.io/` request starts here; WebSocket connections, direct or upgrading a
+//! long-polling session, are served here too.
+
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::frame::{Fed, Message, OutFrame, Reader, Violation};
+use super::{Conn, End, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet, polling};
+
+/// Reads per wake-up before other connections get the thread.
+const READS_PER_TURN: usize = 8;
+
+/// Bytes read at once. 16 KiB takes a burst of relays, or a 3 KB SDP, in one system call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How long a client may take between opening its upgrade WebSocket and completing the upgrade
+/// (Node's engine.io `upgradeTimeout`).
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// The read buffer, one per thread: an idle connection holds none.
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// The query of an Engine.IO request.
+pub(super) struct Query<'a> {
+    eio: Option<&'a str>,
+    transport: Option<&'a str>,
+    pub(super) sid: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(query: Option<&'a str>) -> Query<'a> {
+        let mut q = Query {
+            eio: None,
+            transport: None,
+            sid: None,
+        };
+        for kv in query.unwrap_or("").split('&') {
+            match kv.split_once('=') {
+                Some(("EIO", v)) => q.eio = Some(v),
+                Some(("transport", v)) => q.transport = Some(v),
+                Some(("sid", v)) => q.sid = Some(v),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+/// An Engine.IO refusal: 400 with the error body Node's engine.io sends.
+pub(super) fn refuse(code: u8, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"code": code, "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+/// Serves every `/socket.io/` request: the long-polling handshake, polls and posts, and
+/// WebSocket connections (direct, or the upgrade of a polling session). Anything else under
+/// that path is refused with 400, as the protocol says.
+pub async fn intercept(State(t): State<Transport>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path != "/socket.io" && !path.starts_with("/socket.io/") {
+        return next.run(req).await;
+    }
+    let q = Query::parse(req.uri().query());
+    if q.eio != Some("4") {
+        return refuse(5, "Unsupported protocol version");
+    }
+    let sid = q.sid.map(str::to_owned);
+    match q.transport {
+        Some("polling") => polling::serve(t, req, sid.as_deref()).await,
+        Some("websocket") => websocket(t, req, sid.as_deref()),
+        _ => refuse(0, "Transport unknown"),
+    }
+}
+
+/// Whom a WebSocket request is for.
+enum Target {
+    /// A new session.
+    Direct { id: Sid, counted: bool },
+    /// The upgrade of this long-polling session.
+    Upgrade(Arc<Conn>),
+}
+
+/// Answers a WebSocket request with 101 and serves the connection on its own task.
+fn websocket(t: Transport, mut req: Request, sid: Option<&str>) -> Response {
+    let Some(key) = websocket_key(&req) else {
+        return refuse(3, "Bad request");
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let ip = t.upper.client_ip(req.headers(), peer);
+    let target = match sid {
+        None => {
+            // The connection holds a place of its address from its first byte, not only once
+            // it joins `/`: connections that never join count too.
+            let id = Sid::new();
+            let counted = ip.is_none_or(|ip| t.upper.admit(ip, id));
+            Target::Direct { id, counted }
+        }
+        Some(sid) => match sid.parse().ok().and_then(|id| t.conns.get(id)) {
+            Some(conn) if polling::begin_upgrade(&conn) => Target::Upgrade(conn),
+            // Unknown, not a polling session, or upgraded (or upgrading) already: one
+            // WebSocket per session.
+            _ => return refuse(1, "Session ID unknown"),
+        },
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
+    tokio::spawn(async move {
+        let tcp = async {
+            let upgraded = upgrade
+                .await
+                .map_err(|e| tracing::debug!("websocket upgrade failed: {e}"))
+                .ok()?;
+            // Taking the TCP stream back out of hyper frees hyper's read buffer, which the
+            // upgraded connection would otherwise keep for its whole life.
+            let parts = upgraded
+                .downcast::<TokioIo<TcpStream>>()
+                .map_err(|_| tracing::error!("websocket upgrade over an unexpected connection"))
+                .ok()?;
+            let early = parts.read_buf.to_vec();
+            Some((parts.io.into_inner(), early))
+        }
+        .await;
+        match (target, tcp) {
+            (Target::Direct { id, counted }, Some((tcp, early))) => {
+                direct(t, id, ip, counted, tcp, early).await;
+            }
+            (Target::Direct { id, .. }, None) => {
+                if let Some(ip) = ip {
+                    t.upper.release(ip, id);
+                }
+            }
+            (Target::Upgrade(conn), Some((tcp, early))) => {
+                upgrade_session(t, conn, tcp, early).await
+            }
+            (Target::Upgrade(conn), None) => polling::abandon_upgrade(&conn),
+        }
+    });
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request.
+fn websocket_key(req: &Request) -> Option<String> {
+    if req.method() != http::Method::GET {
+        return None;
+    }
+    let headers = req.headers();
+    let token = |name: header::HeaderName, want: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
+        })
+    };
+    if !token(header::UPGRADE, "websocket")
+        || !token(header::CONNECTION, "upgrade")
+        || headers.get(header::SEC_WEBSOCKET_VERSION)? != "13"
+    {
+        return None;
+    }
+    Some(
+        headers
+            .get(header::SEC_WEBSOCKET_KEY)?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
+}
+
+/// A direct WebSocket session, from its Engine.IO handshake to its end.
+async fn direct(
+    t: Transport,
+    id: Sid,
+    ip: Option<std::net::IpAddr>,
+    counted: bool,
+    tcp: TcpStream,
+    early: Vec<u8>,
+) {
+    let conn = t.conns.open(id, ip, counted, Some(tcp));
+    let s = t.conns.settings;
+    conn.push_control(OutFrame::text(&packet::open(
+        conn.id.as_str(),
+        s.ping_interval.as_millis() as u64,
+        s.ping_timeout.as_millis() as u64,
+        s.max_message_bytes,
+        false,
+    )))
+    .ok();
+    run(t, conn, Reading::default(), early).await;
+}
+
+/// The upgrade of a long-polling session: `2probe` is answered with `3probe` (and the pending
+/// poll released with a noop), `5` moves the session onto this socket. Until then the session
+/// goes on over long-polling, and a connection that does not complete the upgrade in time is
+/// closed without harm to it.
+async fn upgrade_session(t: Transport, conn: Arc<Conn>, mut tcp: TcpStream, mut buf: Vec<u8>) {
+    let max = t.conns.settings.max_message_bytes;
+    let mut reader = Reader::default();
+    let deadline = tokio::time::Instant::now() + UPGRADE_TIMEOUT;
+    let upgraded = AtomicBool::new(false);
+    let ok = loop {
+        let mut replies: Vec<OutFrame> = Vec::new();
+        let mut probed = false;
+        let mut stop = false;
+        let fed = {
+            let pause = || upgraded.load(Ordering::Relaxed);
+            reader.feed_until(&mut buf, max, &pause, &mut |m| {
+                match m {
+                    Message::Text(b"2probe") => {
+                        replies.push(OutFrame::text("3probe"));
+                        probed = true;
+                    }
+                    Message::Text(b"5") => upgraded.store(true, Ordering::Relaxed),
+                    Message::Ping(p) => replies.push(OutFrame::pong(p)),
+                    // A close, or anything but the upgrade's packets: the upgrade is off.
+                    _ => stop = true,
+                }
+                if stop {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+        };
+        buf.clear();
+        if probed {
+            polling::release_poll(&conn);
+        }
+        for r in replies {
+            if tcp.write_all(r.remaining()).await.is_err() {
+                stop = true;
+            }
+        }
+        if stop || fed.is_err() || conn.ended().is_some() {
+            break false;
+        }
+        if upgraded.load(Ordering::Relaxed) {
+            break true;
+        }
+        let mut chunk = vec![0u8; 4096];
+        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break false,
+        }
+    };
+    if !ok {
+        polling::abandon_upgrade(&conn);
+        tcp.shutdown().await.ok();
+        return;
+    }
+    let paused = !reader.is_idle();
+    let Some(packets) = polling::complete_upgrade(&conn, tcp) else {
+        return;
+    };
+    let st = Reading {
+        reader,
+        packets,
+        paused,
+        close_code: None,
+    };
+    run(t, conn, st, Vec::new()).await;
+}
+
+/// What a WebSocket connection's task keeps between reads.
+#[derive(Default)]
+struct Reading {
+    reader: Reader,
+    packets: Packets,
+    /// Whether the reader stopped before a message because the queue was over budget (or at
+    /// the upgrade): those bytes are handled once it is not, before anything more is read.
+    paused: bool,
+    /// The close code to answer with when the connection ends.
+    close_code: Option<u16>,
+}
+
+/// Runs a session over its WebSocket until it ends, then ends it.
+async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>) {
+    let tcp = conn.tcp.get().expect("a session on a WebSocket");
+    let mut end = None;
+    if !early.is_empty() {
+        let _turn = TurnGuard::begin(conn.id);
+        end = on_bytes(&t, &conn, &mut st, &mut early);
+    }
+    drop(early);
+    let end = loop {
+        if let Some(e) = end.or_else(|| conn.ended()) {
+            break e;
+        }
+        // Backpressure: while the client's queue is over budget nothing more is read from it,
+        // so what it provokes (replies, pongs, errors) cannot outgrow the budget.
+        let (want_write, over) = conn.pending();
+        if st.paused && !over {
+            let _turn = TurnGuard::begin(conn.id);
+            end = on_bytes(&t, &conn, &mut st, &mut []);
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = conn.wake.notified() => {}
+            r = tcp.readable(), if !over && !st.paused => {
+                end = match r {
+                    Ok(()) => on_readable(&t, &conn, &mut st),
+                    Err(_) => Some(End::Lost("transport error")),
+                };
+            }
+            r = tcp.writable(), if want_write => {
+                if r.and_then(|()| conn.flush()).is_err() {
+                    end = Some(End::Lost("transport error"));
+                }
+            }
+        }
+    };
+    {
+        let mut out = conn.out.lock();
+        if out.end.is_none() {
+            out.end = Some(end);
+        }
+        if let Some(code) = st.close_code {
+            out.push(OutFrame::close(code));
+        }
+    }
+    // Best effort: what the kernel takes now (a goodbye) is sent, the rest dropped.
+    conn.flush().ok();
+    socket2::SockRef::from(tcp)
+        .shutdown(std::net::Shutdown::Both)
+        .ok();
+    t.conns.remove(&conn);
+    finish(&t, &conn, st.packets.session.take(), end);
+}
+
+/// Reads what the socket has, within one turn.
+///
+/// A read that returns less than asked for emptied the socket's receive queue, so readiness is
+/// cleared right there instead of by one more `recv` failing with `EAGAIN`: one system call less
+/// per message in a ping-pong. tokio's readiness ticks make this safe: data arriving after the
+/// read started bumps the tick, and the stale clear is ignored; an end of stream is a final
+/// readiness that is never cleared.
+fn on_readable(t: &Transport, conn: &Arc<Conn>, st: &mut Reading) -> Option<End> {
+    use std::io::Read as _;
+    let tcp = conn.tcp.get().expect("a session on a WebSocket");
+    let _turn = TurnGuard::begin(conn.id);
+    READ_BUF.with_borrow_mut(|buf| {
+        for _ in 0..READS_PER_TURN {
+            if st.paused {
+                return None;
+            }
+            let mut got = 0;
+            let r = tcp.try_io(tokio::io::Interest::READABLE, || {
+                got = (&*socket2::SockRef::from(tcp)).read(buf)?;
+                if got > 0 && got < buf.len() {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match r {
+                Ok(()) if got == 0 => return Some(End::Lost("transport close")),
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(_) => return Some(End::Lost("transport error")),
+            }
+            if let Some(end) = on_bytes(t, conn, st, &mut buf[..got]) {
+                return Some(end);
+            }
+            if got < buf.len() {
+                return None;
+            }
+        }
+        None
+    })
+}
+
+/// Handles the messages in bytes just read.
+fn on_bytes(t: &Transport, conn: &Arc<Conn>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> {
+    let Reading {
+        reader,
+        packets,
+        paused,
+        close_code,
+    } = st;
+    let mut end = None;
+    let max = t.conns.settings.max_message_bytes;
+    // The turn's answers are still queued here (written at its end): reading stops once they
+    // fill the budget.
+    let pause = || conn.over_budget();
+    let fed = reader.feed_until(bytes, max, &pause, &mut |m| {
+        let outcome = match m {
+            Message::Text(_) if packets.skip > 0 => Err((End::Lost("bad packet"), 1002)),
+            Message::Text(text) => match std::str::from_utf8(text) {
+                Ok(text) => on_packet(t, conn, packets, text),
+                Err(_) => Err((End::Lost("invalid utf-8"), 1007)),
+            },
+            Message::Binary(_) if packets.skip > 0 => {
+                packets.skip -= 1;
+                Ok(())
+            }
+            Message::Binary(_) => Err((End::Lost("bad packet"), 1003)),
+            Message::Ping(p) => {
+                conn.push_pong(p);
+                Ok(())
+            }
+            Message::Close(code) => Err((End::Lost("transport close"), echo_close(code))),
+        };
+        match outcome {
+            Ok(()) => ControlFlow::Continue(()),
+            Err((e, code)) => {
+                end = Some(e);
+                if e != End::SentAway {
+                    *close_code = Some(code);
+                }
+                ControlFlow::Break(())
+            }
+        }
+    });
+    match fed {
+        Ok(fed) => *paused = fed == Fed::Paused,
+        Err(v) => {
+            *close_code = Some(v.code());
+            return Some(End::Lost(match v {
+                Violation::Protocol => "protocol error",
+                Violation::TooBig => "message too big",
+            }));
+        }
+    }
+    end
+}
+
+/// The close code to answer a client's close with: its own, as RFC 6455 asks, except the codes
+/// that must never be sent (1005 "no status", 1006, 1015) and those outside the ranges an
+/// endpoint may send: those are answered with 1000.
+fn echo_close(code: Option<u16>) -> u16 {
+    code.filter(|c| matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999))
+        .unwrap_or(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_read_by_key() {
+        let q = Query::parse(Some("EIO=4&transport=polling&t=abc&sid=xyz"));
+        assert_eq!(
+            (q.eio, q.transport, q.sid),
+            (Some("4"), Some("polling"), Some("xyz"))
+        );
+        let q = Query::parse(None);
+        assert_eq!((q.eio, q.transport, q.sid), (None, None, None));
+    }
+
+    #[test]
+    fn close_codes_that_must_not_be_sent_are_answered_with_1000() {
+        assert_eq!(echo_close(Some(1001)), 1001);
+        assert_eq!(echo_close(Some(4000)), 4000);
+        assert_eq!(echo_close(Some(1005)), 1000);
+        assert_eq!(echo_close(Some(1006)), 1000);
+        assert_eq!(echo_close(None), 1000);
+    }
+}
