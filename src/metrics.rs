@@ -88,12 +88,6 @@ pub fn rate_limited(what: &'static str) {
     counter!("roulette_rate_limited_total", "kind" => what).increment(1);
 }
 
-/// A connection was closed because its output stayed over its byte budget for longer than the
-/// ping timeout.
-pub fn backpressure_closed() {
-    counter!("roulette_connections_closed_backpressure_total").increment(1);
-}
-
 /// A TCP connection was dropped before its first request: its address held
 /// `MAX_HTTP_CONNECTIONS_PER_IP` connections in the HTTP stage already.
 pub fn http_connection_refused() {

@@ -280,3 +280,66 @@ async fn the_dashboard_file_needs_the_admin_token_as_the_dashboard_does() {
         .unwrap();
     assert_ne!(r.status().as_u16(), 401);
 }
+
+/// Opens a long-polling session; its id.
+async fn polling_session(s: &TestServer, http: &reqwest::Client) -> String {
+    let body = http
+        .get(format!("{}/socket.io/?EIO=4&transport=polling", s.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open: Value = serde_json::from_str(body.strip_prefix('0').unwrap()).unwrap();
+    open["sid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_session_that_never_polls_holds_little_and_its_address_place() {
+    let s = TestServer::start(&["--max-connections-per-ip", "2"]).await;
+    let http = reqwest::Client::new();
+    let sid = polling_session(&s, &http).await;
+    let url = format!("{}/socket.io/?EIO=4&transport=polling&sid={sid}", s.url());
+    // 100 posts of a 60 KB namespace each, and never a poll for the refusals.
+    let ns = format!("40/{},", "n".repeat(60_000));
+    for _ in 0..100 {
+        let r = http.post(&url).body(ns.clone()).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let held = queued(&s);
+    assert!(
+        held <= 16 * 1024,
+        "{held} bytes queued for a session that never polls (6 MB if repeated whole)"
+    );
+    // Two sessions that never joined fill the address's two places.
+    let _second = polling_session(&s, &http).await;
+    let mut third = Raw::open(&s).await;
+    third.next_text().await;
+    third.text("40").await;
+    let reply = third.next_text().await;
+    assert!(reply.contains("rate-limited"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_session_that_never_reads_leaves_one_pong_queued() {
+    let s = TestServer::start(&[]).await;
+    let http = reqwest::Client::new();
+    let sid = polling_session(&s, &http).await;
+    let mut c = Raw::connect(
+        &s,
+        &format!("EIO=4&transport=websocket&sid={sid}"),
+        SMALL_RCVBUF,
+    )
+    .await;
+    c.text("2probe").await;
+    assert_eq!(c.next().await, Some((1, b"3probe".to_vec())));
+    c.text("5").await;
+    let flood = Raw::encode(9, &[b'p'; 125]).repeat(64_000);
+    let sent = c.flood(&flood, PATIENCE).await;
+    assert_eq!(sent, flood.len());
+    settle().await;
+    let held = queued(&s);
+    assert!(held <= 4096, "{held} bytes queued for an upgraded session that only pings");
+    assert_eq!(s.hub.conns.transports().websocket, 1);
+}

@@ -647,7 +647,9 @@ impl Conn {
                 self.over_since.store(now, Ordering::Release);
             } else if now.saturating_sub(since) > timeout {
                 tracing::info!(sid = %self.id, "closing a connection whose output stayed over its budget");
-                crate::metrics::backpressure_closed();
+                // The facade, not the server's metrics module: that one reads the whole node,
+                // which sits above the transport.
+                metrics::counter!("roulette_connections_closed_backpressure_total").increment(1);
                 self.end(End::Lost("output over budget"));
                 return;
             }

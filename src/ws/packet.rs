@@ -125,11 +125,11 @@ pub fn connected(sid: &str) -> String {
 }
 
 /// A refused namespace connect: `44[/ns,]{"message":...}`. The namespace is the client's own
-/// text: only its first [`crate::protocol::ECHO_BYTES`] bytes are repeated back.
+/// text: only its first [`crate::echo::ECHO_BYTES`] bytes are repeated back.
 pub fn connect_error(ns: &str, message: &str) -> String {
     let mut s = String::from("44");
     if ns != "/" {
-        s.push_str(crate::protocol::clip(ns));
+        s.push_str(crate::echo::clip(ns));
         s.push(',');
     }
     let body = serde_json::json!({ "message": message });

@@ -35,7 +35,8 @@ impl Raw {
         Raw::connect(s, query, None).await
     }
 
-    async fn connect(s: &TestServer, query: &str, rcvbuf: Option<u32>) -> Raw {
+    /// Opens `/socket.io/?<query>` over WebSocket with the given receive buffer.
+    pub async fn connect(s: &TestServer, query: &str, rcvbuf: Option<u32>) -> Raw {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(n) = rcvbuf {
             sock.set_recv_buffer_size(n).unwrap();
