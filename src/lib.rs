@@ -5,8 +5,8 @@
 //! - [`app`]: wires the HTTP routes and the Socket.IO layer together and owns shutdown;
 //! - [`http`]: health, statistics and static pages;
 //! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
-//! - [`ws`]: the WebSocket transport for clients that connect over WebSocket directly (the
-//!   rest go through socketioxide);
+//! - [`ws`]: the Engine.IO / Socket.IO transport (WebSocket, long-polling, the upgrade), which
+//!   hands clients and their events to `signaling` through two traits and knows nothing of it;
 //! - [`core`]: the pure, synchronous rules (queue, matching, rooms), free of I/O;
 //! - [`cluster`]: with `REDIS_URL`, the same service over several nodes: the shared queue,
 //!   delivery between nodes, heartbeats;

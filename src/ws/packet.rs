@@ -47,7 +47,7 @@ pub enum Incoming<'a> {
 }
 
 /// A text message that is not an Engine.IO / Socket.IO packet this server understands; the
-/// connection is closed, as socketioxide does.
+/// connection is closed, as the Socket.IO protocol says.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadPacket;
 
