@@ -29,6 +29,7 @@ run() {
 }
 run idle 300 --hold 1
 run sessions 20 3
+run --polling sessions 20 3
 run relay 10 3
 run soak 6 --idle 200 --users 10 --pairs 5 --chaos 10
 

@@ -340,6 +340,9 @@ async fn an_upgraded_session_that_never_reads_leaves_one_pong_queued() {
     assert_eq!(sent, flood.len());
     settle().await;
     let held = queued(&s);
-    assert!(held <= 4096, "{held} bytes queued for an upgraded session that only pings");
+    assert!(
+        held <= 4096,
+        "{held} bytes queued for an upgraded session that only pings"
+    );
     assert_eq!(s.hub.conns.transports().websocket, 1);
 }

@@ -47,6 +47,10 @@ pub struct Common {
     /// Connect from 127.0.0.1 only, instead of spreading source addresses over 127.0.0.0/8.
     #[arg(long, global = true)]
     pub no_spread: bool,
+    /// Connect as socket.io-client does by default: the long-polling handshake, `40` over
+    /// polling, then the upgrade to WebSocket (instead of a WebSocket directly).
+    #[arg(long, global = true)]
+    pub polling: bool,
     /// Connections being opened at once.
     #[arg(long, global = true, default_value_t = 256)]
     pub connect_concurrency: usize,
@@ -128,6 +132,7 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("a runtime");
+    wire::POLLING_FIRST.store(cli.common.polling, std::sync::atomic::Ordering::Relaxed);
     let c = cli.common.clone();
     let report = rt.block_on(async move {
         match cli.scenario {

@@ -51,6 +51,65 @@ impl Target {
     }
 }
 
+/// Whether clients connect as socket.io-client does by default (see [`Conn::open`]).
+pub static POLLING_FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One HTTP/1.1 exchange on a kept-alive connection: the response's status and body.
+async fn http(
+    tcp: &mut TcpStream,
+    method: &str,
+    target: &str,
+    host: &str,
+    body: &str,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain;charset=UTF-8\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes())
+        .await
+        .context("HTTP request")?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tcp.read(&mut chunk).await.context("HTTP response")?;
+        if n == 0 {
+            bail!("the server closed the HTTP connection");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response: {head:.80}"))?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .ok_or_else(|| anyhow!("an HTTP response without Content-Length"))?;
+    while buf.len() < head_end + len {
+        let n = tcp.read(&mut chunk).await.context("HTTP body")?;
+        if n == 0 {
+            bail!("the server closed the HTTP connection mid-body");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok((
+        status,
+        String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string(),
+    ))
+}
+
 /// An open, namespace-connected Socket.IO client.
 pub struct Conn {
     ws: WebSocketStream<TcpStream>,
@@ -59,8 +118,15 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects and completes the Engine.IO and Socket.IO handshakes.
+    /// Connects and completes the Engine.IO and Socket.IO handshakes: over WebSocket directly,
+    /// or with [`POLLING_FIRST`] as socket.io-client does by default (the long-polling
+    /// handshake, `40` over polling, then the upgrade: `2probe`, `3probe`, `5`).
     pub async fn open(t: &Target, timeout: Duration) -> Result<Conn> {
+        if POLLING_FIRST.load(std::sync::atomic::Ordering::Relaxed) {
+            return tokio::time::timeout(timeout * 2, Conn::open_polling_first(t, timeout))
+                .await
+                .context("the polling handshake and upgrade timed out")?;
+        }
         let socket = TcpSocket::new_v4()?;
         if let Some(src) = t.source() {
             socket.bind(src).context("binding a source address")?;
@@ -94,6 +160,74 @@ impl Conn {
                 bail!("namespace connection refused: {e:.120}");
             }
         }
+    }
+
+    async fn connect_tcp(t: &Target, timeout: Duration) -> Result<TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        if let Some(src) = t.source() {
+            socket.bind(src).context("binding a source address")?;
+        }
+        let tcp = tokio::time::timeout(timeout, socket.connect(t.addr))
+            .await
+            .context("connect timed out")?
+            .context("connect")?;
+        tcp.set_nodelay(true)?;
+        Ok(tcp)
+    }
+
+    async fn open_polling_first(t: &Target, timeout: Duration) -> Result<Conn> {
+        let mut poll = Conn::connect_tcp(t, timeout).await?;
+        let base = "/socket.io/?EIO=4&transport=polling";
+        let (status, open) = http(&mut poll, "GET", base, &t.host, "").await?;
+        if status != 200 || !open.starts_with('0') {
+            bail!("polling handshake: {status} {open:.80}");
+        }
+        let v: Value = serde_json::from_str(&open[1..]).context("the open packet")?;
+        let sid = v["sid"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sid"))?
+            .to_string();
+        let with_sid = format!("{base}&sid={sid}");
+        let (status, _) = http(&mut poll, "POST", &with_sid, &t.host, "40").await?;
+        if status != 200 {
+            bail!("posting 40: {status}");
+        }
+        // The `40` reply may come behind other packets (a noop, a ping), or in a later poll.
+        loop {
+            let (status, body) = http(&mut poll, "GET", &with_sid, &t.host, "").await?;
+            if status != 200 {
+                bail!("namespace connection over polling: {status}");
+            }
+            let mut packets = body.split('\x1e');
+            if packets.clone().any(|p| p == "2") {
+                http(&mut poll, "POST", &with_sid, &t.host, "3").await?;
+            }
+            if packets.any(|p| p.starts_with("40")) {
+                break;
+            }
+            if body.contains("44") {
+                bail!("namespace connection refused over polling: {body:.120}");
+            }
+        }
+        let tcp = Conn::connect_tcp(t, timeout).await?;
+        let url = format!(
+            "ws://{}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+            t.host
+        );
+        let (ws, _) = client_async(url, tcp).await.context("upgrade handshake")?;
+        let mut c = Conn {
+            ws,
+            pending: VecDeque::new(),
+            timeout,
+        };
+        c.send("2probe").await?;
+        let probe = c.text().await?;
+        if probe != "3probe" {
+            bail!("expected 3probe, got {probe:.80}");
+        }
+        c.send("5").await?;
+        drop(poll);
+        Ok(c)
     }
 
     /// Sends a raw Engine.IO text frame.

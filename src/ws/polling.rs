@@ -152,7 +152,13 @@ async fn poll(conn: &Arc<Conn>, p: &Polling) -> Response {
     let _clear = Clear(&p.get);
     loop {
         if p.noop.swap(false, Ordering::AcqRel) {
-            return text("6");
+            // The session moves to its WebSocket: this HTTP connection has served its purpose,
+            // and an idle kept-alive one costs about as much as the session itself until
+            // hyper's header timeout closes it.
+            let mut r = text("6");
+            r.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            return r;
         }
         {
             let mut out = conn.out.lock();
@@ -211,7 +217,13 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
             }
         }
     }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "ok").into_response()
+    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "ok").into_response();
+    if p.upgrading.load(Ordering::Acquire) {
+        // The last post before the upgrade: see the noop in `poll`.
+        r.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// One packet of a post: text, or a base64 binary attachment (`b...`).
