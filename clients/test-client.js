@@ -2,10 +2,11 @@
 // Roulette's command-line test client: connects with the official socket.io-client, authenticates,
 // searches, prints every event it receives, and lets you chat.
 //
-//   node test-client.js [--url http://localhost:3001] [--user alice] [--language en]
+//   node test-client.js [--url http://localhost:3001] [--user alice] [--token JWT] [--language en]
 //                       [--interests music,chess] [--websocket]
 //
-// Type a line to send it as a chat message. Commands: /next, /end, /find, /stats, /quit.
+// Type a line to send it as a chat message. Commands: /next, /end, /find, /stats, /quit. When its
+// output is not a terminal (a pipe, a file), it prints plain lines without the prompt.
 import { parseArgs } from 'node:util';
 import readline from 'node:readline';
 import { io } from 'socket.io-client';
@@ -14,6 +15,7 @@ const { values: opts } = parseArgs({
   options: {
     url: { type: 'string', default: process.env.ROULETTE_URL ?? 'http://localhost:3001' },
     user: { type: 'string' },
+    token: { type: 'string', default: process.env.ROULETTE_TOKEN },
     language: { type: 'string' },
     interests: { type: 'string' },
     websocket: { type: 'boolean', default: false },
@@ -22,9 +24,11 @@ const { values: opts } = parseArgs({
 });
 
 if (opts.help) {
-  console.log(`usage: node test-client.js [--url URL] [--user ID] [--language CODE] [--interests a,b] [--websocket]
+  console.log(`usage: node test-client.js [--url URL] [--user ID] [--token JWT] [--language CODE] [--interests a,b] [--websocket]
 
 Connects to a Roulette server, searches for a partner and prints every event.
+--token (or ROULETTE_TOKEN) is a JWT for a server started with JWT_SECRET or JWT_PUBLIC_KEY: it is
+sent in the handshake and in authenticate, and the server takes the user id from it.
 Type a line to chat; /next skips, /end ends the chat or search, /find searches again,
 /stats shows the server's statistics, /quit leaves.`);
   process.exit(0);
@@ -38,15 +42,27 @@ let roomId = null;
 let partnerId = null;
 
 const time = () => new Date().toISOString().slice(11, 19);
+// A terminal gets the prompt kept below the output; a pipe or a file gets plain lines.
+const tty = Boolean(process.stdout.isTTY);
 const say = (line) => {
-  readline.clearLine(process.stdout, 0);
-  readline.cursorTo(process.stdout, 0);
+  if (tty) {
+    readline.clearLine(process.stdout, 0);
+    readline.cursorTo(process.stdout, 0);
+  }
   console.log(`[${time()}] ${line}`);
-  rl.prompt(true);
+  if (tty) rl.prompt(true);
 };
 
-const rl = readline.createInterface({ input: process.stdin, output: process.stdout, prompt: '> ' });
-const socket = io(opts.url, { transports: opts.websocket ? ['websocket'] : ['polling', 'websocket'] });
+const rl = readline.createInterface({
+  input: process.stdin,
+  output: tty ? process.stdout : undefined,
+  prompt: '> ',
+  terminal: tty,
+});
+const socket = io(opts.url, {
+  transports: opts.websocket ? ['websocket'] : ['polling', 'websocket'],
+  ...(opts.token ? { auth: { token: opts.token } } : {}),
+});
 
 function describe(event, data) {
   switch (event) {
@@ -55,9 +71,9 @@ function describe(event, data) {
     case 'searching':
       return `searching: ${data.message}`;
     case 'queue-status':
-      return `queue: position ${data.position} of ${data.totalWaiting}, about ${data.estimatedWaitTime == null ? '?' : Math.ceil(data.estimatedWaitTime / 1000)} s`;
+      return `queue: ${data.message}`;
     case 'matched':
-      return `matched with ${data.partnerId} in room ${data.roomId} after ${data.waitTime} ms${data.isInitiator ? ' (you start the call)' : ''}`;
+      return `matched with ${data.partnerId} in room ${data.roomId} after ${data.waitTime} ms${data.isInitiator ? ' (you start the call)' : ''}${data.relaxed ? ' (no shared interest: your search had widened)' : ''}`;
     case 'chat-message':
       return data.fromUserId === partnerId ? `${data.fromUserId}: ${data.message}` : `you: ${data.message} (delivered)`;
     case 'partner-typing':
@@ -83,7 +99,10 @@ function describe(event, data) {
 
 socket.on('connect', () => {
   say(`connected to ${opts.url} as socket ${socket.id} over ${socket.io.engine.transport.name}`);
-  socket.emit('authenticate', opts.user ? { userId: opts.user } : {});
+  const auth = {};
+  if (opts.user) auth.userId = opts.user;
+  if (opts.token) auth.token = opts.token;
+  socket.emit('authenticate', auth);
 });
 socket.io.engine?.on('upgrade', (t) => say(`transport upgraded to ${t.name}`));
 socket.on('disconnect', (reason) => say(`disconnected: ${reason}`));
@@ -104,7 +123,7 @@ socket.onAny((event, data) => {
 
 rl.on('line', async (line) => {
   const text = line.trim();
-  if (!text) return rl.prompt();
+  if (!text) return tty && rl.prompt();
   switch (text) {
     case '/next':
       roomId = null;
@@ -129,10 +148,10 @@ rl.on('line', async (line) => {
       if (!roomId) say('not in a chat yet');
       else socket.emit('chat-message', { roomId, message: text });
   }
-  rl.prompt();
+  if (tty) rl.prompt();
 });
 rl.on('close', () => {
   socket.disconnect();
   process.exit(0);
 });
-rl.prompt();
+if (tty) rl.prompt();

@@ -188,10 +188,10 @@
   socket.on('auth-error', (e) => setPhase('idle', 'Cannot sign in', e.message));
 
   socket.on('searching', () => setPhase('searching', 'Looking for someone…', ''));
-  socket.on('queue-status', ({ position, estimatedWaitTime, totalWaiting }) => {
+  socket.on('queue-status', ({ message }) => {
     if (state.phase !== 'searching') return;
-    const wait = estimatedWaitTime == null ? '' : ` · about ${Math.max(1, Math.round(estimatedWaitTime / 1000))} s`;
-    ui.subline.textContent = `Position ${position} of ${totalWaiting}${wait}`;
+    // The server's own words: position, how many wait, and the estimate in s or min.
+    ui.subline.textContent = message;
   });
   socket.on('matched', (m) => {
     ui.messages.replaceChildren();
@@ -233,7 +233,7 @@
       say('Your partner lost its connection; waiting a few seconds for it to come back…');
       return;
     }
-    ended(reason === 'next' ? 'Your partner skipped' : 'Your partner left', 'Press Start to meet someone new.');
+    ended(reason === 'next-partner' ? 'Your partner skipped' : 'Your partner left', 'Press Start to meet someone new.');
   });
   socket.on('chat-ended', ({ roomId }) => ended(roomId ? 'You ended the chat' : 'Search stopped', 'Press Start when you are ready.'));
   socket.on('room-ended', () => ended('Time is up for this chat', 'Press Start to meet someone new.'));

@@ -237,7 +237,7 @@ async fn users_on_different_nodes_meet_talk_and_skip() {
     // Skipping on one node ends the room on the other; both can meet someone new.
     bob.emit("next-partner", json!({})).await;
     let left = alice.expect("partner-left").await;
-    assert_eq!(left["reason"], "next");
+    assert_eq!(left["reason"], "next-partner");
     assert_eq!(left["roomId"], room.as_str());
     // A relay into the ended room is refused, not delivered.
     alice
@@ -261,7 +261,7 @@ async fn users_on_different_nodes_meet_talk_and_skip() {
     // end-chat across nodes.
     carol.emit("end-chat", json!({})).await;
     assert_eq!(carol.expect("chat-ended").await["reason"], "ended");
-    assert_eq!(bob.expect("partner-left").await["reason"], "ended");
+    assert_eq!(bob.expect("partner-left").await["reason"], "user-ended");
     // Nothing from the old room ever reaches bob in between.
     bob.expect_silence(Duration::from_millis(300)).await;
 }
@@ -524,7 +524,7 @@ async fn a_user_who_reconnects_to_another_node_rejoins_its_room() {
     // And the room still ends properly for both.
     alice.emit("end-chat", json!({})).await;
     assert_eq!(alice.expect("chat-ended").await["roomId"], room.as_str());
-    assert_eq!(bob.expect("partner-left").await["reason"], "ended");
+    assert_eq!(bob.expect("partner-left").await["reason"], "user-ended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,10 +43,15 @@ async fn every_event_needs_authentication_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_id_online_elsewhere_is_refused() {
     let s = TestServer::start(&[]).await;
-    let _alice = s.user("alice").await;
+    let mut alice = s.user("alice").await;
     let mut thief = Client::connect(s.addr).await;
     thief.emit("authenticate", json!({"userId": "alice"})).await;
-    let e = thief.expect("auth-error").await;
+    // Alice's connection answers the server's check (her client reads, and so pongs), so the
+    // id stays hers; she notices nothing.
+    let (e, ()) = tokio::join!(
+        thief.expect("auth-error"),
+        alice.expect_silence(Duration::from_secs(2))
+    );
     assert_eq!(e["code"], "user-id-taken");
     // The same socket cannot switch identity either.
     let mut bob = s.user("bob").await;
@@ -260,7 +265,7 @@ async fn next_partner_requeues_the_skipper_and_frees_the_partner() {
     let left = b.expect("partner-left").await;
     assert_eq!(
         left,
-        json!({"reason": "next", "roomId": room, "canReconnect": false})
+        json!({"reason": "next-partner", "roomId": room, "canReconnect": false})
     );
     assert_eq!(a.expect("searching").await["status"], "searching");
     // The ended room is gone at once: no relays into it, and the partner can search at once.
@@ -285,7 +290,7 @@ async fn end_chat_tells_both_and_lets_both_search_again() {
     b.emit_bare("end-chat").await;
     assert_eq!(
         a.expect("partner-left").await,
-        json!({"reason": "ended", "roomId": room, "canReconnect": false})
+        json!({"reason": "user-ended", "roomId": room, "canReconnect": false})
     );
     assert_eq!(
         b.expect("chat-ended").await,

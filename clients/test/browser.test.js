@@ -100,7 +100,7 @@ describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser a
     await carol.click('#startBtn');
     await until(carol, () => window.roulette.phase === 'searching', 'carol searching');
     await alice.click('#nextBtn');
-    await until(bob, () => window.roulette.events.some((e) => e.event === 'partner-left' && e.data.reason === 'next'), 'bob told alice left');
+    await until(bob, () => window.roulette.events.some((e) => e.event === 'partner-left' && e.data.reason === 'next-partner'), 'bob told alice left');
     await until(bob, () => window.roulette.phase === 'idle', 'bob back to idle');
     for (const [name, page] of [['alice', alice], ['carol', carol]]) {
       await until(page, () => window.roulette.partnerId !== null && window.roulette.connectionState === 'connected', `${name} connected to the new partner`);

@@ -81,7 +81,7 @@ describe('a cluster of two nodes, official client', { skip: !haveRedis && 'redis
         const left = next(alice, 'partner-left');
         bob.emit('next-partner');
         const l = await left;
-        assert.equal(l.reason, 'next');
+        assert.equal(l.reason, 'next-partner');
         assert.equal(l.roomId, roomId);
       } finally {
         alice.disconnect();

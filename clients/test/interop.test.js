@@ -80,6 +80,68 @@ for (const [mode, transports] of MODES) {
       }
     });
 
+    it('lets a client that knows no resume token back in after its transport dropped', async () => {
+      // The Node server's browser client: reconnection on, `authenticate {userId}` on every
+      // connect, no resume token.
+      const name = id('dropped');
+      const a = io(server.url, { forceNew: true, reconnection: true, reconnectionDelay: 100,
+        ...(transports ? { transports } : {}) });
+      track(a);
+      let auths = 0;
+      const errors = [];
+      a.on('connect', () => a.emit('authenticate', { userId: name }));
+      a.on('auth-error', (e) => errors.push(e));
+      const first = next(a, 'authenticated');
+      await first;
+      auths++;
+      // In a call with a partner, then the transport drops under the client.
+      const partner = await user(server.url, id('partner'), transports);
+      track(partner);
+      const searching = next(a, 'searching');
+      a.emit('find-random-partner', {});
+      await searching;
+      const matched = next(a, 'matched');
+      partner.emit('find-random-partner', {});
+      const room = (await matched).roomId;
+      const told = collect(partner, 'partner-left', 3000);
+      const again = next(a, 'authenticated', 5000);
+      const dropped = Date.now();
+      a.io.engine.close();
+      const back = await again;
+      auths++;
+      assert.equal(back.userId, name);
+      assert.equal(back.resumed, false, 'a fresh session');
+      assert.ok(Date.now() - dropped < 4000, 'back within the reconnection delay and 3 s');
+      assert.deepEqual(errors, [], 'never user-id-taken');
+      // The partner was told the connection was lost, then that the held room ended.
+      assert.deepEqual(await told, [
+        { reason: 'connection-lost', roomId: room, canReconnect: true },
+        { reason: 'disconnect', roomId: room, canReconnect: false },
+      ]);
+      assert.equal(auths, 2);
+    });
+
+    it('sends queue-status in whole seconds with a message, and says when a match relaxed', async () => {
+      // Zulu speakers only: nobody else of this suite can be matched with them.
+      const zulu = { languages: ['zu'] };
+      const waiter = await user(server.url, id('q'), transports, zulu);
+      track(waiter);
+      const status = next(waiter, 'queue-status');
+      waiter.emit('find-random-partner', { preferences: { language: 'zu', interests: [`rare-${id('i')}`] } });
+      const q = await status;
+      assert.ok(Number.isInteger(q.estimatedWaitTime) && q.estimatedWaitTime > 0, JSON.stringify(q));
+      assert.equal(typeof q.message, 'string');
+      assert.ok(Number.isInteger(q.estimatedWaitMs));
+      const other = await user(server.url, id('q2'), transports, zulu);
+      track(other);
+      const mine = next(waiter, 'matched', 10000);
+      other.emit('find-random-partner', { preferences: { language: 'zu' } });
+      const m = await mine;
+      // The waiter insisted on an interest nobody shares until its search relaxed.
+      assert.equal(m.relaxed, true);
+      assert.deepEqual(m.commonInterests, []);
+    });
+
     it('refuses a user id that is online', async () => {
       const name = id('taken');
       track(await user(server.url, name, transports));
@@ -176,7 +238,7 @@ for (const [mode, transports] of MODES) {
       const left = next(b, 'partner-left');
       const searching = next(a, 'searching');
       a.emit('next-partner');
-      assert.deepEqual(await left, { reason: 'next', roomId, canReconnect: false });
+      assert.deepEqual(await left, { reason: 'next-partner', roomId, canReconnect: false });
       await searching;
       // The skipper is back in the queue: cancel its search so the next pair meets each other.
       const cancelled = next(a, 'chat-ended');
@@ -186,7 +248,7 @@ for (const [mode, transports] of MODES) {
       track(c, d);
       const [leftC, ended] = [next(c, 'partner-left'), next(d, 'chat-ended')];
       d.emit('end-chat');
-      assert.deepEqual(await leftC, { reason: 'ended', roomId: room2, canReconnect: false });
+      assert.deepEqual(await leftC, { reason: 'user-ended', roomId: room2, canReconnect: false });
       assert.deepEqual(await ended, { roomId: room2, reason: 'ended' });
     });
 

@@ -169,7 +169,7 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
                         &Msg::Left {
                             room,
                             to: partner.user,
-                            reason: "ended".into(),
+                            reason: "user-ended".into(),
                         },
                     );
                 }

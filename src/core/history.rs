@@ -168,11 +168,20 @@ impl MatchHistory {
         }
     }
 
+    /// Expected remaining wait for the user at `position` (1 = next), in ms: from the recent
+    /// match rate (see [`rate_estimate_ms`](Self::rate_estimate_ms)), or, when nobody was matched
+    /// in the last minute, the whole window for each user ahead and this one: a minute without a
+    /// match says a match takes at least that long.
+    pub fn estimate_wait_ms(&self, position: usize, segment: Option<Segment>) -> u64 {
+        self.rate_estimate_ms(position, segment)
+            .unwrap_or(RATE_WINDOW.as_millis() as u64 * position.max(1) as u64)
+    }
+
     /// Expected remaining wait for the user at `position` (1 = next), from how many users of its
     /// segment were matched over the last minute (all users when none of its segment were), as of
     /// the last [`prune`](Self::prune).
     /// `None` before any match in that window.
-    pub fn estimate_wait_ms(&self, position: usize, segment: Option<Segment>) -> Option<u64> {
+    pub fn rate_estimate_ms(&self, position: usize, segment: Option<Segment>) -> Option<u64> {
         // Counts over the window as of the last prune (at most one tick old).
         let matched_users = match segment.and_then(|s| self.per_segment.get(&s)) {
             Some(&n) => n,
@@ -218,25 +227,32 @@ mod tests {
     fn estimate_follows_the_match_rate() {
         let t = Instant::now();
         let mut h = MatchHistory::default();
-        assert_eq!(h.estimate_wait_ms(1, None), None);
+        assert_eq!(h.rate_estimate_ms(1, None), None);
         // 30 matches a minute = 60 users a minute = one user a second.
         for _ in 0..30 {
             h.record(t, [(Duration::ZERO, 1); 2]);
         }
-        assert_eq!(h.estimate_wait_ms(1, None), Some(1000));
-        assert_eq!(h.estimate_wait_ms(5, None), Some(5000));
+        assert_eq!(h.rate_estimate_ms(1, None), Some(1000));
+        assert_eq!(h.rate_estimate_ms(5, None), Some(5000));
         // Users like them (segment 2) were matched at a tenth of that rate.
         for _ in 0..3 {
             h.record(t, [(Duration::ZERO, 2); 2]);
         }
-        assert_eq!(h.estimate_wait_ms(1, Some(2)), Some(10_000));
+        assert_eq!(h.rate_estimate_ms(1, Some(2)), Some(10_000));
         // A segment never seen falls back to everyone.
-        assert_eq!(h.estimate_wait_ms(1, Some(3)), Some(909));
+        assert_eq!(h.rate_estimate_ms(1, Some(3)), Some(909));
         // A minute later, once pruned, nothing is known any more.
         let later = t + RATE_WINDOW + Duration::from_secs(1);
         h.prune(later);
-        assert_eq!(h.estimate_wait_ms(1, Some(2)), None);
+        assert_eq!(h.rate_estimate_ms(1, Some(2)), None);
         assert_eq!(h.matches_last_minute(later), 0);
+    }
+
+    #[test]
+    fn without_a_recent_match_the_estimate_is_a_minute_per_user_ahead() {
+        let h = MatchHistory::default();
+        assert_eq!(h.estimate_wait_ms(1, None), 60_000);
+        assert_eq!(h.estimate_wait_ms(3, Some(2)), 180_000);
     }
 
     #[test]
@@ -259,7 +275,7 @@ mod tests {
         assert!(h.waits.len() <= MAX_WAIT_SAMPLES);
         assert_eq!(h.matches_last_minute(end), 100_000);
         // Segment 7 had a member of every match: 100,000 users in 60 s.
-        assert_eq!(h.estimate_wait_ms(1_000, Some(7)), Some(600));
+        assert_eq!(h.rate_estimate_ms(1_000, Some(7)), Some(600));
         // The oldest second leaves the window first, whole.
         h.prune(t + RATE_WINDOW + Duration::from_millis(500));
         assert_eq!(

@@ -342,7 +342,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 return Err(ErrorCode::AlreadyInRoom);
             }
             let mut out = Vec::new();
-            self.close_room_of(user, "ended", now, &mut out);
+            self.close_room_of(user, "user-ended", now, &mut out);
             out.extend(self.find(user, prefs, now)?);
             return Ok(out);
         }
@@ -397,12 +397,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         });
         Effect::new(
             user,
-            ServerEvent::QueueStatus(QueueStatus {
+            ServerEvent::QueueStatus(QueueStatus::new(
                 position,
-                estimated_wait_time: self.history.estimate_wait_ms(position, segment),
-                total_waiting: self.queue.total_waiting(),
-                relaxed: self.queue.is_relaxed(user),
-            }),
+                self.queue.total_waiting(),
+                self.history.estimate_wait_ms(position, segment),
+                self.queue.is_relaxed(user),
+            )),
         )
     }
 
@@ -460,6 +460,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                     is_initiator: initiator,
                     wait_time: wait.as_millis() as u64,
                     common_interests: common_interests.clone(),
+                    relaxed: !me.prefs.interests.is_empty() && common_interests.is_empty(),
                     ice_servers: Vec::new(),
                 }),
             ));
@@ -541,22 +542,22 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         Ok(())
     }
 
-    /// `next-partner`: leaves the current room (the partner is told `next`) and searches again
+    /// `next-partner`: leaves the current room (the partner is told `next-partner`) and searches again
     /// with the last preferences. Outside a room it simply (re)starts the search.
     pub fn next(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
         self.present(user)?;
         let mut out = Vec::new();
-        self.close_room_of(user, "next", now, &mut out);
+        self.close_room_of(user, "next-partner", now, &mut out);
         out.extend(self.find(user, None, now)?);
         Ok(out)
     }
 
-    /// `end-chat`: leaves the room (the partner is told `ended`, the user gets `chat-ended`),
+    /// `end-chat`: leaves the room (the partner is told `user-ended`, the user gets `chat-ended`),
     /// or cancels a search. Neither in a room nor searching: [`ErrorCode::NotInRoom`].
     pub fn end(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
         let id = self.present(user)?;
         let mut out = Vec::with_capacity(2);
-        if let Some(room) = self.close_room_of(user, "ended", now, &mut out) {
+        if let Some(room) = self.close_room_of(user, "user-ended", now, &mut out) {
             out.push(Effect::new(
                 &id,
                 ServerEvent::ChatEnded(ChatEnded {
@@ -635,6 +636,21 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             Some((id, u)) if u.away_until.is_none() => Ok(id.clone()),
             _ => Err(ErrorCode::NotAuthenticated),
         }
+    }
+
+    /// Ends the held session of `user`, who is away (its connection dropped, its room is held for
+    /// the reconnect grace), as if its connection had closed for good now: the partner is told
+    /// `partner-left`, as for any departure. Then a newcomer without the session's resume token
+    /// can take the id, as the old clients that know no resume token do when they reconnect.
+    /// Nothing happens to a user who is not away.
+    pub fn displace(&mut self, user: &str, now: Instant) -> Vec<Effect> {
+        if !self.is_away(user) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        self.close_room_of(user, "disconnect", now, &mut out);
+        self.forget(user);
+        out
     }
 
     /// Whether `user` is away: its connection dropped and its grace period runs.
@@ -768,12 +784,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 let segment = Some(history::segment_of(&u.prefs));
                 out.push(Effect::new(
                     &s.user,
-                    ServerEvent::QueueStatus(QueueStatus {
+                    ServerEvent::QueueStatus(QueueStatus::new(
                         position,
-                        estimated_wait_time: self.history.estimate_wait_ms(position, segment),
                         total_waiting,
-                        relaxed: self.queue.is_relaxed(&s.user),
-                    }),
+                        self.history.estimate_wait_ms(position, segment),
+                        self.queue.is_relaxed(&s.user),
+                    )),
                 ));
             }
         }

@@ -30,10 +30,12 @@ pub struct GhostRoom {
 /// A reason another node gave for leaving a room, as one of the protocol's `partner-left` reasons.
 pub fn known_reason(reason: &str) -> &'static str {
     match reason {
-        "next" => "next",
+        // The first two words are those of nodes from before the reasons took the Node
+        // server's words: a cluster upgraded node by node still understands them.
+        "next" | "next-partner" => "next-partner",
         "disconnect" => "disconnect",
         "connection-lost" => "connection-lost",
-        _ => "ended",
+        _ => "user-ended",
     }
 }
 
@@ -519,14 +521,14 @@ mod tests {
         );
 
         // The ghost's node says it left: the local member is told, the ghost goes.
-        let out = c.remote_left("local", "r1", "next", t);
+        let out = c.remote_left("local", "r1", "next-partner", t);
         assert_eq!(names(&out), [("local", "partner-left")]);
         c.settle();
         assert!(!c.is_ghost("far"));
         assert_eq!(c.live().active_rooms, 0);
         c.check_invariants().unwrap();
         // A stale goodbye for the same room changes nothing.
-        assert!(c.remote_left("local", "r1", "next", t).is_empty());
+        assert!(c.remote_left("local", "r1", "next-partner", t).is_empty());
     }
 
     #[test]

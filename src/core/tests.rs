@@ -96,7 +96,7 @@ fn next_tells_the_partner_and_requeues_the_skipper() {
     assert_eq!(
         events_for(&out, "b"),
         [&ServerEvent::PartnerLeft(PartnerLeft {
-            reason: "next",
+            reason: "next-partner",
             room_id: room.clone(),
             can_reconnect: false
         })]
@@ -122,6 +122,10 @@ fn end_chat_closes_the_room_for_both() {
     let room = matched(&c.find("b", None, t).unwrap(), "a").room_id;
     let out = c.end("b", t).unwrap();
     assert_eq!(events_for(&out, "a")[0].name(), "partner-left");
+    match events_for(&out, "a")[0] {
+        ServerEvent::PartnerLeft(l) => assert_eq!(l.reason, "user-ended", "the Node server's word"),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         events_for(&out, "b"),
         [&ServerEvent::ChatEnded(ChatEnded {

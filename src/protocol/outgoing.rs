@@ -74,6 +74,10 @@ pub struct Matched {
     pub wait_time: u64,
     /// Interests both users listed.
     pub common_interests: Vec<String>,
+    /// True when this user listed interests and was matched without a shared one: its search
+    /// had relaxed (it may have relaxed in the very step that matched it, with no
+    /// `queue-status` to say so).
+    pub relaxed: bool,
     /// Fresh ICE servers for this call (filled in by the signaling layer, which knows them).
     pub ice_servers: Vec<IceServer>,
 }
@@ -84,12 +88,38 @@ pub struct Matched {
 pub struct QueueStatus {
     /// 1 for the longest-waiting user.
     pub position: usize,
-    /// Expected remaining wait in ms from the recent match rate; `null` before any match was seen.
-    pub estimated_wait_time: Option<u64>,
+    /// Expected remaining wait in whole seconds, as the Node server sent it (its client prints
+    /// `~${estimatedWaitTime}s wait`): from the recent match rate, or, when nobody was matched
+    /// in the last minute, at least a minute per user ahead.
+    pub estimated_wait_time: u64,
+    /// The same in ms.
+    pub estimated_wait_ms: u64,
+    /// The same for a person: `"Position 2 of 3, about 20 s"`.
+    pub message: String,
     /// Users waiting now.
     pub total_waiting: usize,
     /// True once the user's interests no longer restrict its partners.
     pub relaxed: bool,
+}
+
+impl QueueStatus {
+    /// The status of the user at `position` of `total_waiting`, expected to wait `wait_ms`.
+    pub fn new(position: usize, total_waiting: usize, wait_ms: u64, relaxed: bool) -> Self {
+        let secs = wait_ms.div_ceil(1000);
+        let about = if secs < 120 {
+            format!("about {secs} s")
+        } else {
+            format!("about {} min", secs.div_ceil(60))
+        };
+        QueueStatus {
+            position,
+            estimated_wait_time: secs,
+            estimated_wait_ms: wait_ms,
+            message: format!("Position {position} of {total_waiting}, {about}"),
+            total_waiting,
+            relaxed,
+        }
+    }
 }
 
 /// `searching`.
@@ -370,6 +400,21 @@ mod tests {
     }
 
     #[test]
+    fn queue_status_speaks_seconds_like_the_node_server() {
+        let q = QueueStatus::new(2, 3, 14_200, false);
+        assert_eq!(q.estimated_wait_time, 15, "whole seconds, rounded up");
+        assert_eq!(q.estimated_wait_ms, 14_200);
+        assert_eq!(q.message, "Position 2 of 3, about 15 s");
+        let v = serde_json::to_value(&q).unwrap();
+        assert_eq!(v["estimatedWaitTime"], 15);
+        assert_eq!(v["estimatedWaitMs"], 14_200);
+        assert_eq!(
+            QueueStatus::new(1, 1, 180_000, true).message,
+            "Position 1 of 1, about 3 min"
+        );
+    }
+
+    #[test]
     fn events_serialise_with_protocol_field_names() {
         let ev = ServerEvent::Matched(Matched {
             room_id: "r".into(),
@@ -377,12 +422,13 @@ mod tests {
             is_initiator: true,
             wait_time: 5,
             common_interests: vec!["chess".into()],
+            relaxed: false,
             ice_servers: vec![],
         });
         assert_eq!(ev.name(), "matched");
         assert_eq!(
             serde_json::to_value(&ev).unwrap(),
-            serde_json::json!({"roomId":"r","partnerId":"p","isInitiator":true,"waitTime":5,"commonInterests":["chess"],"iceServers":[]})
+            serde_json::json!({"roomId":"r","partnerId":"p","isInitiator":true,"waitTime":5,"commonInterests":["chess"],"relaxed":false,"iceServers":[]})
         );
     }
 }

@@ -238,6 +238,16 @@ impl ConnRef {
         self.conn.upgrade().is_some_and(|c| c.ended().is_none())
     }
 
+    /// Whether the client still answers an Engine.IO ping within `within` (false once the
+    /// session is gone): how a newcomer claiming the same user id learns whether the session it
+    /// claims is alive.
+    pub async fn probe(&self, within: Duration) -> bool {
+        match self.conn.upgrade() {
+            Some(c) => c.probe(within).await,
+            None => false,
+        }
+    }
+
     /// Sends the client away (see [`Conn::disconnect`]).
     pub fn disconnect(&self) {
         if let Some(c) = self.conn.upgrade() {
@@ -335,6 +345,8 @@ pub struct Conn {
     ping_sent: AtomicU64,
     /// When the next ping is due.
     next_ping: AtomicU64,
+    /// Pongs received: a [`probe`](ConnRef::probe) watches it change.
+    pongs: AtomicU64,
     /// When the session opened.
     opened: u64,
     /// Whether the client joined the `/` namespace.
@@ -635,6 +647,34 @@ impl Conn {
         let interval = self.settings.ping_interval.as_millis() as u64;
         self.next_ping.store(now + interval, Ordering::Release);
         self.ping_sent.store(0, Ordering::Release);
+        self.pongs.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the client still answers: a ping now (unless one is out already) and its pong
+    /// within `within`.
+    async fn probe(self: &Arc<Self>, within: Duration) -> bool {
+        let before = self.pongs.load(Ordering::Acquire);
+        // Marked as due at the next scheduled ping, so that the heartbeat neither sends another
+        // nor judges this one early.
+        let due = self.next_ping.load(Ordering::Acquire);
+        if self
+            .ping_sent
+            .compare_exchange(0, due, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.push_control(OutFrame::text(packet::PING)).ok();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.pongs.load(Ordering::Acquire) != before {
+                return true;
+            }
+            if self.ended().is_some() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.pongs.load(Ordering::Acquire) != before
     }
 
     /// The heartbeat's visit: a ping when one is due, the end of a client that did not answer
@@ -720,6 +760,7 @@ impl Conns {
             gone: Notify::new(),
             ping_sent: AtomicU64::new(0),
             next_ping: AtomicU64::new(now + self.settings.ping_interval.as_millis() as u64),
+            pongs: AtomicU64::new(0),
             opened: now,
             joined: AtomicBool::new(false),
             ip,

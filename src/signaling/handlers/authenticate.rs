@@ -1,6 +1,8 @@
 //! `authenticate {userId?, userInfo?, token?, resumeToken?}` →
 //! `authenticated {userId, socketId, serverStats, resumeToken, resumed}`.
 
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
 
 use crate::cluster::queue::Job;
@@ -113,22 +115,82 @@ fn defer_to_cluster(ctx: &Ctx<'_>, a: &Attempt) -> bool {
     true
 }
 
+/// How long the connection that holds a user id has to answer a ping before a newcomer without
+/// the session's resume token takes the id (see [`complete`]).
+const PROBE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Binds `socket` to the user of `a`, and answers `authenticated`. With `handover`, the room
 /// another node gave up is taken back (`rejoined`).
+///
+/// In anonymous mode a client that knows no resume token (the Node server's clients send
+/// `authenticate {userId}` again after every reconnection) still gets back in:
+/// - when the connection that held the id has dropped (its room is held for the reconnect
+///   grace), the held session ends as for any departure and the newcomer starts afresh;
+/// - when it still looks alive, it is asked: a ping, and [`PROBE`] for the pong. One that does
+///   not answer (a phone that changed networks, silently) is sent away and the newcomer starts
+///   afresh; one that answers keeps its id, and the newcomer gets `user-id-taken`. The answer
+///   comes within [`PROBE`] and a moment either way.
 pub fn complete(
+    hub: &Hub,
+    session: &Arc<Session>,
+    socket: &Sock,
+    a: Attempt,
+    handover: Option<Handover>,
+) -> Result<(), Reject> {
+    let retry = a.clone();
+    match try_complete(hub, session, socket, a, handover)? {
+        None => Ok(()),
+        Some(holder) => {
+            probe_holder(session.clone(), socket.clone(), retry, holder);
+            Ok(())
+        }
+    }
+}
+
+/// Asks `holder`, the live-looking connection of the user `a` names, whether it still answers,
+/// and answers `a` accordingly (see [`complete`]).
+fn probe_holder(session: Arc<Session>, socket: Sock, a: Attempt, holder: Sock) {
+    tokio::spawn(async move {
+        let hub = session.hub.clone();
+        let user = a.claimed.clone().expect("only a named id is held");
+        if holder.probe(PROBE).await {
+            send_error(&socket, "authenticate", &ErrorCode::UserIdTaken.into());
+            return;
+        }
+        tracing::info!(%user, old = %holder.id(), new = %socket.id(), "the connection holding this id did not answer: the newcomer takes it");
+        holder.disconnect();
+        // Its disconnect handling runs on its own task and frees the id: wait for it (briefly).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while hub.lock().link(&user).is_some_and(|l| l.is(&holder))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let outcome = try_complete(&hub, &session, &socket, a, None);
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(_)) => send_error(&socket, "authenticate", &ErrorCode::UserIdTaken.into()),
+            Err(r) => send_error(&socket, "authenticate", &r),
+        }
+    });
+}
+
+/// [`complete`] as far as it goes without waiting: `Some(holder)` when the id is held by another
+/// connection of this node that looks alive and must be asked first.
+fn try_complete(
     hub: &Hub,
     session: &Session,
     socket: &Sock,
     a: Attempt,
     handover: Option<Handover>,
-) -> Result<(), Reject> {
+) -> Result<Option<Sock>, Reject> {
     let replaced = {
         let mut core = hub.lock();
         let mut state = session.state.lock();
         if state.closed {
             // The socket disconnected while this event waited for the lock: registering it would
             // leave a ghost nobody can reach.
-            return Ok(());
+            return Ok(None);
         }
         let user: UserId = match (&state.user, a.claimed) {
             (Some(current), Some(wanted)) if *current != wanted => {
@@ -146,10 +208,28 @@ pub fn complete(
             },
         };
         let link = Link::Local(socket.clone());
+        let anonymous = hub.verifier.is_none();
         let mut joined = match &handover {
             // Back on the node of its partner, where it was a ghost.
             Some(_) if core.is_ghost(&user) => core.reclaim(&user, link, a.profile),
-            _ => core.join(user.clone(), link.clone(), a.profile, claim)?,
+            _ => match core.join(user.clone(), link.clone(), a.profile.clone(), claim) {
+                Ok(j) => j,
+                // Dropped, held for the grace, and claimed without its resume token: the held
+                // session ends and the newcomer starts afresh.
+                Err(ErrorCode::UserIdTaken) if anonymous && core.is_away(&user) => {
+                    let effects = core.displace(&user, std::time::Instant::now());
+                    hub.deliver(&mut core, effects);
+                    core.join(user.clone(), link.clone(), a.profile, claim)?
+                }
+                // Held by a connection of this node that looks alive: ask it first.
+                Err(ErrorCode::UserIdTaken) if anonymous => match core.link(&user) {
+                    Some(Link::Local(holder)) if holder != socket => {
+                        return Ok(Some(holder.clone()));
+                    }
+                    _ => return Err(ErrorCode::UserIdTaken.into()),
+                },
+                Err(e) => return Err(e.into()),
+            },
         };
         if let Some(h) = handover
             && !core.is_ghost(&user)
@@ -216,7 +296,7 @@ pub fn complete(
         send_error(&old, "authenticate", &ErrorCode::SessionReplaced.into());
         old.disconnect();
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A room another node handed over to a returning user.
