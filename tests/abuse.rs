@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::raw::Raw;
-use common::{Client, TestServer};
+use common::{Client, TestServer, eventually};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -193,21 +193,14 @@ async fn connections_that_never_join_count_toward_the_address_limit() {
     );
     assert_eq!(third.close_code().await, Some(1000), "refused and closed");
     drop(idle);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let freed = eventually(Duration::from_secs(5), async || {
         let mut again = Raw::open(&s).await;
         again.next_text().await;
         again.text("40").await;
-        let reply = again.next_text().await;
-        if reply.starts_with("40{") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a freed slot was never reusable"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        again.next_text().await.starts_with("40{")
+    })
+    .await;
+    assert!(freed, "a freed slot was never reusable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,23 +218,17 @@ async fn idle_tcp_connections_per_address_are_capped_before_their_first_request(
     assert_eq!(n.unwrap_or(0), 0, "closed without an answer");
     // A place freed is a place again, and a request in it is served.
     drop(held.pop());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let served = eventually(Duration::from_secs(5), async || {
         let mut tcp = TcpStream::connect(s.addr).await.unwrap();
         tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         let mut answer = Vec::new();
         tcp.read_to_end(&mut answer).await.ok();
-        if answer.starts_with(b"HTTP/1.1 200") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the freed place was never given again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        answer.starts_with(b"HTTP/1.1 200")
+    })
+    .await;
+    assert!(served, "the freed place was never given again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,22 +8,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, Proc, Redis, free_port};
+use common::{Client, Proc, Redis, eventually, free_port};
 use serde_json::{Value, json};
-
-/// Polls `check` every 50 ms until it holds or `within` passes; returns whether it held.
-async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A Roulette process in the cluster.
 struct Node {

@@ -308,7 +308,7 @@ async fn one_session(
         c.expect("chat-ended").await?;
     } else {
         let left = c.expect("partner-left").await?;
-        if left["reason"] != "ended" {
+        if left["reason"] != "user-ended" {
             bail!("partner-left for {}", left["reason"]);
         }
     }

@@ -127,15 +127,7 @@ impl Conn {
                 .await
                 .context("the polling handshake and upgrade timed out")?;
         }
-        let socket = TcpSocket::new_v4()?;
-        if let Some(src) = t.source() {
-            socket.bind(src).context("binding a source address")?;
-        }
-        let tcp = tokio::time::timeout(timeout, socket.connect(t.addr))
-            .await
-            .context("connect timed out")?
-            .context("connect")?;
-        tcp.set_nodelay(true)?;
+        let tcp = Conn::connect_tcp(t, timeout).await?;
         let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", t.host);
         let (ws, _) = tokio::time::timeout(timeout, client_async(url, tcp))
             .await
