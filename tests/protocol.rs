@@ -430,3 +430,34 @@ async fn a_connection_that_never_joins_is_closed() {
         .await;
     assert!(s.hub.conns.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_without_a_probe_releases_the_poll_and_the_session_still_ends_on_time() {
+    let s = TestServer::start(&FLAGS).await;
+    let p = Poll::new(&s);
+    let (sid, _) = p.open().await;
+    let pending = tokio::spawn({
+        let (http, url) = (p.http.clone(), format!("{}&sid={sid}", p.base));
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut ws = Raw::open_query(&s, &format!("EIO=4&transport=websocket&sid={sid}")).await;
+    ws.text("5").await;
+    let released = tokio::time::timeout(Duration::from_secs(3), pending)
+        .await
+        .expect("the waiting poll is released, not left hanging")
+        .unwrap();
+    assert_eq!(released, "6");
+    ws.text("40").await;
+    assert!(ws.next_text().await.starts_with("40{"));
+    // Silent from here on: the heartbeat on the WebSocket ends it (the released poll took no
+    // wake-up meant for the WebSocket's task).
+    let started = Instant::now();
+    while !s.hub.conns.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the upgraded session outlived its ping timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

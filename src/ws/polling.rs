@@ -151,7 +151,9 @@ async fn poll(conn: &Arc<Conn>, p: &Polling) -> Response {
     }
     let _clear = Clear(&p.get);
     loop {
-        if p.noop.swap(false, Ordering::AcqRel) {
+        // Upgraded meanwhile: the queue belongs to the WebSocket now, and so do wake-ups.
+        let upgraded = conn.tcp.get().is_some();
+        if p.noop.swap(false, Ordering::AcqRel) || upgraded {
             // The session moves to its WebSocket: this HTTP connection has served its purpose,
             // and an idle kept-alive one costs about as much as the session itself until
             // hyper's header timeout closes it.
@@ -202,6 +204,12 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
         }
         let flow = {
             let mut st = p.packets.lock();
+            // Checked under the lock that the session's end (`watch`) and the upgrade take
+            // too: a packet after either must not act, or a `40` would open a session nothing
+            // ever closes.
+            if conn.ended().is_some() || conn.tcp.get().is_some() {
+                return refuse(1, "Session ID unknown");
+            }
             let _turn = TurnGuard::begin(conn.id);
             handle(t, conn, &mut st, packet)
         };
@@ -274,7 +282,8 @@ pub(super) fn release_poll(conn: &Conn) {
 /// state moves to the WebSocket's task (`None` if the session ended meanwhile).
 pub(super) fn complete_upgrade(conn: &Arc<Conn>, tcp: TcpStream) -> Option<Packets> {
     let p = conn.polling.as_ref()?;
-    // A post being handled finishes first: it holds the packets' lock.
+    // A post's packet being handled finishes first: it holds the packets' lock (the caller
+    // waited for the whole post, see [`post_in_flight`]).
     let mut packets = p.packets.lock();
     {
         let out = conn.out.lock();
@@ -286,8 +295,20 @@ pub(super) fn complete_upgrade(conn: &Arc<Conn>, tcp: TcpStream) -> Option<Packe
     }
     let taken = std::mem::take(&mut *packets);
     drop(packets);
+    // A poll still waiting (a client that upgraded without a probe) is released now, before the
+    // WebSocket's task waits on the same `wake`: `notify_waiters` wakes exactly the waiters of
+    // this moment, so none is left to take a later wake-up meant for that task.
+    p.noop.store(true, Ordering::Release);
+    conn.wake.notify_waiters();
     // The long-polling side's watcher leaves; what was queued meanwhile goes out now.
     conn.gone.notify_one();
-    conn.wake.notify_one();
     Some(taken)
+}
+
+/// Whether a post of this session is being handled (its packets must all act on the polling
+/// side before the session moves to its WebSocket).
+pub(super) fn post_in_flight(conn: &Conn) -> bool {
+    conn.polling
+        .as_ref()
+        .is_some_and(|p| p.post.load(Ordering::Acquire))
 }

@@ -277,6 +277,16 @@ async fn upgrade_session(t: Transport, conn: Arc<Conn>, mut tcp: TcpStream, mut 
         tcp.shutdown().await.ok();
         return;
     }
+    // A conforming client pauses polling before it sends `5`; one that did not has its post
+    // finish first, so that no packet of it acts after the switch.
+    while polling::post_in_flight(&conn) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if polling::post_in_flight(&conn) {
+        polling::abandon_upgrade(&conn);
+        tcp.shutdown().await.ok();
+        return;
+    }
     let paused = !reader.is_idle();
     let Some(packets) = polling::complete_upgrade(&conn, tcp) else {
         return;
