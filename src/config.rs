@@ -58,6 +58,25 @@ fn parse_trust_proxy(raw: &str) -> Result<u8, String> {
     }
 }
 
+/// A log level, or `tracing` directives (`info,roulette::ws=debug`): every directive must end in
+/// a level, so that a typo (`loud`) is refused instead of silencing every log line.
+fn parse_log_level(raw: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let ok = !raw.trim().is_empty()
+        && raw.split(',').all(|d| {
+            let level = d.rsplit_once('=').map_or(d, |(_, l)| l).trim();
+            LEVELS.contains(&level.to_ascii_lowercase().as_str())
+        });
+    if ok {
+        Ok(raw.trim().to_string())
+    } else {
+        Err(format!(
+            "{raw:?}: give trace, debug, info, warn, error or off, or directives such as \
+             info,roulette::ws=debug"
+        ))
+    }
+}
+
 fn parse_origins(raw: &str) -> Result<Origins, String> {
     let raw = raw.trim();
     if raw == "*" {
@@ -348,7 +367,7 @@ pub struct Config {
     pub node_timeout_ms: u64,
 
     /// Log level or filter (`info`, `debug`, `roulette=debug,info`); `RUST_LOG` wins when set.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
 
     /// Log format: text or json.
@@ -490,5 +509,10 @@ mod tests {
         assert!(e.to_string().contains("max-room-duration-ms"), "{e}");
         let e = Config::from_flags(["--worker-threads", "5000"]).unwrap_err();
         assert!(e.to_string().contains("worker-threads"), "{e}");
+        let e = Config::from_flags(["--log-level", "loud"]).unwrap_err();
+        assert!(e.to_string().contains("log-level"), "{e}");
+        for good in ["debug", "WARN", "info,roulette::ws=debug", "off"] {
+            assert!(Config::from_flags(["--log-level", good]).is_ok(), "{good}");
+        }
     }
 }

@@ -32,7 +32,12 @@ fn init_tracing(config: &Config) {
             eprintln!("error: invalid LOG_LEVEL {:?}: {e}", config.log_level);
             std::process::exit(2);
         });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only for a person at a terminal: a file or the journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
