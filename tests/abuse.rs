@@ -26,6 +26,15 @@ fn queued(s: &TestServer) -> usize {
     s.hub.conns.output().queued_bytes
 }
 
+/// Sends all of `flood` on a client that reads nothing (the server keeps reading it), lets the
+/// server handle it, and returns the bytes the server then holds queued.
+async fn held_after(s: &TestServer, c: &mut Raw, flood: &[u8]) -> usize {
+    let sent = c.flood(flood, PATIENCE).await;
+    assert_eq!(sent, flood.len(), "the server kept reading");
+    settle().await;
+    queued(s)
+}
+
 /// Lets the server finish what it has read (the flood's last frames are still being handled
 /// when the client's last write returns).
 async fn settle() {
@@ -38,14 +47,8 @@ async fn pings_from_a_client_that_never_reads_leave_one_pong_queued() {
     let mut c = Raw::open_with(&s, SMALL_RCVBUF).await;
     // 8 MB of pings with the largest payload a ping may carry; every one asks for a pong.
     let flood = Raw::encode(9, &[b'p'; 125]).repeat(64_000);
-    let sent = c.flood(&flood, PATIENCE).await;
-    assert_eq!(
-        sent,
-        flood.len(),
-        "pongs never fill the budget: reading goes on"
-    );
-    settle().await;
-    let held = queued(&s);
+    // Pongs never fill the budget: reading goes on.
+    let held = held_after(&s, &mut c, &flood).await;
     assert!(
         held <= 4096,
         "{held} bytes queued for a client that only pings (64,000 pongs would be 8 MB)"
@@ -59,10 +62,7 @@ async fn refused_namespaces_are_repeated_back_by_their_first_64_bytes_only() {
     let ns = format!("40/{},", "n".repeat(60_000));
     let mut c = Raw::open_with(&s, SMALL_RCVBUF).await;
     let flood = Raw::encode(1, ns.as_bytes()).repeat(100);
-    let sent = c.flood(&flood, PATIENCE).await;
-    assert_eq!(sent, flood.len());
-    settle().await;
-    let held = queued(&s);
+    let held = held_after(&s, &mut c, &flood).await;
     assert!(
         held <= 16 * 1024,
         "{held} bytes queued after 100 refusals of a 60 KB namespace (6 MB if repeated whole)"
@@ -89,10 +89,7 @@ async fn errors_repeat_at_most_the_first_64_bytes_of_an_event_name() {
     // 40 unknown events: under the flood-disconnect threshold, each answered with an `error`
     // that names the event.
     let flood = Raw::encode(1, format!("42[\"{name}\"]").as_bytes()).repeat(40);
-    let sent = c.flood(&flood, PATIENCE).await;
-    assert_eq!(sent, flood.len());
-    settle().await;
-    let held = queued(&s);
+    let held = held_after(&s, &mut c, &flood).await;
     assert!(
         held <= 16 * 1024,
         "{held} bytes queued after 40 errors about a 60 KB name (2.4 MB if repeated whole)"
@@ -109,11 +106,7 @@ async fn errors_repeat_at_most_the_first_64_bytes_of_an_event_name() {
 async fn relays_to_a_partner_that_does_not_read_stop_at_its_byte_budget() {
     let s = TestServer::start(&[]).await;
     let mut bob = Raw::open_with(&s, SMALL_RCVBUF).await;
-    bob.join().await;
-    bob.text(r#"42["authenticate",{"userId":"bob"}]"#).await;
-    bob.expect("authenticated").await;
-    bob.text(r#"42["find-random-partner",{}]"#).await;
-    bob.expect("searching").await;
+    bob.searching_as("bob").await;
     let mut alice = s.user("alice").await;
     alice.emit("find-random-partner", json!({})).await;
     let room = alice.expect("matched").await["roomId"].clone();
@@ -323,10 +316,7 @@ async fn an_upgraded_session_that_never_reads_leaves_one_pong_queued() {
     assert_eq!(c.next().await, Some((1, b"3probe".to_vec())));
     c.text("5").await;
     let flood = Raw::encode(9, &[b'p'; 125]).repeat(64_000);
-    let sent = c.flood(&flood, PATIENCE).await;
-    assert_eq!(sent, flood.len());
-    settle().await;
-    let held = queued(&s);
+    let held = held_after(&s, &mut c, &flood).await;
     assert!(
         held <= 4096,
         "{held} bytes queued for an upgraded session that only pings"

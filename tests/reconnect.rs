@@ -47,13 +47,7 @@ async fn a_silent_connection_is_asked_and_loses_its_id_to_the_newcomer() {
     let s = TestServer::start(&[]).await;
     // Alice's phone changes networks: its connection stays open but nothing answers any more.
     let mut silent = Raw::open(&s).await;
-    silent.join().await;
-    silent
-        .text(r#"42["authenticate",{"userId":"alice"}]"#)
-        .await;
-    silent.expect("authenticated").await;
-    silent.text(r#"42["find-random-partner",{}]"#).await;
-    silent.expect("searching").await;
+    silent.searching_as("alice").await;
     let mut b = s.user("bob").await;
     b.emit("find-random-partner", json!({})).await;
     let room = b.expect("matched").await["roomId"].clone();

@@ -116,13 +116,7 @@ async fn other_namespaces_and_binary_events_are_refused_without_closing() {
 async fn a_client_that_stops_answering_pings_is_dropped_and_its_partner_told() {
     let s = TestServer::start(&["--ping-interval-ms", "1000", "--ping-timeout-ms", "1000"]).await;
     let mut silent = Raw::open(&s).await;
-    silent.join().await;
-    silent
-        .text(r#"42["authenticate",{"userId":"silent"}]"#)
-        .await;
-    silent.expect("authenticated").await;
-    silent.text(r#"42["find-random-partner",{}]"#).await;
-    silent.expect("searching").await;
+    silent.searching_as("silent").await;
     let mut b = s.user("bob").await;
     b.emit("find-random-partner", json!({})).await;
     b.expect("matched").await;

@@ -192,6 +192,17 @@ impl Raw {
         open
     }
 
+    /// Joins `/`, authenticates as `user` and starts a search: a user waiting in the queue,
+    /// whose client then does whatever the test makes it do (usually nothing).
+    pub async fn searching_as(&mut self, user: &str) {
+        self.join().await;
+        self.text(&format!(r#"42["authenticate",{{"userId":"{user}"}}]"#))
+            .await;
+        self.expect("authenticated").await;
+        self.text(r#"42["find-random-partner",{}]"#).await;
+        self.expect("searching").await;
+    }
+
     /// The next event `name`, skipping queue updates.
     pub async fn expect(&mut self, name: &str) -> Value {
         loop {
