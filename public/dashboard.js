@@ -7,6 +7,15 @@
   const $ = (id) => document.getElementById(id);
   const palette = ['#5b8cff', '#35d49a', '#ffc857', '#ff5b6e', '#7c5bff'];
 
+  if (typeof Chart !== 'function') {
+    // Chart.js is built into the server; only a STATIC_DIR without it gets here.
+    const note = document.createElement('p');
+    note.className = 'missing';
+    note.textContent = 'Chart.js did not load: /vendor/chart.js/chart.umd.min.js is missing from STATIC_DIR (unset STATIC_DIR, or copy it there with scripts/vendor.sh).';
+    document.body.prepend(note);
+    return;
+  }
+
   Chart.defaults.color = '#9aa3b2';
   Chart.defaults.borderColor = '#232733';
   Chart.defaults.animation = false; // redrawn every 2 s: animations would only cost CPU

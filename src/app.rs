@@ -13,7 +13,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::services::ServeDir;
 
 use crate::config::{Config, Environment, Origins};
 use crate::protocol::outgoing::{ServerShutdown, now_ms};
@@ -33,9 +32,7 @@ pub struct App {
 /// Builds the application from its settings, or says why they cannot work.
 pub fn build(config: Config) -> Result<App, String> {
     let origins = Arc::new(config.client_origin.clone());
-    let static_dir = config.static_dir.clone();
-    let bundle_dir = config.client_bundle_dir.clone();
-    let chart_dir = config.chart_bundle_dir.clone();
+    let assets = Arc::new(config.assets());
     let hub = Hub::new(config)?;
     if let Some(w) = hub.ice.warning() {
         tracing::warn!("{w}");
@@ -47,9 +44,7 @@ pub fn build(config: Config) -> Result<App, String> {
     };
 
     let router = crate::http::routes(hub.clone())
-        .nest_service("/vendor/socket.io", ServeDir::new(bundle_dir))
-        .nest_service("/vendor/chart.js", ServeDir::new(chart_dir))
-        .fallback_service(ServeDir::new(static_dir))
+        .fallback_service(axum::routing::any(crate::assets::serve).with_state(assets))
         .layer(middleware::from_fn_with_state(
             transport,
             crate::ws::intercept,
@@ -81,6 +76,19 @@ async fn limit_per_address(State(hub): State<Arc<Hub>>, req: Request, next: Next
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")));
+        if new_session && hub.waiting_for_cluster() {
+            // A node that would match alone splits the queue: no session until Redis answers.
+            let body = axum::Json(serde_json::json!({
+                "code": "unavailable",
+                "message": "The server is waiting for Redis; try again in a moment",
+            }));
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "2")],
+                body,
+            )
+                .into_response();
+        }
         if new_session {
             hub.limits
                 .admit_connection(ip)
@@ -88,7 +96,7 @@ async fn limit_per_address(State(hub): State<Arc<Hub>>, req: Request, next: Next
         } else {
             Ok(())
         }
-    } else if path == "/health" {
+    } else if path == "/health" || path == "/health/live" {
         Ok(())
     } else {
         hub.limits.admit_request(ip).map_err(|w| (w, "requests"))
@@ -156,6 +164,17 @@ pub async fn run(
     if config.node_env == Environment::Production && config.client_origin == Origins::Any {
         tracing::warn!("CLIENT_ORIGIN is `*` in production: any web page may connect");
     }
+    for (key, set) in [
+        ("CLIENT_BUNDLE_DIR", config.client_bundle_dir.is_some()),
+        ("CHART_BUNDLE_DIR", config.chart_bundle_dir.is_some()),
+    ] {
+        if set {
+            tracing::warn!(
+                "{key} no longer exists and is ignored: the client bundles are built in \
+                 (STATIC_DIR/vendor/ overrides them)"
+            );
+        }
+    }
     if config.native_websocket.is_some() {
         tracing::warn!(
             "NATIVE_WEBSOCKET no longer exists and is ignored: every client is served by \
@@ -180,7 +199,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let App { router, hub } = app;
-    let cluster = join_cluster(&hub).await?;
+    let joining = tokio::spawn(join_cluster(hub.clone()));
     let timeout = hub.config.shutdown_timeout();
     let spread = hub.config.reconnect_spread_ms;
 
@@ -232,8 +251,11 @@ pub async fn serve(
     // Let the notice reach the wire before the transports close.
     tokio::time::sleep(left(deadline).min(Duration::from_millis(200))).await;
     ticker.abort();
-    if let Some((cluster, tasks)) = &cluster {
-        leave_cluster(&hub, cluster, tasks).await;
+    if !joining.is_finished() {
+        joining.abort();
+    }
+    if let Ok(Some((cluster, tasks))) = joining.await {
+        leave_cluster(&hub, &cluster, &tasks).await;
     }
     // Closing the server does not run disconnect handlers: forget everyone explicitly.
     hub.lock().clear();
@@ -259,25 +281,36 @@ pub async fn serve(
 /// The cluster's background work: worker, inbox, heartbeat.
 type ClusterTasks = Vec<tokio::task::JoinHandle<()>>;
 
-/// With `REDIS_URL` set, connects to Redis (or fails the start: a node that cannot reach the
-/// cluster must not serve alone) and starts the worker, the inbox and the heartbeat.
-async fn join_cluster(
-    hub: &Arc<Hub>,
-) -> std::io::Result<Option<(Arc<crate::cluster::Cluster>, ClusterTasks)>> {
+/// With `REDIS_URL` set, connects to Redis and starts the worker, the inbox and the heartbeat;
+/// until then the node takes no Socket.IO sessions and `/health` answers 503. A Redis that
+/// cannot be reached at start is waited for (and each failure logged), as one that goes away
+/// later is: a rollout that starts pods before Redis must not crash-loop them.
+async fn join_cluster(hub: Arc<Hub>) -> Option<(Arc<crate::cluster::Cluster>, ClusterTasks)> {
     use crate::cluster::{Cluster, inbox, liveness, worker};
-    let Some(url) = hub.config.redis_url.clone() else {
-        return Ok(None);
+    let url = hub.config.redis_url.clone()?;
+    let mut attempt = 0u32;
+    let (cluster, subscriber) = loop {
+        match Cluster::connect(
+            &url,
+            hub.config.redis_ca_file.as_deref(),
+            &hub.config.redis_prefix,
+            hub.config.node_id.as_deref(),
+            Duration::from_millis(hub.config.node_timeout_ms),
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                // Every failure for the first minute, then one in ten: the log stays readable.
+                if attempt < 30 || attempt.is_multiple_of(10) {
+                    tracing::warn!("{e}; not serving until Redis answers (retrying)");
+                }
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
     };
-    let (cluster, subscriber) = Cluster::connect(
-        &url,
-        &hub.config.redis_prefix,
-        hub.config.node_id.as_deref(),
-        Duration::from_millis(hub.config.node_timeout_ms),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e))?;
-    hub.cluster.set(cluster.clone()).ok();
     let jobs = hub
         .jobs
         .lock()
@@ -289,19 +322,19 @@ async fn join_cluster(
     ];
     // Serve only once this node hears its own channel (its first heartbeat then makes it
     // visible to the others).
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut since = Instant::now();
     while !cluster.inbox_ok() {
-        if Instant::now() > deadline {
-            return Err(std::io::Error::other(
-                "this node's Redis channel never delivered its own ping",
-            ));
+        if since.elapsed() > Duration::from_secs(10) {
+            tracing::warn!("this node's Redis channel has not delivered its own ping yet");
+            since = Instant::now();
         }
         cluster.ping_self();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    hub.cluster.set(cluster.clone()).ok();
     tasks.push(tokio::spawn(liveness::run(hub.clone(), cluster.clone())));
     tracing::info!(node = %cluster.node, "joined the cluster");
-    Ok(Some((cluster, tasks)))
+    Some((cluster, tasks))
 }
 
 /// Leaves the cluster at shutdown: partners on other nodes are told at once (not after the

@@ -77,6 +77,51 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
     }
 }
 
+/// A comma-separated list of ICE server URLs of the given schemes (RFC 7064, RFC 7065):
+/// `scheme:host[:port][?transport=udp|tcp]`. A browser refuses the whole `RTCPeerConnection`
+/// over one bad URL, so a typo is refused here, at start.
+fn parse_ice_urls(raw: &str, schemes: &[&str]) -> Result<String, String> {
+    for url in raw.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let (scheme, rest) = url.split_once(':').unwrap_or(("", url));
+        if !schemes.contains(&scheme.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{url:?}: each URL starts with {}: or {}: (like {}:host:3478)",
+                schemes[0], schemes[1], schemes[0]
+            ));
+        }
+        let (host_port, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let host = host_port.rsplit_once(':').map_or(host_port, |(h, p)| {
+            if p.parse::<u16>().is_ok() {
+                h
+            } else {
+                host_port
+            }
+        });
+        if host.is_empty() || host.starts_with("//") || host.contains('/') {
+            return Err(format!(
+                "{url:?}: no host (write {scheme}:host:port, without //)"
+            ));
+        }
+        if !query.is_empty() && !matches!(query, "transport=udp" | "transport=tcp") {
+            return Err(format!(
+                "{url:?}: the only query is ?transport=udp or ?transport=tcp"
+            ));
+        }
+        if query.starts_with("transport") && !scheme.starts_with("turn") {
+            return Err(format!("{url:?}: ?transport is for TURN URLs"));
+        }
+    }
+    Ok(raw.trim().to_string())
+}
+
+fn parse_stun_urls(raw: &str) -> Result<String, String> {
+    parse_ice_urls(raw, &["stun", "stuns"])
+}
+
+fn parse_turn_urls(raw: &str) -> Result<String, String> {
+    parse_ice_urls(raw, &["turn", "turns"])
+}
+
 fn parse_origins(raw: &str) -> Result<Origins, String> {
     let raw = raw.trim();
     if raw == "*" {
@@ -204,18 +249,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub worker_threads: u16,
 
-    /// Directory of static files served at `/`.
-    #[arg(long, env = "STATIC_DIR", default_value = "public")]
-    pub static_dir: std::path::PathBuf,
+    /// Directory of files served at `/` before the built-in demo page, dashboard and client
+    /// bundles (a file of the same name there wins). Unset: the built-in files only.
+    #[arg(long, env = "STATIC_DIR")]
+    pub static_dir: Option<std::path::PathBuf>,
 
-    /// Directory holding the official socket.io client bundle, served at `/vendor/socket.io/`
-    /// for the demo page (the npm package's `dist`, installed by `npm ci` in `clients/`).
-    #[arg(
-        long,
-        env = "CLIENT_BUNDLE_DIR",
-        default_value = "clients/node_modules/socket.io-client/dist"
-    )]
-    pub client_bundle_dir: std::path::PathBuf,
+    /// Removed: the socket.io client bundle is built in (`STATIC_DIR/vendor/socket.io/` overrides
+    /// it). Still read, so that a server started with it says so.
+    #[arg(long, env = "CLIENT_BUNDLE_DIR", hide = true)]
+    pub client_bundle_dir: Option<std::path::PathBuf>,
 
     /// How long the room of a user whose connection dropped is held for it to come back with
     /// its `resumeToken`, in ms. 0 ends the room at once.
@@ -303,12 +345,13 @@ pub struct Config {
     #[arg(
         long,
         env = "STUN_URLS",
-        default_value = "stun:stun.l.google.com:19302"
+        default_value = "stun:stun.l.google.com:19302",
+        value_parser = parse_stun_urls
     )]
     pub stun_urls: String,
 
     /// TURN servers for clients, comma-separated (`turn:host:3478?transport=udp,turns:host:5349`).
-    #[arg(long, env = "TURN_URLS", default_value = "")]
+    #[arg(long, env = "TURN_URLS", default_value = "", value_parser = parse_turn_urls)]
     pub turn_urls: String,
 
     /// The TURN server's shared secret (coturn `static-auth-secret`): clients get credentials
@@ -322,7 +365,7 @@ pub struct Config {
     pub turn_ttl: u64,
 
     /// One more TURN URL (the earlier implementation's key; added to `TURN_URLS`).
-    #[arg(long, env = "TURN_SERVER_URL")]
+    #[arg(long, env = "TURN_SERVER_URL", value_parser = parse_turn_urls)]
     pub turn_server_url: Option<String>,
 
     /// Static TURN username, for TURN servers without a shared secret.
@@ -337,19 +380,19 @@ pub struct Config {
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Directory holding Chart.js (the npm package's `dist`), served at `/vendor/chart.js/` for
-    /// the dashboard.
-    #[arg(
-        long,
-        env = "CHART_BUNDLE_DIR",
-        default_value = "clients/node_modules/chart.js/dist"
-    )]
-    pub chart_bundle_dir: std::path::PathBuf,
+    /// Removed: Chart.js is built in (`STATIC_DIR/vendor/chart.js/` overrides it).
+    #[arg(long, env = "CHART_BUNDLE_DIR", hide = true)]
+    pub chart_bundle_dir: Option<std::path::PathBuf>,
 
-    /// Redis to share the queue, rooms and delivery with other nodes (`redis://host:6379`).
-    /// Unset: a single in-memory node.
+    /// Redis to share the queue, rooms and delivery with other nodes (`redis://host:6379`, or
+    /// `rediss://` for TLS). Unset: a single in-memory node.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// PEM file of the certificate authorities a `rediss://` Redis's certificate is checked
+    /// against (a private CA). Unset: the system's trusted roots.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
 
     /// Prefix of every Redis key and channel of this service, so several deployments (or test
     /// runs) can share one Redis.
@@ -442,6 +485,35 @@ impl Config {
         }
     }
 
+    /// The checks that need more than one value or the file system, run before the server
+    /// listens: a directory that is not there, a Redis URL that cannot be used. The message
+    /// names the key and never holds the Redis password.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "STATIC_DIR: {} is not a directory (unset it to serve the built-in pages)",
+                dir.display()
+            ));
+        }
+        match (&self.redis_url, &self.redis_ca_file) {
+            (Some(url), ca) => {
+                crate::cluster::redis_config(url, ca.as_deref())?;
+            }
+            (None, Some(_)) => return Err("REDIS_CA_FILE is set but REDIS_URL is not".into()),
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The static files' settings.
+    pub fn assets(&self) -> crate::assets::Settings {
+        crate::assets::Settings {
+            dir: self.static_dir.clone(),
+        }
+    }
+
     /// How long shutdown may take.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
@@ -514,5 +586,60 @@ mod tests {
         for good in ["debug", "WARN", "info,roulette::ws=debug", "off"] {
             assert!(Config::from_flags(["--log-level", good]).is_ok(), "{good}");
         }
+        for bad in [
+            "http://x",
+            "stun://host:3478",
+            "turn:host:3478",
+            "stun:",
+            "stun:h?transport=udp",
+        ] {
+            let e = Config::from_flags(["--stun-urls", bad]).unwrap_err();
+            assert!(e.to_string().contains("stun-urls"), "{bad}: {e}");
+        }
+        for good in [
+            "",
+            "stun:stun.l.google.com:19302,stuns:[::1]:5349",
+            "stun:host",
+        ] {
+            assert!(
+                Config::from_flags(["--stun-urls", good]).is_ok(),
+                "{good:?}"
+            );
+        }
+        for bad in [
+            "stun:host:3478",
+            "turn:host:3478?transport=sctp",
+            "turn://h",
+        ] {
+            let e = Config::from_flags(["--turn-urls", bad]).unwrap_err();
+            assert!(e.to_string().contains("turn-urls"), "{bad}: {e}");
+        }
+        let ok = "turn:10.0.0.1:3478?transport=udp,turns:turn.example.com:5349?transport=tcp";
+        assert!(Config::from_flags(["--turn-urls", ok]).is_ok());
+    }
+
+    #[test]
+    fn checks_before_listening_name_the_key_and_hide_the_password() {
+        let check = |flags: &[&str]| Config::from_flags(flags).unwrap().check();
+        assert!(check(&[]).is_ok());
+        let e = check(&["--static-dir", "/nonexistent/roulette"]).unwrap_err();
+        assert!(e.contains("STATIC_DIR"), "{e}");
+        assert!(check(&["--static-dir", "."]).is_ok());
+        let e = check(&["--redis-url", "notaurl"]).unwrap_err();
+        assert!(e.contains("REDIS_URL"), "{e}");
+        let e = check(&["--redis-url", "ftp://:hunter2@host"]).unwrap_err();
+        assert!(e.contains("REDIS_URL") && !e.contains("hunter2"), "{e}");
+        assert!(check(&["--redis-url", "redis://127.0.0.1:6379"]).is_ok());
+        assert!(check(&["--redis-url", "rediss://:pw@redis.example.com:6380/0"]).is_ok());
+        let e = check(&[
+            "--redis-url",
+            "rediss://h",
+            "--redis-ca-file",
+            "/nonexistent.pem",
+        ])
+        .unwrap_err();
+        assert!(e.contains("REDIS_CA_FILE"), "{e}");
+        let e = check(&["--redis-ca-file", "/etc/hostname"]).unwrap_err();
+        assert!(e.contains("REDIS_CA_FILE"), "{e}");
     }
 }

@@ -20,6 +20,7 @@ pub fn routes(hub: Arc<Hub>) -> Router {
         .route("/stats", get(stats))
         .route("/ice-servers", get(ice_servers))
         .route("/metrics", get(metrics))
+        .route("/health/live", get(live))
         .route("/dashboard", get(dashboard))
         // The page's own file name too: the static files would serve it without the token.
         .route("/dashboard.html", get(dashboard))
@@ -52,7 +53,8 @@ async fn health(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         redis: if c.redis_up() { "up" } else { "down" },
         nodes: c.figures().nodes,
     });
-    let redis_down = cluster.as_ref().is_some_and(|c| c.redis == "down");
+    let redis_down =
+        cluster.as_ref().is_some_and(|c| c.redis == "down") || hub.waiting_for_cluster();
     let body = Health {
         status: if stopping {
             "shutting-down"
@@ -73,6 +75,13 @@ async fn health(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         StatusCode::OK
     };
     (code, Json(body))
+}
+
+/// `GET /health/live`: the process serves HTTP. Unlike `/health` it ignores Redis and
+/// shutdown: a liveness probe that restarted nodes during a Redis outage would end calls that
+/// carry on without it.
+async fn live() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "alive" }))
 }
 
 /// The cluster part of `/health`.
@@ -262,22 +271,18 @@ async fn metrics(_: Admin, State(hub): State<Arc<Hub>>) -> Response {
         .into_response()
 }
 
-/// `GET /dashboard`: the live dashboard page (`STATIC_DIR/dashboard.html`).
+/// `GET /dashboard`: the live dashboard page (built in, or `STATIC_DIR/dashboard.html`).
 async fn dashboard(_: Admin, State(hub): State<Arc<Hub>>) -> Response {
-    match tokio::fs::read(hub.config.static_dir.join("dashboard.html")).await {
-        Ok(page) => (
+    match crate::assets::get(&hub.config.assets(), "dashboard.html").await {
+        Some(page) => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                 (header::CACHE_CONTROL, "no-store"),
             ],
-            page,
+            page.bytes,
         )
             .into_response(),
-        Err(_) => (
-            StatusCode::NOT_FOUND,
-            "dashboard.html is not in STATIC_DIR\n",
-        )
-            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no dashboard.html\n").into_response(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! Layers, from the outside in:
 //! - [`config`]: typed, validated settings from flags, environment and `.env`;
 //! - [`app`]: wires the HTTP routes and the Socket.IO layer together and owns shutdown;
-//! - [`http`]: health, statistics and static pages;
+//! - [`http`]: health, statistics and the dashboard route;
+//! - [`assets`]: the demo page, dashboard and client bundles, built in;
 //! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
 //! - [`ws`]: the Engine.IO / Socket.IO transport (WebSocket, long-polling, the upgrade), which
 //!   hands clients and their events to `signaling` through two traits and knows nothing of it;
@@ -16,6 +17,7 @@
 //!   servers for clients, Prometheus metrics; used by the layers above.
 
 pub mod app;
+pub mod assets;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -79,6 +79,10 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    if let Err(e) = config.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     init_tracing(&config);
     raise_open_file_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();

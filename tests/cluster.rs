@@ -19,14 +19,24 @@ struct Node {
 
 impl Node {
     async fn start(redis: &Redis, id: &str, extra: &[&str]) -> Node {
+        let node = Node::spawn(&redis.url(), id, extra, Stdio::null()).await;
+        assert!(
+            eventually(Duration::from_secs(15), async || node.health().await == 200).await,
+            "node {id} never became healthy"
+        );
+        node
+    }
+
+    /// A node of Redis `url`, once it answers HTTP (healthy or not).
+    async fn spawn(url: &str, id: &str, extra: &[&str], out: Stdio) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_roulette"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--redis-url", &redis.url(), "--node-id", id])
+            .args(["--redis-url", url, "--node-id", id])
             .args(["--log-level", "warn"])
             .args(extra)
             .env_clear()
-            .stdout(Stdio::null())
+            .stdout(out)
             .spawn()
             .expect("the roulette binary");
         let node = Node {
@@ -34,8 +44,8 @@ impl Node {
             child: Proc(child),
         };
         assert!(
-            eventually(Duration::from_secs(15), async || node.health().await == 200).await,
-            "node {id} never became healthy"
+            eventually(Duration::from_secs(15), async || node.health().await != 0).await,
+            "node {id} never answered HTTP"
         );
         node
     }
@@ -533,4 +543,122 @@ async fn a_node_that_shuts_down_tells_partners_at_once() {
     // carol left the queue with her node: dave waits instead of meeting her.
     let mut dave = waiting(&a, "dave").await;
     dave.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// A node started while its Redis is down serves HTTP at once, answers 503 on `/health` (so a
+/// readiness probe keeps traffic away) and refuses Socket.IO sessions, instead of exiting; once
+/// Redis starts it joins and serves.
+#[tokio::test]
+async fn a_node_started_before_its_redis_waits_for_it() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let p = prefix("early");
+    let node = Node::spawn(&url, "early", &["--redis-prefix", &p], Stdio::null()).await;
+    let (code, h) = node.get("/health").await;
+    assert_eq!(
+        (code, h["status"].as_str()),
+        (503, Some("redis-down")),
+        "{h}"
+    );
+    let handshake = reqwest::get(format!(
+        "http://{}/socket.io/?EIO=4&transport=polling",
+        node.addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        handshake.status(),
+        503,
+        "no session before the cluster is joined"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node.health().await, 503, "still waiting, still alive");
+
+    let _redis = Redis::start_on(port);
+    assert!(
+        eventually(Duration::from_secs(15), async || node.health().await == 200).await,
+        "the node joined once Redis answered"
+    );
+    let mut a = node.user("early-a").await;
+    let mut b = node.user("early-b").await;
+    meet(&mut a, &mut b).await;
+}
+
+/// Managed Redis services speak TLS: `rediss://` with the server's certificate checked against
+/// `REDIS_CA_FILE` (a CA made here). Without that CA the certificate is not trusted and the
+/// node never joins.
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("roulette-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Roulette test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let ca_file = file("ca.pem", ca.pem());
+    let cert_file = file("server.pem", server.pem());
+    let key_file = file("server.key", server_key.serialize_pem());
+
+    let port = free_port();
+    let _redis = Redis::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert_file,
+            "--tls-key-file",
+            &key_file,
+            "--tls-ca-cert-file",
+            &ca_file,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://127.0.0.1:{port}");
+    let p = prefix("tls");
+    let trusted = Node::spawn(
+        &url,
+        "tls-a",
+        &["--redis-prefix", &p, "--redis-ca-file", &ca_file],
+        Stdio::null(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(15), async || trusted.health().await
+            == 200)
+        .await,
+        "a node that trusts the CA joins over TLS"
+    );
+    let (_, h) = trusted.get("/health").await;
+    assert_eq!(h["cluster"]["redis"], "up", "{h}");
+    let mut a = trusted.user("tls-a1").await;
+    let mut b = trusted.user("tls-a2").await;
+    meet(&mut a, &mut b).await;
+
+    let untrusting = Node::spawn(&url, "tls-b", &["--redis-prefix", &p], Stdio::null()).await;
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        untrusting.health().await,
+        503,
+        "a certificate from an unknown CA is refused"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

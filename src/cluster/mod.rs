@@ -250,6 +250,48 @@ pub fn scrub(text: &str, url: &str) -> String {
     text.replace(secret, "***")
 }
 
+/// fred's settings for `url`: `redis://` or, with TLS, `rediss://`, the server's certificate
+/// checked against the PEM bundle `ca_file` when given (a private CA), else the system's roots.
+/// Errors name the key and hide the password.
+pub fn redis_config(url: &str, ca_file: Option<&std::path::Path>) -> Result<Config, String> {
+    let mut config = Config::from_url(url).map_err(|e| {
+        scrub(
+            &format!(
+                "REDIS_URL: {e} (expected redis://[:password@]host[:port][/db] or rediss://…)"
+            ),
+            url,
+        )
+    })?;
+    if let Some(path) = ca_file {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let what = |e: &dyn std::fmt::Display| format!("REDIS_CA_FILE {}: {e}", path.display());
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| what(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| what(&e))?;
+        if certs.is_empty() {
+            return Err(what(&"no PEM certificate in it"));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs {
+            roots.add(cert).map_err(|e| what(&e))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| what(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        if config.tls.is_none() {
+            return Err(what(&"a CA file needs a rediss:// REDIS_URL"));
+        }
+        config.tls = Some(fred::types::config::TlsConnector::from(tls).into());
+    }
+    Ok(config)
+}
+
 /// The password in a `redis://[user][:password]@host` URL, if it has one.
 fn password(url: &str) -> Option<&str> {
     let rest = &url[url.find("://")? + 3..];
@@ -264,12 +306,13 @@ impl Cluster {
     /// starts the publisher. Returns the cluster and the receiver of this node's messages.
     pub async fn connect(
         url: &str,
+        ca_file: Option<&std::path::Path>,
         prefix: &str,
         node: Option<&str>,
         node_timeout: Duration,
         wait: Duration,
     ) -> Result<(Arc<Cluster>, fred::clients::SubscriberClient), String> {
-        let config = Config::from_url(url).map_err(|e| scrub(&format!("REDIS_URL: {e}"), url))?;
+        let config = redis_config(url, ca_file)?;
         let build = |b: &mut Builder| {
             b.with_performance_config(|p| {
                 // Messages for this node wait here until the inbox takes them; a burst must fit.
@@ -292,15 +335,23 @@ impl Cluster {
             subscriber.init().await?;
             Ok::<_, fred::error::Error>(())
         };
-        match tokio::time::timeout(wait, connect).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(scrub(&format!("cannot reach Redis at {url}: {e}"), url)),
-            Err(_) => {
-                return Err(scrub(
-                    &format!("cannot reach Redis at {url} within {wait:?}"),
-                    url,
-                ));
-            }
+        let failed = match tokio::time::timeout(wait, connect).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("cannot reach Redis at {url}: {e}")),
+            Err(_) => Some(format!("cannot reach Redis at {url} within {wait:?}")),
+        };
+        if let Some(e) = failed {
+            // Stop both clients' connection tasks: the caller may try again with new ones.
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                if client.state() != ClientState::Disconnected {
+                    let _ = client.quit().await;
+                }
+                if subscriber.state() != ClientState::Disconnected {
+                    let _ = subscriber.quit().await;
+                }
+            })
+            .await;
+            return Err(scrub(&e, url));
         }
         let node: Arc<str> = match node {
             Some(n) => n.into(),

@@ -181,6 +181,12 @@ impl Hub {
         self.resubmit(user.into());
     }
 
+    /// True while a node with `REDIS_URL` has not joined its cluster yet: it takes no sessions
+    /// and `/health` answers 503.
+    pub fn waiting_for_cluster(&self) -> bool {
+        self.config.redis_url.is_some() && self.cluster.get().is_none()
+    }
+
     /// True once shutdown began: `/health` answers 503 and new searches are refused.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)

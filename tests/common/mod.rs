@@ -459,12 +459,25 @@ pub struct Redis {
 impl Redis {
     /// Starts one on `port` and waits until it accepts connections.
     pub fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// Starts one listening on `port` as `args` say (TLS, say) and waits until it accepts TCP
+    /// connections there.
+    pub fn start_with(port: u16, args: &[&str]) -> Redis {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): the cluster tests start their own; install it \
+                     (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis). \
+                     scripts/test.sh checks this before it builds"
+                )
+            });
         let r = Redis {
             port,
             child: Proc(child),
