@@ -28,6 +28,12 @@
   let typingTimer = null;
   let signalChain = Promise.resolve();
 
+  if (typeof io !== 'function') {
+    // The bundle is built into the server; only a STATIC_DIR without it gets here.
+    $('headline').textContent = 'The socket.io client did not load';
+    $('subline').textContent = '/vendor/socket.io/socket.io.min.js is missing from STATIC_DIR: unset STATIC_DIR, or copy it there (scripts/vendor.sh).';
+    return;
+  }
   const socket = io({ transports: ['polling', 'websocket'] });
 
   // ---- screen -------------------------------------------------------------------------------
@@ -170,10 +176,19 @@
     closeCall();
     setPhase('idle', 'Connection lost', 'Reconnecting to the server…');
   });
+  const showOnline = (n) => { state.online = n; ui.online.textContent = `${n} online`; };
   socket.on('authenticated', ({ userId, serverStats, resumeToken, iceServers }) => {
     Object.assign(state, { userId, resumeToken, iceServers });
-    ui.online.textContent = `${serverStats.connectedUsers} online`;
+    showOnline(serverStats.connectedUsers);
   });
+  // The count changes as people come and go: read it again every 10 s while the tab is shown.
+  setInterval(async () => {
+    if (document.hidden || !socket.connected) return;
+    try {
+      const r = await fetch('/stats', { cache: 'no-store' });
+      if (r.ok) showOnline((await r.json()).connectedUsers);
+    } catch { /* the next round tries again */ }
+  }, 10000);
   // Our connection came back within the grace: the room is still ours, set the call up again.
   socket.on('rejoined', (r) => {
     setPhase('matched');
@@ -262,6 +277,10 @@
     const message = ui.input.value.trim();
     if (!message || !state.roomId) return;
     socket.emit('chat-message', { roomId: state.roomId, message });
+    // Sent: not typing any more, and the next key starts a new "typing" (a timer left running
+    // here would swallow it).
+    clearTimeout(typingTimer);
+    typingTimer = null;
     socket.emit('typing', { roomId: state.roomId, isTyping: false });
     ui.input.value = '';
   };

@@ -2,10 +2,40 @@
 # Every check and every test: formatting, lints, the Rust unit, property and integration tests
 # (the cluster tests start their own redis-server),
 # then the official-client interoperability suite and the browser end-to-end test (Node), whole
-# sessions with python-socketio (installed from PyPI if missing), then a few seconds of every
-# load-generator scenario.
+# sessions with python-socketio (installed from PyPI if missing), a few seconds of every
+# load-generator scenario, and the README's quick start on a fresh clone of the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# What the tests need, checked before anything is built. As root on Debian/Ubuntu the system
+# packages are installed here (as .ci/run does); elsewhere the missing ones are named with the
+# command that installs them.
+missing=()
+apt=()
+command -v cargo >/dev/null 2>&1 || missing+=("cargo (Rust stable: https://rustup.rs)")
+if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  missing+=("Node.js 20 or later (https://nodejs.org, or: apt-get install nodejs npm)")
+fi
+command -v npm >/dev/null 2>&1 || missing+=("npm (apt-get install npm)")
+command -v python3 >/dev/null 2>&1 || missing+=("python3 (apt-get install python3 python3-pip)")
+command -v redis-server >/dev/null 2>&1 || apt+=(redis-server)
+command -v curl >/dev/null 2>&1 || apt+=(curl)
+if [ ${#apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== apt-get install ${apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt[@]}" >/dev/null
+  else
+    missing+=("${apt[*]} (Debian/Ubuntu: sudo apt-get install ${apt[*]}; macOS: brew install redis)")
+  fi
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "The tests need what this machine lacks:" >&2
+  printf '  - %s\n' "${missing[@]}" >&2
+  exit 1
+fi
+[ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] ||
+  echo "note: no Chromium at ${CHROMIUM_PATH:-/usr/bin/chromium}: the browser tests will be skipped (apt-get install chromium)"
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
@@ -29,3 +59,6 @@ python3 clients/test/python_client.py
 
 echo "== load generator smoke run (every scenario, a few seconds each)"
 ./scripts/loadgen-smoke.sh
+
+echo "== the README's quick start on a fresh clone (cargo run --release, two browser pages, the dashboard)"
+./scripts/quickstart-test.sh

@@ -94,7 +94,8 @@ pub struct QueueStatus {
     pub estimated_wait_time: u64,
     /// The same in ms.
     pub estimated_wait_ms: u64,
-    /// The same for a person: `"Position 2 of 3, about 20 s"`.
+    /// The same for a person: `"Position 2 of 3, about 20 s"`; for a user waiting alone, no
+    /// estimate (a rate learned from earlier matches says nothing about when someone new comes).
     pub message: String,
     /// Users waiting now.
     pub total_waiting: usize,
@@ -111,11 +112,18 @@ impl QueueStatus {
         } else {
             format!("about {} min", secs.div_ceil(60))
         };
+        // Still waiting with nobody else in line (on any node: a cluster would have matched a
+        // user waiting elsewhere at once) means the next person to arrive is the partner.
+        let message = if total_waiting <= 1 {
+            "Nobody else is waiting right now: you will meet the next person who arrives".into()
+        } else {
+            format!("Position {position} of {total_waiting}, {about}")
+        };
         QueueStatus {
             position,
             estimated_wait_time: secs,
             estimated_wait_ms: wait_ms,
-            message: format!("Position {position} of {total_waiting}, {about}"),
+            message,
             total_waiting,
             relaxed,
         }
@@ -409,8 +417,19 @@ mod tests {
         assert_eq!(v["estimatedWaitTime"], 15);
         assert_eq!(v["estimatedWaitMs"], 14_200);
         assert_eq!(
-            QueueStatus::new(1, 1, 180_000, true).message,
-            "Position 1 of 1, about 3 min"
+            QueueStatus::new(1, 2, 180_000, true).message,
+            "Position 1 of 2, about 3 min"
+        );
+        // Alone in line (after a skip, say): a rate from earlier matches is no promise.
+        let alone = QueueStatus::new(1, 1, 30_000, false);
+        assert!(
+            alone.message.starts_with("Nobody else is waiting"),
+            "{}",
+            alone.message
+        );
+        assert_eq!(
+            alone.estimated_wait_time, 30,
+            "still a number, for the Node server's clients"
         );
     }
 
