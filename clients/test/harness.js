@@ -37,13 +37,16 @@ export function startServer(flags = []) {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let log = '';
+    let announced = false;
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 15000);
     const onData = (chunk) => {
       log += chunk.toString();
       const m = log.match(/listening on (http:\/\/[\d.:]+)/);
-      if (m) {
+      if (m && !announced) {
+        announced = true;
         clearTimeout(timer);
-        resolve({
+        // A cluster node takes sessions once it has joined (its /health turns 200).
+        ready(m[1]).then(() => resolve({
           url: m[1],
           proc,
           log: () => log,
@@ -52,7 +55,7 @@ export function startServer(flags = []) {
             proc.once('exit', (code) => done(code));
             proc.kill('SIGTERM');
           }),
-        });
+        }), reject);
       }
     };
     proc.stdout.on('data', onData);
@@ -62,6 +65,18 @@ export function startServer(flags = []) {
       reject(new Error(`server exited with ${code}:\n${log}`));
     });
   });
+}
+
+/** Resolves once `url`/health answers 200 (at once on one node; after joining, in a cluster). */
+async function ready(url) {
+  const end = Date.now() + 15000;
+  while (Date.now() < end) {
+    try {
+      if ((await fetch(`${url}/health`)).ok) return;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url}/health never answered 200`);
 }
 
 /** Connects with the official client; resolves once the namespace is connected. */

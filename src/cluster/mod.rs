@@ -254,6 +254,18 @@ pub fn scrub(text: &str, url: &str) -> String {
 /// checked against the PEM bundle `ca_file` when given (a private CA), else the system's roots.
 /// Errors name the key and hide the password.
 pub fn redis_config(url: &str, ca_file: Option<&std::path::Path>) -> Result<Config, String> {
+    // One server (or a managed service's endpoint): the queue's scripts take several keys at
+    // once, which a Redis Cluster spreads over shards.
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    if !matches!(scheme, "redis" | "rediss" | "valkey" | "valkeys") {
+        return Err(scrub(
+            &format!(
+                "REDIS_URL: {scheme:?} is not a Redis URL scheme (expected \
+                 redis://[:password@]host[:port][/db], or rediss://… for TLS)"
+            ),
+            url,
+        ));
+    }
     let mut config = Config::from_url(url).map_err(|e| {
         scrub(
             &format!(

@@ -58,6 +58,15 @@ impl TestServer {
         let task = tokio::spawn(roulette::app::serve(listener, app, async {
             rx.await.ok();
         }));
+        // A cluster node takes sessions once it has joined (its Redis answered).
+        let end = Instant::now() + Duration::from_secs(15);
+        while hub.waiting_for_cluster() {
+            assert!(
+                Instant::now() < end,
+                "the test server never joined its cluster"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         TestServer {
             addr,
             hub,
