@@ -86,6 +86,11 @@ describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser a
     await alice.click('#sendBtn');
     await until(bob, () => document.getElementById('messages').textContent.includes('Hello from Alice'), 'bob receiving chat');
     await until(alice, () => document.querySelector('#messages li.mine')?.textContent === 'Hello from Alice', 'alice seeing her receipt');
+    // Sending ends "typing"; typing again at once (within the 1.5 s pause) starts it again.
+    await until(bob, () => document.getElementById('typing').hidden, 'bob no longer seeing alice typing');
+    await alice.fill('#chatInput', 'and');
+    await until(bob, () => !document.getElementById('typing').hidden, 'bob seeing alice typing again right after her message', 3000);
+    await alice.fill('#chatInput', '');
 
     // The quality indicator is fed by getStats and reported to the server.
     await until(alice, () => window.roulette.lastQuality !== null, 'a quality grade', 10000);
@@ -99,6 +104,8 @@ describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser a
     const carol = await open('carol');
     await carol.click('#startBtn');
     await until(carol, () => window.roulette.phase === 'searching', 'carol searching');
+    // The header's count follows the server: alice signed in with 2 online, now there are 3.
+    await until(alice, () => document.getElementById('online').textContent === '3 online', 'alice\'s header counting carol', 15000);
     await alice.click('#nextBtn');
     await until(bob, () => window.roulette.events.some((e) => e.event === 'partner-left' && e.data.reason === 'next-partner'), 'bob told alice left');
     await until(bob, () => window.roulette.phase === 'idle', 'bob back to idle');
