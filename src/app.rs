@@ -227,7 +227,14 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let per_address = hub.config.http_connections_per_ip();
-    let server = tokio::spawn(accept_loop(listener, router, per_address, stop_rx));
+    let max_body = hub.config.max_message_bytes as usize;
+    let server = tokio::spawn(accept_loop(
+        listener,
+        router,
+        per_address,
+        max_body,
+        stop_rx,
+    ));
 
     shutdown.await;
     let deadline = Instant::now() + timeout;
@@ -422,6 +429,7 @@ async fn accept_loop(
     listener: TcpListener,
     router: Router,
     per_address: usize,
+    max_body: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -455,6 +463,7 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
+        let polling_router = router.clone();
         let router = router.clone();
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -468,13 +477,23 @@ async fn accept_loop(
         let http = http.clone();
         let mut stop = stop.clone();
         conns.spawn(async move {
-            // Held until hyper is done with the connection: after its last response, or once
-            // an upgrade took the socket (a WebSocket is counted by the transport from then on).
+            // Held until the connection's last response, or until an upgrade took the socket
+            // (a WebSocket is counted by the transport from then on).
             let _slot = slot;
-            let conn = http
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
+            // Long-polling requests first, on a path that keeps no buffer between them; the
+            // first other request hands the socket, unread, to hyper.
+            let tcp = match crate::http1::serve(tcp, peer, polling_router, max_body, stop.clone())
+                .await
+            {
+                crate::http1::Next::Done => return,
+                crate::http1::Next::Hyper(tcp) => tcp,
+            };
+            // Boxed: a connection that never gets here (long-polling only) does not carry
+            // hyper's connection state in its task.
+            let mut conn = Box::pin(
+                http.serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades(),
+            );
             tokio::select! {
                 r = conn.as_mut() => { r.ok(); }
                 _ = stop.changed() => {

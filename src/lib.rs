@@ -5,6 +5,8 @@
 //! - [`app`]: wires the HTTP routes and the Socket.IO layer together and owns shutdown;
 //! - [`http`]: health, statistics and the dashboard route;
 //! - [`assets`]: the demo page, dashboard and client bundles, built in;
+//! - `http1`: long-polling requests served without hyper's per-connection buffers (a leaf
+//!   below `app`, which hands it the router);
 //! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
 //! - [`ws`]: the Engine.IO / Socket.IO transport (WebSocket, long-polling, the upgrade), which
 //!   hands clients and their events to `signaling` through two traits and knows nothing of it;
@@ -24,6 +26,7 @@ pub mod config;
 pub mod core;
 mod echo;
 pub mod http;
+mod http1;
 pub mod ice;
 pub mod limits;
 pub mod metrics;

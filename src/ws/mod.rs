@@ -41,6 +41,7 @@ use tokio::sync::Notify;
 
 use frame::OutFrame;
 use packet::Incoming;
+pub use polling::Released;
 pub use sid::Sid;
 pub use websocket::intercept;
 

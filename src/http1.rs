@@ -1,0 +1,367 @@
+//! Engine.IO long-polling requests served without hyper's connection state.
+//!
+//! A long-polling session keeps one request waiting for the server at all times (the poll), and
+//! the official client sends its posts on a second connection; under hyper each of those TCP
+//! connections held an 8 KiB read buffer, a write buffer and its connection state for the whole
+//! life of the session: about 30 KB of the server's memory per idle polling-only session, four
+//! times a WebSocket's. Here a connection whose next request is a plain long-polling `GET` or
+//! `POST` is served by a loop that holds no buffer between requests: the request head is peeked
+//! from the socket, parsed with httparse, read, handed to the same router (every layer of it:
+//! CORS, the `Origin` check, the limits, the transport), and the answer written back.
+//!
+//! Anything else (another route, a WebSocket request, `Expect`, a chunked body, HTTP/1.0, a head
+//! that has not arrived whole, a head larger than [`MAX_HEAD`]) is left unread in the socket,
+//! and the socket goes to hyper for the rest of its life: this path never has to be a general
+//! HTTP server.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::{HeaderName, HeaderValue, Request, header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tower::ServiceExt;
+
+/// Largest request head served here (the official clients send 200–600 bytes; a browser with
+/// cookies may send more, and hyper serves it).
+const MAX_HEAD: usize = 4096;
+
+/// Most headers a request served here may carry.
+const MAX_HEADERS: usize = 32;
+
+/// How long a connection may sit between requests. A polling client sends its next poll at once
+/// and a post at least every ping interval; a connection silent this long is gone.
+const IDLE: Duration = Duration::from_secs(90);
+
+/// How long a request body may take to arrive once its head has (hyper's head timeout).
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to do with a connection once [`serve`] returns.
+pub enum Next {
+    /// Closed, or to be closed: nothing more to do.
+    Done,
+    /// Its next request is not one for this path: serve it (unread) with hyper.
+    Hyper(TcpStream),
+}
+
+/// What the socket's buffered bytes hold.
+enum Peeked {
+    /// A long-polling request: its head is `head_len` bytes, its body `body_len`.
+    Polling {
+        req: Box<Request<()>>,
+        head_len: usize,
+        body_len: usize,
+        close: bool,
+    },
+    /// Something else, or not all of it yet.
+    Other,
+    /// Nothing to read after all (a spurious wake-up).
+    Nothing,
+    /// The peer closed the connection or it failed.
+    Closed,
+}
+
+/// Serves `tcp`'s requests while they are long-polling requests (see the module's text), with
+/// `router`; at most `max_body` bytes of body each (larger ones go to hyper, which refuses them
+/// as the transport says). Returns when the connection ends, `stop` turns true, or hyper is to
+/// take over.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    max_body: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Next {
+    let mut tcp = tcp;
+    loop {
+        // Between requests: no buffer, only the socket and this future.
+        tokio::select! {
+            r = tcp.readable() => if r.is_err() { return Next::Done },
+            _ = stop.changed() => return Next::Done,
+            _ = tokio::time::sleep(IDLE) => return Next::Done,
+        }
+        let (req, head_len, body_len, close) = match peek(&tcp, max_body) {
+            Peeked::Polling {
+                req,
+                head_len,
+                body_len,
+                close,
+            } => (req, head_len, body_len, close),
+            Peeked::Other => return Next::Hyper(tcp),
+            Peeked::Nothing => continue,
+            Peeked::Closed => return Next::Done,
+        };
+        // The head is in the socket's buffer (it was just peeked); the body follows it.
+        let mut bytes = vec![0; head_len + body_len];
+        let read = tokio::time::timeout(BODY_TIMEOUT, tcp.read_exact(&mut bytes)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return Next::Done;
+        }
+        let body = bytes.split_off(head_len);
+        drop(bytes);
+        let mut req = (*req).map(|()| Body::from(body));
+        req.extensions_mut().insert(ConnectInfo(peer));
+
+        // The router answers at once: a poll's wait is in its body (see `ws::polling`).
+        let Ok(res) = Box::pin(router.clone().oneshot(req)).await;
+        let released = res
+            .extensions()
+            .get::<crate::ws::Released>()
+            .map(|r| r.0.clone());
+        let (parts, body) = res.into_parts();
+        // Boxed: it exists only while an answer is produced, not between requests.
+        let mut body = Box::pin(axum::body::to_bytes(body, usize::MAX));
+        let mut watch = true;
+        let body = loop {
+            tokio::select! {
+                b = body.as_mut() => break b,
+                // A poll can wait for a long time: notice a client that went away meanwhile
+                // (as hyper does), so that its session sees the poll end.
+                r = tcp.readable(), if watch => {
+                    if r.is_err() {
+                        return Next::Done;
+                    }
+                    match gone(&tcp) {
+                        Some(true) => return Next::Done,
+                        // The next request, pipelined: it waits its turn.
+                        Some(false) => watch = false,
+                        None => {}
+                    }
+                }
+            }
+        };
+        let Ok(body) = body else {
+            return Next::Done;
+        };
+        let close = close
+            || released.is_some_and(|r| r.load(std::sync::atomic::Ordering::Acquire))
+            || parts
+                .headers
+                .get(header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let out = encode(&parts, &body, close);
+        drop(body);
+        if tcp.write_all(&out).await.is_err() {
+            return Next::Done;
+        }
+        drop(out);
+        if close {
+            tcp.shutdown().await.ok();
+            return Next::Done;
+        }
+    }
+}
+
+/// Looks at the bytes waiting in the socket without taking them.
+fn peek(tcp: &TcpStream, max_body: usize) -> Peeked {
+    let peeked = tcp.try_io(Interest::READABLE, || {
+        // On the stack: a request's head costs no allocation until it is known to be ours.
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); MAX_HEAD];
+        let n = socket2::SockRef::from(tcp).peek(&mut buf)?;
+        if n == 0 {
+            return Ok(Peeked::Closed);
+        }
+        // SAFETY: `peek` initialised the first `n` bytes.
+        let head = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+        Ok(parse(head, max_body))
+    });
+    match peeked {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Peeked::Nothing,
+        Err(_) => Peeked::Closed,
+    }
+}
+
+/// Whether a client whose request is pending closed its side: `Some(true)` closed or failed,
+/// `Some(false)` sent more (a pipelined request), `None` nothing after all.
+fn gone(tcp: &TcpStream) -> Option<bool> {
+    let r = tcp.try_io(Interest::READABLE, || {
+        let mut one = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        socket2::SockRef::from(tcp).peek(&mut one)
+    });
+    match r {
+        Ok(0) => Some(true),
+        Ok(_) => Some(false),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(_) => Some(true),
+    }
+}
+
+/// A request head in `buf`, if it is whole and a long-polling request this path serves.
+fn parse(buf: &[u8], max_body: usize) -> Peeked {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let head_len = match head.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Peeked::Other,
+    };
+    let (Some(method), Some(target), Some(1)) = (head.method, head.path, head.version) else {
+        return Peeked::Other;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let polling = (path == "/socket.io" || path == "/socket.io/")
+        && query.split('&').any(|kv| kv == "transport=polling");
+    if !polling || !matches!(method, "GET" | "POST") {
+        return Peeked::Other;
+    }
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .version(http::Version::HTTP_11);
+    let mut body_len = None;
+    let mut close = false;
+    for h in head.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return Peeked::Other;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            else {
+                return Peeked::Other;
+            };
+            if body_len.is_some_and(|b| b != n) {
+                return Peeked::Other;
+            }
+            body_len = Some(n);
+        }
+        if name.eq_ignore_ascii_case("connection")
+            && h.value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            close = true;
+        }
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Peeked::Other;
+        };
+        builder = builder.header(n, v);
+    }
+    let body_len = body_len.unwrap_or(0);
+    // A post must say its length; a body above the limit is hyper's to refuse.
+    if (method == "POST"
+        && head
+            .headers
+            .iter()
+            .all(|h| !h.name.eq_ignore_ascii_case("content-length")))
+        || body_len > max_body
+    {
+        return Peeked::Other;
+    }
+    match builder.body(()) {
+        Ok(req) => Peeked::Polling {
+            req: Box::new(req),
+            head_len,
+            body_len,
+            close,
+        },
+        Err(_) => Peeked::Other,
+    }
+}
+
+/// The HTTP/1.1 bytes of an answer; `connection: close` when `close`.
+fn encode(parts: &http::response::Parts, body: &[u8], close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(raw: &str) -> &'static str {
+        match parse(raw.as_bytes(), 1000) {
+            Peeked::Polling { .. } => "polling",
+            Peeked::Other => "other",
+            Peeked::Nothing => "nothing",
+            Peeked::Closed => "closed",
+        }
+    }
+
+    #[test]
+    fn only_whole_plain_polling_requests_are_taken() {
+        let get = "GET /socket.io/?EIO=4&transport=polling&t=x HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(kind(get), "polling");
+        let post = "POST /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n40";
+        assert_eq!(kind(post), "polling");
+        match parse(post.as_bytes(), 1000) {
+            Peeked::Polling {
+                head_len, body_len, ..
+            } => assert_eq!((head_len + body_len, body_len), (post.len(), 2)),
+            _ => unreachable!(),
+        }
+        for other in [
+            // Not whole yet.
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n",
+            // Other routes, transports, methods, versions.
+            "GET /health HTTP/1.1\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=pollingx HTTP/1.1\r\n\r\n",
+            "OPTIONS /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.0\r\n\r\n",
+            // Bodies this path does not read.
+            "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n\r\n",
+            "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 5000\r\n\r\n",
+            "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            // Not HTTP.
+            "\x16\x03\x01\x02\x00",
+        ] {
+            assert_eq!(kind(other), "other", "{other:?}");
+        }
+        match parse(
+            b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+            1000,
+        ) {
+            Peeked::Polling { close, .. } => assert!(close),
+            _ => unreachable!(),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Long-polling requests on the server's own HTTP/1.1 path (`src/http1.rs`), spoken over raw TCP:
+//! several requests on one kept-alive connection, pipelined requests, a request for another
+//! route on the same connection (handed to hyper), a body that path leaves to hyper (chunked),
+//! the answer's framing and CORS headers, and a client that goes away during its poll.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One HTTP/1.1 answer read off `tcp`: status, lower-cased head, body (by Content-Length or
+/// chunks).
+async fn answer(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, String) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..at]).to_ascii_lowercase();
+            let status: u16 = head[9..12].parse().unwrap();
+            let rest_at = at + 4;
+            if let Some(len) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map(|v| v.trim().parse::<usize>().unwrap())
+            {
+                while buf.len() < rest_at + len {
+                    read_more(tcp, buf, end).await;
+                }
+                let body = String::from_utf8_lossy(&buf[rest_at..rest_at + len]).into_owned();
+                buf.drain(..rest_at + len);
+                return (status, head, body);
+            }
+            assert!(head.contains("transfer-encoding: chunked"), "{head}");
+            loop {
+                let tail = &buf[rest_at..];
+                if let Some(done) = tail.windows(5).position(|w| w == b"0\r\n\r\n") {
+                    let raw = String::from_utf8_lossy(&tail[..done]).into_owned();
+                    // "<hex>\r\n<data>\r\n" pieces.
+                    let mut body = String::new();
+                    let mut parts = raw.split("\r\n");
+                    while let (Some(_len), Some(data)) = (parts.next(), parts.next()) {
+                        body.push_str(data);
+                    }
+                    buf.drain(..rest_at + done + 5);
+                    return (status, head, body);
+                }
+                read_more(tcp, buf, end).await;
+            }
+        }
+        read_more(tcp, buf, end).await;
+    }
+}
+
+async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>, end: tokio::time::Instant) {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout_at(end, tcp.read(&mut chunk))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert!(
+        n > 0,
+        "the connection closed early: {:?}",
+        String::from_utf8_lossy(buf)
+    );
+    buf.extend_from_slice(&chunk[..n]);
+}
+
+fn get(query: &str) -> String {
+    format!(
+        "GET /socket.io/?EIO=4&transport=polling{query} HTTP/1.1\r\nHost: x\r\nOrigin: http://app.example\r\n\r\n"
+    )
+}
+
+fn post(sid: &str, body: &str) -> String {
+    format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn sid_of(open: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+    v["sid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn one_kept_alive_connection_carries_a_whole_session_then_another_route() {
+    let s = TestServer::start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    tcp.write_all(get("").as_bytes()).await.unwrap();
+    let (status, head, open) = answer(&mut tcp, &mut buf).await;
+    assert_eq!(status, 200);
+    assert!(open.starts_with("0{"), "{open}");
+    assert!(
+        head.contains("access-control-allow-origin: "),
+        "CORS as on every route: {head}"
+    );
+    assert!(head.contains("content-type: text/plain"), "{head}");
+    assert!(head.contains("date: "), "{head}");
+    let sid = sid_of(&open);
+
+    // Join `/`, then poll for the answer: all on the same connection.
+    tcp.write_all(post(&sid, "40").as_bytes()).await.unwrap();
+    let (status, _, ok) = answer(&mut tcp, &mut buf).await;
+    assert_eq!((status, ok.as_str()), (200, "ok"));
+    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
+        .await
+        .unwrap();
+    let (status, _, joined) = answer(&mut tcp, &mut buf).await;
+    assert_eq!(status, 200);
+    assert!(joined.starts_with("40{\"sid\":"), "{joined}");
+
+    // Another route on the same connection: served (by hyper) as usual.
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _, health) = answer(&mut tcp, &mut buf).await;
+    assert_eq!(status, 200);
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    // And long-polling still works there.
+    tcp.write_all(post(&sid, "41").as_bytes()).await.unwrap();
+    assert_eq!(answer(&mut tcp, &mut buf).await.0, 200);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let s = TestServer::start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let both = format!("{}{}", get(""), get(""));
+    tcp.write_all(both.as_bytes()).await.unwrap();
+    let a = sid_of(&answer(&mut tcp, &mut buf).await.2);
+    let b = sid_of(&answer(&mut tcp, &mut buf).await.2);
+    assert_ne!(a, b, "two sessions, two answers");
+    // A handshake and a request for another route in one write.
+    let mixed = format!("{}GET /health HTTP/1.1\r\nHost: x\r\n\r\n", get(""));
+    tcp.write_all(mixed.as_bytes()).await.unwrap();
+    assert!(answer(&mut tcp, &mut buf).await.2.starts_with("0{"));
+    assert!(answer(&mut tcp, &mut buf).await.2.contains("\"status\""));
+}
+
+#[tokio::test]
+async fn a_chunked_post_is_served_too() {
+    let s = TestServer::start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    tcp.write_all(get("").as_bytes()).await.unwrap();
+    let sid = sid_of(&answer(&mut tcp, &mut buf).await.2);
+    let chunked = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n40\r\n0\r\n\r\n"
+    );
+    tcp.write_all(chunked.as_bytes()).await.unwrap();
+    assert_eq!(answer(&mut tcp, &mut buf).await.2, "ok");
+    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
+        .await
+        .unwrap();
+    assert!(answer(&mut tcp, &mut buf).await.2.starts_with("40{"));
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_during_its_poll_can_poll_again_elsewhere() {
+    let s = TestServer::start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    tcp.write_all(get("").as_bytes()).await.unwrap();
+    let sid = sid_of(&answer(&mut tcp, &mut buf).await.2);
+    tcp.write_all(post(&sid, "40").as_bytes()).await.unwrap();
+    answer(&mut tcp, &mut buf).await;
+    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
+        .await
+        .unwrap();
+    answer(&mut tcp, &mut buf).await; // 40{sid}
+    // A poll that waits, then its connection closes.
+    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(tcp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The session lives on: a new poll is not a second one at once, and it gets what is sent.
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
+        .await
+        .unwrap();
+    let mut other = TcpStream::connect(s.addr).await.unwrap();
+    let mut obuf = Vec::new();
+    let event = r#"42["find-random-partner",{}]"#;
+    other.write_all(post(&sid, event).as_bytes()).await.unwrap();
+    assert_eq!(answer(&mut other, &mut obuf).await.2, "ok");
+    let (status, _, body) = answer(&mut tcp, &mut buf).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("not-authenticated") || body.contains("searching"),
+        "{body}"
+    );
+}
