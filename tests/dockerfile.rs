@@ -59,35 +59,12 @@ fn the_images_command_starts_the_server_and_stops_on_sigterm() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut child = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .env_clear()
-        .env("PATH", path)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        // Text logs are easier to scan for the address than JSON ones; the rest is as written.
-        .env("LOG_FORMAT", "text")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the CMD runs");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
-                let addr: String = line[i + 20..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                    .collect();
-                tx.send(addr).ok();
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(15))
-        .expect("the server announced its address");
+    let mut env = env;
+    env.push(("PATH".into(), path));
+    // Text logs are easier to scan for the address than JSON ones; the rest is as written.
+    env.push(("LOG_FORMAT".into(), "text".into()));
+    let (mut server, addr, _lines) = start_program(&cmd, &env);
+    let child = &mut server.0;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,7 +104,17 @@ fn repo_file(path: &str) -> String {
 fn start_with_env(
     env: &[(String, String)],
 ) -> (common::Proc, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roulette"))
+    start_program(&[env!("CARGO_BIN_EXE_roulette").to_string()], env)
+}
+
+/// `cmd` run with exactly `env` (the listen address moved to loopback and a free port), once it
+/// announces its address.
+fn start_program(
+    cmd: &[String],
+    env: &[(String, String)],
+) -> (common::Proc, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("HOST", "127.0.0.1")
@@ -339,4 +326,66 @@ async fn the_kubernetes_probes_answer_as_the_manifest_expects_with_redis_down_an
         "{ready} once Redis answers"
     );
     assert_eq!(status(&addr, &live).await, 200);
+}
+
+/// The compose file's coturn and its nodes read one `TURN_SECRET` (so the credentials the nodes
+/// sign are the ones coturn checks), and the nodes' `TURN_URLS` name the port coturn listens on.
+#[test]
+fn compose_coturn_and_the_nodes_share_one_turn_secret() {
+    let compose = repo_file("docker-compose.yml");
+    let conf = repo_file("deploy/turnserver.conf");
+    let services = &compose[compose.find("\nservices:").expect("services")..];
+    // A service's lines: from `  name:` to the next key at the same depth.
+    let block = |name: &str| {
+        let mut out = String::new();
+        let mut inside = false;
+        for line in services.lines() {
+            let depth_two = line.starts_with("  ") && !line.starts_with("   ");
+            if depth_two && !line.trim_start().starts_with('#') {
+                inside = line.starts_with(&format!("  {name}:"));
+            }
+            if inside {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        assert!(!out.is_empty(), "a {name} service");
+        out
+    };
+    let coturn = block("coturn");
+    assert!(
+        coturn.contains("--static-auth-secret=${TURN_SECRET"),
+        "coturn takes the secret from TURN_SECRET: {coturn}"
+    );
+    let node = block("node-1");
+    assert!(
+        node.contains("TURN_SECRET: ${TURN_SECRET"),
+        "the nodes take it from the same variable: {node}"
+    );
+    assert!(node.contains("TURN_URLS: turn:"), "{node}");
+    // Nowhere a second, literal secret.
+    for line in compose.lines().chain(conf.lines()) {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        assert!(
+            !line.starts_with("static-auth-secret") && !line.contains("TURN_SECRET: change"),
+            "a literal secret: {line}"
+        );
+    }
+    assert!(conf.lines().any(|l| l.trim() == "use-auth-secret"));
+    let port = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("listening-port="))
+        .expect("a listening-port");
+    assert!(
+        node.contains(&format!(":{port}?transport=udp")),
+        "TURN_URLS names coturn's port {port}: {node}"
+    );
+    // The node service inherits to node-2 through the YAML anchor.
+    assert!(
+        compose.contains("node-2:\n    <<: *node"),
+        "node-2 is node-1's copy"
+    );
 }

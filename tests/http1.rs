@@ -85,13 +85,49 @@ fn sid_of(open: &str) -> String {
     v["sid"].as_str().unwrap().to_string()
 }
 
+/// One client connection: requests written, answers read in order.
+struct Wire {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    async fn open(s: &TestServer) -> Wire {
+        Wire {
+            tcp: TcpStream::connect(s.addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, raw: &str) {
+        self.tcp.write_all(raw.as_bytes()).await.unwrap();
+    }
+
+    async fn answer(&mut self) -> (u16, String, String) {
+        answer(&mut self.tcp, &mut self.buf).await
+    }
+
+    /// Sends `raw` and reads its answer.
+    async fn ask(&mut self, raw: &str) -> (u16, String, String) {
+        self.send(raw).await;
+        self.answer().await
+    }
+
+    /// A session joined to `/` on this connection: its id.
+    async fn joined_session(&mut self) -> String {
+        let sid = sid_of(&self.ask(&get("")).await.2);
+        assert_eq!(self.ask(&post(&sid, "40")).await.2, "ok");
+        let joined = self.ask(&get(&format!("&sid={sid}"))).await.2;
+        assert!(joined.starts_with("40{\"sid\":"), "{joined}");
+        sid
+    }
+}
+
 #[tokio::test]
 async fn one_kept_alive_connection_carries_a_whole_session_then_another_route() {
     let s = TestServer::start(&[]).await;
-    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-    let mut buf = Vec::new();
-    tcp.write_all(get("").as_bytes()).await.unwrap();
-    let (status, head, open) = answer(&mut tcp, &mut buf).await;
+    let mut w = Wire::open(&s).await;
+    let (status, head, open) = w.ask(&get("")).await;
     assert_eq!(status, 200);
     assert!(open.starts_with("0{"), "{open}");
     assert!(
@@ -100,99 +136,71 @@ async fn one_kept_alive_connection_carries_a_whole_session_then_another_route() 
     );
     assert!(head.contains("content-type: text/plain"), "{head}");
     assert!(head.contains("date: "), "{head}");
-    let sid = sid_of(&open);
-
     // Join `/`, then poll for the answer: all on the same connection.
-    tcp.write_all(post(&sid, "40").as_bytes()).await.unwrap();
-    let (status, _, ok) = answer(&mut tcp, &mut buf).await;
-    assert_eq!((status, ok.as_str()), (200, "ok"));
-    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
-        .await
-        .unwrap();
-    let (status, _, joined) = answer(&mut tcp, &mut buf).await;
-    assert_eq!(status, 200);
-    assert!(joined.starts_with("40{\"sid\":"), "{joined}");
+    w.joined_session().await;
 
     // Another route on the same connection: served (by hyper) as usual.
-    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, _, health) = answer(&mut tcp, &mut buf).await;
+    let (status, _, health) = w.ask("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status, 200);
     assert!(health.contains("\"status\":\"ok\""), "{health}");
     // And long-polling still works there.
-    tcp.write_all(post(&sid, "41").as_bytes()).await.unwrap();
-    assert_eq!(answer(&mut tcp, &mut buf).await.0, 200);
+    let sid = sid_of(&w.ask(&get("")).await.2);
+    assert_eq!(w.ask(&post(&sid, "40")).await.0, 200);
 }
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let s = TestServer::start(&[]).await;
-    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-    let mut buf = Vec::new();
-    let both = format!("{}{}", get(""), get(""));
-    tcp.write_all(both.as_bytes()).await.unwrap();
-    let a = sid_of(&answer(&mut tcp, &mut buf).await.2);
-    let b = sid_of(&answer(&mut tcp, &mut buf).await.2);
+    let mut w = Wire::open(&s).await;
+    w.send(&format!("{}{}", get(""), get(""))).await;
+    let a = sid_of(&w.answer().await.2);
+    let b = sid_of(&w.answer().await.2);
     assert_ne!(a, b, "two sessions, two answers");
     // A handshake and a request for another route in one write.
-    let mixed = format!("{}GET /health HTTP/1.1\r\nHost: x\r\n\r\n", get(""));
-    tcp.write_all(mixed.as_bytes()).await.unwrap();
-    assert!(answer(&mut tcp, &mut buf).await.2.starts_with("0{"));
-    assert!(answer(&mut tcp, &mut buf).await.2.contains("\"status\""));
+    w.send(&format!(
+        "{}GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        get("")
+    ))
+    .await;
+    assert!(w.answer().await.2.starts_with("0{"));
+    assert!(w.answer().await.2.contains("\"status\""));
 }
 
 #[tokio::test]
 async fn a_chunked_post_is_served_too() {
     let s = TestServer::start(&[]).await;
-    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-    let mut buf = Vec::new();
-    tcp.write_all(get("").as_bytes()).await.unwrap();
-    let sid = sid_of(&answer(&mut tcp, &mut buf).await.2);
+    let mut w = Wire::open(&s).await;
+    let sid = sid_of(&w.ask(&get("")).await.2);
     let chunked = format!(
         "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n40\r\n0\r\n\r\n"
     );
-    tcp.write_all(chunked.as_bytes()).await.unwrap();
-    assert_eq!(answer(&mut tcp, &mut buf).await.2, "ok");
-    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
-        .await
-        .unwrap();
-    assert!(answer(&mut tcp, &mut buf).await.2.starts_with("40{"));
+    assert_eq!(w.ask(&chunked).await.2, "ok");
+    assert!(
+        w.ask(&get(&format!("&sid={sid}")))
+            .await
+            .2
+            .starts_with("40{")
+    );
 }
 
 #[tokio::test]
 async fn a_client_that_goes_away_during_its_poll_can_poll_again_elsewhere() {
     let s = TestServer::start(&[]).await;
-    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-    let mut buf = Vec::new();
-    tcp.write_all(get("").as_bytes()).await.unwrap();
-    let sid = sid_of(&answer(&mut tcp, &mut buf).await.2);
-    tcp.write_all(post(&sid, "40").as_bytes()).await.unwrap();
-    answer(&mut tcp, &mut buf).await;
-    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
-        .await
-        .unwrap();
-    answer(&mut tcp, &mut buf).await; // 40{sid}
+    let mut w = Wire::open(&s).await;
+    let sid = w.joined_session().await;
     // A poll that waits, then its connection closes.
-    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
-        .await
-        .unwrap();
+    w.send(&get(&format!("&sid={sid}"))).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    drop(tcp);
+    drop(w);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // The session lives on: a new poll is not a second one at once, and it gets what is sent.
-    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-    let mut buf = Vec::new();
-    tcp.write_all(get(&format!("&sid={sid}")).as_bytes())
-        .await
-        .unwrap();
-    let mut other = TcpStream::connect(s.addr).await.unwrap();
-    let mut obuf = Vec::new();
+    let mut poll = Wire::open(&s).await;
+    poll.send(&get(&format!("&sid={sid}"))).await;
+    let mut other = Wire::open(&s).await;
     let event = r#"42["find-random-partner",{}]"#;
-    other.write_all(post(&sid, event).as_bytes()).await.unwrap();
-    assert_eq!(answer(&mut other, &mut obuf).await.2, "ok");
-    let (status, _, body) = answer(&mut tcp, &mut buf).await;
+    assert_eq!(other.ask(&post(&sid, event)).await.2, "ok");
+    let (status, _, body) = poll.answer().await;
     assert_eq!(status, 200);
     assert!(
         body.contains("not-authenticated") || body.contains("searching"),

@@ -361,10 +361,43 @@ async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>)
     // Best effort: what the kernel takes now (a goodbye) is sent, the rest dropped.
     conn.flush().ok();
     socket2::SockRef::from(tcp)
-        .shutdown(std::net::Shutdown::Both)
+        .shutdown(std::net::Shutdown::Write)
         .ok();
     t.conns.remove(&conn);
     finish(&t, &conn, st.packets.session.take(), end);
+    linger(tcp).await;
+}
+
+/// Longest a closed connection's input is drained before the socket is dropped.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most bytes drained so: a client that keeps sending past this gets its connection reset.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Drains what the client still sends after the server's goodbye, until it closes its side,
+/// [`LINGER`] passes or [`LINGER_BYTES`] came. A socket closed with unread input is reset by the
+/// kernel, and a reset can destroy the goodbye (`41`, the close frame) before the client reads
+/// it: a client cut off for flooding saw "transport close" instead of "io server disconnect".
+async fn linger(tcp: &TcpStream) {
+    let until = tokio::time::Instant::now() + LINGER;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        tokio::select! {
+            r = tcp.readable() => {
+                if r.is_err() {
+                    return;
+                }
+                let mut sink = [0u8; 4096];
+                match tcp.try_read(&mut sink) {
+                    Ok(0) => return,
+                    Ok(n) => drained += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+            _ = tokio::time::sleep_until(until) => return,
+        }
+    }
 }
 
 /// Reads what the socket has, within one turn.
