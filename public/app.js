@@ -1,5 +1,6 @@
 // Roulette demo client: random video chat over WebRTC, signaled through the Roulette server.
-// URL parameters: ?user=ID (else anonymous), ?lang=en, ?interests=a,b.
+// URL parameters: ?user=ID (else anonymous), ?lang=en, ?interests=a,b, ?relay=1 (calls only
+// through the TURN servers the server hands out, as behind a strict NAT).
 (() => {
   'use strict';
 
@@ -103,7 +104,10 @@
   function startCall({ roomId, partnerId, isInitiator }) {
     closeCall();
     Object.assign(state, { roomId, partnerId, isInitiator });
-    const pc = state.pc = new RTCPeerConnection({ iceServers: state.iceServers || [] });
+    const pc = state.pc = new RTCPeerConnection({
+      iceServers: state.iceServers || [],
+      ...(params.get('relay') === '1' ? { iceTransportPolicy: 'relay' } : {}),
+    });
     for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
     pc.ontrack = (e) => { ui.remoteVideo.srcObject = e.streams[0]; };
     pc.onicecandidate = (e) => {

@@ -36,6 +36,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] ||
   echo "note: no Chromium at ${CHROMIUM_PATH:-/usr/bin/chromium}: the browser tests will be skipped (apt-get install chromium)"
+command -v turnserver >/dev/null 2>&1 ||
+  echo "note: no turnserver: the call forced through TURN will be skipped (apt-get install coturn)"
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
