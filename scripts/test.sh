@@ -43,6 +43,12 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== promtool check rules deploy/monitoring/alerts.yml"
+if command -v promtool >/dev/null 2>&1; then
+  promtool check rules deploy/monitoring/alerts.yml
+else
+  echo "skipped: no promtool (apt-get install prometheus)"
+fi
 echo "== cargo test"
 cargo test --workspace --all-targets
 

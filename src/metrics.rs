@@ -41,6 +41,9 @@ fn handle() -> &'static PrometheusHandle {
 /// Installs the recorder (idempotent). Called at start so counters count from the first event.
 pub fn init() {
     handle();
+    // Exported from the start, at 0: an alert on its rate needs the series before the first
+    // close, not after.
+    counter!("roulette_connections_closed_backpressure_total").increment(0);
 }
 
 /// Folds the histogram samples recorded since the last call into the histogram. The recorder

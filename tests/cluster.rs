@@ -662,3 +662,130 @@ async fn redis_over_tls_with_a_private_ca() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The names of the metrics a monitoring file uses: `roulette_…` and `process_…` tokens, a
+/// histogram's `_bucket` taken back to its name.
+fn metrics_named_in(path: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut names = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices(['r', 'p']) {
+        let rest = &text[i..];
+        if !(rest.starts_with("roulette_") || rest.starts_with("process_"))
+            || text[..i]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let name = name.strip_suffix("_bucket").unwrap_or(&name).to_string();
+        names.insert(name);
+    }
+    names
+}
+
+/// Every metric the Grafana dashboard and the alert rules of `deploy/monitoring/` use appears in
+/// a live scrape of a cluster node that served a little of everything: calls that connect and
+/// fail, a quality report, relays, an error, a rate-limited search.
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
+    let redis = Redis::start_on(free_port());
+    let [node] = nodes(&redis, "monitoring", ["mon-a"], &[]).await;
+    let mut alice = node.user("mon-alice").await;
+    let mut bob = node.user("mon-bob").await;
+    let room = meet(&mut alice, &mut bob).await;
+    let status = json!({"roomId": room, "status": "connected"});
+    alice.emit("connection-status", status).await;
+    bob.expect("partner-connection-status").await;
+    bob.emit(
+        "quality-report",
+        json!({"roomId": room, "quality": "good", "stats": {"packetLoss": 0.5, "latency": 40}}),
+    )
+    .await;
+    alice.expect("partner-quality-report").await;
+    alice
+        .emit(
+            "webrtc-offer",
+            json!({"roomId": room, "offer": {"type": "offer", "sdp": "v=0"}}),
+        )
+        .await;
+    bob.expect("webrtc-offer").await;
+    alice.emit("webrtc-offer", json!({})).await;
+    alice.expect_error("invalid-payload", "webrtc-offer").await;
+    let mut carol = node.user("mon-carol").await;
+    let mut dave = node.user("mon-dave").await;
+    let room2 = meet(&mut carol, &mut dave).await;
+    carol
+        .emit(
+            "connection-status",
+            json!({"roomId": room2, "status": "failed"}),
+        )
+        .await;
+    let mut eve = node.user("mon-eve").await;
+    // Past the burst of 10 searches: refused.
+    for _ in 0..14 {
+        eve.emit("find-random-partner", json!({})).await;
+    }
+    let mut refused = false;
+    while !refused {
+        let (name, v) = eve.next_event().await;
+        refused = name == "error" && v["code"] == "rate-limited";
+    }
+
+    // The dashboard imports as is: one Prometheus input, every panel querying through it.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/monitoring/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    assert_eq!(dashboard["__inputs"][0]["pluginId"], "prometheus");
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{panel}");
+        for t in targets {
+            assert!(t["expr"].as_str().is_some_and(|e| !e.is_empty()), "{t}");
+            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{t}");
+        }
+    }
+    let mut wanted = metrics_named_in("deploy/monitoring/grafana-dashboard.json");
+    let rules = metrics_named_in("deploy/monitoring/alerts.yml");
+    assert!(
+        rules.len() >= 5 && wanted.len() >= 15,
+        "{rules:?} {wanted:?}"
+    );
+    wanted.extend(rules);
+    let mut missing = Vec::new();
+    let ok = eventually(Duration::from_secs(10), async || {
+        let text = reqwest::get(format!("http://{}/metrics", node.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let exported: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| l[..l.find(['{', ' ']).unwrap_or(l.len())].to_string())
+            .map(|n| n.strip_suffix("_bucket").unwrap_or(&n).to_string())
+            .collect();
+        missing = wanted
+            .iter()
+            .filter(|w| !exported.contains(*w))
+            .cloned()
+            .collect();
+        missing.is_empty()
+    })
+    .await;
+    assert!(
+        ok,
+        "named by deploy/monitoring/ but not exported: {missing:?}"
+    );
+}

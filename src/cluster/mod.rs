@@ -389,6 +389,9 @@ impl Cluster {
             .map_err(|e| format!("cannot subscribe: {e}"))?;
         // Resubscribes after every reconnection (a Redis restart included).
         cluster.subscriber.manage_subscriptions();
+        // Exported from the start, at 0: an alert on their increase needs the series first.
+        metrics::counter!("roulette_cluster_messages_lost_total").increment(0);
+        metrics::counter!("roulette_cluster_messages_sent_total").increment(0);
         tokio::spawn(publisher(cluster.clone(), rx));
         Ok((cluster, subscriber))
     }
