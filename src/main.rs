@@ -52,21 +52,28 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a SIGTERM that comes right after the server announced its address
+/// (while the main thread was still setting up) killed the process instead of draining it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            _ = recv(int.as_mut()) => tracing::info!("SIGINT received"),
+            _ = recv(term.as_mut()) => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// The next signal of `s`; never, without a handler.
+async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -97,6 +104,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let shutdown = shutdown_signal();
         let addr = SocketAddr::new(config.host, config.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -106,7 +114,7 @@ fn main() -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             "listening on http://{bound}"
         );
-        roulette::app::run(listener, config, shutdown_signal()).await
+        roulette::app::run(listener, config, shutdown).await
     });
     runtime.shutdown_timeout(Duration::from_millis(500));
     match result {
