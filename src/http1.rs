@@ -32,6 +32,10 @@ const MAX_HEAD: usize = 4096;
 /// Most headers a request served here may carry.
 const MAX_HEADERS: usize = 32;
 
+/// How long a new connection may take to send its first request (hyper's head timeout, which
+/// closed silent connections before this path took them first).
+const FIRST_REQUEST: Duration = Duration::from_secs(10);
+
 /// How long a connection may sit between requests. A polling client sends its next poll at once
 /// and a post at least every ping interval; a connection silent this long is gone.
 const IDLE: Duration = Duration::from_secs(90);
@@ -76,12 +80,13 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Next {
     let mut tcp = tcp;
+    let mut silence = FIRST_REQUEST;
     loop {
         // Between requests: no buffer, only the socket and this future.
         tokio::select! {
             r = tcp.readable() => if r.is_err() { return Next::Done },
             _ = stop.changed() => return Next::Done,
-            _ = tokio::time::sleep(IDLE) => return Next::Done,
+            _ = tokio::time::sleep(silence) => return Next::Done,
         }
         let (req, head_len, body_len, close) = match peek(&tcp, max_body) {
             Peeked::Polling {
@@ -148,6 +153,7 @@ pub async fn serve(
             return Next::Done;
         }
         drop(out);
+        silence = IDLE;
         if close {
             tcp.shutdown().await.ok();
             return Next::Done;

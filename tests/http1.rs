@@ -207,3 +207,16 @@ async fn a_client_that_goes_away_during_its_poll_can_poll_again_elsewhere() {
         "{body}"
     );
 }
+
+/// A connection that never sends a request is closed after the head timeout (10 s, as hyper's
+/// was), not held for the keep-alive idle time.
+#[tokio::test]
+async fn a_silent_connection_is_closed_at_the_head_timeout() {
+    let s = TestServer::start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut byte))
+        .await
+        .expect("closed within 20 s, not kept for the 90 s idle time");
+    assert_eq!(closed.unwrap_or(0), 0, "closed without an answer");
+}
