@@ -64,6 +64,16 @@ impl Node {
         self.get("/health").await.0
     }
 
+    /// `/metrics`, as text.
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn user(&self, name: &str) -> Client {
         let mut c = Client::connect(self.addr).await;
         c.authenticate(name).await;
@@ -218,12 +228,7 @@ async fn users_on_different_nodes_meet_talk_and_skip() {
     ];
     assert!(
         eventually(Duration::from_secs(5), async || {
-            let metrics = reqwest::get(format!("http://{}/metrics", a.addr))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = a.metrics().await;
             wanted.iter().all(|w| metrics.lines().any(|l| l == *w))
         })
         .await,
@@ -764,12 +769,7 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
     wanted.extend(rules);
     let mut missing = Vec::new();
     let ok = eventually(Duration::from_secs(10), async || {
-        let text = reqwest::get(format!("http://{}/metrics", node.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = node.metrics().await;
         let exported: std::collections::BTreeSet<String> = text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())

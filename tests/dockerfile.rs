@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,50 +112,16 @@ fn start_program(
     cmd: &[String],
     env: &[(String, String)],
 ) -> (common::Proc, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(&cmd[0])
+    let mut command = Command::new(&cmd[0]);
+    command
         .args(&cmd[1..])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary runs");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            tx.send(line).ok();
-        }
-    });
-    let end = Instant::now() + Duration::from_secs(15);
-    let mut seen = Vec::new();
-    while let Ok(line) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-        if let Some(i) = line.find("listening on http://") {
-            let addr: String = line[i + 20..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-            seen.push(line);
-            let (tx2, rx2) = std::sync::mpsc::channel();
-            for l in seen {
-                tx2.send(l).ok();
-            }
-            std::thread::spawn(move || {
-                while let Ok(l) = rx.recv() {
-                    if tx2.send(l).is_err() {
-                        break;
-                    }
-                }
-            });
-            return (common::Proc(child), addr, rx2);
-        }
-        seen.push(line);
-    }
-    child.kill().ok();
-    child.wait().ok();
-    panic!("the server did not listen: {seen:?}");
+        .stderr(Stdio::inherit());
+    let s = common::spawn_listening(command);
+    (s.proc, s.addr, s.lines)
 }
 
 async fn status(addr: &str, path: &str) -> u16 {

@@ -28,6 +28,15 @@ struct Poll {
 }
 
 impl Poll {
+    /// A poll of `sid` left waiting in the background: its status and body once answered.
+    fn pending(&self, sid: &str) -> tokio::task::JoinHandle<(u16, String)> {
+        let (http, url) = (self.http.clone(), format!("{}&sid={sid}", self.base));
+        tokio::spawn(async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
+
     fn new(s: &TestServer) -> Poll {
         Poll {
             http: reqwest::Client::new(),
@@ -265,13 +274,7 @@ async fn the_upgrade_moves_a_session_to_its_websocket_and_closes_the_polling_sid
     let p = Poll::new(&s);
     let (sid, _) = p.open().await;
     // A poll is waiting when the WebSocket comes.
-    let pending = tokio::spawn({
-        let (http, url) = (p.http.clone(), format!("{}&sid={sid}", p.base));
-        async move {
-            let r = http.get(url).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    });
+    let pending = p.pending(&sid);
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut ws = Raw::open_query(&s, &format!("EIO=4&transport=websocket&sid={sid}")).await;
     ws.text("2probe").await;
@@ -423,10 +426,7 @@ async fn an_upgrade_without_a_probe_releases_the_poll_and_the_session_still_ends
     let s = TestServer::start(&FLAGS).await;
     let p = Poll::new(&s);
     let (sid, _) = p.open().await;
-    let pending = tokio::spawn({
-        let (http, url) = (p.http.clone(), format!("{}&sid={sid}", p.base));
-        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-    });
+    let pending = p.pending(&sid);
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut ws = Raw::open_query(&s, &format!("EIO=4&transport=websocket&sid={sid}")).await;
     ws.text("5").await;
@@ -434,7 +434,7 @@ async fn an_upgrade_without_a_probe_releases_the_poll_and_the_session_still_ends
         .await
         .expect("the waiting poll is released, not left hanging")
         .unwrap();
-    assert_eq!(released, "6");
+    assert_eq!(released, (200, "6".to_string()));
     ws.text("40").await;
     assert!(ws.next_text().await.starts_with("40{"));
     // Silent from here on: the heartbeat on the WebSocket ends it (the released poll took no

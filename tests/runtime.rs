@@ -2,51 +2,39 @@
 //! threads run connections and handlers, so an operator can leave cores to a process beside the
 //! server; a production start without `ADMIN_TOKEN` says that the operator routes are open.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Proc, spawn_listening};
 
 /// Starts the server with `args` on a free loopback port and waits until it listens.
-fn start(args: &[&str]) -> Child {
+fn start(args: &[&str]) -> Proc {
     start_logged(args).0
 }
 
 /// The same, with what it logged until a moment after it listened (the warnings about the
 /// settings come as it starts serving).
-fn start_logged(args: &[&str]) -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roulette"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "text"])
+fn start_logged(args: &[&str]) -> (Proc, Vec<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roulette"));
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format", "text"])
         .args(args)
         .env_remove("TOKIO_WORKER_THREADS")
         .env_remove("WORKER_THREADS")
         .env_remove("ADMIN_TOKEN")
         .env_remove("NODE_ENV")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the server starts");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            // Drained to the end, so the server never writes to a closed pipe.
-            tx.send(line).ok();
-        }
-    });
+        .stderr(Stdio::null());
+    let server = spawn_listening(cmd);
     let mut lines = Vec::new();
-    let mut listening = false;
-    let mut deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while let Ok(line) =
-        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while let Ok(line) = server
+        .lines
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
     {
-        if !listening && line.contains("listening on http://") {
-            listening = true;
-            deadline = std::time::Instant::now() + Duration::from_millis(500);
-        }
         lines.push(line);
     }
-    assert!(listening, "the server announced its address: {lines:?}");
-    (child, lines)
+    (server.proc, lines)
 }
 
 #[test]
@@ -61,8 +49,7 @@ fn production_without_an_admin_token_warns_that_metrics_and_dashboard_are_open()
         (vec![], false),
     ] {
         let (mut child, lines) = start_logged(&args);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         assert_eq!(warned(&lines), want, "{args:?}: {lines:?}");
     }
 }
@@ -85,16 +72,15 @@ fn worker_threads_sets_how_many_threads_run_the_server() {
     ] {
         let mut child = start(&args);
         // The workers name themselves once they run, which may be just after the listener.
-        let mut got = worker_threads(child.id());
+        let mut got = worker_threads(child.0.id());
         for _ in 0..100 {
             if got == want {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
-            got = worker_threads(child.id());
+            got = worker_threads(child.0.id());
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         assert_eq!(got, want, "worker threads with {args:?}");
     }
 }

@@ -2,56 +2,21 @@
 //! bundles they load come from the binary itself, whatever the working directory; a setting that
 //! cannot work stops the start (exit 2) before anything listens.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// A server started in `dir` with `args` and an empty environment, and its address.
-struct Server {
-    child: Child,
-    url: String,
-}
+use std::process::{Command, Stdio};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
+use common::{Listening, spawn_listening};
 
-fn start_in(dir: &std::path::Path, args: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roulette"))
-        .args(["--host", "127.0.0.1", "--port", "0"])
+/// A server started in `dir` with `args` and an empty environment.
+fn start_in(dir: &std::path::Path, args: &[&str]) -> Listening {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roulette"));
+    cmd.args(["--host", "127.0.0.1", "--port", "0"])
         .args(args)
         .current_dir(dir)
         .env_clear()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the server starts");
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            tx.send(line).ok();
-        }
-    });
-    let end = Instant::now() + Duration::from_secs(15);
-    while let Ok(line) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-        if let Some(at) = line.find("listening on http://") {
-            let url = line[at + "listening on ".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
-            // Keep draining, so the server never writes into a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Server { child, url };
-        }
-    }
-    child.kill().ok();
-    child.wait().ok();
-    panic!("the server did not announce its address");
+        .stderr(Stdio::inherit());
+    spawn_listening(cmd)
 }
 
 /// A directory of the test's own, removed at the end.
@@ -92,7 +57,7 @@ async fn the_demo_and_dashboard_are_served_from_any_working_directory() {
     // the binary.
     let elsewhere = TempDir::new("elsewhere");
     let s = start_in(&elsewhere.0, &[]);
-    let u = &s.url;
+    let u = &s.url();
 
     let (code, h, page) = get(&format!("{u}/"), &[]).await;
     assert_eq!(code, 200);
@@ -141,7 +106,7 @@ async fn static_dir_files_come_first_and_the_built_in_ones_fill_in() {
     std::fs::write(dir.0.join("index.html"), "<p>our own page</p>").unwrap();
     std::fs::write(dir.0.join("terms.txt"), "be kind").unwrap();
     let s = start_in(&dir.0, &["--static-dir", dir.0.to_str().unwrap()]);
-    let u = &s.url;
+    let u = &s.url();
     assert_eq!(
         text(&get(&format!("{u}/"), &[]).await.2),
         "<p>our own page</p>"

@@ -134,12 +134,17 @@ export async function user(url, userId, transports, userInfo) {
 export async function pair(url, a, b, transports, urlB = url) {
   const sa = await user(url, a, transports);
   const sb = await user(urlB, b, transports);
+  const [matchedA, matchedB] = await meet(sa, sb);
+  return [sa, sb, matchedA.roomId, matchedA, matchedB];
+}
+
+/** `sa` searches, then `sb`: resolves with both `matched` payloads. */
+export async function meet(sa, sb) {
   const searching = next(sa, 'searching');
   sa.emit('find-random-partner', {});
   await searching;
   const ma = next(sa, 'matched');
   const mb = next(sb, 'matched');
   sb.emit('find-random-partner', {});
-  const [matchedA, matchedB] = await Promise.all([ma, mb]);
-  return [sa, sb, matchedA.roomId, matchedA, matchedB];
+  return Promise.all([ma, mb]);
 }

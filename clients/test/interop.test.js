@@ -2,7 +2,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
-import { startServer, connect, next, collect, user, pair } from './harness.js';
+import { startServer, connect, next, collect, user, pair, meet } from './harness.js';
 
 const MODES = [
   ['polling with upgrade', undefined],
@@ -97,12 +97,7 @@ for (const [mode, transports] of MODES) {
       // In a call with a partner, then the transport drops under the client.
       const partner = await user(server.url, id('partner'), transports);
       track(partner);
-      const searching = next(a, 'searching');
-      a.emit('find-random-partner', {});
-      await searching;
-      const matched = next(a, 'matched');
-      partner.emit('find-random-partner', {});
-      const room = (await matched).roomId;
+      const room = (await meet(a, partner))[0].roomId;
       const told = collect(partner, 'partner-left', 3000);
       const again = next(a, 'authenticated', 5000);
       const dropped = Date.now();
@@ -270,12 +265,7 @@ for (const [mode, transports] of MODES) {
       const bName = id('b');
       const b = await user(server.url, bName, transports);
       track(b);
-      const searching = next(a, 'searching');
-      a.emit('find-random-partner', {});
-      await searching;
-      const matched = next(a, 'matched');
-      b.emit('find-random-partner', {});
-      const { roomId } = await matched;
+      const { roomId } = (await meet(a, b))[0];
       // The transport dies without a goodbye, as when a phone changes networks.
       const left = next(b, 'partner-left');
       a.io.engine.close();

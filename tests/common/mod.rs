@@ -441,6 +441,58 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A server process a test started, once it announced its address.
+pub struct Listening {
+    /// The process, killed when dropped.
+    pub proc: Proc,
+    /// `127.0.0.1:port`, as it announced it.
+    pub addr: String,
+    /// Everything it writes to stdout, from its first line; read to the end in the background,
+    /// so the server never blocks on a full pipe.
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Listening {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Spawns `cmd` (its stdout piped here) and waits up to 15 s for its "listening on" line.
+pub fn spawn_listening(mut cmd: Command) -> Listening {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the server starts");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on http://") {
+                let addr: String = line[i + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                addr_tx.send(addr).ok();
+            }
+            tx.send(line).ok();
+        }
+    });
+    let proc = Proc(child);
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(15))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the server did not announce its address: {:?}",
+                lines.try_iter().collect::<Vec<_>>()
+            )
+        });
+    Listening { proc, addr, lines }
+}
+
 /// A child process, killed (SIGKILL) when dropped.
 pub struct Proc(pub Child);
 
