@@ -23,7 +23,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roulette::core::matchmaker::{Matchmaker, PreferenceMatchmaker, Seeker};
-use roulette::core::profile::{Gender, GenderWish, Preferences, Profile};
+use roulette::model::profile::{Gender, GenderWish, Preferences, Profile};
 
 const LANGS: [&str; 10] = ["en", "es", "de", "fr", "pt", "ru", "hi", "ar", "ja", "it"];
 const COUNTRIES: [&str; 20] = [

@@ -110,7 +110,7 @@ async fn limit_per_address(State(hub): State<Arc<Hub>>, req: Request, next: Next
             } else {
                 "request"
             });
-            let r = crate::protocol::Reject::rate_limited(what, wait);
+            let r = crate::model::Reject::rate_limited(what, wait);
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let body = axum::Json(serde_json::json!({
                 "code": r.code,
@@ -358,11 +358,11 @@ async fn leave_cluster(hub: &Hub, cluster: &crate::cluster::Cluster, tasks: &Clu
                     &crate::cluster::Msg::Left {
                         room: r.room.to_string(),
                         to: r.ghost.to_string(),
-                        reason: "disconnect".into(),
+                        reason: crate::model::reason::Reason::Disconnect.to_string(),
                     },
                 );
             }
-            let effects = core.remote_left(&r.local, &r.room, "disconnect", now);
+            let effects = core.remote_left(&r.local, &r.room, crate::model::reason::Reason::Disconnect, now);
             drop(effects);
         }
         core.settle();

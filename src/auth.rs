@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::protocol::incoming::check_user_id;
-use crate::protocol::{ErrorCode, Reject};
+use crate::model::{ErrorCode, Reject};
 
 /// Checks tokens against the configured key, audience and issuer.
 pub struct Verifier {

@@ -309,7 +309,7 @@ async fn ice_servers(
             Some(Ok(sub)) => sub,
             Some(Err(r)) => return error_response(StatusCode::UNAUTHORIZED, &r),
             None => {
-                let r = crate::protocol::ErrorCode::TokenRequired.into();
+                let r = crate::model::ErrorCode::TokenRequired.into();
                 return error_response(StatusCode::UNAUTHORIZED, &r);
             }
         },
@@ -328,7 +328,7 @@ async fn ice_servers(
     .into_response()
 }
 
-fn error_response(code: StatusCode, r: &crate::protocol::Reject) -> Response {
+fn error_response(code: StatusCode, r: &crate::model::Reject) -> Response {
     (
         code,
         Json(serde_json::json!({"code": r.code, "message": r.message})),

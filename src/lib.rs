@@ -30,6 +30,7 @@ mod http1;
 pub mod ice;
 pub mod limits;
 pub mod metrics;
+pub mod model;
 pub mod protocol;
 pub mod signaling;
 pub mod ws;

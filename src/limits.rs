@@ -18,7 +18,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::protocol::Reject;
+use crate::model::Reject;
 
 /// The budget an event is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,7 +273,7 @@ fn check_keyed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ErrorCode;
+    use crate::model::ErrorCode;
 
     fn limits(flags: &[&str]) -> Limits {
         Limits::new(&Config::from_flags(flags.iter().copied()).unwrap())

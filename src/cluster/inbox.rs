@@ -13,7 +13,7 @@ use fred::prelude::*;
 
 use super::{Cluster, Msg};
 use crate::core::Effect;
-use crate::core::remote::known_reason;
+use crate::model::reason::Reason;
 use crate::protocol::outgoing::ServerEvent;
 use crate::signaling::handlers::authenticate::{Handover, finish};
 use crate::signaling::{Hub, Link, SendError};
@@ -99,7 +99,7 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
         Msg::Ping { .. } => cluster.heard_own_ping(),
         Msg::Left { room, to, reason } => {
             let mut core = hub.lock();
-            let effects = core.remote_left(&to, &room, known_reason(&reason), now);
+            let effects = core.remote_left(&to, &room, Reason::from_peer(&reason), now);
             hub.deliver(&mut core, effects);
         }
         Msg::Migrate { user, token, from } => migrate(hub, cluster, user, token, from.into()),
@@ -133,7 +133,7 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
                 &Msg::Left {
                     room,
                     to: partner,
-                    reason: "disconnect".into(),
+                    reason: Reason::Disconnect.to_string(),
                 },
             ),
         },
@@ -169,7 +169,7 @@ pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
                         &Msg::Left {
                             room,
                             to: partner.user,
-                            reason: "user-ended".into(),
+                            reason: Reason::UserEnded.to_string(),
                         },
                     );
                 }

@@ -174,7 +174,7 @@ async fn bury(hub: &Hub, cluster: &Cluster, node: &str) {
         let mut core = hub.lock();
         let rooms = core.ghosts_where(|l| matches!(l, Link::Remote(n) if **n == *node));
         for r in &rooms {
-            let effects = core.remote_left(&r.local, &r.room, "disconnect", now);
+            let effects = core.remote_left(&r.local, &r.room, crate::model::reason::Reason::Disconnect, now);
             hub.deliver(&mut core, effects);
         }
         rooms.len()

@@ -42,7 +42,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::core::matchmaker::Seeker;
-use crate::core::profile::{Preferences, Profile};
+use crate::model::profile::{Preferences, Profile};
 use crate::protocol::outgoing::now_ms;
 
 /// Most queue entries a search looks at: the longest-waiting ones.

@@ -23,7 +23,7 @@ use super::{Cluster, Entry, Msg, scripts};
 use crate::core::rule::{Candidate, pick};
 use crate::core::{RoomId, new_room_id};
 use crate::protocol::outgoing::now_ms;
-use crate::protocol::{ErrorCode, Reject};
+use crate::model::{ErrorCode, Reject};
 use crate::signaling::handlers::authenticate::finish;
 use crate::signaling::{Hub, Link, send_error};
 

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
-use super::profile::Preferences;
+use crate::model::profile::Preferences;
 
 /// Users "like" each other for wait estimates: the same hard filters. Interests are left out,
 /// since they stop mattering after the relaxation delay.

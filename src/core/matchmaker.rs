@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::UserId;
-use super::profile::{Gender, GenderWish, Preferences, Profile};
+use crate::model::profile::{Gender, GenderWish, Preferences, Profile};
 
 /// A user looking for a partner.
 #[derive(Debug, Clone)]

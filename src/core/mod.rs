@@ -11,7 +11,6 @@
 pub mod blocks;
 pub mod history;
 pub mod matchmaker;
-pub mod profile;
 pub mod quality;
 pub mod remote;
 pub mod rooms;
@@ -21,23 +20,21 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::protocol::ErrorCode;
+use crate::model::ErrorCode;
+use crate::model::reason::Reason;
 use crate::protocol::outgoing::{
     ChatEnded, Matched, PartnerLeft, PartnerReconnected, QueueStatus, Rejoined, RoomEnded,
     SearchTimeout, Searching, ServerEvent, ServerStats, now_ms,
 };
 use history::{MatchHistory, WaitSummary};
 use matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Seeker};
-use profile::{Preferences, Profile};
+use crate::model::profile::{Preferences, Profile};
 use quality::{CallQuality, QualitySummary};
 
-use crate::protocol::incoming::{ConnectionState, Quality, QualityStats};
+use crate::model::call::{ConnectionState, Quality, QualityStats};
 use rooms::{Room, Rooms};
 
-/// A user id: cheap to clone, shared by every index that names the user.
-pub type UserId = Arc<str>;
-/// A room id.
-pub type RoomId = Arc<str>;
+pub use crate::model::{RoomId, UserId};
 
 /// The timings the core enforces.
 #[derive(Debug, Clone)]
@@ -308,7 +305,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 effects.push(Effect::new(
                     &user,
                     ServerEvent::PartnerLeft(PartnerLeft {
-                        reason: "connection-lost",
+                        reason: Reason::ConnectionLost,
                         room_id: room.id.clone(),
                         can_reconnect: true,
                     }),
@@ -342,7 +339,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 return Err(ErrorCode::AlreadyInRoom);
             }
             let mut out = Vec::new();
-            self.close_room_of(user, "user-ended", now, &mut out);
+            self.close_room_of(user, Reason::UserEnded, now, &mut out);
             out.extend(self.find(user, prefs, now)?);
             return Ok(out);
         }
@@ -472,7 +469,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     fn close_room_of(
         &mut self,
         user: &str,
-        reason: &'static str,
+        reason: Reason,
         now: Instant,
         out: &mut Vec<Effect>,
     ) -> Option<Room> {
@@ -483,7 +480,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         match self.users.get_mut(&partner) {
             Some(p) if p.away_until.is_some() => {
                 p.missed = Some(RoomEnded {
-                    reason: "partner-left",
+                    reason: Reason::PartnerLeft,
                     room_id: room.id.clone(),
                     duration: room.age(now).as_millis() as u64,
                 });
@@ -547,7 +544,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     pub fn next(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
         self.present(user)?;
         let mut out = Vec::new();
-        self.close_room_of(user, "next-partner", now, &mut out);
+        self.close_room_of(user, Reason::NextPartner, now, &mut out);
         out.extend(self.find(user, None, now)?);
         Ok(out)
     }
@@ -557,12 +554,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     pub fn end(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
         let id = self.present(user)?;
         let mut out = Vec::with_capacity(2);
-        if let Some(room) = self.close_room_of(user, "user-ended", now, &mut out) {
+        if let Some(room) = self.close_room_of(user, Reason::UserEnded, now, &mut out) {
             out.push(Effect::new(
                 &id,
                 ServerEvent::ChatEnded(ChatEnded {
                     room_id: Some(room.id),
-                    reason: "ended",
+                    reason: Reason::Ended,
                 }),
             ));
         } else if self.queue.remove(user).is_some() {
@@ -570,7 +567,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 &id,
                 ServerEvent::ChatEnded(ChatEnded {
                     room_id: None,
-                    reason: "search-cancelled",
+                    reason: Reason::SearchCancelled,
                 }),
             ));
         } else {
@@ -607,7 +604,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             let room_id = room.id.clone();
             if self.is_away(&partner) {
                 // Both gone: nobody is left to wait for.
-                self.close_room_of(user, "disconnect", now, &mut out);
+                self.close_room_of(user, Reason::Disconnect, now, &mut out);
                 self.forget(&partner);
                 self.users.remove(user);
                 return out;
@@ -618,14 +615,14 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             out.push(Effect::new(
                 &partner,
                 ServerEvent::PartnerLeft(PartnerLeft {
-                    reason: "connection-lost",
+                    reason: Reason::ConnectionLost,
                     room_id,
                     can_reconnect: true,
                 }),
             ));
             return out;
         }
-        self.close_room_of(user, "disconnect", now, &mut out);
+        self.close_room_of(user, Reason::Disconnect, now, &mut out);
         self.users.remove(user);
         out
     }
@@ -648,7 +645,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             return Vec::new();
         }
         let mut out = Vec::new();
-        self.close_room_of(user, "disconnect", now, &mut out);
+        self.close_room_of(user, Reason::Disconnect, now, &mut out);
         self.forget(user);
         out
     }
@@ -718,7 +715,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 u.away_until = None;
             }
             // The grace ran out: the room ends for good and the partner is told so.
-            self.close_room_of(&user, "disconnect", now, &mut out);
+            self.close_room_of(&user, Reason::Disconnect, now, &mut out);
             self.users.remove(&user);
         }
         for id in self.rooms.due(now) {
@@ -727,7 +724,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 let duration = room.age(now).as_millis() as u64;
                 for member in [&room.initiator, &room.responder] {
                     let ended = RoomEnded {
-                        reason: "max-duration",
+                        reason: Reason::MaxDuration,
                         room_id: room.id.clone(),
                         duration,
                     };

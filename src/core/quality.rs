@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::RoomId;
-use crate::protocol::incoming::{ConnectionState, Quality, QualityStats};
+use crate::model::call::{ConnectionState, Quality, QualityStats};
 
 /// How many time-to-connect samples are kept for the percentiles.
 const SAMPLES: usize = 2000;

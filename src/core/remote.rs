@@ -10,9 +10,10 @@
 use std::time::Instant;
 
 use super::matchmaker::{Matchmaker, Pairing, Seeker};
-use super::profile::Profile;
+use crate::model::profile::Profile;
 use super::rooms::Room;
 use super::{Core, Effect, Joined, RoomId, User, UserId, new_token};
+use crate::model::reason::Reason;
 use crate::protocol::outgoing::{PartnerReconnected, Rejoined, ServerEvent};
 use std::sync::Arc;
 
@@ -25,18 +26,6 @@ pub struct GhostRoom {
     pub room: RoomId,
     /// The member on the other node.
     pub ghost: UserId,
-}
-
-/// A reason another node gave for leaving a room, as one of the protocol's `partner-left` reasons.
-pub fn known_reason(reason: &str) -> &'static str {
-    match reason {
-        // The first two words are those of nodes from before the reasons took the Node
-        // server's words: a cluster upgraded node by node still understands them.
-        "next" | "next-partner" => "next-partner",
-        "disconnect" => "disconnect",
-        "connection-lost" => "connection-lost",
-        _ => "user-ended",
-    }
 }
 
 /// What a node gives up when its away user comes back through another node (see
@@ -145,7 +134,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         id: &UserId,
         link: L,
         profile: &Arc<Profile>,
-        prefs: &Arc<super::profile::Preferences>,
+        prefs: &Arc<crate::model::profile::Preferences>,
     ) {
         self.users.insert(
             id.clone(),
@@ -182,7 +171,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         &mut self,
         to: &str,
         room: &str,
-        reason: &'static str,
+        reason: Reason,
         now: Instant,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -436,7 +425,7 @@ mod tests {
 
     use super::*;
     use crate::core::{Claim, CoreConfig};
-    use crate::protocol::ErrorCode;
+    use crate::model::ErrorCode;
     use crate::protocol::outgoing::ServerEvent;
 
     /// Links: a positive number is a local socket, a negative one the node of a ghost.
@@ -521,14 +510,14 @@ mod tests {
         );
 
         // The ghost's node says it left: the local member is told, the ghost goes.
-        let out = c.remote_left("local", "r1", "next-partner", t);
+        let out = c.remote_left("local", "r1", Reason::NextPartner, t);
         assert_eq!(names(&out), [("local", "partner-left")]);
         c.settle();
         assert!(!c.is_ghost("far"));
         assert_eq!(c.live().active_rooms, 0);
         c.check_invariants().unwrap();
         // A stale goodbye for the same room changes nothing.
-        assert!(c.remote_left("local", "r1", "next-partner", t).is_empty());
+        assert!(c.remote_left("local", "r1", Reason::NextPartner, t).is_empty());
     }
 
     #[test]

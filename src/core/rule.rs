@@ -6,7 +6,7 @@
 //! test in `matchmaker_tests.rs` checks the indexed engine against this function, so both
 //! deployments pair by the same rule.
 
-use super::profile::{Preferences, Profile, compatible};
+use crate::model::profile::{Preferences, Profile, compatible};
 
 /// A user as the rule sees it.
 #[derive(Debug, Clone, Copy)]

@@ -1,7 +1,7 @@
 //! Rules of the core, checked without sockets.
 
 use super::*;
-use crate::core::profile::{Gender, GenderWish};
+use crate::model::profile::{Gender, GenderWish};
 use proptest::prelude::*;
 
 type TestCore = Core<u32>;
@@ -96,7 +96,7 @@ fn next_tells_the_partner_and_requeues_the_skipper() {
     assert_eq!(
         events_for(&out, "b"),
         [&ServerEvent::PartnerLeft(PartnerLeft {
-            reason: "next-partner",
+            reason: Reason::NextPartner,
             room_id: room.clone(),
             can_reconnect: false
         })]
@@ -123,7 +123,7 @@ fn end_chat_closes_the_room_for_both() {
     let out = c.end("b", t).unwrap();
     assert_eq!(events_for(&out, "a")[0].name(), "partner-left");
     match events_for(&out, "a")[0] {
-        ServerEvent::PartnerLeft(l) => assert_eq!(l.reason, "user-ended", "the Node server's word"),
+        ServerEvent::PartnerLeft(l) => assert_eq!(l.reason, Reason::UserEnded, "the Node server's word"),
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -455,7 +455,7 @@ proptest! {
                     prop_assert_ne!(&m.partner_id, &e.to);
                     let me = &c.users[&e.to];
                     let other = &c.users[&m.partner_id];
-                    prop_assert!(profile::compatible((&me.profile, &me.prefs), (&other.profile, &other.prefs)));
+                    prop_assert!(crate::model::profile::compatible((&me.profile, &me.prefs), (&other.profile, &other.prefs)));
                 }
             }
             prop_assert_eq!(c.check_invariants(), Ok(()));
@@ -568,7 +568,7 @@ fn the_room_ends_when_the_grace_runs_out() {
     let pl = left(&out, "b");
     assert_eq!(
         (pl.reason, pl.can_reconnect, pl.room_id),
-        ("disconnect", false, room)
+        (Reason::Disconnect, false, room)
     );
     assert_eq!(c.live().active_rooms, 0);
     assert_eq!(c.live().connected_users, 1);
@@ -658,7 +658,7 @@ fn leaving_on_purpose_ends_the_room_at_once() {
     let mut c = core();
     paired(&mut c, t);
     let pl = left(&c.leave("a", &1, false, t), "b");
-    assert_eq!((pl.reason, pl.can_reconnect), ("disconnect", false));
+    assert_eq!((pl.reason, pl.can_reconnect), (Reason::Disconnect, false));
     assert_eq!(c.live().active_rooms, 0);
     assert_eq!(c.stats(t).reconnecting_users, 0);
 }
@@ -672,7 +672,7 @@ fn without_a_grace_a_drop_ends_the_room_at_once() {
     });
     let (_, _, _) = paired(&mut c, t);
     let pl = left(&c.leave("a", &1, true, t), "b");
-    assert_eq!((pl.reason, pl.can_reconnect), ("disconnect", false));
+    assert_eq!((pl.reason, pl.can_reconnect), (Reason::Disconnect, false));
     assert_eq!(c.live().active_rooms, 0);
 }
 

@@ -2,10 +2,7 @@
 //!
 //! Everything a client sends is parsed here into typed, bounded values before the core sees it.
 
-pub mod errors;
 pub mod incoming;
 pub mod outgoing;
-
-pub use errors::{ErrorCode, Reject};
 
 pub use crate::echo::{ECHO_BYTES, clip, clip_to};

@@ -5,8 +5,9 @@ use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
-use super::errors::ErrorCode;
-use super::incoming::{ConnectionState, Quality, QualityStats};
+use crate::model::ErrorCode;
+use crate::model::reason::Reason;
+use crate::model::call::{ConnectionState, Quality, QualityStats};
 
 /// Milliseconds since the Unix epoch, as JavaScript's `Date.now()`.
 pub fn now_ms() -> u64 {
@@ -150,7 +151,7 @@ pub struct Searching {
 pub struct PartnerLeft {
     /// `next`, `ended`, `disconnect`, or `connection-lost` (the partner's transport dropped and
     /// the room is held for it: `canReconnect` is then true).
-    pub reason: &'static str,
+    pub reason: Reason,
     /// The room that ended.
     pub room_id: Arc<str>,
     /// Whether the partner may come back into this room.
@@ -164,7 +165,7 @@ pub struct ChatEnded {
     /// The room that ended; `null` when a search was cancelled.
     pub room_id: Option<Arc<str>>,
     /// `ended` or `search-cancelled`.
-    pub reason: &'static str,
+    pub reason: Reason,
 }
 
 /// `room-ended`, to both members, when the server ends a room.
@@ -173,7 +174,7 @@ pub struct ChatEnded {
 pub struct RoomEnded {
     /// Why: `max-duration`, or `partner-left` (told to a user who comes back after its partner
     /// left the room it held).
-    pub reason: &'static str,
+    pub reason: Reason,
     /// The room.
     pub room_id: Arc<str>,
     /// How long the room lasted, in ms.

@@ -29,7 +29,7 @@ use crate::ice::{Ice, unix_now};
 use crate::limits::{EventClass, Limits, SocketBudget, Verdict};
 use crate::protocol::outgoing::ErrorOut;
 use crate::protocol::outgoing::ServerEvent;
-use crate::protocol::{ErrorCode, Reject};
+use crate::model::{ErrorCode, Reject};
 pub use crate::ws::SendError;
 use crate::ws::{ConnRef, Events, Handled, Sid};
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::cluster::queue::Job;
-use crate::core::profile::Profile;
+use crate::model::profile::Profile;
 use crate::core::{Claim, UserId};
 use crate::protocol::incoming::{AuthenticateIn, parse};
 use crate::protocol::outgoing::Authenticated;
-use crate::protocol::{ErrorCode, Reject};
+use crate::model::{ErrorCode, Reject};
 use crate::signaling::{Ctx, Hub, Link, Session, Sock, send, send_error};
 
 /// Binds the socket to a user and a profile.
@@ -267,7 +267,7 @@ fn try_complete(
                             &crate::cluster::Msg::Left {
                                 room: h.room,
                                 to: h.partner,
-                                reason: "disconnect".into(),
+                                reason: crate::model::reason::Reason::Disconnect.to_string(),
                             },
                         );
                     }

@@ -2,7 +2,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::protocol::Reject;
+use crate::model::Reject;
 use crate::protocol::incoming::{ChatIn, parse};
 use crate::protocol::outgoing::{ChatOut, now_ms};
 use crate::signaling::{Ctx, send};

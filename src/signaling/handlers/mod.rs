@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::Ctx;
 use crate::limits::EventClass;
-use crate::protocol::Reject;
+use crate::model::Reject;
 
 /// A handler: the context and the event's raw first argument.
 pub type Handler = fn(&Ctx<'_>, Option<&RawValue>) -> Result<(), Reject>;
@@ -122,7 +122,7 @@ fn deliver_relay<T: serde::Serialize>(
     match link {
         super::Link::Local(socket) => {
             if !super::send(socket, event, payload) {
-                return Err(crate::protocol::ErrorCode::DeliveryFailed.into());
+                return Err(crate::model::ErrorCode::DeliveryFailed.into());
             }
         }
         super::Link::Remote(node) => {
@@ -130,9 +130,9 @@ fn deliver_relay<T: serde::Serialize>(
                 .hub
                 .cluster
                 .get()
-                .ok_or(crate::protocol::ErrorCode::DeliveryFailed)?;
+                .ok_or(crate::model::ErrorCode::DeliveryFailed)?;
             let payload = serde_json::value::to_raw_value(payload)
-                .map_err(|_| crate::protocol::ErrorCode::DeliveryFailed)?;
+                .map_err(|_| crate::model::ErrorCode::DeliveryFailed)?;
             cluster.send(
                 node,
                 &crate::cluster::Msg::Deliver {

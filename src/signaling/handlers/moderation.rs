@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::protocol::Reject;
+use crate::model::Reject;
 use crate::protocol::incoming::{ModerationIn, parse};
 use crate::signaling::Ctx;
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::protocol::Reject;
+use crate::model::Reject;
 use crate::protocol::incoming::{ConnectionStatusIn, QualityReportIn, TypingIn, parse};
 use crate::protocol::outgoing::{PartnerQualityOut, PartnerStatusOut, PartnerTypingOut, now_ms};
 use crate::signaling::Ctx;

@@ -2,7 +2,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::protocol::Reject;
+use crate::model::Reject;
 use crate::protocol::incoming::SignalIn;
 use crate::protocol::outgoing::SignalOut;
 use crate::signaling::Ctx;
