@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, Environment, Origins};
+use crate::node::Hub;
 use crate::protocol::outgoing::{ServerShutdown, now_ms};
-use crate::signaling::Hub;
 
 /// How often time-driven work (room and search expiry, queue positions) runs.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -27,13 +27,15 @@ pub struct App {
     pub router: Router,
     /// Shared state.
     pub hub: Arc<Hub>,
+    /// The settings it was built from (for serving: shutdown, the cluster, the HTTP stage).
+    pub config: Config,
 }
 
 /// Builds the application from its settings, or says why they cannot work.
 pub fn build(config: Config) -> Result<App, String> {
     let origins = Arc::new(config.client_origin.clone());
     let assets = Arc::new(config.assets());
-    let hub = Hub::new(config)?;
+    let hub = Hub::new(config.node())?;
     if let Some(w) = hub.ice.warning() {
         tracing::warn!("{w}");
     }
@@ -43,7 +45,11 @@ pub fn build(config: Config) -> Result<App, String> {
         upper: hub.clone(),
     };
 
-    let router = crate::http::routes(hub.clone())
+    let web = crate::http::Settings {
+        admin_token: config.admin_token.clone(),
+        assets: config.assets(),
+    };
+    let router = crate::http::routes(hub.clone(), web)
         .fallback_service(axum::routing::any(crate::assets::serve).with_state(assets))
         .layer(middleware::from_fn_with_state(
             transport,
@@ -55,7 +61,11 @@ pub fn build(config: Config) -> Result<App, String> {
             hub.clone(),
             limit_per_address,
         ));
-    Ok(App { router, hub })
+    Ok(App {
+        router,
+        hub,
+        config,
+    })
 }
 
 /// Per-address limits on the HTTP side: a request that opens a new Engine.IO connection (a
@@ -198,10 +208,14 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let App { router, hub } = app;
-    let joining = tokio::spawn(join_cluster(hub.clone()));
-    let timeout = hub.config.shutdown_timeout();
-    let spread = hub.config.reconnect_spread_ms;
+    let App {
+        router,
+        hub,
+        config,
+    } = app;
+    let joining = tokio::spawn(crate::cluster::join(hub.clone(), config.bus()));
+    let timeout = config.shutdown_timeout();
+    let spread = config.reconnect_spread_ms;
 
     let ticker = tokio::spawn({
         let hub = hub.clone();
@@ -226,8 +240,8 @@ pub async fn serve(
     let heartbeat = tokio::spawn(hub.conns.clone().heartbeat());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let per_address = hub.config.http_connections_per_ip();
-    let max_body = hub.config.max_message_bytes as usize;
+    let per_address = config.http_connections_per_ip();
+    let max_body = config.max_message_bytes as usize;
     let server = tokio::spawn(accept_loop(
         listener,
         router,
@@ -242,7 +256,7 @@ pub async fn serve(
     hub.begin_shutdown();
     let left = |d: Instant| d.saturating_duration_since(Instant::now());
     // One notice per socket, each with its own delay, so clients come back spread out.
-    let notify = |socket: &crate::signaling::Sock| {
+    let notify = |socket: &crate::node::Sock| {
         let notice = ServerShutdown {
             message: "The server is restarting; reconnect in a moment",
             timestamp: now_ms(),
@@ -262,7 +276,7 @@ pub async fn serve(
         joining.abort();
     }
     if let Ok(Some((cluster, tasks))) = joining.await {
-        leave_cluster(&hub, &cluster, &tasks).await;
+        crate::cluster::leave(&hub, &cluster, &tasks).await;
     }
     // Closing the server does not run disconnect handlers: forget everyone explicitly.
     hub.lock().clear();
@@ -283,96 +297,6 @@ pub async fn serve(
         Err(_) => tracing::warn!("connections still open at the shutdown deadline; exiting anyway"),
     }
     Ok(())
-}
-
-/// The cluster's background work: worker, inbox, heartbeat.
-type ClusterTasks = Vec<tokio::task::JoinHandle<()>>;
-
-/// With `REDIS_URL` set, connects to Redis and starts the worker, the inbox and the heartbeat;
-/// until then the node takes no Socket.IO sessions and `/health` answers 503. A Redis that
-/// cannot be reached at start is waited for (and each failure logged), as one that goes away
-/// later is: a rollout that starts pods before Redis must not crash-loop them.
-async fn join_cluster(hub: Arc<Hub>) -> Option<(Arc<crate::cluster::Cluster>, ClusterTasks)> {
-    use crate::cluster::{Cluster, inbox, liveness, worker};
-    let url = hub.config.redis_url.clone()?;
-    let mut attempt = 0u32;
-    let (cluster, subscriber) = loop {
-        match Cluster::connect(
-            &url,
-            hub.config.redis_ca_file.as_deref(),
-            &hub.config.redis_prefix,
-            hub.config.node_id.as_deref(),
-            Duration::from_millis(hub.config.node_timeout_ms),
-            Duration::from_secs(5),
-        )
-        .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                // Every failure for the first minute, then one in ten: the log stays readable.
-                if attempt < 30 || attempt.is_multiple_of(10) {
-                    tracing::warn!("{e}; not serving until Redis answers (retrying)");
-                }
-                attempt += 1;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    };
-    let jobs = hub
-        .jobs
-        .lock()
-        .take()
-        .expect("a cluster hub has a job queue");
-    let mut tasks = vec![
-        tokio::spawn(worker::run(hub.clone(), cluster.clone(), jobs)),
-        tokio::spawn(inbox::run(hub.clone(), cluster.clone(), subscriber)),
-    ];
-    // Serve only once this node hears its own channel (its first heartbeat then makes it
-    // visible to the others).
-    let mut since = Instant::now();
-    while !cluster.inbox_ok() {
-        if since.elapsed() > Duration::from_secs(10) {
-            tracing::warn!("this node's Redis channel has not delivered its own ping yet");
-            since = Instant::now();
-        }
-        cluster.ping_self();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    hub.cluster.set(cluster.clone()).ok();
-    tasks.push(tokio::spawn(liveness::run(hub.clone(), cluster.clone())));
-    tracing::info!(node = %cluster.node, "joined the cluster");
-    Some((cluster, tasks))
-}
-
-/// Leaves the cluster at shutdown: partners on other nodes are told at once (not after the
-/// node timeout), and this node's heartbeat and queue entries go.
-async fn leave_cluster(hub: &Hub, cluster: &crate::cluster::Cluster, tasks: &ClusterTasks) {
-    {
-        let mut core = hub.lock();
-        let now = Instant::now();
-        let rooms = core.ghosts_where(|_| true);
-        for r in rooms {
-            if let Some(crate::signaling::Link::Remote(node)) = core.link(&r.ghost).cloned() {
-                cluster.send(
-                    &node,
-                    &crate::cluster::Msg::Left {
-                        room: r.room.to_string(),
-                        to: r.ghost.to_string(),
-                        reason: crate::model::reason::Reason::Disconnect.to_string(),
-                    },
-                );
-            }
-            let effects = core.remote_left(&r.local, &r.room, crate::model::reason::Reason::Disconnect, now);
-            drop(effects);
-        }
-        core.settle();
-    }
-    for t in tasks {
-        t.abort();
-    }
-    cluster.leave().await;
-    // Give the publisher a moment to flush the goodbyes.
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// The TCP connections each peer address holds in the HTTP stage (accepted, not yet closed or

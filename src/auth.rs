@@ -6,9 +6,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
 
-use crate::config::Config;
-use crate::protocol::incoming::check_user_id;
 use crate::model::{ErrorCode, Reject};
+use crate::protocol::incoming::check_user_id;
 
 /// Checks tokens against the configured key, audience and issuer.
 pub struct Verifier {
@@ -21,9 +20,22 @@ struct Claims {
     sub: String,
 }
 
+/// What token authentication needs of the settings (built by [`crate::config`]).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `JWT_SECRET`: an HS256 key of at least 32 bytes.
+    pub jwt_secret: Option<String>,
+    /// `JWT_PUBLIC_KEY`: an RS256 or ES256 public key in PEM.
+    pub jwt_public_key: Option<String>,
+    /// `JWT_AUDIENCE`: the `aud` every token must carry.
+    pub jwt_audience: Option<String>,
+    /// `JWT_ISSUER`: the `iss` every token must carry.
+    pub jwt_issuer: Option<String>,
+}
+
 impl Verifier {
-    /// The verifier `config` asks for, `None` in anonymous mode, or why the key is unusable.
-    pub fn from_config(config: &Config) -> Result<Option<Verifier>, String> {
+    /// The verifier the settings ask for, `None` in anonymous mode, or why the key is unusable.
+    pub fn new(config: &Settings) -> Result<Option<Verifier>, String> {
         let (key, algorithms) = match (&config.jwt_secret, &config.jwt_public_key) {
             (None, None) => return Ok(None),
             (Some(_), Some(_)) => return Err("set JWT_SECRET or JWT_PUBLIC_KEY, not both".into()),
@@ -120,7 +132,7 @@ mod tests {
     fn verifier(extra: &[&str]) -> Verifier {
         let mut flags = vec!["--jwt-secret", SECRET];
         flags.extend_from_slice(extra);
-        Verifier::from_config(&Config::from_flags(flags).unwrap())
+        Verifier::new(&crate::config::Config::from_flags(flags).unwrap().auth())
             .unwrap()
             .unwrap()
     }
@@ -250,8 +262,9 @@ mod tests {
             let path = format!("{fixtures}/{name}-public.pem");
             let inline = std::fs::read_to_string(&path).unwrap().replace('\n', "\\n");
             for given in [path, inline] {
-                let c = Config::from_flags([format!("--jwt-public-key={given}")]).unwrap();
-                let v = Verifier::from_config(&c).unwrap().unwrap();
+                let c = crate::config::Config::from_flags([format!("--jwt-public-key={given}")])
+                    .unwrap();
+                let v = Verifier::new(&c.auth()).unwrap().unwrap();
                 assert_eq!(v.verify(&signed).unwrap(), "idp-user", "{name}");
                 // An HS256 token made with the public key as its secret: the classic
                 // algorithm-confusion forgery.
@@ -266,11 +279,13 @@ mod tests {
 
     #[test]
     fn weak_or_conflicting_keys_are_refused_at_start() {
-        let c = Config::from_flags(["--jwt-secret", "short"]).unwrap();
-        assert!(Verifier::from_config(&c).is_err());
-        let c = Config::from_flags(["--jwt-public-key=-----BEGIN PUBLIC KEY-----\nxx"]).unwrap();
-        assert!(Verifier::from_config(&c).is_err());
-        let c = Config::from_flags(Vec::<String>::new()).unwrap();
-        assert!(Verifier::from_config(&c).unwrap().is_none());
+        let c = crate::config::Config::from_flags(["--jwt-secret", "short"]).unwrap();
+        assert!(Verifier::new(&c.auth()).is_err());
+        let c =
+            crate::config::Config::from_flags(["--jwt-public-key=-----BEGIN PUBLIC KEY-----\nxx"])
+                .unwrap();
+        assert!(Verifier::new(&c.auth()).is_err());
+        let c = crate::config::Config::from_flags(Vec::<String>::new()).unwrap();
+        assert!(Verifier::new(&c.auth()).unwrap().is_none());
     }
 }

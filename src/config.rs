@@ -473,6 +473,68 @@ impl Config {
         self.max_http_connections_per_ip
             .unwrap_or(self.max_connections_per_ip.saturating_mul(2)) as usize
     }
+    /// The limits' slice.
+    pub fn limits(&self) -> crate::limits::Settings {
+        crate::limits::Settings {
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_new_connections_per_ip: self.max_new_connections_per_ip,
+            rate_limit_window_ms: self.rate_limit_window_ms,
+            rate_limit_max_requests: self.rate_limit_max_requests,
+            signal_events_per_sec: self.signal_events_per_sec,
+            chat_events_per_sec: self.chat_events_per_sec,
+            search_events_per_min: self.search_events_per_min,
+            other_events_per_sec: self.other_events_per_sec,
+            flood_disconnect_after: self.flood_disconnect_after,
+            trust_proxy: self.trust_proxy,
+        }
+    }
+
+    /// Token authentication's slice.
+    pub fn auth(&self) -> crate::auth::Settings {
+        crate::auth::Settings {
+            jwt_secret: self.jwt_secret.clone(),
+            jwt_public_key: self.jwt_public_key.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+            jwt_issuer: self.jwt_issuer.clone(),
+        }
+    }
+
+    /// The ICE servers' slice.
+    pub fn ice(&self) -> crate::ice::Settings {
+        crate::ice::Settings {
+            stun_urls: self.stun_urls.clone(),
+            turn_urls: self.turn_urls.clone(),
+            turn_server_url: self.turn_server_url.clone(),
+            turn_secret: self.turn_secret.clone(),
+            turn_ttl: self.turn_ttl,
+            turn_username: self.turn_username.clone(),
+            turn_password: self.turn_password.clone(),
+        }
+    }
+
+    /// The bus's slice: `None` without `REDIS_URL`.
+    pub fn bus(&self) -> Option<crate::bus::Settings> {
+        Some(crate::bus::Settings {
+            url: self.redis_url.clone()?,
+            ca_file: self.redis_ca_file.clone(),
+            prefix: self.redis_prefix.clone(),
+            node_id: self.node_id.clone(),
+            node_timeout: Duration::from_millis(self.node_timeout_ms),
+        })
+    }
+
+    /// The node's slice: the core, the transport, the limits, authentication, ICE.
+    pub fn node(&self) -> crate::node::Settings {
+        crate::node::Settings {
+            core: self.core(),
+            max_blocks: self.max_blocks as usize,
+            clustered: self.redis_url.is_some(),
+            transport: self.transport(),
+            limits: self.limits(),
+            auth: self.auth(),
+            ice: self.ice(),
+        }
+    }
 
     /// The transport's settings.
     pub fn transport(&self) -> crate::ws::Settings {
@@ -499,7 +561,7 @@ impl Config {
         }
         match (&self.redis_url, &self.redis_ca_file) {
             (Some(url), ca) => {
-                crate::cluster::redis_config(url, ca.as_deref())?;
+                crate::bus::redis_config(url, ca.as_deref())?;
             }
             (None, Some(_)) => return Err("REDIS_CA_FILE is set but REDIS_URL is not".into()),
             (None, None) => {}

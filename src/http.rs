@@ -10,11 +10,39 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get};
 use serde::Serialize;
 
+use crate::node::Hub;
 use crate::protocol::outgoing::now_ms;
-use crate::signaling::Hub;
 
-/// The routes, bound to the hub.
-pub fn routes(hub: Arc<Hub>) -> Router {
+/// What the HTTP routes need of the settings besides the node (built by [`crate::config`]).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `ADMIN_TOKEN`: the operator routes' bearer token (open when unset).
+    pub admin_token: Option<String>,
+    /// Where the dashboard page comes from.
+    pub assets: crate::assets::Settings,
+}
+
+/// The routes' state: the node and the settings.
+#[derive(Clone)]
+struct Web {
+    hub: Arc<Hub>,
+    settings: Arc<Settings>,
+}
+
+impl axum::extract::FromRef<Web> for Arc<Hub> {
+    fn from_ref(web: &Web) -> Self {
+        web.hub.clone()
+    }
+}
+
+impl axum::extract::FromRef<Web> for Arc<Settings> {
+    fn from_ref(web: &Web) -> Self {
+        web.settings.clone()
+    }
+}
+
+/// The routes, bound to the node.
+pub fn routes(hub: Arc<Hub>, settings: Settings) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/stats", get(stats))
@@ -24,7 +52,10 @@ pub fn routes(hub: Arc<Hub>) -> Router {
         .route("/dashboard", get(dashboard))
         // The page's own file name too: the static files would serve it without the token.
         .route("/dashboard.html", get(dashboard))
-        .with_state(hub)
+        .with_state(Web {
+            hub,
+            settings: Arc::new(settings),
+        })
 }
 
 /// `GET /health` body.
@@ -148,7 +179,7 @@ pub struct ClusterStats {
     pub messages_lost: u64,
     /// Figures summed over the live nodes at the last heartbeat.
     #[serde(flatten)]
-    pub figures: crate::cluster::ClusterFigures,
+    pub figures: crate::bus::ClusterFigures,
 }
 
 /// Process memory figures, from `/proc/self/statm` (zero where unavailable).
@@ -217,8 +248,8 @@ fn bearer<'a>(headers: &'a HeaderMap, query: &'a TokenQuery) -> Option<&'a str> 
 }
 
 /// Whether an operator route may be served: always without `ADMIN_TOKEN`, else only with it.
-fn admin_allowed(hub: &Hub, headers: &HeaderMap, query: &TokenQuery) -> bool {
-    match &hub.config.admin_token {
+fn admin_allowed(settings: &Settings, headers: &HeaderMap, query: &TokenQuery) -> bool {
+    match &settings.admin_token {
         None => true,
         Some(want) => bearer(headers, query).is_some_and(|got| {
             got.len() == want.len()
@@ -234,12 +265,12 @@ fn admin_allowed(hub: &Hub, headers: &HeaderMap, query: &TokenQuery) -> bool {
 /// An operator request: extracting it refuses the request with 401 unless [`admin_allowed`].
 struct Admin;
 
-impl axum::extract::FromRequestParts<Arc<Hub>> for Admin {
+impl axum::extract::FromRequestParts<Web> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut http::request::Parts,
-        hub: &Arc<Hub>,
+        web: &Web,
     ) -> Result<Self, Self::Rejection> {
         let q = Query::<TokenQuery>::try_from_uri(&parts.uri)
             .map(|q| q.0)
@@ -247,7 +278,7 @@ impl axum::extract::FromRequestParts<Arc<Hub>> for Admin {
                 token: None,
                 user_id: None,
             });
-        if admin_allowed(hub, &parts.headers, &q) {
+        if admin_allowed(&web.settings, &parts.headers, &q) {
             return Ok(Admin);
         }
         Err((
@@ -259,6 +290,16 @@ impl axum::extract::FromRequestParts<Arc<Hub>> for Admin {
     }
 }
 
+/// What `/metrics` shows of the node, read under one lock.
+fn snapshot(hub: &Hub) -> crate::metrics::Snapshot {
+    crate::metrics::Snapshot {
+        stats: hub.lock().stats(Instant::now()),
+        connections: hub.sockets(),
+        output: hub.conns.output(),
+        cluster: hub.cluster.get().map(|c| (c.redis_up(), c.figures())),
+    }
+}
+
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(_: Admin, State(hub): State<Arc<Hub>>) -> Response {
     (
@@ -266,14 +307,14 @@ async fn metrics(_: Admin, State(hub): State<Arc<Hub>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&hub),
+        crate::metrics::render(&snapshot(&hub)),
     )
         .into_response()
 }
 
 /// `GET /dashboard`: the live dashboard page (built in, or `STATIC_DIR/dashboard.html`).
-async fn dashboard(_: Admin, State(hub): State<Arc<Hub>>) -> Response {
-    match crate::assets::get(&hub.config.assets(), "dashboard.html").await {
+async fn dashboard(_: Admin, State(settings): State<Arc<Settings>>) -> Response {
+    match crate::assets::get(&settings.assets, "dashboard.html").await {
         Some(page) => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -323,7 +364,7 @@ async fn ice_servers(
     };
     Json(IceServersOut {
         ice_servers: hub.ice.servers(&user, crate::ice::unix_now()),
-        ttl: hub.config.turn_ttl,
+        ttl: hub.ice.ttl_secs(),
     })
     .into_response()
 }

@@ -10,7 +10,6 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
-use crate::config::Config;
 use crate::protocol::outgoing::IceServer;
 
 /// The ICE configuration handed to clients.
@@ -30,9 +29,28 @@ pub fn turn_credential(secret: &str, username: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// What the ICE servers need of the settings (built by [`crate::config`]).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `STUN_URLS`, comma-separated.
+    pub stun_urls: String,
+    /// `TURN_URLS`, comma-separated.
+    pub turn_urls: String,
+    /// `TURN_SERVER_URL`, the Node server's name for more TURN URLs.
+    pub turn_server_url: Option<String>,
+    /// `TURN_SECRET`: time-limited credentials (the TURN REST scheme).
+    pub turn_secret: Option<String>,
+    /// `TURN_TTL`: how long a credential is valid, in seconds.
+    pub turn_ttl: u64,
+    /// `TURN_USERNAME`: a static credential's user.
+    pub turn_username: Option<String>,
+    /// `TURN_PASSWORD`: a static credential's password.
+    pub turn_password: Option<String>,
+}
+
 impl Ice {
-    /// The ICE servers `config` names.
-    pub fn new(config: &Config) -> Ice {
+    /// The ICE servers the settings name.
+    pub fn new(config: &Settings) -> Ice {
         let list = |v: &str| {
             v.split(',')
                 .map(str::trim)
@@ -54,6 +72,11 @@ impl Ice {
                 .clone()
                 .zip(config.turn_password.clone()),
         }
+    }
+
+    /// How long a TURN credential stays valid, in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
     }
 
     /// RTCIceServer objects for `user` at Unix time `now_secs`.
@@ -115,7 +138,7 @@ mod tests {
 
     #[test]
     fn clients_get_stun_and_expiring_turn_credentials() {
-        let c = Config::from_flags([
+        let c = crate::config::Config::from_flags([
             "--stun-urls",
             "stun:stun.example.com:3478",
             "--turn-urls",
@@ -126,7 +149,7 @@ mod tests {
             "3600",
         ])
         .unwrap();
-        let servers = Ice::new(&c).servers("alice", 1_699_996_400);
+        let servers = Ice::new(&c.ice()).servers("alice", 1_699_996_400);
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].urls, ["stun:stun.example.com:3478"]);
         assert!(servers[0].username.is_none());
@@ -145,7 +168,7 @@ mod tests {
 
     #[test]
     fn static_turn_credentials_and_missing_ones() {
-        let c = Config::from_flags([
+        let c = crate::config::Config::from_flags([
             "--stun-urls",
             "",
             "--turn-server-url",
@@ -156,14 +179,15 @@ mod tests {
             "p",
         ])
         .unwrap();
-        let s = Ice::new(&c).servers("bob", 0);
+        let s = Ice::new(&c.ice()).servers("bob", 0);
         assert_eq!(s.len(), 1);
         assert_eq!(
             (s[0].username.as_deref(), s[0].credential.as_deref()),
             (Some("u"), Some("p"))
         );
-        let bare = Config::from_flags(["--turn-urls", "turn:t.example.com"]).unwrap();
-        let ice = Ice::new(&bare);
+        let bare =
+            crate::config::Config::from_flags(["--turn-urls", "turn:t.example.com"]).unwrap();
+        let ice = Ice::new(&bare.ice());
         assert!(ice.warning().is_some());
         assert!(ice.servers("bob", 0).iter().all(|s| s.username.is_none()));
     }

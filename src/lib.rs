@@ -21,6 +21,7 @@
 pub mod app;
 pub mod assets;
 pub mod auth;
+pub mod bus;
 pub mod cluster;
 pub mod config;
 pub mod core;
@@ -31,6 +32,7 @@ pub mod ice;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod node;
 pub mod protocol;
 pub mod signaling;
 pub mod ws;

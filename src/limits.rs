@@ -17,7 +17,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 
-use crate::config::Config;
 use crate::model::Reject;
 
 /// The budget an event is charged to.
@@ -76,9 +75,34 @@ pub struct Limits {
     trust_proxy: u8,
 }
 
+/// What the limits need of the settings (built by [`crate::config`]); 0 turns a limit off.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `MAX_CONNECTIONS_PER_IP`.
+    pub max_connections_per_ip: u32,
+    /// `MAX_NEW_CONNECTIONS_PER_IP`, per window.
+    pub max_new_connections_per_ip: u32,
+    /// `RATE_LIMIT_WINDOW_MS`.
+    pub rate_limit_window_ms: u64,
+    /// `RATE_LIMIT_MAX_REQUESTS`, per window.
+    pub rate_limit_max_requests: u32,
+    /// `SIGNAL_EVENTS_PER_SEC`.
+    pub signal_events_per_sec: u32,
+    /// `CHAT_EVENTS_PER_SEC`.
+    pub chat_events_per_sec: u32,
+    /// `SEARCH_EVENTS_PER_MIN`.
+    pub search_events_per_min: u32,
+    /// `OTHER_EVENTS_PER_SEC`.
+    pub other_events_per_sec: u32,
+    /// `FLOOD_DISCONNECT_AFTER`: refusals within 10 s before the socket is closed.
+    pub flood_disconnect_after: u32,
+    /// `TRUST_PROXY`: how many proxies in front set `X-Forwarded-For`.
+    pub trust_proxy: u8,
+}
+
 impl Limits {
-    /// The limits `config` asks for.
-    pub fn new(config: &Config) -> Limits {
+    /// The limits the settings ask for.
+    pub fn new(config: &Settings) -> Limits {
         let window = Duration::from_millis(config.rate_limit_window_ms);
         let sec = Duration::from_secs(1);
         let clock = DefaultClock::default();
@@ -276,7 +300,11 @@ mod tests {
     use crate::model::ErrorCode;
 
     fn limits(flags: &[&str]) -> Limits {
-        Limits::new(&Config::from_flags(flags.iter().copied()).unwrap())
+        Limits::new(
+            &crate::config::Config::from_flags(flags.iter().copied())
+                .unwrap()
+                .limits(),
+        )
     }
 
     #[test]

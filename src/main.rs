@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     // mimalloc reads options atomically.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let config = Config::load();
-    if let Err(e) = roulette::auth::Verifier::from_config(&config) {
+    if let Err(e) = roulette::auth::Verifier::new(&config.auth()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -9,12 +9,9 @@
 //! are set from the hub being scraped, so each server reports its own.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::signaling::Hub;
 
 /// Wait before a match, in seconds: from instant pairs to the 5-minute search limit.
 const WAIT_BUCKETS: &[f64] = &[
@@ -102,18 +99,31 @@ pub fn waited(ms: u64) {
     histogram!("roulette_wait_seconds").record(ms as f64 / 1000.0);
 }
 
-/// The Prometheus text for `hub`'s server.
-pub fn render(hub: &Hub) -> String {
+/// What the node's figures are at one moment: `/metrics` renders from this, not from the node.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The core's figures.
+    pub stats: crate::core::CoreStats,
+    /// Open Engine.IO sessions.
+    pub connections: usize,
+    /// The transport's output queues.
+    pub output: crate::ws::Output,
+    /// In a cluster: whether Redis answers, and the whole cluster's figures.
+    pub cluster: Option<(bool, crate::bus::ClusterFigures)>,
+}
+
+/// The Prometheus text for a node's figures.
+pub fn render(snap: &Snapshot) -> String {
     let h = handle();
-    let stats = hub.lock().stats(Instant::now());
+    let stats = &snap.stats;
     let live = stats.live;
-    gauge!("roulette_connections").set(hub.sockets() as f64);
+    gauge!("roulette_connections").set(snap.connections as f64);
     gauge!("roulette_users_connected").set(live.connected_users as f64);
     gauge!("roulette_users_waiting").set(live.waiting_users as f64);
     gauge!("roulette_users_reconnecting").set(stats.reconnecting_users as f64);
     gauge!("roulette_rooms_active").set(live.active_rooms as f64);
     gauge!("roulette_blocks").set(stats.blocks as f64);
-    let out = hub.conns.output();
+    let out = &snap.output;
     gauge!("roulette_output_queued_bytes").set(out.queued_bytes as f64);
     gauge!("roulette_connections_paused").set(out.paused as f64);
     counter!("roulette_matches_total").absolute(stats.total_matches);
@@ -143,9 +153,8 @@ pub fn render(hub: &Hub) -> String {
     ] {
         counter!("roulette_quality_reports_total", "grade" => grade).absolute(n);
     }
-    if let Some(c) = hub.cluster.get() {
-        let f = c.figures();
-        gauge!("roulette_cluster_redis_up").set(if c.redis_up() { 1.0 } else { 0.0 });
+    if let Some((redis_up, f)) = &snap.cluster {
+        gauge!("roulette_cluster_redis_up").set(if *redis_up { 1.0 } else { 0.0 });
         gauge!("roulette_cluster_nodes").set(f.nodes as f64);
         gauge!("roulette_cluster_connections").set(f.connections as f64);
         gauge!("roulette_cluster_users_connected").set(f.users as f64);

@@ -280,10 +280,23 @@ async fn preferences_and_blocks_hold_across_nodes() {
     .await;
 
     // A German speaker waits on A; an English-only seeker on B must not get them, a German one must.
+    // `searching` comes before the node's worker publishes the search: each is waited for in
+    // the shared queue, or on a loaded machine greta could search before dieter is visible.
+    let in_queue = |n: i64| {
+        let (redis, key) = (&redis, format!("{}:q", prefix("prefs")));
+        async move {
+            assert!(
+                eventually(Duration::from_secs(5), async || redis.zcard(&key) == n).await,
+                "{n} searches in the shared queue"
+            );
+        }
+    };
     let mut dieter = speaker(&a, "dieter", &["de"]).await;
     search(&mut dieter, json!({"preferences": {"language": "de"}})).await;
+    in_queue(1).await;
     let mut emma = speaker(&b, "emma", &["en"]).await;
     search(&mut emma, json!({})).await;
+    in_queue(2).await;
     let mut greta = speaker(&b, "greta", &["de", "en"]).await;
     greta.emit("find-random-partner", json!({})).await;
     // greta waited less than emma, but emma does not speak German: dieter takes greta... and

@@ -143,7 +143,7 @@ async fn a_dropped_connection_is_released_while_its_user_is_away() {
     let core = s.hub.lock();
     assert!(core.link("alice").is_none(), "away");
     match core.kept_link("alice") {
-        Some(roulette::signaling::Link::Local(r)) => {
+        Some(roulette::node::Link::Local(r)) => {
             assert!(!r.is_open(), "the socket of an away user is closed")
         }
         other => panic!("alice should be away with her old link: {other:?}"),

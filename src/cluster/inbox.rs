@@ -1,5 +1,5 @@
-//! Messages between nodes: what an effect for a remote partner becomes, and what a node does
-//! with the messages for its users.
+//! What a node does with the messages for its users from other nodes (what an effect for a
+//! remote partner becomes is the node's business: [`crate::node`]).
 //!
 //! One task reads this node's channel and handles each message to the end before the next, so
 //! messages from one node are applied in the order that node sent them; each is checked
@@ -11,38 +11,10 @@ use std::time::Instant;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
-use super::{Cluster, Msg};
-use crate::core::Effect;
+use crate::bus::{Cluster, Msg};
 use crate::model::reason::Reason;
-use crate::protocol::outgoing::ServerEvent;
-use crate::signaling::handlers::authenticate::{Handover, finish};
-use crate::signaling::{Hub, Link, SendError};
-
-/// The message that tells a partner's node about `e`, or `None` when that node decides it on its
-/// own (a room's time limit) or it cannot concern a remote partner.
-pub fn forward(e: &Effect) -> Option<Msg> {
-    let to = e.to.to_string();
-    let deliver = |room: &str| {
-        serde_json::value::to_raw_value(&e.event)
-            .ok()
-            .map(|payload| Msg::Deliver {
-                room: room.to_string(),
-                to: to.clone(),
-                event: e.event.name().to_string(),
-                payload,
-            })
-    };
-    match &e.event {
-        ServerEvent::PartnerLeft(p) if !p.can_reconnect => Some(Msg::Left {
-            room: p.room_id.to_string(),
-            to: to.clone(),
-            reason: p.reason.to_string(),
-        }),
-        ServerEvent::PartnerLeft(p) => deliver(&p.room_id),
-        ServerEvent::PartnerReconnected(p) => deliver(&p.room_id),
-        _ => None,
-    }
-}
+use crate::node::resume::{Handover, finish};
+use crate::node::{Hub, Link, SendError};
 
 /// Reads this node's channel until the subscriber closes.
 pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: SubscriberClient) {

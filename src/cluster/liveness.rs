@@ -17,21 +17,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::queue::Queue;
-use super::scripts::{self, Beat};
-use super::{Cluster, ClusterFigures, NodeFigures, worker};
-use crate::signaling::{Hub, Link};
-
-/// The heartbeat period for a node timeout.
-pub fn beat_interval(timeout: Duration) -> Duration {
-    (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
-}
-
-/// The heartbeat key's lifetime: a dead node is noticed within `timeout` of its last beat (TTL,
-/// then up to one beat until someone looks, then two beats of confirmation).
-pub fn heartbeat_ttl(timeout: Duration) -> Duration {
-    timeout.saturating_sub(beat_interval(timeout) * 3)
-}
+use super::worker;
+use crate::bus::queue::Queue;
+use crate::bus::scripts::{self, Beat};
+use crate::bus::{Cluster, ClusterFigures, NodeFigures, beat_interval, heartbeat_ttl};
+use crate::node::{Hub, Link};
 
 /// This node's figures for its heartbeat.
 pub fn figures(hub: &Hub) -> NodeFigures {
@@ -84,7 +74,7 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                 if let Queue::Shared(q) = hub.lock().queue() {
                     q.note_waiting_elsewhere(figures.waiting.saturating_sub(mine.waiting));
                 }
-                *cluster.figures.lock() = figures;
+                cluster.set_figures(figures);
                 for node in confirm_dead(&hub, &cluster, &b, &mut missing, beat * 2) {
                     bury(&hub, &cluster, &node).await;
                 }
@@ -174,7 +164,12 @@ async fn bury(hub: &Hub, cluster: &Cluster, node: &str) {
         let mut core = hub.lock();
         let rooms = core.ghosts_where(|l| matches!(l, Link::Remote(n) if **n == *node));
         for r in &rooms {
-            let effects = core.remote_left(&r.local, &r.room, crate::model::reason::Reason::Disconnect, now);
+            let effects = core.remote_left(
+                &r.local,
+                &r.room,
+                crate::model::reason::Reason::Disconnect,
+                now,
+            );
             hub.deliver(&mut core, effects);
         }
         rooms.len()

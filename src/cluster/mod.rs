@@ -1,529 +1,97 @@
-//! Several Roulette nodes as one service, over Redis.
+//! The cluster's handlers, above the node: what a node does with the bus ([`crate::bus`]).
 //!
-//! With `REDIS_URL` set, each node keeps its own users, sockets and core as before, and shares
-//! three things through Redis:
-//!
-//! - **The queue.** A search is published as an entry in a sorted set (arrival order) and a
-//!   hash (the entry), and the node looks for a partner in the snapshot of the whole queue with
-//!   the same rule as a single node ([`crate::core::rule`]). Taking a partner is one Lua script
-//!   that removes both entries only if both are still there and the partner's node is alive, so
-//!   no user is ever matched twice by two nodes ([`worker`]).
-//! - **Delivery.** Each node subscribes to a channel of its own. A message for a user of
-//!   another node (`matched`, a relayed offer, answer, candidate or chat line, `partner-left`)
-//!   goes to that node's channel through one ordered publisher, and the receiving node checks it
-//!   against its own core before emitting: a relay that arrives after its room ended is
-//!   dropped, never shown to whoever the user is talking to now ([`inbox`]).
-//! - **Liveness and figures.** Each node renews a heartbeat key with a TTL carrying its figures;
-//!   a node whose key expired is dead: the rooms its users held end for their partners, and its
-//!   queue entries are dropped ([`liveness`]).
-//!
-//! Why not socketioxide-redis for delivery: its `io.to(sid).emit` hands the packet straight to
-//! the client, so the receiving node cannot check that the relay still belongs to the user's
-//! current room, and a relay and a state change (`matched`, `partner-left`) travel different
-//! paths and can overtake each other; its driver also neither reconnects nor resubscribes after
-//! a Redis restart (see `STACK-NOTES.md`). Here one ordered path carries both, and fred's
-//! subscriber client resubscribes on its own.
+//! - [`inbox`]: messages from other nodes, checked against this node's core before anything is
+//!   emitted;
+//! - [`worker`]: the searches of this node's users, paired in the shared queue;
+//! - [`liveness`]: this node's heartbeat, and the end of the rooms of nodes that died.
 
 pub mod inbox;
 pub mod liveness;
-pub mod queue;
-pub mod scripts;
 pub mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fred::clients::SubscriberClient;
-use fred::prelude::*;
-use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use crate::bus::{Cluster, Msg, Settings};
+use crate::model::reason::Reason;
+use crate::node::{Hub, Link};
 
-use crate::core::matchmaker::Seeker;
-use crate::model::profile::{Preferences, Profile};
-use crate::protocol::outgoing::now_ms;
+/// The cluster's background work: worker, inbox, heartbeat.
+pub type Tasks = Vec<tokio::task::JoinHandle<()>>;
 
-/// Most queue entries a search looks at: the longest-waiting ones.
-pub const SNAPSHOT_LIMIT: usize = 1000;
-
-/// A search as the shared queue holds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Entry {
-    /// The user.
-    pub user: String,
-    /// The node its socket is on.
-    pub node: String,
-    /// When the search began, in Unix milliseconds (nodes share wall time, not `Instant`s).
-    pub since: u64,
-    /// The user's profile.
-    pub profile: Profile,
-    /// What it asks of a partner.
-    pub prefs: Preferences,
-    /// The partner of its last room.
-    pub previous: Option<String>,
-    /// A random id of this one search: once claimed, the same search is never published again
-    /// (a late retry of it would put a matched user back in the queue).
-    #[serde(default)]
-    pub search: u64,
-}
-
-impl Entry {
-    /// The entry of a local waiting user's search `search`.
-    pub fn of(s: &Seeker, search: u64, node: &str, now: Instant) -> Entry {
-        Entry {
-            search,
-            user: s.user.to_string(),
-            node: node.to_string(),
-            since: now_ms()
-                .saturating_sub(now.saturating_duration_since(s.since).as_millis() as u64),
-            profile: Profile::clone(&s.profile),
-            prefs: Preferences::clone(&s.prefs),
-            previous: s.previous.as_deref().map(str::to_string),
+/// With `REDIS_URL` set, connects to Redis and starts the worker, the inbox and the heartbeat;
+/// until then the node takes no Socket.IO sessions and `/health` answers 503. A Redis that
+/// cannot be reached at start is waited for (and each failure logged), as one that goes away
+/// later is: a rollout that starts pods before Redis must not crash-loop them.
+pub async fn join(hub: Arc<Hub>, settings: Option<Settings>) -> Option<(Arc<Cluster>, Tasks)> {
+    let settings = settings?;
+    let mut attempt = 0u32;
+    let (cluster, subscriber) = loop {
+        match Cluster::connect(&settings, Duration::from_secs(5)).await {
+            Ok(c) => break c,
+            Err(e) => {
+                // Every failure for the first minute, then one in ten: the log stays readable.
+                if attempt < 30 || attempt.is_multiple_of(10) {
+                    tracing::warn!("{e}; not serving until Redis answers (retrying)");
+                }
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
         }
-    }
-
-    /// The entry as a local [`Seeker`] (for a ghost partner), its wait carried over.
-    pub fn seeker(&self, now: Instant) -> Seeker {
-        let waited = Duration::from_millis(now_ms().saturating_sub(self.since));
-        Seeker {
-            user: self.user.as_str().into(),
-            profile: Arc::new(self.profile.clone()),
-            prefs: Arc::new(self.prefs.clone()),
-            since: now.checked_sub(waited).unwrap_or(now),
-            previous: self.previous.as_deref().map(Into::into),
-        }
-    }
-}
-
-/// A message from one node to another, about a user of the receiving node.
-///
-/// Externally tagged (`{"deliver": {...}}`): an internally tagged enum is read through a buffer
-/// that cannot hold the raw payload of [`Msg::Deliver`].
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Msg {
-    /// `to` (waiting on the receiving node) was matched with `partner` in `room`.
-    Paired {
-        /// The room id both nodes use.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// Its partner's queue entry.
-        partner: Entry,
-        /// Whether `to` starts the call.
-        initiator: bool,
-    },
-    /// An event for `to`, from its partner in `room` (room ids are unique: the room names the
-    /// sender).
-    Deliver {
-        /// The room.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// The event name.
-        event: String,
-        /// The event's payload, as the client gets it.
-        payload: Box<RawValue>,
-    },
-    /// `user`, away from the receiving node, came back through node `from` with `token`
-    /// (`None`: `from` verified its JWT): the receiving node hands its room over.
-    Migrate {
-        /// The returning user.
-        user: String,
-        /// The resume token it presented.
-        token: Option<String>,
-        /// The node it is connected to now.
-        from: String,
-    },
-    /// The receiving node asked for `user`'s session (see [`Msg::Migrate`]) and cannot have it.
-    Refused {
-        /// The user.
-        user: String,
-    },
-    /// `to`, connected to the receiving node, takes back `room` with `partner` (on
-    /// `partner_node`).
-    Handover {
-        /// The room.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// Its partner.
-        partner: String,
-        /// The partner's node.
-        partner_node: String,
-        /// Whether `to` starts the call.
-        initiator: bool,
-        /// True when the partner's node must be told where `to` is now (it is not the node that
-        /// handed the room over); the receiving node tells it once the room is taken back, so
-        /// that the partner's relays cannot arrive before the room.
-        relink: bool,
-    },
-    /// The partner of `to` in `room` is now connected to `node`: `to` gets
-    /// `partner-reconnected`.
-    Relink {
-        /// The room.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// The partner's new node.
-        node: String,
-    },
-    /// A node's message to itself, each heartbeat: proof that its channel is subscribed.
-    Ping {
-        /// When it was sent (Unix ms).
-        sent: u64,
-    },
-    /// `to`'s partner left `room`: `to` gets `partner-left`.
-    Left {
-        /// The room.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// The `partner-left` reason.
-        reason: String,
-    },
-}
-
-/// This node's figures, published with its heartbeat.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeFigures {
-    /// Open Socket.IO connections.
-    pub connections: usize,
-    /// Authenticated users.
-    pub users: usize,
-    /// Users waiting for a partner.
-    pub waiting: usize,
-    /// Rooms with at least one member here.
-    pub rooms: usize,
-    /// Of those, rooms whose other member is on another node (counted by both nodes).
-    pub shared_rooms: usize,
-}
-
-/// Figures of the whole cluster, from the live nodes' heartbeats.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterFigures {
-    /// Live nodes.
-    pub nodes: usize,
-    /// Their names.
-    pub node_ids: Vec<String>,
-    /// Open connections on all nodes.
-    pub connections: usize,
-    /// Authenticated users on all nodes.
-    pub users: usize,
-    /// Users waiting on all nodes.
-    pub waiting: usize,
-    /// Rooms in the cluster (a room shared by two nodes counted once).
-    pub rooms: usize,
-    /// Matches made by the cluster since Redis started.
-    pub total_matches: u64,
-}
-
-/// One node's link to the cluster.
-pub struct Cluster {
-    /// This node's name.
-    pub node: Arc<str>,
-    prefix: String,
-    client: Client,
-    subscriber: SubscriberClient,
-    outbox: UnboundedSender<(Arc<str>, String)>,
-    redis_up: AtomicBool,
-    /// When this node last heard its own ping on its channel (Unix ms).
-    inbox_heard: AtomicU64,
-    /// Messages that could not be published or were dropped on arrival (a lagging subscriber).
-    lost: AtomicU64,
-    figures: Mutex<ClusterFigures>,
-    /// How long a silent node stays alive.
-    pub node_timeout: Duration,
-}
-
-/// `text` with the credentials of Redis URL `url` hidden: the password (wherever it appears,
-/// the URL included) becomes `***`. Log lines and start-up errors go to log collectors that
-/// more people read than should know the password.
-pub fn scrub(text: &str, url: &str) -> String {
-    let Some(secret) = password(url) else {
-        return text.to_string();
     };
-    text.replace(secret, "***")
+    let jobs = hub
+        .jobs
+        .lock()
+        .take()
+        .expect("a cluster hub has a job queue");
+    let mut tasks = vec![
+        tokio::spawn(worker::run(hub.clone(), cluster.clone(), jobs)),
+        tokio::spawn(inbox::run(hub.clone(), cluster.clone(), subscriber)),
+    ];
+    // Serve only once this node hears its own channel (its first heartbeat then makes it
+    // visible to the others).
+    let mut since = Instant::now();
+    while !cluster.inbox_ok() {
+        if since.elapsed() > Duration::from_secs(10) {
+            tracing::warn!("this node's Redis channel has not delivered its own ping yet");
+            since = Instant::now();
+        }
+        cluster.ping_self();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.cluster.set(cluster.clone()).ok();
+    tasks.push(tokio::spawn(liveness::run(hub.clone(), cluster.clone())));
+    tracing::info!(node = %cluster.node, "joined the cluster");
+    Some((cluster, tasks))
 }
 
-/// fred's settings for `url`: `redis://` or, with TLS, `rediss://`, the server's certificate
-/// checked against the PEM bundle `ca_file` when given (a private CA), else the system's roots.
-/// Errors name the key and hide the password.
-pub fn redis_config(url: &str, ca_file: Option<&std::path::Path>) -> Result<Config, String> {
-    // One server (or a managed service's endpoint): the queue's scripts take several keys at
-    // once, which a Redis Cluster spreads over shards.
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
-    if !matches!(scheme, "redis" | "rediss" | "valkey" | "valkeys") {
-        return Err(scrub(
-            &format!(
-                "REDIS_URL: {scheme:?} is not a Redis URL scheme (expected \
-                 redis://[:password@]host[:port][/db], or rediss://… for TLS)"
-            ),
-            url,
-        ));
-    }
-    let mut config = Config::from_url(url).map_err(|e| {
-        scrub(
-            &format!(
-                "REDIS_URL: {e} (expected redis://[:password@]host[:port][/db] or rediss://…)"
-            ),
-            url,
-        )
-    })?;
-    if let Some(path) = ca_file {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let what = |e: &dyn std::fmt::Display| format!("REDIS_CA_FILE {}: {e}", path.display());
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| what(&e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| what(&e))?;
-        if certs.is_empty() {
-            return Err(what(&"no PEM certificate in it"));
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certs {
-            roots.add(cert).map_err(|e| what(&e))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| what(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        if config.tls.is_none() {
-            return Err(what(&"a CA file needs a rediss:// REDIS_URL"));
-        }
-        config.tls = Some(fred::types::config::TlsConnector::from(tls).into());
-    }
-    Ok(config)
-}
-
-/// The password in a `redis://[user][:password]@host` URL, if it has one.
-fn password(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let auth = &host[..host.rfind('@')?];
-    let auth = auth.split_once(':').map_or(auth, |(_, p)| p);
-    (!auth.is_empty()).then_some(auth)
-}
-
-impl Cluster {
-    /// Connects to Redis at `url` (giving up after `wait`), subscribes to this node's channel and
-    /// starts the publisher. Returns the cluster and the receiver of this node's messages.
-    pub async fn connect(
-        url: &str,
-        ca_file: Option<&std::path::Path>,
-        prefix: &str,
-        node: Option<&str>,
-        node_timeout: Duration,
-        wait: Duration,
-    ) -> Result<(Arc<Cluster>, fred::clients::SubscriberClient), String> {
-        let config = redis_config(url, ca_file)?;
-        let build = |b: &mut Builder| {
-            b.with_performance_config(|p| {
-                // Messages for this node wait here until the inbox takes them; a burst must fit.
-                p.broadcast_channel_capacity = 1 << 13;
-                p.default_command_timeout = Duration::from_secs(2);
-            })
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-                c.internal_command_timeout = Duration::from_secs(2);
-            })
-            // Keep trying for ever, every quarter second: Redis coming back must be noticed fast.
-            .set_policy(ReconnectPolicy::new_constant(0, 250));
-        };
-        let mut b = Builder::from_config(config);
-        build(&mut b);
-        let client = b.build().map_err(|e| e.to_string())?;
-        let subscriber = b.build_subscriber_client().map_err(|e| e.to_string())?;
-        let connect = async {
-            client.init().await?;
-            subscriber.init().await?;
-            Ok::<_, fred::error::Error>(())
-        };
-        let failed = match tokio::time::timeout(wait, connect).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("cannot reach Redis at {url}: {e}")),
-            Err(_) => Some(format!("cannot reach Redis at {url} within {wait:?}")),
-        };
-        if let Some(e) = failed {
-            // Stop both clients' connection tasks: the caller may try again with new ones.
-            let _ = tokio::time::timeout(Duration::from_millis(200), async {
-                if client.state() != ClientState::Disconnected {
-                    let _ = client.quit().await;
-                }
-                if subscriber.state() != ClientState::Disconnected {
-                    let _ = subscriber.quit().await;
-                }
-            })
-            .await;
-            return Err(scrub(&e, url));
-        }
-        let node: Arc<str> = match node {
-            Some(n) => n.into(),
-            None => uuid::Uuid::new_v4().simple().to_string()[..12].into(),
-        };
-        let (outbox, rx) = tokio::sync::mpsc::unbounded_channel();
-        let cluster = Arc::new(Cluster {
-            node,
-            prefix: prefix.to_string(),
-            client,
-            subscriber: subscriber.clone(),
-            outbox,
-            redis_up: AtomicBool::new(true),
-            inbox_heard: AtomicU64::new(0),
-            lost: AtomicU64::new(0),
-            figures: Mutex::new(ClusterFigures::default()),
-            node_timeout,
-        });
-        cluster
-            .subscriber
-            .subscribe(cluster.channel(&cluster.node))
-            .await
-            .map_err(|e| format!("cannot subscribe: {e}"))?;
-        // Resubscribes after every reconnection (a Redis restart included).
-        cluster.subscriber.manage_subscriptions();
-        // Exported from the start, at 0: an alert on their increase needs the series first.
-        metrics::counter!("roulette_cluster_messages_lost_total").increment(0);
-        metrics::counter!("roulette_cluster_messages_sent_total").increment(0);
-        tokio::spawn(publisher(cluster.clone(), rx));
-        Ok((cluster, subscriber))
-    }
-
-    /// A key of this deployment.
-    pub fn key(&self, name: &str) -> String {
-        format!("{}:{name}", self.prefix)
-    }
-
-    /// The channel of `node`.
-    pub fn channel(&self, node: &str) -> String {
-        format!("{}:to:{node}", self.prefix)
-    }
-
-    /// The Redis client for commands.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// Queues `msg` for `node`. Messages to one node leave in the order they were queued.
-    pub fn send(&self, node: &str, msg: &Msg) {
-        match serde_json::to_string(msg) {
-            Ok(text) => {
-                self.outbox.send((node.into(), text)).ok();
+/// Leaves the cluster at shutdown: partners on other nodes are told at once (not after the
+/// node timeout), and this node's heartbeat and queue entries go.
+pub async fn leave(hub: &Hub, cluster: &Cluster, tasks: &Tasks) {
+    {
+        let mut core = hub.lock();
+        let now = Instant::now();
+        let rooms = core.ghosts_where(|_| true);
+        for r in rooms {
+            if let Some(Link::Remote(node)) = core.link(&r.ghost).cloned() {
+                cluster.send(
+                    &node,
+                    &Msg::Left {
+                        room: r.room.to_string(),
+                        to: r.ghost.to_string(),
+                        reason: Reason::Disconnect.to_string(),
+                    },
+                );
             }
-            Err(e) => tracing::error!("cannot encode a cluster message: {e}"),
+            let effects = core.remote_left(&r.local, &r.room, Reason::Disconnect, now);
+            drop(effects);
         }
+        core.settle();
     }
-
-    /// Whether Redis answered the last heartbeat and this node's channel is subscribed: only
-    /// then can the node reach and be reached by the cluster.
-    pub fn redis_up(&self) -> bool {
-        self.redis_up.load(Ordering::Acquire) && self.inbox_ok()
+    for t in tasks {
+        t.abort();
     }
-
-    /// Whether this node heard its own ping on its channel within the last three beats. After
-    /// Redis restarts, the command connection may be back before the subscription is renewed;
-    /// messages published to the channel meanwhile are lost, so until then the node does not
-    /// renew its heartbeat key (nobody matches its users or sends it anything new).
-    pub fn inbox_ok(&self) -> bool {
-        let window = liveness::beat_interval(self.node_timeout).as_millis() as u64 * 3;
-        now_ms().saturating_sub(self.inbox_heard.load(Ordering::Acquire)) <= window
-    }
-
-    /// Records that this node's own ping came back through its channel.
-    pub fn heard_own_ping(&self) {
-        self.inbox_heard.store(now_ms(), Ordering::Release);
-    }
-
-    /// Sends this node a ping through its own channel (see [`Cluster::inbox_ok`]).
-    pub fn ping_self(&self) {
-        self.send(&self.node, &Msg::Ping { sent: now_ms() });
-    }
-
-    fn set_redis_up(&self, up: bool) -> bool {
-        self.redis_up.swap(up, Ordering::AcqRel)
-    }
-
-    /// Messages lost on the way (publish failed, or the inbox fell behind).
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
-    }
-
-    fn count_lost(&self, n: u64) {
-        self.lost.fetch_add(n, Ordering::Relaxed);
-        metrics::counter!("roulette_cluster_messages_lost_total").increment(n);
-    }
-
-    /// The latest figures of the whole cluster.
-    pub fn figures(&self) -> ClusterFigures {
-        self.figures.lock().clone()
-    }
-
-    /// Takes this node out of the cluster at shutdown: its heartbeat and queue entries go at
-    /// once instead of after the timeout.
-    pub async fn leave(&self) {
-        let r: Result<(), _> = scripts::purge(self, &self.node).await;
-        if let Err(e) = r {
-            tracing::warn!("could not leave the cluster cleanly: {e}");
-        }
-        let key = self.key(&format!("node:{}", self.node));
-        let _: Result<i64, _> = self.client.del(key).await;
-    }
-}
-
-/// Publishes queued messages in order, batching what has piled up into one pipeline.
-async fn publisher(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<str>, String)>) {
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let pipeline = cluster.client.pipeline();
-        for (node, text) in batch.iter() {
-            let queued: Result<(), _> =
-                pipeline.publish(cluster.channel(node), text.as_str()).await;
-            if let Err(e) = queued {
-                tracing::warn!("cannot queue a cluster message: {e}");
-            }
-        }
-        let sent: Result<Vec<Value>, _> = pipeline.all().await;
-        if let Err(e) = sent {
-            tracing::warn!(
-                messages = batch.len(),
-                "cluster messages not published: {e}"
-            );
-            cluster.count_lost(batch.len() as u64);
-        } else {
-            metrics::counter!("roulette_cluster_messages_sent_total").increment(batch.len() as u64);
-        }
-        batch.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scrub;
-
-    #[test]
-    fn redis_passwords_never_reach_a_message() {
-        let url = "redis://default:s3cr3t@redis.internal:6379/0";
-        let msg = scrub(&format!("cannot reach Redis at {url}: auth failed"), url);
-        assert_eq!(
-            msg,
-            "cannot reach Redis at redis://default:***@redis.internal:6379/0: auth failed"
-        );
-        assert_eq!(
-            scrub("at redis://:pw@h", "redis://:pw@h"),
-            "at redis://:***@h"
-        );
-        assert_eq!(scrub("at redis://h:1", "redis://h:1"), "at redis://h:1");
-        assert_eq!(
-            scrub("redis://h/x@y", "redis://h/x@y"),
-            "redis://h/x@y",
-            "an @ after the host is no password"
-        );
-    }
+    cluster.leave().await;
+    // Give the publisher a moment to flush the goodbyes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -18,14 +18,14 @@ use std::time::Instant;
 use fred::prelude::*;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::queue::{Job, Queue};
-use super::{Cluster, Entry, Msg, scripts};
+use crate::bus::queue::{Job, Queue};
+use crate::bus::{Cluster, Entry, Msg, scripts};
 use crate::core::rule::{Candidate, pick};
 use crate::core::{RoomId, new_room_id};
-use crate::protocol::outgoing::now_ms;
 use crate::model::{ErrorCode, Reject};
-use crate::signaling::handlers::authenticate::finish;
-use crate::signaling::{Hub, Link, send_error};
+use crate::node::resume::finish;
+use crate::node::{Hub, Link, send_error};
+use crate::protocol::outgoing::now_ms;
 
 /// How many partners one search tries to claim before it waits in the queue.
 const CLAIM_ATTEMPTS: usize = 8;
@@ -73,7 +73,7 @@ async fn away(hub: &Hub, cluster: &Cluster, user: &str) -> Result<(), fred::erro
     if hub.lock().away_token(user).is_none() {
         return Ok(());
     }
-    let grace = hub.config.reconnect_grace_ms.max(1) as i64;
+    let grace = hub.timings.reconnect_grace.as_millis().max(1) as i64;
     let _: () = cluster
         .client()
         .set(
@@ -151,7 +151,7 @@ async fn search(hub: &Hub, cluster: &Cluster, user: &str) -> Result<(), fred::er
         let core = hub.lock();
         queue.retain(|e| e.user != me.user && (e.node == me.node || core.link(&e.user).is_none()));
     }
-    let relax = hub.config.preference_relax_ms;
+    let relax = hub.timings.preference_relax.as_millis() as u64;
     let now = now_ms();
     let insists = |e: &Entry| !e.prefs.interests.is_empty() && now < e.since + relax;
     let blocked = |a: &str, b: &str| {

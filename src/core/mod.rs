@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::ErrorCode;
+use crate::model::profile::{Preferences, Profile};
 use crate::model::reason::Reason;
 use crate::protocol::outgoing::{
     ChatEnded, Matched, PartnerLeft, PartnerReconnected, QueueStatus, Rejoined, RoomEnded,
@@ -28,7 +29,6 @@ use crate::protocol::outgoing::{
 };
 use history::{MatchHistory, WaitSummary};
 use matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Seeker};
-use crate::model::profile::{Preferences, Profile};
 use quality::{CallQuality, QualitySummary};
 
 use crate::model::call::{ConnectionState, Quality, QualityStats};

@@ -10,9 +10,9 @@
 use std::time::Instant;
 
 use super::matchmaker::{Matchmaker, Pairing, Seeker};
-use crate::model::profile::Profile;
 use super::rooms::Room;
 use super::{Core, Effect, Joined, RoomId, User, UserId, new_token};
+use crate::model::profile::Profile;
 use crate::model::reason::Reason;
 use crate::protocol::outgoing::{PartnerReconnected, Rejoined, ServerEvent};
 use std::sync::Arc;
@@ -517,7 +517,10 @@ mod tests {
         assert_eq!(c.live().active_rooms, 0);
         c.check_invariants().unwrap();
         // A stale goodbye for the same room changes nothing.
-        assert!(c.remote_left("local", "r1", Reason::NextPartner, t).is_empty());
+        assert!(
+            c.remote_left("local", "r1", Reason::NextPartner, t)
+                .is_empty()
+        );
     }
 
     #[test]

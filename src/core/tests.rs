@@ -123,14 +123,16 @@ fn end_chat_closes_the_room_for_both() {
     let out = c.end("b", t).unwrap();
     assert_eq!(events_for(&out, "a")[0].name(), "partner-left");
     match events_for(&out, "a")[0] {
-        ServerEvent::PartnerLeft(l) => assert_eq!(l.reason, Reason::UserEnded, "the Node server's word"),
+        ServerEvent::PartnerLeft(l) => {
+            assert_eq!(l.reason, Reason::UserEnded, "the Node server's word")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(
         events_for(&out, "b"),
         [&ServerEvent::ChatEnded(ChatEnded {
             room_id: Some(room),
-            reason: "ended"
+            reason: Reason::Ended
         })]
     );
     assert_eq!(c.live().active_rooms, 0);
@@ -255,7 +257,7 @@ fn rooms_end_at_their_maximum_duration() {
     assert!(out.iter().all(|e| matches!(
         &e.event,
         ServerEvent::RoomEnded(RoomEnded {
-            reason: "max-duration",
+            reason: Reason::MaxDuration,
             duration: 60_000,
             ..
         })
@@ -504,7 +506,10 @@ fn a_dropped_user_is_held_and_rejoins_within_the_grace() {
     let (ta, _, room) = paired(&mut c, t);
     let out = c.leave("a", &1, true, t);
     let pl = left(&out, "b");
-    assert_eq!((pl.reason, pl.can_reconnect), ("connection-lost", true));
+    assert_eq!(
+        (pl.reason, pl.can_reconnect),
+        (Reason::ConnectionLost, true)
+    );
     assert_eq!(c.stats(t).reconnecting_users, 1);
     assert_eq!(c.live().connected_users, 1);
     assert_eq!(c.live().active_rooms, 1, "the room is held");
@@ -599,7 +604,7 @@ fn a_partner_who_skips_during_the_grace_ends_the_room() {
         vec![Effect::new(
             &"a".into(),
             ServerEvent::RoomEnded(RoomEnded {
-                reason: "partner-left",
+                reason: Reason::PartnerLeft,
                 room_id: room,
                 duration: 2000
             })

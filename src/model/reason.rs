@@ -69,7 +69,12 @@ mod tests {
 
     #[test]
     fn a_peer_word_comes_back_as_itself() {
-        for r in [Reason::NextPartner, Reason::UserEnded, Reason::Disconnect, Reason::ConnectionLost] {
+        for r in [
+            Reason::NextPartner,
+            Reason::UserEnded,
+            Reason::Disconnect,
+            Reason::ConnectionLost,
+        ] {
             assert_eq!(Reason::from_peer(r.as_str()), r);
         }
         assert_eq!(Reason::from_peer("next"), Reason::NextPartner);

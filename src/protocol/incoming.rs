@@ -8,12 +8,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::model::{ErrorCode, Reject};
 use crate::model::call::{ConnectionState, Quality, QualityStats};
 use crate::model::profile::{
     Gender, GenderWish, MAX_LANGUAGES, Preferences, Profile, country_code, language_code,
     normalise_interests,
 };
+use crate::model::{ErrorCode, Reject};
 
 /// Longest accepted user id, in bytes.
 pub const MAX_USER_ID_BYTES: usize = 64;

@@ -6,8 +6,8 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 
 use crate::model::ErrorCode;
-use crate::model::reason::Reason;
 use crate::model::call::{ConnectionState, Quality, QualityStats};
+use crate::model::reason::Reason;
 
 /// Milliseconds since the Unix epoch, as JavaScript's `Date.now()`.
 pub fn now_ms() -> u64 {

@@ -41,7 +41,7 @@ pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
     /// The server's state, to check its invariants.
-    pub hub: std::sync::Arc<roulette::signaling::Hub>,
+    pub hub: std::sync::Arc<roulette::node::Hub>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -549,6 +549,20 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(20));
         }
         r
+    }
+
+    /// The members of the sorted set `key` (a blocking round trip: RESP over a plain socket).
+    #[allow(dead_code)]
+    pub fn zcard(&self, key: &str) -> i64 {
+        use std::io::{BufRead, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis answers");
+        write!(c, "*2\r\n$5\r\nZCARD\r\n${}\r\n{key}\r\n", key.len()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(c).read_line(&mut line).unwrap();
+        line.trim()
+            .trim_start_matches(':')
+            .parse()
+            .expect("an integer reply")
     }
 
     /// `redis://127.0.0.1:port`.

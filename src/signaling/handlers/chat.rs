@@ -3,9 +3,10 @@
 use serde_json::value::RawValue;
 
 use crate::model::Reject;
+use crate::node::send;
 use crate::protocol::incoming::{ChatIn, parse};
 use crate::protocol::outgoing::{ChatOut, now_ms};
-use crate::signaling::{Ctx, send};
+use crate::signaling::Ctx;
 
 /// Delivers a chat line to the partner, then echoes it to the sender with the same id, so the
 /// sender knows it was delivered. Both happen under one hold of the core lock: otherwise the
@@ -29,7 +30,8 @@ pub fn message(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
         &chat.to.room_id,
         chat.to.target_user_id.as_deref(),
     )?;
-    super::deliver_relay(ctx, partner, link, &chat.to.room_id, "chat-message", &out)?;
+    ctx.hub
+        .relay(partner, link, &chat.to.room_id, "chat-message", &out)?;
     send(ctx.socket, "chat-message", &out);
     drop(core);
     Ok(())

@@ -91,7 +91,7 @@ fn to_partner<T: serde::Serialize>(
 ) -> Result<(), Reject> {
     let core = ctx.core()?;
     let (partner, link) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
-    deliver_relay(ctx, partner, link, &to.room_id, event, payload)
+    ctx.hub.relay(partner, link, &to.room_id, event, payload)
 }
 
 /// Like [`to_partner`], with the payload made under the same lock once the route is known to be
@@ -100,50 +100,11 @@ fn to_partner_and<T: serde::Serialize>(
     ctx: &Ctx<'_>,
     to: &crate::protocol::incoming::Addressed,
     event: &str,
-    make: impl FnOnce(&mut super::NodeCore) -> T,
+    make: impl FnOnce(&mut crate::node::NodeCore) -> T,
 ) -> Result<(), Reject> {
     let mut core = ctx.core()?;
     let (partner, link) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
     let (partner, link) = (partner.clone(), link.clone());
     let payload = make(&mut core);
-    deliver_relay(ctx, &partner, &link, &to.room_id, event, &payload)
-}
-
-/// Emits on the partner's socket, or hands the relay to the partner's node (in order with this
-/// socket's other relays: the cluster's publisher keeps the order it was given).
-fn deliver_relay<T: serde::Serialize>(
-    ctx: &Ctx<'_>,
-    partner: &str,
-    link: &super::Link,
-    room: &str,
-    event: &str,
-    payload: &T,
-) -> Result<(), Reject> {
-    match link {
-        super::Link::Local(socket) => {
-            if !super::send(socket, event, payload) {
-                return Err(crate::model::ErrorCode::DeliveryFailed.into());
-            }
-        }
-        super::Link::Remote(node) => {
-            let cluster = ctx
-                .hub
-                .cluster
-                .get()
-                .ok_or(crate::model::ErrorCode::DeliveryFailed)?;
-            let payload = serde_json::value::to_raw_value(payload)
-                .map_err(|_| crate::model::ErrorCode::DeliveryFailed)?;
-            cluster.send(
-                node,
-                &crate::cluster::Msg::Deliver {
-                    room: room.to_string(),
-                    to: partner.to_string(),
-                    event: event.to_string(),
-                    payload,
-                },
-            );
-        }
-    }
-    crate::metrics::relayed(event);
-    Ok(())
+    ctx.hub.relay(&partner, &link, &to.room_id, event, &payload)
 }

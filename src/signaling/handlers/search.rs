@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::protocol::incoming::{FindIn, parse};
 use crate::model::{ErrorCode, Reject};
+use crate::protocol::incoming::{FindIn, parse};
 use crate::signaling::Ctx;
 
 fn refuse_when_shutting_down(ctx: &Ctx<'_>) -> Result<(), Reject> {

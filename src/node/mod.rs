@@ -1,0 +1,319 @@
+//! The node: its state and the one place that delivers what the core decided.
+//!
+//! [`Hub`] owns everything a node has: the core under its lock, the cluster it joined, the
+//! pending `authenticate`s, the limits, the token checker, the ICE servers and the transport's
+//! sessions. Every change of the core goes through one funnel ([`Hub::deliver`]): lock, apply,
+//! deliver (to a local socket or to another node, decided once by the recipient's [`Link`]) and
+//! settle. The Socket.IO handlers ([`crate::signaling`]) and the cluster's handlers
+//! ([`crate::cluster`]) sit above it; the core, the bus and the transport below.
+
+mod deliver;
+pub mod resume;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Mutex, MutexGuard};
+use serde::Serialize;
+
+use crate::auth::Verifier;
+use crate::bus::Cluster;
+use crate::bus::queue::{Job, Queue, SharedQueue};
+use crate::core::matchmaker::PreferenceMatchmaker;
+use crate::core::{Core, CoreConfig};
+use crate::ice::Ice;
+use crate::limits::{Limits, SocketBudget};
+use crate::model::{Reject, UserId};
+use crate::protocol::outgoing::ErrorOut;
+pub use crate::ws::SendError;
+use crate::ws::{ConnRef, Sid};
+
+/// What a node needs of the settings (built by [`crate::config`]).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The core's timings.
+    pub core: CoreConfig,
+    /// Most blocks a single node keeps (`MAX_BLOCKS`).
+    pub max_blocks: usize,
+    /// Whether the node joins a cluster (`REDIS_URL` set): the queue is then shared.
+    pub clustered: bool,
+    /// The transport's buffers and timeouts.
+    pub transport: crate::ws::Settings,
+    /// Connection, request and event limits.
+    pub limits: crate::limits::Settings,
+    /// Token authentication.
+    pub auth: crate::auth::Settings,
+    /// STUN/TURN servers for clients.
+    pub ice: crate::ice::Settings,
+}
+
+/// How long an `authenticate` waits for the cluster before it is answered as a fresh session.
+const PENDING_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A connection of this node, as the handlers and the core hold it.
+pub type Sock = ConnRef;
+
+/// How the core reaches a user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    /// Through its socket on this node.
+    Local(Sock),
+    /// Through the node it is connected to (a local user's partner in a cluster): the node's name.
+    Remote(Arc<str>),
+}
+
+impl Link {
+    /// Whether this is `socket`.
+    pub fn is(&self, socket: &Sock) -> bool {
+        matches!(self, Link::Local(s) if s == socket)
+    }
+}
+
+/// The core of a node.
+pub type NodeCore = Core<Link, Queue>;
+
+/// State shared by every connection: the core behind one lock, plus server-wide flags.
+pub struct Hub {
+    core: Mutex<NodeCore>,
+    /// The cluster this node belongs to (set once connected), `None` for a single node.
+    pub cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// The cluster jobs the core queues, taken by the worker when the cluster starts.
+    pub jobs: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
+    resubmit: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    /// `authenticate`s waiting for the cluster (see `handlers::authenticate`), by user.
+    pending: Mutex<std::collections::HashMap<UserId, resume::Pending>>,
+    /// The core's timings (the cluster worker shares the grace and the relax time).
+    pub timings: CoreConfig,
+    /// Whether this node belongs to a cluster (`REDIS_URL` set).
+    clustered: bool,
+    /// Connection, request and event limits.
+    pub limits: Limits,
+    /// The token checker; `None` in anonymous mode.
+    pub verifier: Option<Verifier>,
+    /// STUN/TURN servers for clients.
+    pub ice: Ice,
+    /// The sessions of this node's clients.
+    pub conns: Arc<crate::ws::Conns>,
+    shutting_down: AtomicBool,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl Hub {
+    /// A hub with an empty core, or why the settings cannot make one (an unusable JWT key).
+    pub fn new(settings: Settings) -> Result<Arc<Hub>, String> {
+        let cfg = settings.core;
+        let (queue, jobs, resubmit) = if settings.clustered {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (
+                Queue::Shared(SharedQueue::new(cfg.preference_relax, tx.clone())),
+                Some(rx),
+                Some(tx),
+            )
+        } else {
+            (
+                Queue::Local(
+                    PreferenceMatchmaker::new(cfg.preference_relax)
+                        .with_max_blocks(settings.max_blocks),
+                ),
+                None,
+                None,
+            )
+        };
+        Ok(Arc::new(Hub {
+            core: Mutex::new(Core::with_matchmaker(cfg.clone(), queue)),
+            cluster: std::sync::OnceLock::new(),
+            jobs: Mutex::new(jobs),
+            resubmit,
+            pending: Mutex::new(std::collections::HashMap::new()),
+            limits: Limits::new(&settings.limits),
+            verifier: Verifier::new(&settings.auth)?,
+            ice: Ice::new(&settings.ice),
+            conns: Arc::new(crate::ws::Conns::new(settings.transport)),
+            timings: cfg,
+            clustered: settings.clustered,
+            shutting_down: AtomicBool::new(false),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Locks the core. Keep the guard for one event's work only.
+    pub fn lock(&self) -> MutexGuard<'_, NodeCore> {
+        self.core.lock()
+    }
+
+    /// Parks an `authenticate` until the cluster answers. A newer attempt for the same user
+    /// replaces an older one, which is answered at once as a fresh session.
+    pub fn defer(&self, user: UserId, p: resume::Pending) {
+        let older = self.pending.lock().insert(user, p);
+        if let Some(older) = older {
+            resume::finish(self, older, None);
+        }
+    }
+
+    /// The parked `authenticate` of `user`, if any.
+    pub fn take_pending(&self, user: &str) -> Option<resume::Pending> {
+        self.pending.lock().remove(user)
+    }
+
+    /// Answers the parked `authenticate`s the cluster left unanswered for too long (the node
+    /// that held the session died): as fresh sessions.
+    fn expire_pending(&self, now: Instant) {
+        let stale: Vec<_> = {
+            let mut pending = self.pending.lock();
+            let old: Vec<UserId> = pending
+                .iter()
+                .filter(|(_, p)| now.saturating_duration_since(p.since) > PENDING_LIMIT)
+                .map(|(u, _)| u.clone())
+                .collect();
+            old.iter().filter_map(|u| pending.remove(u)).collect()
+        };
+        for p in stale {
+            resume::finish(self, p, None);
+        }
+    }
+
+    /// Queues a job for the cluster worker (nothing happens on a single node).
+    pub fn job(&self, job: Job) {
+        if let Some(tx) = &self.resubmit {
+            tx.send(job).ok();
+        }
+    }
+
+    /// Queues another shared-queue search for a user who still waits here (Redis lost the
+    /// queue).
+    pub fn resubmit(&self, user: UserId) {
+        self.job(Job::Search(user));
+    }
+
+    /// A claimed search of `user` did not become a room: if the user still waits here, it
+    /// searches again, under a new search id.
+    pub fn search_again(&self, core: &mut NodeCore, user: &str) {
+        if !core.is_waiting(user) {
+            return;
+        }
+        if let Queue::Shared(q) = core.queue_mut() {
+            q.renew_search(user);
+        }
+        self.resubmit(user.into());
+    }
+
+    /// True while a node with `REDIS_URL` has not joined its cluster yet: it takes no sessions
+    /// and `/health` answers 503.
+    pub fn waiting_for_cluster(&self) -> bool {
+        self.clustered && self.cluster.get().is_none()
+    }
+
+    /// True once shutdown began: `/health` answers 503 and new searches are refused.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the start of shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Runs the core's time-driven work and sends what it decided.
+    pub fn tick(&self, now: Instant) {
+        {
+            let mut core = self.lock();
+            let effects = core.tick(now);
+            self.deliver(&mut core, effects);
+        }
+        if self.cluster.get().is_some() {
+            self.expire_pending(now);
+        }
+    }
+
+    /// Open Engine.IO sessions on this server, on every transport.
+    pub fn sockets(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Every open session.
+    pub fn all_sockets(&self) -> Vec<Sock> {
+        self.conns.all().iter().map(|c| c.handle()).collect()
+    }
+}
+
+/// Queues one event on a socket. Returns false (and logs) when the socket is closed or its send
+/// buffer is full, so a caller that must not lose the event can tell its sender.
+pub fn send<T: Serialize + ?Sized>(socket: &Sock, event: &str, data: &T) -> bool {
+    match socket.emit(event, data) {
+        Ok(()) => true,
+        // A connection that is closing: its disconnect handling is on its way.
+        Err(e @ SendError::Closed) => {
+            tracing::debug!(sid = %socket.id(), event, error = %e, "event not delivered");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(sid = %socket.id(), event, error = %e, "event not delivered");
+            false
+        }
+    }
+}
+
+/// Sends an `error` (or `auth-error`) event describing a refusal.
+pub fn send_error(socket: &Sock, event: &str, reject: &Reject) {
+    let auth = event == "authenticate" && reject.code.is_auth_failure();
+    let body = ErrorOut {
+        code: reject.code,
+        message: &reject.message,
+        // The name is the client's own text: a 60 KB name must not come back 60 KB long.
+        event: (!auth).then_some(crate::protocol::clip(event)),
+        retry_after_ms: reject.retry_after_ms,
+    };
+    crate::metrics::error(reject.code.as_str());
+    send(socket, if auth { "auth-error" } else { "error" }, &body);
+}
+
+/// What one connection knows about itself. Touched only while the hub lock is held, so that
+/// `authenticate` and the disconnect handler of one socket cannot interleave.
+#[derive(Default)]
+pub struct SessionState {
+    /// The user this socket authenticated as.
+    pub user: Option<UserId>,
+    /// Set by the disconnect handler: a late `authenticate` must not register a dead socket.
+    pub closed: bool,
+}
+
+/// Per-connection data shared by the socket's message and disconnect handlers.
+pub struct Session {
+    /// The server's shared state.
+    pub hub: Arc<Hub>,
+    /// This connection's state.
+    pub state: Mutex<SessionState>,
+    /// The client's address (after `TRUST_PROXY`), when known.
+    pub ip: Option<IpAddr>,
+    /// The token given in the Socket.IO handshake (`auth: {token}`), if any.
+    pub handshake_token: Option<String>,
+    /// The connection's event budget.
+    pub(crate) budget: SocketBudget,
+}
+
+/// Starts a connection's session once its client joined the `/` namespace, or refuses it
+/// (too many connections from its address) with the message for the client.
+pub fn open_session(
+    hub: &Arc<Hub>,
+    ip: Option<IpAddr>,
+    id: Sid,
+    handshake_token: Option<String>,
+) -> Result<Arc<Session>, &'static str> {
+    if let Some(ip) = ip
+        && !hub.limits.open(ip, id)
+    {
+        tracing::info!(%ip, "connection refused: too many connections from this address");
+        crate::metrics::rate_limited("connection");
+        return Err("rate-limited: too many connections from your address");
+    }
+    Ok(Arc::new(Session {
+        hub: hub.clone(),
+        state: Mutex::new(SessionState::default()),
+        ip,
+        handshake_token,
+        budget: hub.limits.socket_budget(),
+    }))
+}
