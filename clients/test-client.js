@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// @ts-check
 // Roulette's command-line test client: connects with the official socket.io-client, authenticates,
 // searches, prints every event it receives, and lets you chat.
 //
@@ -7,9 +8,14 @@
 //
 // Type a line to send it as a chat message. Commands: /next, /end, /find, /stats, /quit. When its
 // output is not a terminal (a pipe, a file), it prints plain lines without the prompt.
+// Type-checked against the protocol's types (types/, generated from contract/asyncapi.yaml) by
+// `tsc -p tsconfig.json`.
 import { parseArgs } from 'node:util';
 import readline from 'node:readline';
 import { io } from 'socket.io-client';
+
+/** @typedef {import('@roulette/types').ServerToClientEvents} ServerToClientEvents */
+/** @typedef {import('@roulette/types').ClientToServerEvents} ClientToServerEvents */
 
 const { values: opts } = parseArgs({
   options: {
@@ -34,16 +40,20 @@ Type a line to chat; /next skips, /end ends the chat or search, /find searches a
   process.exit(0);
 }
 
+/** @type {import('@roulette/types').Preferences} */
 const preferences = {};
 if (opts.language) preferences.language = opts.language;
 if (opts.interests) preferences.interests = opts.interests.split(',').map((s) => s.trim()).filter(Boolean);
 
+/** @type {string | null} */
 let roomId = null;
+/** @type {string | null} */
 let partnerId = null;
 
 const time = () => new Date().toISOString().slice(11, 19);
 // A terminal gets the prompt kept below the output; a pipe or a file gets plain lines.
 const tty = Boolean(process.stdout.isTTY);
+/** @param {string} line */
 const say = (line) => {
   if (tty) {
     readline.clearLine(process.stdout, 0);
@@ -59,42 +69,41 @@ const rl = readline.createInterface({
   prompt: '> ',
   terminal: tty,
 });
+/** @type {import('socket.io-client').Socket<ServerToClientEvents, ClientToServerEvents>} */
 const socket = io(opts.url, {
   transports: opts.websocket ? ['websocket'] : ['polling', 'websocket'],
   ...(opts.token ? { auth: { token: opts.token } } : {}),
 });
 
+/**
+ * How an event is printed, by name; the others are printed as JSON.
+ * @type {{ [E in keyof ServerToClientEvents]?: (data: Parameters<ServerToClientEvents[E]>[0]) => string }}
+ */
+const describers = {
+  authenticated: (data) => `authenticated as ${data.userId} (${data.serverStats.connectedUsers} online, ${data.serverStats.waitingUsers} waiting, ${data.serverStats.activeRooms} rooms)`,
+  searching: (data) => `searching: ${data.message}`,
+  'queue-status': (data) => `queue: ${data.message}`,
+  matched: (data) => `matched with ${data.partnerId} in room ${data.roomId} after ${data.waitTime} ms${data.isInitiator ? ' (you start the call)' : ''}${data.relaxed ? ' (no shared interest: your search had widened)' : ''}`,
+  'chat-message': (data) => (data.fromUserId === partnerId ? `${data.fromUserId}: ${data.message}` : `you: ${data.message} (delivered)`),
+  'partner-typing': (data) => (data.isTyping ? `${data.fromUserId} is typing…` : `${data.fromUserId} stopped typing`),
+  'partner-left': (data) => `partner left (${data.reason})${data.canReconnect ? ', may come back' : ''}`,
+  'chat-ended': (data) => (data.roomId ? 'chat ended' : 'search cancelled'),
+  'room-ended': (data) => `room ended (${data.reason}) after ${Math.round(data.duration / 1000)} s`,
+  'search-timeout': (data) => `no partner found in ${Math.round(data.waitTime / 1000)} s; /find to try again`,
+  error: (data) => `error ${data.code} on ${data.event}: ${data.message}`,
+  'auth-error': (data) => `authentication refused: ${data.code}: ${data.message}`,
+  'server-shutdown': (data) => `server shutting down: ${data.message}`,
+};
+
+/**
+ * One line for an event.
+ * @param {string} event
+ * @param {unknown} data
+ */
 function describe(event, data) {
-  switch (event) {
-    case 'authenticated':
-      return `authenticated as ${data.userId} (${data.serverStats.connectedUsers} online, ${data.serverStats.waitingUsers} waiting, ${data.serverStats.activeRooms} rooms)`;
-    case 'searching':
-      return `searching: ${data.message}`;
-    case 'queue-status':
-      return `queue: ${data.message}`;
-    case 'matched':
-      return `matched with ${data.partnerId} in room ${data.roomId} after ${data.waitTime} ms${data.isInitiator ? ' (you start the call)' : ''}${data.relaxed ? ' (no shared interest: your search had widened)' : ''}`;
-    case 'chat-message':
-      return data.fromUserId === partnerId ? `${data.fromUserId}: ${data.message}` : `you: ${data.message} (delivered)`;
-    case 'partner-typing':
-      return data.isTyping ? `${data.fromUserId} is typing…` : `${data.fromUserId} stopped typing`;
-    case 'partner-left':
-      return `partner left (${data.reason})${data.canReconnect ? ', may come back' : ''}`;
-    case 'chat-ended':
-      return data.roomId ? 'chat ended' : 'search cancelled';
-    case 'room-ended':
-      return `room ended (${data.reason}) after ${Math.round(data.duration / 1000)} s`;
-    case 'search-timeout':
-      return `no partner found in ${Math.round(data.waitTime / 1000)} s; /find to try again`;
-    case 'error':
-      return `error ${data.code} on ${data.event}: ${data.message}`;
-    case 'auth-error':
-      return `authentication refused: ${data.code}: ${data.message}`;
-    case 'server-shutdown':
-      return `server shutting down: ${data.message}`;
-    default:
-      return `${event} ${JSON.stringify(data)}`;
-  }
+  const describer = /** @type {((data: unknown) => string) | undefined} */ (
+    Object.hasOwn(describers, event) ? describers[/** @type {keyof ServerToClientEvents} */ (event)] : undefined);
+  return describer ? describer(data) : `${event} ${JSON.stringify(data)}`;
 }
 
 socket.on('connect', () => {
@@ -108,18 +117,19 @@ socket.io.engine?.on('upgrade', (t) => say(`transport upgraded to ${t.name}`));
 socket.on('disconnect', (reason) => say(`disconnected: ${reason}`));
 socket.on('connect_error', (e) => say(`cannot connect: ${e.message}`));
 
-socket.onAny((event, data) => {
-  if (event === 'authenticated') socket.emit('find-random-partner', { preferences });
-  if (event === 'matched') {
-    roomId = data.roomId;
-    partnerId = data.partnerId;
-  }
-  if (['partner-left', 'chat-ended', 'room-ended'].includes(event)) {
+// Every event is printed (onAny listeners run before the ones of each event below).
+socket.onAny((event, data) => say(describe(event, data)));
+socket.on('authenticated', () => socket.emit('find-random-partner', { preferences }));
+socket.on('matched', (data) => {
+  roomId = data.roomId;
+  partnerId = data.partnerId;
+});
+for (const event of /** @type {const} */ (['partner-left', 'chat-ended', 'room-ended'])) {
+  socket.on(event, () => {
     roomId = null;
     partnerId = null;
-  }
-  say(describe(event, data));
-});
+  });
+}
 
 rl.on('line', async (line) => {
   const text = line.trim();

@@ -1,11 +1,48 @@
+// @ts-check
 // Roulette demo client: random video chat over WebRTC, signaled through the Roulette server.
 // URL parameters: ?user=ID (else anonymous), ?lang=en, ?interests=a,b, ?relay=1 (calls only
 // through the TURN servers the server hands out, as behind a strict NAT).
+// Type-checked against the protocol's types (clients/types, generated from
+// clients/contract/asyncapi.yaml) by `tsc -p clients/tsconfig.browser.json`.
 (() => {
   'use strict';
 
-  const $ = (id) => document.getElementById(id);
+  /** @typedef {import('@roulette/types').ServerToClientEvents} ServerToClientEvents */
+  /** @typedef {import('@roulette/types').ClientToServerEvents} ClientToServerEvents */
+  /** @typedef {import('@roulette/types').Quality} Quality */
+  /** @typedef {import('@roulette/types').Rejoined} Call the room, partner and role of a call */
+  /**
+   * What tests and curious developers can read from the console (`window.roulette`).
+   * @typedef {object} DemoState
+   * @property {'idle' | 'searching' | 'matched'} phase
+   * @property {string | null} userId
+   * @property {string | null} roomId
+   * @property {string | null} partnerId
+   * @property {boolean} isInitiator
+   * @property {RTCPeerConnection | null} pc
+   * @property {RTCPeerConnectionState} connectionState
+   * @property {Quality | null} lastQuality
+   * @property {{ event: string, data: unknown, at: number }[]} events every event received
+   * @property {string} [resumeToken]
+   * @property {import('@roulette/types').IceServer[]} [iceServers]
+   * @property {number} [online]
+   */
+
+  /**
+   * The element of the page with this id (the page has them all).
+   * @template {HTMLElement} [T=HTMLElement]
+   * @param {string} id
+   * @returns {T}
+   */
+  const $ = (id) => /** @type {T} */ (document.getElementById(id));
   const params = new URLSearchParams(location.search);
+  /**
+   * @type {{ online: HTMLElement, overlay: HTMLElement, spinner: HTMLElement, headline: HTMLElement,
+   *   subline: HTMLElement, quality: HTMLElement, qualityLabel: HTMLElement, partnerBadge: HTMLElement,
+   *   remoteVideo: HTMLVideoElement, localVideo: HTMLVideoElement, start: HTMLButtonElement,
+   *   next: HTMLButtonElement, stop: HTMLButtonElement, messages: HTMLElement, typing: HTMLElement,
+   *   composer: HTMLFormElement, input: HTMLInputElement, send: HTMLButtonElement }}
+   */
   const ui = {
     online: $('online'), overlay: $('overlay'), spinner: $('spinner'), headline: $('headline'),
     subline: $('subline'), quality: $('quality'), qualityLabel: $('qualityLabel'),
@@ -15,18 +52,23 @@
   };
 
   // What tests and curious developers can read from the console.
-  const state = window.roulette = {
+  const state = window.roulette = /** @type {DemoState} */ ({
     phase: 'idle', userId: null, roomId: null, partnerId: null, isInitiator: false,
     pc: null, connectionState: 'new', lastQuality: null, events: [],
-  };
+  });
 
+  /** @type {import('@roulette/types').Preferences} */
   const preferences = {};
-  if (params.get('lang')) preferences.language = params.get('lang');
-  if (params.get('interests')) preferences.interests = params.get('interests').split(',');
+  if (params.get('lang')) preferences.language = /** @type {string} */ (params.get('lang'));
+  if (params.get('interests')) preferences.interests = /** @type {string} */ (params.get('interests')).split(',');
 
+  /** @type {MediaStream | null} */
   let localStream = null;
-  let statsTimer = null;
-  let typingTimer = null;
+  /** @type {number | undefined} */
+  let statsTimer;
+  /** @type {number | undefined} */
+  let typingTimer;
+  /** @type {Promise<unknown>} */
   let signalChain = Promise.resolve();
 
   if (typeof io !== 'function') {
@@ -35,9 +77,15 @@
     $('subline').textContent = '/vendor/socket.io/socket.io.min.js is missing from STATIC_DIR: unset STATIC_DIR, or copy it there (scripts/vendor.sh).';
     return;
   }
+  /** @type {import('socket.io-client').Socket<ServerToClientEvents, ClientToServerEvents>} */
   const socket = io({ transports: ['polling', 'websocket'] });
 
   // ---- screen -------------------------------------------------------------------------------
+  /**
+   * @param {DemoState['phase']} phase
+   * @param {string} [headline]
+   * @param {string} [subline]
+   */
   function setPhase(phase, headline, subline) {
     state.phase = phase;
     const inRoom = phase === 'matched';
@@ -57,6 +105,10 @@
     }
   }
 
+  /**
+   * @param {string} text
+   * @param {'system' | 'mine' | 'theirs'} [kind]
+   */
   function say(text, kind = 'system') {
     const li = document.createElement('li');
     li.className = kind;
@@ -65,6 +117,7 @@
     ui.messages.scrollTop = ui.messages.scrollHeight;
   }
 
+  /** @param {Quality | null} grade */
   function setQuality(grade) {
     state.lastQuality = grade;
     ui.quality.dataset.grade = grade || 'none';
@@ -81,7 +134,7 @@
 
   function closeCall() {
     clearInterval(statsTimer);
-    statsTimer = null;
+    statsTimer = undefined;
     if (state.pc) {
       state.pc.ontrack = state.pc.onicecandidate = state.pc.onconnectionstatechange = null;
       state.pc.close();
@@ -96,11 +149,13 @@
 
   // Signaling steps run one after another: a candidate is only added once the description it
   // belongs to has been applied.
+  /** @param {() => Promise<void>} step */
   function inOrder(step) {
     signalChain = signalChain.then(step).catch((e) => console.warn('signaling step failed', e));
     return signalChain;
   }
 
+  /** @param {Call} call */
   function startCall({ roomId, partnerId, isInitiator }) {
     closeCall();
     Object.assign(state, { roomId, partnerId, isInitiator });
@@ -108,7 +163,7 @@
       iceServers: state.iceServers || [],
       ...(params.get('relay') === '1' ? { iceTransportPolicy: 'relay' } : {}),
     });
-    for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+    for (const track of /** @type {MediaStream} */ (localStream).getTracks()) pc.addTrack(track, /** @type {MediaStream} */ (localStream));
     pc.ontrack = (e) => { ui.remoteVideo.srcObject = e.streams[0]; };
     pc.onicecandidate = (e) => {
       socket.emit('webrtc-ice-candidate', {
@@ -120,7 +175,7 @@
       if (!state.lastQuality) setQuality(null);
       if (['connecting', 'connected', 'disconnected', 'failed'].includes(pc.connectionState)) {
         socket.emit('connection-status', {
-          roomId, status: pc.connectionState, ...(state.lastQuality ? { quality: state.lastQuality } : {}),
+          roomId, status: /** @type {import('@roulette/types').ConnectionState} */ (pc.connectionState), ...(state.lastQuality ? { quality: state.lastQuality } : {}),
         });
       }
     };
@@ -128,13 +183,18 @@
     if (isInitiator) {
       inOrder(async () => {
         await pc.setLocalDescription(await pc.createOffer());
-        socket.emit('webrtc-offer', { roomId, targetUserId: partnerId, offer: pc.localDescription.toJSON() });
+        socket.emit('webrtc-offer', { roomId, targetUserId: partnerId, offer: /** @type {RTCSessionDescription} */ (pc.localDescription).toJSON() });
       });
     }
   }
 
   // Grades as the earlier client did: loss %, round-trip ms, available kbit/s.
+  /**
+   * @param {{ packetLoss: number, latency: number, bandwidth?: number }} stats
+   * @returns {Quality}
+   */
   function grade({ packetLoss, latency, bandwidth }) {
+    /** @type {(loss: number, rtt: number, bw: number) => boolean} */
     const ok = (loss, rtt, bw) => packetLoss < loss && latency < rtt && (bandwidth === undefined || bandwidth > bw);
     if (ok(1, 100, 500)) return 'excellent';
     if (ok(3, 200, 300)) return 'good';
@@ -146,7 +206,9 @@
     const pc = state.pc;
     if (!pc || pc.connectionState !== 'connected') return;
     const report = await pc.getStats();
-    let latency = 0, bandwidth, jitter = 0, lost = 0, received = 0;
+    let latency = 0, jitter = 0, lost = 0, received = 0;
+    /** @type {number | undefined} */
+    let bandwidth;
     report.forEach((s) => {
       if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
         latency = (s.currentRoundTripTime || 0) * 1000;
@@ -162,15 +224,16 @@
     const stats = { latency, packetLoss, jitter, timestamp: Date.now(), ...(bandwidth ? { bandwidth } : {}) };
     const quality = grade(stats);
     setQuality(quality);
-    socket.emit('quality-report', { roomId: state.roomId, quality, stats });
+    socket.emit('quality-report', { roomId: /** @type {string} */ (state.roomId), quality, stats });
   }
 
   // ---- server events --------------------------------------------------------------------------
   socket.onAny((event, data) => state.events.push({ event, data, at: Date.now() }));
 
   socket.on('connect', () => {
+    /** @type {import('@roulette/types').Authenticate} */
     const auth = { userInfo: preferences.language ? { languages: [preferences.language] } : {} };
-    if (params.get('user')) auth.userId = params.get('user');
+    if (params.get('user')) auth.userId = /** @type {string} */ (params.get('user'));
     // Back after a dropped connection: take the session (and the call's room) back.
     if (state.userId && state.resumeToken) Object.assign(auth, { userId: state.userId, resumeToken: state.resumeToken });
     socket.emit('authenticate', auth);
@@ -180,6 +243,7 @@
     closeCall();
     setPhase('idle', 'Connection lost', 'Reconnecting to the server…');
   });
+  /** @param {number} n */
   const showOnline = (n) => { state.online = n; ui.online.textContent = `${n} online`; };
   socket.on('authenticated', ({ userId, serverStats, resumeToken, iceServers }) => {
     Object.assign(state, { userId, resumeToken, iceServers });
@@ -190,7 +254,7 @@
     if (document.hidden || !socket.connected) return;
     try {
       const r = await fetch('/stats', { cache: 'no-store' });
-      if (r.ok) showOnline((await r.json()).connectedUsers);
+      if (r.ok) showOnline(/** @type {import('@roulette/types').Stats} */ (await r.json()).connectedUsers);
     } catch { /* the next round tries again */ }
   }, 10000);
   // Our connection came back within the grace: the room is still ours, set the call up again.
@@ -202,7 +266,7 @@
   // The partner came back: it starts a new peer connection, so must we.
   socket.on('partner-reconnected', () => {
     say('Your partner is back.');
-    startCall({ roomId: state.roomId, partnerId: state.partnerId, isInitiator: state.isInitiator });
+    startCall(/** @type {Call} */ ({ roomId: state.roomId, partnerId: state.partnerId, isInitiator: state.isInitiator }));
   });
   socket.on('auth-error', (e) => setPhase('idle', 'Cannot sign in', e.message));
 
@@ -227,7 +291,7 @@
     if (!state.pc || roomId !== state.roomId) return;
     await state.pc.setRemoteDescription(offer);
     await state.pc.setLocalDescription(await state.pc.createAnswer());
-    socket.emit('webrtc-answer', { roomId, targetUserId: state.partnerId, answer: state.pc.localDescription.toJSON() });
+    socket.emit('webrtc-answer', { roomId, targetUserId: /** @type {string} */ (state.partnerId), answer: /** @type {RTCSessionDescription} */ (state.pc.localDescription).toJSON() });
   }));
   socket.on('webrtc-answer', ({ answer, roomId }) => inOrder(async () => {
     if (state.pc && roomId === state.roomId) await state.pc.setRemoteDescription(answer);
@@ -242,6 +306,7 @@
   });
   socket.on('partner-typing', ({ isTyping }) => { ui.typing.hidden = !isTyping; });
 
+  /** @type {(headline: string, subline: string) => void} */
   const ended = (headline, subline) => {
     closeCall();
     setPhase('idle', headline, subline);
@@ -284,7 +349,7 @@
     // Sent: not typing any more, and the next key starts a new "typing" (a timer left running
     // here would swallow it).
     clearTimeout(typingTimer);
-    typingTimer = null;
+    typingTimer = undefined;
     socket.emit('typing', { roomId: state.roomId, isTyping: false });
     ui.input.value = '';
   };
@@ -293,7 +358,7 @@
     if (!typingTimer) socket.emit('typing', { roomId: state.roomId, isTyping: true });
     clearTimeout(typingTimer);
     typingTimer = setTimeout(() => {
-      typingTimer = null;
+      typingTimer = undefined;
       if (state.roomId) socket.emit('typing', { roomId: state.roomId, isTyping: false });
     }, 1500);
   };

@@ -1,10 +1,21 @@
+// @ts-check
 // The live dashboard: polls /stats every 2 s and keeps the last ten minutes of samples.
+// Type-checked against the /stats body of the protocol's types (clients/types, generated from
+// clients/contract/asyncapi.yaml) by `tsc -p clients/tsconfig.browser.json`.
 (() => {
+  /** @typedef {import('@roulette/types').Stats} Stats */
   const POLL_MS = 2000;
   const KEEP = 300; // samples: ten minutes at one every 2 s
   const token = new URLSearchParams(location.search).get('token');
+  /** @type {Record<string, string>} */
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  const $ = (id) => document.getElementById(id);
+  /**
+   * The element of the page with this id (the page has them all).
+   * @template {HTMLElement} [T=HTMLElement]
+   * @param {string} id
+   * @returns {T}
+   */
+  const $ = (id) => /** @type {T} */ (document.getElementById(id));
   const palette = ['#5b8cff', '#35d49a', '#ffc857', '#ff5b6e', '#7c5bff'];
 
   if (typeof Chart !== 'function') {
@@ -20,10 +31,12 @@
   Chart.defaults.borderColor = '#232733';
   Chart.defaults.animation = false; // redrawn every 2 s: animations would only cost CPU
 
+  /** @param {string[]} labels */
   const series = (labels) => labels.map((label, i) => ({
     label, data: [], borderColor: palette[i], backgroundColor: palette[i], pointRadius: 0, tension: 0.25,
   }));
-  const line = (id, labels, yMax) => new Chart($(id), {
+  /** @type {(id: string, labels: string[], yMax?: number) => import('chart.js').Chart<'line', (number | null)[], string>} */
+  const line = (id, labels, yMax) => new Chart(/** @type {HTMLCanvasElement} */ ($(id)), {
     type: 'line',
     data: { labels: [], datasets: series(labels) },
     options: {
@@ -39,7 +52,7 @@
     success: line('chart-success', ['success %'], 100),
     connect: line('chart-connect', ['p50', 'p95']),
   };
-  const grades = new Chart($('chart-grades'), {
+  const grades = new Chart(/** @type {HTMLCanvasElement} */ ($('chart-grades')), {
     type: 'bar',
     data: {
       labels: ['excellent', 'good', 'fair', 'poor'],
@@ -48,23 +61,29 @@
     options: { responsive: true, maintainAspectRatio: false, plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true } } },
   });
 
+  /** @type {(chart: import('chart.js').Chart<'line', (number | null)[], string>, label: string, values: (number | null | undefined)[]) => void} */
   const push = (chart, label, values) => {
-    chart.data.labels.push(label);
+    /** @type {string[]} */ (chart.data.labels).push(label);
     values.forEach((v, i) => chart.data.datasets[i].data.push(v ?? null));
-    if (chart.data.labels.length > KEEP) {
-      chart.data.labels.shift();
+    if (/** @type {string[]} */ (chart.data.labels).length > KEEP) {
+      /** @type {string[]} */ (chart.data.labels).shift();
       chart.data.datasets.forEach((d) => d.data.shift());
     }
     chart.update('none');
   };
-  const show = (id, v) => { $(id).textContent = v; };
+  /** @type {(id: string, v: string | number) => void} */
+  const show = (id, v) => { $(id).textContent = /** @type {string} */ (v); };
+  /** @type {(r: number | null | undefined) => string} */
   const percent = (r) => (r == null ? '—' : `${Math.round(r * 100)} %`);
+  /** @type {(s: number) => string} */
   const duration = (s) => {
     const h = Math.floor(s / 3600); const m = Math.floor((s % 3600) / 60);
     return h ? `${h} h ${m} min` : m ? `${m} min` : `${Math.floor(s)} s`;
   };
 
+  /** @param {Stats} s the /stats body */
   function render(s) {
+    /** @type {Partial<Stats['quality']>} */
     const q = s.quality || {};
     const rate = q.connectionSuccessRate;
     show('users-online', s.connectedUsers);
@@ -90,12 +109,13 @@
     push(charts.success, t, [rate == null ? null : rate * 100]);
     push(charts.connect, t, [q.timeToConnectMs?.p50, q.timeToConnectMs?.p95]);
     if (q.grades) {
-      grades.data.datasets[0].data = ['excellent', 'good', 'fair', 'poor'].map((g) => q.grades[g]);
+      grades.data.datasets[0].data = /** @type {const} */ (['excellent', 'good', 'fair', 'poor']).map((g) => /** @type {Stats['quality']['grades']} */ (q.grades)[g]);
       grades.update('none');
     }
   }
 
-  let timer = null;
+  /** @type {number | undefined} */
+  let timer;
   async function poll() {
     try {
       const r = await fetch('/stats', { headers, cache: 'no-store' });
@@ -105,7 +125,7 @@
       $('status').classList.remove('down');
       document.body.dataset.ready = '1';
     } catch (e) {
-      $('status').textContent = `connection lost (${e.message}); retrying…`;
+      $('status').textContent = `connection lost (${/** @type {Error} */ (e).message}); retrying…`;
       $('status').classList.add('down');
     }
     timer = setTimeout(poll, POLL_MS);

@@ -1,13 +1,14 @@
 // End to end in a real browser: Debian's Chromium, driven by playwright-core, with fake camera and
 // microphone. Two pages meet through the server, connect over WebRTC, see each other's video and
 // chat; then one skips, is matched with a third page, and the one left behind is told. The live
-// dashboard then shows those calls.
+// dashboard then shows those calls. Every event the pages send and receive, and every body of
+// /stats and /health they read, is checked against the contract (watchPage in the harness).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startServer, repoRoot } from './harness.js';
+import { startServer, repoRoot, watchPage } from './harness.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ARTIFACTS = path.join(repoRoot, 'artifacts');
@@ -61,6 +62,7 @@ describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser a
     const context = await browser.newContext({ viewport, permissions: ['camera', 'microphone'] });
     const page = await context.newPage();
     page.on('pageerror', (e) => console.error(`[${userId}] page error:`, e));
+    await watchPage(page, userId);
     await page.goto(`${server.url}/?user=${userId}`);
     await until(page, () => window.roulette?.userId, `${userId} signing in`);
     return page;
@@ -126,6 +128,7 @@ describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser a
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
     page.on('pageerror', (e) => console.error('[dashboard] page error:', e));
+    await watchPage(page, 'dashboard');
     await page.goto(`${server.url}/dashboard?token=dashboard-secret`);
     await until(page, () => document.body.dataset.ready === '1', 'the dashboard rendering');
     assert.equal(await page.evaluate(() => typeof window.Chart), 'function', 'charts come from Chart.js');

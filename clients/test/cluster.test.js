@@ -4,7 +4,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { startServer, next, pair } from './harness.js';
+import { startServer, next, pair, checkHttp } from './harness.js';
 
 /** A free loopback port. */
 function freePort() {
@@ -48,6 +48,18 @@ describe('a cluster of two nodes, official client', { skip: !haveRedis && 'redis
   after(async () => {
     for (const n of nodes) await n.stop();
     redis.kill('SIGKILL');
+  });
+
+  it('answers /health and /stats with the cluster\'s figures, as the contract says', async () => {
+    for (const node of nodes) {
+      for (const route of ['/health', '/stats']) {
+        const res = await fetch(`${node.url}${route}`);
+        assert.equal(res.status, 200);
+        const text = await res.text();
+        assert.ok(JSON.parse(text).cluster, `${route} has the cluster part: ${text}`);
+        checkHttp(route, text, `${node.url}${route}`); // a mismatch fails this test (the harness's hook)
+      }
+    }
   });
 
   for (const [mode, transports] of [['polling with upgrade', undefined], ['websocket only', ['websocket']]]) {

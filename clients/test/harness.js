@@ -1,9 +1,15 @@
 // Starts a Roulette server for a test and gives small promise helpers around socket.io-client.
+// Every socket made here (and every demo page given to watchPage) is held to the protocol's
+// contract, clients/contract/asyncapi.yaml: each event sent and received, each acknowledgement
+// and each HTTP body is validated against its schema, and a test during which one did not fit
+// fails (in the hooks below) with the event, the payload and what is wrong with it.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { io } from 'socket.io-client';
+import { after, afterEach } from 'node:test';
+import { io as connectIo } from 'socket.io-client';
+import { contract } from '../contract/contract.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '..', '..');
@@ -71,12 +77,151 @@ export function startServer(flags = []) {
 async function ready(url) {
   const end = Date.now() + 15000;
   while (Date.now() < end) {
+    let res;
     try {
-      if ((await fetch(`${url}/health`)).ok) return;
+      res = await fetch(`${url}/health`);
     } catch { /* not yet */ }
+    if (res?.ok) {
+      checkHttp('/health', await res.text(), `${url}/health`);
+      return;
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${url}/health never answered 200`);
+}
+
+// ---- the contract ----------------------------------------------------------------------------
+
+const violations = [];
+const OFF_CONTRACT = Symbol('off contract');
+let sockets = 0;
+
+/**
+ * Checks one message against the contract and records it when it does not fit. `direction` is
+ * `out` (client → server event), `in` (server → client event) or `ack` (an acknowledgement).
+ * Returns the violation, or null.
+ */
+export function inspect(direction, label, event, args) {
+  const c = contract();
+  const problem = direction === 'out' ? c.checkClientEvent(event, args)
+    : direction === 'in' ? c.checkServerEvent(event, args)
+      : c.checkAck(args);
+  if (problem) violations.push(`${label}: ${problem}`);
+  return problem;
+}
+
+/** Checks the text of an HTTP body of GET `pathname` and records it when it does not fit. */
+export function checkHttp(pathname, text, label = pathname) {
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    violations.push(`${label}: GET ${pathname} answered ${JSON.stringify(text.slice(0, 200))}, not JSON`);
+    return;
+  }
+  const problem = contract().checkHttp(pathname, body);
+  if (problem) violations.push(`${label}: ${problem}`);
+}
+
+/** Hands back (and forgets) the violations recorded so far. */
+export function takeViolations() {
+  return violations.splice(0);
+}
+
+/** Throws when any payload did not fit the contract since the last check. */
+export function assertContract() {
+  const found = takeViolations();
+  if (found.length) {
+    throw new Error(`${found.length} payload(s) do not fit the protocol's contract (clients/contract/asyncapi.yaml):\n- ${found.join('\n- ')}`);
+  }
+}
+
+// Every test of a file that imports the harness fails when a payload during it did not fit;
+// whatever arrives after its last test (in after hooks) fails the file. (Not for a tool that
+// borrows startServer, such as tools/turn-ttl.js: it is no test.)
+if (process.env.NODE_TEST_CONTEXT !== undefined || /\.test\.[cm]?js$/.test(process.argv[1] ?? '')) {
+  afterEach(assertContract);
+  after(assertContract);
+}
+
+/** Holds `socket` to the contract: every event both ways and every acknowledgement it gets. */
+export function watch(socket, label = `socket ${++sockets}`) {
+  const name = () => `${label}${socket.id ? ` (${socket.id})` : ''}`;
+  socket.onAnyOutgoing((event, ...args) => {
+    if (!socket[OFF_CONTRACT]) inspect('out', name(), event, args);
+  });
+  socket.onAny((event, ...args) => inspect('in', name(), event, args));
+  // Acknowledgements do not pass through onAny: read them off the manager's decoder as they are
+  // decoded (3: ACK, 6: BINARY_ACK), before the socket puts a null in front of them for a
+  // callback with a timeout. The tests' sockets have a manager each.
+  socket.io.decoder.on('decoded', (packet) => {
+    if ((packet.type === 3 || packet.type === 6) && packet.nsp === socket.nsp) inspect('ack', name(), '', packet.data);
+  });
+  return socket;
+}
+
+/**
+ * Emits a payload that is off the contract on purpose (to check that the server refuses it):
+ * the one emit this is not validated. `socket` must be connected, or the packet would be
+ * buffered and checked when it goes out.
+ */
+export function emitOffContract(socket, event, ...args) {
+  if (!socket.connected) throw new Error('emitOffContract needs a connected socket');
+  socket[OFF_CONTRACT] = true;
+  try {
+    socket.emit(event, ...args);
+  } finally {
+    socket[OFF_CONTRACT] = false;
+  }
+}
+
+/** socket.io-client's `io`, with the socket held to the contract. */
+export function io(...args) {
+  return watch(connectIo(...args));
+}
+
+/**
+ * Holds a demo or dashboard page to the contract: the socket it makes with the `io` of the
+ * bundle (wrapped before the page's scripts run; the page itself is untouched) reports every
+ * event and acknowledgement here, and every JSON body of an HTTP endpoint of the contract it
+ * fetches is checked. Call before `page.goto`.
+ */
+export async function watchPage(page, label) {
+  await page.exposeFunction('__rouletteContract', (direction, event, args) => {
+    inspect(direction, `page ${label}`, event, args);
+  });
+  await page.addInitScript(() => {
+    let real;
+    const report = (direction, event, args) => window.__rouletteContract(direction, event, args);
+    const watchSocket = (socket) => {
+      socket.onAnyOutgoing((event, ...args) => report('out', event, args));
+      socket.onAny((event, ...args) => report('in', event, args));
+      socket.io.decoder.on('decoded', (p) => {
+        if ((p.type === 3 || p.type === 6) && p.nsp === socket.nsp) report('ack', '', p.data);
+      });
+      return socket;
+    };
+    // The bundle sets `globalThis.io`: hand the page a function that makes the same sockets.
+    Object.defineProperty(window, 'io', {
+      configurable: true,
+      get: () => real,
+      set: (lookup) => {
+        real = typeof lookup !== 'function' ? lookup
+          : Object.assign(function io(...a) { return watchSocket(lookup.apply(this, a)); }, lookup);
+      },
+    });
+  });
+  page.on('response', async (res) => {
+    const { pathname } = new URL(res.url());
+    if (res.request().method() !== 'GET' || !contract().http.has(pathname)) return;
+    let text;
+    try {
+      text = await res.text();
+    } catch {
+      return; // the page went away before the body could be read
+    }
+    checkHttp(pathname, text, `page ${label}`);
+  });
 }
 
 /** Connects with the official client; resolves once the namespace is connected. */

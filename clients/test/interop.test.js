@@ -1,8 +1,9 @@
-// The protocol, driven with the official socket.io-client 4 over both transports.
+// The protocol, driven with the official socket.io-client 4 over both transports. Every payload
+// sent and received is checked against the contract (clients/contract/asyncapi.yaml) by the
+// harness; the malformed ones sent on purpose go through emitOffContract.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { io } from 'socket.io-client';
-import { startServer, connect, next, collect, user, pair, meet } from './harness.js';
+import { io, startServer, connect, next, collect, user, pair, meet, emitOffContract } from './harness.js';
 
 const MODES = [
   ['polling with upgrade', undefined],
@@ -20,7 +21,9 @@ function relayPayload(event, roomId) {
     case 'chat-message': return { roomId, message: 'hi' };
     case 'typing': return { roomId, isTyping: true };
     case 'quality-report': return { roomId, quality: 'good', stats: { latency: 80, packetLoss: 1, bandwidth: 800 } };
-    default: return { roomId, status: 'connected', quality: 'good' };
+    case 'connection-status': return { roomId, status: 'connected', quality: 'good' };
+    case 'find-random-partner': return {};
+    default: return undefined; // next-partner, end-chat: no payload
   }
 }
 
@@ -298,12 +301,14 @@ for (const [mode, transports] of MODES) {
       ];
       for (const [event, payload, code] of cases) {
         const err = next(s, 'error');
-        s.emit(event, payload);
+        // Malformed on purpose (all but the last, refused for what the user is doing).
+        if (code === 'not-in-room') s.emit(event, payload);
+        else emitOffContract(s, event, payload);
         const e = await err;
         assert.deepEqual([e.code, e.event], [code, event], JSON.stringify(e));
       }
       const err = next(s, 'error');
-      s.emit('chat-message', { roomId: 'r', message: 'bin', blob: new Uint8Array([1, 2, 3]) });
+      emitOffContract(s, 'chat-message', { roomId: 'r', message: 'bin', blob: new Uint8Array([1, 2, 3]) });
       assert.equal((await err).code, 'binary-not-supported');
     });
 

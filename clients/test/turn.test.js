@@ -10,7 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { startServer } from './harness.js';
+import { startServer, watchPage } from './harness.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const FLAGS = [
@@ -78,6 +78,7 @@ describe('a call forced through TURN (coturn)', { skip }, () => {
     const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
     const page = await context.newPage();
     if (initScript) await page.addInitScript(initScript.fn, initScript.arg);
+    await watchPage(page, user); // the TURN credentials in authenticated and matched, too
     await page.goto(`${server.url}/?user=${user}&relay=1`);
     await until(page, () => window.roulette?.userId, `${user} signing in`);
     return page;
