@@ -13,30 +13,15 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode, header};
-use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
-use super::websocket::refuse;
+use super::conn::Polling;
+use super::refuse;
 use super::{Conn, End, Flow, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet};
 
 /// How long the goodbye of a session that ended (`41`, the close packet) waits for the client's
 /// next poll before the session is forgotten.
 const GOODBYE: Duration = Duration::from_secs(2);
-
-/// A session's long-polling side.
-#[derive(Default)]
-pub(super) struct Polling {
-    /// What the client's packets built up; taken by the WebSocket when the session upgrades.
-    packets: Mutex<Packets>,
-    /// A poll is waiting.
-    get: AtomicBool,
-    /// A post is being handled.
-    post: AtomicBool,
-    /// The waiting poll is to be answered with a noop (the upgrade's probe came).
-    noop: AtomicBool,
-    /// A WebSocket is upgrading (or has upgraded) this session.
-    upgrading: AtomicBool,
-}
 
 /// Clears a flag when dropped (a request that ends, however it ends).
 struct Clear<'a>(&'a AtomicBool);

@@ -1,5 +1,4 @@
-//! Every `/socket.io/` request starts here; WebSocket connections, direct or upgrading a
-//! long-polling session, are served here too.
+//! WebSocket connections, direct or upgrading a long-polling session.
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -8,16 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{Fed, Message, OutFrame, Reader, Violation};
-use super::{Conn, End, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet, polling};
+use super::{
+    Conn, End, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet, polling, refuse,
+};
 
 /// Reads per wake-up before other connections get the thread.
 const READS_PER_TURN: usize = 8;
@@ -35,62 +35,6 @@ thread_local! {
         std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
-/// The query of an Engine.IO request.
-pub(super) struct Query<'a> {
-    eio: Option<&'a str>,
-    transport: Option<&'a str>,
-    pub(super) sid: Option<&'a str>,
-}
-
-impl<'a> Query<'a> {
-    fn parse(query: Option<&'a str>) -> Query<'a> {
-        let mut q = Query {
-            eio: None,
-            transport: None,
-            sid: None,
-        };
-        for kv in query.unwrap_or("").split('&') {
-            match kv.split_once('=') {
-                Some(("EIO", v)) => q.eio = Some(v),
-                Some(("transport", v)) => q.transport = Some(v),
-                Some(("sid", v)) => q.sid = Some(v),
-                _ => {}
-            }
-        }
-        q
-    }
-}
-
-/// An Engine.IO refusal: 400 with the error body Node's engine.io sends.
-pub(super) fn refuse(code: u8, message: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({"code": code, "message": message}).to_string(),
-    )
-        .into_response()
-}
-
-/// Serves every `/socket.io/` request: the long-polling handshake, polls and posts, and
-/// WebSocket connections (direct, or the upgrade of a polling session). Anything else under
-/// that path is refused with 400, as the protocol says.
-pub async fn intercept(State(t): State<Transport>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if path != "/socket.io" && !path.starts_with("/socket.io/") {
-        return next.run(req).await;
-    }
-    let q = Query::parse(req.uri().query());
-    if q.eio != Some("4") {
-        return refuse(5, "Unsupported protocol version");
-    }
-    let sid = q.sid.map(str::to_owned);
-    match q.transport {
-        Some("polling") => polling::serve(t, req, sid.as_deref()).await,
-        Some("websocket") => websocket(t, req, sid.as_deref()),
-        _ => refuse(0, "Transport unknown"),
-    }
-}
-
 /// Whom a WebSocket request is for.
 enum Target {
     /// A new session.
@@ -100,7 +44,7 @@ enum Target {
 }
 
 /// Answers a WebSocket request with 101 and serves the connection on its own task.
-fn websocket(t: Transport, mut req: Request, sid: Option<&str>) -> Response {
+pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Response {
     let Some(key) = websocket_key(&req) else {
         return refuse(3, "Bad request");
     };
@@ -508,17 +452,6 @@ fn echo_close(code: Option<u16>) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queries_are_read_by_key() {
-        let q = Query::parse(Some("EIO=4&transport=polling&t=abc&sid=xyz"));
-        assert_eq!(
-            (q.eio, q.transport, q.sid),
-            (Some("4"), Some("polling"), Some("xyz"))
-        );
-        let q = Query::parse(None);
-        assert_eq!((q.eio, q.transport, q.sid), (None, None, None));
-    }
 
     #[test]
     fn close_codes_that_must_not_be_sent_are_answered_with_1000() {

@@ -1,0 +1,496 @@
+//! One client session: its output queue, its socket once it has one, and how events are
+//! written, coalesced per read turn.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::frame::{self, OutFrame};
+use super::out::Out;
+use super::{ConnRef, End, Events, SendError, Settings, Sid, packet};
+
+/// How long a client may take to join the `/` namespace after connecting (Socket.IO's default
+/// `connectTimeout`).
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// A thread's scratch buffer for encoding is dropped after a message larger than this.
+pub(super) const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// Where events are encoded before they are written.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Connections a read turn coalesces writes for (the rest are written frame by frame).
+pub(super) const TURN_CONNS: usize = 64;
+
+/// The connections written to during this thread's current read turn.
+pub(super) struct Turn {
+    /// Whether a read turn runs on this thread: outside one, frames are written at once.
+    pub(super) active: bool,
+    /// The connection being read: what is queued for it now answers its own messages, which
+    /// the byte budget never refuses (reading it pauses instead).
+    pub(super) reader: Option<Sid>,
+    /// Kept between turns so that a turn does not allocate its list.
+    pub(super) conns: Vec<Arc<Conn>>,
+}
+
+thread_local! {
+    /// This thread's read turn.
+    static TURN: std::cell::RefCell<Turn> = const {
+        std::cell::RefCell::new(Turn { active: false, reader: None, conns: Vec::new() })
+    };
+}
+
+/// A read turn on this thread: while it lives, frames for WebSocket connections are gathered per
+/// connection; when it ends, even by a panic in a handler, each connection's frames are written
+/// with one system call and the thread writes at once again.
+pub(super) struct TurnGuard;
+
+impl TurnGuard {
+    pub(super) fn begin(reader: Sid) -> TurnGuard {
+        TURN.with_borrow_mut(|t| {
+            t.active = true;
+            t.reader = Some(reader);
+        });
+        TurnGuard
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        let mut written = TURN.with_borrow_mut(|t| {
+            t.active = false;
+            t.reader = None;
+            std::mem::take(&mut t.conns)
+        });
+        for c in written.drain(..) {
+            match c.flush() {
+                Ok(true) => {}
+                // The kernel took part: the connection's task writes the rest when it can.
+                Ok(false) => c.wake.notify_one(),
+                Err(_) => c.end(End::Lost("transport error")),
+            }
+        }
+        // The list keeps its allocation for the next turn.
+        TURN.with_borrow_mut(|t| t.conns = written);
+    }
+}
+
+/// A session's long-polling side.
+#[derive(Default)]
+pub(super) struct Polling {
+    /// What the client's packets built up; taken by the WebSocket when the session upgrades.
+    pub(super) packets: Mutex<Packets>,
+    /// A poll is waiting.
+    pub(super) get: AtomicBool,
+    /// A post is being handled.
+    pub(super) post: AtomicBool,
+    /// The waiting poll is to be answered with a noop (the upgrade's probe came).
+    pub(super) noop: AtomicBool,
+    /// A WebSocket is upgrading (or has upgraded) this session.
+    pub(super) upgrading: AtomicBool,
+}
+
+/// One client session on this transport, from its Engine.IO handshake to its end, over
+/// long-polling, WebSocket, or both one after the other.
+pub struct Conn {
+    /// The session id, shared by Engine.IO and Socket.IO.
+    pub id: Sid,
+    /// The WebSocket, once there is one: from the start for a direct WebSocket, from the
+    /// upgrade for a session that began with long-polling. Set under `out`'s lock.
+    pub(super) tcp: OnceLock<TcpStream>,
+    pub(super) out: Mutex<Out>,
+    /// Wakes whoever writes the queue: the WebSocket task, or the pending poll.
+    pub(super) wake: Notify,
+    /// Wakes a long-polling session's own task when the session ends (or is upgraded).
+    pub(super) gone: Notify,
+    /// When the unanswered ping was due (ms on the registry's clock), 0 when none is out.
+    pub(super) ping_sent: AtomicU64,
+    /// When the next ping is due.
+    pub(super) next_ping: AtomicU64,
+    /// Pongs received: a [`probe`](ConnRef::probe) watches it change.
+    pub(super) pongs: AtomicU64,
+    /// When the session opened.
+    pub(super) opened: u64,
+    /// Whether the client joined the `/` namespace.
+    pub(super) joined: AtomicBool,
+    /// The client's address, for its per-address place.
+    pub(super) ip: Option<IpAddr>,
+    /// Whether the session holds one of its address's places from its first request. One that
+    /// could not get one is told so when it asks to join, and closed; it never lingers
+    /// uncounted.
+    pub(super) counted: bool,
+    /// Since when (registry clock) the heartbeat has seen the queue over its budget; 0 when it
+    /// is not.
+    pub(super) over_since: AtomicU64,
+    /// The session's long-polling side, for a session that began with it.
+    pub(super) polling: Option<Polling>,
+    pub(super) settings: Settings,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("id", &self.id).finish()
+    }
+}
+
+/// What the Engine.IO / Socket.IO layer keeps between a client's packets, on any transport.
+#[derive(Default)]
+pub(super) struct Packets {
+    /// Set once the client joined `/`.
+    pub(super) session: Option<Arc<dyn Events>>,
+    /// Binary attachments still to read past (those of a refused binary event).
+    pub(super) skip: u32,
+}
+
+impl Conn {
+    /// A reference for the rest of the server.
+    pub fn handle(self: &Arc<Self>) -> ConnRef {
+        ConnRef {
+            id: self.id,
+            conn: Arc::downgrade(self),
+        }
+    }
+
+    /// Queues event `event` with `data` (`42["event",data]`).
+    pub fn emit<T: Serialize + ?Sized>(
+        self: &Arc<Self>,
+        event: &str,
+        data: &T,
+    ) -> Result<(), SendError> {
+        self.send_text(|b| {
+            b.extend_from_slice(b"42[");
+            serde_json::to_writer(&mut *b, event)?;
+            b.push(b',');
+            serde_json::to_writer(&mut *b, data)?;
+            b.push(b']');
+            Ok(())
+        })
+    }
+
+    /// Answers the client's acknowledgement request `id` (`43<id>[data]`).
+    pub fn ack<T: Serialize + ?Sized>(
+        self: &Arc<Self>,
+        id: i64,
+        data: &T,
+    ) -> Result<(), SendError> {
+        self.send_text(|b| {
+            use std::io::Write as _;
+            write!(b, "43{id}[").map_err(serde_json::Error::io)?;
+            serde_json::to_writer(&mut *b, data)?;
+            b.push(b']');
+            Ok(())
+        })
+    }
+
+    /// Encodes a text frame in this thread's scratch buffer and sends it: nothing is allocated
+    /// unless the kernel does not take the whole frame at once.
+    pub(super) fn send_text(
+        self: &Arc<Self>,
+        write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+    ) -> Result<(), SendError> {
+        SCRATCH.with_borrow_mut(|buf| {
+            let start = frame::encode_text(buf, write).map_err(|_| SendError::Encode)?;
+            let sent = self.push_bytes(&buf[start..], false);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            sent
+        })
+    }
+
+    /// Sends `bytes` (one whole frame). Over WebSocket it is written now if nothing waits
+    /// before it, and what the kernel does not take is queued; during a read turn (see
+    /// [`websocket`]) frames are only queued, and the turn writes each connection's frames
+    /// together at its end, in one system call (a client's read usually holds several messages,
+    /// and a `send` is about a third of a relay's CPU). Over long-polling it is queued for the
+    /// next poll.
+    pub(super) fn push_bytes(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        control: bool,
+    ) -> Result<(), SendError> {
+        let (coalesce, own) = TURN.with_borrow_mut(|turn| {
+            let own = turn.reader == Some(self.id);
+            let coalesce = if !turn.active || self.tcp.get().is_none() {
+                false
+            } else if turn.conns.iter().any(|c| Arc::ptr_eq(c, self)) {
+                true
+            } else if turn.conns.len() < TURN_CONNS {
+                turn.conns.push(self.clone());
+                true
+            } else {
+                false
+            };
+            (coalesce, own)
+        });
+        let mut out = self.out.lock();
+        if out.end.is_some() {
+            return Err(SendError::Closed);
+        }
+        // Control frames (the transport's own, and replies to a namespace connect) and the
+        // answers to the connection's own messages are never refused by the byte budget: a
+        // client is not read from while its queue is over budget, so what it provokes stops at
+        // the budget plus one message's answers. Events from elsewhere (a partner's relays) are.
+        let over = !own && out.bytes >= self.settings.buffer_bytes;
+        let full = !control && (out.frames.len() >= self.settings.buffer_packets || over);
+        // Checked under the lock: the upgrade sets the socket under it.
+        let Some(tcp) = self.tcp.get() else {
+            if full {
+                return Err(SendError::Full);
+            }
+            out.push(OutFrame::rest(bytes));
+            drop(out);
+            self.wake.notify_one();
+            return Ok(());
+        };
+        if coalesce {
+            if full {
+                return Err(SendError::Full);
+            }
+            out.push(OutFrame::rest(bytes));
+            return Ok(());
+        }
+        let mut rest = bytes;
+        if out.frames.is_empty() {
+            match tcp.try_write(bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => rest = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    out.end = Some(End::Lost("transport error"));
+                    drop(out);
+                    self.wake.notify_one();
+                    return Err(SendError::Closed);
+                }
+            }
+        } else if full {
+            return Err(SendError::Full);
+        }
+        out.push(OutFrame::rest(rest));
+        drop(out);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Answers a WebSocket ping. An answer still waiting untouched in the queue takes the new
+    /// payload instead of a second pong being queued.
+    pub(super) fn push_pong(self: &Arc<Self>, payload: &[u8]) {
+        {
+            let mut out = self.out.lock();
+            if out.end.is_some() {
+                return;
+            }
+            if let Some(n) = out.pong {
+                let i = (n - out.popped) as usize;
+                let frame = OutFrame::pong(payload);
+                let old = std::mem::replace(&mut out.frames[i], frame);
+                out.bytes = out.bytes - old.remaining().len() + out.frames[i].remaining().len();
+                return;
+            }
+            if !out.frames.is_empty() {
+                let n = out.popped + out.frames.len() as u64;
+                out.push(OutFrame::pong(payload));
+                out.pong = Some(n);
+                drop(out);
+                self.wake.notify_one();
+                return;
+            }
+        }
+        self.push_control(OutFrame::pong(payload)).ok();
+    }
+
+    /// Whether the queue holds its whole budget: the client is not read from meanwhile.
+    pub(super) fn over_budget(&self) -> bool {
+        self.out.lock().bytes >= self.settings.buffer_bytes
+    }
+
+    /// Sends the client away: `41`, then a close. The disconnect handling runs afterwards, on
+    /// the session's own task (never the caller, who may hold the hub lock).
+    pub fn disconnect(&self) {
+        self.end_with(
+            End::SentAway,
+            [OutFrame::text(packet::DISCONNECT), OutFrame::close(1000)],
+        );
+    }
+
+    /// Closes the transport for a server shutdown: a WebSocket close (1001, going away), or the
+    /// close packet for a poll, and no `41`, so that socket.io-client reconnects on its own (to
+    /// another node, or to this one once restarted).
+    pub fn close_for_shutdown(&self) {
+        self.end_with(End::Lost("server shutdown"), [OutFrame::close(1001)]);
+    }
+
+    /// Ends the connection for `why` (if it is not ending already).
+    pub(super) fn end(&self, why: End) {
+        self.end_with(why, []);
+    }
+
+    /// Ends the connection for `why` with `goodbye` as its last frames, unless it is ending
+    /// already; its task does the rest.
+    pub(super) fn end_with<const N: usize>(&self, why: End, goodbye: [OutFrame; N]) {
+        let mut out = self.out.lock();
+        if out.end.is_some() {
+            return;
+        }
+        out.end = Some(why);
+        for f in goodbye {
+            out.push(f);
+        }
+        drop(out);
+        self.wake.notify_one();
+        self.gone.notify_one();
+    }
+
+    /// Sends a frame of the transport's own (pings, pongs, handshake): never refused by a full
+    /// buffer.
+    pub(super) fn push_control(self: &Arc<Self>, frame: OutFrame) -> Result<(), SendError> {
+        self.push_bytes(frame.remaining(), true)
+    }
+
+    /// Writes queued frames to the WebSocket until it would block, several per system call;
+    /// `true` when none is left (one lock for both, as a read turn flushes every recipient).
+    /// An emptied queue gives its memory back: a connection that was slow once does not keep a
+    /// buffer for good.
+    pub(super) fn flush(&self) -> std::io::Result<bool> {
+        const WRITEV_FRAMES: usize = 32;
+        let Some(tcp) = self.tcp.get() else {
+            return Ok(true);
+        };
+        let mut out = self.out.lock();
+        while !out.frames.is_empty() {
+            let slices: smallvec::SmallVec<[std::io::IoSlice<'_>; WRITEV_FRAMES]> = out
+                .frames
+                .iter()
+                .take(WRITEV_FRAMES)
+                .map(|f| std::io::IoSlice::new(f.remaining()))
+                .collect();
+            let n = match tcp.try_write_vectored(&slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            drop(slices);
+            out.written(n);
+        }
+        out.frames = VecDeque::new();
+        Ok(true)
+    }
+
+    /// Whether frames wait to be written, and whether the queue is over its budget.
+    pub(super) fn pending(&self) -> (bool, bool) {
+        let out = self.out.lock();
+        (
+            !out.frames.is_empty(),
+            out.bytes >= self.settings.buffer_bytes,
+        )
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.lock().bytes
+    }
+
+    pub(super) fn ended(&self) -> Option<End> {
+        self.out.lock().end
+    }
+
+    /// Whether the client has missed the deadline of its ping, judged from when the ping was
+    /// due (not when the heartbeat's tick sent it), so that a session that stopped answering
+    /// is gone `pingInterval + pingTimeout` after its last pong, as in Node's engine.io.
+    pub(super) fn overdue(&self, now: u64, timeout: u64) -> bool {
+        let sent = self.ping_sent.load(Ordering::Acquire);
+        let due = if sent != 0 {
+            sent
+        } else {
+            self.next_ping.load(Ordering::Acquire)
+        };
+        now > due && now - due > timeout
+    }
+
+    /// A pong arrived: the next ping is due a ping interval from now.
+    pub(super) fn ponged(&self, now: u64) {
+        let interval = self.settings.ping_interval.as_millis() as u64;
+        self.next_ping.store(now + interval, Ordering::Release);
+        self.ping_sent.store(0, Ordering::Release);
+        self.pongs.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the client still answers: a ping now (unless one is out already) and its pong
+    /// within `within`.
+    pub(super) async fn probe(self: &Arc<Self>, within: Duration) -> bool {
+        let before = self.pongs.load(Ordering::Acquire);
+        // Marked as due at the next scheduled ping, so that the heartbeat neither sends another
+        // nor judges this one early.
+        let due = self.next_ping.load(Ordering::Acquire);
+        if self
+            .ping_sent
+            .compare_exchange(0, due, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.push_control(OutFrame::text(packet::PING)).ok();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.pongs.load(Ordering::Acquire) != before {
+                return true;
+            }
+            if self.ended().is_some() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.pongs.load(Ordering::Acquire) != before
+    }
+
+    /// The heartbeat's visit: a ping when one is due, the end of a client that did not answer
+    /// the last one in time, stayed over its output budget, or never joined a namespace.
+    pub(super) fn beat(self: &Arc<Self>, now: u64) {
+        let timeout = self.settings.ping_timeout.as_millis() as u64;
+        if self.over_budget() {
+            let since = self.over_since.load(Ordering::Acquire);
+            if since == 0 {
+                self.over_since.store(now, Ordering::Release);
+            } else if now.saturating_sub(since) > timeout {
+                tracing::info!(sid = %self.id, "closing a connection whose output stayed over its budget");
+                // The facade, not the server's metrics module: that one reads the whole node,
+                // which sits above the transport.
+                metrics::counter!("roulette_connections_closed_backpressure_total").increment(1);
+                self.end(End::Lost("output over budget"));
+                return;
+            }
+        } else {
+            self.over_since.store(0, Ordering::Release);
+        }
+        if self.overdue(now, timeout) {
+            self.end(End::Lost("ping timeout"));
+            return;
+        }
+        // One that holds no place of its address gets the ping timeout, not the Socket.IO
+        // connect timeout, to ask for the `/` namespace and be refused.
+        let connect_timeout = if self.counted {
+            CONNECT_TIMEOUT.as_millis() as u64
+        } else {
+            timeout
+        };
+        if !self.joined.load(Ordering::Acquire) && now.saturating_sub(self.opened) > connect_timeout
+        {
+            self.end(End::Lost("connect timeout"));
+            return;
+        }
+        let due = self.next_ping.load(Ordering::Acquire);
+        if self.ping_sent.load(Ordering::Acquire) == 0 && now >= due {
+            self.ping_sent.store(due, Ordering::Release);
+            self.push_control(OutFrame::text(packet::PING)).ok();
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Every session of the transport, and the heartbeat that pings them in turn.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::conn::{Conn, Polling};
+use super::out::Out;
+use super::{Settings, Sid};
+
+/// Every session on this transport, and the heartbeat.
+pub struct Conns {
+    pub(super) map: Mutex<HashMap<Sid, Arc<Conn>>>,
+    pub(super) epoch: Instant,
+    pub(super) settings: Settings,
+}
+
+impl Conns {
+    /// An empty registry.
+    pub fn new(settings: Settings) -> Conns {
+        Conns {
+            map: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            settings,
+        }
+    }
+
+    /// Milliseconds on the registry's clock; never 0.
+    pub(super) fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A new session, registered.
+    pub(super) fn open(
+        &self,
+        id: Sid,
+        ip: Option<IpAddr>,
+        counted: bool,
+        tcp: Option<TcpStream>,
+    ) -> Arc<Conn> {
+        let now = self.now();
+        let polling = tcp.is_none().then(Polling::default);
+        let conn = Arc::new(Conn {
+            id,
+            tcp: tcp.map(OnceLock::from).unwrap_or_default(),
+            out: Mutex::new(Out::default()),
+            wake: Notify::new(),
+            gone: Notify::new(),
+            ping_sent: AtomicU64::new(0),
+            next_ping: AtomicU64::new(now + self.settings.ping_interval.as_millis() as u64),
+            pongs: AtomicU64::new(0),
+            opened: now,
+            joined: AtomicBool::new(false),
+            ip,
+            counted,
+            over_since: AtomicU64::new(0),
+            polling,
+            settings: self.settings,
+        });
+        self.map.lock().insert(id, conn.clone());
+        conn
+    }
+
+    /// The session `id`, if it is open.
+    pub(super) fn get(&self, id: Sid) -> Option<Arc<Conn>> {
+        self.map.lock().get(&id).cloned()
+    }
+
+    /// Forgets session `conn` (not another that took its id, which cannot happen with random
+    /// ids, but the check costs nothing).
+    pub(super) fn remove(&self, conn: &Arc<Conn>) {
+        let mut map = self.map.lock();
+        if map.get(&conn.id).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            map.remove(&conn.id);
+        }
+    }
+
+    /// Open sessions.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids of the open sessions.
+    pub fn ids(&self) -> HashSet<Sid> {
+        self.map.lock().keys().copied().collect()
+    }
+
+    /// Every open session.
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.map.lock().values().cloned().collect()
+    }
+
+    /// How many sessions are on each transport now.
+    pub fn transports(&self) -> Transports {
+        let map = self.map.lock();
+        let mut t = Transports::default();
+        for c in map.values() {
+            if c.tcp.get().is_some() {
+                t.websocket += 1;
+            } else {
+                t.polling += 1;
+            }
+        }
+        t
+    }
+
+    /// What the sessions' output queues hold now: bytes in all, and how many sessions are over
+    /// their budget (not read from until their client reads).
+    pub fn output(&self) -> Output {
+        let map = self.map.lock();
+        let mut o = Output::default();
+        for c in map.values() {
+            let bytes = c.queued_bytes();
+            o.queued_bytes += bytes;
+            o.paused += usize::from(bytes >= c.settings.buffer_bytes);
+        }
+        o
+    }
+
+    /// Pings the sessions whose ping is due and ends those that stopped answering, forever.
+    pub async fn heartbeat(self: Arc<Self>) {
+        let s = self.settings;
+        let every = (s.ping_interval.min(s.ping_timeout) / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = self.now();
+            for c in self.map.lock().values() {
+                c.beat(now);
+            }
+        }
+    }
+}
+
+/// How many sessions each transport serves (see [`Conns::transports`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Transports {
+    /// Sessions on a WebSocket (direct, or upgraded from long-polling).
+    pub websocket: usize,
+    /// Sessions on long-polling.
+    pub polling: usize,
+}
+
+/// The output queues' figures (see [`Conns::output`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    /// Bytes queued for clients, all sessions together.
+    pub queued_bytes: usize,
+    /// Sessions whose queue is over its budget.
+    pub paused: usize,
+}

@@ -1,0 +1,78 @@
+//! A connection's output queue: WebSocket frames, counted in bytes.
+
+use std::collections::VecDeque;
+
+use super::End;
+use super::frame::{self, OutFrame};
+
+/// Frames waiting for the client to take them, and whether the connection is ending.
+#[derive(Default)]
+pub(super) struct Out {
+    pub(super) frames: VecDeque<OutFrame>,
+    /// The unwritten bytes of `frames`: what the connection's budget is charged with.
+    pub(super) bytes: usize,
+    /// Frames written out whole since the connection opened: `frames[0]` is frame number
+    /// `popped`.
+    pub(super) popped: u64,
+    /// The number of a queued pong that nothing of has been written yet: a newer ping replaces
+    /// its payload instead of queueing another (RFC 6455 lets a pong answer only the latest
+    /// ping), so a client that pings and never reads gets no pile of pongs.
+    pub(super) pong: Option<u64>,
+    pub(super) end: Option<End>,
+}
+
+impl Out {
+    /// Queues a frame at the end.
+    pub(super) fn push(&mut self, frame: OutFrame) {
+        self.bytes += frame.remaining().len();
+        self.frames.push_back(frame);
+    }
+
+    /// Marks `n` more bytes as written, from the front.
+    pub(super) fn written(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let f = self
+                .frames
+                .front_mut()
+                .expect("written bytes belong to queued frames");
+            let len = f.remaining().len();
+            if n >= len {
+                self.frames.pop_front();
+                self.popped += 1;
+                n -= len;
+            } else {
+                f.advance(n);
+                n = 0;
+            }
+        }
+        // The front frame has started (or is gone): it cannot be replaced any more.
+        if self.pong.is_some_and(|p| p <= self.popped) {
+            self.pong = None;
+        }
+    }
+
+    /// Takes every queued frame, as a long-polling response body: the frames' Engine.IO packets
+    /// separated by `\x1e` (a WebSocket close becomes the `1` close packet; pongs, which only a
+    /// WebSocket has, are left out).
+    pub(super) fn take_polled(&mut self) -> Option<Vec<u8>> {
+        if self.frames.is_empty() {
+            return None;
+        }
+        let mut body = Vec::with_capacity(self.bytes);
+        self.popped += self.frames.len() as u64;
+        for f in self.frames.drain(..) {
+            let Some(packet) = frame::polled(f.remaining()) else {
+                continue;
+            };
+            if !body.is_empty() {
+                body.push(0x1e);
+            }
+            body.extend_from_slice(packet);
+        }
+        self.bytes = 0;
+        self.pong = None;
+        self.frames = VecDeque::new();
+        Some(body)
+    }
+}
