@@ -1,7 +1,12 @@
 //! Rules of the core, checked without sockets.
 
 use super::*;
+use crate::model::ErrorCode;
 use crate::model::profile::{Gender, GenderWish};
+use crate::model::reason::Reason;
+use crate::protocol::outgoing::{
+    ChatEnded, Matched, PartnerLeft, PartnerReconnected, Rejoined, SearchTimeout,
+};
 use proptest::prelude::*;
 
 type TestCore = Core<u32>;
