@@ -161,18 +161,24 @@ export function watch(socket, label = `socket ${++sockets}`) {
 }
 
 /**
- * Emits a payload that is off the contract on purpose (to check that the server refuses it):
- * the one emit this is not validated. `socket` must be connected, or the packet would be
- * buffered and checked when it goes out.
+ * Runs `send`, which emits on `socket` a payload that is off the contract on purpose (to check
+ * that the server refuses it): what it emits at once is not validated. Returns what `send`
+ * returns (the promise of an `emitWithAck`, say). `socket` must be connected, or the packet
+ * would be buffered and checked when it goes out.
  */
-export function emitOffContract(socket, event, ...args) {
-  if (!socket.connected) throw new Error('emitOffContract needs a connected socket');
+export function offContract(socket, send) {
+  if (!socket.connected) throw new Error('offContract needs a connected socket');
   socket[OFF_CONTRACT] = true;
   try {
-    socket.emit(event, ...args);
+    return send();
   } finally {
     socket[OFF_CONTRACT] = false;
   }
+}
+
+/** `socket.emit(event, ...args)` with a payload that is off the contract on purpose. */
+export function emitOffContract(socket, event, ...args) {
+  offContract(socket, () => socket.emit(event, ...args));
 }
 
 /** socket.io-client's `io`, with the socket held to the contract. */
