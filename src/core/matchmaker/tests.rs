@@ -1,7 +1,10 @@
 //! The pairing rule, checked directly and against a brute-force reference.
 
 use super::*;
+use crate::model::profile::{Gender, GenderWish, Preferences, Profile};
 use proptest::prelude::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const RELAX: Duration = Duration::from_secs(5);
 

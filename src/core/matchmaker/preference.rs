@@ -1,377 +1,39 @@
-//! The waiting queue and the pairing rule, behind the [`Matchmaker`] trait.
-//!
-//! A matchmaker is pure and synchronous: it holds who waits and decides who pairs with whom,
-//! nothing else. The [`Core`](super::Core) owns one and never looks inside it, so another engine
-//! can replace [`PreferenceMatchmaker`] without touching the core or the socket handlers.
-//!
-//! # The rule
-//! Two waiting users may pair when each one's hard filters (language, gender, age range,
-//! country) accept the other's profile, neither has blocked the other, and either they share an
-//! interest or neither still insists on one. A user with interests insists until it has waited
-//! `relax_after`; then it is *relaxed* and accepts anyone compatible. Among the partners a seeker
-//! may have, those sharing an interest come first, then the rest; within each group the one
-//! waiting longest wins; a user's previous partner is taken only when nobody else qualifies.
-//!
-//! # The index
-//! Scanning the queue would make every decision cost as much as the queue is long. Instead the
-//! waiting users are grouped by their *wish key* (what they ask of a partner) and, inside it, by
-//! their own gender. A seeker looks only at the live wish keys that accept its profile (few: most
-//! users wish for nothing) and the genders it accepts, and in each of those groups at the head
-//! of the one list its own wishes select: everyone, or the speakers of its wished language, or
-//! the people of its wished country, or the holders of each of its interest tags. Lists keep
-//! arrival order and drop departed users lazily, when they reach the head.
+//! The preference-aware matchmaker over the index: insert, find, take, relax.
 
-use super::blocks::Blocks;
-use std::collections::VecDeque;
+use std::time::Duration;
+use std::time::Instant;
 
+use super::index::{
+    Best, Bucket, Entry, Fifo, Interner, Probe, Rank, Syms, Traits, WishKey, accepted_slots,
+    gender_slot,
+};
+use super::{Matchmaker, Pairing, Relaxation, Seeker};
+use crate::core::blocks::Blocks;
+use crate::model::UserId;
+use crate::model::profile::{Gender, GenderWish, Preferences};
 use rustc_hash::FxHashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use super::UserId;
-use crate::model::profile::{Gender, GenderWish, Preferences, Profile};
-
-/// A user looking for a partner.
-#[derive(Debug, Clone)]
-pub struct Seeker {
-    /// Who.
-    pub user: UserId,
-    /// Their profile, shared with the user record.
-    pub profile: Arc<Profile>,
-    /// What they ask of a partner.
-    pub prefs: Arc<Preferences>,
-    /// When this search began.
-    pub since: Instant,
-    /// The partner of the user's last room: paired again only when nobody else qualifies.
-    pub previous: Option<UserId>,
-}
-
-/// Two users the matchmaker paired: `waiting` was in the queue, `seeker` arrived (or relaxed).
-#[derive(Debug, Clone)]
-pub struct Pairing {
-    /// The user who waited in the queue.
-    pub waiting: Seeker,
-    /// The user whose offer (or relaxation) made the pair.
-    pub seeker: Seeker,
-    /// Interests both share, in the seeker's order.
-    pub common_interests: Vec<String>,
-}
-
-/// What time did to the queue: who relaxed, and the pairs relaxation made possible.
-#[derive(Debug, Default)]
-pub struct Relaxation {
-    /// Users who stopped insisting on a shared interest (they are told `relaxed: true`).
-    pub relaxed: Vec<UserId>,
-    /// Pairs made among relaxed users.
-    pub pairs: Vec<Pairing>,
-}
-
-/// The queue and its pairing rule.
-pub trait Matchmaker: Send {
-    /// Offers `seeker` to the queue at `now`: returns the pair it makes, or `None` after queueing
-    /// it. The seeker must not be queued already.
-    fn offer(&mut self, seeker: Seeker, now: Instant) -> Option<Pairing>;
-    /// Takes a user out of the queue.
-    fn remove(&mut self, user: &str) -> Option<Seeker>;
-    /// Takes a user out of the queue because a match was made elsewhere (by the cluster's
-    /// shared queue, which already took it out there).
-    fn claimed(&mut self, user: &str) -> Option<Seeker> {
-        self.remove(user)
-    }
-    /// The queued entry of `user`.
-    fn get(&self, user: &str) -> Option<&Seeker>;
-    /// Whether a waiting user stopped insisting on a shared interest.
-    fn is_relaxed(&self, user: &str) -> bool;
-    /// How many users wait.
-    fn len(&self) -> usize;
-    /// How many users wait in the whole service (`queue-status.totalWaiting`): [`len`] for one
-    /// node; the cluster's count for a node of a cluster.
-    ///
-    /// [`len`]: Matchmaker::len
-    fn total_waiting(&self) -> usize {
-        self.len()
-    }
-    /// True when nobody waits.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Every waiting user, longest-waiting first: the order of `queue-status` positions.
-    fn waiting(&self) -> Box<dyn Iterator<Item = &Seeker> + '_>;
-    /// Relaxes the users who have waited long enough and pairs those who now can.
-    fn relax(&mut self, now: Instant) -> Relaxation;
-    /// Records that `by` never wants to meet `other` again (until `until`).
-    fn block(&mut self, by: &UserId, other: &UserId, until: Instant);
-    /// How many blocks this node keeps in memory.
-    fn blocks(&self) -> usize;
-}
-
-pub use super::blocks::MAX_BLOCKS_PER_USER;
-
-/// A language, country or interest tag, interned: comparing and hashing it costs an integer's.
-type Sym = u32;
-
-/// The strings of waiting users' profiles and wishes, numbered and counted: a string is
-/// forgotten (and its number reused) when the last waiting user holding it leaves, so clients
-/// sending ever new interest tags cannot grow it beyond what the live queue holds.
-#[derive(Debug, Default)]
-struct Interner {
-    ids: FxHashMap<Box<str>, Sym>,
-    /// Per number: how many holders, and the string.
-    slots: Vec<(u32, Option<Box<str>>)>,
-    free: Vec<Sym>,
-}
-
-impl Interner {
-    fn get(&self, s: &str) -> Option<Sym> {
-        self.ids.get(s).copied()
-    }
-
-    /// The number of `s`, counting one more holder.
-    fn intern(&mut self, s: &str) -> Sym {
-        let id = match self.ids.get(s) {
-            Some(&id) => id,
-            None => {
-                let id = self.free.pop().unwrap_or_else(|| {
-                    self.slots.push((0, None));
-                    (self.slots.len() - 1) as Sym
-                });
-                self.slots[id as usize].1 = Some(s.into());
-                self.ids.insert(s.into(), id);
-                id
-            }
-        };
-        self.slots[id as usize].0 += 1;
-        id
-    }
-
-    /// One holder of `id` is gone.
-    fn release(&mut self, id: Sym) {
-        let slot = &mut self.slots[id as usize];
-        slot.0 -= 1;
-        if slot.0 == 0
-            && let Some(name) = slot.1.take()
-        {
-            self.ids.remove(&name);
-            self.free.push(id);
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.ids.len()
-    }
-}
-
-/// Up to ten symbols inline: a profile's languages or a search's interests (both capped at ten
-/// by the protocol), kept without a heap allocation.
-#[derive(Debug, Clone, Copy, Default)]
-struct Syms {
-    len: u8,
-    ids: [Sym; 10],
-}
-
-impl Syms {
-    fn collect(it: impl Iterator<Item = Sym>) -> Syms {
-        let mut s = Syms::default();
-        for id in it.take(10) {
-            s.ids[s.len as usize] = id;
-            s.len += 1;
-        }
-        s
-    }
-
-    fn as_slice(&self) -> &[Sym] {
-        &self.ids[..self.len as usize]
-    }
-}
-
-impl std::ops::Deref for Syms {
-    type Target = [Sym];
-    fn deref(&self) -> &[Sym] {
-        self.as_slice()
-    }
-}
-
-/// What a waiting user asks of a partner: the key of its group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct WishKey {
-    gender: GenderWish,
-    language: Option<Sym>,
-    country: Option<Sym>,
-    age: Option<(u8, u8)>,
-}
-
-/// A profile's interned attributes, as the wish keys test them.
-struct Traits<'a> {
-    gender: Option<Gender>,
-    age: Option<u8>,
-    languages: &'a [Sym],
-    country: Option<Sym>,
-}
-
-impl WishKey {
-    /// Whether users with these wishes accept a user with `t`.
-    fn accepts(&self, t: &Traits<'_>) -> bool {
-        let gender = match self.gender {
-            GenderWish::Any => true,
-            GenderWish::Male => t.gender == Some(Gender::Male),
-            GenderWish::Female => t.gender == Some(Gender::Female),
-        };
-        gender
-            && self.language.is_none_or(|l| t.languages.contains(&l))
-            && self.country.is_none_or(|c| t.country == Some(c))
-            && self
-                .age
-                .is_none_or(|(lo, hi)| t.age.is_some_and(|a| (lo..=hi).contains(&a)))
-    }
-}
-
-/// Index of a user's own gender among a group's four sub-groups.
-fn gender_slot(g: Option<Gender>) -> usize {
-    match g {
-        Some(Gender::Male) => 0,
-        Some(Gender::Female) => 1,
-        Some(Gender::Other) => 2,
-        None => 3,
-    }
-}
-
-/// The sub-groups a seeker's gender wish accepts.
-fn accepted_slots(w: GenderWish) -> &'static [usize] {
-    match w {
-        GenderWish::Any => &[0, 1, 2, 3],
-        GenderWish::Male => &[0],
-        GenderWish::Female => &[1],
-    }
-}
-
-/// An arrival-ordered list of `(seq, slot)`: an item is live while the entry in `slot` still
-/// carries `seq`; departed users' items are skipped, and dropped when they reach the head.
-type Fifo = VecDeque<(u64, u32)>;
-
-/// One selection of users, split by whether they have interests. Users without interests never
-/// insist on sharing one; users with interests arrive in order and relax in the same order, so
-/// the relaxed ones are always a prefix of `keen` and a walk can stop at the first insisting one.
-#[derive(Debug, Default)]
-struct Lists {
-    plain: Fifo,
-    keen: Fifo,
-}
-
-impl Lists {
-    fn pick(&mut self, keen: bool) -> &mut Fifo {
-        if keen {
-            &mut self.keen
-        } else {
-            &mut self.plain
-        }
-    }
-}
-
-/// Users of one wish key and one gender.
-#[derive(Debug, Default)]
-struct Bucket {
-    all: Lists,
-    by_language: FxHashMap<Sym, Lists>,
-    by_country: FxHashMap<Sym, Lists>,
-    by_interest: FxHashMap<Sym, Fifo>,
-    /// Live members, to know when the bucket (and its wish key) can be dropped.
-    live: usize,
-    /// List items of live members, and items left behind by departed ones.
-    items: usize,
-    stale: usize,
-}
-
-#[derive(Debug)]
-struct Entry {
-    seeker: Seeker,
-    seq: u64,
-    /// Copies of the profile fields the walks read, so that a walk reads the entry alone and not
-    /// the profile behind its `Arc` (a cache miss per candidate in a long queue).
-    gender: Option<Gender>,
-    age: Option<u8>,
-    relaxed: bool,
-    wish: WishKey,
-    languages: Syms,
-    country: Option<Sym>,
-    interests: Syms,
-}
-
-impl Entry {
-    fn keen(&self) -> bool {
-        !self.interests.is_empty()
-    }
-
-    fn items(&self) -> usize {
-        1 + self.languages.len() + usize::from(self.country.is_some()) + self.interests.len()
-    }
-}
 
 /// The preference-aware, indexed matchmaker: see the module documentation for the rule.
 #[derive(Debug)]
 pub struct PreferenceMatchmaker {
-    relax_after: Duration,
-    seq: u64,
+    pub(super) relax_after: Duration,
+    pub(super) seq: u64,
     /// Entries by slot; list items point here, so checking one needs no hashing.
-    slab: Vec<Option<Entry>>,
-    free: Vec<u32>,
-    index: FxHashMap<UserId, u32>,
+    pub(super) slab: Vec<Option<Entry>>,
+    pub(super) free: Vec<u32>,
+    pub(super) index: FxHashMap<UserId, u32>,
     /// Every waiting user in arrival order (stale items skipped, trimmed at the head).
-    order: Fifo,
-    order_stale: usize,
+    pub(super) order: Fifo,
+    pub(super) order_stale: usize,
     /// Users with interests who have not relaxed yet, in arrival order: the only ones a tick's
     /// relaxation can concern (stale items are skipped and dropped at the head).
-    unrelaxed: Fifo,
+    pub(super) unrelaxed: Fifo,
     /// The live wish keys and their buckets, in a Vec because every search walks them all (they
     /// are few), with `group_of` to find one by key on insert and removal.
-    groups: Vec<(WishKey, [Bucket; 4])>,
-    group_of: FxHashMap<WishKey, usize>,
-    syms: Interner,
-    blocks: Blocks,
-}
-
-/// How good a candidate is: sharing an interest first, then the longest wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Rank {
-    shares: bool,
-    older: std::cmp::Reverse<u64>,
-}
-
-/// The best candidate seen so far, and the best previous partner (the last resort).
-#[derive(Default)]
-struct Best {
-    new: Option<(Rank, u32)>,
-    previous: Option<(Rank, u32)>,
-}
-
-impl Best {
-    fn offer(&mut self, rank: Rank, slot: u32, previous: bool) {
-        let best = if previous {
-            &mut self.previous
-        } else {
-            &mut self.new
-        };
-        if best.is_none_or(|(r, _)| rank > r) {
-            *best = Some((rank, slot));
-        }
-    }
-
-    fn pick(self) -> Option<u32> {
-        self.new.or(self.previous).map(|(_, s)| s)
-    }
-}
-
-/// A seeker, with its strings looked up once for the whole search.
-struct Probe<'a> {
-    s: &'a Seeker,
-    /// The seeker's own slot when it is queued (relaxation walks), to skip itself.
-    own: Option<u32>,
-    languages: Syms,
-    country: Option<Sym>,
-    /// The seeker's wished language and country; `Err` when no waiting user has that value.
-    language_wish: Option<Result<Sym, ()>>,
-    country_wish: Option<Result<Sym, ()>>,
-    interests: Syms,
+    pub(super) groups: Vec<(WishKey, [Bucket; 4])>,
+    pub(super) group_of: FxHashMap<WishKey, usize>,
+    pub(super) syms: Interner,
+    pub(super) blocks: Blocks,
 }
 
 impl PreferenceMatchmaker {
@@ -399,26 +61,26 @@ impl PreferenceMatchmaker {
         self
     }
 
-    fn entry(&self, slot: u32) -> &Entry {
+    pub(super) fn entry(&self, slot: u32) -> &Entry {
         self.slab[slot as usize].as_ref().expect("a live slot")
     }
 
-    fn live(slab: &[Option<Entry>], (seq, slot): (u64, u32)) -> Option<&Entry> {
+    pub(super) fn live(slab: &[Option<Entry>], (seq, slot): (u64, u32)) -> Option<&Entry> {
         slab[slot as usize].as_ref().filter(|e| e.seq == seq)
     }
 
-    fn blocked(&self, a: &str, b: &str, now: Instant) -> bool {
+    pub(super) fn blocked(&self, a: &str, b: &str, now: Instant) -> bool {
         self.blocks.blocked(a, b, now)
     }
 
     /// Whether a user with these preferences, searching since `since`, still insists on sharing
     /// an interest at `now`.
-    fn insists(&self, prefs: &Preferences, since: Instant, now: Instant) -> bool {
+    pub(super) fn insists(&self, prefs: &Preferences, since: Instant, now: Instant) -> bool {
         !prefs.interests.is_empty() && now.saturating_duration_since(since) < self.relax_after
     }
 
     /// `own` is the seeker's slot when it is queued (relaxation), so the walks skip it.
-    fn probe<'a>(&self, s: &'a Seeker, own: Option<u32>) -> Probe<'a> {
+    pub(super) fn probe<'a>(&self, s: &'a Seeker, own: Option<u32>) -> Probe<'a> {
         let known = |v: &Option<String>| v.as_deref().map(|x| self.syms.get(x).ok_or(()));
         Probe {
             s,
@@ -432,7 +94,7 @@ impl PreferenceMatchmaker {
     }
 
     /// The slot of the best waiting partner for `s`; `own` is its slot when it is queued itself.
-    fn find(&self, s: &Seeker, own: Option<u32>, now: Instant) -> Option<u32> {
+    pub(super) fn find(&self, s: &Seeker, own: Option<u32>, now: Instant) -> Option<u32> {
         let p = self.probe(s, own);
         let traits = Traits {
             gender: s.profile.gender,
@@ -490,7 +152,14 @@ impl PreferenceMatchmaker {
 
     /// Walks `list` from its oldest entry to the first user the seeker may pair with and offers
     /// it to `best`. A previous partner is offered as the last resort and the walk goes on.
-    fn walk(&self, list: &Fifo, p: &Probe<'_>, now: Instant, shares: bool, best: &mut Best) {
+    pub(super) fn walk(
+        &self,
+        list: &Fifo,
+        p: &Probe<'_>,
+        now: Instant,
+        shares: bool,
+        best: &mut Best,
+    ) {
         let s = p.s;
         for &(seq, slot) in list {
             // Items come oldest first: none from here on can beat the best found so far.
@@ -529,7 +198,7 @@ impl PreferenceMatchmaker {
 
     /// Whether the seeker's hard filters accept a waiting entry (the interned form of
     /// [`Preferences::accepts`]: integers compared, no strings).
-    fn wishes_met(p: &Probe<'_>, e: &Entry) -> bool {
+    pub(super) fn wishes_met(p: &Probe<'_>, e: &Entry) -> bool {
         let wish = &p.s.prefs;
         let gender = match wish.gender {
             GenderWish::Any => true,
@@ -547,7 +216,7 @@ impl PreferenceMatchmaker {
                 .is_none_or(|(lo, hi)| e.age.is_some_and(|a| (lo..=hi).contains(&a)))
     }
 
-    fn insert(&mut self, s: Seeker, now: Instant) {
+    pub(super) fn insert(&mut self, s: Seeker, now: Instant) {
         self.seq += 1;
         let seq = self.seq;
         let syms = &mut self.syms;
@@ -614,7 +283,7 @@ impl PreferenceMatchmaker {
     /// Takes a user out. Its list items turn stale; the heads of its own lists are trimmed, and
     /// a bucket whose stale items outnumber its live ones is compacted, so memory follows the
     /// live queue.
-    fn take(&mut self, user: &str) -> Option<Entry> {
+    pub(super) fn take(&mut self, user: &str) -> Option<Entry> {
         let slot = self.index.remove(user)?;
         let e = self.slab[slot as usize]
             .take()
@@ -700,7 +369,7 @@ impl PreferenceMatchmaker {
 
     /// Drops a departed entry's holds on its strings. Lists still keyed by a freed number hold
     /// only stale items, so reusing the number for another string is harmless.
-    fn release_syms(&mut self, e: &Entry) {
+    pub(super) fn release_syms(&mut self, e: &Entry) {
         let held = e.languages.iter().chain(e.interests.iter()).copied();
         let held = held
             .chain(e.country)
@@ -713,11 +382,11 @@ impl PreferenceMatchmaker {
 
     /// Distinct strings held by waiting users (for tests of memory bounds).
     #[cfg(test)]
-    fn interned(&self) -> usize {
+    pub(super) fn interned(&self) -> usize {
         self.syms.len()
     }
 
-    fn pair(&mut self, waiting_slot: u32, seeker: Seeker) -> Pairing {
+    pub(super) fn pair(&mut self, waiting_slot: u32, seeker: Seeker) -> Pairing {
         let user = self.entry(waiting_slot).seeker.user.clone();
         let waiting = self.take(&user).expect("found in the queue").seeker;
         let common_interests = seeker.prefs.common_interests(&waiting.prefs);
@@ -816,7 +485,3 @@ impl PreferenceMatchmaker {
         self.blocks.expire(now);
     }
 }
-
-#[cfg(test)]
-#[path = "matchmaker_tests.rs"]
-mod tests;
