@@ -31,8 +31,13 @@
 //! a Redis restart (see `STACK-NOTES.md`). Here one ordered path carries both, and fred's
 //! subscriber client resubscribes on its own.
 
+mod msg;
 pub mod queue;
+mod redis;
 pub mod scripts;
+
+pub use msg::Msg;
+pub use redis::{redis_config, scrub};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,7 +47,6 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::core::matchmaker::Seeker;
@@ -127,95 +131,6 @@ impl Entry {
     }
 }
 
-/// A message from one node to another, about a user of the receiving node.
-///
-/// Externally tagged (`{"deliver": {...}}`): an internally tagged enum is read through a buffer
-/// that cannot hold the raw payload of [`Msg::Deliver`].
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Msg {
-    /// `to` (waiting on the receiving node) was matched with `partner` in `room`.
-    Paired {
-        /// The room id both nodes use.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// Its partner's queue entry.
-        partner: Entry,
-        /// Whether `to` starts the call.
-        initiator: bool,
-    },
-    /// An event for `to`, from its partner in `room` (room ids are unique: the room names the
-    /// sender).
-    Deliver {
-        /// The room.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// The event name.
-        event: String,
-        /// The event's payload, as the client gets it.
-        payload: Box<RawValue>,
-    },
-    /// `user`, away from the receiving node, came back through node `from` with `token`
-    /// (`None`: `from` verified its JWT): the receiving node hands its room over.
-    Migrate {
-        /// The returning user.
-        user: String,
-        /// The resume token it presented.
-        token: Option<String>,
-        /// The node it is connected to now.
-        from: String,
-    },
-    /// The receiving node asked for `user`'s session (see [`Msg::Migrate`]) and cannot have it.
-    Refused {
-        /// The user.
-        user: String,
-    },
-    /// `to`, connected to the receiving node, takes back `room` with `partner` (on
-    /// `partner_node`).
-    Handover {
-        /// The room.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// Its partner.
-        partner: String,
-        /// The partner's node.
-        partner_node: String,
-        /// Whether `to` starts the call.
-        initiator: bool,
-        /// True when the partner's node must be told where `to` is now (it is not the node that
-        /// handed the room over); the receiving node tells it once the room is taken back, so
-        /// that the partner's relays cannot arrive before the room.
-        relink: bool,
-    },
-    /// The partner of `to` in `room` is now connected to `node`: `to` gets
-    /// `partner-reconnected`.
-    Relink {
-        /// The room.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// The partner's new node.
-        node: String,
-    },
-    /// A node's message to itself, each heartbeat: proof that its channel is subscribed.
-    Ping {
-        /// When it was sent (Unix ms).
-        sent: u64,
-    },
-    /// `to`'s partner left `room`: `to` gets `partner-left`.
-    Left {
-        /// The room.
-        room: String,
-        /// The receiving node's user.
-        to: String,
-        /// The `partner-left` reason.
-        reason: String,
-    },
-}
-
 /// This node's figures, published with its heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -268,79 +183,6 @@ pub struct Cluster {
     figures: Mutex<ClusterFigures>,
     /// How long a silent node stays alive.
     pub node_timeout: Duration,
-}
-
-/// `text` with the credentials of Redis URL `url` hidden: the password (wherever it appears,
-/// the URL included) becomes `***`. Log lines and start-up errors go to log collectors that
-/// more people read than should know the password.
-pub fn scrub(text: &str, url: &str) -> String {
-    let Some(secret) = password(url) else {
-        return text.to_string();
-    };
-    text.replace(secret, "***")
-}
-
-/// fred's settings for `url`: `redis://` or, with TLS, `rediss://`, the server's certificate
-/// checked against the PEM bundle `ca_file` when given (a private CA), else the system's roots.
-/// Errors name the key and hide the password.
-pub fn redis_config(url: &str, ca_file: Option<&std::path::Path>) -> Result<Config, String> {
-    // One server (or a managed service's endpoint): the queue's scripts take several keys at
-    // once, which a Redis Cluster spreads over shards.
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
-    if !matches!(scheme, "redis" | "rediss" | "valkey" | "valkeys") {
-        return Err(scrub(
-            &format!(
-                "REDIS_URL: {scheme:?} is not a Redis URL scheme (expected \
-                 redis://[:password@]host[:port][/db], or rediss://… for TLS)"
-            ),
-            url,
-        ));
-    }
-    let mut config = Config::from_url(url).map_err(|e| {
-        scrub(
-            &format!(
-                "REDIS_URL: {e} (expected redis://[:password@]host[:port][/db] or rediss://…)"
-            ),
-            url,
-        )
-    })?;
-    if let Some(path) = ca_file {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let what = |e: &dyn std::fmt::Display| format!("REDIS_CA_FILE {}: {e}", path.display());
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| what(&e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| what(&e))?;
-        if certs.is_empty() {
-            return Err(what(&"no PEM certificate in it"));
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certs {
-            roots.add(cert).map_err(|e| what(&e))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| what(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        if config.tls.is_none() {
-            return Err(what(&"a CA file needs a rediss:// REDIS_URL"));
-        }
-        config.tls = Some(fred::types::config::TlsConnector::from(tls).into());
-    }
-    Ok(config)
-}
-
-/// The password in a `redis://[user][:password]@host` URL, if it has one.
-fn password(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let auth = &host[..host.rfind('@')?];
-    let auth = auth.split_once(':').map_or(auth, |(_, p)| p);
-    (!auth.is_empty()).then_some(auth)
 }
 
 impl Cluster {
