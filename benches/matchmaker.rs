@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use roulette::core::matchmaker::{Matchmaker, PreferenceMatchmaker, Seeker};
-use roulette::model::profile::{Gender, GenderWish, Preferences, Profile};
+use roulette::{Gender, GenderWish, Preferences, Profile};
+use roulette::{Matchmaker, PreferenceMatchmaker, Seeker};
 
 const LANGS: [&str; 10] = ["en", "es", "de", "fr", "pt", "ru", "hi", "ar", "ja", "it"];
 const COUNTRIES: [&str; 20] = [

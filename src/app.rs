@@ -19,7 +19,7 @@ use crate::node::Hub;
 use crate::protocol::outgoing::{ServerShutdown, now_ms};
 
 /// How often time-driven work (room and search expiry, queue positions) runs.
-pub const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 
 /// The assembled application: the router to serve and the shared state.
 pub struct App {

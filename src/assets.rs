@@ -25,7 +25,7 @@ pub struct Settings {
 }
 
 /// A file's bytes and type, from `STATIC_DIR` or built in.
-pub struct File {
+pub(crate) struct File {
     /// The content.
     pub bytes: std::borrow::Cow<'static, [u8]>,
     /// `Content-Type`.
@@ -35,7 +35,7 @@ pub struct File {
 }
 
 /// The file at `path` (no leading `/`; `""` is `index.html`), from `dir` first.
-pub async fn get(settings: &Settings, path: &str) -> Option<File> {
+pub(crate) async fn get(settings: &Settings, path: &str) -> Option<File> {
     let Ok(path) = percent_encoding::percent_decode_str(path).decode_utf8() else {
         return None;
     };
@@ -108,7 +108,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 
 /// An HTTP response for `file`: `304` when the client holds this version already. Pages and
 /// scripts are revalidated on each load (`no-cache`), so a new server version is seen at once.
-pub fn respond(file: File, headers: &HeaderMap, head: bool) -> Response {
+pub(crate) fn respond(file: File, headers: &HeaderMap, head: bool) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -135,7 +135,7 @@ pub fn respond(file: File, headers: &HeaderMap, head: bool) -> Response {
 }
 
 /// The router's fallback: any `GET`/`HEAD` not routed elsewhere is a static file or a 404.
-pub async fn serve(State(settings): State<Arc<Settings>>, req: Request) -> Response {
+pub(crate) async fn serve(State(settings): State<Arc<Settings>>, req: Request) -> Response {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();

@@ -5,15 +5,15 @@
 /// How much of a client's own text (an event name, a namespace, a value quoted in a parser's
 /// message) a reply repeats back: enough to recognise it, never enough to make a reply larger
 /// than what provoked it by more than a few bytes.
-pub const ECHO_BYTES: usize = 64;
+pub(crate) const ECHO_BYTES: usize = 64;
 
 /// The first [`ECHO_BYTES`] bytes of `text`, cut at a character boundary.
-pub fn clip(text: &str) -> &str {
+pub(crate) fn clip(text: &str) -> &str {
     clip_to(text, ECHO_BYTES)
 }
 
 /// The first `max` bytes of `text` at most, cut at a character boundary.
-pub fn clip_to(text: &str, max: usize) -> &str {
+pub(crate) fn clip_to(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -42,7 +42,7 @@ impl axum::extract::FromRef<Web> for Arc<Settings> {
 }
 
 /// The routes, bound to the node.
-pub fn routes(hub: Arc<Hub>, settings: Settings) -> Router {
+pub(crate) fn routes(hub: Arc<Hub>, settings: Settings) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/stats", get(stats))
@@ -61,7 +61,7 @@ pub fn routes(hub: Arc<Hub>, settings: Settings) -> Router {
 /// `GET /health` body.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok`, `shutting-down` or `redis-down` (both with status 503).
     pub status: &'static str,
     /// In a cluster: this node's name and whether Redis answers.
@@ -118,7 +118,7 @@ async fn live() -> impl IntoResponse {
 /// The cluster part of `/health`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ClusterHealth {
+pub(crate) struct ClusterHealth {
     /// This node's name.
     pub node: String,
     /// `up` or `down`.
@@ -130,7 +130,7 @@ pub struct ClusterHealth {
 /// `GET /stats` body.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Authenticated users connected now.
     pub connected_users: usize,
     /// Users waiting for a partner now.
@@ -170,7 +170,7 @@ pub struct Stats {
 /// The cluster part of `/stats`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ClusterStats {
+pub(crate) struct ClusterStats {
     /// This node's name.
     pub node: String,
     /// Whether Redis answers.
@@ -185,14 +185,14 @@ pub struct ClusterStats {
 /// Process memory figures, from `/proc/self/statm` (zero where unavailable).
 #[derive(Serialize, Default, Clone, Copy)]
 #[serde(rename_all = "camelCase")]
-pub struct Memory {
+pub(crate) struct Memory {
     /// Resident set size in bytes.
     pub rss_bytes: u64,
 }
 
 impl Memory {
     /// Reads the current figures.
-    pub fn read() -> Memory {
+    pub(crate) fn read() -> Memory {
         let rss_pages = std::fs::read_to_string("/proc/self/statm")
             .ok()
             .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
@@ -330,7 +330,7 @@ async fn dashboard(_: Admin, State(settings): State<Arc<Settings>>) -> Response 
 /// `GET /ice-servers` body.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct IceServersOut {
+pub(crate) struct IceServersOut {
     /// RTCIceServer objects.
     pub ice_servers: Vec<crate::protocol::outgoing::IceServer>,
     /// Seconds the TURN credentials stay valid.

@@ -44,7 +44,7 @@ const IDLE: Duration = Duration::from_secs(90);
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to do with a connection once [`serve`] returns.
-pub enum Next {
+pub(crate) enum Next {
     /// Closed, or to be closed: nothing more to do.
     Done,
     /// Its next request is not one for this path: serve it (unread) with hyper.
@@ -72,7 +72,7 @@ enum Peeked {
 /// `router`; at most `max_body` bytes of body each (larger ones go to hyper, which refuses them
 /// as the transport says). Returns when the connection ends, `stop` turns true, or hyper is to
 /// take over.
-pub async fn serve(
+pub(crate) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     router: Router,

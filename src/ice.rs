@@ -14,7 +14,7 @@ use crate::protocol::outgoing::IceServer;
 
 /// The ICE configuration handed to clients.
 #[derive(Debug, Clone, Default)]
-pub struct Ice {
+pub(crate) struct Ice {
     stun: Vec<String>,
     turn: Vec<String>,
     secret: Option<String>,
@@ -31,7 +31,7 @@ pub fn turn_credential(secret: &str, username: &str) -> String {
 
 /// What the ICE servers need of the settings (built by [`crate::config`]).
 #[derive(Debug, Clone, Default)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `STUN_URLS`, comma-separated.
     pub stun_urls: String,
     /// `TURN_URLS`, comma-separated.
@@ -50,7 +50,7 @@ pub struct Settings {
 
 impl Ice {
     /// The ICE servers the settings name.
-    pub fn new(config: &Settings) -> Ice {
+    pub(crate) fn new(config: &Settings) -> Ice {
         let list = |v: &str| {
             v.split(',')
                 .map(str::trim)
@@ -75,12 +75,12 @@ impl Ice {
     }
 
     /// How long a TURN credential stays valid, in seconds.
-    pub fn ttl_secs(&self) -> u64 {
+    pub(crate) fn ttl_secs(&self) -> u64 {
         self.ttl_secs
     }
 
     /// RTCIceServer objects for `user` at Unix time `now_secs`.
-    pub fn servers(&self, user: &str, now_secs: u64) -> Vec<IceServer> {
+    pub(crate) fn servers(&self, user: &str, now_secs: u64) -> Vec<IceServer> {
         let mut out = Vec::with_capacity(2);
         if !self.stun.is_empty() {
             out.push(IceServer {
@@ -110,7 +110,7 @@ impl Ice {
     }
 
     /// A problem with the settings worth a warning at start.
-    pub fn warning(&self) -> Option<&'static str> {
+    pub(crate) fn warning(&self) -> Option<&'static str> {
         (!self.turn.is_empty() && self.secret.is_none() && self.static_credentials.is_none())
             .then_some("TURN_URLS is set without TURN_SECRET or TURN_USERNAME/TURN_PASSWORD: TURN is not offered")
     }

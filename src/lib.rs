@@ -1,38 +1,49 @@
 //! Roulette: a Socket.IO signaling and matchmaking server for random one-to-one video chat.
 //!
-//! Layers, from the outside in:
-//! - [`config`]: typed, validated settings from flags, environment and `.env`;
-//! - [`app`]: wires the HTTP routes and the Socket.IO layer together and owns shutdown;
-//! - [`http`]: health, statistics and the dashboard route;
-//! - [`assets`]: the demo page, dashboard and client bundles, built in;
-//! - `http1`: long-polling requests served without hyper's per-connection buffers (a leaf
-//!   below `app`, which hands it the router);
-//! - [`signaling`]: one small handler per Socket.IO event (parse, validate, call the core, emit);
-//! - [`ws`]: the Engine.IO / Socket.IO transport (WebSocket, long-polling, the upgrade), which
-//!   hands clients and their events to `signaling` through two traits and knows nothing of it;
-//! - [`core`]: the pure, synchronous rules (queue, matching, rooms), free of I/O;
-//! - [`cluster`]: with `REDIS_URL`, the same service over several nodes: the shared queue,
-//!   delivery between nodes, heartbeats;
-//! - [`protocol`]: the payloads and error codes on the wire;
-//! - `echo`: how much of a client's own text a reply may repeat (a leaf);
-//! - [`limits`], [`auth`], [`ice`] and [`metrics`]: abuse limits, token authentication, ICE
-//!   servers for clients, Prometheus metrics; used by the layers above.
+//! The modules form layers; each uses only those of the lines before its own (the whole map,
+//! and where a new event, setting or metric goes, is `ARCHITECTURE.md`; `scripts/layers.py`
+//! checks the graph in the test command):
+//! - `model`: the vocabulary (ids, profiles, call states, error codes, reasons), a leaf;
+//! - `echo`, `assets`, `ws` (the Engine.IO / Socket.IO transport, which hands clients up through
+//!   two traits and knows nothing above it) and `http1` (long-polling without hyper's buffers);
+//! - `protocol`: the payloads on the wire;
+//! - `core`: the pure, synchronous rules (queue, matching, rooms), free of I/O and clocks;
+//! - `limits`, `auth`, `ice`, `bus` (the cluster's Redis connection, messages, shared queue and
+//!   scripts) and `metrics` (rendered from a snapshot);
+//! - `node`: the node's state and its one delivery funnel, and taking a session back;
+//! - `signaling` (one handler per Socket.IO event), `cluster` (what a node does with the bus)
+//!   and `http` (health, statistics, ICE servers, the dashboard);
+//! - `config`: every setting, and each module's slice of it;
+//! - `app`: wires it all together, serves and shuts down.
 
-pub mod app;
-pub mod assets;
-pub mod auth;
-pub mod bus;
-pub mod cluster;
-pub mod config;
-pub mod core;
-mod echo;
-pub mod http;
-mod http1;
-pub mod ice;
-pub mod limits;
-pub mod metrics;
-pub mod model;
-pub mod node;
-pub mod protocol;
-pub mod signaling;
-pub mod ws;
+// Private by default: an item is `pub` only when it is part of the surface re-exported below.
+#![warn(missing_docs, unreachable_pub)]
+
+pub(crate) mod app;
+pub(crate) mod assets;
+pub(crate) mod auth;
+pub(crate) mod bus;
+pub(crate) mod cluster;
+pub(crate) mod config;
+pub(crate) mod core;
+pub(crate) mod echo;
+pub(crate) mod http;
+pub(crate) mod http1;
+pub(crate) mod ice;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod model;
+pub(crate) mod node;
+pub(crate) mod protocol;
+pub(crate) mod signaling;
+pub(crate) mod ws;
+
+// The library's public surface: what the binary, the integration tests and the benchmarks use.
+pub use app::{App, build, run, serve};
+pub use auth::Verifier;
+pub use config::{Config, LogFormat};
+pub use core::matchmaker::{Matchmaker, PreferenceMatchmaker, Seeker};
+pub use ice::{turn_credential, unix_now};
+pub use model::profile::{Gender, GenderWish, Preferences, Profile};
+pub use node::{Hub, Link};
+pub use signaling::handlers::EVENTS;

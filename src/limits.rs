@@ -21,7 +21,7 @@ use crate::model::Reject;
 
 /// The budget an event is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventClass {
+pub(crate) enum EventClass {
     /// `webrtc-offer`, `webrtc-answer`, `webrtc-ice-candidate`: bursty during call set-up.
     Signal,
     /// `chat-message`, `typing`.
@@ -41,7 +41,7 @@ fn quota(per: Duration, count: u32, burst: u32) -> Option<Quota> {
 }
 
 /// The event budgets of one socket.
-pub struct SocketBudget {
+pub(crate) struct SocketBudget {
     signal: Option<DefaultDirectRateLimiter>,
     chat: Option<DefaultDirectRateLimiter>,
     search: Option<DefaultDirectRateLimiter>,
@@ -52,7 +52,7 @@ pub struct SocketBudget {
 
 /// What [`SocketBudget::charge`] decided.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within budget: handle the event.
     Allow,
     /// Over budget: refuse it with this.
@@ -62,7 +62,7 @@ pub enum Verdict {
 }
 
 /// Every limit of the server, built once from the settings.
-pub struct Limits {
+pub(crate) struct Limits {
     clock: DefaultClock,
     quotas: [Option<Quota>; 5],
     new_connections: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -77,7 +77,7 @@ pub struct Limits {
 
 /// What the limits need of the settings (built by [`crate::config`]); 0 turns a limit off.
 #[derive(Debug, Clone, Default)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `MAX_CONNECTIONS_PER_IP`.
     pub max_connections_per_ip: u32,
     /// `MAX_NEW_CONNECTIONS_PER_IP`, per window.
@@ -102,7 +102,7 @@ pub struct Settings {
 
 impl Limits {
     /// The limits the settings ask for.
-    pub fn new(config: &Settings) -> Limits {
+    pub(crate) fn new(config: &Settings) -> Limits {
         let window = Duration::from_millis(config.rate_limit_window_ms);
         let sec = Duration::from_secs(1);
         let clock = DefaultClock::default();
@@ -143,7 +143,7 @@ impl Limits {
     }
 
     /// Fresh event budgets for a new socket.
-    pub fn socket_budget(&self) -> SocketBudget {
+    pub(crate) fn socket_budget(&self) -> SocketBudget {
         // One clock for all: a fresh quanta clock per limiter reads CPUID, which costs a VM exit
         // (measured: ~2 % of the server's CPU in a connect-heavy run).
         let direct =
@@ -158,7 +158,7 @@ impl Limits {
     }
 
     /// Charges one event to a socket's budget.
-    pub fn charge(&self, budget: &SocketBudget, class: EventClass) -> Verdict {
+    pub(crate) fn charge(&self, budget: &SocketBudget, class: EventClass) -> Verdict {
         let limiter = match class {
             EventClass::Signal => &budget.signal,
             EventClass::Chat => &budget.chat,
@@ -182,19 +182,19 @@ impl Limits {
     }
 
     /// Whether `ip` may open another Engine.IO connection now; if not, how long to wait.
-    pub fn admit_connection(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn admit_connection(&self, ip: IpAddr) -> Result<(), Duration> {
         check_keyed(&self.new_connections, ip, &self.clock)
     }
 
     /// Whether `ip` may make another HTTP request now; if not, how long to wait.
-    pub fn admit_request(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn admit_request(&self, ip: IpAddr) -> Result<(), Duration> {
         check_keyed(&self.http, ip, &self.clock)
     }
 
     /// Records socket `id` as open from `ip`, unless the address holds its maximum already.
     /// A socket recorded already keeps its place (the own transport counts a connection from
     /// its first byte and asks again when it joins `/`).
-    pub fn open(&self, ip: IpAddr, id: Sid) -> bool {
+    pub(crate) fn open(&self, ip: IpAddr, id: Sid) -> bool {
         let mut open = self.open.lock();
         let set = open.entry(ip).or_default();
         if set.contains(&id) {
@@ -211,7 +211,7 @@ impl Limits {
     }
 
     /// Forgets socket `id` of `ip`.
-    pub fn close(&self, ip: IpAddr, id: Sid) {
+    pub(crate) fn close(&self, ip: IpAddr, id: Sid) {
         let mut open = self.open.lock();
         if let Some(set) = open.get_mut(&ip) {
             set.remove(&id);
@@ -225,7 +225,7 @@ impl Limits {
     /// that failed after the connect middleware let it through): the per-address counts heal
     /// instead of drifting. A session is counted a moment before the transport
     /// lists it, so only one missing from two consecutive sweeps is dropped.
-    pub fn retain_open(&self, live: &HashSet<Sid>) {
+    pub(crate) fn retain_open(&self, live: &HashSet<Sid>) {
         let mut suspects = self.suspects.lock();
         let mut still = HashSet::new();
         let mut open = self.open.lock();
@@ -245,14 +245,15 @@ impl Limits {
         *suspects = still;
     }
 
+    #[cfg(test)]
     /// How many sockets `ip` holds open.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    pub(crate) fn open_from(&self, ip: IpAddr) -> usize {
         self.open.lock().get(&ip).map_or(0, HashSet::len)
     }
 
     /// Drops the per-address state of addresses idle long enough to be back at a full budget,
     /// so the maps follow the active addresses and not every address ever seen.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         for l in [&self.new_connections, &self.http].into_iter().flatten() {
             l.retain_recent();
             l.shrink_to_fit();
@@ -263,7 +264,11 @@ impl Limits {
     /// right of `X-Forwarded-For` (each trusted proxy appends the address it saw). A header with
     /// fewer entries than trusted hops, or an unparsable one, falls back to the peer, so a client
     /// cannot choose its own address by sending the header itself.
-    pub fn client_ip(&self, headers: &http::HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    pub(crate) fn client_ip(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Option<IpAddr> {
         let peer = peer.map(|p| p.ip());
         if self.trust_proxy == 0 {
             return peer;

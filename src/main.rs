@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use roulette::config::{Config, LogFormat};
+use roulette::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's allocator: a server that opens thousands of sessions at once
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     // mimalloc reads options atomically.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let config = Config::load();
-    if let Err(e) = roulette::auth::Verifier::new(&config.auth()) {
+    if let Err(e) = roulette::Verifier::new(&config.auth()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             "listening on http://{bound}"
         );
-        roulette::app::run(listener, config, shutdown).await
+        roulette::run(listener, config, shutdown).await
     });
     runtime.shutdown_timeout(Duration::from_millis(500));
     match result {

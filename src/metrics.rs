@@ -36,7 +36,7 @@ fn handle() -> &'static PrometheusHandle {
 }
 
 /// Installs the recorder (idempotent). Called at start so counters count from the first event.
-pub fn init() {
+pub(crate) fn init() {
     handle();
     // Exported from the start, at 0: an alert on its rate needs the series before the first
     // close, not after.
@@ -47,14 +47,14 @@ pub fn init() {
 /// keeps every sample until then, and only a scrape did this before: a server nobody scraped
 /// grew by 16 bytes per match for good (found with massif during a two-minute soak). The timer
 /// calls this every few seconds.
-pub fn upkeep() {
+pub(crate) fn upkeep() {
     handle().run_upkeep();
 }
 
 /// A relayed event reached the partner's queue. The counters of the events relayed all the time
 /// are looked up once: `counter!` with a label builds and hashes a key (and allocates the label)
 /// on every call, a measurable part of a relay.
-pub fn relayed(event: &str) {
+pub(crate) fn relayed(event: &str) {
     const FREQUENT: [&str; 5] = [
         "webrtc-ice-candidate",
         "webrtc-offer",
@@ -79,29 +79,29 @@ pub fn relayed(event: &str) {
 }
 
 /// An error event was sent.
-pub fn error(code: &'static str) {
+pub(crate) fn error(code: &'static str) {
     counter!("roulette_errors_total", "code" => code).increment(1);
 }
 
 /// An event, connection or request was refused by a rate limit.
-pub fn rate_limited(what: &'static str) {
+pub(crate) fn rate_limited(what: &'static str) {
     counter!("roulette_rate_limited_total", "kind" => what).increment(1);
 }
 
 /// A TCP connection was dropped before its first request: its address held
 /// `MAX_HTTP_CONNECTIONS_PER_IP` connections in the HTTP stage already.
-pub fn http_connection_refused() {
+pub(crate) fn http_connection_refused() {
     counter!("roulette_rate_limited_total", "kind" => "http-connection").increment(1);
 }
 
 /// A user was matched after waiting `ms`.
-pub fn waited(ms: u64) {
+pub(crate) fn waited(ms: u64) {
     histogram!("roulette_wait_seconds").record(ms as f64 / 1000.0);
 }
 
 /// What the node's figures are at one moment: `/metrics` renders from this, not from the node.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The core's figures.
     pub stats: crate::core::CoreStats,
     /// Open Engine.IO sessions.
@@ -113,7 +113,7 @@ pub struct Snapshot {
 }
 
 /// The Prometheus text for a node's figures.
-pub fn render(snap: &Snapshot) -> String {
+pub(crate) fn render(snap: &Snapshot) -> String {
     let h = handle();
     let stats = &snap.stats;
     let live = stats.live;
@@ -173,7 +173,7 @@ pub fn render(snap: &Snapshot) -> String {
 
 /// Process figures from `/proc/self` (zero where unavailable).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Process {
+pub(crate) struct Process {
     /// Resident set size.
     pub rss_bytes: u64,
     /// User plus system CPU time.
@@ -183,7 +183,7 @@ pub struct Process {
 }
 
 /// Reads the current figures.
-pub fn process() -> Process {
+pub(crate) fn process() -> Process {
     // Clock ticks per second: 100 on every Linux this runs on (USER_HZ is fixed by the ABI).
     const TICKS: f64 = 100.0;
     let rss_pages = std::fs::read_to_string("/proc/self/statm")

@@ -23,7 +23,7 @@ const PATIENCE: Duration = Duration::from_millis(1500);
 
 /// Bytes the server holds queued for its clients, all connections together.
 fn queued(s: &TestServer) -> usize {
-    s.hub.conns.output().queued_bytes
+    s.hub.output().queued_bytes
 }
 
 /// Sends all of `flood` on a client that reads nothing (the server keeps reading it), lets the
@@ -53,7 +53,7 @@ async fn pings_from_a_client_that_never_reads_leave_one_pong_queued() {
         held <= 4096,
         "{held} bytes queued for a client that only pings (64,000 pongs would be 8 MB)"
     );
-    assert_eq!(s.hub.conns.len(), 1, "and the connection is still served");
+    assert_eq!(s.hub.sockets(), 1, "and the connection is still served");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +94,7 @@ async fn errors_repeat_at_most_the_first_64_bytes_of_an_event_name() {
         held <= 16 * 1024,
         "{held} bytes queued after 40 errors about a 60 KB name (2.4 MB if repeated whole)"
     );
-    assert_eq!(s.hub.conns.len(), 1, "not a flooder: still connected");
+    assert_eq!(s.hub.sockets(), 1, "not a flooder: still connected");
     let mut d = Client::connect(s.addr).await;
     d.emit_bare(&name).await;
     let e = d.expect("error").await;
@@ -124,7 +124,7 @@ async fn relays_to_a_partner_that_does_not_read_stop_at_its_byte_budget() {
         held <= budget + 64 * 1024,
         "{held} bytes queued for a partner that does not read (budget {budget})"
     );
-    assert_eq!(s.hub.conns.output().paused, 1, "bob's queue is full");
+    assert_eq!(s.hub.output().paused, 1, "bob's queue is full");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +151,7 @@ async fn a_client_over_its_budget_is_not_read_from_and_then_closed() {
         sent < flood.len(),
         "the server stopped reading once the replies filled the budget"
     );
-    let out = s.hub.conns.output();
+    let out = s.hub.output();
     assert_eq!(out.paused, 1);
     assert!(
         out.queued_bytes <= 16_384 + 64 * 1024,
@@ -160,7 +160,7 @@ async fn a_client_over_its_budget_is_not_read_from_and_then_closed() {
     );
     // It cannot answer pings now (nothing of it is read): gone within interval + timeout.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !s.hub.conns.is_empty() {
+    while s.hub.sockets() != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "still connected while over budget"
@@ -321,5 +321,5 @@ async fn an_upgraded_session_that_never_reads_leaves_one_pong_queued() {
         held <= 4096,
         "{held} bytes queued for an upgraded session that only pings"
     );
-    assert_eq!(s.hub.conns.transports().websocket, 1);
+    assert_eq!(s.hub.transports().websocket, 1);
 }

@@ -90,7 +90,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 fn event_name() -> impl Strategy<Value = String> {
     prop_oneof![
-        9 => prop::sample::select(roulette::signaling::handlers::EVENTS.to_vec()).prop_map(String::from),
+        9 => prop::sample::select(roulette::EVENTS.to_vec()).prop_map(String::from),
         // socketioxide reads the event name as a borrowed string: a name that needs a JSON
         // escape (a quote, a backslash, a control character) cannot be borrowed, and it closes
         // that client's connection before any handler runs (measured here: `42["\u0000"]`).
@@ -173,7 +173,7 @@ fn every_event_with_any_payload_is_answered_and_harms_nobody() {
                     break;
                 }
             }
-            prop_assert_eq!(server.hub.lock().check_invariants(), Ok(()));
+            prop_assert_eq!(server.hub.check_invariants(), Ok(()));
             Ok(())
         })
     });

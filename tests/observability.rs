@@ -84,11 +84,11 @@ async fn clients_get_ice_servers_with_turn_credentials() {
     let (expiry, user) = username.split_once(':').unwrap();
     assert_eq!(user, "alice");
     let expiry: u64 = expiry.parse().unwrap();
-    let now = roulette::ice::unix_now();
+    let now = roulette::unix_now();
     assert!((now + 590..=now + 610).contains(&expiry), "TTL applied");
     assert_eq!(
         ice[1]["credential"],
-        roulette::ice::turn_credential("s3cr3t", username)
+        roulette::turn_credential("s3cr3t", username)
     );
     let mut b = s.user("bob").await;
     a.emit_bare("find-random-partner").await;

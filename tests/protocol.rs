@@ -301,8 +301,8 @@ async fn the_upgrade_moves_a_session_to_its_websocket_and_closes_the_polling_sid
     );
     ws.text(r#"42["authenticate",{"userId":"upgraded"}]"#).await;
     assert_eq!(ws.expect("authenticated").await["userId"], "upgraded");
-    assert_eq!(s.hub.conns.transports().websocket, 1);
-    assert_eq!(s.hub.conns.transports().polling, 0);
+    assert_eq!(s.hub.transports().websocket, 1);
+    assert_eq!(s.hub.transports().polling, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +418,7 @@ async fn a_connection_that_never_joins_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(2));
     s.wait_stats("nothing left", |v| v["connectedUsers"] == 0)
         .await;
-    assert!(s.hub.conns.is_empty());
+    assert!(s.hub.sockets() == 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,7 +440,7 @@ async fn an_upgrade_without_a_probe_releases_the_poll_and_the_session_still_ends
     // Silent from here on: the heartbeat on the WebSocket ends it (the released poll took no
     // wake-up meant for the WebSocket's task).
     let started = Instant::now();
-    while !s.hub.conns.is_empty() {
+    while s.hub.sockets() != 0 {
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "the upgraded session outlived its ping timeout"

@@ -31,7 +31,7 @@ async fn authenticate_returns_identity_and_live_stats() {
 async fn every_event_needs_authentication_first() {
     let s = TestServer::start(&[]).await;
     let mut c = Client::connect(s.addr).await;
-    for event in roulette::signaling::handlers::EVENTS
+    for event in roulette::EVENTS
         .into_iter()
         .filter(|e| *e != "authenticate")
     {

@@ -29,13 +29,13 @@ async fn handshake_fragments_and_control_frames_follow_the_rfc() {
     c.frame(0, true, br#"ment"}]"#, true).await;
     assert_eq!(c.next().await, Some((10, b"are you there".to_vec())));
     assert_eq!(c.expect("authenticated").await["userId"], "fragment");
-    assert_eq!(s.hub.conns.len(), 1, "served by the native transport");
+    assert_eq!(s.hub.sockets(), 1, "served by the native transport");
     // An unmasked client frame is a protocol error: close 1002.
     c.frame(1, true, b"42[\"ping\"]", false).await;
     assert_eq!(c.close_code().await, Some(1002));
     s.wait_stats("the user gone", |v| v["connectedUsers"] == 0)
         .await;
-    assert_eq!(s.hub.conns.len(), 0);
+    assert_eq!(s.hub.sockets(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,14 +140,12 @@ async fn a_dropped_connection_is_released_while_its_user_is_away() {
     assert_eq!(left["reason"], "connection-lost");
     // Alice is away for the grace, and the core still links her old connection, but the
     // connection itself (its socket, its file descriptor) is gone.
-    let core = s.hub.lock();
-    assert!(core.link("alice").is_none(), "away");
-    match core.kept_link("alice") {
-        Some(roulette::node::Link::Local(r)) => {
+    assert!(s.hub.link_of("alice").is_none(), "away");
+    match s.hub.kept_link_of("alice") {
+        Some(roulette::Link::Local(r)) => {
             assert!(!r.is_open(), "the socket of an away user is closed")
         }
         other => panic!("alice should be away with her old link: {other:?}"),
     }
-    drop(core);
-    assert_eq!(s.hub.conns.len(), 1);
+    assert_eq!(s.hub.sockets(), 1);
 }

@@ -32,12 +32,12 @@
 //! subscriber client resubscribes on its own.
 
 mod msg;
-pub mod queue;
+pub(crate) mod queue;
 mod redis;
-pub mod scripts;
+pub(crate) mod scripts;
 
-pub use msg::Msg;
-pub use redis::{redis_config, scrub};
+pub(crate) use msg::Msg;
+pub(crate) use redis::{redis_config, scrub};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,19 +54,19 @@ use crate::model::profile::{Preferences, Profile};
 use crate::protocol::outgoing::now_ms;
 
 /// The heartbeat period for a node timeout.
-pub fn beat_interval(timeout: Duration) -> Duration {
+pub(crate) fn beat_interval(timeout: Duration) -> Duration {
     (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// The heartbeat key's lifetime: a dead node is noticed within `timeout` of its last beat (TTL,
 /// then up to one beat until someone looks, then two beats of confirmation).
-pub fn heartbeat_ttl(timeout: Duration) -> Duration {
+pub(crate) fn heartbeat_ttl(timeout: Duration) -> Duration {
     timeout.saturating_sub(beat_interval(timeout) * 3)
 }
 
 /// What the bus needs of the settings (built by [`crate::config`]).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `REDIS_URL`.
     pub url: String,
     /// `REDIS_CA_FILE`: a PEM bundle for a private CA.
@@ -80,11 +80,11 @@ pub struct Settings {
 }
 
 /// Most queue entries a search looks at: the longest-waiting ones.
-pub const SNAPSHOT_LIMIT: usize = 1000;
+pub(crate) const SNAPSHOT_LIMIT: usize = 1000;
 
 /// A search as the shared queue holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The user.
     pub user: String,
     /// The node its socket is on.
@@ -105,7 +105,7 @@ pub struct Entry {
 
 impl Entry {
     /// The entry of a local waiting user's search `search`.
-    pub fn of(s: &Seeker, search: u64, node: &str, now: Instant) -> Entry {
+    pub(crate) fn of(s: &Seeker, search: u64, node: &str, now: Instant) -> Entry {
         Entry {
             search,
             user: s.user.to_string(),
@@ -119,7 +119,7 @@ impl Entry {
     }
 
     /// The entry as a local [`Seeker`] (for a ghost partner), its wait carried over.
-    pub fn seeker(&self, now: Instant) -> Seeker {
+    pub(crate) fn seeker(&self, now: Instant) -> Seeker {
         let waited = Duration::from_millis(now_ms().saturating_sub(self.since));
         Seeker {
             user: self.user.as_str().into(),
@@ -134,7 +134,7 @@ impl Entry {
 /// This node's figures, published with its heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NodeFigures {
+pub(crate) struct NodeFigures {
     /// Open Socket.IO connections.
     pub connections: usize,
     /// Authenticated users.
@@ -150,7 +150,7 @@ pub struct NodeFigures {
 /// Figures of the whole cluster, from the live nodes' heartbeats.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ClusterFigures {
+pub(crate) struct ClusterFigures {
     /// Live nodes.
     pub nodes: usize,
     /// Their names.
@@ -168,7 +168,7 @@ pub struct ClusterFigures {
 }
 
 /// One node's link to the cluster.
-pub struct Cluster {
+pub(crate) struct Cluster {
     /// This node's name.
     pub node: Arc<str>,
     prefix: String,
@@ -188,7 +188,7 @@ pub struct Cluster {
 impl Cluster {
     /// Connects to Redis at `url` (giving up after `wait`), subscribes to this node's channel and
     /// starts the publisher. Returns the cluster and the receiver of this node's messages.
-    pub async fn connect(
+    pub(crate) async fn connect(
         settings: &Settings,
         wait: Duration,
     ) -> Result<(Arc<Cluster>, fred::clients::SubscriberClient), String> {
@@ -272,22 +272,22 @@ impl Cluster {
     }
 
     /// A key of this deployment.
-    pub fn key(&self, name: &str) -> String {
+    pub(crate) fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
     }
 
     /// The channel of `node`.
-    pub fn channel(&self, node: &str) -> String {
+    pub(crate) fn channel(&self, node: &str) -> String {
         format!("{}:to:{node}", self.prefix)
     }
 
     /// The Redis client for commands.
-    pub fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
     /// Queues `msg` for `node`. Messages to one node leave in the order they were queued.
-    pub fn send(&self, node: &str, msg: &Msg) {
+    pub(crate) fn send(&self, node: &str, msg: &Msg) {
         match serde_json::to_string(msg) {
             Ok(text) => {
                 self.outbox.send((node.into(), text)).ok();
@@ -298,7 +298,7 @@ impl Cluster {
 
     /// Whether Redis answered the last heartbeat and this node's channel is subscribed: only
     /// then can the node reach and be reached by the cluster.
-    pub fn redis_up(&self) -> bool {
+    pub(crate) fn redis_up(&self) -> bool {
         self.redis_up.load(Ordering::Acquire) && self.inbox_ok()
     }
 
@@ -306,18 +306,18 @@ impl Cluster {
     /// Redis restarts, the command connection may be back before the subscription is renewed;
     /// messages published to the channel meanwhile are lost, so until then the node does not
     /// renew its heartbeat key (nobody matches its users or sends it anything new).
-    pub fn inbox_ok(&self) -> bool {
+    pub(crate) fn inbox_ok(&self) -> bool {
         let window = beat_interval(self.node_timeout).as_millis() as u64 * 3;
         now_ms().saturating_sub(self.inbox_heard.load(Ordering::Acquire)) <= window
     }
 
     /// Records that this node's own ping came back through its channel.
-    pub fn heard_own_ping(&self) {
+    pub(crate) fn heard_own_ping(&self) {
         self.inbox_heard.store(now_ms(), Ordering::Release);
     }
 
     /// Sends this node a ping through its own channel (see [`Cluster::inbox_ok`]).
-    pub fn ping_self(&self) {
+    pub(crate) fn ping_self(&self) {
         self.send(&self.node, &Msg::Ping { sent: now_ms() });
     }
 
@@ -327,7 +327,7 @@ impl Cluster {
     }
 
     /// Messages lost on the way (publish failed, or the inbox fell behind).
-    pub fn lost(&self) -> u64 {
+    pub(crate) fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
 
@@ -343,13 +343,13 @@ impl Cluster {
     }
 
     /// The latest figures of the whole cluster.
-    pub fn figures(&self) -> ClusterFigures {
+    pub(crate) fn figures(&self) -> ClusterFigures {
         self.figures.lock().clone()
     }
 
     /// Takes this node out of the cluster at shutdown: its heartbeat and queue entries go at
     /// once instead of after the timeout.
-    pub async fn leave(&self) {
+    pub(crate) async fn leave(&self) {
         let r: Result<(), _> = scripts::purge(self, &self.node).await;
         if let Err(e) = r {
             tracing::warn!("could not leave the cluster cleanly: {e}");

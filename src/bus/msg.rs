@@ -11,7 +11,7 @@ use super::Entry;
 /// that cannot hold the raw payload of [`Msg::Deliver`].
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Msg {
+pub(crate) enum Msg {
     /// `to` (waiting on the receiving node) was matched with `partner` in `room`.
     Paired {
         /// The room id both nodes use.

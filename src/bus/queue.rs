@@ -18,7 +18,7 @@ use crate::core::matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Relaxat
 
 /// Work for the cluster worker, in the order the core decided it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Job {
+pub(crate) enum Job {
     /// Publish the user's search in the shared queue and look for a partner there.
     Search(UserId),
     /// Take the user out of the shared queue.
@@ -47,7 +47,7 @@ pub enum Job {
 
 impl Job {
     /// The user whose order the job must keep.
-    pub fn user(&self) -> &UserId {
+    pub(crate) fn user(&self) -> &UserId {
         match self {
             Job::Search(u) | Job::Dequeue(u) | Job::Away(u) => u,
             Job::Resume { user, .. } => user,
@@ -56,7 +56,7 @@ impl Job {
     }
 
     /// The job's name, for logs.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Job::Search(_) => "search",
             Job::Dequeue(_) => "dequeue",
@@ -69,7 +69,7 @@ impl Job {
 
 /// This node's waiting users, in arrival order; the pairing itself is the cluster's.
 #[derive(Debug)]
-pub struct SharedQueue {
+pub(crate) struct SharedQueue {
     relax_after: Duration,
     seq: u64,
     order: BTreeMap<u64, Seeker>,
@@ -83,7 +83,7 @@ pub struct SharedQueue {
 
 impl SharedQueue {
     /// An empty queue whose jobs go to `jobs`.
-    pub fn new(relax_after: Duration, jobs: UnboundedSender<Job>) -> Self {
+    pub(crate) fn new(relax_after: Duration, jobs: UnboundedSender<Job>) -> Self {
         SharedQueue {
             relax_after,
             seq: 0,
@@ -96,20 +96,20 @@ impl SharedQueue {
     }
 
     /// Records how many users wait on the other nodes (from the heartbeats).
-    pub fn note_waiting_elsewhere(&self, n: usize) {
+    pub(crate) fn note_waiting_elsewhere(&self, n: usize) {
         self.elsewhere.store(n, Ordering::Relaxed);
     }
 
     /// Gives `user`'s search a new id: a claimed search that did not become a room is published
     /// again under it (the claim marker holds the old id).
-    pub fn renew_search(&mut self, user: &str) {
+    pub(crate) fn renew_search(&mut self, user: &str) {
         if let Some((_, id)) = self.index.get_mut(user) {
             *id = rand::random::<u64>() >> 12;
         }
     }
 
     /// The id of `user`'s current search.
-    pub fn search_id(&self, user: &str) -> Option<u64> {
+    pub(crate) fn search_id(&self, user: &str) -> Option<u64> {
         self.index.get(user).map(|&(_, id)| id)
     }
 
@@ -204,7 +204,7 @@ impl Matchmaker for SharedQueue {
 // One per process, never moved: the size difference between the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Queue {
+pub(crate) enum Queue {
     /// A single node: pairs in memory.
     Local(PreferenceMatchmaker),
     /// A cluster node: pairs through Redis.

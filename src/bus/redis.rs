@@ -8,7 +8,7 @@ use fred::prelude::Config;
 /// `text` with the credentials of Redis URL `url` hidden: the password (wherever it appears,
 /// the URL included) becomes `***`. Log lines and start-up errors go to log collectors that
 /// more people read than should know the password.
-pub fn scrub(text: &str, url: &str) -> String {
+pub(crate) fn scrub(text: &str, url: &str) -> String {
     let Some(secret) = password(url) else {
         return text.to_string();
     };
@@ -18,7 +18,7 @@ pub fn scrub(text: &str, url: &str) -> String {
 /// fred's settings for `url`: `redis://` or, with TLS, `rediss://`, the server's certificate
 /// checked against the PEM bundle `ca_file` when given (a private CA), else the system's roots.
 /// Errors name the key and hide the password.
-pub fn redis_config(url: &str, ca_file: Option<&std::path::Path>) -> Result<Config, String> {
+pub(crate) fn redis_config(url: &str, ca_file: Option<&std::path::Path>) -> Result<Config, String> {
     // One server (or a managed service's endpoint): the queue's scripts take several keys at
     // once, which a Redis Cluster spreads over shards.
     let scheme = url.split_once("://").map_or("", |(s, _)| s);

@@ -139,7 +139,10 @@ fn strings(v: Value) -> Vec<String> {
 
 /// See [`SEARCH`]: the live queue (entries that do not parse are skipped) and the blocks, or
 /// `None` when the id waits on another node.
-pub async fn search(c: &Cluster, me: &Entry) -> Result<Option<(Vec<Entry>, Vec<String>)>, Error> {
+pub(crate) async fn search(
+    c: &Cluster,
+    me: &Entry,
+) -> Result<Option<(Vec<Entry>, Vec<String>)>, Error> {
     let mut keys = queue_keys(c);
     keys.push(c.key("seq"));
     keys.push(c.key(&format!("blk:{}", me.user)));
@@ -168,7 +171,7 @@ pub async fn search(c: &Cluster, me: &Entry) -> Result<Option<(Vec<Entry>, Vec<S
 }
 
 /// See [`CLAIM`].
-pub async fn claim(c: &Cluster, me: &str, other: &str) -> Result<i64, Error> {
+pub(crate) async fn claim(c: &Cluster, me: &str, other: &str) -> Result<i64, Error> {
     let mut keys = queue_keys(c);
     keys.push(c.key("matches"));
     c.client()
@@ -186,7 +189,7 @@ pub async fn claim(c: &Cluster, me: &str, other: &str) -> Result<i64, Error> {
 }
 
 /// See [`REQUEUE`].
-pub async fn requeue(c: &Cluster, e: &Entry, seq: i64) -> Result<(), Error> {
+pub(crate) async fn requeue(c: &Cluster, e: &Entry, seq: i64) -> Result<(), Error> {
     let json = serde_json::to_string(e).map_err(|e| Error::new(ErrorKind::Parse, e.to_string()))?;
     let _: i64 = c
         .client()
@@ -207,7 +210,7 @@ pub async fn requeue(c: &Cluster, e: &Entry, seq: i64) -> Result<(), Error> {
 }
 
 /// See [`DEQUEUE`].
-pub async fn dequeue(c: &Cluster, user: &str) -> Result<(), Error> {
+pub(crate) async fn dequeue(c: &Cluster, user: &str) -> Result<(), Error> {
     let _: i64 = c
         .client()
         .eval(
@@ -220,7 +223,7 @@ pub async fn dequeue(c: &Cluster, user: &str) -> Result<(), Error> {
 }
 
 /// Records a block both ways for `ttl_ms`.
-pub async fn block(c: &Cluster, by: &str, other: &str, ttl_ms: u64) -> Result<(), Error> {
+pub(crate) async fn block(c: &Cluster, by: &str, other: &str, ttl_ms: u64) -> Result<(), Error> {
     let pipeline = c.client().pipeline();
     for (a, b) in [(by, other), (other, by)] {
         let key = c.key(&format!("blk:{a}"));
@@ -233,7 +236,7 @@ pub async fn block(c: &Cluster, by: &str, other: &str, ttl_ms: u64) -> Result<()
 
 /// One node as the heartbeat script reports it.
 #[derive(Debug, Clone)]
-pub struct NodeSeen {
+pub(crate) struct NodeSeen {
     /// Its name.
     pub id: String,
     /// Its last figures.
@@ -244,7 +247,7 @@ pub struct NodeSeen {
 
 /// What [`beat`] learnt.
 #[derive(Debug, Clone, Default)]
-pub struct Beat {
+pub(crate) struct Beat {
     /// Every node Redis knows of.
     pub nodes: Vec<NodeSeen>,
     /// The cluster's match counter.
@@ -255,7 +258,7 @@ pub struct Beat {
 }
 
 /// See [`BEAT`].
-pub async fn beat(
+pub(crate) async fn beat(
     c: &Cluster,
     mine: &NodeFigures,
     ttl_ms: u64,
@@ -307,7 +310,7 @@ pub async fn beat(
 }
 
 /// See [`PURGE`]: returns how many queue entries went.
-pub async fn purge(c: &Cluster, node: &str) -> Result<(), Error> {
+pub(crate) async fn purge(c: &Cluster, node: &str) -> Result<(), Error> {
     let mut keys = queue_keys(c);
     keys.push(c.key("nodes"));
     let _: i64 = c.client().eval(PURGE, keys, vec![node.to_string()]).await?;

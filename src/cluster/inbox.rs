@@ -17,7 +17,7 @@ use crate::node::resume::{Handover, finish};
 use crate::node::{Hub, Link, SendError};
 
 /// Reads this node's channel until the subscriber closes.
-pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: SubscriberClient) {
+pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: SubscriberClient) {
     let mut rx = subscriber.message_rx();
     loop {
         match rx.recv().await {
@@ -43,7 +43,7 @@ pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: SubscriberCli
 }
 
 /// Applies one message to the local core and emits what follows.
-pub fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
+pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
     let now = Instant::now();
     match msg {
         Msg::Deliver {

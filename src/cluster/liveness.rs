@@ -24,7 +24,7 @@ use crate::bus::{Cluster, ClusterFigures, NodeFigures, beat_interval, heartbeat_
 use crate::node::{Hub, Link};
 
 /// This node's figures for its heartbeat.
-pub fn figures(hub: &Hub) -> NodeFigures {
+pub(crate) fn figures(hub: &Hub) -> NodeFigures {
     let core = hub.lock();
     let live = core.live();
     NodeFigures {
@@ -37,7 +37,7 @@ pub fn figures(hub: &Hub) -> NodeFigures {
 }
 
 /// Beats until the task is stopped.
-pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
+pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
     let beat = beat_interval(cluster.node_timeout);
     let ttl = heartbeat_ttl(cluster.node_timeout).as_millis() as u64;
     let mut missing: HashMap<Arc<str>, Instant> = HashMap::new();

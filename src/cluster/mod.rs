@@ -5,9 +5,9 @@
 //! - [`worker`]: the searches of this node's users, paired in the shared queue;
 //! - [`liveness`]: this node's heartbeat, and the end of the rooms of nodes that died.
 
-pub mod inbox;
-pub mod liveness;
-pub mod worker;
+pub(crate) mod inbox;
+pub(crate) mod liveness;
+pub(crate) mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +17,16 @@ use crate::model::reason::Reason;
 use crate::node::{Hub, Link};
 
 /// The cluster's background work: worker, inbox, heartbeat.
-pub type Tasks = Vec<tokio::task::JoinHandle<()>>;
+pub(crate) type Tasks = Vec<tokio::task::JoinHandle<()>>;
 
 /// With `REDIS_URL` set, connects to Redis and starts the worker, the inbox and the heartbeat;
 /// until then the node takes no Socket.IO sessions and `/health` answers 503. A Redis that
 /// cannot be reached at start is waited for (and each failure logged), as one that goes away
 /// later is: a rollout that starts pods before Redis must not crash-loop them.
-pub async fn join(hub: Arc<Hub>, settings: Option<Settings>) -> Option<(Arc<Cluster>, Tasks)> {
+pub(crate) async fn join(
+    hub: Arc<Hub>,
+    settings: Option<Settings>,
+) -> Option<(Arc<Cluster>, Tasks)> {
     let settings = settings?;
     let mut attempt = 0u32;
     let (cluster, subscriber) = loop {
@@ -67,7 +70,7 @@ pub async fn join(hub: Arc<Hub>, settings: Option<Settings>) -> Option<(Arc<Clus
 
 /// Leaves the cluster at shutdown: partners on other nodes are told at once (not after the
 /// node timeout), and this node's heartbeat and queue entries go.
-pub async fn leave(hub: &Hub, cluster: &Cluster, tasks: &Tasks) {
+pub(crate) async fn leave(hub: &Hub, cluster: &Cluster, tasks: &Tasks) {
     {
         let mut core = hub.lock();
         let now = Instant::now();

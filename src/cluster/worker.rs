@@ -31,10 +31,10 @@ use crate::protocol::outgoing::now_ms;
 const CLAIM_ATTEMPTS: usize = 8;
 
 /// How many users' jobs may be in flight at once.
-pub const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// Hands each job to its user's lane until the core's side of the channel closes.
-pub async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<Job>) {
+pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<Job>) {
     let lanes: Vec<_> = (0..LANES)
         .map(|_| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -122,7 +122,7 @@ async fn resume(
 }
 
 /// Queues a new search for every local user who waits: after Redis came back empty.
-pub fn republish(hub: &Hub) {
+pub(crate) fn republish(hub: &Hub) {
     let core = hub.lock();
     let users: Vec<_> = core.waiting_users().cloned().collect();
     drop(core);

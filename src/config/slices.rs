@@ -7,7 +7,7 @@ use crate::core::CoreConfig;
 
 impl Config {
     /// The timings the core enforces.
-    pub fn core(&self) -> CoreConfig {
+    pub(crate) fn core(&self) -> CoreConfig {
         CoreConfig {
             max_room_duration: Duration::from_millis(self.max_room_duration_ms),
             max_waiting_time: Duration::from_millis(self.max_waiting_time_ms),
@@ -20,7 +20,7 @@ impl Config {
 
     /// TCP connections one peer address may hold in the HTTP stage; 0 for no limit (see
     /// `MAX_HTTP_CONNECTIONS_PER_IP`).
-    pub fn http_connections_per_ip(&self) -> usize {
+    pub(crate) fn http_connections_per_ip(&self) -> usize {
         if self.trust_proxy != 0 {
             return 0;
         }
@@ -28,7 +28,7 @@ impl Config {
             .unwrap_or(self.max_connections_per_ip.saturating_mul(2)) as usize
     }
     /// The limits' slice.
-    pub fn limits(&self) -> crate::limits::Settings {
+    pub(crate) fn limits(&self) -> crate::limits::Settings {
         crate::limits::Settings {
             max_connections_per_ip: self.max_connections_per_ip,
             max_new_connections_per_ip: self.max_new_connections_per_ip,
@@ -54,7 +54,7 @@ impl Config {
     }
 
     /// The ICE servers' slice.
-    pub fn ice(&self) -> crate::ice::Settings {
+    pub(crate) fn ice(&self) -> crate::ice::Settings {
         crate::ice::Settings {
             stun_urls: self.stun_urls.clone(),
             turn_urls: self.turn_urls.clone(),
@@ -67,7 +67,7 @@ impl Config {
     }
 
     /// The bus's slice: `None` without `REDIS_URL`.
-    pub fn bus(&self) -> Option<crate::bus::Settings> {
+    pub(crate) fn bus(&self) -> Option<crate::bus::Settings> {
         Some(crate::bus::Settings {
             url: self.redis_url.clone()?,
             ca_file: self.redis_ca_file.clone(),
@@ -78,7 +78,7 @@ impl Config {
     }
 
     /// The node's slice: the core, the transport, the limits, authentication, ICE.
-    pub fn node(&self) -> crate::node::Settings {
+    pub(crate) fn node(&self) -> crate::node::Settings {
         crate::node::Settings {
             core: self.core(),
             max_blocks: self.max_blocks as usize,
@@ -91,7 +91,7 @@ impl Config {
     }
 
     /// The transport's settings.
-    pub fn transport(&self) -> crate::ws::Settings {
+    pub(crate) fn transport(&self) -> crate::ws::Settings {
         crate::ws::Settings {
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             ping_timeout: Duration::from_millis(self.ping_timeout_ms),
@@ -124,14 +124,14 @@ impl Config {
     }
 
     /// The static files' settings.
-    pub fn assets(&self) -> crate::assets::Settings {
+    pub(crate) fn assets(&self) -> crate::assets::Settings {
         crate::assets::Settings {
             dir: self.static_dir.clone(),
         }
     }
 
     /// How long shutdown may take.
-    pub fn shutdown_timeout(&self) -> Duration {
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
 }

@@ -13,17 +13,17 @@ use rustc_hash::FxHashMap;
 use super::UserId;
 
 /// Most blocks one user keeps; the oldest is forgotten first.
-pub const MAX_BLOCKS_PER_USER: usize = 256;
+pub(crate) const MAX_BLOCKS_PER_USER: usize = 256;
 
 /// The default bound on all blocks together (`MAX_BLOCKS`).
-pub const DEFAULT_MAX_BLOCKS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_BLOCKS: usize = 100_000;
 
 /// When a block ends, and a number that makes the key unique (blocks made in the same instant).
 type Key = (Instant, u64);
 
 /// Every live block.
 #[derive(Debug)]
-pub struct Blocks {
+pub(crate) struct Blocks {
     /// Most blocks kept in all; 0 is no bound.
     max: usize,
     seq: u64,
@@ -42,7 +42,7 @@ impl Default for Blocks {
 
 impl Blocks {
     /// No blocks, and room for at most `max` (0: no bound).
-    pub fn new(max: usize) -> Blocks {
+    pub(crate) fn new(max: usize) -> Blocks {
         Blocks {
             max,
             seq: 0,
@@ -52,17 +52,18 @@ impl Blocks {
     }
 
     /// How many blocks are kept.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
 
+    #[cfg(test)]
     /// Whether none is.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
     /// `by` does not want to meet `other` until `until`. Blocking again renews the block.
-    pub fn add(&mut self, by: &UserId, other: &UserId, until: Instant) {
+    pub(crate) fn add(&mut self, by: &UserId, other: &UserId, until: Instant) {
         let list = self.by.entry(by.clone()).or_default();
         if let Some(i) = list.iter().position(|(u, _)| u == other) {
             let (_, key) = list.remove(i).expect("found");
@@ -82,7 +83,7 @@ impl Blocks {
     }
 
     /// Whether either of `a` and `b` blocked the other, at `now`.
-    pub fn blocked(&self, a: &str, b: &str, now: Instant) -> bool {
+    pub(crate) fn blocked(&self, a: &str, b: &str, now: Instant) -> bool {
         if self.ends.is_empty() {
             return false;
         }
@@ -95,7 +96,7 @@ impl Blocks {
     }
 
     /// Forgets the blocks that ended by `now`.
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         while self
             .ends
             .first_key_value()
@@ -121,8 +122,9 @@ impl Blocks {
         }
     }
 
+    #[cfg(test)]
     /// Checks that the two indexes hold the same blocks (for tests).
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let listed: usize = self.by.values().map(VecDeque::len).sum();
         if listed != self.ends.len() {
             return Err(format!(

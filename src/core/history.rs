@@ -11,10 +11,10 @@ use crate::model::profile::Preferences;
 
 /// Users "like" each other for wait estimates: the same hard filters. Interests are left out,
 /// since they stop mattering after the relaxation delay.
-pub type Segment = u64;
+pub(crate) type Segment = u64;
 
 /// The segment of a user searching with `prefs`.
-pub fn segment_of(prefs: &Preferences) -> Segment {
+pub(crate) fn segment_of(prefs: &Preferences) -> Segment {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (
         &prefs.language,
@@ -27,15 +27,15 @@ pub fn segment_of(prefs: &Preferences) -> Segment {
 }
 
 /// How far back wait-time figures look.
-pub const WAIT_WINDOW: Duration = Duration::from_secs(300);
+pub(crate) const WAIT_WINDOW: Duration = Duration::from_secs(300);
 /// How far back the match rate looks.
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Most wait samples kept, so a burst of matches cannot grow memory without bound.
-pub const MAX_WAIT_SAMPLES: usize = 20_000;
+pub(crate) const MAX_WAIT_SAMPLES: usize = 20_000;
 
 /// Wait times and match times of the recent past.
 #[derive(Debug, Default)]
-pub struct MatchHistory {
+pub(crate) struct MatchHistory {
     /// `(when, wait in ms)` of each matched user, oldest first.
     waits: VecDeque<(Instant, u64)>,
     /// The users matched in each second of [`RATE_WINDOW`] that saw a match, oldest first: the
@@ -66,7 +66,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// Wait-time figures over [`WAIT_WINDOW`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WaitSummary {
+pub(crate) struct WaitSummary {
     /// Mean wait in ms (0 without samples).
     pub average_ms: u64,
     /// 95th-percentile wait in ms (nearest rank; 0 without samples).
@@ -77,7 +77,7 @@ pub struct WaitSummary {
 
 impl MatchHistory {
     /// Records one match with the wait and segment of each of its two members.
-    pub fn record(&mut self, now: Instant, members: [(Duration, Segment); 2]) {
+    pub(crate) fn record(&mut self, now: Instant, members: [(Duration, Segment); 2]) {
         self.total += 1;
         let current = match self.seconds.back() {
             Some(s) => now.saturating_duration_since(s.start) < SECOND,
@@ -103,7 +103,7 @@ impl MatchHistory {
     /// Forgets samples older than their windows (also called by the core's tick, so that the
     /// estimates follow time when no match happens). A second is forgotten whole, once its
     /// start is older than [`RATE_WINDOW`].
-    pub fn prune(&mut self, now: Instant) {
+    pub(crate) fn prune(&mut self, now: Instant) {
         while let Some(s) = self.seconds.front()
             && now.saturating_duration_since(s.start) > RATE_WINDOW
         {
@@ -128,12 +128,12 @@ impl MatchHistory {
     }
 
     /// Matches made since the server started.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
     /// Matches made in the last minute before `now` (to the second).
-    pub fn matches_last_minute(&self, now: Instant) -> usize {
+    pub(crate) fn matches_last_minute(&self, now: Instant) -> usize {
         let users: usize = self
             .seconds
             .iter()
@@ -145,7 +145,7 @@ impl MatchHistory {
     }
 
     /// Average and p95 wait over the window ending at `now`.
-    pub fn wait_summary(&self, now: Instant) -> WaitSummary {
+    pub(crate) fn wait_summary(&self, now: Instant) -> WaitSummary {
         let mut recent: Vec<u64> = self
             .waits
             .iter()
@@ -172,7 +172,7 @@ impl MatchHistory {
     /// match rate (see [`rate_estimate_ms`](Self::rate_estimate_ms)), or, when nobody was matched
     /// in the last minute, the whole window for each user ahead and this one: a minute without a
     /// match says a match takes at least that long.
-    pub fn estimate_wait_ms(&self, position: usize, segment: Option<Segment>) -> u64 {
+    pub(crate) fn estimate_wait_ms(&self, position: usize, segment: Option<Segment>) -> u64 {
         self.rate_estimate_ms(position, segment)
             .unwrap_or(RATE_WINDOW.as_millis() as u64 * position.max(1) as u64)
     }
@@ -181,7 +181,11 @@ impl MatchHistory {
     /// segment were matched over the last minute (all users when none of its segment were), as of
     /// the last [`prune`](Self::prune).
     /// `None` before any match in that window.
-    pub fn rate_estimate_ms(&self, position: usize, segment: Option<Segment>) -> Option<u64> {
+    pub(crate) fn rate_estimate_ms(
+        &self,
+        position: usize,
+        segment: Option<Segment>,
+    ) -> Option<u64> {
         // Counts over the window as of the last prune (at most one tick old).
         let matched_users = match segment.and_then(|s| self.per_segment.get(&s)) {
             Some(&n) => n,

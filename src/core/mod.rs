@@ -8,14 +8,14 @@
 //! Each fact is stored once: whether a user waits is the matchmaker's business, whether it is in
 //! a room the [`Rooms`]' business. Counts are read from those structures, never kept by hand.
 
-pub mod blocks;
-pub mod history;
-pub mod matchmaker;
-pub mod quality;
-pub mod remote;
+pub(crate) mod blocks;
+pub(crate) mod history;
+pub(crate) mod matchmaker;
+pub(crate) mod quality;
+pub(crate) mod remote;
 mod room;
-pub mod rooms;
-pub mod rule;
+pub(crate) mod rooms;
+pub(crate) mod rule;
 mod search;
 mod session;
 
@@ -31,11 +31,11 @@ use quality::{CallQuality, QualitySummary};
 
 use rooms::{Room, Rooms};
 
-pub use crate::model::{RoomId, UserId};
+pub(crate) use crate::model::{RoomId, UserId};
 
 /// The timings the core enforces.
 #[derive(Debug, Clone)]
-pub struct CoreConfig {
+pub(crate) struct CoreConfig {
     /// A room is ended with `room-ended` after this long.
     pub max_room_duration: Duration,
     /// A search is ended with `search-timeout` after this long.
@@ -66,7 +66,7 @@ impl Default for CoreConfig {
 
 /// One event for one user.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Effect {
+pub(crate) struct Effect {
     /// The recipient.
     pub to: UserId,
     /// What to send.
@@ -84,7 +84,7 @@ impl Effect {
 
 /// What the core keeps about an authenticated user.
 #[derive(Debug)]
-pub struct User<L> {
+pub(crate) struct User<L> {
     /// How to reach the user (a socket in the server, anything in tests).
     pub link: L,
     /// The user's profile.
@@ -108,7 +108,7 @@ pub struct User<L> {
 
 /// What proves that a new connection may take over a user's session.
 #[derive(Debug, Clone, Copy)]
-pub enum Claim<'a> {
+pub(crate) enum Claim<'a> {
     /// The client only names the user (anonymous mode): it must present the session's
     /// `resumeToken` to take an existing session over.
     Named {
@@ -121,7 +121,7 @@ pub enum Claim<'a> {
 
 /// What [`Core::join`] decided.
 #[derive(Debug)]
-pub struct Joined<L> {
+pub(crate) struct Joined<L> {
     /// The token to hand the client for a later resumption (a new one after each resumption).
     pub resume_token: Arc<str>,
     /// True when an earlier session was taken back with its token.
@@ -134,7 +134,7 @@ pub struct Joined<L> {
 
 /// The figures behind `/stats`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CoreStats {
+pub(crate) struct CoreStats {
     /// Live counts.
     pub live: ServerStats,
     /// Users whose connection dropped and whose room is held for them.
@@ -154,7 +154,7 @@ pub struct CoreStats {
 }
 
 /// Users, queue and rooms of one server. `L` is how a user is reached; `M` is the matchmaker.
-pub struct Core<L, M = PreferenceMatchmaker> {
+pub(crate) struct Core<L, M = PreferenceMatchmaker> {
     cfg: CoreConfig,
     users: HashMap<UserId, User<L>>,
     queue: M,
@@ -172,8 +172,9 @@ pub struct Core<L, M = PreferenceMatchmaker> {
 }
 
 impl<L: Clone + PartialEq> Core<L, PreferenceMatchmaker> {
+    #[cfg(test)]
     /// A core with the preference-aware matchmaker.
-    pub fn new(cfg: CoreConfig) -> Self {
+    pub(crate) fn new(cfg: CoreConfig) -> Self {
         let queue = PreferenceMatchmaker::new(cfg.preference_relax);
         Core::with_matchmaker(cfg, queue)
     }
@@ -181,7 +182,7 @@ impl<L: Clone + PartialEq> Core<L, PreferenceMatchmaker> {
 
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// A core with the given matchmaker.
-    pub fn with_matchmaker(cfg: CoreConfig, queue: M) -> Self {
+    pub(crate) fn with_matchmaker(cfg: CoreConfig, queue: M) -> Self {
         Core {
             cfg,
             users: HashMap::new(),
@@ -197,7 +198,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// The link of a connected user.
-    pub fn link(&self, user: &str) -> Option<&L> {
+    pub(crate) fn link(&self, user: &str) -> Option<&L> {
         self.users
             .get(user)
             .filter(|u| u.away_until.is_none())
@@ -205,27 +206,28 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// The link kept for `user`, also while it is away (the connection it had when it left).
-    pub fn kept_link(&self, user: &str) -> Option<&L> {
+    pub(crate) fn kept_link(&self, user: &str) -> Option<&L> {
         self.users.get(user).map(|u| &u.link)
     }
 
+    #[cfg(test)]
     /// The profile `user` gave when it authenticated.
-    pub fn profile(&self, user: &str) -> Option<&Profile> {
+    pub(crate) fn profile(&self, user: &str) -> Option<&Profile> {
         self.users.get(user).map(|u| &*u.profile)
     }
 
     /// The room `user` is in.
-    pub fn room_of(&self, user: &str) -> Option<&Room> {
+    pub(crate) fn room_of(&self, user: &str) -> Option<&Room> {
         self.rooms.of_user(user)
     }
 
     /// Whether `user` waits for a partner.
-    pub fn is_waiting(&self, user: &str) -> bool {
+    pub(crate) fn is_waiting(&self, user: &str) -> bool {
         self.queue.get(user).is_some()
     }
 
     /// Live counts, read from the state.
-    pub fn live(&self) -> ServerStats {
+    pub(crate) fn live(&self) -> ServerStats {
         ServerStats {
             connected_users: self.users.len() - self.away.len() - self.ghosts.len(),
             waiting_users: self.queue.len(),
@@ -234,7 +236,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// Everything `/stats` reports about users, queue and matches.
-    pub fn stats(&self, now: Instant) -> CoreStats {
+    pub(crate) fn stats(&self, now: Instant) -> CoreStats {
         CoreStats {
             live: self.live(),
             reconnecting_users: self.away.len(),
@@ -248,7 +250,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// Forgets every user, search and room (used at shutdown, where no disconnect handler runs).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         let users: Vec<UserId> = self.users.keys().cloned().collect();
         for u in users {
             self.queue.remove(&u);
@@ -263,7 +265,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// Checks the structural invariants: every room has two distinct connected members who map
     /// back to it, and nobody both waits and sits in a room, and every waiting user is connected.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
         let mut members = 0;
         for room in self.rooms.iter() {
             if room.initiator == room.responder {
@@ -322,7 +324,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 }
 
 /// A fresh room id: 128 random bits as hex.
-pub fn new_room_id() -> RoomId {
+pub(crate) fn new_room_id() -> RoomId {
     uuid::Uuid::new_v4().simple().to_string().into()
 }
 

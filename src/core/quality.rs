@@ -36,7 +36,7 @@ const SAMPLES: usize = 2000;
 /// Numbers a client did not send are not held against it; with none at all there is no grade.
 /// The loss, RTT and bandwidth thresholds are those of the clients already in use (so the
 /// server's grade and theirs agree); jitter thresholds follow the usual VoIP guidance.
-pub fn grade(s: &QualityStats) -> Option<Quality> {
+pub(crate) fn grade(s: &QualityStats) -> Option<Quality> {
     // Each metric: its value, then the bounds of excellent, good and fair.
     let lower_is_better = [
         (s.packet_loss, [1.0, 3.0, 5.0]),
@@ -76,7 +76,7 @@ struct Call {
 
 /// Aggregated call outcomes and grades.
 #[derive(Debug, Default)]
-pub struct CallQuality {
+pub(crate) struct CallQuality {
     open: HashMap<RoomId, Call>,
     matched: u64,
     connected: u64,
@@ -89,7 +89,7 @@ pub struct CallQuality {
 /// The figures in `/stats` and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct QualitySummary {
+pub(crate) struct QualitySummary {
     /// Rooms opened since start.
     pub calls_matched: u64,
     /// Calls that reached `connected`.
@@ -110,7 +110,7 @@ pub struct QualitySummary {
 
 /// p50 and p95 in ms (`null` without samples).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     /// Median.
     pub p50: Option<u64>,
     /// 95th percentile.
@@ -119,7 +119,7 @@ pub struct Percentiles {
 
 /// Counts of reports by grade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Grades {
+pub(crate) struct Grades {
     /// Excellent.
     pub excellent: u64,
     /// Good.
@@ -132,7 +132,7 @@ pub struct Grades {
 
 impl CallQuality {
     /// A room opened at `now`.
-    pub fn opened(&mut self, room: &RoomId, now: Instant) {
+    pub(crate) fn opened(&mut self, room: &RoomId, now: Instant) {
         self.matched += 1;
         self.open.insert(
             room.clone(),
@@ -145,7 +145,7 @@ impl CallQuality {
     }
 
     /// A member of `room` reported its connection state.
-    pub fn status(&mut self, room: &str, state: ConnectionState, now: Instant) {
+    pub(crate) fn status(&mut self, room: &str, state: ConnectionState, now: Instant) {
         let Some(call) = self.open.get_mut(room) else {
             return;
         };
@@ -170,14 +170,14 @@ impl CallQuality {
     }
 
     /// A member of some room sent a quality report; returns the server's grade.
-    pub fn report(&mut self, stats: &QualityStats) -> Option<Quality> {
+    pub(crate) fn report(&mut self, stats: &QualityStats) -> Option<Quality> {
         let g = grade(stats)?;
         self.grades[g as usize] += 1;
         Some(g)
     }
 
     /// `room` closed: its outcome is recorded.
-    pub fn closed(&mut self, room: &str) {
+    pub(crate) fn closed(&mut self, room: &str) {
         let Some(call) = self.open.remove(room) else {
             return;
         };
@@ -196,7 +196,7 @@ impl CallQuality {
     }
 
     /// The figures.
-    pub fn summary(&self) -> QualitySummary {
+    pub(crate) fn summary(&self) -> QualitySummary {
         let failed: u64 = self.failures.values().sum();
         let decided = self.connected + failed;
         let mut ms: Vec<u64> = self
@@ -227,12 +227,12 @@ impl CallQuality {
     }
 
     /// Drops the open calls without an outcome (at shutdown, when every room vanishes).
-    pub fn forget_open(&mut self) {
+    pub(crate) fn forget_open(&mut self) {
         self.open.clear();
     }
 
     /// Open calls being tracked (equals the open rooms).
-    pub fn tracked(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         self.open.len()
     }
 }

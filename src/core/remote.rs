@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// A ghost room found by [`Core::ghosts_where`]: the local member, the room, the ghost.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GhostRoom {
+pub(crate) struct GhostRoom {
     /// The member of this node.
     pub local: UserId,
     /// The room.
@@ -31,7 +31,7 @@ pub struct GhostRoom {
 /// What a node gives up when its away user comes back through another node (see
 /// [`Core::hand_over`]).
 #[derive(Debug)]
-pub struct Handover<L> {
+pub(crate) struct Handover<L> {
     /// The user's room.
     pub room: RoomId,
     /// Its partner.
@@ -47,24 +47,24 @@ pub struct Handover<L> {
 
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// The matchmaker.
-    pub fn queue(&self) -> &M {
+    pub(crate) fn queue(&self) -> &M {
         &self.queue
     }
 
     /// The matchmaker, to change.
-    pub fn queue_mut(&mut self) -> &mut M {
+    pub(crate) fn queue_mut(&mut self) -> &mut M {
         &mut self.queue
     }
 
     /// The queue entry of a waiting user (what the cluster publishes in the shared queue).
-    pub fn waiting_entry(&self, user: &str) -> Option<&Seeker> {
+    pub(crate) fn waiting_entry(&self, user: &str) -> Option<&Seeker> {
         self.queue.get(user)
     }
 
     /// Pairs two waiting users of this node that the shared queue matched, in room `room`.
     /// `waiting` waited longer and starts the call. Changes nothing and returns `None` unless
     /// both still wait here.
-    pub fn pair_waiting(
+    pub(crate) fn pair_waiting(
         &mut self,
         room: RoomId,
         waiting: &str,
@@ -106,7 +106,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// another node reached through `link`. `local_initiates` says which side waited longer.
     /// Returns the `matched` for the local user, or `None` (changing nothing) when `local` no
     /// longer waits or `partner`'s id is in use here.
-    pub fn adopt(
+    pub(crate) fn adopt(
         &mut self,
         room: RoomId,
         local: &str,
@@ -156,7 +156,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// The link of local user `to` for a message another node sends it from its partner in
     /// `room`: `None` unless that is still `to`'s room and `to` is connected. Room ids are
     /// unique, so the room names the sender.
-    pub fn inbound(&self, to: &str, room: &str) -> Option<&L> {
+    pub(crate) fn inbound(&self, to: &str, room: &str) -> Option<&L> {
         self.rooms.of_user(to).filter(|r| *r.id == *room)?;
         if self.ghosts.contains(to) {
             return None;
@@ -167,7 +167,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Another node says the partner of local user `to` left `room` (or is gone with its node):
     /// the room closes and `to` is told `partner-left` with `reason`. Changes nothing when
     /// `room` is not `to`'s room any more.
-    pub fn remote_left(
+    pub(crate) fn remote_left(
         &mut self,
         to: &str,
         room: &str,
@@ -189,7 +189,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// The rooms whose ghost's link satisfies `pred` (the ghosts of a node that died).
-    pub fn ghosts_where(&self, pred: impl Fn(&L) -> bool) -> Vec<GhostRoom> {
+    pub(crate) fn ghosts_where(&self, pred: impl Fn(&L) -> bool) -> Vec<GhostRoom> {
         self.ghosts
             .iter()
             .filter(|g| self.users.get(*g).is_some_and(|u| pred(&u.link)))
@@ -205,14 +205,14 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// Every ghost (a local user's partner on another node) and its link.
-    pub fn ghost_links(&self) -> impl Iterator<Item = (&UserId, &L)> {
+    pub(crate) fn ghost_links(&self) -> impl Iterator<Item = (&UserId, &L)> {
         self.ghosts
             .iter()
             .filter_map(|g| self.users.get(g).map(|u| (g, &u.link)))
     }
 
     /// A user whose connection dropped and whose room is held: its resume token.
-    pub fn away_token(&self, user: &str) -> Option<&str> {
+    pub(crate) fn away_token(&self, user: &str) -> Option<&str> {
         self.users
             .get(user)
             .filter(|u| u.away_until.is_some() && !u.ghost)
@@ -225,7 +225,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// `partner-reconnected`); a partner that is itself a ghost leaves with the room, and the
     /// caller tells its node. `None`, changing nothing, when `user` is not away here with a room
     /// or the token is wrong.
-    pub fn hand_over(&mut self, user: &str, token: Option<&str>, to: L) -> Option<Handover<L>> {
+    pub(crate) fn hand_over(
+        &mut self,
+        user: &str,
+        token: Option<&str>,
+        to: L,
+    ) -> Option<Handover<L>> {
         let u = self.users.get(user)?;
         let until = u.away_until?;
         if u.ghost || !token.is_none_or(|t| super::same_secret(t, &u.resume_token)) {
@@ -271,7 +276,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// `user`, a ghost here (its partner is a user of this node), came back through this node
     /// and its old node handed the session over: it becomes a user of this node again, in the
     /// same room. It gets `rejoined`, its partner `partner-reconnected`.
-    pub fn reclaim(&mut self, user: &str, link: L, profile: Option<Profile>) -> Joined<L> {
+    pub(crate) fn reclaim(&mut self, user: &str, link: L, profile: Option<Profile>) -> Joined<L> {
         let token = new_token();
         let mut effects = Vec::new();
         if let Some(id) = self.users.get_key_value(user).map(|(id, _)| id.clone()) {
@@ -328,7 +333,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// The other half of [`hand_over`](Self::hand_over): `user`, connected here, takes back
     /// room `room` with `partner`, reached through `link`. Returns its `rejoined`, or `None`
     /// when it is already in another room.
-    pub fn take_over(
+    pub(crate) fn take_over(
         &mut self,
         user: &str,
         room: RoomId,
@@ -368,7 +373,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// The ghost partner of local user `to` in `room` now lives behind `link` (it came back
     /// through another node): `to` is told `partner-reconnected`.
-    pub fn relink(&mut self, to: &str, room: &str, link: L) -> Vec<Effect> {
+    pub(crate) fn relink(&mut self, to: &str, room: &str, link: L) -> Vec<Effect> {
         let Some((to, room, ghost)) =
             self.rooms
                 .of_user(to)
@@ -389,12 +394,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// The users waiting on this node, longest-waiting first.
-    pub fn waiting_users(&self) -> impl Iterator<Item = &UserId> {
+    pub(crate) fn waiting_users(&self) -> impl Iterator<Item = &UserId> {
         self.queue.waiting().map(|s| &s.user)
     }
 
     /// Rooms whose other member is on another node.
-    pub fn shared_rooms(&self) -> usize {
+    pub(crate) fn shared_rooms(&self) -> usize {
         self.ghosts
             .iter()
             .filter(|g| self.rooms.of_user(g).is_some())
@@ -402,13 +407,13 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// Whether `user` is a ghost: the partner of a local user, connected to another node.
-    pub fn is_ghost(&self, user: &str) -> bool {
+    pub(crate) fn is_ghost(&self, user: &str) -> bool {
         self.ghosts.contains(user)
     }
 
     /// Forgets the ghosts whose room closed. Call it once the effects of the operation that
     /// closed their rooms were delivered.
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for g in std::mem::take(&mut self.departed) {
             if self.rooms.of_user(&g).is_none() {
                 self.users.remove(&g);

@@ -70,7 +70,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// `next-partner`: leaves the current room (the partner is told `next-partner`) and searches again
     /// with the last preferences. Outside a room it simply (re)starts the search.
-    pub fn next(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
+    pub(crate) fn next(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
         self.present(user)?;
         let mut out = Vec::new();
         self.close_room_of(user, Reason::NextPartner, now, &mut out);
@@ -80,7 +80,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// `end-chat`: leaves the room (the partner is told `user-ended`, the user gets `chat-ended`),
     /// or cancels a search. Neither in a room nor searching: [`ErrorCode::NotInRoom`].
-    pub fn end(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
+    pub(crate) fn end(&mut self, user: &str, now: Instant) -> Result<Vec<Effect>, ErrorCode> {
         let id = self.present(user)?;
         let mut out = Vec::with_capacity(2);
         if let Some(room) = self.close_room_of(user, Reason::UserEnded, now, &mut out) {
@@ -107,7 +107,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// Whom a relay from `user` into `room_id` goes to: the partner's id and link. Refused unless
     /// `room_id` is the user's current room and `target` (when given) is its partner.
-    pub fn route(
+    pub(crate) fn route(
         &self,
         user: &str,
         room_id: &str,
@@ -133,12 +133,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// relay, so the room is the user's own).
     ///
     /// [`route`]: Self::route
-    pub fn call_status(&mut self, room_id: &str, state: ConnectionState, now: Instant) {
+    pub(crate) fn call_status(&mut self, room_id: &str, state: ConnectionState, now: Instant) {
         self.calls.status(room_id, state, now);
     }
 
     /// A member sent the numbers of its call: returns the grade the server gives them.
-    pub fn call_report(&mut self, stats: &QualityStats) -> Option<Quality> {
+    pub(crate) fn call_report(&mut self, stats: &QualityStats) -> Option<Quality> {
         self.calls.report(stats)
     }
 }

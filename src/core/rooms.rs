@@ -10,7 +10,7 @@ use super::{RoomId, UserId};
 
 /// Two users in one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Room {
+pub(crate) struct Room {
     /// The room id the clients use.
     pub id: RoomId,
     /// The member told `isInitiator: true`: it creates the WebRTC offer.
@@ -25,7 +25,7 @@ pub struct Room {
 
 impl Room {
     /// The other member, if `user` is one.
-    pub fn partner_of(&self, user: &str) -> Option<&UserId> {
+    pub(crate) fn partner_of(&self, user: &str) -> Option<&UserId> {
         if *self.initiator == *user {
             Some(&self.responder)
         } else if *self.responder == *user {
@@ -36,14 +36,14 @@ impl Room {
     }
 
     /// How long the room has been open at `now`.
-    pub fn age(&self, now: Instant) -> Duration {
+    pub(crate) fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.created)
     }
 }
 
 /// Every open room, indexed by id, by member and by deadline.
 #[derive(Debug, Default)]
-pub struct Rooms {
+pub(crate) struct Rooms {
     by_id: HashMap<RoomId, Room>,
     by_user: HashMap<UserId, RoomId>,
     deadlines: BTreeSet<(Instant, RoomId)>,
@@ -51,7 +51,7 @@ pub struct Rooms {
 
 impl Rooms {
     /// Opens a room. Neither member may be in a room already.
-    pub fn open(&mut self, room: Room) {
+    pub(crate) fn open(&mut self, room: Room) {
         debug_assert!(!self.by_user.contains_key(&room.initiator));
         debug_assert!(!self.by_user.contains_key(&room.responder));
         self.by_user.insert(room.initiator.clone(), room.id.clone());
@@ -61,7 +61,7 @@ impl Rooms {
     }
 
     /// Removes a room and returns it.
-    pub fn close(&mut self, id: &str) -> Option<Room> {
+    pub(crate) fn close(&mut self, id: &str) -> Option<Room> {
         let room = self.by_id.remove(id)?;
         self.by_user.remove(&room.initiator);
         self.by_user.remove(&room.responder);
@@ -70,17 +70,12 @@ impl Rooms {
     }
 
     /// The room `user` is in.
-    pub fn of_user(&self, user: &str) -> Option<&Room> {
+    pub(crate) fn of_user(&self, user: &str) -> Option<&Room> {
         self.by_user.get(user).and_then(|id| self.by_id.get(id))
     }
 
-    /// A room by id.
-    pub fn get(&self, id: &str) -> Option<&Room> {
-        self.by_id.get(id)
-    }
-
     /// Ids of the rooms whose deadline is at or before `now`, earliest first.
-    pub fn due(&self, now: Instant) -> Vec<RoomId> {
+    pub(crate) fn due(&self, now: Instant) -> Vec<RoomId> {
         self.deadlines
             .iter()
             .take_while(|(d, _)| *d <= now)
@@ -89,17 +84,18 @@ impl Rooms {
     }
 
     /// Open rooms.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
     /// True when no room is open.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
 
     /// Every open room, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Room> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Room> {
         self.by_id.values()
     }
 }

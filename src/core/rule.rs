@@ -10,7 +10,7 @@ use crate::model::profile::{Preferences, Profile, compatible};
 
 /// A user as the rule sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     /// Who.
     pub user: &'a str,
     /// Their profile.
@@ -26,7 +26,7 @@ pub struct Candidate<'a> {
 
 /// Whether `a` and `b` may pair, and if so whether they share an interest. `blocked(x, y)` says
 /// whether either of two users blocked the other.
-pub fn eligible(
+pub(crate) fn eligible(
     a: &Candidate<'_>,
     b: &Candidate<'_>,
     blocked: &dyn Fn(&str, &str) -> bool,
@@ -48,7 +48,7 @@ pub fn eligible(
 /// The index of the partner the rule picks for `seeker` in `queue` (arrival order): those sharing
 /// an interest first, then the rest, the longest-waiting first within each group; a previous
 /// partner only when nobody else qualifies.
-pub fn pick(
+pub(crate) fn pick(
     seeker: &Candidate<'_>,
     queue: &[Candidate<'_>],
     blocked: &dyn Fn(&str, &str) -> bool,

@@ -19,7 +19,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Starts a search. `prefs` replaces the stored preferences when given. Pairs at once when a
     /// compatible user waits. Searching again while searching changes nothing unless the
     /// preferences changed, which starts a new search.
-    pub fn find(
+    pub(crate) fn find(
         &mut self,
         user: &str,
         prefs: Option<Preferences>,
@@ -165,7 +165,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// `block-user`: `user` and `other` are never paired again (for the block lifetime).
-    pub fn block(&mut self, user: &str, other: &str, now: Instant) -> Result<(), ErrorCode> {
+    pub(crate) fn block(&mut self, user: &str, other: &str, now: Instant) -> Result<(), ErrorCode> {
         let id = self.present(user)?;
         if *id == *other {
             return Err(ErrorCode::InvalidPayload);
@@ -176,7 +176,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// `report-user`: blocks like [`block`](Self::block) and counts the report for moderation.
-    pub fn report(&mut self, user: &str, other: &str, now: Instant) -> Result<(), ErrorCode> {
+    pub(crate) fn report(
+        &mut self,
+        user: &str,
+        other: &str,
+        now: Instant,
+    ) -> Result<(), ErrorCode> {
         self.block(user, other, now)?;
         self.reports += 1;
         Ok(())
@@ -185,7 +190,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Time-driven work: rooms past their maximum duration end (`room-ended` to both), searches
     /// past the maximum wait end (`search-timeout`), and waiting users whose position changed
     /// get a `queue-status` (at most one per `queue_status_interval` each).
-    pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
         while let Some((until, user)) = self.away.first().cloned() {
             if until > now {

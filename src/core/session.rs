@@ -18,7 +18,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// carries that session's resume token: then this link takes the session over (the old link, if still open, is
     /// returned to be closed), its room is rejoined and the partner told, or, when the room ended
     /// meanwhile, the user gets the `room-ended` it missed.
-    pub fn join(
+    pub(crate) fn join(
         &mut self,
         user: UserId,
         link: L,
@@ -142,7 +142,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// the user changes nothing.
     ///
     /// [`tick`]: Self::tick
-    pub fn leave(&mut self, user: &str, link: &L, lost: bool, now: Instant) -> Vec<Effect> {
+    pub(crate) fn leave(&mut self, user: &str, link: &L, lost: bool, now: Instant) -> Vec<Effect> {
         let Some((id, u)) = self.users.get_key_value(user) else {
             return Vec::new();
         };
@@ -198,7 +198,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// `partner-left`, as for any departure. Then a newcomer without the session's resume token
     /// can take the id, as the old clients that know no resume token do when they reconnect.
     /// Nothing happens to a user who is not away.
-    pub fn displace(&mut self, user: &str, now: Instant) -> Vec<Effect> {
+    pub(crate) fn displace(&mut self, user: &str, now: Instant) -> Vec<Effect> {
         if !self.is_away(user) {
             return Vec::new();
         }
@@ -209,7 +209,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     }
 
     /// Whether `user` is away: its connection dropped and its grace period runs.
-    pub fn is_away(&self, user: &str) -> bool {
+    pub(crate) fn is_away(&self, user: &str) -> bool {
         self.users.get(user).is_some_and(|u| u.away_until.is_some())
     }
 

@@ -8,7 +8,7 @@ use super::errors::Reject;
 /// A call-quality grade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Quality {
+pub(crate) enum Quality {
     /// Loss < 1 %, RTT < 100 ms, bandwidth > 500 kbit/s.
     Excellent,
     /// Loss < 3 %, RTT < 200 ms, bandwidth > 300 kbit/s.
@@ -22,7 +22,7 @@ pub enum Quality {
 /// Raw call statistics as a client measured them. All optional; all non-negative and finite.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct QualityStats {
+pub(crate) struct QualityStats {
     /// Round-trip time in ms (`rtt` is accepted too).
     #[serde(skip_serializing_if = "Option::is_none", alias = "rtt")]
     pub latency: Option<f64>,
@@ -42,7 +42,7 @@ pub struct QualityStats {
 
 impl QualityStats {
     /// Refuses numbers that are negative or not finite, and a loss over 100 %.
-    pub fn validate(&self) -> Result<(), Reject> {
+    pub(crate) fn validate(&self) -> Result<(), Reject> {
         for (name, v) in [
             ("latency", self.latency),
             ("packetLoss", self.packet_loss),
@@ -70,7 +70,7 @@ impl QualityStats {
 /// A WebRTC connection state as a client reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ConnectionState {
+pub(crate) enum ConnectionState {
     /// ICE/DTLS in progress.
     Connecting,
     /// Media flowing.

@@ -2,16 +2,16 @@
 //! error codes and the reasons a room or search ends. The core and the wire protocol both speak
 //! it; neither depends on the other.
 
-pub mod call;
-pub mod errors;
-pub mod profile;
-pub mod reason;
+pub(crate) mod call;
+pub(crate) mod errors;
+pub(crate) mod profile;
+pub(crate) mod reason;
 
 use std::sync::Arc;
 
-pub use errors::{ErrorCode, Reject};
+pub(crate) use errors::{ErrorCode, Reject};
 
 /// A user id: cheap to clone, shared by every index that names the user.
-pub type UserId = Arc<str>;
+pub(crate) type UserId = Arc<str>;
 /// A room id.
-pub type RoomId = Arc<str>;
+pub(crate) type RoomId = Arc<str>;

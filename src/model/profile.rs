@@ -6,11 +6,11 @@
 use serde::{Deserialize, Serialize};
 
 /// Most interest tags a search may carry; more would make the interest index a memory lever.
-pub const MAX_INTERESTS: usize = 10;
+pub(crate) const MAX_INTERESTS: usize = 10;
 /// Longest interest tag, in characters, after trimming.
-pub const MAX_INTEREST_CHARS: usize = 32;
+pub(crate) const MAX_INTEREST_CHARS: usize = 32;
 /// Most languages a profile may list.
-pub const MAX_LANGUAGES: usize = 10;
+pub(crate) const MAX_LANGUAGES: usize = 10;
 
 /// A user's own gender, as stated in `authenticate.userInfo.gender`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,10 +71,10 @@ pub struct Preferences {
 /// Why a profile or preference value was refused; the text is shown to the client as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct InvalidValue(pub String);
+pub(crate) struct InvalidValue(pub String);
 
 /// Checks and normalises an ISO 639-1 language code (`"EN"` → `"en"`).
-pub fn language_code(raw: &str) -> Result<String, InvalidValue> {
+pub(crate) fn language_code(raw: &str) -> Result<String, InvalidValue> {
     let code = raw.trim().to_ascii_lowercase();
     if code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()) {
         Ok(code)
@@ -87,7 +87,7 @@ pub fn language_code(raw: &str) -> Result<String, InvalidValue> {
 }
 
 /// Checks and normalises an ISO 3166-1 alpha-2 country code (`"de"` → `"DE"`).
-pub fn country_code(raw: &str) -> Result<String, InvalidValue> {
+pub(crate) fn country_code(raw: &str) -> Result<String, InvalidValue> {
     let code = raw.trim().to_ascii_uppercase();
     if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(code)
@@ -100,7 +100,7 @@ pub fn country_code(raw: &str) -> Result<String, InvalidValue> {
 }
 
 /// Trims, lower-cases and deduplicates interest tags, keeping their first-seen order.
-pub fn normalise_interests(raw: &[String]) -> Result<Vec<String>, InvalidValue> {
+pub(crate) fn normalise_interests(raw: &[String]) -> Result<Vec<String>, InvalidValue> {
     let mut out: Vec<String> = Vec::with_capacity(raw.len().min(MAX_INTERESTS));
     for tag in raw {
         let tag = tag.trim().to_lowercase();
@@ -165,7 +165,7 @@ impl Preferences {
 }
 
 /// True when two users may be paired: each one's hard filters accept the other's profile.
-pub fn compatible(a: (&Profile, &Preferences), b: (&Profile, &Preferences)) -> bool {
+pub(crate) fn compatible(a: (&Profile, &Preferences), b: (&Profile, &Preferences)) -> bool {
     a.1.accepts(b.0) && b.1.accepts(a.0)
 }
 

@@ -5,7 +5,7 @@ use serde::{Serialize, Serializer};
 /// Why a room or a search ended. On the wire each is the word the Node server sent
 /// ([`Reason::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// `partner-left`: the partner pressed *Next*.
     NextPartner,
     /// `partner-left`: the partner ended the chat (or was removed).
@@ -26,7 +26,7 @@ pub enum Reason {
 
 impl Reason {
     /// The word on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::NextPartner => "next-partner",
             Reason::UserEnded => "user-ended",
@@ -41,7 +41,7 @@ impl Reason {
 
     /// A `partner-left` reason another node sent. The words `next` and anything unknown come
     /// from nodes of earlier versions: a cluster upgraded node by node still understands them.
-    pub fn from_peer(word: &str) -> Reason {
+    pub(crate) fn from_peer(word: &str) -> Reason {
         match word {
             "next" | "next-partner" => Reason::NextPartner,
             "disconnect" => Reason::Disconnect,

@@ -18,7 +18,7 @@ impl Hub {
     /// the room there, `partner-left` (connection lost) and `partner-reconnected` as events; the
     /// rest (`room-ended`) that node decides on its own. Ghosts whose room closed are forgotten
     /// afterwards.
-    pub fn deliver(&self, core: &mut NodeCore, effects: Vec<Effect>) {
+    pub(crate) fn deliver(&self, core: &mut NodeCore, effects: Vec<Effect>) {
         for mut e in effects {
             match core.link(&e.to) {
                 Some(Link::Local(socket)) => {
@@ -44,7 +44,7 @@ impl Hub {
     /// Sends a relayed event to `partner` over `link`: on its socket, or to its node (in order
     /// with the sender's other relays: the cluster's publisher keeps the order it was given). A
     /// partner whose buffer is full is `delivery-failed` for the sender.
-    pub fn relay<T: Serialize>(
+    pub(crate) fn relay<T: Serialize>(
         &self,
         partner: &str,
         link: &Link,

@@ -8,7 +8,7 @@
 //! ([`crate::cluster`]) sit above it; the core, the bus and the transport below.
 
 mod deliver;
-pub mod resume;
+pub(crate) mod resume;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,12 +27,12 @@ use crate::ice::Ice;
 use crate::limits::{Limits, SocketBudget};
 use crate::model::{Reject, UserId};
 use crate::protocol::outgoing::ErrorOut;
-pub use crate::ws::SendError;
+pub(crate) use crate::ws::SendError;
 use crate::ws::{ConnRef, Sid};
 
 /// What a node needs of the settings (built by [`crate::config`]).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The core's timings.
     pub core: CoreConfig,
     /// Most blocks a single node keeps (`MAX_BLOCKS`).
@@ -53,7 +53,7 @@ pub struct Settings {
 const PENDING_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A connection of this node, as the handlers and the core hold it.
-pub type Sock = ConnRef;
+pub(crate) type Sock = ConnRef;
 
 /// How the core reaches a user.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,44 +66,44 @@ pub enum Link {
 
 impl Link {
     /// Whether this is `socket`.
-    pub fn is(&self, socket: &Sock) -> bool {
+    pub(crate) fn is(&self, socket: &Sock) -> bool {
         matches!(self, Link::Local(s) if s == socket)
     }
 }
 
 /// The core of a node.
-pub type NodeCore = Core<Link, Queue>;
+pub(crate) type NodeCore = Core<Link, Queue>;
 
 /// State shared by every connection: the core behind one lock, plus server-wide flags.
 pub struct Hub {
     core: Mutex<NodeCore>,
     /// The cluster this node belongs to (set once connected), `None` for a single node.
-    pub cluster: std::sync::OnceLock<Arc<Cluster>>,
+    pub(crate) cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// The cluster jobs the core queues, taken by the worker when the cluster starts.
-    pub jobs: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
+    pub(crate) jobs: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
     resubmit: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
     /// `authenticate`s waiting for the cluster (see `handlers::authenticate`), by user.
     pending: Mutex<std::collections::HashMap<UserId, resume::Pending>>,
     /// The core's timings (the cluster worker shares the grace and the relax time).
-    pub timings: CoreConfig,
+    pub(crate) timings: CoreConfig,
     /// Whether this node belongs to a cluster (`REDIS_URL` set).
     clustered: bool,
     /// Connection, request and event limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// The token checker; `None` in anonymous mode.
-    pub verifier: Option<Verifier>,
+    pub(crate) verifier: Option<Verifier>,
     /// STUN/TURN servers for clients.
-    pub ice: Ice,
+    pub(crate) ice: Ice,
     /// The sessions of this node's clients.
-    pub conns: Arc<crate::ws::Conns>,
+    pub(crate) conns: Arc<crate::ws::Conns>,
     shutting_down: AtomicBool,
     /// When the server started.
-    pub started: Instant,
+    pub(crate) started: Instant,
 }
 
 impl Hub {
     /// A hub with an empty core, or why the settings cannot make one (an unusable JWT key).
-    pub fn new(settings: Settings) -> Result<Arc<Hub>, String> {
+    pub(crate) fn new(settings: Settings) -> Result<Arc<Hub>, String> {
         let cfg = settings.core;
         let (queue, jobs, resubmit) = if settings.clustered {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -140,13 +140,13 @@ impl Hub {
     }
 
     /// Locks the core. Keep the guard for one event's work only.
-    pub fn lock(&self) -> MutexGuard<'_, NodeCore> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, NodeCore> {
         self.core.lock()
     }
 
     /// Parks an `authenticate` until the cluster answers. A newer attempt for the same user
     /// replaces an older one, which is answered at once as a fresh session.
-    pub fn defer(&self, user: UserId, p: resume::Pending) {
+    pub(crate) fn defer(&self, user: UserId, p: resume::Pending) {
         let older = self.pending.lock().insert(user, p);
         if let Some(older) = older {
             resume::finish(self, older, None);
@@ -154,7 +154,7 @@ impl Hub {
     }
 
     /// The parked `authenticate` of `user`, if any.
-    pub fn take_pending(&self, user: &str) -> Option<resume::Pending> {
+    pub(crate) fn take_pending(&self, user: &str) -> Option<resume::Pending> {
         self.pending.lock().remove(user)
     }
 
@@ -176,7 +176,7 @@ impl Hub {
     }
 
     /// Queues a job for the cluster worker (nothing happens on a single node).
-    pub fn job(&self, job: Job) {
+    pub(crate) fn job(&self, job: Job) {
         if let Some(tx) = &self.resubmit {
             tx.send(job).ok();
         }
@@ -184,13 +184,13 @@ impl Hub {
 
     /// Queues another shared-queue search for a user who still waits here (Redis lost the
     /// queue).
-    pub fn resubmit(&self, user: UserId) {
+    pub(crate) fn resubmit(&self, user: UserId) {
         self.job(Job::Search(user));
     }
 
     /// A claimed search of `user` did not become a room: if the user still waits here, it
     /// searches again, under a new search id.
-    pub fn search_again(&self, core: &mut NodeCore, user: &str) {
+    pub(crate) fn search_again(&self, core: &mut NodeCore, user: &str) {
         if !core.is_waiting(user) {
             return;
         }
@@ -207,17 +207,17 @@ impl Hub {
     }
 
     /// True once shutdown began: `/health` answers 503 and new searches are refused.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
 
     /// Marks the start of shutdown.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
     }
 
     /// Runs the core's time-driven work and sends what it decided.
-    pub fn tick(&self, now: Instant) {
+    pub(crate) fn tick(&self, now: Instant) {
         {
             let mut core = self.lock();
             let effects = core.tick(now);
@@ -228,20 +228,45 @@ impl Hub {
         }
     }
 
+    /// Whether the core's structures agree with each other (the tests' check after every step).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.lock().check_invariants()
+    }
+
+    /// How a connected user is reached now (`None` for a user who is away or unknown).
+    pub fn link_of(&self, user: &str) -> Option<Link> {
+        self.lock().link(user).cloned()
+    }
+
+    /// The link kept for a user, whether connected or away for the reconnect grace.
+    pub fn kept_link_of(&self, user: &str) -> Option<Link> {
+        self.lock().kept_link(user).cloned()
+    }
+
+    /// How many sessions each transport serves.
+    pub fn transports(&self) -> crate::ws::Transports {
+        self.conns.transports()
+    }
+
+    /// The output queues' figures.
+    pub fn output(&self) -> crate::ws::Output {
+        self.conns.output()
+    }
+
     /// Open Engine.IO sessions on this server, on every transport.
     pub fn sockets(&self) -> usize {
         self.conns.len()
     }
 
     /// Every open session.
-    pub fn all_sockets(&self) -> Vec<Sock> {
+    pub(crate) fn all_sockets(&self) -> Vec<Sock> {
         self.conns.all().iter().map(|c| c.handle()).collect()
     }
 }
 
 /// Queues one event on a socket. Returns false (and logs) when the socket is closed or its send
 /// buffer is full, so a caller that must not lose the event can tell its sender.
-pub fn send<T: Serialize + ?Sized>(socket: &Sock, event: &str, data: &T) -> bool {
+pub(crate) fn send<T: Serialize + ?Sized>(socket: &Sock, event: &str, data: &T) -> bool {
     match socket.emit(event, data) {
         Ok(()) => true,
         // A connection that is closing: its disconnect handling is on its way.
@@ -257,7 +282,7 @@ pub fn send<T: Serialize + ?Sized>(socket: &Sock, event: &str, data: &T) -> bool
 }
 
 /// Sends an `error` (or `auth-error`) event describing a refusal.
-pub fn send_error(socket: &Sock, event: &str, reject: &Reject) {
+pub(crate) fn send_error(socket: &Sock, event: &str, reject: &Reject) {
     let auth = event == "authenticate" && reject.code.is_auth_failure();
     let body = ErrorOut {
         code: reject.code,
@@ -273,7 +298,7 @@ pub fn send_error(socket: &Sock, event: &str, reject: &Reject) {
 /// What one connection knows about itself. Touched only while the hub lock is held, so that
 /// `authenticate` and the disconnect handler of one socket cannot interleave.
 #[derive(Default)]
-pub struct SessionState {
+pub(crate) struct SessionState {
     /// The user this socket authenticated as.
     pub user: Option<UserId>,
     /// Set by the disconnect handler: a late `authenticate` must not register a dead socket.
@@ -281,7 +306,7 @@ pub struct SessionState {
 }
 
 /// Per-connection data shared by the socket's message and disconnect handlers.
-pub struct Session {
+pub(crate) struct Session {
     /// The server's shared state.
     pub hub: Arc<Hub>,
     /// This connection's state.
@@ -296,7 +321,7 @@ pub struct Session {
 
 /// Starts a connection's session once its client joined the `/` namespace, or refuses it
 /// (too many connections from its address) with the message for the client.
-pub fn open_session(
+pub(crate) fn open_session(
     hub: &Arc<Hub>,
     ip: Option<IpAddr>,
     id: Sid,

@@ -12,7 +12,7 @@ use crate::protocol::outgoing::Authenticated;
 
 /// What a client asked for in `authenticate`, kept while the cluster is asked about it.
 #[derive(Debug, Clone)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// The user id it proved or named (`None`: a fresh one is made).
     pub claimed: Option<UserId>,
     /// The profile it sent.
@@ -26,7 +26,12 @@ pub struct Attempt {
 /// once the cluster has been asked: the holding node hands the room over, and the client gets
 /// `authenticated {resumed: true}` and `rejoined` as on a single node. Returns true when the
 /// answer was deferred.
-pub fn defer_to_cluster(hub: &Hub, session: &Arc<Session>, socket: &Sock, a: &Attempt) -> bool {
+pub(crate) fn defer_to_cluster(
+    hub: &Hub,
+    session: &Arc<Session>,
+    socket: &Sock,
+    a: &Attempt,
+) -> bool {
     let Some(cluster) = hub.cluster.get() else {
         return false;
     };
@@ -93,7 +98,7 @@ const PROBE: std::time::Duration = std::time::Duration::from_millis(1500);
 ///   not answer (a phone that changed networks, silently) is sent away and the newcomer starts
 ///   afresh; one that answers keeps its id, and the newcomer gets `user-id-taken`. The answer
 ///   comes within [`PROBE`] and a moment either way.
-pub fn complete(
+pub(crate) fn complete(
     hub: &Hub,
     session: &Arc<Session>,
     socket: &Sock,
@@ -264,7 +269,7 @@ fn try_complete(
 
 /// A room another node handed over to a returning user.
 #[derive(Debug, Clone)]
-pub struct Handover {
+pub(crate) struct Handover {
     /// The room.
     pub room: String,
     /// The partner.
@@ -278,7 +283,7 @@ pub struct Handover {
 }
 
 /// An `authenticate` waiting for the cluster's answer.
-pub struct Pending {
+pub(crate) struct Pending {
     /// The connection's state.
     pub session: std::sync::Arc<Session>,
     /// The socket.
@@ -291,7 +296,7 @@ pub struct Pending {
 
 /// Answers a deferred `authenticate` (see [`defer_to_cluster`]), with the room handed over if
 /// any; a refusal goes to the client as its `auth-error` or `error`.
-pub fn finish(hub: &Hub, p: Pending, handover: Option<Handover>) {
+pub(crate) fn finish(hub: &Hub, p: Pending, handover: Option<Handover>) {
     if let Err(r) = complete(hub, &p.session, &p.socket, p.attempt, handover) {
         send_error(&p.socket, "authenticate", &r);
     }

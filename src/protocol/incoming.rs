@@ -16,21 +16,21 @@ use crate::model::profile::{
 use crate::model::{ErrorCode, Reject};
 
 /// Longest accepted user id, in bytes.
-pub const MAX_USER_ID_BYTES: usize = 64;
+pub(crate) const MAX_USER_ID_BYTES: usize = 64;
 /// Longest accepted room id, in bytes (ours are 32; anything longer cannot be a room).
-pub const MAX_ROOM_ID_BYTES: usize = 64;
+pub(crate) const MAX_ROOM_ID_BYTES: usize = 64;
 /// Longest chat message, in characters.
-pub const MAX_CHAT_CHARS: usize = 2000;
+pub(crate) const MAX_CHAT_CHARS: usize = 2000;
 /// Longest chat `type`, in bytes.
-pub const MAX_CHAT_TYPE_BYTES: usize = 32;
+pub(crate) const MAX_CHAT_TYPE_BYTES: usize = 32;
 /// Largest relayed WebRTC body (offer, answer or candidate), in bytes of JSON.
-pub const MAX_SIGNAL_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_SIGNAL_BYTES: usize = 32 * 1024;
 /// Longest token (JWT or resume token), in bytes.
-pub const MAX_TOKEN_BYTES: usize = 4096;
+pub(crate) const MAX_TOKEN_BYTES: usize = 4096;
 
 /// Parses an event's payload. `None` (no payload, or `null`) yields `T::default()` when the event's
 /// payload is optional, and an error otherwise.
-pub fn parse<T: DeserializeOwned + Default>(
+pub(crate) fn parse<T: DeserializeOwned + Default>(
     raw: Option<&RawValue>,
     required: bool,
 ) -> Result<T, Reject> {
@@ -53,7 +53,7 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), Reject> {
 }
 
 /// Checks a client-chosen user id: 1 to 64 bytes of letters, digits and `_-.:@`.
-pub fn check_user_id(id: &str) -> Result<(), Reject> {
+pub(crate) fn check_user_id(id: &str) -> Result<(), Reject> {
     check_len("userId", id, MAX_USER_ID_BYTES)?;
     let ok = !id.is_empty()
         && id
@@ -71,7 +71,7 @@ pub fn check_user_id(id: &str) -> Result<(), Reject> {
 /// `userInfo` as sent in `authenticate`: the profile fields, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct UserInfoIn {
+pub(crate) struct UserInfoIn {
     /// `male` | `female` | `other`.
     pub gender: Option<Gender>,
     /// Age in years.
@@ -85,7 +85,7 @@ pub struct UserInfoIn {
 
 impl UserInfoIn {
     /// Validates and normalises into a [`Profile`].
-    pub fn into_profile(self) -> Result<Profile, Reject> {
+    pub(crate) fn into_profile(self) -> Result<Profile, Reject> {
         if self.languages.len() > MAX_LANGUAGES {
             return Err(Reject::invalid(format!(
                 "at most {MAX_LANGUAGES} languages are allowed"
@@ -114,7 +114,7 @@ impl UserInfoIn {
 /// `authenticate {userId?, userInfo?, token?, resumeToken?}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AuthenticateIn {
+pub(crate) struct AuthenticateIn {
     /// The id the client wants; a random one is assigned when absent.
     pub user_id: Option<String>,
     /// The user's profile.
@@ -127,7 +127,7 @@ pub struct AuthenticateIn {
 
 impl AuthenticateIn {
     /// Checks every field's bounds.
-    pub fn validate(&self) -> Result<(), Reject> {
+    pub(crate) fn validate(&self) -> Result<(), Reject> {
         if let Some(id) = &self.user_id {
             check_user_id(id)?;
         }
@@ -143,7 +143,7 @@ impl AuthenticateIn {
 /// Preferences as sent in `find-random-partner`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PreferencesIn {
+pub(crate) struct PreferencesIn {
     /// ISO 639-1 code the partner must speak.
     pub language: Option<String>,
     /// `male` | `female` | `any`.
@@ -159,7 +159,7 @@ pub struct PreferencesIn {
 
 impl PreferencesIn {
     /// Validates and normalises into [`Preferences`].
-    pub fn into_preferences(self) -> Result<Preferences, Reject> {
+    pub(crate) fn into_preferences(self) -> Result<Preferences, Reject> {
         let language = match self.language.as_deref() {
             Some(l) => Some(language_code(l).map_err(|e| Reject::invalid(e.0))?),
             None => None,
@@ -188,7 +188,7 @@ impl PreferencesIn {
 
 /// `find-random-partner {preferences?}`.
 #[derive(Debug, Default, Deserialize)]
-pub struct FindIn {
+pub(crate) struct FindIn {
     /// What the user asks of a partner; the last ones sent are kept when absent.
     pub preferences: Option<PreferencesIn>,
 }
@@ -196,7 +196,7 @@ pub struct FindIn {
 /// The fields every relayed event carries.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Addressed {
+pub(crate) struct Addressed {
     /// The room the sender believes it is in.
     pub room_id: String,
     /// The partner the sender addresses, when it says.
@@ -216,7 +216,7 @@ impl Addressed {
 /// `webrtc-offer`, `webrtc-answer` or `webrtc-ice-candidate`: `{roomId, <body>, targetUserId?}`,
 /// where the body field (`offer`, `answer` or `candidate`) is relayed byte for byte.
 #[derive(Debug)]
-pub struct SignalIn {
+pub(crate) struct SignalIn {
     /// Room and target.
     pub to: Addressed,
     /// The untouched JSON of the body field.
@@ -226,7 +226,7 @@ pub struct SignalIn {
 impl SignalIn {
     /// Parses a signal whose body lives in `field`. The body must be present (it may be `null`
     /// only for candidates, where `null` means "end of candidates").
-    pub fn parse(raw: Option<&RawValue>, field: &'static str) -> Result<SignalIn, Reject> {
+    pub(crate) fn parse(raw: Option<&RawValue>, field: &'static str) -> Result<SignalIn, Reject> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Wire<'a> {
@@ -275,7 +275,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 /// `chat-message {roomId, message, type?}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChatIn {
+pub(crate) struct ChatIn {
     /// Room and target.
     #[serde(flatten)]
     pub to: Addressed,
@@ -288,7 +288,7 @@ pub struct ChatIn {
 
 impl ChatIn {
     /// Checks the room fields and the message's bounds.
-    pub fn validate(&self) -> Result<(), Reject> {
+    pub(crate) fn validate(&self) -> Result<(), Reject> {
         self.to.validate()?;
         if self.message.trim().is_empty() {
             return Err(Reject::invalid("message must not be empty"));
@@ -307,12 +307,12 @@ impl ChatIn {
 }
 
 /// Longest `reason` of a report, in characters.
-pub const MAX_REASON_CHARS: usize = 500;
+pub(crate) const MAX_REASON_CHARS: usize = 500;
 
 /// `block-user {userId}` and `report-user {userId, reason}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ModerationIn {
+pub(crate) struct ModerationIn {
     /// The user to keep away.
     pub user_id: String,
     /// Why (reports only).
@@ -321,7 +321,7 @@ pub struct ModerationIn {
 
 impl ModerationIn {
     /// Checks the id and the reason's length.
-    pub fn validate(&self) -> Result<(), Reject> {
+    pub(crate) fn validate(&self) -> Result<(), Reject> {
         check_user_id(&self.user_id)?;
         if let Some(r) = &self.reason
             && r.chars().count() > MAX_REASON_CHARS
@@ -338,7 +338,7 @@ impl ModerationIn {
 /// `quality-report {roomId, quality, stats}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct QualityReportIn {
+pub(crate) struct QualityReportIn {
     /// Room and target.
     #[serde(flatten)]
     pub to: Addressed,
@@ -351,7 +351,7 @@ pub struct QualityReportIn {
 
 impl QualityReportIn {
     /// Checks the room fields and the numbers.
-    pub fn validate(&self) -> Result<(), Reject> {
+    pub(crate) fn validate(&self) -> Result<(), Reject> {
         self.to.validate()?;
         self.stats.validate()
     }
@@ -360,7 +360,7 @@ impl QualityReportIn {
 /// `connection-status {roomId, status, quality?}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ConnectionStatusIn {
+pub(crate) struct ConnectionStatusIn {
     /// Room and target.
     #[serde(flatten)]
     pub to: Addressed,
@@ -383,7 +383,7 @@ impl Default for ConnectionStatusIn {
 /// `typing {roomId, isTyping}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TypingIn {
+pub(crate) struct TypingIn {
     /// Room and target.
     #[serde(flatten)]
     pub to: Addressed,

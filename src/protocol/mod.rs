@@ -2,7 +2,7 @@
 //!
 //! Everything a client sends is parsed here into typed, bounded values before the core sees it.
 
-pub mod incoming;
-pub mod outgoing;
+pub(crate) mod incoming;
+pub(crate) mod outgoing;
 
-pub use crate::echo::{ECHO_BYTES, clip, clip_to};
+pub(crate) use crate::echo::clip;

@@ -10,7 +10,7 @@ use crate::model::call::{ConnectionState, Quality, QualityStats};
 use crate::model::reason::Reason;
 
 /// Milliseconds since the Unix epoch, as JavaScript's `Date.now()`.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -20,7 +20,7 @@ pub fn now_ms() -> u64 {
 /// The live counts sent inside `authenticated`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ServerStats {
+pub(crate) struct ServerStats {
     /// Authenticated users connected now.
     pub connected_users: usize,
     /// Users waiting for a partner now.
@@ -32,7 +32,7 @@ pub struct ServerStats {
 /// `authenticated`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Authenticated {
+pub(crate) struct Authenticated {
     /// The user id this connection now speaks for.
     pub user_id: Arc<str>,
     /// The Socket.IO socket id.
@@ -50,7 +50,7 @@ pub struct Authenticated {
 
 /// An `RTCIceServer` as browsers take it in `new RTCPeerConnection({iceServers})`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IceServer {
+pub(crate) struct IceServer {
     /// `stun:` / `turn:` / `turns:` URLs.
     pub urls: Vec<String>,
     /// TURN username (`<expiry>:<userId>` for time-limited credentials).
@@ -64,7 +64,7 @@ pub struct IceServer {
 /// `matched`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Matched {
+pub(crate) struct Matched {
     /// The new room.
     pub room_id: Arc<str>,
     /// The other member.
@@ -86,7 +86,7 @@ pub struct Matched {
 /// `queue-status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct QueueStatus {
+pub(crate) struct QueueStatus {
     /// 1 for the longest-waiting user.
     pub position: usize,
     /// Expected remaining wait in whole seconds, as the Node server sent it (its client prints
@@ -106,7 +106,7 @@ pub struct QueueStatus {
 
 impl QueueStatus {
     /// The status of the user at `position` of `total_waiting`, expected to wait `wait_ms`.
-    pub fn new(position: usize, total_waiting: usize, wait_ms: u64, relaxed: bool) -> Self {
+    pub(crate) fn new(position: usize, total_waiting: usize, wait_ms: u64, relaxed: bool) -> Self {
         let secs = wait_ms.div_ceil(1000);
         let about = if secs < 120 {
             format!("about {secs} s")
@@ -134,7 +134,7 @@ impl QueueStatus {
 /// `searching`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Searching {
+pub(crate) struct Searching {
     /// Human-readable status.
     pub message: &'static str,
     /// Always `"searching"`.
@@ -148,7 +148,7 @@ pub struct Searching {
 /// `partner-left`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PartnerLeft {
+pub(crate) struct PartnerLeft {
     /// `next`, `ended`, `disconnect`, or `connection-lost` (the partner's transport dropped and
     /// the room is held for it: `canReconnect` is then true).
     pub reason: Reason,
@@ -161,7 +161,7 @@ pub struct PartnerLeft {
 /// `chat-ended`, to the user who sent `end-chat`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChatEnded {
+pub(crate) struct ChatEnded {
     /// The room that ended; `null` when a search was cancelled.
     pub room_id: Option<Arc<str>>,
     /// `ended` or `search-cancelled`.
@@ -171,7 +171,7 @@ pub struct ChatEnded {
 /// `room-ended`, to both members, when the server ends a room.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RoomEnded {
+pub(crate) struct RoomEnded {
     /// Why: `max-duration`, or `partner-left` (told to a user who comes back after its partner
     /// left the room it held).
     pub reason: Reason,
@@ -184,7 +184,7 @@ pub struct RoomEnded {
 /// `rejoined`, to a user whose resumed session still has its room: renegotiate the call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Rejoined {
+pub(crate) struct Rejoined {
     /// The room, unchanged.
     pub room_id: Arc<str>,
     /// The partner, unchanged.
@@ -196,7 +196,7 @@ pub struct Rejoined {
 /// `partner-reconnected`, to the member whose partner came back within the grace period.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PartnerReconnected {
+pub(crate) struct PartnerReconnected {
     /// The room, unchanged.
     pub room_id: Arc<str>,
     /// The partner who came back.
@@ -206,7 +206,7 @@ pub struct PartnerReconnected {
 /// `search-timeout`, when a search reached `MAX_WAITING_TIME_MS`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SearchTimeout {
+pub(crate) struct SearchTimeout {
     /// Human-readable explanation.
     pub message: &'static str,
     /// How long the user waited, in ms.
@@ -216,7 +216,7 @@ pub struct SearchTimeout {
 /// `server-shutdown`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ServerShutdown {
+pub(crate) struct ServerShutdown {
     /// Human-readable explanation.
     pub message: &'static str,
     /// Server time, ms since the epoch.
@@ -229,7 +229,7 @@ pub struct ServerShutdown {
 /// `error` (or, with no `event`, the body of `auth-error`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ErrorOut<'a> {
+pub(crate) struct ErrorOut<'a> {
     /// The stable code.
     pub code: ErrorCode,
     /// What went wrong.
@@ -245,7 +245,7 @@ pub struct ErrorOut<'a> {
 /// `chat-message`, to both members (the sender's copy is its delivery receipt).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChatOut<'a> {
+pub(crate) struct ChatOut<'a> {
     /// A server-assigned id.
     pub id: &'a str,
     /// Who wrote it.
@@ -264,7 +264,7 @@ pub struct ChatOut<'a> {
 /// `partner-quality-report`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PartnerQualityOut<'a> {
+pub(crate) struct PartnerQualityOut<'a> {
     /// The reporting partner.
     pub from_user_id: &'a str,
     /// The room.
@@ -282,7 +282,7 @@ pub struct PartnerQualityOut<'a> {
 /// `partner-connection-status`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PartnerStatusOut<'a> {
+pub(crate) struct PartnerStatusOut<'a> {
     /// The reporting partner.
     pub from_user_id: &'a str,
     /// The room.
@@ -298,7 +298,7 @@ pub struct PartnerStatusOut<'a> {
 /// `partner-typing`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PartnerTypingOut<'a> {
+pub(crate) struct PartnerTypingOut<'a> {
     /// The partner.
     pub from_user_id: &'a str,
     /// The room.
@@ -311,7 +311,7 @@ pub struct PartnerTypingOut<'a> {
 
 /// A relayed WebRTC signal: `{<field>: <body>, fromUserId, roomId}` with the body copied verbatim.
 #[derive(Debug)]
-pub struct SignalOut<'a> {
+pub(crate) struct SignalOut<'a> {
     /// `offer`, `answer` or `candidate`.
     pub field: &'static str,
     /// The sender's JSON, untouched.
@@ -335,7 +335,7 @@ impl Serialize for SignalOut<'_> {
 /// An event the core decides to send: the enum lets the core stay free of sockets while the
 /// signaling layer does the emitting.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ServerEvent {
+pub(crate) enum ServerEvent {
     /// `matched`.
     Matched(Matched),
     /// `queue-status`.
@@ -358,7 +358,7 @@ pub enum ServerEvent {
 
 impl ServerEvent {
     /// The event name on the wire.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             ServerEvent::Matched(_) => "matched",
             ServerEvent::QueueStatus(_) => "queue-status",

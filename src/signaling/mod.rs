@@ -7,7 +7,7 @@
 //! packets (`emit` is synchronous). Nothing is spawned, so order is kept by construction and no
 //! task is allocated per message.
 
-pub mod handlers;
+pub(crate) mod handlers;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::node::{Hub, Link, NodeCore, Session, Sock, open_session, send_error};
 use crate::ws::{ConnRef, Events, Handled, Sid};
 
 /// Everything a handler needs about the event it handles.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// The server's shared state.
     pub hub: &'a Hub,
     /// This connection.
@@ -38,7 +38,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// The authenticated user; handlers that need one are only called when there is one.
-    pub fn user(&self) -> &UserId {
+    pub(crate) fn user(&self) -> &UserId {
         self.user
             .as_ref()
             .expect("the dispatcher checks authentication first")
@@ -47,7 +47,7 @@ impl Ctx<'_> {
     /// Locks the core for this event's work, refusing with `session-replaced` when another
     /// connection took the user's session over with its resume token (this socket is then being
     /// closed). The check and the work share one lock, so no event of a replaced socket acts.
-    pub fn core(&self) -> Result<MutexGuard<'_, NodeCore>, Reject> {
+    pub(crate) fn core(&self) -> Result<MutexGuard<'_, NodeCore>, Reject> {
         let core = self.hub.lock();
         if !core.link(self.user()).is_some_and(|l| l.is(self.socket)) {
             return Err(ErrorCode::SessionReplaced.into());
@@ -141,7 +141,7 @@ impl Events for Joined {
 }
 
 /// The `token` of a handshake's `auth` object given as JSON (`{"token": "..."}`).
-pub fn token_of(auth: &str) -> Option<String> {
+pub(crate) fn token_of(auth: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Auth {
         token: Option<String>,
@@ -154,7 +154,7 @@ pub fn token_of(auth: &str) -> Option<String> {
 
 /// The acknowledgement sent when a client emits with a callback (`emitWithAck`).
 #[derive(Serialize)]
-pub struct AckReply<'a> {
+pub(crate) struct AckReply<'a> {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<ErrorCode>,
@@ -163,10 +163,10 @@ pub struct AckReply<'a> {
 }
 
 /// What handling one event came to: done, or refused (the refusal names the event).
-pub type Outcome<'v> = Result<(), (std::borrow::Cow<'v, str>, Reject)>;
+pub(crate) type Outcome<'v> = Result<(), (std::borrow::Cow<'v, str>, Reject)>;
 
 /// The acknowledgement for an event's outcome.
-pub fn ack_reply<'a>(outcome: &'a Outcome<'_>) -> AckReply<'a> {
+pub(crate) fn ack_reply<'a>(outcome: &'a Outcome<'_>) -> AckReply<'a> {
     match outcome {
         Ok(()) => AckReply {
             ok: true,
@@ -182,7 +182,7 @@ pub fn ack_reply<'a>(outcome: &'a Outcome<'_>) -> AckReply<'a> {
 }
 
 /// What handling one event came to.
-pub enum Handling<'v> {
+pub(crate) enum Handling<'v> {
     /// Handled or refused (a refusal was answered with an `error` event).
     Done(Outcome<'v>),
     /// The socket keeps flooding after being told: cut it off.
@@ -193,7 +193,7 @@ pub enum Handling<'v> {
 
 /// Handles one event frame (`["name", payload]` as JSON text) on any transport: charges it,
 /// runs its handler, and answers a refusal with an `error` event.
-pub fn on_event<'v>(
+pub(crate) fn on_event<'v>(
     session: &Arc<Session>,
     socket: &Sock,
     text: &'v str,
@@ -312,7 +312,7 @@ fn charge<'v>(session: &Session, class: EventClass, event: &str) -> Result<(), R
 
 /// A connection ended, on either transport: its user leaves the queue and its room, or, when
 /// the connection was `lost` while in a room, is kept for the reconnect grace.
-pub fn closed(session: &Session, socket: &Sock, lost: bool) {
+pub(crate) fn closed(session: &Session, socket: &Sock, lost: bool) {
     if let Some(ip) = session.ip {
         session.hub.limits.close(ip, socket.id());
     }

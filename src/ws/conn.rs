@@ -101,7 +101,7 @@ pub(super) struct Polling {
 
 /// One client session on this transport, from its Engine.IO handshake to its end, over
 /// long-polling, WebSocket, or both one after the other.
-pub struct Conn {
+pub(crate) struct Conn {
     /// The session id, shared by Engine.IO and Socket.IO.
     pub id: Sid,
     /// The WebSocket, once there is one: from the start for a direct WebSocket, from the
@@ -153,7 +153,7 @@ pub(super) struct Packets {
 
 impl Conn {
     /// A reference for the rest of the server.
-    pub fn handle(self: &Arc<Self>) -> ConnRef {
+    pub(crate) fn handle(self: &Arc<Self>) -> ConnRef {
         ConnRef {
             id: self.id,
             conn: Arc::downgrade(self),
@@ -161,7 +161,7 @@ impl Conn {
     }
 
     /// Queues event `event` with `data` (`42["event",data]`).
-    pub fn emit<T: Serialize + ?Sized>(
+    pub(crate) fn emit<T: Serialize + ?Sized>(
         self: &Arc<Self>,
         event: &str,
         data: &T,
@@ -177,7 +177,7 @@ impl Conn {
     }
 
     /// Answers the client's acknowledgement request `id` (`43<id>[data]`).
-    pub fn ack<T: Serialize + ?Sized>(
+    pub(crate) fn ack<T: Serialize + ?Sized>(
         self: &Arc<Self>,
         id: i64,
         data: &T,
@@ -315,7 +315,7 @@ impl Conn {
 
     /// Sends the client away: `41`, then a close. The disconnect handling runs afterwards, on
     /// the session's own task (never the caller, who may hold the hub lock).
-    pub fn disconnect(&self) {
+    pub(crate) fn disconnect(&self) {
         self.end_with(
             End::SentAway,
             [OutFrame::text(packet::DISCONNECT), OutFrame::close(1000)],
@@ -325,7 +325,7 @@ impl Conn {
     /// Closes the transport for a server shutdown: a WebSocket close (1001, going away), or the
     /// close packet for a poll, and no `41`, so that socket.io-client reconnects on its own (to
     /// another node, or to this one once restarted).
-    pub fn close_for_shutdown(&self) {
+    pub(crate) fn close_for_shutdown(&self) {
         self.end_with(End::Lost("server shutdown"), [OutFrame::close(1001)]);
     }
 
@@ -396,7 +396,7 @@ impl Conn {
     }
 
     /// Bytes waiting to be sent.
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.out.lock().bytes
     }
 

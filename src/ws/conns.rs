@@ -1,6 +1,6 @@
 //! Every session of the transport, and the heartbeat that pings them in turn.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
@@ -16,7 +16,7 @@ use super::out::Out;
 use super::{Settings, Sid};
 
 /// Every session on this transport, and the heartbeat.
-pub struct Conns {
+pub(crate) struct Conns {
     pub(super) map: Mutex<HashMap<Sid, Arc<Conn>>>,
     pub(super) epoch: Instant,
     pub(super) settings: Settings,
@@ -24,7 +24,7 @@ pub struct Conns {
 
 impl Conns {
     /// An empty registry.
-    pub fn new(settings: Settings) -> Conns {
+    pub(crate) fn new(settings: Settings) -> Conns {
         Conns {
             map: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
@@ -83,27 +83,22 @@ impl Conns {
     }
 
     /// Open sessions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.lock().len()
     }
 
     /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The ids of the open sessions.
-    pub fn ids(&self) -> HashSet<Sid> {
-        self.map.lock().keys().copied().collect()
-    }
-
     /// Every open session.
-    pub fn all(&self) -> Vec<Arc<Conn>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
         self.map.lock().values().cloned().collect()
     }
 
     /// How many sessions are on each transport now.
-    pub fn transports(&self) -> Transports {
+    pub(crate) fn transports(&self) -> Transports {
         let map = self.map.lock();
         let mut t = Transports::default();
         for c in map.values() {
@@ -118,7 +113,7 @@ impl Conns {
 
     /// What the sessions' output queues hold now: bytes in all, and how many sessions are over
     /// their budget (not read from until their client reads).
-    pub fn output(&self) -> Output {
+    pub(crate) fn output(&self) -> Output {
         let map = self.map.lock();
         let mut o = Output::default();
         for c in map.values() {
@@ -130,7 +125,7 @@ impl Conns {
     }
 
     /// Pings the sessions whose ping is due and ends those that stopped answering, forever.
-    pub async fn heartbeat(self: Arc<Self>) {
+    pub(crate) async fn heartbeat(self: Arc<Self>) {
         let s = self.settings;
         let every = (s.ping_interval.min(s.ping_timeout) / 4)
             .clamp(Duration::from_millis(20), Duration::from_secs(1));

@@ -35,7 +35,7 @@ impl<'a> Query<'a> {
 /// Serves every `/socket.io/` request: the long-polling handshake, polls and posts, and
 /// WebSocket connections (direct, or the upgrade of a polling session). Anything else under
 /// that path is refused with 400, as the protocol says.
-pub async fn intercept(State(t): State<Transport>, req: Request, next: Next) -> Response {
+pub(crate) async fn intercept(State(t): State<Transport>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if path != "/socket.io" && !path.starts_with("/socket.io/") {
         return next.run(req).await;

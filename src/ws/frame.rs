@@ -13,14 +13,14 @@ const HEAD: usize = 10;
 
 /// One frame to send, header included; `pos` counts what was already written.
 #[derive(Debug)]
-pub struct OutFrame {
+pub(crate) struct OutFrame {
     buf: Vec<u8>,
     pos: usize,
 }
 
 impl OutFrame {
     /// The unsent end of a frame, kept for later.
-    pub fn rest(bytes: &[u8]) -> Self {
+    pub(crate) fn rest(bytes: &[u8]) -> Self {
         OutFrame {
             buf: bytes.to_vec(),
             pos: 0,
@@ -28,17 +28,17 @@ impl OutFrame {
     }
 
     /// A text frame.
-    pub fn text(payload: &str) -> Self {
+    pub(crate) fn text(payload: &str) -> Self {
         Self::with(OpCode::Data(Data::Text), payload.as_bytes())
     }
 
     /// A close frame with a status code.
-    pub fn close(code: u16) -> Self {
+    pub(crate) fn close(code: u16) -> Self {
         Self::with(OpCode::Control(Control::Close), &code.to_be_bytes())
     }
 
     /// The answer to a ping.
-    pub fn pong(payload: &[u8]) -> Self {
+    pub(crate) fn pong(payload: &[u8]) -> Self {
         Self::with(OpCode::Control(Control::Pong), payload)
     }
 
@@ -56,12 +56,12 @@ impl OutFrame {
     }
 
     /// What is left to write.
-    pub fn remaining(&self) -> &[u8] {
+    pub(crate) fn remaining(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
 
     /// Marks `n` more bytes as written; true once the whole frame is.
-    pub fn advance(&mut self, n: usize) -> bool {
+    pub(crate) fn advance(&mut self, n: usize) -> bool {
         self.pos += n;
         self.pos >= self.buf.len()
     }
@@ -70,7 +70,7 @@ impl OutFrame {
 /// Encodes a text frame into `buf` (emptied first) whose payload `write` appends; returns where
 /// the frame starts in `buf`. Used with a reusable buffer, so that an event the kernel takes at
 /// once costs no allocation.
-pub fn encode_text<E>(
+pub(crate) fn encode_text<E>(
     buf: &mut Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<usize, E> {
@@ -100,7 +100,7 @@ fn put_header(buf: &mut [u8], opcode: OpCode) -> usize {
 
 /// The Engine.IO packet a server frame carries, as a long-polling response holds it: a text
 /// frame's payload, `1` (close) for a close frame, and nothing for the rest (pongs).
-pub fn polled(frame: &[u8]) -> Option<&[u8]> {
+pub(crate) fn polled(frame: &[u8]) -> Option<&[u8]> {
     let (&first, rest) = frame.split_first()?;
     let (&len, rest) = rest.split_first()?;
     let skip = match len & 0x7f {
@@ -118,7 +118,7 @@ pub fn polled(frame: &[u8]) -> Option<&[u8]> {
 
 /// What the reader found in the incoming bytes.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Message<'a> {
+pub(crate) enum Message<'a> {
     /// A complete text message (not yet checked as UTF-8).
     Text(&'a [u8]),
     /// A complete binary message.
@@ -131,7 +131,7 @@ pub enum Message<'a> {
 
 /// Why a connection's input is unacceptable, as the close code to send.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum Violation {
+pub(crate) enum Violation {
     /// 1002: not valid WebSocket framing (unmasked, reserved bits or opcodes, bad fragments).
     Protocol,
     /// 1009: a message larger than `MAX_MESSAGE_BYTES`.
@@ -140,7 +140,7 @@ pub enum Violation {
 
 impl Violation {
     /// The close code that says so.
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             Violation::Protocol => 1002,
             Violation::TooBig => 1009,
@@ -151,7 +151,7 @@ impl Violation {
 /// Cuts a client's byte stream into messages. Holds bytes only while a frame or a fragmented
 /// message is incomplete; an idle connection's reader owns no memory.
 #[derive(Debug, Default)]
-pub struct Reader {
+pub(crate) struct Reader {
     /// The start of a frame whose end has not arrived.
     partial: Vec<u8>,
     /// The fragments of a message so far, and whether it is text.
@@ -161,7 +161,7 @@ pub struct Reader {
 
 /// Where [`Reader::feed_until`] stopped.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum Fed {
+pub(crate) enum Fed {
     /// Every complete message was handled; an incomplete one is kept.
     All,
     /// `each` broke: the rest is dropped (the connection ends).
@@ -173,13 +173,14 @@ pub enum Fed {
 
 impl Reader {
     /// Whether it holds no bytes (no incomplete frame, no fragments, nothing kept at a pause).
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.partial.is_empty() && self.message.is_empty()
     }
 
+    #[cfg(test)]
     /// Feeds bytes just read; calls `each` for every complete message, in order, until it breaks.
     /// `input` is unmasked in place.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         input: &mut [u8],
         max: usize,
@@ -193,7 +194,7 @@ impl Reader {
 
     /// The same, asking `pause` before each frame whether to stop here and keep the rest: a
     /// connection whose replies fill its budget is not read further until they are written.
-    pub fn feed_until(
+    pub(crate) fn feed_until(
         &mut self,
         input: &mut [u8],
         max: usize,

@@ -25,9 +25,9 @@
 mod conn;
 mod conns;
 mod entry;
-pub mod frame;
+pub(crate) mod frame;
 mod out;
-pub mod packet;
+pub(crate) mod packet;
 mod polling;
 mod sid;
 mod websocket;
@@ -39,14 +39,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use conn::Conn;
+pub(crate) use conn::Conn;
 use conn::{Packets, TurnGuard};
-pub use conns::{Conns, Output, Transports};
-pub use entry::intercept;
+pub(crate) use conns::{Conns, Output, Transports};
+pub(crate) use entry::intercept;
 use frame::OutFrame;
 use packet::Incoming;
-pub use polling::Released;
-pub use sid::Sid;
+pub(crate) use polling::Released;
+pub(crate) use sid::Sid;
 
 /// Why an event could not be queued on a connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub enum SendError {
 
 /// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The client left its namespace (`socket.disconnect()`): it is not coming back.
     Left,
     /// The server sent the client away (`41`): its client does not reconnect on its own.
@@ -77,7 +77,7 @@ pub enum End {
 
 /// The transport's settings: its slice of the server's.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Engine.IO `pingInterval`.
     pub ping_interval: Duration,
     /// Engine.IO `pingTimeout`.
@@ -92,7 +92,7 @@ pub struct Settings {
 }
 
 /// What the transport hands clients to: the layer above (signaling).
-pub trait Upper: Send + Sync + 'static {
+pub(crate) trait Upper: Send + Sync + 'static {
     /// The client's address for the per-address limits, from the request and its TCP peer.
     fn client_ip(&self, headers: &http::HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr>;
     /// Takes one of `ip`'s connection places for session `id`; false when it has none left.
@@ -111,7 +111,7 @@ pub trait Upper: Send + Sync + 'static {
 }
 
 /// What the layer above does with one client's events.
-pub trait Events: Send + Sync {
+pub(crate) trait Events: Send + Sync {
     /// One event: `data` is the JSON array `["name", ...args]`; `binary` when it came with
     /// binary attachments (which are read past, not kept); `ack` the id the client waits for an
     /// answer on (to be sent with [`ConnRef::ack`]).
@@ -123,7 +123,7 @@ pub trait Events: Send + Sync {
 
 /// What became of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handled {
+pub(crate) enum Handled {
     /// Handled, or refused with an `error` event.
     Done,
     /// The client keeps flooding: send it away (`41`).
@@ -194,7 +194,7 @@ impl ConnRef {
 
 /// The transport as the HTTP layer serves it: the sessions and the layer above.
 #[derive(Clone)]
-pub struct Transport {
+pub(crate) struct Transport {
     /// Every session.
     pub conns: Arc<Conns>,
     /// Where clients and their events go.

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 /// What one text message from a client asks for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Incoming<'a> {
+pub(crate) enum Incoming<'a> {
     /// Engine.IO `3`: the answer to the server's ping.
     Pong,
     /// Engine.IO `1`: the client closes the transport.
@@ -49,10 +49,10 @@ pub enum Incoming<'a> {
 /// A text message that is not an Engine.IO / Socket.IO packet this server understands; the
 /// connection is closed, as the Socket.IO protocol says.
 #[derive(Debug, PartialEq, Eq)]
-pub struct BadPacket;
+pub(crate) struct BadPacket;
 
 /// Reads one text message.
-pub fn parse(text: &str) -> Result<Incoming<'_>, BadPacket> {
+pub(crate) fn parse(text: &str) -> Result<Incoming<'_>, BadPacket> {
     let mut chars = text.as_bytes().iter();
     match chars.next() {
         Some(b'3') => Ok(Incoming::Pong),
@@ -106,7 +106,7 @@ fn socket_io(p: &str) -> Result<Incoming<'_>, BadPacket> {
 
 /// The Engine.IO handshake: `0{"sid":...}`. A long-polling session may upgrade to WebSocket;
 /// a direct WebSocket connection has nowhere to upgrade.
-pub fn open(
+pub(crate) fn open(
     sid: &str,
     ping_interval_ms: u64,
     ping_timeout_ms: u64,
@@ -120,13 +120,13 @@ pub fn open(
 }
 
 /// The answer to a namespace connect: `40{"sid":...}`.
-pub fn connected(sid: &str) -> String {
+pub(crate) fn connected(sid: &str) -> String {
     format!(r#"40{{"sid":"{sid}"}}"#)
 }
 
 /// A refused namespace connect: `44[/ns,]{"message":...}`. The namespace is the client's own
 /// text: only its first [`crate::echo::ECHO_BYTES`] bytes are repeated back.
-pub fn connect_error(ns: &str, message: &str) -> String {
+pub(crate) fn connect_error(ns: &str, message: &str) -> String {
     let mut s = String::from("44");
     if ns != "/" {
         s.push_str(crate::echo::clip(ns));
@@ -138,10 +138,10 @@ pub fn connect_error(ns: &str, message: &str) -> String {
 }
 
 /// The server's ping.
-pub const PING: &str = "2";
+pub(crate) const PING: &str = "2";
 
 /// The server's namespace disconnect: the client must not reconnect on its own.
-pub const DISCONNECT: &str = "41";
+pub(crate) const DISCONNECT: &str = "41";
 
 #[cfg(test)]
 mod tests {

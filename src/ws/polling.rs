@@ -156,7 +156,7 @@ fn poll(conn: &Arc<Conn>) -> Response {
 /// has served its purpose, and the HTTP layer closes it after the answer (an idle kept-alive
 /// one would cost about as much as the session itself until it timed out).
 #[derive(Clone, Default)]
-pub struct Released(pub Arc<AtomicBool>);
+pub(crate) struct Released(pub Arc<AtomicBool>);
 
 /// What a poll waits for: the packets to send (or the noop, or the close packet).
 async fn wait(conn: Arc<Conn>, released: Released) -> bytes::Bytes {

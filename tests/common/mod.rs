@@ -2,7 +2,7 @@
 //! (Engine.IO v4), speaking the same frames as the official socket.io-client.
 #![allow(dead_code)]
 
-pub mod raw;
+pub(crate) mod raw;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use roulette::config::Config;
+use roulette::Config;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 /// Checks `check` every 50 ms until it holds (true) or `within` has passed (false).
-pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let end = Instant::now() + within;
     loop {
         if check().await {
@@ -34,28 +34,28 @@ pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) 
 }
 
 /// How long a test waits for an expected event before failing.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 /// A running server.
-pub struct TestServer {
+pub(crate) struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
     /// The server's state, to check its invariants.
-    pub hub: std::sync::Arc<roulette::node::Hub>,
+    pub hub: std::sync::Arc<roulette::Hub>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 impl TestServer {
     /// Starts a server with the default settings plus `flags`.
-    pub async fn start(flags: &[&str]) -> TestServer {
+    pub(crate) async fn start(flags: &[&str]) -> TestServer {
         let config = Config::from_flags(flags.iter().copied()).expect("valid test flags");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let app = roulette::app::build(config).expect("a usable configuration");
+        let app = roulette::build(config).expect("a usable configuration");
         let hub = app.hub.clone();
-        let task = tokio::spawn(roulette::app::serve(listener, app, async {
+        let task = tokio::spawn(roulette::serve(listener, app, async {
             rx.await.ok();
         }));
         // A cluster node takes sessions once it has joined (its Redis answered).
@@ -76,19 +76,19 @@ impl TestServer {
     }
 
     /// `http://addr`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// GETs a JSON route.
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let r = reqwest::get(format!("{}{path}", self.url())).await.unwrap();
         let code = r.status().as_u16();
         (code, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Begins shutdown (as SIGTERM does) and returns the task running the server.
-    pub fn shutdown(&mut self) -> &mut JoinHandle<std::io::Result<()>> {
+    pub(crate) fn shutdown(&mut self) -> &mut JoinHandle<std::io::Result<()>> {
         if let Some(tx) = self.stop.take() {
             tx.send(()).ok();
         }
@@ -96,14 +96,14 @@ impl TestServer {
     }
 
     /// Connects and authenticates a client as `user`.
-    pub async fn user(&self, user: &str) -> Client {
+    pub(crate) async fn user(&self, user: &str) -> Client {
         let mut c = Client::connect(self.addr).await;
         c.authenticate(user).await;
         c
     }
 
     /// Two authenticated users matched with each other; returns them and the room id.
-    pub async fn pair(&self, a: &str, b: &str) -> (Client, Client, String) {
+    pub(crate) async fn pair(&self, a: &str, b: &str) -> (Client, Client, String) {
         let mut ca = self.user(a).await;
         let mut cb = self.user(b).await;
         ca.emit("find-random-partner", json!({})).await;
@@ -116,7 +116,7 @@ impl TestServer {
     }
 
     /// Polls `/stats` until `pred` holds (or fails the test after [`WAIT`]).
-    pub async fn wait_stats(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_stats(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let end = tokio::time::Instant::now() + WAIT;
         loop {
             let (_, s) = self.get("/stats").await;
@@ -141,7 +141,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Handshake options of [`Client::open`].
 #[derive(Default)]
-pub struct Opts<'a> {
+pub(crate) struct Opts<'a> {
     /// An `Origin` header.
     pub origin: Option<&'a str>,
     /// An `X-Forwarded-For` header.
@@ -152,7 +152,7 @@ pub struct Opts<'a> {
 
 /// Why a connection was not opened.
 #[derive(Debug)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The HTTP handshake was refused with this status.
     Http(u16),
     /// The namespace connection was refused (`connect_error`) with this message.
@@ -160,7 +160,7 @@ pub enum Refused {
 }
 
 /// One Socket.IO connection on the default namespace.
-pub struct Client {
+pub(crate) struct Client {
     ws: Ws,
     /// The Socket.IO socket id.
     pub sid: String,
@@ -171,13 +171,13 @@ pub struct Client {
 
 impl Client {
     /// Opens a WebSocket, completes the Engine.IO and Socket.IO handshakes.
-    pub async fn connect(addr: SocketAddr) -> Client {
+    pub(crate) async fn connect(addr: SocketAddr) -> Client {
         Client::connect_with_origin(addr, None).await.unwrap()
     }
 
     /// Like [`connect`](Self::connect), sending an `Origin` header. Returns the HTTP status on
     /// refusal.
-    pub async fn connect_with_origin(
+    pub(crate) async fn connect_with_origin(
         addr: SocketAddr,
         origin: Option<&str>,
     ) -> Result<Client, u16> {
@@ -193,7 +193,7 @@ impl Client {
     }
 
     /// Opens a connection with handshake options.
-    pub async fn open(addr: SocketAddr, opts: Opts<'_>) -> Result<Client, Refused> {
+    pub(crate) async fn open(addr: SocketAddr, opts: Opts<'_>) -> Result<Client, Refused> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let mut req = url.into_client_request().unwrap();
         if let Some(o) = opts.origin {
@@ -240,7 +240,7 @@ impl Client {
     }
 
     /// Sends a raw Engine.IO text frame, e.g. `42["event",{}]`.
-    pub async fn send_raw(&mut self, text: &str) {
+    pub(crate) async fn send_raw(&mut self, text: &str) {
         self.ws
             .send(Message::Text(text.to_string().into()))
             .await
@@ -248,26 +248,26 @@ impl Client {
     }
 
     /// Emits an event with one argument.
-    pub async fn emit(&mut self, event: &str, data: Value) {
+    pub(crate) async fn emit(&mut self, event: &str, data: Value) {
         let frame = format!("42{}", json!([event, data]));
         self.send_raw(&frame).await;
     }
 
     /// Emits an event; false when the connection is gone (for clients the server may cut off).
-    pub async fn try_emit(&mut self, event: &str, data: Value) -> bool {
+    pub(crate) async fn try_emit(&mut self, event: &str, data: Value) -> bool {
         let frame = format!("42{}", json!([event, data]));
         self.ws.send(Message::Text(frame.into())).await.is_ok()
     }
 
     /// Emits an event asking for an acknowledgement with id `id`; the reply arrives as the
     /// event `ack:<id>`.
-    pub async fn emit_with_ack(&mut self, id: u64, event: &str, data: Value) {
+    pub(crate) async fn emit_with_ack(&mut self, id: u64, event: &str, data: Value) {
         let frame = format!("42{id}{}", json!([event, data]));
         self.send_raw(&frame).await;
     }
 
     /// Sends a raw frame; false when the connection is gone.
-    pub async fn try_send_raw(&mut self, text: &str) -> bool {
+    pub(crate) async fn try_send_raw(&mut self, text: &str) -> bool {
         self.ws
             .send(Message::Text(text.to_string().into()))
             .await
@@ -275,12 +275,12 @@ impl Client {
     }
 
     /// Emits an event with no argument.
-    pub async fn emit_bare(&mut self, event: &str) {
+    pub(crate) async fn emit_bare(&mut self, event: &str) {
         self.send_raw(&format!("42{}", json!([event]))).await;
     }
 
     /// Sends `authenticate {userId}` and waits for `authenticated`.
-    pub async fn authenticate(&mut self, user: &str) -> Value {
+    pub(crate) async fn authenticate(&mut self, user: &str) -> Value {
         self.emit("authenticate", json!({ "userId": user })).await;
         let v = self.expect("authenticated").await;
         assert_eq!(v["userId"], user);
@@ -340,7 +340,7 @@ impl Client {
     }
 
     /// The next event, or `None` once the connection closed.
-    pub async fn try_next_event(&mut self) -> Option<(String, Value)> {
+    pub(crate) async fn try_next_event(&mut self) -> Option<(String, Value)> {
         loop {
             if let Some(e) = self.pending.pop_front() {
                 return Some(e);
@@ -352,7 +352,7 @@ impl Client {
     }
 
     /// The next event, whatever it is.
-    pub async fn next_event(&mut self) -> (String, Value) {
+    pub(crate) async fn next_event(&mut self) -> (String, Value) {
         loop {
             if let Some(e) = self.pending.pop_front() {
                 return e;
@@ -363,7 +363,7 @@ impl Client {
 
     /// Waits for `event`, skipping `queue-status` and `searching` updates (which come at times
     /// the tests do not control). Any other event first fails the test.
-    pub async fn expect(&mut self, event: &str) -> Value {
+    pub(crate) async fn expect(&mut self, event: &str) -> Value {
         loop {
             let (name, data) = self.next_event().await;
             if name == event {
@@ -377,7 +377,7 @@ impl Client {
     }
 
     /// Waits for an `error` event and returns it, checking its `code` and `event`.
-    pub async fn expect_error(&mut self, code: &str, event: &str) -> Value {
+    pub(crate) async fn expect_error(&mut self, code: &str, event: &str) -> Value {
         let e = self.expect("error").await;
         assert_eq!(e["code"], code, "{e}");
         assert_eq!(e["event"], event, "{e}");
@@ -386,7 +386,7 @@ impl Client {
     }
 
     /// Asserts that no event other than queue updates arrives for `wait`.
-    pub async fn expect_silence(&mut self, wait: Duration) {
+    pub(crate) async fn expect_silence(&mut self, wait: Duration) {
         let end = tokio::time::Instant::now() + wait;
         loop {
             while let Some((name, data)) = self.pending.pop_front() {
@@ -407,13 +407,13 @@ impl Client {
     }
 
     /// The events that have already arrived, without waiting for more.
-    pub async fn drain_ready(&mut self) -> Vec<(String, Value)> {
+    pub(crate) async fn drain_ready(&mut self) -> Vec<(String, Value)> {
         while let Ok(true) = tokio::time::timeout(Duration::ZERO, self.read_event()).await {}
         self.pending.drain(..).collect()
     }
 
     /// Waits until the server closes the connection; returns the events that came before.
-    pub async fn until_closed(&mut self) -> Vec<(String, Value)> {
+    pub(crate) async fn until_closed(&mut self) -> Vec<(String, Value)> {
         let mut seen: Vec<(String, Value)> = self.pending.drain(..).collect();
         while self.read_event().await {
             seen.extend(self.pending.drain(..));
@@ -422,18 +422,18 @@ impl Client {
     }
 
     /// Closes the WebSocket abruptly (no namespace disconnect).
-    pub async fn drop_connection(mut self) {
+    pub(crate) async fn drop_connection(mut self) {
         self.ws.close(None).await.ok();
     }
 
     /// Drops the TCP connection without a goodbye, as a phone losing its network does.
-    pub fn abort(self) {
+    pub(crate) fn abort(self) {
         drop(self);
     }
 }
 
 /// A port nobody listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -442,7 +442,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A server process a test started, once it announced its address.
-pub struct Listening {
+pub(crate) struct Listening {
     /// The process, killed when dropped.
     pub proc: Proc,
     /// `127.0.0.1:port`, as it announced it.
@@ -454,13 +454,13 @@ pub struct Listening {
 
 impl Listening {
     /// `http://addr`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }
 
 /// Spawns `cmd` (its stdout piped here) and waits up to 15 s for its "listening on" line.
-pub fn spawn_listening(mut cmd: Command) -> Listening {
+pub(crate) fn spawn_listening(mut cmd: Command) -> Listening {
     use std::io::{BufRead, BufReader};
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -494,11 +494,11 @@ pub fn spawn_listening(mut cmd: Command) -> Listening {
 }
 
 /// A child process, killed (SIGKILL) when dropped.
-pub struct Proc(pub Child);
+pub(crate) struct Proc(pub Child);
 
 impl Proc {
     /// SIGKILL: no goodbye to anyone.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.0.kill().ok();
         self.0.wait().ok();
     }
@@ -511,7 +511,7 @@ impl Drop for Proc {
 }
 
 /// A `redis-server` of this test's own, without persistence.
-pub struct Redis {
+pub(crate) struct Redis {
     /// Its port.
     pub port: u16,
     child: Proc,
@@ -519,13 +519,13 @@ pub struct Redis {
 
 impl Redis {
     /// Starts one on `port` and waits until it accepts connections.
-    pub fn start_on(port: u16) -> Redis {
+    pub(crate) fn start_on(port: u16) -> Redis {
         Redis::start_with(port, &["--port", &port.to_string()])
     }
 
     /// Starts one listening on `port` as `args` say (TLS, say) and waits until it accepts TCP
     /// connections there.
-    pub fn start_with(port: u16, args: &[&str]) -> Redis {
+    pub(crate) fn start_with(port: u16, args: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(args)
             .args(["--bind", "127.0.0.1"])
@@ -553,7 +553,7 @@ impl Redis {
 
     /// The members of the sorted set `key` (a blocking round trip: RESP over a plain socket).
     #[allow(dead_code)]
-    pub fn zcard(&self, key: &str) -> i64 {
+    pub(crate) fn zcard(&self, key: &str) -> i64 {
         use std::io::{BufRead, Write};
         let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis answers");
         write!(c, "*2\r\n$5\r\nZCARD\r\n${}\r\n{key}\r\n", key.len()).unwrap();
@@ -566,11 +566,11 @@ impl Redis {
     }
 
     /// `redis://127.0.0.1:port`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill();
     }
 }

@@ -8,35 +8,35 @@ use tokio::net::TcpStream;
 use super::{TestServer, WAIT};
 
 /// A WebSocket client written by hand, so a test can send what real clients never would.
-pub struct Raw {
+pub(crate) struct Raw {
     /// The connection.
     pub tcp: TcpStream,
     buf: Vec<u8>,
 }
 
 /// One frame from the server: opcode and payload.
-pub type Frame = (u8, Vec<u8>);
+pub(crate) type Frame = (u8, Vec<u8>);
 
 impl Raw {
     /// Opens `/socket.io/` over WebSocket and checks the handshake answer.
-    pub async fn open(s: &TestServer) -> Raw {
+    pub(crate) async fn open(s: &TestServer) -> Raw {
         Raw::open_with(s, None).await
     }
 
     /// The same with the client's receive buffer set to `rcvbuf` bytes: a client that does not
     /// read then stops taking the server's bytes after a few KB instead of a few MB, so what
     /// the server itself holds shows at once.
-    pub async fn open_with(s: &TestServer, rcvbuf: Option<u32>) -> Raw {
+    pub(crate) async fn open_with(s: &TestServer, rcvbuf: Option<u32>) -> Raw {
         Raw::connect(s, "EIO=4&transport=websocket", rcvbuf).await
     }
 
     /// Opens `/socket.io/?<query>` over WebSocket (an upgrade gives its `sid`).
-    pub async fn open_query(s: &TestServer, query: &str) -> Raw {
+    pub(crate) async fn open_query(s: &TestServer, query: &str) -> Raw {
         Raw::connect(s, query, None).await
     }
 
     /// Opens `/socket.io/?<query>` over WebSocket with the given receive buffer.
-    pub async fn connect(s: &TestServer, query: &str, rcvbuf: Option<u32>) -> Raw {
+    pub(crate) async fn connect(s: &TestServer, query: &str, rcvbuf: Option<u32>) -> Raw {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(n) = rcvbuf {
             sock.set_recv_buffer_size(n).unwrap();
@@ -72,7 +72,7 @@ impl Raw {
     }
 
     /// Reads more bytes; false at the end of the stream.
-    pub async fn fill(&mut self) -> bool {
+    pub(crate) async fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
         let n = tokio::time::timeout(WAIT, self.tcp.read(&mut chunk))
             .await
@@ -84,7 +84,7 @@ impl Raw {
 
     /// Sends `frames` (built with [`Raw::encode`]) unless the server stops taking them for
     /// `patience`: how many bytes it took.
-    pub async fn flood(&mut self, frames: &[u8], patience: std::time::Duration) -> usize {
+    pub(crate) async fn flood(&mut self, frames: &[u8], patience: std::time::Duration) -> usize {
         let mut sent = 0;
         while sent < frames.len() {
             match tokio::time::timeout(patience, self.tcp.write(&frames[sent..])).await {
@@ -96,7 +96,7 @@ impl Raw {
     }
 
     /// One client frame, masked.
-    pub fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![opcode | 0x80];
         match payload.len() {
             n if n < 126 => f.push(0x80 | n as u8),
@@ -116,7 +116,7 @@ impl Raw {
     }
 
     /// Sends one frame, masked as a client must unless `masked` is false.
-    pub async fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], masked: bool) {
+    pub(crate) async fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8], masked: bool) {
         let mut f = vec![opcode | if fin { 0x80 } else { 0 }];
         let bit = if masked { 0x80 } else { 0 };
         match payload.len() {
@@ -140,12 +140,12 @@ impl Raw {
         self.tcp.write_all(&f).await.unwrap();
     }
 
-    pub async fn text(&mut self, t: &str) {
+    pub(crate) async fn text(&mut self, t: &str) {
         self.frame(1, true, t.as_bytes(), true).await;
     }
 
     /// The next frame, or `None` at the end of the stream.
-    pub async fn next(&mut self) -> Option<Frame> {
+    pub(crate) async fn next(&mut self) -> Option<Frame> {
         loop {
             if self.buf.len() >= 2 {
                 let (mut len, mut at) = ((self.buf[1] & 0x7f) as usize, 2);
@@ -173,7 +173,7 @@ impl Raw {
     }
 
     /// The next text message that is not a ping.
-    pub async fn next_text(&mut self) -> String {
+    pub(crate) async fn next_text(&mut self) -> String {
         loop {
             let (op, p) = self.next().await.expect("connection open");
             if op == 1 && p != b"2" {
@@ -183,7 +183,7 @@ impl Raw {
     }
 
     /// Joins `/` and returns the open packet.
-    pub async fn join(&mut self) -> Value {
+    pub(crate) async fn join(&mut self) -> Value {
         let open = self.next_text().await;
         let open: Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
         self.text("40").await;
@@ -194,7 +194,7 @@ impl Raw {
 
     /// Joins `/`, authenticates as `user` and starts a search: a user waiting in the queue,
     /// whose client then does whatever the test makes it do (usually nothing).
-    pub async fn searching_as(&mut self, user: &str) {
+    pub(crate) async fn searching_as(&mut self, user: &str) {
         self.join().await;
         self.text(&format!(r#"42["authenticate",{{"userId":"{user}"}}]"#))
             .await;
@@ -204,7 +204,7 @@ impl Raw {
     }
 
     /// The next event `name`, skipping queue updates.
-    pub async fn expect(&mut self, name: &str) -> Value {
+    pub(crate) async fn expect(&mut self, name: &str) -> Value {
         loop {
             let t = self.next_text().await;
             let v: Value = serde_json::from_str(t.strip_prefix("42").expect("an event")).unwrap();
@@ -216,7 +216,7 @@ impl Raw {
     }
 
     /// Reads until the server closes; returns the close frame's status code, if one came.
-    pub async fn close_code(&mut self) -> Option<u16> {
+    pub(crate) async fn close_code(&mut self) -> Option<u16> {
         while let Some((op, p)) = self.next().await {
             if op == 8 {
                 return Some(u16::from_be_bytes([p[0], p[1]]));

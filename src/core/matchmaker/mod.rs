@@ -101,8 +101,6 @@ pub trait Matchmaker: Send {
     fn blocks(&self) -> usize;
 }
 
-pub use super::blocks::MAX_BLOCKS_PER_USER;
-
 mod index;
 mod preference;
 

@@ -16,7 +16,7 @@ use crate::signaling::Ctx;
 /// With the `resumeToken` of an earlier session (or, with tokens on, a valid token for the same
 /// user), a new connection takes that session over (see [`Core::join`](crate::core::Core::join)):
 /// the old connection, if still open, is closed.
-pub fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(crate) fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let p: AuthenticateIn = parse(raw, false)?;
     p.validate()?;
     let profile = p.user_info.map(|info| info.into_profile()).transpose()?;

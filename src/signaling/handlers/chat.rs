@@ -12,7 +12,7 @@ use crate::signaling::Ctx;
 /// sender knows it was delivered. Both happen under one hold of the core lock: otherwise the
 /// partner could read the line, answer, and end the call before the receipt was queued, and the
 /// sender would see `partner-left` before its own receipt (seen here in a soak run).
-pub fn message(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn message(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let chat: ChatIn = parse(raw, true)?;
     chat.validate()?;
     let id = uuid::Uuid::new_v4().simple().to_string();

@@ -4,7 +4,7 @@
 //! A refusal is returned as a [`Reject`]; the dispatcher turns it into an `error` event naming
 //! the event, so no handler can forget to answer.
 
-pub mod authenticate;
+pub(crate) mod authenticate;
 mod chat;
 mod moderation;
 mod partner;
@@ -18,11 +18,11 @@ use crate::limits::EventClass;
 use crate::model::Reject;
 
 /// A handler: the context and the event's raw first argument.
-pub type Handler = fn(&Ctx<'_>, Option<&RawValue>) -> Result<(), Reject>;
+pub(crate) type Handler = fn(&Ctx<'_>, Option<&RawValue>) -> Result<(), Reject>;
 
 /// How an event is handled.
 #[derive(Clone, Copy)]
-pub struct Route {
+pub(crate) struct Route {
     /// The function.
     pub handler: Handler,
     /// False only for `authenticate`: every other event needs an authenticated socket.
@@ -40,7 +40,7 @@ const fn user(handler: Handler, class: EventClass) -> Option<Route> {
 }
 
 /// The route of a client→server event, or `None` for an event not in the protocol.
-pub fn route(event: &str) -> Option<Route> {
+pub(crate) fn route(event: &str) -> Option<Route> {
     use EventClass::*;
     match event {
         "authenticate" => Some(Route {

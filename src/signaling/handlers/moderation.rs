@@ -15,7 +15,7 @@ fn parse_target(raw: Option<&RawValue>) -> Result<ModerationIn, Reject> {
 }
 
 /// The sender and `userId` are never paired again (for `BLOCK_TTL_MS`).
-pub fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let m = parse_target(raw)?;
     ctx.core()?.block(ctx.user(), &m.user_id, Instant::now())?;
     tracing::info!(user = %ctx.user(), blocked = %m.user_id, "block");
@@ -23,7 +23,7 @@ pub fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
 }
 
 /// Blocks like `block-user`, and logs and counts the report for moderators.
-pub fn report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let m = parse_target(raw)?;
     ctx.core()?.report(ctx.user(), &m.user_id, Instant::now())?;
     tracing::warn!(

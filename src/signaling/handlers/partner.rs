@@ -11,7 +11,7 @@ use crate::protocol::outgoing::{PartnerQualityOut, PartnerStatusOut, PartnerTypi
 use crate::signaling::Ctx;
 
 /// `typing {roomId, isTyping}` → `partner-typing {fromUserId, roomId, isTyping, timestamp}`.
-pub fn typing(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn typing(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let t: TypingIn = parse(raw, true)?;
     super::to_partner(
         ctx,
@@ -28,7 +28,7 @@ pub fn typing(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
 
 /// `quality-report {roomId, quality, stats}` → `partner-quality-report`, with the server's own
 /// `grade` of the numbers; the grade is counted for `/stats`.
-pub fn quality_report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn quality_report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let q: QualityReportIn = parse(raw, true)?;
     q.validate()?;
     super::to_partner_and(ctx, &q.to, "partner-quality-report", |core| {
@@ -45,7 +45,7 @@ pub fn quality_report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Rejec
 
 /// `connection-status {roomId, status, quality?}` → `partner-connection-status`; the state feeds
 /// the connection success figures.
-pub fn connection_status(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn connection_status(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let c: ConnectionStatusIn = parse(raw, true)?;
     super::to_partner_and(ctx, &c.to, "partner-connection-status", |core| {
         core.call_status(&c.to.room_id, c.status, Instant::now());

@@ -16,7 +16,7 @@ fn refuse_when_shutting_down(ctx: &Ctx<'_>) -> Result<(), Reject> {
 }
 
 /// `find-random-partner {preferences?}`: `searching` and `queue-status`, or `matched` for both.
-pub fn find(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn find(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let p: FindIn = parse(raw, false)?;
     let prefs = p.preferences.map(|p| p.into_preferences()).transpose()?;
     refuse_when_shutting_down(ctx)?;
@@ -27,7 +27,7 @@ pub fn find(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
 }
 
 /// `next-partner`: the partner gets `partner-left`, the sender searches again.
-pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
     refuse_when_shutting_down(ctx)?;
     let mut core = ctx.core()?;
     let effects = core.next(ctx.user(), Instant::now())?;
@@ -36,7 +36,7 @@ pub fn next(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
 }
 
 /// `end-chat`: the partner gets `partner-left`, the sender `chat-ended`.
-pub fn end(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn end(ctx: &Ctx<'_>, _raw: Option<&RawValue>) -> Result<(), Reject> {
     let mut core = ctx.core()?;
     let effects = core.end(ctx.user(), Instant::now())?;
     ctx.hub.deliver(&mut core, effects);

@@ -28,17 +28,17 @@ fn relay(
 }
 
 /// `webrtc-offer {roomId, offer, targetUserId?}` → partner: `{offer, fromUserId, roomId}`.
-pub fn offer(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn offer(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     relay(ctx, raw, "webrtc-offer", "offer")
 }
 
 /// `webrtc-answer {roomId, answer, targetUserId?}` → partner: `{answer, fromUserId, roomId}`.
-pub fn answer(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn answer(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     relay(ctx, raw, "webrtc-answer", "answer")
 }
 
 /// `webrtc-ice-candidate {roomId, candidate, targetUserId?}` → partner:
 /// `{candidate, fromUserId, roomId}`.
-pub fn ice_candidate(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
+pub(super) fn ice_candidate(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     relay(ctx, raw, "webrtc-ice-candidate", "candidate")
 }
