@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every check and every test: formatting, lints, the Rust unit, property and integration tests
+# Every check and every test: the module layering (scripts/layers.py), formatting, lints, the Rust
+# unit, property and integration tests
 # (the cluster tests start their own redis-server),
 # then the official-client interoperability suite and the browser end-to-end test (Node), whole
 # sessions with python-socketio (installed from PyPI if missing), a few seconds of every
@@ -38,6 +39,13 @@ fi
   echo "note: no Chromium at ${CHROMIUM_PATH:-/usr/bin/chromium}: the browser tests will be skipped (apt-get install chromium)"
 command -v turnserver >/dev/null 2>&1 ||
   echo "note: no turnserver: the call forced through TURN will be skipped (apt-get install coturn)"
+
+echo "== dependencies point one way (scripts/layers.py over cargo-modules' graph; files <= 500 lines)"
+if ! cargo modules --version 2>/dev/null | grep -q "0\.27"; then
+  echo "installing cargo-modules 0.27 (the last release that builds with this toolchain)"
+  cargo install cargo-modules --version 0.27.0 --locked --quiet
+fi
+python3 scripts/layers.py
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

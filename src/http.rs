@@ -74,7 +74,7 @@ pub(crate) struct Health {
     /// Server time, ms since the epoch.
     pub timestamp: u64,
     /// Live counts.
-    pub stats: crate::protocol::outgoing::ServerStats,
+    pub stats: crate::model::ServerStats,
 }
 
 async fn health(State(hub): State<Arc<Hub>>) -> impl IntoResponse {

@@ -9,6 +9,7 @@
 //! a room the [`Rooms`]' business. Counts are read from those structures, never kept by hand.
 
 pub(crate) mod blocks;
+pub(crate) mod event;
 pub(crate) mod history;
 pub(crate) mod matchmaker;
 pub(crate) mod quality;
@@ -23,8 +24,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::model::ServerStats;
 use crate::model::profile::{Preferences, Profile};
-use crate::protocol::outgoing::{RoomEnded, ServerEvent, ServerStats};
+use event::{Event, RoomEnded};
 use history::{MatchHistory, WaitSummary};
 use matchmaker::{Matchmaker, PreferenceMatchmaker};
 use quality::{CallQuality, QualitySummary};
@@ -70,11 +72,11 @@ pub(crate) struct Effect {
     /// The recipient.
     pub to: UserId,
     /// What to send.
-    pub event: ServerEvent,
+    pub event: Event,
 }
 
 impl Effect {
-    fn new(to: &UserId, event: ServerEvent) -> Self {
+    fn new(to: &UserId, event: Event) -> Self {
         Effect {
             to: to.clone(),
             event,

@@ -9,12 +9,12 @@
 
 use std::time::Instant;
 
+use super::event::{Event, PartnerReconnected, Rejoined};
 use super::matchmaker::{Matchmaker, Pairing, Seeker};
 use super::rooms::Room;
 use super::{Core, Effect, Joined, RoomId, User, UserId, new_token};
 use crate::model::profile::Profile;
 use crate::model::reason::Reason;
-use crate::protocol::outgoing::{PartnerReconnected, Rejoined, ServerEvent};
 use std::sync::Arc;
 
 /// A ghost room found by [`Core::ghosts_where`]: the local member, the room, the ghost.
@@ -293,7 +293,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 let partner = room.partner_of(&id).expect("a member").clone();
                 effects.push(Effect::new(
                     &id,
-                    ServerEvent::Rejoined(Rejoined {
+                    Event::Rejoined(Rejoined {
                         room_id: room.id.clone(),
                         partner_id: partner.clone(),
                         is_initiator: room.initiator == id,
@@ -322,7 +322,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         if self.link(partner).is_some() {
             out.push(Effect::new(
                 partner,
-                ServerEvent::PartnerReconnected(PartnerReconnected {
+                Event::PartnerReconnected(PartnerReconnected {
                     room_id: room.clone(),
                     partner_id: back,
                 }),
@@ -363,7 +363,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         });
         Some(vec![Effect::new(
             &id,
-            ServerEvent::Rejoined(Rejoined {
+            Event::Rejoined(Rejoined {
                 room_id: room,
                 partner_id: partner,
                 is_initiator: initiator,
@@ -428,10 +428,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use super::super::event::Event;
     use super::*;
     use crate::core::{Claim, CoreConfig};
     use crate::model::ErrorCode;
-    use crate::protocol::outgoing::ServerEvent;
 
     /// Links: a positive number is a local socket, a negative one the node of a ghost.
     type TestCore = Core<i32>;
@@ -488,7 +488,7 @@ mod tests {
             .expect("local waits");
         // Only the local member is told here; the ghost's node tells its own user.
         assert_eq!(names(&out), [("local", "matched")]);
-        let ServerEvent::Matched(m) = &out[0].event else {
+        let Event::Matched(m) = &out[0].event else {
             unreachable!()
         };
         assert!(!m.is_initiator, "the partner waited longer");

@@ -2,13 +2,13 @@
 
 use std::time::Instant;
 
+use super::event::{ChatEnded, Event, PartnerLeft, RoomEnded};
 use super::matchmaker::Matchmaker;
 use super::rooms::Room;
 use super::{Core, Effect};
 use crate::model::call::{ConnectionState, Quality, QualityStats};
 use crate::model::reason::Reason;
 use crate::model::{ErrorCode, UserId};
-use crate::protocol::outgoing::{ChatEnded, PartnerLeft, RoomEnded, ServerEvent};
 
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Closes `user`'s room and tells the partner why (a partner who is away learns it as
@@ -34,7 +34,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             }
             _ => out.push(Effect::new(
                 &partner,
-                ServerEvent::PartnerLeft(PartnerLeft {
+                Event::PartnerLeft(PartnerLeft {
                     reason,
                     room_id: room.id.clone(),
                     can_reconnect: false,
@@ -86,7 +86,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         if let Some(room) = self.close_room_of(user, Reason::UserEnded, now, &mut out) {
             out.push(Effect::new(
                 &id,
-                ServerEvent::ChatEnded(ChatEnded {
+                Event::ChatEnded(ChatEnded {
                     room_id: Some(room.id),
                     reason: Reason::Ended,
                 }),
@@ -94,7 +94,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         } else if self.queue.remove(user).is_some() {
             out.push(Effect::new(
                 &id,
-                ServerEvent::ChatEnded(ChatEnded {
+                Event::ChatEnded(ChatEnded {
                     room_id: None,
                     reason: Reason::SearchCancelled,
                 }),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::event::{Event, Matched, QueueStatus, RoomEnded, SearchTimeout, Searching};
 use super::history;
 use super::matchmaker::{Matchmaker, Pairing, Seeker};
 use super::rooms::Room;
@@ -11,9 +12,6 @@ use super::{Core, Effect, new_room_id};
 use crate::model::profile::Preferences;
 use crate::model::reason::Reason;
 use crate::model::{ErrorCode, RoomId, UserId};
-use crate::protocol::outgoing::{
-    Matched, QueueStatus, RoomEnded, SearchTimeout, Searching, ServerEvent, now_ms,
-};
 
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Starts a search. `prefs` replaces the stored preferences when given. Pairs at once when a
@@ -77,10 +75,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     ) {
         out.push(Effect::new(
             user,
-            ServerEvent::Searching(Searching {
-                message: "Looking for a partner...",
-                status: "searching",
-                timestamp: now_ms(),
+            Event::Searching(Searching {
                 relaxed: self.queue.is_relaxed(user),
             }),
         ));
@@ -94,7 +89,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         });
         Effect::new(
             user,
-            ServerEvent::QueueStatus(QueueStatus::new(
+            Event::QueueStatus(QueueStatus::new(
                 position,
                 self.queue.total_waiting(),
                 self.history.estimate_wait_ms(position, segment),
@@ -151,14 +146,13 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             }
             out.push(Effect::new(
                 &me.user,
-                ServerEvent::Matched(Matched {
+                Event::Matched(Matched {
                     room_id: id.clone(),
                     partner_id: other.user.clone(),
                     is_initiator: initiator,
                     wait_time: wait.as_millis() as u64,
                     common_interests: common_interests.clone(),
                     relaxed: !me.prefs.interests.is_empty() && common_interests.is_empty(),
-                    ice_servers: Vec::new(),
                 }),
             ));
         }
@@ -216,7 +210,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                     };
                     match self.users.get_mut(member) {
                         Some(u) if u.away_until.is_some() => u.missed = Some(ended),
-                        _ => out.push(Effect::new(member, ServerEvent::RoomEnded(ended))),
+                        _ => out.push(Effect::new(member, Event::RoomEnded(ended))),
                     }
                 }
             }
@@ -231,8 +225,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             if let Some(s) = self.queue.remove(&user) {
                 out.push(Effect::new(
                     &user,
-                    ServerEvent::SearchTimeout(SearchTimeout {
-                        message: "No partner was found in time; search again to keep looking",
+                    Event::SearchTimeout(SearchTimeout {
                         wait_time: now.saturating_duration_since(s.since).as_millis() as u64,
                     }),
                 ));
@@ -267,7 +260,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 let segment = Some(history::segment_of(&u.prefs));
                 out.push(Effect::new(
                     &s.user,
-                    ServerEvent::QueueStatus(QueueStatus::new(
+                    Event::QueueStatus(QueueStatus::new(
                         position,
                         total_waiting,
                         self.history.estimate_wait_ms(position, segment),

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::event::{Event, PartnerLeft, PartnerReconnected, Rejoined};
 use super::matchmaker::Matchmaker;
 use super::{Claim, Core, Effect, Joined, User, new_token, same_secret};
 use crate::model::profile::{Preferences, Profile};
 use crate::model::reason::Reason;
 use crate::model::{ErrorCode, UserId};
-use crate::protocol::outgoing::{PartnerLeft, PartnerReconnected, Rejoined, ServerEvent};
 
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Registers an authenticated user reachable through `link`.
@@ -94,7 +94,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             let partner = room.partner_of(&user).expect("a member").clone();
             effects.push(Effect::new(
                 &user,
-                ServerEvent::Rejoined(Rejoined {
+                Event::Rejoined(Rejoined {
                     room_id: room.id.clone(),
                     partner_id: partner.clone(),
                     is_initiator: room.initiator == user,
@@ -107,7 +107,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             {
                 effects.push(Effect::new(
                     &partner,
-                    ServerEvent::PartnerReconnected(PartnerReconnected {
+                    Event::PartnerReconnected(PartnerReconnected {
                         room_id: room.id.clone(),
                         partner_id: user.clone(),
                     }),
@@ -116,7 +116,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 // The partner dropped too: this new connection has not heard of it yet.
                 effects.push(Effect::new(
                     &user,
-                    ServerEvent::PartnerLeft(PartnerLeft {
+                    Event::PartnerLeft(PartnerLeft {
                         reason: Reason::ConnectionLost,
                         room_id: room.id.clone(),
                         can_reconnect: true,
@@ -124,7 +124,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 ));
             }
         } else if let Some(ended) = missed {
-            effects.push(Effect::new(&user, ServerEvent::RoomEnded(ended)));
+            effects.push(Effect::new(&user, Event::RoomEnded(ended)));
         }
         Ok(Joined {
             resume_token: token,
@@ -172,7 +172,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             self.away.insert((until, id));
             out.push(Effect::new(
                 &partner,
-                ServerEvent::PartnerLeft(PartnerLeft {
+                Event::PartnerLeft(PartnerLeft {
                     reason: Reason::ConnectionLost,
                     room_id,
                     can_reconnect: true,

@@ -1,12 +1,11 @@
 //! Rules of the core, checked without sockets.
 
+use super::event::{ChatEnded, Matched, PartnerLeft, PartnerReconnected, Rejoined, SearchTimeout};
 use super::*;
 use crate::model::ErrorCode;
+use crate::model::ServerStats;
 use crate::model::profile::{Gender, GenderWish};
 use crate::model::reason::Reason;
-use crate::protocol::outgoing::{
-    ChatEnded, Matched, PartnerLeft, PartnerReconnected, Rejoined, SearchTimeout,
-};
 use proptest::prelude::*;
 
 type TestCore = Core<u32>;
@@ -26,7 +25,7 @@ fn join(c: &mut TestCore, id: &str, link: u32) {
         .unwrap();
 }
 
-fn events_for<'a>(out: &'a [Effect], user: &str) -> Vec<&'a ServerEvent> {
+fn events_for<'a>(out: &'a [Effect], user: &str) -> Vec<&'a Event> {
     out.iter()
         .filter(|e| &*e.to == user)
         .map(|e| &e.event)
@@ -37,7 +36,7 @@ fn matched(out: &[Effect], user: &str) -> Matched {
     events_for(out, user)
         .into_iter()
         .find_map(|e| match e {
-            ServerEvent::Matched(m) => Some(m.clone()),
+            Event::Matched(m) => Some(m.clone()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("{user} was not matched: {out:?}"))
@@ -100,7 +99,7 @@ fn next_tells_the_partner_and_requeues_the_skipper() {
     let out = c.next("a", t).unwrap();
     assert_eq!(
         events_for(&out, "b"),
-        [&ServerEvent::PartnerLeft(PartnerLeft {
+        [&Event::PartnerLeft(PartnerLeft {
             reason: Reason::NextPartner,
             room_id: room.clone(),
             can_reconnect: false
@@ -128,14 +127,14 @@ fn end_chat_closes_the_room_for_both() {
     let out = c.end("b", t).unwrap();
     assert_eq!(events_for(&out, "a")[0].name(), "partner-left");
     match events_for(&out, "a")[0] {
-        ServerEvent::PartnerLeft(l) => {
+        Event::PartnerLeft(l) => {
             assert_eq!(l.reason, Reason::UserEnded, "the Node server's word")
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
         events_for(&out, "b"),
-        [&ServerEvent::ChatEnded(ChatEnded {
+        [&Event::ChatEnded(ChatEnded {
             room_id: Some(room),
             reason: Reason::Ended
         })]
@@ -147,7 +146,7 @@ fn end_chat_closes_the_room_for_both() {
     let out = c.end("a", t).unwrap();
     assert!(matches!(
         out[0].event,
-        ServerEvent::ChatEnded(ChatEnded { room_id: None, .. })
+        Event::ChatEnded(ChatEnded { room_id: None, .. })
     ));
     assert_eq!(c.live().waiting_users, 0);
 }
@@ -261,7 +260,7 @@ fn rooms_end_at_their_maximum_duration() {
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|e| matches!(
         &e.event,
-        ServerEvent::RoomEnded(RoomEnded {
+        Event::RoomEnded(RoomEnded {
             reason: Reason::MaxDuration,
             duration: 60_000,
             ..
@@ -280,7 +279,7 @@ fn searches_time_out() {
     let out = c.tick(t + Duration::from_secs(30));
     assert!(matches!(
         &out[0].event,
-        ServerEvent::SearchTimeout(SearchTimeout {
+        Event::SearchTimeout(SearchTimeout {
             wait_time: 30_000,
             ..
         })
@@ -308,7 +307,7 @@ fn queue_status_follows_position_changes_throttled() {
     let positions: Vec<(String, usize, usize)> = out
         .iter()
         .map(|e| match &e.event {
-            ServerEvent::QueueStatus(q) => (e.to.to_string(), q.position, q.total_waiting),
+            Event::QueueStatus(q) => (e.to.to_string(), q.position, q.total_waiting),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -458,7 +457,7 @@ proptest! {
             };
             for e in &out {
                 prop_assert!(c.link(&e.to).is_some(), "event for a user who is not connected: {e:?}");
-                if let ServerEvent::Matched(m) = &e.event {
+                if let Event::Matched(m) = &e.event {
                     prop_assert_ne!(&m.partner_id, &e.to);
                     let me = &c.users[&e.to];
                     let other = &c.users[&m.partner_id];
@@ -498,7 +497,7 @@ fn left(out: &[Effect], user: &str) -> PartnerLeft {
     events_for(out, user)
         .into_iter()
         .find_map(|e| match e {
-            ServerEvent::PartnerLeft(p) => Some(p.clone()),
+            Event::PartnerLeft(p) => Some(p.clone()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("{user} got no partner-left: {out:?}"))
@@ -540,7 +539,7 @@ fn a_dropped_user_is_held_and_rejoins_within_the_grace() {
         vec![
             Effect::new(
                 &"a".into(),
-                ServerEvent::Rejoined(Rejoined {
+                Event::Rejoined(Rejoined {
                     room_id: room.clone(),
                     partner_id: "b".into(),
                     is_initiator: true
@@ -548,7 +547,7 @@ fn a_dropped_user_is_held_and_rejoins_within_the_grace() {
             ),
             Effect::new(
                 &"b".into(),
-                ServerEvent::PartnerReconnected(PartnerReconnected {
+                Event::PartnerReconnected(PartnerReconnected {
                     room_id: room.clone(),
                     partner_id: "a".into()
                 })
@@ -608,7 +607,7 @@ fn a_partner_who_skips_during_the_grace_ends_the_room() {
         j.effects,
         vec![Effect::new(
             &"a".into(),
-            ServerEvent::RoomEnded(RoomEnded {
+            Event::RoomEnded(RoomEnded {
                 reason: Reason::PartnerLeft,
                 room_id: room,
                 duration: 2000

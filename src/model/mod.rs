@@ -9,9 +9,23 @@ pub(crate) mod reason;
 
 use std::sync::Arc;
 
+use serde::Serialize;
+
 pub(crate) use errors::{ErrorCode, Reject};
 
 /// A user id: cheap to clone, shared by every index that names the user.
 pub(crate) type UserId = Arc<str>;
 /// A room id.
 pub(crate) type RoomId = Arc<str>;
+
+/// The live counts sent inside `authenticated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServerStats {
+    /// Authenticated users connected now.
+    pub connected_users: usize,
+    /// Users waiting for a partner now.
+    pub waiting_users: usize,
+    /// Rooms (pairs) open now.
+    pub active_rooms: usize,
+}

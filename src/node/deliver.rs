@@ -6,9 +6,10 @@ use serde::Serialize;
 use super::{Hub, Link, NodeCore, send};
 use crate::bus::Msg;
 use crate::core::Effect;
-use crate::ice::unix_now;
+use crate::core::event::Event;
+use crate::ice::{Ice, unix_now};
 use crate::model::{ErrorCode, Reject};
-use crate::protocol::outgoing::ServerEvent;
+use crate::protocol::outgoing::{self as wire, ServerEvent, now_ms};
 
 impl Hub {
     /// Sends each effect to its recipient's socket. `matched` gets the ICE servers the new call
@@ -19,18 +20,18 @@ impl Hub {
     /// rest (`room-ended`) that node decides on its own. Ghosts whose room closed are forgotten
     /// afterwards.
     pub(crate) fn deliver(&self, core: &mut NodeCore, effects: Vec<Effect>) {
-        for mut e in effects {
+        for e in effects {
             match core.link(&e.to) {
                 Some(Link::Local(socket)) => {
-                    if let ServerEvent::Matched(m) = &mut e.event {
-                        m.ice_servers = self.ice.servers(&e.to, unix_now());
+                    if let Event::Matched(m) = &e.event {
                         crate::metrics::waited(m.wait_time);
                     }
-                    send(socket, e.event.name(), &e.event);
+                    let event = to_wire(&self.ice, &e.to, e.event);
+                    send(socket, event.name(), &event);
                 }
                 Some(Link::Remote(node)) => {
                     if let Some(c) = self.cluster.get()
-                        && let Some(msg) = forward(&e)
+                        && let Some(msg) = forward(&self.ice, e)
                     {
                         c.send(node, &msg);
                     }
@@ -78,28 +79,192 @@ impl Hub {
     }
 }
 
+/// The wire event for what the core decided for `to`: the one place that adds the server's
+/// time, the call's ICE servers (fresh TURN credentials for each `matched`) and the wording.
+fn to_wire(ice: &Ice, to: &str, event: Event) -> ServerEvent {
+    match event {
+        Event::Matched(m) => ServerEvent::Matched(wire::Matched {
+            room_id: m.room_id,
+            partner_id: m.partner_id,
+            is_initiator: m.is_initiator,
+            wait_time: m.wait_time,
+            common_interests: m.common_interests,
+            relaxed: m.relaxed,
+            ice_servers: ice.servers(to, unix_now()),
+        }),
+        Event::QueueStatus(q) => ServerEvent::QueueStatus(wire::QueueStatus::new(
+            q.position,
+            q.total_waiting,
+            q.estimated_wait_ms,
+            q.relaxed,
+        )),
+        Event::Searching(x) => ServerEvent::Searching(wire::Searching {
+            message: "Looking for a partner...",
+            status: "searching",
+            timestamp: now_ms(),
+            relaxed: x.relaxed,
+        }),
+        Event::PartnerLeft(p) => ServerEvent::PartnerLeft(wire::PartnerLeft {
+            reason: p.reason,
+            room_id: p.room_id,
+            can_reconnect: p.can_reconnect,
+        }),
+        Event::ChatEnded(c) => ServerEvent::ChatEnded(wire::ChatEnded {
+            room_id: c.room_id,
+            reason: c.reason,
+        }),
+        Event::RoomEnded(r) => ServerEvent::RoomEnded(wire::RoomEnded {
+            reason: r.reason,
+            room_id: r.room_id,
+            duration: r.duration,
+        }),
+        Event::Rejoined(r) => ServerEvent::Rejoined(wire::Rejoined {
+            room_id: r.room_id,
+            partner_id: r.partner_id,
+            is_initiator: r.is_initiator,
+        }),
+        Event::PartnerReconnected(p) => ServerEvent::PartnerReconnected(wire::PartnerReconnected {
+            room_id: p.room_id,
+            partner_id: p.partner_id,
+        }),
+        Event::SearchTimeout(t) => ServerEvent::SearchTimeout(wire::SearchTimeout {
+            message: "No partner was found in time; search again to keep looking",
+            wait_time: t.wait_time,
+        }),
+    }
+}
+
 /// The message that tells a partner's node about `e`, or `None` when that node decides it on its
 /// own (a room's time limit) or it cannot concern a remote partner.
-fn forward(e: &Effect) -> Option<Msg> {
+fn forward(ice: &Ice, e: Effect) -> Option<Msg> {
     let to = e.to.to_string();
-    let deliver = |room: &str| {
-        serde_json::value::to_raw_value(&e.event)
-            .ok()
-            .map(|payload| Msg::Deliver {
-                room: room.to_string(),
-                to: to.clone(),
-                event: e.event.name().to_string(),
-                payload,
-            })
+    let room = match &e.event {
+        Event::PartnerLeft(p) if !p.can_reconnect => {
+            return Some(Msg::Left {
+                room: p.room_id.to_string(),
+                to,
+                reason: p.reason.to_string(),
+            });
+        }
+        Event::PartnerLeft(p) => p.room_id.to_string(),
+        Event::PartnerReconnected(p) => p.room_id.to_string(),
+        _ => return None,
     };
-    match &e.event {
-        ServerEvent::PartnerLeft(p) if !p.can_reconnect => Some(Msg::Left {
-            room: p.room_id.to_string(),
-            to: to.clone(),
-            reason: p.reason.to_string(),
-        }),
-        ServerEvent::PartnerLeft(p) => deliver(&p.room_id),
-        ServerEvent::PartnerReconnected(p) => deliver(&p.room_id),
-        _ => None,
+    let event = to_wire(ice, &to, e.event);
+    serde_json::value::to_raw_value(&event)
+        .ok()
+        .map(|payload| Msg::Deliver {
+            room,
+            to,
+            event: event.name().to_string(),
+            payload,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::{
+        ChatEnded, Matched, PartnerLeft, PartnerReconnected, QueueStatus, Rejoined, RoomEnded,
+        SearchTimeout, Searching,
+    };
+    use crate::model::reason::Reason;
+
+    fn every_event() -> Vec<Event> {
+        let (room, user): (crate::model::RoomId, crate::model::UserId) = ("r".into(), "u".into());
+        vec![
+            Event::Matched(Matched {
+                room_id: room.clone(),
+                partner_id: user.clone(),
+                is_initiator: true,
+                wait_time: 5,
+                common_interests: vec!["chess".into()],
+                relaxed: false,
+            }),
+            Event::QueueStatus(QueueStatus::new(2, 3, 15_000, false)),
+            Event::Searching(Searching { relaxed: true }),
+            Event::PartnerLeft(PartnerLeft {
+                reason: Reason::NextPartner,
+                room_id: room.clone(),
+                can_reconnect: false,
+            }),
+            Event::ChatEnded(ChatEnded {
+                room_id: None,
+                reason: Reason::SearchCancelled,
+            }),
+            Event::RoomEnded(RoomEnded {
+                reason: Reason::MaxDuration,
+                room_id: room.clone(),
+                duration: 9,
+            }),
+            Event::Rejoined(Rejoined {
+                room_id: room.clone(),
+                partner_id: user.clone(),
+                is_initiator: false,
+            }),
+            Event::PartnerReconnected(PartnerReconnected {
+                room_id: room,
+                partner_id: user,
+            }),
+            Event::SearchTimeout(SearchTimeout { wait_time: 300_000 }),
+        ]
+    }
+
+    #[test]
+    fn every_domain_event_becomes_the_wire_event_of_its_name() {
+        let ice = Ice::new(&crate::ice::Settings {
+            stun_urls: "stun:stun.example.com:3478".into(),
+            ..Default::default()
+        });
+        for event in every_event() {
+            let name = event.name();
+            let wire = to_wire(&ice, "alice", event);
+            assert_eq!(wire.name(), name);
+            let json = serde_json::to_value(&wire).unwrap();
+            match name {
+                // The node adds what the core does not know: the call's ICE servers, the time,
+                // the wording.
+                "matched" => assert_eq!(
+                    json["iceServers"][0]["urls"][0], "stun:stun.example.com:3478",
+                    "{json}"
+                ),
+                "searching" => assert!(json["timestamp"].as_u64().unwrap() > 0, "{json}"),
+                "queue-status" => {
+                    assert_eq!(json["estimatedWaitTime"], 15, "{json}");
+                    assert_eq!(json["message"], "Position 2 of 3, about 15 s", "{json}");
+                }
+                "search-timeout" => assert!(json["message"].is_string(), "{json}"),
+                "partner-left" => assert_eq!(json["reason"], "next-partner", "{json}"),
+                "chat-ended" => assert_eq!(json["roomId"], serde_json::Value::Null, "{json}"),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_remote_partner_learns_only_what_its_node_cannot_decide() {
+        let ice = Ice::new(&crate::ice::Settings::default());
+        let msgs: Vec<_> = every_event()
+            .into_iter()
+            .map(|event| {
+                let name = event.name();
+                let e = Effect {
+                    to: "bob".into(),
+                    event,
+                };
+                (name, forward(&ice, e))
+            })
+            .collect();
+        for (name, msg) in msgs {
+            match (name, msg) {
+                ("partner-left", Some(Msg::Left { reason, to, .. })) => {
+                    assert_eq!((reason.as_str(), to.as_str()), ("next-partner", "bob"))
+                }
+                ("partner-reconnected", Some(Msg::Deliver { event, .. })) => {
+                    assert_eq!(event, "partner-reconnected")
+                }
+                (other, msg) => assert!(msg.is_none(), "{other} is not forwarded"),
+            }
+        }
     }
 }

@@ -5,9 +5,9 @@ use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
-use crate::model::ErrorCode;
 use crate::model::call::{ConnectionState, Quality, QualityStats};
 use crate::model::reason::Reason;
+use crate::model::{ErrorCode, ServerStats};
 
 /// Milliseconds since the Unix epoch, as JavaScript's `Date.now()`.
 pub(crate) fn now_ms() -> u64 {
@@ -15,18 +15,6 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// The live counts sent inside `authenticated`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ServerStats {
-    /// Authenticated users connected now.
-    pub connected_users: usize,
-    /// Users waiting for a partner now.
-    pub waiting_users: usize,
-    /// Rooms (pairs) open now.
-    pub active_rooms: usize,
 }
 
 /// `authenticated`.

@@ -1,0 +1,154 @@
+//! What the core decides to tell a user, in the domain's terms: no wall clock, no ICE servers,
+//! no wording. The node turns each into its wire event (`node::deliver`), adding the time, the
+//! call's ICE servers and the human-readable messages.
+
+use crate::model::reason::Reason;
+use crate::model::{RoomId, UserId};
+
+/// Paired with `partner_id` in `room_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Matched {
+    /// The new room.
+    pub room_id: RoomId,
+    /// The other member.
+    pub partner_id: UserId,
+    /// True for exactly one of the two: that one creates the WebRTC offer.
+    pub is_initiator: bool,
+    /// How long this user searched, in ms.
+    pub wait_time: u64,
+    /// Interests both users listed.
+    pub common_interests: Vec<String>,
+    /// True when this user listed interests and was matched without a shared one.
+    pub relaxed: bool,
+}
+
+/// Where a waiting user stands.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QueueStatus {
+    /// 1 for the longest-waiting user.
+    pub position: usize,
+    /// Users waiting now (in the whole cluster, for a shared queue).
+    pub total_waiting: usize,
+    /// Expected remaining wait, in ms.
+    pub estimated_wait_ms: u64,
+    /// True once the user's interests no longer restrict its partners.
+    pub relaxed: bool,
+}
+
+impl QueueStatus {
+    /// The status of the user at `position` of `total_waiting`, expected to wait `wait_ms`.
+    pub(crate) fn new(position: usize, total_waiting: usize, wait_ms: u64, relaxed: bool) -> Self {
+        QueueStatus {
+            position,
+            total_waiting,
+            estimated_wait_ms: wait_ms,
+            relaxed,
+        }
+    }
+}
+
+/// A search started.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Searching {
+    /// True once the user's interests no longer restrict its partners.
+    pub relaxed: bool,
+}
+
+/// The partner left the room (or dropped and is held for the grace).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PartnerLeft {
+    /// Why.
+    pub reason: Reason,
+    /// The room.
+    pub room_id: RoomId,
+    /// Whether the partner may come back into this room.
+    pub can_reconnect: bool,
+}
+
+/// The user's own `end-chat` closed its room or cancelled its search.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChatEnded {
+    /// The room that ended; `None` when a search was cancelled.
+    pub room_id: Option<RoomId>,
+    /// `Ended` or `SearchCancelled`.
+    pub reason: Reason,
+}
+
+/// The server ended a room.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RoomEnded {
+    /// `MaxDuration`, or `PartnerLeft` for a user who comes back after its partner left.
+    pub reason: Reason,
+    /// The room.
+    pub room_id: RoomId,
+    /// How long the room lasted, in ms.
+    pub duration: u64,
+}
+
+/// A resumed session still has its room: renegotiate the call.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Rejoined {
+    /// The room, unchanged.
+    pub room_id: RoomId,
+    /// The partner, unchanged.
+    pub partner_id: UserId,
+    /// Whether this user creates the new offer.
+    pub is_initiator: bool,
+}
+
+/// The partner came back within the grace.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PartnerReconnected {
+    /// The room, unchanged.
+    pub room_id: RoomId,
+    /// The partner who came back.
+    pub partner_id: UserId,
+}
+
+/// A search reached `MAX_WAITING_TIME_MS`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SearchTimeout {
+    /// How long the user waited, in ms.
+    pub wait_time: u64,
+}
+
+/// One thing the core tells one user.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Event {
+    /// `matched`.
+    Matched(Matched),
+    /// `queue-status`.
+    QueueStatus(QueueStatus),
+    /// `searching`.
+    Searching(Searching),
+    /// `partner-left`.
+    PartnerLeft(PartnerLeft),
+    /// `chat-ended`.
+    ChatEnded(ChatEnded),
+    /// `room-ended`.
+    RoomEnded(RoomEnded),
+    /// `rejoined`.
+    Rejoined(Rejoined),
+    /// `partner-reconnected`.
+    PartnerReconnected(PartnerReconnected),
+    /// `search-timeout`.
+    SearchTimeout(SearchTimeout),
+}
+
+#[cfg(test)]
+impl Event {
+    /// The name of the event the user gets for this.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Event::Matched(_) => "matched",
+            Event::QueueStatus(_) => "queue-status",
+            Event::Searching(_) => "searching",
+            Event::PartnerLeft(_) => "partner-left",
+            Event::ChatEnded(_) => "chat-ended",
+            Event::RoomEnded(_) => "room-ended",
+            Event::Rejoined(_) => "rejoined",
+            Event::PartnerReconnected(_) => "partner-reconnected",
+            Event::SearchTimeout(_) => "search-timeout",
+        }
+    }
+}
