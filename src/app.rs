@@ -50,6 +50,10 @@ pub fn build(config: Config) -> Result<App, String> {
         assets: config.assets(),
     };
     let router = crate::http::routes(hub.clone(), web)
+        .merge(crate::admin::routes(
+            hub.clone(),
+            config.admin_token.clone(),
+        ))
         .fallback_service(axum::routing::any(crate::assets::serve).with_state(assets))
         .layer(middleware::from_fn_with_state(
             transport,
@@ -98,6 +102,14 @@ async fn limit_per_address(State(hub): State<Arc<Hub>>, req: Request, next: Next
                 body,
             )
                 .into_response();
+        }
+        if new_session && let Some(ban) = hub.address_ban(ip) {
+            let body = axum::Json(serde_json::json!({
+                "code": "banned",
+                "message": "Connections from your address are banned",
+                "until": ban.until,
+            }));
+            return (StatusCode::FORBIDDEN, body).into_response();
         }
         if new_session {
             hub.limits

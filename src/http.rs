@@ -251,15 +251,18 @@ fn bearer<'a>(headers: &'a HeaderMap, query: &'a TokenQuery) -> Option<&'a str> 
 fn admin_allowed(settings: &Settings, headers: &HeaderMap, query: &TokenQuery) -> bool {
     match &settings.admin_token {
         None => true,
-        Some(want) => bearer(headers, query).is_some_and(|got| {
-            got.len() == want.len()
-                && got
-                    .bytes()
-                    .zip(want.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        }),
+        Some(want) => bearer(headers, query).is_some_and(|got| token_matches(want, got)),
     }
+}
+
+/// Whether `got` is the operator token `want`, compared in constant time.
+pub(crate) fn token_matches(want: &str, got: &str) -> bool {
+    got.len() == want.len()
+        && got
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// An operator request: extracting it refuses the request with 401 unless [`admin_allowed`].
@@ -296,6 +299,7 @@ fn snapshot(hub: &Hub) -> crate::metrics::Snapshot {
         stats: hub.lock().stats(Instant::now()),
         connections: hub.sockets(),
         output: hub.conns.output(),
+        bans: hub.active_bans(),
         cluster: hub.cluster.get().map(|c| (c.redis_up(), c.figures())),
     }
 }

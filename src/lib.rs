@@ -19,6 +19,7 @@
 // Private by default: an item is `pub` only when it is part of the surface re-exported below.
 #![warn(missing_docs, unreachable_pub)]
 
+pub(crate) mod admin;
 pub(crate) mod app;
 pub(crate) mod assets;
 pub(crate) mod auth;
@@ -33,9 +34,11 @@ pub(crate) mod ice;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod model;
+pub(crate) mod moderation;
 pub(crate) mod node;
 pub(crate) mod protocol;
 pub(crate) mod signaling;
+pub(crate) mod store;
 pub(crate) mod ws;
 
 // The library's public surface: what the binary, the integration tests and the benchmarks use.

@@ -41,6 +41,11 @@ pub(crate) fn init() {
     // Exported from the start, at 0: an alert on its rate needs the series before the first
     // close, not after.
     counter!("roulette_connections_closed_backpressure_total").increment(0);
+    counter!("roulette_kicks_total").increment(0);
+    counter!("roulette_moderation_records_dropped_total").increment(0);
+    for source in ["operator", "reports"] {
+        counter!("roulette_bans_total", "source" => source).increment(0);
+    }
 }
 
 /// Folds the histogram samples recorded since the last call into the histogram. The recorder
@@ -94,6 +99,21 @@ pub(crate) fn http_connection_refused() {
     counter!("roulette_rate_limited_total", "kind" => "http-connection").increment(1);
 }
 
+/// A moderation record could not be queued for the store (the disk does not keep up).
+pub(crate) fn moderation_record_dropped() {
+    counter!("roulette_moderation_records_dropped_total").increment(1);
+}
+
+/// A ban was made, by `source` (`operator` or `reports`).
+pub(crate) fn banned(source: &'static str) {
+    counter!("roulette_bans_total", "source" => source).increment(1);
+}
+
+/// An operator kicked a user.
+pub(crate) fn kicked() {
+    counter!("roulette_kicks_total").increment(1);
+}
+
 /// A user was matched after waiting `ms`.
 pub(crate) fn waited(ms: u64) {
     histogram!("roulette_wait_seconds").record(ms as f64 / 1000.0);
@@ -108,6 +128,8 @@ pub(crate) struct Snapshot {
     pub connections: usize,
     /// The transport's output queues.
     pub output: crate::ws::Output,
+    /// Bans in force.
+    pub bans: usize,
     /// In a cluster: whether Redis answers, and the whole cluster's figures.
     pub cluster: Option<(bool, crate::bus::ClusterFigures)>,
 }
@@ -123,6 +145,7 @@ pub(crate) fn render(snap: &Snapshot) -> String {
     gauge!("roulette_users_reconnecting").set(stats.reconnecting_users as f64);
     gauge!("roulette_rooms_active").set(live.active_rooms as f64);
     gauge!("roulette_blocks").set(stats.blocks as f64);
+    gauge!("roulette_bans_active").set(snap.bans as f64);
     let out = &snap.output;
     gauge!("roulette_output_queued_bytes").set(out.queued_bytes as f64);
     gauge!("roulette_connections_paused").set(out.paused as f64);

@@ -36,6 +36,8 @@ impl Node {
             .args(["--log-level", "warn"])
             .args(extra)
             .env_clear()
+            // Bans and reports in memory: no run sees another's.
+            .env("DATA_DIR", "")
             .stdout(out)
             .spawn()
             .expect("the roulette binary");

@@ -26,7 +26,8 @@ export function serverBinary() {
 
 /** The environment for a test server: the caller's, minus anything that would change its settings. */
 function serverEnv() {
-  const env = { ...process.env, LOG_FORMAT: 'text', LOG_LEVEL: 'info', NO_COLOR: '1' };
+  // DATA_DIR empty: bans and reports stay in memory, so no run sees another's.
+  const env = { DATA_DIR: '', ...process.env, LOG_FORMAT: 'text', LOG_LEVEL: 'info', NO_COLOR: '1' };
   delete env.RUST_LOG;
   return env;
 }

@@ -375,9 +375,31 @@ pub struct Config {
     #[arg(long, env = "TURN_PASSWORD", hide_env_values = true)]
     pub turn_password: Option<String>,
 
-    /// When set, `/dashboard` and `/metrics` need it (`Authorization: Bearer …` or `?token=`).
+    /// When set, `/dashboard` and `/metrics` need it (`Authorization: Bearer …` or `?token=`),
+    /// and the admin API (`/admin/…`) is served to requests that present it.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Where bans and recent reports are kept across restarts (`moderation.jsonl`), created on
+    /// demand; empty: kept in memory only.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: String,
+
+    /// A user reported by this many distinct users within `AUTO_BAN_WINDOW_SEC` is banned for
+    /// `AUTO_BAN_DURATION_SEC`. `0` turns the auto-ban off.
+    #[arg(long, env = "AUTO_BAN_REPORTERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub auto_ban_reporters: u32,
+
+    /// The auto-ban's window, in seconds.
+    #[arg(long, env = "AUTO_BAN_WINDOW_SEC", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub auto_ban_window_sec: u64,
+
+    /// How long an auto-ban lasts, in seconds.
+    #[arg(long, env = "AUTO_BAN_DURATION_SEC", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
+    pub auto_ban_duration_sec: u64,
 
     /// Removed: Chart.js is built in (`STATIC_DIR/vendor/chart.js/` overrides it).
     #[arg(long, env = "CHART_BUNDLE_DIR", hide = true)]

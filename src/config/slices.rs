@@ -87,6 +87,14 @@ impl Config {
             limits: self.limits(),
             auth: self.auth(),
             ice: self.ice(),
+            moderation: crate::node::moderator::Settings {
+                auto: crate::moderation::AutoBan {
+                    reporters: self.auto_ban_reporters as usize,
+                    window_secs: self.auto_ban_window_sec,
+                    ban_secs: self.auto_ban_duration_sec,
+                },
+                data_dir: (!self.data_dir.is_empty()).then(|| self.data_dir.clone().into()),
+            },
         }
     }
 

@@ -84,6 +84,17 @@ impl Effect {
     }
 }
 
+/// A user's state as an operator sees it (see [`Core::presence`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Presence {
+    /// Its connection dropped and its room is held for the reconnect grace.
+    pub away: bool,
+    /// How long it has been searching, when it is.
+    pub waiting_for: Option<Duration>,
+    /// Its room, partner, and how long the room has been open.
+    pub room: Option<(RoomId, UserId, Duration)>,
+}
+
 /// What the core keeps about an authenticated user.
 #[derive(Debug)]
 pub(crate) struct User<L> {
@@ -221,6 +232,24 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// The room `user` is in.
     pub(crate) fn room_of(&self, user: &str) -> Option<&Room> {
         self.rooms.of_user(user)
+    }
+
+    /// What the core knows of `user` for an operator, or `None` for a user it does not hold (a
+    /// ghost, the partner of a local user on another node, is not held here).
+    pub(crate) fn presence(&self, user: &str, now: Instant) -> Option<Presence> {
+        let u = self.users.get(user).filter(|u| !u.ghost)?;
+        let room = self.rooms.of_user(user).and_then(|r| {
+            let partner = r.partner_of(user)?.clone();
+            Some((r.id.clone(), partner, r.age(now)))
+        });
+        Some(Presence {
+            away: u.away_until.is_some(),
+            waiting_for: self
+                .queue
+                .get(user)
+                .map(|s| now.saturating_duration_since(s.since)),
+            room,
+        })
     }
 
     /// Whether `user` waits for a partner.

@@ -43,6 +43,8 @@ pub enum ErrorCode {
     TokenInvalid,
     /// The token was issued for another audience or by another issuer.
     TokenWrongAudience,
+    /// The user (or its address) is banned; `until` says until when.
+    Banned,
 }
 
 impl ErrorCode {
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token-expired",
             ErrorCode::TokenInvalid => "token-invalid",
             ErrorCode::TokenWrongAudience => "token-wrong-audience",
+            ErrorCode::Banned => "banned",
         }
     }
 
@@ -81,6 +84,7 @@ impl ErrorCode {
                 | ErrorCode::TokenExpired
                 | ErrorCode::TokenInvalid
                 | ErrorCode::TokenWrongAudience
+                | ErrorCode::Banned
         )
     }
 
@@ -109,6 +113,7 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "the token has expired",
             ErrorCode::TokenInvalid => "the token is not valid",
             ErrorCode::TokenWrongAudience => "the token was issued for another audience",
+            ErrorCode::Banned => "you are banned from this service",
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct Reject {
     pub message: String,
     /// For [`ErrorCode::RateLimited`]: how long until the next attempt can succeed.
     pub retry_after_ms: Option<u64>,
+    /// For [`ErrorCode::Banned`]: until when, ms since the epoch.
+    pub until: Option<u64>,
 }
 
 impl Reject {
@@ -131,6 +138,7 @@ impl Reject {
             code,
             message: message.into(),
             retry_after_ms: None,
+            until: None,
         }
     }
 
@@ -141,6 +149,17 @@ impl Reject {
             code: ErrorCode::RateLimited,
             message: format!("too many {what}; retry in {ms} ms"),
             retry_after_ms: Some(ms),
+            until: None,
+        }
+    }
+
+    /// A [`ErrorCode::Banned`] refusal: the ban's reason, and until when.
+    pub(crate) fn banned(reason: &str, until: u64) -> Self {
+        Reject {
+            code: ErrorCode::Banned,
+            message: format!("you are banned: {}", crate::echo::clip_to(reason, 200)),
+            retry_after_ms: None,
+            until: Some(until),
         }
     }
 

@@ -8,6 +8,7 @@
 //! ([`crate::cluster`]) sit above it; the core, the bus and the transport below.
 
 mod deliver;
+pub(crate) mod moderator;
 pub(crate) mod resume;
 
 use std::net::IpAddr;
@@ -47,6 +48,8 @@ pub(crate) struct Settings {
     pub auth: crate::auth::Settings,
     /// STUN/TURN servers for clients.
     pub ice: crate::ice::Settings,
+    /// Bans, reports and the auto-ban.
+    pub moderation: moderator::Settings,
 }
 
 /// How long an `authenticate` waits for the cluster before it is answered as a fresh session.
@@ -88,6 +91,8 @@ pub struct Hub {
     pub(crate) timings: CoreConfig,
     /// Whether this node belongs to a cluster (`REDIS_URL` set).
     clustered: bool,
+    /// Bans and reports.
+    moderator: moderator::Moderator,
     /// Connection, request and event limits.
     pub(crate) limits: Limits,
     /// The token checker; `None` in anonymous mode.
@@ -134,6 +139,7 @@ impl Hub {
             conns: Arc::new(crate::ws::Conns::new(settings.transport)),
             timings: cfg,
             clustered: settings.clustered,
+            moderator: moderator::Moderator::open(&settings.moderation)?,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
         }))
@@ -290,6 +296,7 @@ pub(crate) fn send_error(socket: &Sock, event: &str, reject: &Reject) {
         // The name is the client's own text: a 60 KB name must not come back 60 KB long.
         event: (!auth).then_some(crate::protocol::clip(event)),
         retry_after_ms: reject.retry_after_ms,
+        until: reject.until,
     };
     crate::metrics::error(reject.code.as_str());
     send(socket, if auth { "auth-error" } else { "error" }, &body);

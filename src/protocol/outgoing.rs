@@ -228,6 +228,23 @@ pub(crate) struct ErrorOut<'a> {
     /// For `rate-limited`: when to try again, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// For `banned`: until when, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+}
+
+/// `kicked` and `banned`: an operator (or the auto-ban) removed this connection, which the
+/// server closes next.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Removed<'a> {
+    /// The operator's reason.
+    pub reason: &'a str,
+    /// For a person.
+    pub message: &'a str,
+    /// For `banned`: until when, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 /// `chat-message`, to both members (the sender's copy is its delivery receipt).

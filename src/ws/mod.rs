@@ -169,6 +169,11 @@ impl ConnRef {
         self.conn.upgrade().ok_or(SendError::Closed)?.ack(id, data)
     }
 
+    /// The client's address (after `TRUST_PROXY`), when known and the connection still exists.
+    pub(crate) fn ip(&self) -> Option<IpAddr> {
+        self.conn.upgrade()?.ip
+    }
+
     /// Whether the connection still exists.
     pub fn is_open(&self) -> bool {
         self.conn.upgrade().is_some_and(|c| c.ended().is_none())

@@ -49,7 +49,12 @@ pub(crate) struct TestServer {
 impl TestServer {
     /// Starts a server with the default settings plus `flags`.
     pub(crate) async fn start(flags: &[&str]) -> TestServer {
-        let config = Config::from_flags(flags.iter().copied()).expect("valid test flags");
+        // Bans and reports in memory unless the test names a directory: no run sees another's.
+        let mut all = flags.to_vec();
+        if !flags.contains(&"--data-dir") {
+            all.extend(["--data-dir", ""]);
+        }
+        let config = Config::from_flags(all).expect("valid test flags");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -462,6 +467,9 @@ impl Listening {
 /// Spawns `cmd` (its stdout piped here) and waits up to 15 s for its "listening on" line.
 pub(crate) fn spawn_listening(mut cmd: Command) -> Listening {
     use std::io::{BufRead, BufReader};
+    if !cmd.get_envs().any(|(k, _)| k == "DATA_DIR") {
+        cmd.env("DATA_DIR", "");
+    }
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()

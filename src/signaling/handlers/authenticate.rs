@@ -31,6 +31,14 @@ pub(crate) fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject
         }
         None => p.user_id.map(Into::into),
     };
+    // A banned user, or a connection from a banned address, gets no session.
+    let ban = claimed
+        .as_deref()
+        .and_then(|u| ctx.hub.user_ban(u))
+        .or_else(|| ctx.session.ip.and_then(|ip| ctx.hub.address_ban(ip)));
+    if let Some(ban) = ban {
+        return Err(Reject::banned(&ban.reason, ban.until));
+    }
     let attempt = Attempt {
         claimed,
         profile,

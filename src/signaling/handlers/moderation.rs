@@ -25,7 +25,20 @@ pub(super) fn block(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject>
 /// Blocks like `block-user`, and logs and counts the report for moderators.
 pub(super) fn report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let m = parse_target(raw)?;
-    ctx.core()?.report(ctx.user(), &m.user_id, Instant::now())?;
+    let room = {
+        let mut core = ctx.core()?;
+        core.report(ctx.user(), &m.user_id, Instant::now())?;
+        // The room they share, when the reported user is the reporter's partner.
+        core.room_of(ctx.user())
+            .filter(|r| r.partner_of(ctx.user()).is_some_and(|p| **p == *m.user_id))
+            .map(|r| r.id.to_string())
+    };
+    ctx.hub.record_report(
+        ctx.user(),
+        &m.user_id,
+        m.reason.as_deref().unwrap_or(""),
+        room.as_deref(),
+    );
     tracing::warn!(
         reporter = %ctx.user(),
         reported = %m.user_id,

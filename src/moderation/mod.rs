@@ -1,0 +1,361 @@
+//! Moderation's rules, pure: bans (a user id, or a client address or prefix, for a time), the
+//! recent reports, and the auto-ban after enough distinct reporters. No I/O and no clock: every
+//! operation takes the wall-clock time in ms since the Unix epoch (bans outlive a restart, so
+//! they are kept in wall-clock time). The node keeps one [`Moderation`] behind its own lock and
+//! persists what changes (`store`, or Redis in a cluster).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Most bans kept at once: an operator (or auto-bans) cannot grow the state without bound. A
+/// ban beyond it is refused.
+pub(crate) const MAX_BANS: usize = 100_000;
+/// Most reports kept for the feed and for the auto-ban's counting; older ones are forgotten.
+pub(crate) const MAX_REPORTS: usize = 10_000;
+/// Longest ban: ten years.
+pub(crate) const MAX_BAN_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// What a ban applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Target {
+    /// A user id.
+    #[serde(rename = "userId")]
+    User(String),
+    /// A client address, or a prefix of addresses (`203.0.113.0/24`, `2001:db8::/32`).
+    Address(IpNet),
+}
+
+/// Who decided a ban.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub(crate) enum Source {
+    /// An operator, through the admin API.
+    Operator,
+    /// The auto-ban: this many distinct users reported the user within the window.
+    Reports {
+        /// Distinct reporters.
+        reporters: usize,
+        /// The window, in seconds.
+        window_secs: u64,
+    },
+}
+
+/// One ban.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Ban {
+    /// Its id, for `DELETE /admin/bans/{id}`.
+    pub id: String,
+    /// What it applies to.
+    #[serde(flatten)]
+    pub target: Target,
+    /// Until when, ms since the epoch.
+    pub until: u64,
+    /// Why, for the operator and the banned client.
+    pub reason: String,
+    /// When it was made, ms since the epoch.
+    pub created: u64,
+    /// Who made it.
+    pub source: Source,
+}
+
+impl Ban {
+    fn live(&self, now: u64) -> bool {
+        now < self.until
+    }
+}
+
+/// One `report-user`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Report {
+    /// Increasing per node: the feed's cursor (`before`).
+    pub id: u64,
+    /// Who reported.
+    pub reporter: String,
+    /// Whom.
+    pub reported: String,
+    /// The reporter's words (at most 500 characters).
+    pub reason: String,
+    /// The room they shared, when they were in one.
+    pub room_id: Option<String>,
+    /// When, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// The auto-ban's settings: a user reported by `reporters` distinct users within `window_secs`
+/// is banned for `ban_secs`. `reporters == 0` turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct AutoBan {
+    /// Distinct reporters needed (0: off).
+    pub reporters: usize,
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// How long the ban lasts, in seconds.
+    pub ban_secs: u64,
+}
+
+/// Why a ban was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// [`MAX_BANS`] bans are live already.
+    Full,
+}
+
+/// Bans and recent reports.
+#[derive(Debug, Default)]
+pub(crate) struct Moderation {
+    bans: HashMap<String, Ban>,
+    /// The live user bans by user (the longest-lasting one wins).
+    by_user: HashMap<String, String>,
+    /// Address bans, checked in turn (operators make few).
+    by_address: Vec<(IpNet, String)>,
+    /// Newest last.
+    reports: VecDeque<Report>,
+    next_report: u64,
+    auto: AutoBan,
+}
+
+impl Moderation {
+    /// Empty, with the auto-ban's settings.
+    pub(crate) fn new(auto: AutoBan) -> Self {
+        Moderation {
+            auto,
+            next_report: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Adds `ban` (an id already present is replaced). When [`MAX_BANS`] are kept, the ended
+    /// ones are dropped first.
+    pub(crate) fn ban(&mut self, ban: Ban, now: u64) -> Result<(), Refused> {
+        if !self.bans.contains_key(&ban.id) && self.bans.len() >= MAX_BANS {
+            self.expire(now);
+            if self.bans.len() >= MAX_BANS {
+                return Err(Refused::Full);
+            }
+        }
+        self.unban(&ban.id);
+        match &ban.target {
+            Target::User(u) => {
+                let longer = self
+                    .by_user
+                    .get(u)
+                    .and_then(|id| self.bans.get(id))
+                    .is_none_or(|old| old.until <= ban.until);
+                if longer {
+                    self.by_user.insert(u.clone(), ban.id.clone());
+                }
+            }
+            Target::Address(net) => self.by_address.push((*net, ban.id.clone())),
+        }
+        self.bans.insert(ban.id.clone(), ban);
+        Ok(())
+    }
+
+    /// Removes a ban; returns it when there was one.
+    pub(crate) fn unban(&mut self, id: &str) -> Option<Ban> {
+        let ban = self.bans.remove(id)?;
+        match &ban.target {
+            Target::User(u) => {
+                if self.by_user.get(u).is_some_and(|b| b == id) {
+                    self.by_user.remove(u);
+                    // Another, shorter ban of the same user still holds.
+                    let next = self
+                        .bans
+                        .values()
+                        .filter(|b| b.target == ban.target)
+                        .max_by_key(|b| b.until)
+                        .map(|b| b.id.clone());
+                    if let Some(next) = next {
+                        self.by_user.insert(u.clone(), next);
+                    }
+                }
+            }
+            Target::Address(_) => self.by_address.retain(|(_, b)| b != id),
+        }
+        Some(ban)
+    }
+
+    /// The live ban of `user`, if any.
+    pub(crate) fn user_ban(&self, user: &str, now: u64) -> Option<&Ban> {
+        let ban = self.bans.get(self.by_user.get(user)?)?;
+        ban.live(now).then_some(ban)
+    }
+
+    /// The live ban that covers `ip`, if any (the longest-lasting).
+    pub(crate) fn address_ban(&self, ip: IpAddr, now: u64) -> Option<&Ban> {
+        // An IPv4 client seen through an IPv6 socket is matched as the IPv4 address it is.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.by_address
+            .iter()
+            .filter(|(net, _)| net.contains(&ip))
+            .filter_map(|(_, id)| self.bans.get(id))
+            .filter(|b| b.live(now))
+            .max_by_key(|b| b.until)
+    }
+
+    /// The live bans, the newest first.
+    pub(crate) fn bans(&self, now: u64) -> Vec<Ban> {
+        let mut out: Vec<Ban> = self
+            .bans
+            .values()
+            .filter(|b| b.live(now))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// How many bans are live.
+    pub(crate) fn active_bans(&self, now: u64) -> usize {
+        self.bans.values().filter(|b| b.live(now)).count()
+    }
+
+    /// Drops the bans that ended (in one pass over them: it runs when the bans are full).
+    pub(crate) fn expire(&mut self, now: u64) {
+        let before = self.bans.len();
+        self.bans.retain(|_, b| b.live(now));
+        if self.bans.len() == before {
+            return;
+        }
+        let bans = &self.bans;
+        self.by_user.retain(|_, id| bans.contains_key(id));
+        self.by_address.retain(|(_, id)| bans.contains_key(id));
+        // A user whose longest ban ended may still have another.
+        for b in bans.values() {
+            if let Target::User(u) = &b.target {
+                let longer = self
+                    .by_user
+                    .get(u)
+                    .and_then(|id| bans.get(id))
+                    .is_none_or(|old| old.until < b.until);
+                if longer {
+                    self.by_user.insert(u.clone(), b.id.clone());
+                }
+            }
+        }
+    }
+
+    /// Records a report (the oldest is forgotten beyond [`MAX_REPORTS`]) and returns it, with
+    /// the auto-ban it triggers, if any: the reported user's first ban by reports once
+    /// `reporters` distinct users reported it within the window. Reports of a user who is
+    /// banned already trigger nothing.
+    pub(crate) fn report(
+        &mut self,
+        reporter: &str,
+        reported: &str,
+        reason: &str,
+        room_id: Option<&str>,
+        now: u64,
+    ) -> (Report, Option<Ban>) {
+        let r = Report {
+            id: self.next_report,
+            reporter: reporter.to_owned(),
+            reported: reported.to_owned(),
+            reason: reason.to_owned(),
+            room_id: room_id.map(str::to_owned),
+            timestamp: now,
+        };
+        self.next_report += 1;
+        self.push_report(r.clone());
+        let auto = self.auto_ban(reported, now);
+        (r, auto)
+    }
+
+    /// Takes a report back in (after a restart, or from another node).
+    pub(crate) fn push_report(&mut self, r: Report) {
+        self.next_report = self.next_report.max(r.id + 1);
+        if self.reports.len() >= MAX_REPORTS {
+            self.reports.pop_front();
+        }
+        self.reports.push_back(r);
+    }
+
+    /// Distinct users who reported `user` within the auto-ban window (or the last hour when
+    /// the auto-ban is off).
+    pub(crate) fn distinct_reporters(&self, user: &str, now: u64) -> usize {
+        let window = if self.auto.window_secs == 0 {
+            3600
+        } else {
+            self.auto.window_secs
+        };
+        let since = now.saturating_sub(window * 1000);
+        let mut who: Vec<&str> = self
+            .reports
+            .iter()
+            .rev()
+            .take_while(|r| r.timestamp >= since)
+            .filter(|r| r.reported == user)
+            .map(|r| r.reporter.as_str())
+            .collect();
+        who.sort_unstable();
+        who.dedup();
+        who.len()
+    }
+
+    /// Reports kept about `user`.
+    pub(crate) fn reports_about(&self, user: &str) -> usize {
+        self.reports.iter().filter(|r| r.reported == user).count()
+    }
+
+    fn auto_ban(&mut self, user: &str, now: u64) -> Option<Ban> {
+        let a = self.auto;
+        if a.reporters == 0 || self.user_ban(user, now).is_some() {
+            return None;
+        }
+        let reporters = self.distinct_reporters(user, now);
+        if reporters < a.reporters {
+            return None;
+        }
+        let ban = Ban {
+            id: new_ban_id(),
+            target: Target::User(user.to_owned()),
+            until: now + a.ban_secs.min(MAX_BAN_SECS) * 1000,
+            reason: format!("reported by {reporters} users within {} s", a.window_secs),
+            created: now,
+            source: Source::Reports {
+                reporters,
+                window_secs: a.window_secs,
+            },
+        };
+        self.ban(ban.clone(), now).ok()?;
+        Some(ban)
+    }
+
+    /// The feed: up to `limit` reports older than report `before` (all when `None`), newest
+    /// first.
+    pub(crate) fn reports(&self, limit: usize, before: Option<u64>) -> Vec<Report> {
+        self.reports
+            .iter()
+            .rev()
+            .filter(|r| before.is_none_or(|b| r.id < b))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A fresh ban id.
+pub(crate) fn new_ban_id() -> String {
+    format!("ban-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A user id or address as the admin API takes it: an address (`203.0.113.7`) or a prefix
+/// (`203.0.113.0/24`). A bare address is a prefix of its whole length.
+pub(crate) fn parse_address(text: &str) -> Option<IpNet> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    text.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+use super::*;
+use proptest::prelude::*;
+
+const T: u64 = 1_800_000_000_000;
+
+fn ban(id: &str, target: Target, until: u64) -> Ban {
+    Ban {
+        id: id.into(),
+        target,
+        until,
+        reason: "spam".into(),
+        created: T,
+        source: Source::Operator,
+    }
+}
+
+fn user(u: &str) -> Target {
+    Target::User(u.into())
+}
+
+fn addr(a: &str) -> Target {
+    Target::Address(parse_address(a).unwrap())
+}
+
+#[test]
+fn a_user_ban_holds_until_it_ends_or_is_lifted() {
+    let mut m = Moderation::new(AutoBan::default());
+    m.ban(ban("b1", user("eve"), T + 1000), T).unwrap();
+    assert_eq!(m.user_ban("eve", T).map(|b| b.id.as_str()), Some("b1"));
+    assert!(m.user_ban("bob", T).is_none());
+    assert!(m.user_ban("eve", T + 1000).is_none(), "ended");
+    assert_eq!(m.unban("b1").map(|b| b.id), Some("b1".into()));
+    assert!(m.user_ban("eve", T).is_none(), "lifted");
+    assert!(m.unban("b1").is_none());
+}
+
+#[test]
+fn lifting_the_longer_of_two_bans_leaves_the_shorter() {
+    let mut m = Moderation::new(AutoBan::default());
+    m.ban(ban("short", user("eve"), T + 1000), T).unwrap();
+    m.ban(ban("long", user("eve"), T + 9000), T).unwrap();
+    assert_eq!(m.user_ban("eve", T).unwrap().id, "long");
+    m.unban("long");
+    assert_eq!(m.user_ban("eve", T).unwrap().id, "short");
+}
+
+#[test]
+fn address_bans_cover_their_prefix_in_both_families() {
+    let mut m = Moderation::new(AutoBan::default());
+    m.ban(ban("v4", addr("203.0.113.9/24"), T + 1000), T)
+        .unwrap();
+    m.ban(ban("v6", addr("2001:db8::/32"), T + 1000), T)
+        .unwrap();
+    m.ban(ban("one", addr("198.51.100.7"), T + 1000), T)
+        .unwrap();
+    let hit = |ip: &str| m.address_ban(ip.parse().unwrap(), T).map(|b| b.id.clone());
+    assert_eq!(hit("203.0.113.200").as_deref(), Some("v4"));
+    assert_eq!(hit("203.0.114.1"), None);
+    assert_eq!(hit("2001:db8:1::5").as_deref(), Some("v6"));
+    assert_eq!(hit("2001:db9::1"), None);
+    assert_eq!(hit("198.51.100.7").as_deref(), Some("one"));
+    assert_eq!(hit("198.51.100.8"), None);
+    // An IPv4 client seen through an IPv6 socket.
+    assert_eq!(hit("::ffff:203.0.113.5").as_deref(), Some("v4"));
+    assert_eq!(
+        parse_address("203.0.113.9/24").unwrap().to_string(),
+        "203.0.113.0/24"
+    );
+    assert!(parse_address("not an address").is_none());
+    assert!(parse_address("10.0.0.0/33").is_none());
+}
+
+#[test]
+fn bans_are_capped() {
+    let mut m = Moderation::new(AutoBan::default());
+    for i in 0..MAX_BANS {
+        m.ban(ban(&format!("b{i}"), user(&format!("u{i}")), T + 1000), T)
+            .unwrap();
+    }
+    assert_eq!(
+        m.ban(ban("over", user("x"), T + 1000), T),
+        Err(Refused::Full)
+    );
+    assert!(
+        m.user_ban("x", T).is_none(),
+        "a refused ban changes nothing"
+    );
+    // Once they end, there is room again.
+    assert!(m.ban(ban("later", user("x"), T + 5000), T + 1000).is_ok());
+    assert_eq!(m.active_bans(T + 1000), 1);
+}
+
+#[test]
+fn a_shorter_ban_holds_after_the_longer_one_ends_in_an_expiry_sweep() {
+    let mut m = Moderation::new(AutoBan::default());
+    m.ban(ban("long", user("eve"), T + 5000), T).unwrap();
+    m.ban(ban("short", user("eve"), T + 1000), T).unwrap();
+    m.ban(ban("net", addr("10.0.0.0/8"), T + 1000), T).unwrap();
+    m.expire(T + 2000);
+    assert_eq!(m.user_ban("eve", T + 2000).unwrap().id, "long");
+    assert!(
+        m.address_ban("10.1.2.3".parse().unwrap(), T + 2000)
+            .is_none()
+    );
+    assert_eq!(m.active_bans(T + 2000), 1);
+}
+
+#[test]
+fn the_feed_is_newest_first_and_pages_by_id() {
+    let mut m = Moderation::new(AutoBan::default());
+    for i in 0..5 {
+        m.report(&format!("r{i}"), "eve", "rude", Some("room"), T + i);
+    }
+    let page = m.reports(2, None);
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [5, 4]);
+    let next = m.reports(2, Some(page[1].id));
+    assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 2]);
+    assert_eq!(m.reports(10, Some(1)), []);
+    assert_eq!(page[0].room_id.as_deref(), Some("room"));
+}
+
+#[test]
+fn reports_are_capped() {
+    let mut m = Moderation::new(AutoBan::default());
+    for i in 0..MAX_REPORTS as u64 + 10 {
+        m.report("a", "b", "", None, T + i);
+    }
+    let all = m.reports(usize::MAX, None);
+    assert_eq!(all.len(), MAX_REPORTS);
+    assert_eq!(all.last().unwrap().id, 11, "the oldest went first");
+}
+
+fn auto(k: usize) -> AutoBan {
+    AutoBan {
+        reporters: k,
+        window_secs: 60,
+        ban_secs: 3600,
+    }
+}
+
+#[test]
+fn k_distinct_reporters_ban_and_k_reports_from_one_do_not() {
+    let mut m = Moderation::new(auto(3));
+    for _ in 0..5 {
+        assert!(m.report("alice", "eve", "", None, T).1.is_none());
+    }
+    assert!(m.report("bob", "eve", "", None, T).1.is_none());
+    let (_, b) = m.report("carol", "eve", "", None, T + 1);
+    let b = b.expect("the third distinct reporter bans");
+    assert_eq!(b.target, user("eve"));
+    assert_eq!(b.until, T + 1 + 3_600_000);
+    assert_eq!(
+        b.source,
+        Source::Reports {
+            reporters: 3,
+            window_secs: 60
+        }
+    );
+    assert!(m.user_ban("eve", T + 2).is_some());
+    // Banned already: more reports make no second ban.
+    assert!(m.report("dave", "eve", "", None, T + 3).1.is_none());
+}
+
+#[test]
+fn reports_older_than_the_window_do_not_count() {
+    let mut m = Moderation::new(auto(2));
+    m.report("alice", "eve", "", None, T);
+    assert!(m.report("bob", "eve", "", None, T + 61_000).1.is_none());
+    assert!(m.report("carol", "eve", "", None, T + 62_000).1.is_some());
+}
+
+#[test]
+fn the_auto_ban_is_off_with_zero() {
+    let mut m = Moderation::new(auto(0));
+    for i in 0..50 {
+        assert!(m.report(&format!("r{i}"), "eve", "", None, T).1.is_none());
+    }
+    assert_eq!(m.distinct_reporters("eve", T), 50);
+}
+
+proptest! {
+    /// Whatever the reports, a ban by reports comes exactly when the K-th distinct reporter
+    /// within the window reports, and never for a user with fewer.
+    #[test]
+    fn auto_ban_matches_a_count_of_distinct_reporters(
+        k in 1usize..5,
+        reports in prop::collection::vec((0u8..6, 0u8..3, 0u64..120), 0..60),
+    ) {
+        let mut m = Moderation::new(auto(k));
+        let mut sorted = reports.clone();
+        sorted.sort_by_key(|r| r.2);
+        let mut banned: HashMap<String, bool> = HashMap::new();
+        let mut seen: Vec<(String, String, u64)> = Vec::new();
+        for (from, to, secs) in sorted {
+            let (from, to, now) = (format!("r{from}"), format!("u{to}"), T + secs * 1000);
+            seen.push((from.clone(), to.clone(), now));
+            let (_, b) = m.report(&from, &to, "", None, now);
+            let mut who: Vec<&str> = seen
+                .iter()
+                .filter(|(_, t, at)| *t == to && *at + 60_000 >= now)
+                .map(|(f, _, _)| f.as_str())
+                .collect();
+            who.sort_unstable();
+            who.dedup();
+            let was = banned.get(&to).copied().unwrap_or(false);
+            let expect = !was && who.len() >= k;
+            prop_assert_eq!(b.is_some(), expect, "{} by {} at {}", to, from, secs);
+            if expect {
+                banned.insert(to.clone(), true);
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The node's side of moderation: bans and reports kept behind their own lock (never the core's),
+//! persisted through the store without waiting for it, and applied to the connections they
+//! concern at once.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Hub, Link, Sock, send};
+use crate::moderation::{AutoBan, Ban, Moderation, Refused, Report, Target};
+use crate::protocol::outgoing::{Removed, now_ms};
+use crate::store::{self, Record, Writer};
+
+/// What moderation needs of the settings (built by [`crate::config`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settings {
+    /// The auto-ban.
+    pub auto: AutoBan,
+    /// Where bans and reports are kept across restarts (`DATA_DIR`); `None` keeps them in memory.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Moderation's state and where its changes are written.
+pub(crate) struct Moderator {
+    state: parking_lot::Mutex<Moderation>,
+    store: Option<Writer>,
+}
+
+impl Moderator {
+    /// Bans and reports as the store left them, or why the store cannot be used.
+    pub(crate) fn open(settings: &Settings) -> Result<Moderator, String> {
+        let mut m = Moderation::new(settings.auto);
+        let Some(dir) = &settings.data_dir else {
+            return Ok(Moderator {
+                state: parking_lot::Mutex::new(m),
+                store: None,
+            });
+        };
+        let path = store::file_in(dir);
+        let now = now_ms();
+        for r in store::load(&path)? {
+            match r {
+                Record::Ban(b) => {
+                    m.ban(b, now).ok();
+                }
+                Record::Unban { id } => {
+                    m.unban(&id);
+                }
+                Record::Report(r) => m.push_report(r),
+            }
+        }
+        // What is still live is written back alone: the file does not grow across restarts.
+        let mut live: Vec<Record> = m.bans(now).into_iter().rev().map(Record::Ban).collect();
+        live.extend(
+            m.reports(usize::MAX, None)
+                .into_iter()
+                .rev()
+                .map(Record::Report),
+        );
+        let kept = (m.active_bans(now), m.reports(usize::MAX, None).len());
+        let writer = store::start(path.clone(), live)?;
+        tracing::info!(file = %path.display(), bans = kept.0, reports = kept.1, "moderation records loaded");
+        Ok(Moderator {
+            state: parking_lot::Mutex::new(m),
+            store: Some(writer),
+        })
+    }
+
+    fn persist(&self, r: Record) {
+        if let Some(w) = &self.store
+            && !w.write(r)
+        {
+            crate::metrics::moderation_record_dropped();
+        }
+    }
+}
+
+/// What `GET /admin/users/{userId}` answers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UserView {
+    /// The user.
+    pub user_id: String,
+    /// Connected to this node now.
+    pub connected: bool,
+    /// Its connection dropped and its room is held for the reconnect grace.
+    pub away: bool,
+    /// Searching, and for how long (ms).
+    pub waiting_ms: Option<u64>,
+    /// Its room.
+    pub room_id: Option<String>,
+    /// Its partner.
+    pub partner_id: Option<String>,
+    /// How long the room has been open (ms).
+    pub room_ms: Option<u64>,
+    /// The node that holds it.
+    pub node: Option<String>,
+    /// Distinct users who reported it within the auto-ban window (the last hour when off).
+    pub recent_reporters: usize,
+    /// Reports about it the node keeps.
+    pub reports: usize,
+    /// Its live ban, if any.
+    pub ban: Option<Ban>,
+}
+
+impl Hub {
+    /// The live ban of `user`, if any.
+    pub(crate) fn user_ban(&self, user: &str) -> Option<Ban> {
+        self.moderator
+            .state
+            .lock()
+            .user_ban(user, now_ms())
+            .cloned()
+    }
+
+    /// The live ban that covers `ip`, if any.
+    pub(crate) fn address_ban(&self, ip: IpAddr) -> Option<Ban> {
+        self.moderator
+            .state
+            .lock()
+            .address_ban(ip, now_ms())
+            .cloned()
+    }
+
+    /// How many bans are live.
+    pub(crate) fn active_bans(&self) -> usize {
+        self.moderator.state.lock().active_bans(now_ms())
+    }
+
+    /// Records a `report-user`; an auto-ban it triggers takes effect at once.
+    pub(crate) fn record_report(
+        &self,
+        reporter: &str,
+        reported: &str,
+        reason: &str,
+        room: Option<&str>,
+    ) {
+        let (report, auto) =
+            self.moderator
+                .state
+                .lock()
+                .report(reporter, reported, reason, room, now_ms());
+        self.moderator.persist(Record::Report(report));
+        if let Some(ban) = auto {
+            tracing::warn!(user = %reported, until = ban.until, reason = %ban.reason, "auto-banned");
+            crate::metrics::banned("reports");
+            self.moderator.persist(Record::Ban(ban.clone()));
+            self.enforce(&ban);
+        }
+    }
+
+    /// Makes `ban`, and removes the connections it covers.
+    pub(crate) fn ban(&self, ban: Ban) -> Result<Ban, Refused> {
+        self.moderator.state.lock().ban(ban.clone(), now_ms())?;
+        self.moderator.persist(Record::Ban(ban.clone()));
+        tracing::warn!(id = %ban.id, target = ?ban.target, until = ban.until, reason = %ban.reason, "banned");
+        crate::metrics::banned("operator");
+        self.enforce(&ban);
+        Ok(ban)
+    }
+
+    /// Lifts a ban.
+    pub(crate) fn unban(&self, id: &str) -> Option<Ban> {
+        let ban = self.moderator.state.lock().unban(id)?;
+        self.moderator.persist(Record::Unban { id: id.to_owned() });
+        tracing::info!(id, "ban lifted");
+        Some(ban)
+    }
+
+    /// The live bans, newest first.
+    pub(crate) fn bans(&self) -> Vec<Ban> {
+        self.moderator.state.lock().bans(now_ms())
+    }
+
+    /// The reports feed (see [`Moderation::reports`]).
+    pub(crate) fn reports(&self, limit: usize, before: Option<u64>) -> Vec<Report> {
+        self.moderator.state.lock().reports(limit, before)
+    }
+
+    /// Sends `user`'s connection away with `kicked {reason}`; false when it is not connected
+    /// here. Its partner is told as for any departure.
+    pub(crate) fn kick(&self, user: &str, reason: &str) -> bool {
+        let Some(Link::Local(socket)) = self.lock().link(user).cloned() else {
+            return false;
+        };
+        tracing::warn!(user, reason, "kicked");
+        crate::metrics::kicked();
+        remove(&socket, "kicked", reason, None);
+        true
+    }
+
+    /// What an operator sees of `user`; `None` when nothing here knows it.
+    pub(crate) fn lookup(&self, user: &str) -> Option<UserView> {
+        let now = now_ms();
+        let (presence, local) = {
+            let core = self.lock();
+            (
+                core.presence(user, Instant::now()),
+                matches!(core.link(user), Some(Link::Local(_))),
+            )
+        };
+        let (recent, reports, ban) = {
+            let m = self.moderator.state.lock();
+            (
+                m.distinct_reporters(user, now),
+                m.reports_about(user),
+                m.user_ban(user, now).cloned(),
+            )
+        };
+        if presence.is_none() && reports == 0 && ban.is_none() {
+            return None;
+        }
+        let node = presence.as_ref().map(|_| match self.cluster.get() {
+            Some(c) => c.node.to_string(),
+            None => "local".into(),
+        });
+        let p = presence.as_ref();
+        let room = p.and_then(|p| p.room.as_ref());
+        Some(UserView {
+            user_id: user.to_owned(),
+            connected: local,
+            away: p.is_some_and(|p| p.away),
+            waiting_ms: p.and_then(|p| p.waiting_for).map(|d| d.as_millis() as u64),
+            room_id: room.map(|r| r.0.to_string()),
+            partner_id: room.map(|r| r.1.to_string()),
+            room_ms: room.map(|r| r.2.as_millis() as u64),
+            node,
+            recent_reporters: recent,
+            reports,
+            ban,
+        })
+    }
+
+    /// Removes every connection `ban` covers, with `banned {reason, until}`.
+    fn enforce(&self, ban: &Ban) {
+        let sockets: Vec<Sock> = match &ban.target {
+            Target::User(u) => match self.lock().link(u) {
+                Some(Link::Local(s)) => vec![s.clone()],
+                _ => Vec::new(),
+            },
+            Target::Address(net) => self
+                .all_sockets()
+                .into_iter()
+                .filter(|s| s.ip().is_some_and(|ip| net.contains(&ip)))
+                .collect(),
+        };
+        for s in sockets {
+            remove(&s, "banned", &ban.reason, Some(ban.until));
+        }
+    }
+}
+
+/// Tells a connection why it is removed, and closes it (its disconnect handling tells the
+/// partner).
+fn remove(socket: &Sock, event: &str, reason: &str, until: Option<u64>) {
+    let message = match event {
+        "banned" => "You have been banned from this service",
+        _ => "An operator removed you from this service",
+    };
+    send(
+        socket,
+        event,
+        &Removed {
+            reason,
+            message,
+            until,
+        },
+    );
+    socket.disconnect();
+}
