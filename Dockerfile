@@ -30,10 +30,14 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid 10001 --home-dir /opt/roulette --shell /usr/sbin/nologin roulette
 WORKDIR /opt/roulette
 COPY --from=build /src/target/release/roulette /usr/local/bin/roulette
+# Bans and recent reports (DATA_DIR): mount a volume here to keep them across containers.
+RUN mkdir -p /var/lib/roulette && chown 10001:10001 /var/lib/roulette
+VOLUME /var/lib/roulette
 ENV HOST=0.0.0.0 \
     PORT=3001 \
     NODE_ENV=production \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    DATA_DIR=/var/lib/roulette
 USER 10001:10001
 EXPOSE 3001
 STOPSIGNAL SIGTERM

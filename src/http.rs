@@ -300,6 +300,7 @@ fn snapshot(hub: &Hub) -> crate::metrics::Snapshot {
         connections: hub.sockets(),
         output: hub.conns.output(),
         bans: hub.active_bans(),
+        webhook_queue: hub.webhooks.as_ref().map(|w| w.queued()),
         cluster: hub.cluster.get().map(|c| (c.redis_up(), c.figures())),
     }
 }

@@ -39,6 +39,7 @@ pub(crate) mod node;
 pub(crate) mod protocol;
 pub(crate) mod signaling;
 pub(crate) mod store;
+pub(crate) mod webhook;
 pub(crate) mod ws;
 
 // The library's public surface: what the binary, the integration tests and the benchmarks use.

@@ -43,6 +43,9 @@ pub(crate) fn init() {
     counter!("roulette_connections_closed_backpressure_total").increment(0);
     counter!("roulette_kicks_total").increment(0);
     counter!("roulette_moderation_records_dropped_total").increment(0);
+    for outcome in ["delivered", "retried", "failed", "dropped"] {
+        counter!("roulette_webhooks_total", "outcome" => outcome).increment(0);
+    }
     for source in ["operator", "reports"] {
         counter!("roulette_bans_total", "source" => source).increment(0);
     }
@@ -109,6 +112,11 @@ pub(crate) fn banned(source: &'static str) {
     counter!("roulette_bans_total", "source" => source).increment(1);
 }
 
+/// A webhook event was `delivered`, `retried`, `failed` (given up) or `dropped` (queue full).
+pub(crate) fn webhook(outcome: &'static str) {
+    counter!("roulette_webhooks_total", "outcome" => outcome).increment(1);
+}
+
 /// An operator kicked a user.
 pub(crate) fn kicked() {
     counter!("roulette_kicks_total").increment(1);
@@ -130,6 +138,8 @@ pub(crate) struct Snapshot {
     pub output: crate::ws::Output,
     /// Bans in force.
     pub bans: usize,
+    /// Webhook events waiting to be delivered (`None`: no webhooks).
+    pub webhook_queue: Option<usize>,
     /// In a cluster: whether Redis answers, and the whole cluster's figures.
     pub cluster: Option<(bool, crate::bus::ClusterFigures)>,
 }
@@ -146,6 +156,7 @@ pub(crate) fn render(snap: &Snapshot) -> String {
     gauge!("roulette_rooms_active").set(live.active_rooms as f64);
     gauge!("roulette_blocks").set(stats.blocks as f64);
     gauge!("roulette_bans_active").set(snap.bans as f64);
+    gauge!("roulette_webhook_queue_depth").set(snap.webhook_queue.unwrap_or(0) as f64);
     let out = &snap.output;
     gauge!("roulette_output_queued_bytes").set(out.queued_bytes as f64);
     gauge!("roulette_connections_paused").set(out.paused as f64);

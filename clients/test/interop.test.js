@@ -378,3 +378,41 @@ describe('shutdown with the official client', () => {
     assert.ok(Date.now() - started < 3500);
   });
 });
+
+describe('moderation with the official client', () => {
+  it('a kicked user and a banned user are told, closed, and the banned one refused at authenticate', async () => {
+    const token = 'interop-admin-token';
+    const server = await startServer(['--admin-token', token]);
+    const adminPost = (path, body) => fetch(`${server.url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    try {
+      const [a, b] = await pair(server.url, 'kick-a', 'kick-b');
+      const kicked = next(a, 'kicked');
+      const aGone = next(a, 'disconnect');
+      const left = next(b, 'partner-left');
+      assert.equal((await adminPost('/admin/kick', { userId: 'kick-a', reason: 'abuse' })).status, 200);
+      assert.equal((await kicked).reason, 'abuse');
+      await aGone;
+      assert.equal((await left).reason, 'disconnect');
+
+      const banned = next(b, 'banned');
+      const res = await adminPost('/admin/bans', { userId: 'kick-b', durationSec: 60, reason: 'spam' });
+      assert.equal(res.status, 201);
+      const { until } = await res.json();
+      const told = await banned;
+      assert.deepEqual([told.reason, told.until], ['spam', until]);
+      const again = await connect(server.url, ['websocket']);
+      const refused = next(again, 'auth-error');
+      again.emit('authenticate', { userId: 'kick-b' });
+      const r = await refused;
+      assert.deepEqual([r.code, r.until], ['banned', until]);
+      again.disconnect();
+      b.disconnect();
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+});

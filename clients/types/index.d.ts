@@ -48,6 +48,7 @@ export type ConnectionState = "connecting" | "connected" | "disconnected" | "fai
  * - `rate-limited`: over a rate limit; the `error` carries `retryAfterMs`.
  * - `token-required`, `token-expired`, `token-invalid` (bad signature, algorithm or shape),
  *   `token-wrong-audience` (audience or issuer): see `auth-error`.
+ * - `banned`: the user or its address is banned until `until` (see `auth-error`).
  */
 export type ErrorCode =
   | "not-authenticated"
@@ -67,14 +68,16 @@ export type ErrorCode =
   | "token-required"
   | "token-expired"
   | "token-invalid"
-  | "token-wrong-audience";
+  | "token-wrong-audience"
+  | "banned";
 
 /**
  * Why `authenticate` was refused:
  * - `user-id-taken`: the id is connected elsewhere, or held for a dropped connection, and
  *   no valid `resumeToken` was given;
  * - `already-authenticated`: this connection is another user;
- * - `token-required`, `token-invalid`, `token-expired`, `token-wrong-audience`.
+ * - `token-required`, `token-invalid`, `token-expired`, `token-wrong-audience`;
+ * - `banned`: the user (or the connection's address) is banned until `until`.
  */
 export type AuthErrorCode =
   | "user-id-taken"
@@ -82,7 +85,8 @@ export type AuthErrorCode =
   | "token-required"
   | "token-expired"
   | "token-invalid"
-  | "token-wrong-audience";
+  | "token-wrong-audience"
+  | "banned";
 
 /** An `RTCIceServer`, ready for `new RTCPeerConnection({iceServers})`. */
 export interface IceServer {
@@ -480,10 +484,20 @@ export interface ServerShutdown {
   reconnectInMs: number;
 }
 
-/** `auth-error` payload. */
+/** `auth-error` payload; `until` comes with `banned` only. */
 export interface AuthError {
   code: AuthErrorCode;
   message: string;
+  until?: Timestamp;
+}
+
+/** `kicked` and `banned` payload; `until` comes with `banned` only. */
+export interface Removed {
+  /** The operator's reason (or the auto-ban's). */
+  reason: string;
+  /** For a person. */
+  message: string;
+  until?: Timestamp;
 }
 
 /**
@@ -663,6 +677,10 @@ export interface ServerToClientEvents {
   "search-timeout": (payload: SearchTimeout) => void;
   /** To everyone, before a graceful stop. */
   "server-shutdown": (payload: ServerShutdown) => void;
+  /** An operator removed this connection (`POST /admin/kick`); the server closes it next. */
+  kicked: (payload: Removed) => void;
+  /** The user or its address was banned (by an operator or the auto-ban); the server closes the connection next, and refuses it at `authenticate` (or the handshake) until `until`. */
+  banned: (payload: Removed) => void;
   /** `authenticate` refused for a reason of identity. */
   "auth-error": (payload: AuthError) => void;
   /** Any other refusal; `event` names the event that caused it. */

@@ -385,6 +385,20 @@ pub struct Config {
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: String,
 
+    /// Where signed webhooks go (`session.started`, `session.ended`, `user.reported`,
+    /// `user.banned`, `user.kicked`): an `http://` or `https://` URL; unset: none.
+    #[arg(long, env = "WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The key webhooks are signed with (`Roulette-Signature`); required with `WEBHOOK_URL`.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Webhook events waiting for delivery, at most; more are dropped (and counted).
+    #[arg(long, env = "WEBHOOK_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub webhook_queue: u64,
+
     /// A user reported by this many distinct users within `AUTO_BAN_WINDOW_SEC` is banned for
     /// `AUTO_BAN_DURATION_SEC`. `0` turns the auto-ban off.
     #[arg(long, env = "AUTO_BAN_REPORTERS", default_value_t = 0,

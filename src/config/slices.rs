@@ -95,6 +95,11 @@ impl Config {
                 },
                 data_dir: (!self.data_dir.is_empty()).then(|| self.data_dir.clone().into()),
             },
+            webhooks: crate::webhook::Settings {
+                url: self.webhook_url.clone(),
+                secret: self.webhook_secret.clone(),
+                queue: self.webhook_queue as usize,
+            },
         }
     }
 
@@ -127,6 +132,22 @@ impl Config {
             }
             (None, Some(_)) => return Err("REDIS_CA_FILE is set but REDIS_URL is not".into()),
             (None, None) => {}
+        }
+        if let Some(url) = &self.webhook_url {
+            let parsed: Option<http::Uri> = url.parse().ok();
+            if !parsed.as_ref().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            }) {
+                return Err(format!(
+                    "WEBHOOK_URL: {} is not an http:// or https:// URL",
+                    crate::echo::clip(url)
+                ));
+            }
+            if self.webhook_secret.as_deref().is_none_or(str::is_empty) {
+                return Err(
+                    "WEBHOOK_URL is set but WEBHOOK_SECRET is not: webhooks are signed".into(),
+                );
+            }
         }
         Ok(())
     }

@@ -112,6 +112,39 @@ pub(crate) struct SearchTimeout {
     pub wait_time: u64,
 }
 
+/// A room opened or closed: what the node's webhooks say of it (`session.started`,
+/// `session.ended`). Told by the node of the room's initiator only, so that a room shared by
+/// two nodes is told once.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SessionNote {
+    /// A pair was made.
+    Started {
+        /// The room.
+        room_id: RoomId,
+        /// The member who sends the offer.
+        initiator: UserId,
+        /// The other.
+        responder: UserId,
+        /// How long each searched, in ms (initiator, responder).
+        waits_ms: [u64; 2],
+    },
+    /// A room closed.
+    Ended {
+        /// The room.
+        room_id: RoomId,
+        /// The member who sent the offer.
+        initiator: UserId,
+        /// The other.
+        responder: UserId,
+        /// How long it lasted, in ms.
+        duration_ms: u64,
+        /// Why it closed.
+        reason: Reason,
+        /// How the call went, as the members reported it.
+        call: Option<crate::core::quality::CallOutcome>,
+    },
+}
+
 /// One thing the core tells one user.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {

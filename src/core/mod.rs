@@ -182,6 +182,8 @@ pub(crate) struct Core<L, M = PreferenceMatchmaker> {
     /// Ghosts whose room closed: kept until [`Core::settle`], so that the effects that tell
     /// their node can still be routed.
     departed: Vec<UserId>,
+    /// Rooms opened and closed since the node last took them (`None`: nobody listens).
+    sessions: Option<Vec<event::SessionNote>>,
 }
 
 impl<L: Clone + PartialEq> Core<L, PreferenceMatchmaker> {
@@ -207,6 +209,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             calls: CallQuality::default(),
             ghosts: HashSet::new(),
             departed: Vec::new(),
+            sessions: None,
         }
     }
 
@@ -232,6 +235,21 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// The room `user` is in.
     pub(crate) fn room_of(&self, user: &str) -> Option<&Room> {
         self.rooms.of_user(user)
+    }
+
+    /// From now on, keeps a note of every room that opens or closes, for [`take_sessions`].
+    ///
+    /// [`take_sessions`]: Self::take_sessions
+    pub(crate) fn record_sessions(&mut self) {
+        self.sessions.get_or_insert_with(Vec::new);
+    }
+
+    /// The rooms opened and closed since the last call.
+    pub(crate) fn take_sessions(&mut self) -> Vec<event::SessionNote> {
+        self.sessions
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// What the core knows of `user` for an operator, or `None` for a user it does not hold (a

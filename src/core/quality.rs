@@ -70,6 +70,10 @@ pub(crate) fn grade(s: &QualityStats) -> Option<Quality> {
 struct Call {
     matched: Instant,
     connected: bool,
+    /// Time from `matched` to the first `connected` report.
+    time_to_connect: Option<Duration>,
+    /// The set-up failed (`failed` before `connected`): counted once, kept for the outcome.
+    failed: bool,
     /// The last state a member reported, if any.
     last: Option<ConnectionState>,
 }
@@ -84,6 +88,21 @@ pub(crate) struct CallQuality {
     failures: BTreeMap<&'static str, u64>,
     time_to_connect: VecDeque<Duration>,
     grades: [u64; 4],
+}
+
+/// How one call went, told when its room closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CallOutcome {
+    /// A member reported `connected`.
+    pub connected: bool,
+    /// Time from `matched` to the first `connected`, in ms.
+    pub time_to_connect_ms: Option<u64>,
+    /// The last state a member reported.
+    pub last_state: Option<ConnectionState>,
+    /// `connected`, `ice-failed`, `ended-while-connecting`, `ended-after-disconnect` or
+    /// `unreported`.
+    pub outcome: &'static str,
 }
 
 /// The figures in `/stats` and `/metrics`.
@@ -139,6 +158,8 @@ impl CallQuality {
             Call {
                 matched: now,
                 connected: false,
+                time_to_connect: None,
+                failed: false,
                 last: None,
             },
         );
@@ -149,6 +170,9 @@ impl CallQuality {
         let Some(call) = self.open.get_mut(room) else {
             return;
         };
+        if call.failed {
+            return;
+        }
         if state == ConnectionState::Connected && !call.connected {
             // Counted at once, so the success rate moves while calls are still running.
             call.connected = true;
@@ -156,13 +180,14 @@ impl CallQuality {
             if self.time_to_connect.len() == SAMPLES {
                 self.time_to_connect.pop_front();
             }
-            self.time_to_connect
-                .push_back(now.saturating_duration_since(call.matched));
+            let took = now.saturating_duration_since(call.matched);
+            call.time_to_connect = Some(took);
+            self.time_to_connect.push_back(took);
         }
         // A failure after the call connected is a dropped call, not a failed set-up; only the
         // first outcome counts.
         if state == ConnectionState::Failed && !call.connected {
-            self.open.remove(room);
+            call.failed = true;
             *self.failures.entry("ice-failed").or_default() += 1;
             return;
         }
@@ -176,23 +201,31 @@ impl CallQuality {
         Some(g)
     }
 
-    /// `room` closed: its outcome is recorded.
-    pub(crate) fn closed(&mut self, room: &str) {
-        let Some(call) = self.open.remove(room) else {
-            return;
+    /// `room` closed: its outcome is recorded, and returned.
+    pub(crate) fn closed(&mut self, room: &str) -> Option<CallOutcome> {
+        let call = self.open.remove(room)?;
+        let outcome = |outcome| CallOutcome {
+            connected: call.connected,
+            time_to_connect_ms: call.time_to_connect.map(|d| d.as_millis() as u64),
+            last_state: call.last,
+            outcome,
         };
         if call.connected {
-            return;
+            return Some(outcome("connected"));
+        }
+        if call.failed {
+            return Some(outcome("ice-failed"));
         }
         let reason = match call.last {
             None => {
                 self.unreported += 1;
-                return;
+                return Some(outcome("unreported"));
             }
             Some(ConnectionState::Disconnected) => "ended-after-disconnect",
             Some(_) => "ended-while-connecting",
         };
         *self.failures.entry(reason).or_default() += 1;
+        Some(outcome(reason))
     }
 
     /// The figures.

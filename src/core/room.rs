@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::event::{ChatEnded, Event, PartnerLeft, RoomEnded};
+use super::event::{ChatEnded, Event, PartnerLeft, RoomEnded, SessionNote};
 use super::matchmaker::Matchmaker;
 use super::rooms::Room;
 use super::{Core, Effect};
@@ -22,7 +22,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     ) -> Option<Room> {
         let id = self.rooms.of_user(user)?.id.clone();
         let room = self.rooms.close(&id)?;
-        self.room_closed(&room);
+        self.room_closed(&room, reason, now);
         let partner = room.partner_of(user).expect("user is a member").clone();
         match self.users.get_mut(&partner) {
             Some(p) if p.away_until.is_some() => {
@@ -46,8 +46,20 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// The bookkeeping of every closed room: its call figures, the members' memory of each
     /// other, and the departure of a member that was only a ghost.
-    pub(super) fn room_closed(&mut self, room: &Room) {
-        self.calls.closed(&room.id);
+    pub(super) fn room_closed(&mut self, room: &Room, reason: Reason, now: Instant) {
+        let call = self.calls.closed(&room.id);
+        if let Some(notes) = &mut self.sessions
+            && !self.ghosts.contains(&room.initiator)
+        {
+            notes.push(SessionNote::Ended {
+                room_id: room.id.clone(),
+                initiator: room.initiator.clone(),
+                responder: room.responder.clone(),
+                duration_ms: room.age(now).as_millis() as u64,
+                reason,
+                call,
+            });
+        }
         self.remember_partners(room);
         for m in [&room.initiator, &room.responder] {
             if self.ghosts.contains(m) {

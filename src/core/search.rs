@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::event::{Event, Matched, QueueStatus, RoomEnded, SearchTimeout, Searching};
+use super::event::{Event, Matched, QueueStatus, RoomEnded, SearchTimeout, Searching, SessionNote};
 use super::history;
 use super::matchmaker::{Matchmaker, Pairing, Seeker};
 use super::rooms::Room;
@@ -129,6 +129,16 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             }
         }
         self.calls.opened(&id, now);
+        if let Some(notes) = &mut self.sessions
+            && !self.ghosts.contains(&waiting.user)
+        {
+            notes.push(SessionNote::Started {
+                room_id: id.clone(),
+                initiator: waiting.user.clone(),
+                responder: seeker.user.clone(),
+                waits_ms: waits.map(|w| w.as_millis() as u64),
+            });
+        }
         self.rooms.open(Room {
             id: id.clone(),
             initiator: waiting.user.clone(),
@@ -200,7 +210,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
         for id in self.rooms.due(now) {
             if let Some(room) = self.rooms.close(&id) {
-                self.room_closed(&room);
+                self.room_closed(&room, Reason::MaxDuration, now);
                 let duration = room.age(now).as_millis() as u64;
                 for member in [&room.initiator, &room.responder] {
                     let ended = RoomEnded {

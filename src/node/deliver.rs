@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Hub, Link, NodeCore, send};
 use crate::bus::Msg;
 use crate::core::Effect;
-use crate::core::event::Event;
+use crate::core::event::{Event, SessionNote};
 use crate::ice::{Ice, unix_now};
 use crate::model::{ErrorCode, Reject};
 use crate::protocol::outgoing::{self as wire, ServerEvent, now_ms};
@@ -37,6 +37,11 @@ impl Hub {
                     }
                 }
                 None => {}
+            }
+        }
+        if let Some(w) = &self.webhooks {
+            for note in core.take_sessions() {
+                session_webhook(w, note);
             }
         }
         core.settle();
@@ -76,6 +81,44 @@ impl Hub {
         }
         crate::metrics::relayed(event);
         Ok(())
+    }
+}
+
+/// `session.started` or `session.ended` for a room that opened or closed.
+fn session_webhook(w: &crate::webhook::Webhooks, note: SessionNote) {
+    match note {
+        SessionNote::Started {
+            room_id,
+            initiator,
+            responder,
+            waits_ms,
+        } => w.emit(
+            "session.started",
+            serde_json::json!({
+                "roomId": room_id,
+                "users": [initiator, responder],
+                "initiator": initiator,
+                "waitTimes": {initiator.as_ref(): waits_ms[0], responder.as_ref(): waits_ms[1]},
+            }),
+        ),
+        SessionNote::Ended {
+            room_id,
+            initiator,
+            responder,
+            duration_ms,
+            reason,
+            call,
+        } => w.emit(
+            "session.ended",
+            serde_json::json!({
+                "roomId": room_id,
+                "users": [initiator, responder],
+                "duration": duration_ms,
+                "reason": reason,
+                "connected": call.as_ref().is_some_and(|c| c.connected),
+                "quality": call,
+            }),
+        ),
     }
 }
 

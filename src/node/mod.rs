@@ -50,6 +50,8 @@ pub(crate) struct Settings {
     pub ice: crate::ice::Settings,
     /// Bans, reports and the auto-ban.
     pub moderation: moderator::Settings,
+    /// Signed webhooks to the app's backend.
+    pub webhooks: crate::webhook::Settings,
 }
 
 /// How long an `authenticate` waits for the cluster before it is answered as a fresh session.
@@ -93,6 +95,8 @@ pub struct Hub {
     clustered: bool,
     /// Bans and reports.
     moderator: moderator::Moderator,
+    /// Signed webhooks, when `WEBHOOK_URL` is set.
+    pub(crate) webhooks: Option<crate::webhook::Webhooks>,
     /// Connection, request and event limits.
     pub(crate) limits: Limits,
     /// The token checker; `None` in anonymous mode.
@@ -127,8 +131,14 @@ impl Hub {
                 None,
             )
         };
+        let webhooks = crate::webhook::Webhooks::start(&settings.webhooks);
+        let mut core = Core::with_matchmaker(cfg.clone(), queue);
+        if webhooks.is_some() {
+            core.record_sessions();
+        }
         Ok(Arc::new(Hub {
-            core: Mutex::new(Core::with_matchmaker(cfg.clone(), queue)),
+            core: Mutex::new(core),
+            webhooks,
             cluster: std::sync::OnceLock::new(),
             jobs: Mutex::new(jobs),
             resubmit,

@@ -142,10 +142,17 @@ impl Hub {
                 .state
                 .lock()
                 .report(reporter, reported, reason, room, now_ms());
+        if let Some(w) = &self.webhooks {
+            w.emit(
+                "user.reported",
+                serde_json::to_value(&report).unwrap_or_default(),
+            );
+        }
         self.moderator.persist(Record::Report(report));
         if let Some(ban) = auto {
             tracing::warn!(user = %reported, until = ban.until, reason = %ban.reason, "auto-banned");
             crate::metrics::banned("reports");
+            self.ban_webhook(&ban);
             self.moderator.persist(Record::Ban(ban.clone()));
             self.enforce(&ban);
         }
@@ -157,6 +164,7 @@ impl Hub {
         self.moderator.persist(Record::Ban(ban.clone()));
         tracing::warn!(id = %ban.id, target = ?ban.target, until = ban.until, reason = %ban.reason, "banned");
         crate::metrics::banned("operator");
+        self.ban_webhook(&ban);
         self.enforce(&ban);
         Ok(ban)
     }
@@ -187,6 +195,12 @@ impl Hub {
         };
         tracing::warn!(user, reason, "kicked");
         crate::metrics::kicked();
+        if let Some(w) = &self.webhooks {
+            w.emit(
+                "user.kicked",
+                serde_json::json!({"userId": user, "reason": reason}),
+            );
+        }
         remove(&socket, "kicked", reason, None);
         true
     }
@@ -231,6 +245,12 @@ impl Hub {
             reports,
             ban,
         })
+    }
+
+    fn ban_webhook(&self, ban: &Ban) {
+        if let Some(w) = &self.webhooks {
+            w.emit("user.banned", serde_json::to_value(ban).unwrap_or_default());
+        }
     }
 
     /// Removes every connection `ban` covers, with `banned {reason, until}`.
