@@ -7,12 +7,14 @@
 //! - `echo`, `assets`, `ws` (the Engine.IO / Socket.IO transport, which hands clients up through
 //!   two traits and knows nothing above it) and `http1` (long-polling without hyper's buffers);
 //! - `protocol`: the payloads on the wire;
-//! - `core`: the pure, synchronous rules (queue, matching, rooms), free of I/O and clocks;
+//! - `core` and `moderation`: the pure, synchronous rules (queue, matching, rooms; bans,
+//!   reports, the auto-ban), free of I/O and clocks;
 //! - `limits`, `auth`, `ice`, `bus` (the cluster's Redis connection, messages, shared queue and
-//!   scripts) and `metrics` (rendered from a snapshot);
-//! - `node`: the node's state and its one delivery funnel, and taking a session back;
-//! - `signaling` (one handler per Socket.IO event), `cluster` (what a node does with the bus)
-//!   and `http` (health, statistics, ICE servers, the dashboard);
+//!   scripts), `metrics` (rendered from a snapshot), `store` (moderation's file) and `webhook`;
+//! - `node`: the node's state and its one delivery funnel, taking a session back, moderation
+//!   applied to connections;
+//! - `signaling` (one handler per Socket.IO event), `cluster` (what a node does with the bus),
+//!   `http` (health, statistics, ICE servers, the dashboard) and `admin` (the operators' API);
 //! - `config`: every setting, and each module's slice of it;
 //! - `app`: wires it all together, serves and shuts down.
 
