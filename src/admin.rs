@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::moderation::{Ban, MAX_BAN_SECS, Refused, Source, Target, new_ban_id, parse_address};
 use crate::node::Hub;
+use crate::node::moderator::Kick;
 use crate::protocol::incoming::{MAX_REASON_CHARS, check_user_id};
 use crate::protocol::outgoing::now_ms;
 
@@ -115,14 +116,20 @@ async fn kick(State(a): State<Admin>, headers: HeaderMap, raw: Bytes) -> Respons
     if let Err(r) = check_user_id(&k.user_id).and(check_reason(&reason)) {
         return refuse(StatusCode::BAD_REQUEST, r.code.as_str(), r.message);
     }
-    if a.hub.kick(&k.user_id, &reason) {
-        Json(serde_json::json!({"kicked": true, "userId": k.user_id})).into_response()
-    } else {
-        refuse(
+    match a.hub.kick(&k.user_id, &reason) {
+        Kick::Done => {
+            Json(serde_json::json!({"kicked": true, "userId": k.user_id})).into_response()
+        }
+        Kick::Forwarded => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"kicked": "forwarded", "userId": k.user_id})),
+        )
+            .into_response(),
+        Kick::NotConnected => refuse(
             StatusCode::NOT_FOUND,
             "not-found",
-            "that user is not connected here",
-        )
+            "that user is not connected",
+        ),
     }
 }
 

@@ -804,3 +804,129 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
         "named by deploy/monitoring/ but not exported: {missing:?}"
     );
 }
+
+/// An admin API request to `node`: `(status, body)`.
+async fn admin(
+    node: &Node,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("http://{}{path}", node.addr))
+        .bearer_auth("cluster-admin-token");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_or_a_kick_made_on_one_node_takes_effect_on_every_node() {
+    let redis = Redis::start_on(free_port());
+    let flags = ["--admin-token", "cluster-admin-token"];
+    let [a, b] = nodes(&redis, "moderation", ["mod-a", "mod-b"], &flags).await;
+    let mut eve = b.user("eve").await;
+    let mut zed = b.user("zed").await;
+
+    // Banned through A, eve (on B) is told and closed within a second.
+    let t = Instant::now();
+    let (code, made) = admin(
+        &a,
+        reqwest::Method::POST,
+        "/admin/bans",
+        Some(json!({"userId": "eve", "durationSec": 600, "reason": "spam"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{made}");
+    let seen = eve.until_closed().await;
+    let took = t.elapsed();
+    assert!(
+        seen.iter()
+            .any(|(e, v)| e == "banned" && v["reason"] == "spam"),
+        "{seen:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "the ban reached the other node in {took:?}"
+    );
+    let mut again = Client::connect(b.addr).await;
+    again.emit("authenticate", json!({"userId": "eve"})).await;
+    assert_eq!(
+        again.expect("auth-error").await["code"],
+        "banned",
+        "B refuses eve too"
+    );
+
+    // Kicked through A, zed (on B) is removed: A forwards the kick to every node.
+    let (code, r) = admin(
+        &a,
+        reqwest::Method::POST,
+        "/admin/kick",
+        Some(json!({"userId": "zed", "reason": "abuse"})),
+    )
+    .await;
+    assert_eq!(
+        (code, r["kicked"].as_str()),
+        (202, Some("forwarded")),
+        "{r}"
+    );
+    let seen = zed.until_closed().await;
+    assert!(
+        seen.iter()
+            .any(|(e, v)| e == "kicked" && v["reason"] == "abuse"),
+        "{seen:?}"
+    );
+
+    // A report on B counts on A too (one feed), and a node that joins later knows the ban.
+    let mut rita = b.user("rita").await;
+    rita.emit(
+        "report-user",
+        json!({"userId": "mallory", "reason": "rude"}),
+    )
+    .await;
+    let p = prefix("moderation");
+    let c = Node::start(
+        &redis,
+        "mod-c",
+        &[
+            "--redis-prefix",
+            p.as_str(),
+            "--admin-token",
+            "cluster-admin-token",
+        ],
+    )
+    .await;
+    let (_, bans) = admin(&c, reqwest::Method::GET, "/admin/bans", None).await;
+    assert_eq!(bans["bans"][0]["id"], made["id"], "kept in Redis: {bans}");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            admin(&a, reqwest::Method::GET, "/admin/reports", None)
+                .await
+                .1["reports"][0]["reported"]
+                == "mallory"
+        })
+        .await,
+        "B's report is in A's feed"
+    );
+    let (_, feed_c) = admin(&c, reqwest::Method::GET, "/admin/reports", None).await;
+    assert_eq!(
+        feed_c["reports"][0]["reported"], "mallory",
+        "and in the feed of a node that joined later: {feed_c}"
+    );
+
+    // Lifted through C, eve may come back on B.
+    let path = format!("/admin/bans/{}", made["id"].as_str().unwrap());
+    assert_eq!(admin(&c, reqwest::Method::DELETE, &path, None).await.0, 200);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let mut c = Client::connect(b.addr).await;
+            c.emit("authenticate", json!({"userId": "eve"})).await;
+            c.next_event().await.0 == "authenticated"
+        })
+        .await,
+        "the lift reached B"
+    );
+}

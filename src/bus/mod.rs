@@ -36,7 +36,7 @@ pub(crate) mod queue;
 mod redis;
 pub(crate) mod scripts;
 
-pub(crate) use msg::Msg;
+pub(crate) use msg::{Act, Msg};
 pub(crate) use redis::{redis_config, scrub};
 
 use std::sync::Arc;
@@ -51,6 +51,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::core::matchmaker::Seeker;
 use crate::model::profile::{Preferences, Profile};
+use crate::moderation::{Ban, Report};
 use crate::protocol::outgoing::now_ms;
 
 /// The heartbeat period for a node timeout.
@@ -78,6 +79,9 @@ pub(crate) struct Settings {
     /// `NODE_TIMEOUT_MS`: how long a silent node is taken for alive.
     pub node_timeout: Duration,
 }
+
+/// The channel every node hears (`<prefix>:to:*`); no node can be named `*`.
+const BROADCAST: &str = "*";
 
 /// Most queue entries a search looks at: the longest-waiting ones.
 pub(crate) const SNAPSHOT_LIMIT: usize = 1000;
@@ -262,6 +266,11 @@ impl Cluster {
             .subscribe(cluster.channel(&cluster.node))
             .await
             .map_err(|e| format!("cannot subscribe: {e}"))?;
+        cluster
+            .subscriber
+            .subscribe(cluster.channel(BROADCAST))
+            .await
+            .map_err(|e| format!("cannot subscribe: {e}"))?;
         // Resubscribes after every reconnection (a Redis restart included).
         cluster.subscriber.manage_subscriptions();
         // Exported from the start, at 0: an alert on their increase needs the series first.
@@ -284,6 +293,66 @@ impl Cluster {
     /// The Redis client for commands.
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Sends `act` to every node, through the ordered publisher (this node hears it too, and
+    /// skips it: it applied the act already), and keeps what must outlive the nodes in Redis:
+    /// the bans (a hash) and the recent reports (a capped list).
+    pub(crate) fn moderate(self: &Arc<Self>, act: Act) {
+        self.send(
+            BROADCAST,
+            &Msg::Moderation {
+                from: self.node.to_string(),
+                act: act.clone(),
+            },
+        );
+        let c = self.clone();
+        tokio::spawn(async move {
+            let (bans, reports) = (c.key("bans"), c.key("reports"));
+            let kept: Result<(), fred::error::Error> = match &act {
+                Act::Ban(b) => {
+                    let json = serde_json::to_string(b).expect("bans serialize");
+                    c.client.hset(bans, (b.id.as_str(), json)).await
+                }
+                Act::Unban { id } => c.client.hdel(bans, id.as_str()).await,
+                Act::Report(r) => {
+                    let json = serde_json::to_string(r).expect("reports serialize");
+                    let pipe = c.client.pipeline();
+                    let _: Result<(), _> = pipe.rpush(&reports, json).await;
+                    let _: Result<(), _> = pipe
+                        .ltrim(&reports, -(crate::moderation::MAX_REPORTS as i64), -1)
+                        .await;
+                    pipe.all().await
+                }
+                Act::Kick { .. } => Ok(()),
+            };
+            if let Err(e) = kept {
+                tracing::warn!("moderation not kept in Redis: {e}");
+            }
+        });
+    }
+
+    /// The bans and the recent reports kept in Redis, for a node that joins.
+    pub(crate) async fn moderation(&self) -> Result<(Vec<Ban>, Vec<Report>), fred::error::Error> {
+        let bans: std::collections::HashMap<String, String> =
+            self.client.hgetall(self.key("bans")).await?;
+        let reports: Vec<String> = self
+            .client
+            .lrange(
+                self.key("reports"),
+                -(crate::moderation::MAX_REPORTS as i64),
+                -1,
+            )
+            .await?;
+        Ok((
+            bans.values()
+                .filter_map(|j| serde_json::from_str(j).ok())
+                .collect(),
+            reports
+                .iter()
+                .filter_map(|j| serde_json::from_str(j).ok())
+                .collect(),
+        ))
     }
 
     /// Queues `msg` for `node`. Messages to one node leave in the order they were queued.

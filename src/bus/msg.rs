@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::Entry;
+use crate::moderation::{Ban, Report};
 
 /// A message from one node to another, about a user of the receiving node.
 ///
@@ -92,4 +93,34 @@ pub(crate) enum Msg {
         /// The `partner-left` reason.
         reason: String,
     },
+    /// To every node (the broadcast channel): an operator's or the auto-ban's act, made on
+    /// node `from`.
+    Moderation {
+        /// The node it was made on (which applied it already).
+        from: String,
+        /// What was done.
+        act: Act,
+    },
+}
+
+/// A moderation act every node applies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Act {
+    /// A ban was made.
+    Ban(Ban),
+    /// A ban was lifted.
+    Unban {
+        /// The ban.
+        id: String,
+    },
+    /// An operator kicked a user (connected to whichever node).
+    Kick {
+        /// The user.
+        user: String,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// A user was reported (every node counts it for the auto-ban and the feed).
+    Report(Report),
 }

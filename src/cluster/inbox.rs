@@ -69,6 +69,11 @@ pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
             }
         }
         Msg::Ping { .. } => cluster.heard_own_ping(),
+        Msg::Moderation { from, act } => {
+            if from != *cluster.node {
+                hub.adopt(act);
+            }
+        }
         Msg::Left { room, to, reason } => {
             let mut core = hub.lock();
             let effects = core.remote_left(&to, &room, Reason::from_peer(&reason), now);

@@ -62,6 +62,12 @@ pub(crate) async fn join(
         cluster.ping_self();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The bans and recent reports the cluster keeps, before this node takes a session (an act
+    // made meanwhile arrives on the broadcast channel, already subscribed).
+    match cluster.moderation().await {
+        Ok((bans, reports)) => hub.adopt_all(bans, reports),
+        Err(e) => tracing::warn!("the cluster's bans could not be read: {e}"),
+    }
     hub.cluster.set(cluster.clone()).ok();
     tasks.push(tokio::spawn(liveness::run(hub.clone(), cluster.clone())));
     tracing::info!(node = %cluster.node, "joined the cluster");

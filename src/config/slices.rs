@@ -93,7 +93,9 @@ impl Config {
                     window_secs: self.auto_ban_window_sec,
                     ban_secs: self.auto_ban_duration_sec,
                 },
-                data_dir: (!self.data_dir.is_empty()).then(|| self.data_dir.clone().into()),
+                // In a cluster the bans and reports live in Redis, shared by every node.
+                data_dir: (!self.data_dir.is_empty() && self.redis_url.is_none())
+                    .then(|| self.data_dir.clone().into()),
             },
             webhooks: crate::webhook::Settings {
                 url: self.webhook_url.clone(),

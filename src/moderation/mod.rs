@@ -73,7 +73,8 @@ impl Ban {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Report {
-    /// Increasing per node: the feed's cursor (`before`).
+    /// Increasing, and ordered by time across the nodes of a cluster: the feed's cursor
+    /// (`before`).
     pub id: u64,
     /// Who reported.
     pub reporter: String,
@@ -256,15 +257,17 @@ impl Moderation {
         room_id: Option<&str>,
         now: u64,
     ) -> (Report, Option<Ban>) {
+        // Ids follow the wall clock (ms × 1000, then a counter), so that the reports of several
+        // nodes sort together in one feed.
+        let id = self.next_report.max(now.saturating_mul(1000));
         let r = Report {
-            id: self.next_report,
+            id,
             reporter: reporter.to_owned(),
             reported: reported.to_owned(),
             reason: reason.to_owned(),
             room_id: room_id.map(str::to_owned),
             timestamp: now,
         };
-        self.next_report += 1;
         self.push_report(r.clone());
         let auto = self.auto_ban(reported, now);
         (r, auto)

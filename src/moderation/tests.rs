@@ -108,14 +108,26 @@ fn a_shorter_ban_holds_after_the_longer_one_ends_in_an_expiry_sweep() {
 #[test]
 fn the_feed_is_newest_first_and_pages_by_id() {
     let mut m = Moderation::new(AutoBan::default());
-    for i in 0..5 {
-        m.report(&format!("r{i}"), "eve", "rude", Some("room"), T + i);
-    }
+    // Two in the same millisecond: still distinct, in order.
+    let ids: Vec<u64> = (0..5)
+        .map(|i| {
+            m.report(&format!("r{i}"), "eve", "rude", Some("room"), T + i / 2)
+                .0
+                .id
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let page = m.reports(2, None);
-    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [5, 4]);
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[4], ids[3]]
+    );
     let next = m.reports(2, Some(page[1].id));
-    assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 2]);
-    assert_eq!(m.reports(10, Some(1)), []);
+    assert_eq!(
+        next.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[2], ids[1]]
+    );
+    assert_eq!(m.reports(10, Some(ids[0])), []);
     assert_eq!(page[0].room_id.as_deref(), Some("room"));
 }
 
@@ -127,7 +139,11 @@ fn reports_are_capped() {
     }
     let all = m.reports(usize::MAX, None);
     assert_eq!(all.len(), MAX_REPORTS);
-    assert_eq!(all.last().unwrap().id, 11, "the oldest went first");
+    assert_eq!(
+        all.last().unwrap().timestamp,
+        T + 10,
+        "the oldest went first"
+    );
 }
 
 fn auto(k: usize) -> AutoBan {

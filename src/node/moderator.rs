@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{Hub, Link, Sock, send};
+use crate::bus::Act;
 use crate::moderation::{AutoBan, Ban, Moderation, Refused, Report, Target};
 use crate::protocol::outgoing::{Removed, now_ms};
 use crate::store::{self, Record, Writer};
@@ -75,6 +76,17 @@ impl Moderator {
             crate::metrics::moderation_record_dropped();
         }
     }
+}
+
+/// What became of a kick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kick {
+    /// The user was connected here, and is gone.
+    Done,
+    /// Not here: every node of the cluster was asked.
+    Forwarded,
+    /// Not connected (a single node).
+    NotConnected,
 }
 
 /// What `GET /admin/users/{userId}` answers.
@@ -148,11 +160,13 @@ impl Hub {
                 serde_json::to_value(&report).unwrap_or_default(),
             );
         }
+        self.share(Act::Report(report.clone()));
         self.moderator.persist(Record::Report(report));
         if let Some(ban) = auto {
             tracing::warn!(user = %reported, until = ban.until, reason = %ban.reason, "auto-banned");
             crate::metrics::banned("reports");
             self.ban_webhook(&ban);
+            self.share(Act::Ban(ban.clone()));
             self.moderator.persist(Record::Ban(ban.clone()));
             self.enforce(&ban);
         }
@@ -162,6 +176,7 @@ impl Hub {
     pub(crate) fn ban(&self, ban: Ban) -> Result<Ban, Refused> {
         self.moderator.state.lock().ban(ban.clone(), now_ms())?;
         self.moderator.persist(Record::Ban(ban.clone()));
+        self.share(Act::Ban(ban.clone()));
         tracing::warn!(id = %ban.id, target = ?ban.target, until = ban.until, reason = %ban.reason, "banned");
         crate::metrics::banned("operator");
         self.ban_webhook(&ban);
@@ -173,6 +188,7 @@ impl Hub {
     pub(crate) fn unban(&self, id: &str) -> Option<Ban> {
         let ban = self.moderator.state.lock().unban(id)?;
         self.moderator.persist(Record::Unban { id: id.to_owned() });
+        self.share(Act::Unban { id: id.to_owned() });
         tracing::info!(id, "ban lifted");
         Some(ban)
     }
@@ -187,9 +203,65 @@ impl Hub {
         self.moderator.state.lock().reports(limit, before)
     }
 
-    /// Sends `user`'s connection away with `kicked {reason}`; false when it is not connected
-    /// here. Its partner is told as for any departure.
-    pub(crate) fn kick(&self, user: &str, reason: &str) -> bool {
+    /// Sends `user`'s connection away with `kicked {reason}` (its partner is told as for any
+    /// departure). In a cluster, a user not connected here is looked for on every node.
+    pub(crate) fn kick(&self, user: &str, reason: &str) -> Kick {
+        if self.kick_here(user, reason) {
+            return Kick::Done;
+        }
+        match self.cluster.get() {
+            Some(c) => {
+                c.moderate(Act::Kick {
+                    user: user.to_owned(),
+                    reason: reason.to_owned(),
+                });
+                Kick::Forwarded
+            }
+            None => Kick::NotConnected,
+        }
+    }
+
+    /// Applies an act another node made (it persisted it and told the webhooks already).
+    pub(crate) fn adopt(&self, act: Act) {
+        match act {
+            Act::Ban(ban) => {
+                let made = self.moderator.state.lock().ban(ban.clone(), now_ms());
+                if made.is_ok() {
+                    self.enforce(&ban);
+                }
+            }
+            Act::Unban { id } => {
+                self.moderator.state.lock().unban(&id);
+            }
+            Act::Kick { user, reason } => {
+                self.kick_here(&user, &reason);
+            }
+            Act::Report(r) => self.moderator.state.lock().push_report(r),
+        }
+    }
+
+    /// Takes in the bans and reports a cluster keeps in Redis (at joining).
+    pub(crate) fn adopt_all(&self, bans: Vec<Ban>, mut reports: Vec<Report>) {
+        let now = now_ms();
+        let mut m = self.moderator.state.lock();
+        for b in bans {
+            m.ban(b, now).ok();
+        }
+        reports.sort_by_key(|r| r.id);
+        for r in reports {
+            m.push_report(r);
+        }
+    }
+
+    /// Hands an act to the other nodes (and Redis), in a cluster.
+    fn share(&self, act: Act) {
+        if let Some(c) = self.cluster.get() {
+            c.moderate(act);
+        }
+    }
+
+    /// Kicks `user` if it is connected to this node.
+    fn kick_here(&self, user: &str, reason: &str) -> bool {
         let Some(Link::Local(socket)) = self.lock().link(user).cloned() else {
             return false;
         };
