@@ -190,14 +190,9 @@ impl Moderation {
 
     /// The live ban that covers `ip`, if any (the longest-lasting).
     pub(crate) fn address_ban(&self, ip: IpAddr, now: u64) -> Option<&Ban> {
-        // An IPv4 client seen through an IPv6 socket is matched as the IPv4 address it is.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
         self.by_address
             .iter()
-            .filter(|(net, _)| net.contains(&ip))
+            .filter(|(net, _)| covers(net, ip))
             .filter_map(|(_, id)| self.bans.get(id))
             .filter(|b| b.live(now))
             .max_by_key(|b| b.until)
@@ -344,6 +339,16 @@ impl Moderation {
             .cloned()
             .collect()
     }
+}
+
+/// Whether `net` covers `ip`; an IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`)
+/// is matched as the IPv4 address it is.
+pub(crate) fn covers(net: &IpNet, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    net.contains(&ip)
 }
 
 /// A fresh ban id.

@@ -335,7 +335,7 @@ impl Hub {
             Target::Address(net) => self
                 .all_sockets()
                 .into_iter()
-                .filter(|s| s.ip().is_some_and(|ip| net.contains(&ip)))
+                .filter(|s| s.ip().is_some_and(|ip| crate::moderation::covers(net, ip)))
                 .collect(),
         };
         for s in sockets {
