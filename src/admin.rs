@@ -247,10 +247,11 @@ async fn reports(
         );
     };
     let limit = page.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let reports = a.hub.reports(limit, page.before);
+    // One more than asked tells whether there is a next page.
+    let mut reports = a.hub.reports(limit + 1, page.before);
+    let more = reports.len() > limit;
+    reports.truncate(limit);
     // The cursor of the next page: the oldest report of this one.
-    let next = (reports.len() == limit)
-        .then(|| reports.last().map(|r| r.id))
-        .flatten();
+    let next = more.then(|| reports.last().map(|r| r.id)).flatten();
     Json(serde_json::json!({"reports": reports, "nextBefore": next})).into_response()
 }

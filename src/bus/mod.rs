@@ -179,6 +179,9 @@ pub(crate) struct Cluster {
     client: Client,
     subscriber: SubscriberClient,
     outbox: UnboundedSender<(Arc<str>, String)>,
+    /// Moderation acts to keep in Redis, written one after another (a lift never lands before
+    /// the ban it lifts).
+    keeper: tokio::sync::mpsc::Sender<Act>,
     redis_up: AtomicBool,
     /// When this node last heard its own ping on its channel (Unix ms).
     inbox_heard: AtomicU64,
@@ -249,12 +252,14 @@ impl Cluster {
             None => uuid::Uuid::new_v4().simple().to_string()[..12].into(),
         };
         let (outbox, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (keeper, kept) = tokio::sync::mpsc::channel(10_000);
         let cluster = Arc::new(Cluster {
             node,
             prefix: prefix.to_string(),
             client,
             subscriber: subscriber.clone(),
             outbox,
+            keeper,
             redis_up: AtomicBool::new(true),
             inbox_heard: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -277,6 +282,7 @@ impl Cluster {
         metrics::counter!("roulette_cluster_messages_lost_total").increment(0);
         metrics::counter!("roulette_cluster_messages_sent_total").increment(0);
         tokio::spawn(publisher(cluster.clone(), rx));
+        tokio::spawn(keep(cluster.clone(), kept));
         Ok((cluster, subscriber))
     }
 
@@ -306,36 +312,25 @@ impl Cluster {
                 act: act.clone(),
             },
         );
-        let c = self.clone();
-        tokio::spawn(async move {
-            let (bans, reports) = (c.key("bans"), c.key("reports"));
-            let kept: Result<(), fred::error::Error> = match &act {
-                Act::Ban(b) => {
-                    let json = serde_json::to_string(b).expect("bans serialize");
-                    c.client.hset(bans, (b.id.as_str(), json)).await
-                }
-                Act::Unban { id } => c.client.hdel(bans, id.as_str()).await,
-                Act::Report(r) => {
-                    let json = serde_json::to_string(r).expect("reports serialize");
-                    let pipe = c.client.pipeline();
-                    let _: Result<(), _> = pipe.rpush(&reports, json).await;
-                    let _: Result<(), _> = pipe
-                        .ltrim(&reports, -(crate::moderation::MAX_REPORTS as i64), -1)
-                        .await;
-                    pipe.all().await
-                }
-                Act::Kick { .. } => Ok(()),
-            };
-            if let Err(e) = kept {
-                tracing::warn!("moderation not kept in Redis: {e}");
-            }
-        });
+        if self.keeper.try_send(act).is_err() {
+            tracing::warn!("moderation not kept in Redis: its queue is full");
+        }
     }
 
     /// The bans and the recent reports kept in Redis, for a node that joins.
     pub(crate) async fn moderation(&self) -> Result<(Vec<Ban>, Vec<Report>), fred::error::Error> {
         let bans: std::collections::HashMap<String, String> =
             self.client.hgetall(self.key("bans")).await?;
+        // The bans that ended go from the hash here, so it holds about the live ones.
+        let now = now_ms();
+        let ended: Vec<&str> = bans
+            .iter()
+            .filter(|(_, j)| serde_json::from_str::<Ban>(j).is_ok_and(|b| b.until <= now))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !ended.is_empty() {
+            let _: () = self.client.hdel(self.key("bans"), ended).await?;
+        }
         let reports: Vec<String> = self
             .client
             .lrange(
@@ -429,6 +424,33 @@ impl Cluster {
 }
 
 /// Publishes queued messages in order, batching what has piled up into one pipeline.
+/// Writes the moderation acts to Redis in the order they were made.
+async fn keep(c: Arc<Cluster>, mut acts: tokio::sync::mpsc::Receiver<Act>) {
+    let (bans, reports) = (c.key("bans"), c.key("reports"));
+    while let Some(act) = acts.recv().await {
+        let kept: Result<(), fred::error::Error> = match &act {
+            Act::Ban(b) => {
+                let json = serde_json::to_string(b).expect("bans serialize");
+                c.client.hset(&bans, (b.id.as_str(), json)).await
+            }
+            Act::Unban { id } => c.client.hdel(&bans, id.as_str()).await,
+            Act::Report(r) => {
+                let json = serde_json::to_string(r).expect("reports serialize");
+                let pipe = c.client.pipeline();
+                let _: Result<(), _> = pipe.rpush(&reports, json).await;
+                let _: Result<(), _> = pipe
+                    .ltrim(&reports, -(crate::moderation::MAX_REPORTS as i64), -1)
+                    .await;
+                pipe.all().await
+            }
+            Act::Kick { .. } => Ok(()),
+        };
+        if let Err(e) = kept {
+            tracing::warn!("moderation not kept in Redis: {e}");
+        }
+    }
+}
+
 async fn publisher(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<str>, String)>) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {

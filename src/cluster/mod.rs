@@ -64,9 +64,18 @@ pub(crate) async fn join(
     }
     // The bans and recent reports the cluster keeps, before this node takes a session (an act
     // made meanwhile arrives on the broadcast channel, already subscribed).
-    match cluster.moderation().await {
-        Ok((bans, reports)) => hub.adopt_all(bans, reports),
-        Err(e) => tracing::warn!("the cluster's bans could not be read: {e}"),
+    // Not served before they are read: a node that skipped them would let the banned in.
+    loop {
+        match cluster.moderation().await {
+            Ok((bans, reports)) => {
+                hub.adopt_all(bans, reports);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("the cluster's bans could not be read ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
     hub.cluster.set(cluster.clone()).ok();
     tasks.push(tokio::spawn(liveness::run(hub.clone(), cluster.clone())));

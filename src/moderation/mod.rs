@@ -242,8 +242,11 @@ impl Moderation {
 
     /// Records a report (the oldest is forgotten beyond [`MAX_REPORTS`]) and returns it, with
     /// the auto-ban it triggers, if any: the reported user's first ban by reports once
-    /// `reporters` distinct users reported it within the window. Reports of a user who is
-    /// banned already trigger nothing.
+    /// `reporters` distinct users who shared a room with it reported it within the window
+    /// (reporting a stranger by id counts for the feed, not for the auto-ban, or anyone could
+    /// have anyone banned with a few made-up ids). Reports of a user who is banned already
+    /// trigger nothing. A repeat of a report (the same reporter about the same user within the
+    /// window) is not recorded again: `None`.
     pub(crate) fn report(
         &mut self,
         reporter: &str,
@@ -251,7 +254,17 @@ impl Moderation {
         reason: &str,
         room_id: Option<&str>,
         now: u64,
-    ) -> (Report, Option<Ban>) {
+    ) -> Option<(Report, Option<Ban>)> {
+        let since = now.saturating_sub(self.window_secs() * 1000);
+        let repeat = self
+            .reports
+            .iter()
+            .rev()
+            .take_while(|r| r.timestamp >= since)
+            .any(|r| r.reporter == reporter && r.reported == reported);
+        if repeat {
+            return None;
+        }
         // Ids follow the wall clock (ms × 1000, then a counter), so that the reports of several
         // nodes sort together in one feed.
         let id = self.next_report.max(now.saturating_mul(1000));
@@ -265,33 +278,51 @@ impl Moderation {
         };
         self.push_report(r.clone());
         let auto = self.auto_ban(reported, now);
-        (r, auto)
+        Some((r, auto))
+    }
+
+    fn window_secs(&self) -> u64 {
+        if self.auto.window_secs == 0 {
+            3600
+        } else {
+            self.auto.window_secs
+        }
     }
 
     /// Takes a report back in (after a restart, or from another node).
     pub(crate) fn push_report(&mut self, r: Report) {
         self.next_report = self.next_report.max(r.id + 1);
+        if self
+            .reports
+            .iter()
+            .any(|k| k.id == r.id && k.reporter == r.reporter)
+        {
+            return;
+        }
         if self.reports.len() >= MAX_REPORTS {
             self.reports.pop_front();
         }
-        self.reports.push_back(r);
+        // Kept in id order (another node's reports may arrive late), so the feed pages by id.
+        let at = self.reports.partition_point(|k| k.id <= r.id);
+        self.reports.insert(at, r);
     }
 
     /// Distinct users who reported `user` within the auto-ban window (or the last hour when
     /// the auto-ban is off).
     pub(crate) fn distinct_reporters(&self, user: &str, now: u64) -> usize {
-        let window = if self.auto.window_secs == 0 {
-            3600
-        } else {
-            self.auto.window_secs
-        };
-        let since = now.saturating_sub(window * 1000);
+        self.reporters(user, now, false)
+    }
+
+    /// Distinct reporters of `user` within the window; `met`: only those who shared a room
+    /// with it.
+    fn reporters(&self, user: &str, now: u64, met: bool) -> usize {
+        let since = now.saturating_sub(self.window_secs() * 1000);
         let mut who: Vec<&str> = self
             .reports
             .iter()
             .rev()
             .take_while(|r| r.timestamp >= since)
-            .filter(|r| r.reported == user)
+            .filter(|r| r.reported == user && (!met || r.room_id.is_some()))
             .map(|r| r.reporter.as_str())
             .collect();
         who.sort_unstable();
@@ -309,7 +340,7 @@ impl Moderation {
         if a.reporters == 0 || self.user_ban(user, now).is_some() {
             return None;
         }
-        let reporters = self.distinct_reporters(user, now);
+        let reporters = self.reporters(user, now, true);
         if reporters < a.reporters {
             return None;
         }
@@ -359,10 +390,20 @@ pub(crate) fn new_ban_id() -> String {
 /// A user id or address as the admin API takes it: an address (`203.0.113.7`) or a prefix
 /// (`203.0.113.0/24`). A bare address is a prefix of its whole length.
 pub(crate) fn parse_address(text: &str) -> Option<IpNet> {
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Some(net.trunc());
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => IpNet::from(text.parse::<IpAddr>().ok()?),
+    };
+    // An IPv4-mapped prefix (`::ffff:203.0.113.7`) is the IPv4 one: clients are matched so.
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+    {
+        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+            .ok()
+            .map(IpNet::V4);
     }
-    text.parse::<IpAddr>().ok().map(IpNet::from)
+    Some(net)
 }
 
 #[cfg(test)]

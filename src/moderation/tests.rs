@@ -112,6 +112,7 @@ fn the_feed_is_newest_first_and_pages_by_id() {
     let ids: Vec<u64> = (0..5)
         .map(|i| {
             m.report(&format!("r{i}"), "eve", "rude", Some("room"), T + i / 2)
+                .unwrap()
                 .0
                 .id
         })
@@ -135,7 +136,7 @@ fn the_feed_is_newest_first_and_pages_by_id() {
 fn reports_are_capped() {
     let mut m = Moderation::new(AutoBan::default());
     for i in 0..MAX_REPORTS as u64 + 10 {
-        m.report("a", "b", "", None, T + i);
+        m.report(&format!("a{i}"), "b", "", None, T + i);
     }
     let all = m.reports(usize::MAX, None);
     assert_eq!(all.len(), MAX_REPORTS);
@@ -154,15 +155,25 @@ fn auto(k: usize) -> AutoBan {
     }
 }
 
+/// A report by someone who shared a room with `to`; the auto-ban it made, if any.
+fn met(m: &mut Moderation, from: &str, to: &str, now: u64) -> Option<Ban> {
+    m.report(from, to, "", Some("room"), now)
+        .and_then(|(_, b)| b)
+}
+
 #[test]
 fn k_distinct_reporters_ban_and_k_reports_from_one_do_not() {
     let mut m = Moderation::new(auto(3));
-    for _ in 0..5 {
-        assert!(m.report("alice", "eve", "", None, T).1.is_none());
+    assert!(met(&mut m, "alice", "eve", T).is_none());
+    for _ in 0..4 {
+        assert!(
+            m.report("alice", "eve", "", Some("room"), T).is_none(),
+            "a repeat is not recorded again"
+        );
     }
-    assert!(m.report("bob", "eve", "", None, T).1.is_none());
-    let (_, b) = m.report("carol", "eve", "", None, T + 1);
-    let b = b.expect("the third distinct reporter bans");
+    assert_eq!(m.reports_about("eve"), 1);
+    assert!(met(&mut m, "bob", "eve", T).is_none());
+    let b = met(&mut m, "carol", "eve", T + 1).expect("the third distinct reporter bans");
     assert_eq!(b.target, user("eve"));
     assert_eq!(b.until, T + 1 + 3_600_000);
     assert_eq!(
@@ -174,29 +185,61 @@ fn k_distinct_reporters_ban_and_k_reports_from_one_do_not() {
     );
     assert!(m.user_ban("eve", T + 2).is_some());
     // Banned already: more reports make no second ban.
-    assert!(m.report("dave", "eve", "", None, T + 3).1.is_none());
+    assert!(met(&mut m, "dave", "eve", T + 3).is_none());
+}
+
+#[test]
+fn reports_of_a_stranger_count_for_the_feed_and_not_for_the_auto_ban() {
+    let mut m = Moderation::new(auto(2));
+    for r in ["sock1", "sock2", "sock3"] {
+        let (_, b) = m.report(r, "victim", "", None, T).unwrap();
+        assert!(b.is_none(), "never in a room with the victim");
+    }
+    assert_eq!(m.distinct_reporters("victim", T), 3);
+    assert!(m.user_ban("victim", T).is_none());
 }
 
 #[test]
 fn reports_older_than_the_window_do_not_count() {
     let mut m = Moderation::new(auto(2));
-    m.report("alice", "eve", "", None, T);
-    assert!(m.report("bob", "eve", "", None, T + 61_000).1.is_none());
-    assert!(m.report("carol", "eve", "", None, T + 62_000).1.is_some());
+    met(&mut m, "alice", "eve", T);
+    assert!(met(&mut m, "bob", "eve", T + 61_000).is_none());
+    assert!(met(&mut m, "carol", "eve", T + 62_000).is_some());
 }
 
 #[test]
 fn the_auto_ban_is_off_with_zero() {
     let mut m = Moderation::new(auto(0));
     for i in 0..50 {
-        assert!(m.report(&format!("r{i}"), "eve", "", None, T).1.is_none());
+        assert!(met(&mut m, &format!("r{i}"), "eve", T).is_none());
     }
     assert_eq!(m.distinct_reporters("eve", T), 50);
 }
 
+#[test]
+fn a_late_report_from_another_node_is_paged_in_id_order() {
+    let mut m = Moderation::new(AutoBan::default());
+    let a = m.report("a", "x", "", None, T + 10).unwrap().0;
+    m.push_report(Report {
+        id: (T + 5) * 1000,
+        reporter: "b".into(),
+        reported: "y".into(),
+        reason: String::new(),
+        room_id: None,
+        timestamp: T + 5,
+    });
+    let ids: Vec<u64> = m.reports(10, None).iter().map(|r| r.id).collect();
+    assert_eq!(ids, [a.id, (T + 5) * 1000], "newest first by id");
+    assert_eq!(
+        parse_address("::ffff:203.0.113.7").unwrap().to_string(),
+        "203.0.113.7/32",
+        "a mapped address is the IPv4 one"
+    );
+}
+
 proptest! {
     /// Whatever the reports, a ban by reports comes exactly when the K-th distinct reporter
-    /// within the window reports, and never for a user with fewer.
+    /// within the window reports, and never for a user with fewer; repeats count once.
     #[test]
     fn auto_ban_matches_a_count_of_distinct_reporters(
         k in 1usize..5,
@@ -209,8 +252,14 @@ proptest! {
         let mut seen: Vec<(String, String, u64)> = Vec::new();
         for (from, to, secs) in sorted {
             let (from, to, now) = (format!("r{from}"), format!("u{to}"), T + secs * 1000);
-            seen.push((from.clone(), to.clone(), now));
-            let (_, b) = m.report(&from, &to, "", None, now);
+            // A repeat within the window is not recorded (the earlier report stands).
+            let repeat = seen
+                .iter()
+                .any(|(f, t, at)| *f == from && *t == to && *at + 60_000 >= now);
+            if !repeat {
+                seen.push((from.clone(), to.clone(), now));
+            }
+            let b = met(&mut m, &from, &to, now);
             let mut who: Vec<&str> = seen
                 .iter()
                 .filter(|(_, t, at)| *t == to && *at + 60_000 >= now)

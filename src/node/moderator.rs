@@ -141,7 +141,8 @@ impl Hub {
         self.moderator.state.lock().active_bans(now_ms())
     }
 
-    /// Records a `report-user`; an auto-ban it triggers takes effect at once.
+    /// Records a `report-user` (a repeat within the window is not recorded again); an auto-ban
+    /// it triggers takes effect at once.
     pub(crate) fn record_report(
         &self,
         reporter: &str,
@@ -149,11 +150,15 @@ impl Hub {
         reason: &str,
         room: Option<&str>,
     ) {
-        let (report, auto) =
-            self.moderator
-                .state
-                .lock()
-                .report(reporter, reported, reason, room, now_ms());
+        let made = self
+            .moderator
+            .state
+            .lock()
+            .report(reporter, reported, reason, room, now_ms());
+        // A repeat of the same report within the window: already recorded.
+        let Some((report, auto)) = made else {
+            return;
+        };
         if let Some(w) = &self.webhooks {
             w.emit(
                 "user.reported",

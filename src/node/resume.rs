@@ -168,6 +168,15 @@ fn try_complete(
             (None, Some(wanted)) => wanted,
             (None, None) => format!("user-{}", uuid::Uuid::new_v4().simple()).into(),
         };
+        // Checked again under the core lock: a ban made since the handler's first check (while
+        // this waited for the cluster, or for a holder's pong) is enforced on linked sockets
+        // only, and this one is not linked yet.
+        let ban = hub
+            .user_ban(&user)
+            .or_else(|| session.ip.and_then(|ip| hub.address_ban(ip)));
+        if let Some(ban) = ban {
+            return Err(Reject::banned(&ban.reason, ban.until));
+        }
         // A verified token proves who this is: the newest connection gets the session.
         let claim = match hub.verifier {
             Some(_) => Claim::Verified,
