@@ -89,7 +89,7 @@ async fn user(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<String>
     if let Some(r) = unauthorized(&a, &headers) {
         return r;
     }
-    match a.hub.lookup(&id) {
+    match a.hub.lookup_anywhere(&id).await {
         Some(view) => Json(view).into_response(),
         None => refuse(StatusCode::NOT_FOUND, "not-found", "no such user here"),
     }

@@ -882,6 +882,15 @@ async fn a_ban_or_a_kick_made_on_one_node_takes_effect_on_every_node() {
 
     // A report on B counts on A too (one feed), and a node that joins later knows the ban.
     let mut rita = b.user("rita").await;
+    // A user on B looked up through A: B answers for it.
+    let (code, view) = admin(&a, reqwest::Method::GET, "/admin/users/rita", None).await;
+    assert_eq!(
+        (code, view["node"].as_str(), view["connected"].as_bool()),
+        (200, Some("mod-b"), Some(true)),
+        "{view}"
+    );
+    let (code, _) = admin(&a, reqwest::Method::GET, "/admin/users/nobody-at-all", None).await;
+    assert_eq!(code, 404);
     rita.emit(
         "report-user",
         json!({"userId": "mallory", "reason": "rude"}),

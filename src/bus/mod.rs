@@ -350,6 +350,11 @@ impl Cluster {
         ))
     }
 
+    /// Queues `msg` for every node (this one included).
+    pub(crate) fn broadcast(&self, msg: &Msg) {
+        self.send(BROADCAST, msg);
+    }
+
     /// Queues `msg` for `node`. Messages to one node leave in the order they were queued.
     pub(crate) fn send(&self, node: &str, msg: &Msg) {
         match serde_json::to_string(msg) {

@@ -93,6 +93,23 @@ pub(crate) enum Msg {
         /// The `partner-left` reason.
         reason: String,
     },
+    /// To every node (the broadcast channel): node `from` asks who holds `user` (an operator's
+    /// `GET /admin/users/{userId}`); the node that does answers [`Msg::Found`].
+    Lookup {
+        /// The asking node.
+        from: String,
+        /// The question's number on that node.
+        ask: u64,
+        /// The user.
+        user: String,
+    },
+    /// The answer to [`Msg::Lookup`] `ask`: the user as the node that holds it sees it.
+    Found {
+        /// The question's number.
+        ask: u64,
+        /// The `GET /admin/users/{userId}` body.
+        view: Box<RawValue>,
+    },
     /// To every node (the broadcast channel): an operator's or the auto-ban's act, made on
     /// node `from`.
     Moderation {

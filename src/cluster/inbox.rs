@@ -69,6 +69,15 @@ pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
             }
         }
         Msg::Ping { .. } => cluster.heard_own_ping(),
+        Msg::Lookup { from, ask, user } => {
+            if from != *cluster.node
+                && let Some(view) = hub.view_here(&user)
+                && let Ok(view) = serde_json::value::to_raw_value(&view)
+            {
+                cluster.send(&from, &Msg::Found { ask, view });
+            }
+        }
+        Msg::Found { ask, view } => hub.found(ask, view.get()),
         Msg::Moderation { from, act } => {
             if from != *cluster.node {
                 hub.adopt(act);

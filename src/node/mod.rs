@@ -95,6 +95,8 @@ pub struct Hub {
     clustered: bool,
     /// Bans and reports.
     moderator: moderator::Moderator,
+    /// `GET /admin/users` questions waiting on the cluster's answer.
+    asks: moderator::Asks,
     /// Signed webhooks, when `WEBHOOK_URL` is set.
     pub(crate) webhooks: Option<crate::webhook::Webhooks>,
     /// Connection, request and event limits.
@@ -150,6 +152,7 @@ impl Hub {
             timings: cfg,
             clustered: settings.clustered,
             moderator: moderator::Moderator::open(&settings.moderation)?,
+            asks: moderator::Asks::default(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
         }))

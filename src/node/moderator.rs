@@ -89,8 +89,21 @@ pub(crate) enum Kick {
     NotConnected,
 }
 
+/// Most `GET /admin/users` questions a node waits on at once in a cluster.
+const MAX_ASKS: usize = 1000;
+/// How long a node waits for the node that holds a user to answer.
+const ASK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The questions this node asked the cluster and waits on, by number.
+#[derive(Default)]
+pub(crate) struct Asks {
+    next: std::sync::atomic::AtomicU64,
+    waiting:
+        parking_lot::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
+}
+
 /// What `GET /admin/users/{userId}` answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UserView {
     /// The user.
@@ -282,7 +295,60 @@ impl Hub {
         true
     }
 
-    /// What an operator sees of `user`; `None` when nothing here knows it.
+    /// What an operator sees of `user`, in a cluster from the node that holds it (asked on the
+    /// broadcast channel, answered within [`ASK_WAIT`]); `None` when nothing knows it.
+    pub(crate) async fn lookup_anywhere(&self, user: &str) -> Option<UserView> {
+        let here = self.lookup(user);
+        let Some(cluster) = self.cluster.get() else {
+            return here;
+        };
+        if here.as_ref().is_some_and(|v| v.node.is_some()) {
+            return here;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ask = self
+            .asks
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut waiting = self.asks.waiting.lock();
+            if waiting.len() >= MAX_ASKS {
+                return here;
+            }
+            waiting.insert(ask, tx);
+        }
+        cluster.broadcast(&crate::bus::Msg::Lookup {
+            from: cluster.node.to_string(),
+            ask,
+            user: user.to_owned(),
+        });
+        let answer = tokio::time::timeout(ASK_WAIT, rx).await;
+        self.asks.waiting.lock().remove(&ask);
+        let Ok(Ok(json)) = answer else {
+            return here;
+        };
+        let mut there: UserView = serde_json::from_str(&json).ok()?;
+        // Bans and reports are every node's: this node's figures are as good as the other's.
+        if let Some(h) = here {
+            (there.recent_reporters, there.reports, there.ban) =
+                (h.recent_reporters, h.reports, h.ban);
+        }
+        Some(there)
+    }
+
+    /// The view of `user` when this node holds it (the answer to another node's question).
+    pub(crate) fn view_here(&self, user: &str) -> Option<UserView> {
+        self.lookup(user).filter(|v| v.node.is_some())
+    }
+
+    /// Another node answered question `ask`.
+    pub(crate) fn found(&self, ask: u64, view: &str) {
+        if let Some(tx) = self.asks.waiting.lock().remove(&ask) {
+            tx.send(view.to_owned()).ok();
+        }
+    }
+
+    /// What an operator sees of `user` on this node; `None` when nothing here knows it.
     pub(crate) fn lookup(&self, user: &str) -> Option<UserView> {
         let now = now_ms();
         let (presence, local) = {
