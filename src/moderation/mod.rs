@@ -113,8 +113,11 @@ pub(crate) struct Moderation {
     bans: HashMap<String, Ban>,
     /// The live user bans by user (the longest-lasting one wins).
     by_user: HashMap<String, String>,
-    /// Address bans, checked in turn (operators make few).
-    by_address: Vec<(IpNet, String)>,
+    /// Address bans by their prefix (host bits zero): a client's address is looked up once per
+    /// prefix length in use, whatever the number of bans.
+    by_address: HashMap<IpNet, Vec<String>>,
+    /// The prefix lengths in use, per family (`true`: IPv6), and how many prefixes have each.
+    lengths: std::collections::BTreeMap<(bool, u8), usize>,
     /// Newest last.
     reports: VecDeque<Report>,
     next_report: u64,
@@ -152,7 +155,14 @@ impl Moderation {
                     self.by_user.insert(u.clone(), ban.id.clone());
                 }
             }
-            Target::Address(net) => self.by_address.push((*net, ban.id.clone())),
+            Target::Address(net) => {
+                let key = net.trunc();
+                let ids = self.by_address.entry(key).or_default();
+                if ids.is_empty() {
+                    *self.lengths.entry(family(&key)).or_default() += 1;
+                }
+                ids.push(ban.id.clone());
+            }
         }
         self.bans.insert(ban.id.clone(), ban);
         Ok(())
@@ -177,7 +187,7 @@ impl Moderation {
                     }
                 }
             }
-            Target::Address(_) => self.by_address.retain(|(_, b)| b != id),
+            Target::Address(net) => self.drop_address(&net.trunc(), id),
         }
         Some(ban)
     }
@@ -190,12 +200,34 @@ impl Moderation {
 
     /// The live ban that covers `ip`, if any (the longest-lasting).
     pub(crate) fn address_ban(&self, ip: IpAddr, now: u64) -> Option<&Ban> {
-        self.by_address
-            .iter()
-            .filter(|(net, _)| covers(net, ip))
-            .filter_map(|(_, id)| self.bans.get(id))
+        let ip = unmapped(ip);
+        let v6 = ip.is_ipv6();
+        self.lengths
+            .keys()
+            .filter(|(f, _)| *f == v6)
+            .filter_map(|&(_, len)| IpNet::new(ip, len).ok())
+            .filter_map(|net| self.by_address.get(&net.trunc()))
+            .flatten()
+            .filter_map(|id| self.bans.get(id))
             .filter(|b| b.live(now))
             .max_by_key(|b| b.until)
+    }
+
+    fn drop_address(&mut self, key: &IpNet, id: &str) {
+        let Some(ids) = self.by_address.get_mut(key) else {
+            return;
+        };
+        ids.retain(|b| b != id);
+        if ids.is_empty() {
+            self.by_address.remove(key);
+            let f = family(key);
+            if let Some(n) = self.lengths.get_mut(&f) {
+                *n -= 1;
+                if *n == 0 {
+                    self.lengths.remove(&f);
+                }
+            }
+        }
     }
 
     /// The live bans, the newest first.
@@ -224,7 +256,14 @@ impl Moderation {
         }
         let bans = &self.bans;
         self.by_user.retain(|_, id| bans.contains_key(id));
-        self.by_address.retain(|(_, id)| bans.contains_key(id));
+        self.by_address.retain(|_, ids| {
+            ids.retain(|id| bans.contains_key(id));
+            !ids.is_empty()
+        });
+        self.lengths.clear();
+        for key in self.by_address.keys() {
+            *self.lengths.entry(family(key)).or_default() += 1;
+        }
         // A user whose longest ban ended may still have another.
         for b in bans.values() {
             if let Target::User(u) = &b.target {
@@ -375,11 +414,20 @@ impl Moderation {
 /// Whether `net` covers `ip`; an IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`)
 /// is matched as the IPv4 address it is.
 pub(crate) fn covers(net: &IpNet, ip: IpAddr) -> bool {
-    let ip = match ip {
+    net.contains(&unmapped(ip))
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
-    };
-    net.contains(&ip)
+    }
+}
+
+/// A prefix's family (`true`: IPv6) and length, the key of [`Moderation`]'s lengths.
+fn family(net: &IpNet) -> (bool, u8) {
+    (matches!(net, IpNet::V6(_)), net.prefix_len())
 }
 
 /// A fresh ban id.

@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use std::net::IpAddr;
 
 const T: u64 = 1_800_000_000_000;
 
@@ -273,6 +274,43 @@ proptest! {
             if expect {
                 banned.insert(to.clone(), true);
             }
+        }
+    }
+}
+
+proptest! {
+    /// The indexed address lookup finds exactly the bans a scan of every ban finds.
+    #[test]
+    fn the_address_index_agrees_with_a_scan(
+        bans in prop::collection::vec((any::<[u8; 4]>(), 8u8..=32, 1u64..5), 0..40),
+        lifted in prop::collection::vec(0usize..40, 0..10),
+        probes in prop::collection::vec(any::<[u8; 4]>(), 1..40),
+    ) {
+        let mut m = Moderation::new(AutoBan::default());
+        let mut all = Vec::new();
+        for (i, (a, len, secs)) in bans.iter().enumerate() {
+            let net = parse_address(&format!("{}/{len}", IpAddr::from(*a))).unwrap();
+            let b = ban(&format!("b{i}"), Target::Address(net), T + secs * 1000);
+            m.ban(b.clone(), T).unwrap();
+            all.push(b);
+        }
+        for i in lifted {
+            if i < all.len() {
+                m.unban(&all[i].id);
+                all[i].until = 0;
+            }
+        }
+        m.expire(T + 2000);
+        for p in probes {
+            let ip = IpAddr::from(p);
+            let now = T + 2000;
+            let want = all
+                .iter()
+                .filter(|b| b.until > now)
+                .filter(|b| matches!(&b.target, Target::Address(n) if n.contains(&ip)))
+                .map(|b| b.until)
+                .max();
+            prop_assert_eq!(m.address_ban(ip, now).map(|b| b.until), want);
         }
     }
 }
