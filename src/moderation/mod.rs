@@ -116,8 +116,8 @@ pub(crate) struct Moderation {
     /// Address bans by their prefix (host bits zero): a client's address is looked up once per
     /// prefix length in use, whatever the number of bans.
     by_address: HashMap<IpNet, Vec<String>>,
-    /// The prefix lengths in use, per family (`true`: IPv6), and how many prefixes have each.
-    lengths: std::collections::BTreeMap<(bool, u8), usize>,
+    /// The prefix lengths in use, per family (`true`: IPv6): an index over `by_address`'s keys.
+    lengths: std::collections::BTreeSet<(bool, u8)>,
     /// Newest last.
     reports: VecDeque<Report>,
     next_report: u64,
@@ -158,10 +158,8 @@ impl Moderation {
             Target::Address(net) => {
                 let key = net.trunc();
                 let ids = self.by_address.entry(key).or_default();
-                if ids.is_empty() {
-                    *self.lengths.entry(family(&key)).or_default() += 1;
-                }
                 ids.push(ban.id.clone());
+                self.lengths.insert(family(&key));
             }
         }
         self.bans.insert(ban.id.clone(), ban);
@@ -203,7 +201,7 @@ impl Moderation {
         let ip = unmapped(ip);
         let v6 = ip.is_ipv6();
         self.lengths
-            .keys()
+            .iter()
             .filter(|(f, _)| *f == v6)
             .filter_map(|&(_, len)| IpNet::new(ip, len).ok())
             .filter_map(|net| self.by_address.get(&net.trunc()))
@@ -221,11 +219,8 @@ impl Moderation {
         if ids.is_empty() {
             self.by_address.remove(key);
             let f = family(key);
-            if let Some(n) = self.lengths.get_mut(&f) {
-                *n -= 1;
-                if *n == 0 {
-                    self.lengths.remove(&f);
-                }
+            if !self.by_address.keys().any(|k| family(k) == f) {
+                self.lengths.remove(&f);
             }
         }
     }
@@ -260,10 +255,7 @@ impl Moderation {
             ids.retain(|id| bans.contains_key(id));
             !ids.is_empty()
         });
-        self.lengths.clear();
-        for key in self.by_address.keys() {
-            *self.lengths.entry(family(key)).or_default() += 1;
-        }
+        self.lengths = self.by_address.keys().map(family).collect();
         // A user whose longest ban ended may still have another.
         for b in bans.values() {
             if let Target::User(u) = &b.target {

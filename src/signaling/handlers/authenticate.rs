@@ -31,7 +31,9 @@ pub(crate) fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject
         }
         None => p.user_id.map(Into::into),
     };
-    // A banned user, or a connection from a banned address, gets no session.
+    // A banned user, or a connection from a banned address, gets no session, and asks no other
+    // node for one (a handover would take a room from its node for nothing). Checked again
+    // under the core lock in `complete`, for a ban made while this waits.
     let ban = claimed
         .as_deref()
         .and_then(|u| ctx.hub.user_ban(u))
