@@ -14,6 +14,10 @@
 //! and the socket goes to hyper for the rest of its life: this path never has to be a general
 //! HTTP server.
 
+// Input from the network reaches these parsers: an index or a string cut at an unchecked offset
+// could panic a connection (`4é` did), so neither is allowed outside tests.
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 

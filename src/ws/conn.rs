@@ -199,7 +199,7 @@ impl Conn {
     ) -> Result<(), SendError> {
         SCRATCH.with_borrow_mut(|buf| {
             let start = frame::encode_text(buf, write).map_err(|_| SendError::Encode)?;
-            let sent = self.push_bytes(&buf[start..], false);
+            let sent = self.push_bytes(buf.get(start..).unwrap_or_default(), false);
             if buf.capacity() > SCRATCH_KEEP {
                 *buf = Vec::new();
             }
@@ -263,7 +263,7 @@ impl Conn {
         if out.frames.is_empty() {
             match tcp.try_write(bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => rest = &bytes[n..],
+                Ok(n) => rest = bytes.get(n..).unwrap_or_default(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => {
                     out.end = Some(End::Lost("transport error"));
@@ -292,8 +292,11 @@ impl Conn {
             if let Some(n) = out.pong {
                 let i = (n - out.popped) as usize;
                 let frame = OutFrame::pong(payload);
-                let old = std::mem::replace(&mut out.frames[i], frame);
-                out.bytes = out.bytes - old.remaining().len() + out.frames[i].remaining().len();
+                let new = frame.remaining().len();
+                if let Some(slot) = out.frames.get_mut(i) {
+                    let old = std::mem::replace(slot, frame).remaining().len();
+                    out.bytes = out.bytes - old + new;
+                }
                 return;
             }
             if !out.frames.is_empty() {

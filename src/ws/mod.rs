@@ -22,6 +22,10 @@
 //! Events are handled inline, in arrival order, on the reading path: one user's events reach its
 //! partner in the order sent.
 
+// Input from the network reaches these parsers: an index or a string cut at an unchecked offset
+// could panic a connection (`4é` did), so neither is allowed outside tests.
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
+
 mod conn;
 mod conns;
 mod entry;

@@ -212,7 +212,7 @@ async fn upgrade_session(t: Transport, conn: Arc<Conn>, mut tcp: TcpStream, mut 
         }
         let mut chunk = vec![0u8; 4096];
         match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             _ => break false,
         }
     };
@@ -375,7 +375,7 @@ fn on_readable(t: &Transport, conn: &Arc<Conn>, st: &mut Reading) -> Option<End>
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
                 Err(_) => return Some(End::Lost("transport error")),
             }
-            if let Some(end) = on_bytes(t, conn, st, &mut buf[..got]) {
+            if let Some(end) = on_bytes(t, conn, st, buf.get_mut(..got).unwrap_or_default()) {
                 return Some(end);
             }
             if got < buf.len() {
