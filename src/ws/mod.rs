@@ -277,6 +277,18 @@ fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> F
     Ok(())
 }
 
+/// Runs one synchronous piece of a connection's work (handling what a client sent) so that a
+/// panic in it, wherever it comes from (a parser, a handler of the layer above), ends that one
+/// connection the way any other end does, through [`finish`], instead of unwinding through the
+/// connection's task and skipping its cleanup. Counted in `roulette_connection_panics_total`.
+fn contained<R>(conn: &Conn, work: impl FnOnce() -> R) -> Result<R, End> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| {
+        tracing::error!(sid = %conn.id, "a panic while handling a client's input: its connection is closed");
+        metrics::counter!("roulette_connection_panics_total").increment(1);
+        End::Lost("panic")
+    })
+}
+
 /// The end of a session: its place is given back and the layer above told.
 fn finish(t: &Transport, conn: &Arc<Conn>, session: Option<Arc<dyn Events>>, end: End) {
     if let Some(ip) = conn.ip {
@@ -298,3 +310,6 @@ fn refuse(code: u8, message: &str) -> axum::response::Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;

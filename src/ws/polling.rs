@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 
 use super::conn::Polling;
 use super::refuse;
-use super::{Conn, End, Flow, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet};
+use super::{
+    Conn, End, Flow, Packets, Sid, Transport, TurnGuard, contained, finish, on_packet, packet,
+};
 
 /// How long the goodbye of a session that ended (`41`, the close packet) waits for the client's
 /// next poll before the session is forgotten.
@@ -247,7 +249,8 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
                 return refuse(1, "Session ID unknown");
             }
             let _turn = TurnGuard::begin(conn.id);
-            handle(t, conn, &mut st, packet)
+            contained(conn, || handle(t, conn, &mut st, packet))
+                .unwrap_or_else(|end| Err((end, 1011)))
         };
         match flow {
             Ok(()) => {}

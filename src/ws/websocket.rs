@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 
 use super::frame::{Fed, Message, OutFrame, Reader, Violation};
 use super::{
-    Conn, End, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet, polling, refuse,
+    Conn, End, Packets, Sid, Transport, TurnGuard, contained, finish, on_packet, packet, polling,
+    refuse,
 };
 
 /// Reads per wake-up before other connections get the thread.
@@ -256,13 +257,62 @@ struct Reading {
     close_code: Option<u16>,
 }
 
+/// A WebSocket session's hold on what it took: the registry's entry, its address's place and the
+/// layer above's session (in `st`). [`run`] gives them back when the session ends; if its task
+/// ends any other way (a panic anywhere in it, outside the contained handling of input),
+/// dropping this gives them back all the same, exactly as a lost connection does.
+struct Held {
+    t: Transport,
+    conn: Arc<Conn>,
+    st: Reading,
+    released: bool,
+}
+
+impl Held {
+    /// Gives everything back, once.
+    fn release(&mut self, end: End) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        self.t.conns.remove(&self.conn);
+        finish(&self.t, &self.conn, self.st.packets.session.take(), end);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.released {
+            tracing::error!(sid = %self.conn.id, "a connection's task ended without closing it: released");
+            metrics::counter!("roulette_connection_panics_total").increment(1);
+            self.conn.end(End::Lost("panic"));
+            self.release(End::Lost("panic"));
+        }
+    }
+}
+
 /// Runs a session over its WebSocket until it ends, then ends it.
-async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>) {
-    let tcp = conn.tcp.get().expect("a session on a WebSocket");
+async fn run(t: Transport, conn: Arc<Conn>, st: Reading, early: Vec<u8>) {
+    let mut held = Held {
+        t,
+        conn,
+        st,
+        released: false,
+    };
+    serve_socket(&mut held, early).await;
+}
+
+/// The body of [`run`].
+async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
+    let (t, conn) = (held.t.clone(), held.conn.clone());
+    let Some(tcp) = conn.tcp.get() else {
+        held.release(End::Lost("transport error"));
+        return;
+    };
+    let st = &mut held.st;
     let mut end = None;
     if !early.is_empty() {
         let _turn = TurnGuard::begin(conn.id);
-        end = on_bytes(&t, &conn, &mut st, &mut early);
+        end = on_bytes(&t, &conn, st, &mut early);
     }
     drop(early);
     let end = loop {
@@ -274,7 +324,7 @@ async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>)
         let (want_write, over) = conn.pending();
         if st.paused && !over {
             let _turn = TurnGuard::begin(conn.id);
-            end = on_bytes(&t, &conn, &mut st, &mut []);
+            end = on_bytes(&t, &conn, st, &mut []);
             continue;
         }
         tokio::select! {
@@ -282,7 +332,7 @@ async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>)
             _ = conn.wake.notified() => {}
             r = tcp.readable(), if !over && !st.paused => {
                 end = match r {
-                    Ok(()) => on_readable(&t, &conn, &mut st),
+                    Ok(()) => on_readable(&t, &conn, st),
                     Err(_) => Some(End::Lost("transport error")),
                 };
             }
@@ -307,8 +357,7 @@ async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>)
     socket2::SockRef::from(tcp)
         .shutdown(std::net::Shutdown::Write)
         .ok();
-    t.conns.remove(&conn);
-    finish(&t, &conn, st.packets.session.take(), end);
+    held.release(end);
     linger(tcp).await;
 }
 
@@ -386,8 +435,21 @@ fn on_readable(t: &Transport, conn: &Arc<Conn>, st: &mut Reading) -> Option<End>
     })
 }
 
-/// Handles the messages in bytes just read.
+/// Handles the messages in bytes just read; a panic in that ends the connection with 1011.
 fn on_bytes(t: &Transport, conn: &Arc<Conn>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> {
+    contained(conn, || read_messages(t, conn, st, bytes)).unwrap_or_else(|end| {
+        st.close_code = Some(1011);
+        Some(end)
+    })
+}
+
+/// Handles the messages in bytes just read.
+fn read_messages(
+    t: &Transport,
+    conn: &Arc<Conn>,
+    st: &mut Reading,
+    bytes: &mut [u8],
+) -> Option<End> {
     let Reading {
         reader,
         packets,
