@@ -143,7 +143,11 @@ fn poll(conn: &Arc<Conn>) -> Response {
         return refuse(3, "Bad request");
     }
     let released = Released::default();
-    let wait = wait(conn.clone(), released.clone());
+    // Made here, not when the wait first runs: an answer dropped before it was ever polled (its
+    // client half-closed right after the request) still clears the flag, or the client's next
+    // poll would count as a second one and end its session.
+    let pending = PollPending(conn.clone());
+    let wait = wait(conn.clone(), released.clone(), pending);
     let mut r = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
@@ -160,10 +164,21 @@ fn poll(conn: &Arc<Conn>) -> Response {
 #[derive(Clone, Default)]
 pub(crate) struct Released(pub Arc<AtomicBool>);
 
-/// What a poll waits for: the packets to send (or the noop, or the close packet).
-async fn wait(conn: Arc<Conn>, released: Released) -> bytes::Bytes {
+/// Clears a session's pending-poll flag when the poll ends, however it ends.
+struct PollPending(Arc<Conn>);
+
+impl Drop for PollPending {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.polling.as_ref() {
+            p.get.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// What a poll waits for: the packets to send (or the noop, or the close packet). `_pending`
+/// clears the session's pending-poll flag when this ends or is dropped.
+async fn wait(conn: Arc<Conn>, released: Released, _pending: PollPending) -> bytes::Bytes {
     let p = conn.polling.as_ref().expect("a polling session");
-    let _clear = Clear(&p.get);
     loop {
         // Upgraded meanwhile: the queue belongs to the WebSocket now, and so do wake-ups.
         let upgraded = conn.tcp.get().is_some();
