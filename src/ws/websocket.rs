@@ -42,6 +42,10 @@ enum Target {
     Direct { id: Sid, counted: bool },
     /// The upgrade of this long-polling session.
     Upgrade(Arc<Conn>),
+    /// A second WebSocket for a session that has (or is getting) its own: opened and closed at
+    /// once, the session untouched, as Node's engine.io does (the protocol's test suite waits
+    /// for its `close`).
+    Extra,
 }
 
 /// Answers a WebSocket request with 101 and serves the connection on its own task.
@@ -65,8 +69,9 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
         }
         Some(sid) => match sid.parse().ok().and_then(|id| t.conns.get(id)) {
             Some(conn) if polling::begin_upgrade(&conn) => Target::Upgrade(conn),
-            // Unknown, not a polling session, or upgraded (or upgrading) already: one
-            // WebSocket per session.
+            // Upgraded, or upgrading, already: one WebSocket per session.
+            Some(conn) if conn.ended().is_none() => Target::Extra,
+            // Unknown or ended.
             _ => return refuse(1, "Session ID unknown"),
         },
     };
@@ -101,6 +106,14 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
                 upgrade_session(t, conn, tcp, early).await
             }
             (Target::Upgrade(conn), None) => polling::abandon_upgrade(&conn),
+            (Target::Extra, Some((mut tcp, _))) => {
+                let close = OutFrame::close(1008);
+                tokio::time::timeout(UPGRADE_TIMEOUT, tcp.write_all(close.remaining()))
+                    .await
+                    .ok();
+                tcp.shutdown().await.ok();
+            }
+            (Target::Extra, None) => {}
         }
     });
     let mut res = Response::new(Body::empty());
