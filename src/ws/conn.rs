@@ -28,7 +28,8 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Connections a read turn coalesces writes for (the rest are written frame by frame).
+/// Connections a read turn coalesces writes for (the rest are written frame by frame); a batch
+/// takes any number.
 pub(super) const TURN_CONNS: usize = 64;
 
 /// The connections written to during this thread's current read turn.
@@ -66,6 +67,42 @@ impl TurnGuard {
 
 impl Drop for TurnGuard {
     fn drop(&mut self) {
+        end_turn();
+    }
+}
+
+/// A stretch of work (one that holds the core's lock, say) during which no frame is written to
+/// a socket: frames are queued per connection and written when the batch ends, after the work
+/// and its locks. Inside a read turn it adds nothing (the turn writes at its end already). Not
+/// `Send`: it stands for this thread's turn, and ends on the thread it began on.
+pub(crate) struct Batch {
+    outer: bool,
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Batch {
+    /// Starts a batch on this thread, unless a turn or batch runs already.
+    pub(crate) fn begin() -> Batch {
+        let outer = TURN.with_borrow_mut(|t| !std::mem::replace(&mut t.active, true));
+        Batch {
+            outer,
+            _thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.outer {
+            end_turn();
+        }
+    }
+}
+
+/// Ends this thread's turn or batch: each connection it wrote to gets its frames written, with
+/// one system call each.
+fn end_turn() {
+    {
         let mut written = TURN.with_borrow_mut(|t| {
             t.active = false;
             t.reader = None;
@@ -79,8 +116,10 @@ impl Drop for TurnGuard {
                 Err(_) => c.end(End::Lost("transport error")),
             }
         }
-        // The list keeps its allocation for the next turn.
-        TURN.with_borrow_mut(|t| t.conns = written);
+        // The list keeps its allocation for the next turn, unless a large batch grew it.
+        if written.capacity() <= TURN_CONNS {
+            TURN.with_borrow_mut(|t| t.conns = written);
+        }
     }
 }
 
@@ -222,9 +261,18 @@ impl Conn {
             let own = turn.reader == Some(self.id);
             let coalesce = if !turn.active || self.tcp.get().is_none() {
                 false
-            } else if turn.conns.iter().any(|c| Arc::ptr_eq(c, self)) {
+            } else if turn
+                .conns
+                .iter()
+                .take(TURN_CONNS)
+                .any(|c| Arc::ptr_eq(c, self))
+                || turn.conns.last().is_some_and(|c| Arc::ptr_eq(c, self))
+            {
                 true
-            } else if turn.conns.len() < TURN_CONNS {
+            } else if turn.conns.len() < TURN_CONNS || turn.reader.is_none() {
+                // A batch (no reader) never writes before it ends, however many connections it
+                // reaches: past the first few, a connection may be listed twice, and its second
+                // flush finds nothing to write.
                 turn.conns.push(self.clone());
                 true
             } else {

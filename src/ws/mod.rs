@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub(crate) use conn::Conn;
+pub(crate) use conn::{Batch, Conn};
 use conn::{Packets, TurnGuard};
 pub(crate) use conns::{Conns, Output, Transports};
 pub(crate) use entry::intercept;

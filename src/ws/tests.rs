@@ -189,3 +189,40 @@ fn a_panicking_handler_on_long_polling_releases_everything() {
         "{counted}"
     );
 }
+
+/// Within a batch (the core's lock is held through one), an event for a WebSocket is queued,
+/// not written: the socket sees it only once the batch ends, in the order it was sent.
+#[tokio::test]
+async fn a_batch_writes_nothing_until_it_ends() {
+    let fake = Arc::new(Fake::default());
+    let t = transport(&fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let conn = t.conns.open(Sid::new(), None, true, Some(server));
+    let handle = conn.handle();
+    let mut got = [0u8; 64];
+    {
+        let _batch = Batch::begin();
+        handle.emit("one", &1).unwrap();
+        handle.emit("two", &2).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let early = client.try_read(&mut got);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "written during the batch: {early:?}"
+        );
+    }
+    let mut all = Vec::new();
+    while all.len() < 2 * 2 + r#"42["one",1]42["two",2]"#.len() {
+        client.readable().await.unwrap();
+        if let Ok(n) = client.try_read(&mut got) {
+            all.extend_from_slice(&got[..n]);
+        }
+    }
+    // Two unmasked text frames, in order.
+    assert_eq!(&all[2..13], br#"42["one",1]"#);
+    assert_eq!(&all[15..], br#"42["two",2]"#);
+}
