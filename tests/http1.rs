@@ -1,4 +1,4 @@
-//! Long-polling requests on the server's own HTTP/1.1 path (`src/http1.rs`), spoken over raw TCP:
+//! Long-polling requests on the server's own HTTP/1.1 path (`src/app/http1.rs`), spoken over raw TCP:
 //! several requests on one kept-alive connection, pipelined requests, a request for another
 //! route on the same connection (handed to hyper), a body that path leaves to hyper (chunked),
 //! the answer's framing and CORS headers, and a client that goes away during its poll.
