@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::frame::{self, OutFrame};
 use super::out::Out;
-use super::{ConnRef, End, Events, SendError, Settings, Sid, packet};
+use super::{ConnRef, End, Events, Lost, SendError, Settings, Sid, packet};
 
 /// How long a client may take to join the `/` namespace after connecting (Socket.IO's default
 /// `connectTimeout`).
@@ -113,7 +113,7 @@ fn end_turn() {
                 Ok(true) => {}
                 // The kernel took part: the connection's task writes the rest when it can.
                 Ok(false) => c.wake.notify_one(),
-                Err(_) => c.end(End::Lost("transport error")),
+                Err(_) => c.end(End::Lost(Lost::TransportError)),
             }
         }
         // The list keeps its allocation for the next turn, unless a large batch grew it.
@@ -314,7 +314,7 @@ impl Conn {
                 Ok(n) => rest = bytes.get(n..).unwrap_or_default(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => {
-                    out.end = Some(End::Lost("transport error"));
+                    out.end = Some(End::Lost(Lost::TransportError));
                     drop(out);
                     self.wake.notify_one();
                     return Err(SendError::Closed);
@@ -377,7 +377,7 @@ impl Conn {
     /// close packet for a poll, and no `41`, so that socket.io-client reconnects on its own (to
     /// another node, or to this one once restarted).
     pub(crate) fn close_for_shutdown(&self) {
-        self.end_with(End::Lost("server shutdown"), [OutFrame::close(1001)]);
+        self.end_with(End::Lost(Lost::ServerShutdown), [OutFrame::close(1001)]);
     }
 
     /// Ends the connection for `why` (if it is not ending already).
@@ -516,14 +516,14 @@ impl Conn {
                 // The facade, not the server's metrics module: that one reads the whole node,
                 // which sits above the transport.
                 metrics::counter!("roulette_connections_closed_backpressure_total").increment(1);
-                self.end(End::Lost("output over budget"));
+                self.end(End::Lost(Lost::OverBudget));
                 return;
             }
         } else {
             self.over_since.store(0, Ordering::Release);
         }
         if self.overdue(now, timeout) {
-            self.end(End::Lost("ping timeout"));
+            self.end(End::Lost(Lost::PingTimeout));
             return;
         }
         // One that holds no place of its address gets the ping timeout, not the Socket.IO
@@ -535,7 +535,7 @@ impl Conn {
         };
         if !self.joined.load(Ordering::Acquire) && now.saturating_sub(self.opened) > connect_timeout
         {
-            self.end(End::Lost("connect timeout"));
+            self.end(End::Lost(Lost::ConnectTimeout));
             return;
         }
         let due = self.next_ping.load(Ordering::Acquire);

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use super::conn::Polling;
 use super::refuse;
 use super::{
-    Conn, End, Flow, Packets, Sid, Transport, TurnGuard, contained, finish, on_packet, packet,
+    Conn, End, Flow, Lost, Packets, Sid, Transport, TurnGuard, contained, finish, on_packet, packet,
 };
 
 /// How long the goodbye of a session that ended (`41`, the close packet) waits for the client's
@@ -55,13 +55,13 @@ pub(super) async fn serve(t: Transport, req: Request, sid: Option<&str>) -> Resp
         t.conns.now(),
         t.conns.settings.ping_timeout.as_millis() as u64,
     ) {
-        conn.end(End::Lost("ping timeout"));
+        conn.end(End::Lost(Lost::PingTimeout));
     }
     // An ended session is gone, except for the goodbye of one the server sent away or shut
     // down: its client's next poll still gets it (`41`, the close packet).
     match conn.ended() {
         None => {}
-        Some(End::SentAway | End::Lost("server shutdown"))
+        Some(End::SentAway | End::Lost(Lost::ServerShutdown))
             if method == Method::GET && conn.queued_bytes() > 0 => {}
         Some(_) => return refuse(1, "Session ID unknown"),
     }
@@ -139,7 +139,7 @@ fn poll(conn: &Arc<Conn>) -> Response {
     let p = conn.polling.as_ref().expect("a polling session");
     if p.get.swap(true, Ordering::AcqRel) {
         // Two polls at once: the protocol says to close the session.
-        conn.end(End::Lost("duplicate poll"));
+        conn.end(End::Lost(Lost::DuplicatePoll));
         return refuse(3, "Bad request");
     }
     let released = Released::default();
@@ -193,7 +193,7 @@ async fn wait(conn: Arc<Conn>, released: Released, _pending: PollPending) -> byt
             }
             match out.end {
                 // The client closed: its poll is released with a noop.
-                Some(End::Lost("transport close")) => return bytes::Bytes::from_static(b"6"),
+                Some(End::Lost(Lost::TransportClose)) => return bytes::Bytes::from_static(b"6"),
                 Some(_) => return bytes::Bytes::from_static(b"1"),
                 None => {}
             }
@@ -234,7 +234,7 @@ impl http_body::Body for PollBody {
 /// A post: its packets handled in order, as if read from a WebSocket.
 async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Response {
     if p.post.swap(true, Ordering::AcqRel) {
-        conn.end(End::Lost("duplicate post"));
+        conn.end(End::Lost(Lost::DuplicatePost));
         return refuse(3, "Bad request");
     }
     let _clear = Clear(&p.post);
@@ -242,7 +242,7 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
     let body = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(_) => {
-            conn.end(End::Lost("payload too large"));
+            conn.end(End::Lost(Lost::PayloadTooLarge));
             return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
         }
     };
@@ -269,8 +269,8 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
         };
         match flow {
             Ok(()) => {}
-            Err((End::Lost("bad packet" | "invalid utf-8"), _)) => {
-                conn.end(End::Lost("bad packet"));
+            Err((End::Lost(Lost::BadPacket | Lost::InvalidUtf8), _)) => {
+                conn.end(End::Lost(Lost::BadPacket));
                 return refuse(3, "Bad request");
             }
             Err((end, _)) => {
@@ -290,7 +290,7 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
 
 /// One packet of a post: text, or a base64 binary attachment (`b...`).
 fn handle(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, packet: &[u8]) -> Flow {
-    let bad = (End::Lost("bad packet"), 1002);
+    let bad = (End::Lost(Lost::BadPacket), 1002);
     if packet.first() == Some(&b'b') {
         if st.skip == 0 {
             return Err(bad);

@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 
 use super::frame::{Fed, Message, OutFrame, Reader, Violation};
 use super::{
-    Conn, End, Packets, Sid, Transport, TurnGuard, contained, finish, on_packet, packet, polling,
-    refuse,
+    Conn, End, Lost, Packets, Sid, Transport, TurnGuard, contained, finish, on_packet, packet,
+    polling, refuse,
 };
 
 /// Reads per wake-up before other connections get the thread.
@@ -297,8 +297,8 @@ impl Drop for Held {
         if !self.released {
             tracing::error!(sid = %self.conn.id, "a connection's task ended without closing it: released");
             metrics::counter!("roulette_connection_panics_total").increment(1);
-            self.conn.end(End::Lost("panic"));
-            self.release(End::Lost("panic"));
+            self.conn.end(End::Lost(Lost::Panic));
+            self.release(End::Lost(Lost::Panic));
         }
     }
 }
@@ -318,7 +318,7 @@ async fn run(t: Transport, conn: Arc<Conn>, st: Reading, early: Vec<u8>) {
 async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
     let (t, conn) = (held.t.clone(), held.conn.clone());
     let Some(tcp) = conn.tcp.get() else {
-        held.release(End::Lost("transport error"));
+        held.release(End::Lost(Lost::TransportError));
         return;
     };
     let st = &mut held.st;
@@ -346,12 +346,12 @@ async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
             r = tcp.readable(), if !over && !st.paused => {
                 end = match r {
                     Ok(()) => on_readable(&t, &conn, st),
-                    Err(_) => Some(End::Lost("transport error")),
+                    Err(_) => Some(End::Lost(Lost::TransportError)),
                 };
             }
             r = tcp.writable(), if want_write => {
                 if r.and_then(|()| conn.flush()).is_err() {
-                    end = Some(End::Lost("transport error"));
+                    end = Some(End::Lost(Lost::TransportError));
                 }
             }
         }
@@ -431,11 +431,11 @@ fn on_readable(t: &Transport, conn: &Arc<Conn>, st: &mut Reading) -> Option<End>
                 Ok(())
             });
             match r {
-                Ok(()) if got == 0 => return Some(End::Lost("transport close")),
+                Ok(()) if got == 0 => return Some(End::Lost(Lost::TransportClose)),
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-                Err(_) => return Some(End::Lost("transport error")),
+                Err(_) => return Some(End::Lost(Lost::TransportError)),
             }
             if let Some(end) = on_bytes(t, conn, st, buf.get_mut(..got).unwrap_or_default()) {
                 return Some(end);
@@ -476,21 +476,21 @@ fn read_messages(
     let pause = || conn.over_budget();
     let fed = reader.feed_until(bytes, max, &pause, &mut |m| {
         let outcome = match m {
-            Message::Text(_) if packets.skip > 0 => Err((End::Lost("bad packet"), 1002)),
+            Message::Text(_) if packets.skip > 0 => Err((End::Lost(Lost::BadPacket), 1002)),
             Message::Text(text) => match std::str::from_utf8(text) {
                 Ok(text) => on_packet(t, conn, packets, text),
-                Err(_) => Err((End::Lost("invalid utf-8"), 1007)),
+                Err(_) => Err((End::Lost(Lost::InvalidUtf8), 1007)),
             },
             Message::Binary(_) if packets.skip > 0 => {
                 packets.skip -= 1;
                 Ok(())
             }
-            Message::Binary(_) => Err((End::Lost("bad packet"), 1003)),
+            Message::Binary(_) => Err((End::Lost(Lost::BadPacket), 1003)),
             Message::Ping(p) => {
                 conn.push_pong(p);
                 Ok(())
             }
-            Message::Close(code) => Err((End::Lost("transport close"), echo_close(code))),
+            Message::Close(code) => Err((End::Lost(Lost::TransportClose), echo_close(code))),
         };
         match outcome {
             Ok(()) => ControlFlow::Continue(()),
@@ -508,8 +508,8 @@ fn read_messages(
         Err(v) => {
             *close_code = Some(v.code());
             return Some(End::Lost(match v {
-                Violation::Protocol => "protocol error",
-                Violation::TooBig => "message too big",
+                Violation::Protocol => Lost::ProtocolError,
+                Violation::TooBig => Lost::MessageTooBig,
             }));
         }
     }
