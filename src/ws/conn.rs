@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::frame::{self, OutFrame};
+use super::machine::{Beat, Timing};
 use super::out::Out;
 use super::{ConnRef, End, Events, Lost, SendError, Settings, Sid, packet};
 
@@ -146,30 +147,19 @@ pub(crate) struct Conn {
     /// The WebSocket, once there is one: from the start for a direct WebSocket, from the
     /// upgrade for a session that began with long-polling. Set under `out`'s lock.
     pub(super) tcp: OnceLock<TcpStream>,
+    /// The output queue and the session's life ([`Machine`](super::machine::Machine)): the
+    /// session's one lock.
     pub(super) out: Mutex<Out>,
     /// Wakes whoever writes the queue: the WebSocket task, or the pending poll.
     pub(super) wake: Notify,
     /// Wakes a long-polling session's own task when the session ends (or is upgraded).
     pub(super) gone: Notify,
-    /// When the unanswered ping was due (ms on the registry's clock), 0 when none is out.
-    pub(super) ping_sent: AtomicU64,
-    /// When the next ping is due.
-    pub(super) next_ping: AtomicU64,
-    /// Pongs received: a [`probe`](ConnRef::probe) watches it change.
-    pub(super) pongs: AtomicU64,
-    /// When the session opened.
-    pub(super) opened: u64,
-    /// Whether the client joined the `/` namespace.
-    pub(super) joined: AtomicBool,
     /// The client's address, for its per-address place.
     pub(super) ip: Option<IpAddr>,
     /// Whether the session holds one of its address's places from its first request. One that
     /// could not get one is told so when it asks to join, and closed; it never lingers
     /// uncounted.
     pub(super) counted: bool,
-    /// Since when (registry clock) the heartbeat has seen the queue over its budget; 0 when it
-    /// is not.
-    pub(super) over_since: AtomicU64,
     /// The session's long-polling side, for a session that began with it.
     pub(super) polling: Option<Polling>,
     pub(super) settings: Settings,
@@ -281,7 +271,7 @@ impl Conn {
             (coalesce, own)
         });
         let mut out = self.out.lock();
-        if out.end.is_some() {
+        if out.life.ended().is_some() {
             return Err(SendError::Closed);
         }
         // Control frames (the transport's own, and replies to a namespace connect) and the
@@ -314,7 +304,7 @@ impl Conn {
                 Ok(n) => rest = bytes.get(n..).unwrap_or_default(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => {
-                    out.end = Some(End::Lost(Lost::TransportError));
+                    out.life.end(End::Lost(Lost::TransportError));
                     drop(out);
                     self.wake.notify_one();
                     return Err(SendError::Closed);
@@ -334,7 +324,7 @@ impl Conn {
     pub(super) fn push_pong(self: &Arc<Self>, payload: &[u8]) {
         {
             let mut out = self.out.lock();
-            if out.end.is_some() {
+            if out.life.ended().is_some() {
                 return;
             }
             if let Some(n) = out.pong {
@@ -389,10 +379,9 @@ impl Conn {
     /// already; its task does the rest.
     pub(super) fn end_with<const N: usize>(&self, why: End, goodbye: [OutFrame; N]) {
         let mut out = self.out.lock();
-        if out.end.is_some() {
+        if !out.life.end(why) {
             return;
         }
-        out.end = Some(why);
         for f in goodbye {
             out.push(f);
         }
@@ -452,47 +441,55 @@ impl Conn {
     }
 
     pub(super) fn ended(&self) -> Option<End> {
-        self.out.lock().end
+        self.out.lock().life.ended()
     }
 
-    /// Whether the client has missed the deadline of its ping, judged from when the ping was
-    /// due (not when the heartbeat's tick sent it), so that a session that stopped answering
-    /// is gone `pingInterval + pingTimeout` after its last pong, as in Node's engine.io.
-    pub(super) fn overdue(&self, now: u64, timeout: u64) -> bool {
-        let sent = self.ping_sent.load(Ordering::Acquire);
-        let due = if sent != 0 {
-            sent
-        } else {
-            self.next_ping.load(Ordering::Acquire)
-        };
-        now > due && now - due > timeout
+    /// The heartbeat's timings for a session (one that holds no place of its address gets the
+    /// ping timeout, not the Socket.IO connect timeout, to ask for `/` and be refused).
+    pub(super) fn timing(settings: &Settings, counted: bool) -> Timing {
+        let ping_timeout = settings.ping_timeout.as_millis() as u64;
+        Timing {
+            ping_interval: settings.ping_interval.as_millis() as u64,
+            ping_timeout,
+            connect_timeout: if counted {
+                CONNECT_TIMEOUT.as_millis() as u64
+            } else {
+                ping_timeout
+            },
+        }
     }
 
-    /// A pong arrived: the next ping is due a ping interval from now.
+    /// Whether the client has missed the deadline of its ping (see [`Machine::overdue`]).
+    pub(super) fn overdue(&self, now: u64) -> bool {
+        let t = Self::timing(&self.settings, self.counted);
+        self.out.lock().life.overdue(now, &t)
+    }
+
+    /// A pong arrived.
     pub(super) fn ponged(&self, now: u64) {
-        let interval = self.settings.ping_interval.as_millis() as u64;
-        self.next_ping.store(now + interval, Ordering::Release);
-        self.ping_sent.store(0, Ordering::Release);
-        self.pongs.fetch_add(1, Ordering::AcqRel);
+        let t = Self::timing(&self.settings, self.counted);
+        self.out.lock().life.handle_pong(now, &t);
+    }
+
+    /// The client joined `/`.
+    pub(super) fn joined(&self) {
+        self.out.lock().life.handle_joined();
     }
 
     /// Whether the client still answers: a ping now (unless one is out already) and its pong
     /// within `within`.
     pub(super) async fn probe(self: &Arc<Self>, within: Duration) -> bool {
-        let before = self.pongs.load(Ordering::Acquire);
-        // Marked as due at the next scheduled ping, so that the heartbeat neither sends another
-        // nor judges this one early.
-        let due = self.next_ping.load(Ordering::Acquire);
-        if self
-            .ping_sent
-            .compare_exchange(0, due, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        let (before, ping) = {
+            let mut out = self.out.lock();
+            (out.life.pongs(), out.life.begin_probe())
+        };
+        if ping {
             self.push_control(OutFrame::text(packet::PING)).ok();
         }
+        let answered = || self.out.lock().life.pongs() != before;
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
-            if self.pongs.load(Ordering::Acquire) != before {
+            if answered() {
                 return true;
             }
             if self.ended().is_some() {
@@ -500,48 +497,32 @@ impl Conn {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.pongs.load(Ordering::Acquire) != before
+        answered()
     }
 
-    /// The heartbeat's visit: a ping when one is due, the end of a client that did not answer
-    /// the last one in time, stayed over its output budget, or never joined a namespace.
+    /// The heartbeat's visit: what the session's [`Machine`] decides at `now`, done.
     pub(super) fn beat(self: &Arc<Self>, now: u64) {
-        let timeout = self.settings.ping_timeout.as_millis() as u64;
-        if self.over_budget() {
-            let since = self.over_since.load(Ordering::Acquire);
-            if since == 0 {
-                self.over_since.store(now, Ordering::Release);
-            } else if now.saturating_sub(since) > timeout {
-                tracing::info!(sid = %self.id, "closing a connection whose output stayed over its budget");
-                // The facade, not the server's metrics module: that one reads the whole node,
-                // which sits above the transport.
-                metrics::counter!("roulette_connections_closed_backpressure_total").increment(1);
-                self.end(End::Lost(Lost::OverBudget));
-                return;
-            }
-        } else {
-            self.over_since.store(0, Ordering::Release);
-        }
-        if self.overdue(now, timeout) {
-            self.end(End::Lost(Lost::PingTimeout));
-            return;
-        }
-        // One that holds no place of its address gets the ping timeout, not the Socket.IO
-        // connect timeout, to ask for the `/` namespace and be refused.
-        let connect_timeout = if self.counted {
-            CONNECT_TIMEOUT.as_millis() as u64
-        } else {
-            timeout
+        let t = Self::timing(&self.settings, self.counted);
+        let beat = {
+            let mut out = self.out.lock();
+            let over = out.bytes >= self.settings.buffer_bytes;
+            out.life.on_beat(now, over, &t)
         };
-        if !self.joined.load(Ordering::Acquire) && now.saturating_sub(self.opened) > connect_timeout
-        {
-            self.end(End::Lost(Lost::ConnectTimeout));
-            return;
-        }
-        let due = self.next_ping.load(Ordering::Acquire);
-        if self.ping_sent.load(Ordering::Acquire) == 0 && now >= due {
-            self.ping_sent.store(due, Ordering::Release);
-            self.push_control(OutFrame::text(packet::PING)).ok();
+        match beat {
+            Beat::Idle => {}
+            Beat::Ping => {
+                self.push_control(OutFrame::text(packet::PING)).ok();
+            }
+            Beat::End(why) => {
+                if why == End::Lost(Lost::OverBudget) {
+                    tracing::info!(sid = %self.id, "closing a connection whose output stayed over its budget");
+                    // The facade, not the server's metrics module: that one reads the whole
+                    // node, which sits above the transport.
+                    metrics::counter!("roulette_connections_closed_backpressure_total")
+                        .increment(1);
+                }
+                self.end(why);
+            }
         }
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::conn::{Conn, Polling};
+use super::machine::Machine;
 use super::out::Out;
 use super::{Settings, Sid};
 
@@ -47,20 +47,15 @@ impl Conns {
     ) -> Arc<Conn> {
         let now = self.now();
         let polling = tcp.is_none().then(Polling::default);
+        let timing = Conn::timing(&self.settings, counted);
         let conn = Arc::new(Conn {
             id,
             tcp: tcp.map(OnceLock::from).unwrap_or_default(),
-            out: Mutex::new(Out::default()),
+            out: Mutex::new(Out::new(Machine::new(now, &timing))),
             wake: Notify::new(),
             gone: Notify::new(),
-            ping_sent: AtomicU64::new(0),
-            next_ping: AtomicU64::new(now + self.settings.ping_interval.as_millis() as u64),
-            pongs: AtomicU64::new(0),
-            opened: now,
-            joined: AtomicBool::new(false),
             ip,
             counted,
-            over_since: AtomicU64::new(0),
             polling,
             settings: self.settings,
         });

@@ -30,6 +30,7 @@ mod conn;
 mod conns;
 mod entry;
 pub(crate) mod frame;
+mod machine;
 mod out;
 pub(crate) mod packet;
 mod polling;
@@ -38,7 +39,6 @@ mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -271,7 +271,7 @@ fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> F
             match t.upper.clone().join(&conn.handle(), conn.ip, auth) {
                 Ok(s) => {
                     st.session = Some(s);
-                    conn.joined.store(true, Ordering::Release);
+                    conn.joined();
                     conn.push_control(OutFrame::text(&packet::connected(conn.id.as_str())))
                         .ok();
                 }

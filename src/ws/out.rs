@@ -2,11 +2,11 @@
 
 use std::collections::VecDeque;
 
-use super::End;
 use super::frame::{self, OutFrame};
+use super::machine::Machine;
 
-/// Frames waiting for the client to take them, and whether the connection is ending.
-#[derive(Default)]
+/// Frames waiting for the client to take them, and the session's life (the heartbeat, its end):
+/// everything of the session's Engine.IO state that changes, under one lock.
 pub(super) struct Out {
     pub(super) frames: VecDeque<OutFrame>,
     /// The unwritten bytes of `frames`: what the connection's budget is charged with.
@@ -18,10 +18,22 @@ pub(super) struct Out {
     /// its payload instead of queueing another (RFC 6455 lets a pong answer only the latest
     /// ping), so a client that pings and never reads gets no pile of pongs.
     pub(super) pong: Option<u64>,
-    pub(super) end: Option<End>,
+    /// The session's life.
+    pub(super) life: Machine,
 }
 
 impl Out {
+    /// An empty queue for a session whose life is `life`.
+    pub(super) fn new(life: Machine) -> Out {
+        Out {
+            frames: VecDeque::new(),
+            bytes: 0,
+            popped: 0,
+            pong: None,
+            life,
+        }
+    }
+
     /// Queues a frame at the end.
     pub(super) fn push(&mut self, frame: OutFrame) {
         self.bytes += frame.remaining().len();

@@ -51,10 +51,7 @@ pub(super) async fn serve(t: Transport, req: Request, sid: Option<&str>) -> Resp
         // A direct WebSocket's id, or a session that moved to its WebSocket.
         return refuse(3, "Bad request");
     };
-    if conn.overdue(
-        t.conns.now(),
-        t.conns.settings.ping_timeout.as_millis() as u64,
-    ) {
+    if conn.overdue(t.conns.now()) {
         conn.end(End::Lost(Lost::PingTimeout));
     }
     // An ended session is gone, except for the goodbye of one the server sent away or shut
@@ -191,7 +188,7 @@ async fn wait(conn: Arc<Conn>, released: Released, _pending: PollPending) -> byt
             if let Some(body) = out.take_polled() {
                 return body.into();
             }
-            match out.end {
+            match out.life.ended() {
                 // The client closed: its poll is released with a noop.
                 Some(End::Lost(Lost::TransportClose)) => return bytes::Bytes::from_static(b"6"),
                 Some(_) => return bytes::Bytes::from_static(b"1"),
@@ -341,7 +338,7 @@ pub(super) fn complete_upgrade(conn: &Arc<Conn>, tcp: TcpStream) -> Option<Packe
     let mut packets = p.packets.lock();
     {
         let out = conn.out.lock();
-        if out.end.is_some() {
+        if out.life.ended().is_some() {
             return None;
         }
         conn.tcp.set(tcp).ok()?;

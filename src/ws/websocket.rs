@@ -358,9 +358,7 @@ async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
     };
     {
         let mut out = conn.out.lock();
-        if out.end.is_none() {
-            out.end = Some(end);
-        }
+        out.life.end(end);
         if let Some(code) = st.close_code {
             out.push(OutFrame::close(code));
         }
