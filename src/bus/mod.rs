@@ -32,6 +32,7 @@
 //! subscriber client resubscribes on its own.
 
 mod msg;
+mod publish;
 pub(crate) mod queue;
 mod redis;
 pub(crate) mod scripts;
@@ -47,7 +48,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::core::matchmaker::Seeker;
 use crate::model::profile::{Preferences, Profile};
@@ -276,12 +277,13 @@ impl Cluster {
             .subscribe(cluster.channel(BROADCAST))
             .await
             .map_err(|e| format!("cannot subscribe: {e}"))?;
-        // Resubscribes after every reconnection (a Redis restart included).
+        // Resubscribes after every reconnection (a Redis restart, a failover included).
         cluster.subscriber.manage_subscriptions();
+        publish::watch(&cluster, [cluster.client.error_rx(), subscriber.error_rx()]);
         // Exported from the start, at 0: an alert on their increase needs the series first.
         metrics::counter!("roulette_cluster_messages_lost_total").increment(0);
         metrics::counter!("roulette_cluster_messages_sent_total").increment(0);
-        tokio::spawn(publisher(cluster.clone(), rx));
+        tokio::spawn(publish::run(cluster.clone(), rx));
         tokio::spawn(keep(cluster.clone(), kept));
         Ok((cluster, subscriber))
     }
@@ -428,7 +430,6 @@ impl Cluster {
     }
 }
 
-/// Publishes queued messages in order, batching what has piled up into one pipeline.
 /// Writes the moderation acts to Redis in the order they were made.
 async fn keep(c: Arc<Cluster>, mut acts: tokio::sync::mpsc::Receiver<Act>) {
     let (bans, reports) = (c.key("bans"), c.key("reports"));
@@ -453,31 +454,6 @@ async fn keep(c: Arc<Cluster>, mut acts: tokio::sync::mpsc::Receiver<Act>) {
         if let Err(e) = kept {
             tracing::warn!("moderation not kept in Redis: {e}");
         }
-    }
-}
-
-async fn publisher(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<str>, String)>) {
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let pipeline = cluster.client.pipeline();
-        for (node, text) in batch.iter() {
-            let queued: Result<(), _> =
-                pipeline.publish(cluster.channel(node), text.as_str()).await;
-            if let Err(e) = queued {
-                tracing::warn!("cannot queue a cluster message: {e}");
-            }
-        }
-        let sent: Result<Vec<Value>, _> = pipeline.all().await;
-        if let Err(e) = sent {
-            tracing::warn!(
-                messages = batch.len(),
-                "cluster messages not published: {e}"
-            );
-            cluster.count_lost(batch.len() as u64);
-        } else {
-            metrics::counter!("roulette_cluster_messages_sent_total").increment(batch.len() as u64);
-        }
-        batch.clear();
     }
 }
 

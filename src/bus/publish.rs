@@ -1,0 +1,245 @@
+//! The ordered publisher: every message to another node leaves here, in the order it was
+//! queued, and is published again until the receiving node has heard it.
+//!
+//! A client is told `ok` for a relay as soon as it is queued, so a publish that fails (Redis
+//! restarting, a Sentinel promoting a replica) must not lose it. `PUBLISH` answers how many
+//! subscribers received the message; 0 means the recipient's subscription is not there (its
+//! subscriber is still reconnecting to the new master). So a message is done only when at least
+//! one subscriber heard it; until then it waits, with every later message to the same channel,
+//! and is tried again. Each round is one `MULTI`/`EXEC`: Redis runs it at once, so no
+//! subscription can start half-way through, and the messages of one channel in a round are
+//! heard all or none, never with a gap that a retry would fill out of order.
+//!
+//! A channel that stays unheard for `NODE_TIMEOUT_MS` while Redis answers belongs to a node that
+//! died (its rooms end for their partners within the same time): its messages are dropped and
+//! counted (`roulette_cluster_messages_undelivered_total`). While Redis does not answer, nothing
+//! is dropped: the rooms outlive an outage, so their relays must too.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::config::Server;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::Cluster;
+
+/// How soon an unheard channel, or a round Redis refused, is tried again.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Most messages in one round (a `MULTI`/`EXEC`).
+const ROUND: usize = 512;
+
+/// Most messages held for one channel; past it, the oldest are dropped (and counted lost). An
+/// outage of minutes, at the signaling rate limits, stays far below it.
+const MAX_HELD: usize = 100_000;
+
+/// The messages for one channel that no subscriber has heard yet, oldest first.
+#[derive(Default)]
+struct Held {
+    msgs: VecDeque<String>,
+    /// When Redis first answered that nobody listens on the channel (reset when heard).
+    deaf_since: Option<Instant>,
+    /// Not tried again before this.
+    retry_at: Option<Instant>,
+}
+
+/// What a round did for one channel.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// Its first `n` messages were heard.
+    Heard(usize),
+    /// Redis answered that nobody listens.
+    Deaf,
+    /// The round failed (Redis unreachable, timed out).
+    Failed,
+}
+
+/// Marks Redis down as soon as one of the node's connections drops (`errors`: the clients'
+/// error events), so `/health` and `/metrics` show the whole outage, a Sentinel failover
+/// included, even one shorter than a heartbeat. The next heartbeat that succeeds marks it up
+/// again and publishes this node's searches anew ([`crate::cluster::liveness`]): a promoted
+/// replica may lack the latest of them, as replication is asynchronous.
+pub(super) fn watch<const N: usize>(
+    cluster: &Arc<Cluster>,
+    errors: [tokio::sync::broadcast::Receiver<(fred::error::Error, Option<Server>)>; N],
+) {
+    for mut rx in errors {
+        let cluster = Arc::downgrade(cluster);
+        tokio::spawn(async move {
+            loop {
+                let e = match rx.recv().await {
+                    Ok((e, _)) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let Some(cluster) = cluster.upgrade() else {
+                    break;
+                };
+                if cluster.set_redis_up(false) {
+                    tracing::error!("lost the connection to Redis: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// Publishes the queued messages until the channel closes.
+pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<str>, String)>) {
+    metrics::counter!("roulette_cluster_messages_undelivered_total").increment(0);
+    let mut held: HashMap<Arc<str>, Held> = HashMap::new();
+    let mut batch = Vec::with_capacity(ROUND);
+    loop {
+        // Channels with a retry time wait for it; the rest (left over from a full round) go now.
+        let now = Instant::now();
+        let next_retry = held.values().map(|h| h.retry_at.unwrap_or(now)).min();
+        match next_retry {
+            None => {
+                if rx.recv_many(&mut batch, ROUND).await == 0 {
+                    break;
+                }
+            }
+            Some(at) => {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, ROUND) => if n == 0 { break },
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+        }
+        for (node, text) in batch.drain(..) {
+            let h = held.entry(node).or_default();
+            h.msgs.push_back(text);
+            if h.msgs.len() > MAX_HELD {
+                h.msgs.pop_front();
+                cluster.count_lost(1);
+            }
+        }
+        round(&cluster, &mut held).await;
+    }
+}
+
+/// One `MULTI`/`EXEC` of the channels due now; what was heard leaves `held`.
+async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>) {
+    let now = Instant::now();
+    let mut room = ROUND;
+    let mut plan: Vec<(Arc<str>, usize)> = Vec::new();
+    for (node, h) in held.iter() {
+        if room == 0 {
+            break;
+        }
+        if h.retry_at.is_some_and(|at| at > now) {
+            continue;
+        }
+        let n = h.msgs.len().min(room);
+        room -= n;
+        plan.push((node.clone(), n));
+    }
+    if plan.is_empty() {
+        return;
+    }
+    let outcomes = publish(cluster, held, &plan).await;
+    let now = Instant::now();
+    for ((node, _), outcome) in plan.iter().zip(outcomes) {
+        let Some(h) = held.get_mut(node) else {
+            continue;
+        };
+        match outcome {
+            Outcome::Heard(n) => {
+                h.msgs.drain(..n);
+                h.deaf_since = None;
+                h.retry_at = None;
+                metrics::counter!("roulette_cluster_messages_sent_total").increment(n as u64);
+            }
+            Outcome::Deaf => {
+                let since = *h.deaf_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= cluster.node_timeout {
+                    tracing::warn!(
+                        channel = %node,
+                        messages = h.msgs.len(),
+                        "nobody listened on a node's channel for the node timeout: messages dropped"
+                    );
+                    metrics::counter!("roulette_cluster_messages_undelivered_total")
+                        .increment(h.msgs.len() as u64);
+                    h.msgs.clear();
+                } else {
+                    h.retry_at = Some(now + RETRY);
+                }
+            }
+            Outcome::Failed => h.retry_at = Some(now + RETRY),
+        }
+        if h.msgs.is_empty() {
+            held.remove(node);
+        }
+    }
+}
+
+/// Publishes the first `n` messages of each planned channel in one transaction; what became
+/// of each channel's messages, in plan order.
+async fn publish(
+    cluster: &Cluster,
+    held: &HashMap<Arc<str>, Held>,
+    plan: &[(Arc<str>, usize)],
+) -> Vec<Outcome> {
+    let tx = cluster.client.multi();
+    for (node, n) in plan {
+        let channel = cluster.channel(node);
+        for text in held[node].msgs.iter().take(*n) {
+            let queued: Result<(), _> = tx.publish(channel.as_str(), text.as_str()).await;
+            if let Err(e) = queued {
+                tracing::warn!("cannot queue a cluster message: {e}");
+                return plan.iter().map(|_| Outcome::Failed).collect();
+            }
+        }
+    }
+    match tx.exec::<Vec<Value>>(true).await {
+        Ok(replies) => outcomes(plan, &replies),
+        Err(e) => {
+            tracing::warn!(
+                messages = plan.iter().map(|(_, n)| n).sum::<usize>(),
+                "cluster messages not published yet, retrying: {e}"
+            );
+            plan.iter().map(|_| Outcome::Failed).collect()
+        }
+    }
+}
+
+/// Each channel's outcome from the receiver counts `replies` (one per message, in plan order).
+/// In one transaction a channel's count cannot change, so its first reply decides.
+fn outcomes(plan: &[(Arc<str>, usize)], replies: &[Value]) -> Vec<Outcome> {
+    let mut at = 0;
+    plan.iter()
+        .map(|(_, n)| {
+            let first = replies.get(at).and_then(|v| v.as_i64());
+            at += n;
+            match first {
+                _ if replies.len() < at => Outcome::Failed,
+                Some(0) => Outcome::Deaf,
+                Some(_) => Outcome::Heard(*n),
+                None => Outcome::Failed,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_is_heard_all_or_none_and_a_short_reply_is_a_failure() {
+        let plan: Vec<(Arc<str>, usize)> = vec![("a".into(), 2), ("b".into(), 1), ("c".into(), 3)];
+        let replies = [1, 1, 0, 2, 2, 2].map(Value::Integer);
+        assert_eq!(
+            outcomes(&plan, &replies),
+            [Outcome::Heard(2), Outcome::Deaf, Outcome::Heard(3)]
+        );
+        let short = [1, 1, 0].map(Value::Integer);
+        assert_eq!(
+            outcomes(&plan, &short),
+            [Outcome::Heard(2), Outcome::Deaf, Outcome::Failed]
+        );
+        let error = [Value::Integer(1), Value::Integer(1), Value::Null];
+        assert_eq!(outcomes(&plan[..2], &error)[1], Outcome::Failed);
+    }
+}
