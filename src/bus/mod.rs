@@ -32,7 +32,7 @@
 //! subscriber client resubscribes on its own.
 
 mod msg;
-mod publish;
+pub(crate) mod publish;
 pub(crate) mod queue;
 mod redis;
 pub(crate) mod scripts;
@@ -189,6 +189,8 @@ pub(crate) struct Cluster {
     /// Messages that could not be published or were dropped on arrival (a lagging subscriber).
     lost: AtomicU64,
     figures: Mutex<ClusterFigures>,
+    /// What the inbox took already (a message published again is skipped).
+    pub seen: publish::Seen,
     /// How long a silent node stays alive.
     pub node_timeout: Duration,
 }
@@ -265,6 +267,7 @@ impl Cluster {
             inbox_heard: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             figures: Mutex::new(ClusterFigures::default()),
+            seen: publish::Seen::new(),
             node_timeout,
         });
         cluster

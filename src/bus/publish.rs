@@ -10,6 +10,12 @@
 //! subscription can start half-way through, and the messages of one channel in a round are
 //! heard all or none, never with a gap that a retry would fill out of order.
 //!
+//! A message is published again when Redis did not answer in time, yet it may have run it (the
+//! answer lost with the connection): so each message carries its channel's sequence number from
+//! this process (`"_seq"`, inside the message's object, where nodes that do not know it ignore
+//! it), and the receiving node skips one it has taken already ([`Seen`]). Delivery is at least
+//! once on the wire and exactly once to the inbox.
+//!
 //! A channel that stays unheard for `NODE_TIMEOUT_MS` while Redis answers belongs to a node that
 //! died (its rooms end for their partners within the same time): its messages are dropped and
 //! counted (`roulette_cluster_messages_undelivered_total`). While Redis does not answer, nothing
@@ -20,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use parking_lot::Mutex;
 use fred::types::config::Server;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -89,6 +96,7 @@ pub(super) fn watch<const N: usize>(
 pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<str>, String)>) {
     metrics::counter!("roulette_cluster_messages_undelivered_total").increment(0);
     let mut held: HashMap<Arc<str>, Held> = HashMap::new();
+    let mut seqs: HashMap<Arc<str>, u64> = HashMap::new();
     let mut batch = Vec::with_capacity(ROUND);
     loop {
         // Channels with a retry time wait for it; the rest (left over from a full round) go now.
@@ -108,8 +116,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<st
             }
         }
         for (node, text) in batch.drain(..) {
+            let seq = seqs.entry(node.clone()).or_default();
+            *seq += 1;
             let h = held.entry(node).or_default();
-            h.msgs.push_back(text);
+            h.msgs.push_back(stamp(&text, cluster.seen.boot, *seq));
             if h.msgs.len() > MAX_HELD {
                 h.msgs.pop_front();
                 cluster.count_lost(1);
@@ -222,6 +232,73 @@ fn outcomes(plan: &[(Arc<str>, usize)], replies: &[Value]) -> Vec<Outcome> {
         .collect()
 }
 
+/// `text` (a [`super::Msg`], `{"tag":{…}}`) with `"_seq":"<boot>-<seq>"` first in its object.
+fn stamp(text: &str, boot: u64, seq: u64) -> String {
+    let Some(at) = text.find(":{").map(|i| i + 2) else {
+        return text.to_string();
+    };
+    let comma = if text[at..].starts_with('}') { "" } else { "," };
+    format!(
+        "{}\"_seq\":\"{boot:x}-{seq}\"{comma}{}",
+        &text[..at],
+        &text[at..]
+    )
+}
+
+/// The stamp of a message: the sending process and the sequence number on its channel.
+fn read_stamp(text: &str) -> Option<(u64, u64)> {
+    let head = &text[..text.len().min(96)];
+    let start = head.find("\"_seq\":\"")? + 8;
+    let end = start + head[start..].find('"')?;
+    let (boot, seq) = head[start..end].split_once('-')?;
+    Some((u64::from_str_radix(boot, 16).ok()?, seq.parse().ok()?))
+}
+
+/// What this node's inbox took already: per sending process and channel, the last sequence
+/// number (messages of one sender on one channel arrive in order, retries included).
+pub(crate) struct Seen {
+    /// This process's id in its own stamps (a node restarted under the same `NODE_ID` starts
+    /// counting again, under a new id).
+    pub(super) boot: u64,
+    last: Mutex<HashMap<(u64, Box<str>), (u64, Instant)>>,
+}
+
+/// Senders remembered at most; past it, those silent for ten minutes are forgotten.
+const MAX_SENDERS: usize = 4096;
+
+impl Seen {
+    pub(super) fn new() -> Seen {
+        Seen {
+            boot: uuid::Uuid::new_v4().as_u64_pair().0,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// False when the message `text` heard on `channel` was taken already (published again
+    /// after an answer was lost); unstamped messages (older nodes) are always new.
+    pub(crate) fn first_time(&self, channel: &str, text: &str) -> bool {
+        let Some((boot, seq)) = read_stamp(text) else {
+            return true;
+        };
+        let now = Instant::now();
+        let mut last = self.last.lock();
+        if last.len() > MAX_SENDERS {
+            last.retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(600));
+        }
+        match last.get_mut(&(boot, channel.into())) {
+            Some((n, _)) if *n >= seq => false,
+            Some(entry) => {
+                *entry = (seq, now);
+                true
+            }
+            None => {
+                last.insert((boot, channel.into()), (seq, now));
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +318,36 @@ mod tests {
         );
         let error = [Value::Integer(1), Value::Integer(1), Value::Null];
         assert_eq!(outcomes(&plan[..2], &error)[1], Outcome::Failed);
+    }
+
+    #[test]
+    fn a_message_published_twice_is_taken_once_and_stays_readable() {
+        use crate::bus::Msg;
+        let sender = Seen::new();
+        let inbox = Seen::new();
+        let msg = Msg::Left {
+            room: "r".into(),
+            to: "bob".into(),
+            reason: "user-ended".into(),
+        };
+        let text = serde_json::to_string(&msg).unwrap();
+        let (one, two) = (stamp(&text, sender.boot, 1), stamp(&text, sender.boot, 2));
+        // Nodes that know no stamp read it as before (an unknown field is ignored).
+        assert!(matches!(
+            serde_json::from_str::<Msg>(&one).unwrap(),
+            Msg::Left { ref to, .. } if to == "bob"
+        ));
+        assert!(inbox.first_time("p:to:b", &one));
+        assert!(!inbox.first_time("p:to:b", &one), "the same message again");
+        assert!(inbox.first_time("p:to:*", &one), "another channel counts apart");
+        assert!(inbox.first_time("p:to:b", &two));
+        assert!(!inbox.first_time("p:to:b", &one), "an older one after a newer");
+        // Another process (a node restarted under the same name) counts from 1 again.
+        let restarted = stamp(&text, sender.boot ^ 1, 1);
+        assert!(inbox.first_time("p:to:b", &restarted));
+        assert!(inbox.first_time("p:to:b", &text), "an older node's message");
+        let empty = stamp(r#"{"ping":{}}"#, 7, 3);
+        assert_eq!(empty, r#"{"ping":{"_seq":"7-3"}}"#);
+        assert_eq!(read_stamp(&empty), Some((7, 3)));
     }
 }
