@@ -179,6 +179,19 @@ impl Sentinels {
         format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
     }
 
+    /// Cuts the replica off its master: what is written from now on reaches only the master.
+    /// The replica presents a password the master does not know, so it cannot sync again; the
+    /// sentinels can still promote it (its link has been down for less than a second).
+    fn cut_replication(&self) {
+        assert!(cli(self.replica_port, &["CONFIG", "SET", "masterauth", "wrong"]).contains("OK"));
+        cli(self.master_port, &["CLIENT", "KILL", "TYPE", "replica"]);
+        let end = Instant::now() + Duration::from_secs(5);
+        while !cli(self.replica_port, &["INFO", "replication"]).contains("master_link_status:down") {
+            assert!(Instant::now() < end, "the replica stayed linked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The port of the master the first sentinel names now.
     fn master_now(&self) -> Option<u16> {
         cli(
@@ -276,11 +289,19 @@ async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search(
         .to_string();
     assert_eq!(bob.expect("matched").await["roomId"], room);
 
-    // erin starts waiting on A right before the master dies: the replica may never have
-    // received her search.
+    // erin starts waiting on A right before the master dies, and the replica never receives
+    // her search: its link to the master is cut, and it cannot come back (the replica now
+    // presents a password the master does not have).
     let mut erin = a.user("erin").await;
+    redis.cut_replication();
     erin.emit("find-random-partner", json!({})).await;
     erin.expect("searching").await;
+    // Time for her search to reach the master (not a measurement: the test holds either way).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        cli(redis.replica_port, &["INFO", "replication"]).contains("master_link_status:down"),
+        "the replica missed the latest writes"
+    );
 
     let mut sent = 0u64;
     for _ in 0..10 {
