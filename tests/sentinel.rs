@@ -25,10 +25,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "roulette-sentinel-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("roulette-sentinel-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -47,9 +45,7 @@ fn cli(port: u16, args: &[&str]) -> String {
         .args(args)
         .stderr(Stdio::null())
         .output()
-        .expect(
-            "redis-cli (Debian: apt-get install redis-server, which brings redis-tools) runs",
-        );
+        .expect("redis-cli (Debian: apt-get install redis-server, which brings redis-tools) runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -186,7 +182,8 @@ impl Sentinels {
         assert!(cli(self.replica_port, &["CONFIG", "SET", "masterauth", "wrong"]).contains("OK"));
         cli(self.master_port, &["CLIENT", "KILL", "TYPE", "replica"]);
         let end = Instant::now() + Duration::from_secs(5);
-        while !cli(self.replica_port, &["INFO", "replication"]).contains("master_link_status:down") {
+        while !cli(self.replica_port, &["INFO", "replication"]).contains("master_link_status:down")
+        {
             assert!(Instant::now() < end, "the replica stayed linked");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -228,7 +225,9 @@ impl Node {
             _child: Proc(child),
         };
         assert!(
-            eventually(Duration::from_secs(20), async || node.health().await.0 == 200).await,
+            eventually(Duration::from_secs(20), async || node.health().await.0
+                == 200)
+            .await,
             "node {id} never became healthy through the sentinels"
         );
         node

@@ -20,6 +20,8 @@
 //!   goes to that node's channel through one ordered publisher, and the receiving node checks it
 //!   against its own core before emitting: a relay that arrives after its room ended is
 //!   dropped, never shown to whoever the user is talking to now ([`crate::cluster::inbox`]).
+//!   A message is published again until its node heard it, and taken once ([`publish`]): a
+//!   Redis failover loses none.
 //! - **Liveness and figures.** Each node renews a heartbeat key with a TTL carrying its figures;
 //!   a node whose key expired is dead: the rooms its users held end for their partners, and its
 //!   queue entries are dropped ([`crate::cluster::liveness`]).

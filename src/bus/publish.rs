@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use parking_lot::Mutex;
 use fred::types::config::Server;
+use parking_lot::Mutex;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::Cluster;
@@ -260,8 +260,11 @@ pub(crate) struct Seen {
     /// This process's id in its own stamps (a node restarted under the same `NODE_ID` starts
     /// counting again, under a new id).
     pub(super) boot: u64,
-    last: Mutex<HashMap<(u64, Box<str>), (u64, Instant)>>,
+    last: Mutex<HashMap<Sender, (u64, Instant)>>,
 }
+
+/// A sending process (its stamp's id) and the channel it sent on.
+type Sender = (u64, Box<str>);
 
 /// Senders remembered at most; past it, those silent for ten minutes are forgotten.
 const MAX_SENDERS: usize = 4096;
@@ -339,9 +342,15 @@ mod tests {
         ));
         assert!(inbox.first_time("p:to:b", &one));
         assert!(!inbox.first_time("p:to:b", &one), "the same message again");
-        assert!(inbox.first_time("p:to:*", &one), "another channel counts apart");
+        assert!(
+            inbox.first_time("p:to:*", &one),
+            "another channel counts apart"
+        );
         assert!(inbox.first_time("p:to:b", &two));
-        assert!(!inbox.first_time("p:to:b", &one), "an older one after a newer");
+        assert!(
+            !inbox.first_time("p:to:b", &one),
+            "an older one after a newer"
+        );
         // Another process (a node restarted under the same name) counts from 1 again.
         let restarted = stamp(&text, sender.boot ^ 1, 1);
         assert!(inbox.first_time("p:to:b", &restarted));

@@ -106,7 +106,14 @@ fn sentinel_config(url: &str) -> Result<Config, String> {
         let parsed = node
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h, p.parse::<u16>().ok().filter(|p| *p != 0)?)))
-            .map(|(h, p)| (h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h), p))
+            .map(|(h, p)| {
+                (
+                    h.strip_prefix('[')
+                        .and_then(|h| h.strip_suffix(']'))
+                        .unwrap_or(h),
+                    p,
+                )
+            })
             .filter(|(h, _)| {
                 !h.is_empty()
                     && h.chars()
@@ -134,8 +141,8 @@ fn sentinel_config(url: &str) -> Result<Config, String> {
         ),
     };
     let tls = if scheme.starts_with("rediss") {
-        let connector = fred::types::config::TlsConnector::default_rustls()
-            .map_err(|e| bad(&e.to_string()))?;
+        let connector =
+            fred::types::config::TlsConnector::default_rustls().map_err(|e| bad(&e.to_string()))?;
         Some(connector.into())
     } else {
         None
