@@ -18,7 +18,8 @@
 //!
 //! A channel that stays unheard for `NODE_TIMEOUT_MS` while Redis answers belongs to a node that
 //! died (its rooms end for their partners within the same time): its messages are dropped and
-//! counted (`roulette_cluster_messages_undelivered_total`). While Redis does not answer, nothing
+//! counted (`roulette_cluster_messages_undelivered_total`); messages Redis keeps refusing while it
+//! answers the heartbeats are dropped after as long (`roulette_cluster_messages_lost_total`). While Redis does not answer, nothing
 //! is dropped: the rooms outlive an outage, so their relays must too.
 
 use std::collections::{HashMap, VecDeque};
@@ -46,8 +47,9 @@ const MAX_HELD: usize = 100_000;
 #[derive(Default)]
 struct Held {
     msgs: VecDeque<String>,
-    /// When Redis first answered that nobody listens on the channel (reset when heard).
-    deaf_since: Option<Instant>,
+    /// Since when Redis answers, yet the channel is unheard (nobody listens) or its messages
+    /// are refused (reset when heard).
+    stuck_since: Option<Instant>,
     /// Not tried again before this.
     retry_at: Option<Instant>,
 }
@@ -157,13 +159,16 @@ async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>) {
         match outcome {
             Outcome::Heard(n) => {
                 h.msgs.drain(..n);
-                h.deaf_since = None;
+                h.stuck_since = None;
                 h.retry_at = None;
                 metrics::counter!("roulette_cluster_messages_sent_total").increment(n as u64);
             }
-            Outcome::Deaf => {
-                let since = *h.deaf_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= cluster.node_timeout {
+            // Unheard, or refused while Redis answers everything else: not for ever.
+            Outcome::Deaf | Outcome::Failed if outcome == Outcome::Deaf || cluster.redis_up() => {
+                let since = *h.stuck_since.get_or_insert(now);
+                if now.saturating_duration_since(since) < cluster.node_timeout {
+                    h.retry_at = Some(now + RETRY);
+                } else if outcome == Outcome::Deaf {
                     tracing::warn!(
                         channel = %node,
                         messages = h.msgs.len(),
@@ -173,10 +178,17 @@ async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>) {
                         .increment(h.msgs.len() as u64);
                     h.msgs.clear();
                 } else {
-                    h.retry_at = Some(now + RETRY);
+                    tracing::error!(
+                        channel = %node,
+                        messages = h.msgs.len(),
+                        "Redis refused these cluster messages for the node timeout: dropped"
+                    );
+                    cluster.count_lost(h.msgs.len() as u64);
+                    h.msgs.clear();
                 }
             }
-            Outcome::Failed => h.retry_at = Some(now + RETRY),
+            // Redis does not answer (an outage, a failover): kept as long as it lasts.
+            Outcome::Failed | Outcome::Deaf => h.retry_at = Some(now + RETRY),
         }
         if h.msgs.is_empty() {
             held.remove(node);
