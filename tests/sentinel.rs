@@ -388,6 +388,11 @@ async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search(
         heard.windows(2).all(|w| w[0] < w[1]),
         "in order, none twice: {heard:?}"
     );
+    eprintln!(
+        "{} of {sent} candidates acknowledged ok, {} delivered",
+        acked.len(),
+        heard.len()
+    );
     let missing: Vec<u64> = acked
         .iter()
         .copied()
