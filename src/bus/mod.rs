@@ -221,6 +221,14 @@ impl Cluster {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
+                // A managed Redis fails over by moving its endpoint to the promoted replica; a
+                // connection still open to the demoted primary answers writes with READONLY:
+                // connect again (the name resolves to the new primary). LOADING: a restarted
+                // Redis reading its data.
+                c.reconnect_errors = vec![
+                    fred::types::config::ReconnectError::ReadOnly,
+                    fred::types::config::ReconnectError::Loading,
+                ];
             })
             // Keep trying for ever, every quarter second: Redis coming back must be noticed fast.
             .set_policy(ReconnectPolicy::new_constant(0, 250));

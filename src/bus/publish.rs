@@ -87,7 +87,7 @@ pub(super) fn watch<const N: usize>(
                     break;
                 };
                 if cluster.set_redis_up(false) {
-                    tracing::error!("lost the connection to Redis: {e}");
+                    tracing::error!("lost the connection to Redis (connecting again): {e}");
                 }
             }
         });
