@@ -1,7 +1,8 @@
-//! A cluster on Redis Sentinel rides out a failover: a master, a replica and three sentinels
+//! A cluster rides out a Redis failover. With Sentinel: a master, a replica and three sentinels
 //! (Debian's `redis-server`, each started here on free loopback ports in a directory of this
 //! test's own), two Roulette nodes that find the master through the sentinels, a call across
-//! them, and the master killed with SIGKILL mid-call.
+//! them, and the master killed with SIGKILL mid-call. With a managed Redis's moving endpoint: the
+//! replica promoted, the endpoint moved to it, the old primary demoted under the nodes.
 
 mod common;
 
@@ -71,6 +72,42 @@ fn redis_server(dir: &TempDir, port: u16, args: &[&str]) -> Proc {
     proc
 }
 
+/// `redis-server`'s arguments for a server on `port`, without persistence.
+fn server_args(port: u16) -> Vec<String> {
+    vec![
+        "--port".to_string(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        "no".into(),
+        "--dbfilename".into(),
+        format!("dump-{port}.rdb"),
+    ]
+}
+
+/// Starts a Redis on `port` with `extra` arguments.
+fn redis_on(dir: &TempDir, port: u16, extra: &[&str]) -> Proc {
+    let mut args = server_args(port);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    redis_server(
+        dir,
+        port,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+/// Waits until the replica on `port` is in sync with its master.
+fn synced(port: u16) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cli(port, &["INFO", "replication"]).contains("master_link_status:up") {
+        assert!(Instant::now() < end, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A master, its replica and three sentinels watching them.
 struct Sentinels {
     master: Proc,
@@ -85,42 +122,13 @@ impl Sentinels {
     fn start() -> Sentinels {
         let dir = TempDir::new();
         let (master_port, replica_port) = (free_port(), free_port());
-        let server = |port: u16| {
-            vec![
-                "--port".to_string(),
-                port.to_string(),
-                "--bind".into(),
-                "127.0.0.1".into(),
-                "--save".into(),
-                String::new(),
-                "--appendonly".into(),
-                "no".into(),
-                "--dbfilename".into(),
-                format!("dump-{port}.rdb"),
-            ]
-        };
-        let args = server(master_port);
-        let master = redis_server(
-            &dir,
-            master_port,
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-        let mut args = server(replica_port);
-        args.extend([
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            master_port.to_string(),
-        ]);
-        let replica = redis_server(
+        let master = redis_on(&dir, master_port, &[]);
+        let replica = redis_on(
             &dir,
             replica_port,
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &["--replicaof", "127.0.0.1", &master_port.to_string()],
         );
-        let end = Instant::now() + Duration::from_secs(10);
-        while !cli(replica_port, &["INFO", "replication"]).contains("master_link_status:up") {
-            assert!(Instant::now() < end, "the replica never synced");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        synced(replica_port);
         let mut procs = vec![replica];
         let sentinel_ports = [free_port(), free_port(), free_port()];
         for port in sentinel_ports {
@@ -268,6 +276,67 @@ async fn candidate(alice: &mut Client, room: &str, n: u64) {
         .await;
 }
 
+/// Every candidate alice was told `ok` for (of the `sent` she sent, ids `0..sent`) reaches bob,
+/// in order, once.
+async fn every_acknowledged_candidate_arrives(alice: &mut Client, bob: &mut Client, sent: u64) {
+    let mut acked = Vec::new();
+    let mut answered = 0;
+    while answered < sent {
+        let (name, v) = alice.next_event().await;
+        if let Some(id) = name.strip_prefix("ack:") {
+            answered += 1;
+            if v["ok"] == true {
+                acked.push(id.parse::<u64>().unwrap());
+            }
+        }
+    }
+    assert!(
+        acked.len() as u64 >= sent - 10,
+        "the relays were taken during the outage: {} of {sent} acknowledged",
+        acked.len()
+    );
+    let last = *acked.last().expect("relays acknowledged");
+    let mut heard = Vec::new();
+    while heard.last() != Some(&last) {
+        let c = bob.expect("webrtc-ice-candidate").await;
+        let n: u64 = c["candidate"]["candidate"].as_str().unwrap()[1..]
+            .parse()
+            .unwrap();
+        heard.push(n);
+    }
+    assert!(
+        heard.windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice: {heard:?}"
+    );
+    eprintln!(
+        "{} of {sent} candidates acknowledged ok, {} delivered",
+        acked.len(),
+        heard.len()
+    );
+    let missing: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|n| !heard.contains(n))
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
+
+/// Reads alice's events until the `webrtc-answer` bob sent, skipping the acknowledgements and
+/// refusals of her candidates.
+async fn expect_answer(alice: &mut Client, sdp: &str) {
+    loop {
+        // Refusals during the outage (if any) came as `error` events too.
+        match alice.next_event().await {
+            (name, v) if name == "webrtc-answer" => {
+                assert_eq!(v["answer"]["sdp"], sdp);
+                break;
+            }
+            (name, _) if name == "error" || name.starts_with("ack:") => continue,
+            (name, v) => panic!("expected webrtc-answer, got {name}: {v}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search() {
     let mut redis = Sentinels::start();
@@ -358,47 +427,7 @@ async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search(
         sent += 1;
     }
 
-    // Every candidate alice was told `ok` for reaches bob, in order, once.
-    let mut acked = Vec::new();
-    let mut answered = 0;
-    while answered < sent {
-        let (name, v) = alice.next_event().await;
-        if let Some(id) = name.strip_prefix("ack:") {
-            answered += 1;
-            if v["ok"] == true {
-                acked.push(id.parse::<u64>().unwrap());
-            }
-        }
-    }
-    assert!(
-        acked.len() as u64 >= sent - 10,
-        "the relays were taken during the outage: {} of {sent} acknowledged",
-        acked.len()
-    );
-    let last = *acked.last().expect("relays acknowledged");
-    let mut heard = Vec::new();
-    while heard.last() != Some(&last) {
-        let c = bob.expect("webrtc-ice-candidate").await;
-        let n: u64 = c["candidate"]["candidate"].as_str().unwrap()[1..]
-            .parse()
-            .unwrap();
-        heard.push(n);
-    }
-    assert!(
-        heard.windows(2).all(|w| w[0] < w[1]),
-        "in order, none twice: {heard:?}"
-    );
-    eprintln!(
-        "{} of {sent} candidates acknowledged ok, {} delivered",
-        acked.len(),
-        heard.len()
-    );
-    let missing: Vec<u64> = acked
-        .iter()
-        .copied()
-        .filter(|n| !heard.contains(n))
-        .collect();
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    every_acknowledged_candidate_arrives(&mut alice, &mut bob, sent).await;
 
     // erin still waits and is matched after the promotion, across the nodes.
     let mut frank = b.user("frank").await;
@@ -412,18 +441,124 @@ async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search(
         json!({"roomId": room, "answer": {"type": "answer", "sdp": "after"}}),
     )
     .await;
-    loop {
-        // Refusals during the outage (if any) came as `error` events too.
-        match alice.next_event().await {
-            (name, v) if name == "webrtc-answer" => {
-                assert_eq!(v["answer"]["sdp"], "after");
-                break;
-            }
-            (name, _) if name == "error" || name.starts_with("ack:") => continue,
-            (name, v) => panic!("expected webrtc-answer, got {name}: {v}"),
-        }
-    }
+    expect_answer(&mut alice, "after").await;
     for n in [&a, &b] {
         assert_eq!(n.health().await.0, 200);
     }
+}
+
+/// A managed Redis's endpoint: a TCP port that forwards each new connection to the Redis it
+/// points at now. Moving it leaves the connections already made where they are, as a DNS name
+/// that changes does.
+struct Endpoint {
+    port: u16,
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Endpoint {
+    async fn to(target: u16) -> Endpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(target));
+        let to = target.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let port = to.load(std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    {
+                        tokio::io::copy_bidirectional(&mut client, &mut server)
+                            .await
+                            .ok();
+                    }
+                });
+            }
+        });
+        Endpoint { port, target, task }
+    }
+
+    fn point_at(&self, port: u16) {
+        self.target.store(port, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_redis_failover_behind_a_moving_endpoint_is_followed() {
+    // As ElastiCache or Memorystore do it: the replica is promoted, the endpoint moves to it, and
+    // the old primary becomes a replica with the nodes' connections still open to it.
+    let dir = TempDir::new();
+    let (primary, standby) = (free_port(), free_port());
+    let _primary = redis_on(&dir, primary, &[]);
+    let _standby = redis_on(
+        &dir,
+        standby,
+        &["--replicaof", "127.0.0.1", &primary.to_string()],
+    );
+    synced(standby);
+    let endpoint = Endpoint::to(primary).await;
+    let url = format!("redis://127.0.0.1:{}", endpoint.port);
+    let prefix = format!("test-endpoint-{}", std::process::id());
+    let a = Node::start(&url, "node-a", &prefix).await;
+    let b = Node::start(&url, "node-b", &prefix).await;
+
+    let mut alice = a.user("alice").await;
+    let mut bob = b.user("bob").await;
+    alice.emit("find-random-partner", json!({})).await;
+    alice.expect("searching").await;
+    bob.emit("find-random-partner", json!({})).await;
+    let room = alice.expect("matched").await["roomId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(bob.expect("matched").await["roomId"], room);
+    let mut erin = a.user("erin").await;
+    erin.emit("find-random-partner", json!({})).await;
+    erin.expect("searching").await;
+
+    let mut sent = 0u64;
+    for _ in 0..10 {
+        candidate(&mut alice, &room, sent).await;
+        sent += 1;
+    }
+    assert!(cli(standby, &["REPLICAOF", "NO", "ONE"]).contains("OK"));
+    endpoint.point_at(standby);
+    assert!(cli(primary, &["REPLICAOF", "127.0.0.1", &standby.to_string()]).contains("OK"));
+
+    // The nodes' writes to the demoted primary are refused (READONLY): they connect again, through
+    // the endpoint, to the new primary, and their subscriptions follow.
+    for _ in 0..40 {
+        candidate(&mut alice, &room, sent).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(15), async || n.health().await.0 == 200).await,
+            "the node never came back after the endpoint moved"
+        );
+    }
+    for _ in 0..10 {
+        candidate(&mut alice, &room, sent).await;
+        sent += 1;
+    }
+    every_acknowledged_candidate_arrives(&mut alice, &mut bob, sent).await;
+    // The nodes write to the new primary: a new search is kept there and matched.
+    let mut frank = b.user("frank").await;
+    frank.emit("find-random-partner", json!({})).await;
+    assert_eq!(frank.expect("matched").await["partnerId"], "erin");
+    assert_eq!(erin.expect("matched").await["partnerId"], "frank");
+    bob.emit(
+        "webrtc-answer",
+        json!({"roomId": room, "answer": {"type": "answer", "sdp": "moved"}}),
+    )
+    .await;
+    expect_answer(&mut alice, "moved").await;
 }

@@ -70,10 +70,31 @@ enum Outcome {
 /// included, even one shorter than a heartbeat. The next heartbeat that succeeds marks it up
 /// again and publishes this node's searches anew ([`crate::cluster::liveness`]): a promoted
 /// replica may lack the latest of them, as replication is asynchronous.
+///
+/// Also moves the subscriber with the command connection: behind a managed service's endpoint,
+/// the command connection finds the promoted primary (its writes to the demoted one were refused
+/// with READONLY), while a subscription, which writes nothing, would stay on the demoted one and
+/// hear only what replication brings it (and `PUBLISH` on the new primary would not count it).
 pub(super) fn watch<const N: usize>(
     cluster: &Arc<Cluster>,
     errors: [tokio::sync::broadcast::Receiver<(fred::error::Error, Option<Server>)>; N],
+    subscriber: fred::clients::SubscriberClient,
 ) {
+    let mut reconnected = cluster.client.reconnect_rx();
+    tokio::spawn(async move {
+        loop {
+            match reconnected.recv().await {
+                Ok(server) => {
+                    tracing::info!(%server, "connected to Redis again; the subscriber follows");
+                    if let Err(e) = subscriber.force_reconnection().await {
+                        tracing::warn!("the subscriber could not reconnect yet: {e}");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
     for mut rx in errors {
         let cluster = Arc::downgrade(cluster);
         tokio::spawn(async move {
