@@ -357,6 +357,18 @@ async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search(
         .to_string();
     assert_eq!(bob.expect("matched").await["roomId"], room);
 
+    // carol and dave, both on B, are in a call of their own.
+    let mut carol = b.user("carol").await;
+    let mut dave = b.user("dave").await;
+    carol.emit("find-random-partner", json!({})).await;
+    carol.expect("searching").await;
+    dave.emit("find-random-partner", json!({})).await;
+    let local_room = carol.expect("matched").await["roomId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(dave.expect("matched").await["partnerId"], "carol");
+
     // erin starts waiting on A right before the master dies, and the replica never receives
     // her search: its link to the master is cut, and it cannot come back (the replica now
     // presents a password the master does not have).
@@ -383,6 +395,7 @@ async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search(
     // lasts, and up again after.
     let mut down_seen = [false, false];
     let mut metrics_down_seen = false;
+    let mut local_said = false;
     let deadline = Instant::now() + Duration::from_secs(25);
     let recovered = loop {
         assert!(Instant::now() < deadline, "the cluster never recovered");
@@ -406,10 +419,25 @@ async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search(
         if healthy == 2 {
             break killed.elapsed();
         }
+        if down_seen[1] && !local_said {
+            // A call within one node does not need Redis at all.
+            carol
+                .emit(
+                    "chat-message",
+                    json!({"roomId": local_room, "message": "still here?"}),
+                )
+                .await;
+            local_said = true;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(down_seen, [true, true], "/health showed the outage");
     assert!(metrics_down_seen, "/metrics showed the outage");
+    assert!(local_said, "carol spoke during the outage");
+    assert_eq!(dave.expect("chat-message").await["message"], "still here?");
+    for n in [&a, &b] {
+        assert!(n.metrics().await.contains("roulette_cluster_redis_up 1"));
+    }
     let promoted = redis.master_now();
     assert_eq!(
         promoted,
