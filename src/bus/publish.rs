@@ -421,6 +421,27 @@ mod tests {
         let restarted = stamp(&text, sender.boot ^ 1, 1);
         assert!(inbox.first_time("p:to:b", &restarted));
         assert!(inbox.first_time("p:to:b", &text), "an older node's message");
+        // A relay's raw payload comes through untouched.
+        let relay = Msg::Deliver {
+            room: "r".into(),
+            to: "bob".into(),
+            event: "webrtc-offer".into(),
+            payload: serde_json::value::to_raw_value(
+                &serde_json::json!({"offer": {"sdp": "a:{b}"}}),
+            )
+            .unwrap(),
+        };
+        let stamped = stamp(&serde_json::to_string(&relay).unwrap(), 9, 1);
+        assert_eq!(read_stamp(&stamped), Some((9, 1)));
+        match serde_json::from_str::<Msg>(&stamped).unwrap() {
+            Msg::Deliver { payload, to, .. } => {
+                assert_eq!(
+                    (payload.get(), to.as_str()),
+                    (r#"{"offer":{"sdp":"a:{b}"}}"#, "bob")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
         let empty = stamp(r#"{"ping":{}}"#, 7, 3);
         assert_eq!(empty, r#"{"ping":{"_seq":"7-3"}}"#);
         assert_eq!(read_stamp(&empty), Some((7, 3)));
