@@ -2,6 +2,10 @@
 //! repeat only its start, so that no reply can be made much larger than what provoked it. A leaf:
 //! the protocol and the core both use it.
 
+// Input from the network reaches these parsers: an index or a string cut at an unchecked offset
+// could panic a connection (`4é` did), so neither is allowed outside tests.
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
+
 /// How much of a client's own text (an event name, a namespace, a value quoted in a parser's
 /// message) a reply repeats back: enough to recognise it, never enough to make a reply larger
 /// than what provoked it by more than a few bytes.
@@ -17,11 +21,8 @@ pub(crate) fn clip_to(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    text.get(..text.floor_char_boundary(max))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! and where a new event, setting or metric goes, is `ARCHITECTURE.md`; `scripts/layers.py`
 //! checks the graph in the test command):
 //! - `model`: the vocabulary (ids, profiles, call states, error codes, reasons), a leaf;
-//! - `echo`, `assets`, `ws` (the Engine.IO / Socket.IO transport, which hands clients up through
-//!   two traits and knows nothing above it) and `http1` (long-polling without hyper's buffers);
+//! - `echo`, `assets` and `ws` (the Engine.IO / Socket.IO transport, which hands clients up
+//!   through two traits and knows nothing above it);
 //! - `protocol`: the payloads on the wire;
 //! - `core` and `moderation`: the pure, synchronous rules (queue, matching, rooms; bans,
 //!   reports, the auto-ban), free of I/O and clocks;
@@ -16,7 +16,9 @@
 //! - `signaling` (one handler per Socket.IO event), `cluster` (what a node does with the bus),
 //!   `http` (health, statistics, ICE servers, the dashboard) and `admin` (the operators' API);
 //! - `config`: every setting, and each module's slice of it;
-//! - `app`: wires it all together, serves and shuts down.
+//! - `app`: wires it all together, serves and shuts down; its accept loop serves long-polling
+//!   requests on an HTTP/1 path of its own (`app::http1`, without hyper's buffers) and the rest
+//!   with hyper.
 
 // Private by default: an item is `pub` only when it is part of the surface re-exported below.
 #![warn(missing_docs, unreachable_pub)]
@@ -31,7 +33,6 @@ pub(crate) mod config;
 pub(crate) mod core;
 pub(crate) mod echo;
 pub(crate) mod http;
-pub(crate) mod http1;
 pub(crate) mod ice;
 pub(crate) mod limits;
 pub(crate) mod metrics;

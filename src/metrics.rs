@@ -41,6 +41,7 @@ pub(crate) fn init() {
     // Exported from the start, at 0: an alert on its rate needs the series before the first
     // close, not after.
     counter!("roulette_connections_closed_backpressure_total").increment(0);
+    counter!("roulette_connection_panics_total").increment(0);
     counter!("roulette_kicks_total").increment(0);
     counter!("roulette_moderation_records_dropped_total").increment(0);
     for outcome in ["delivered", "retried", "failed", "dropped"] {

@@ -1,4 +1,4 @@
-//! Long-polling requests on the server's own HTTP/1.1 path (`src/http1.rs`), spoken over raw TCP:
+//! Long-polling requests on the server's own HTTP/1.1 path (`src/app/http1.rs`), spoken over raw TCP:
 //! several requests on one kept-alive connection, pipelined requests, a request for another
 //! route on the same connection (handed to hyper), a body that path leaves to hyper (chunked),
 //! the answer's framing and CORS headers, and a client that goes away during its poll.
@@ -219,4 +219,119 @@ async fn a_silent_connection_is_closed_at_the_head_timeout() {
         .await
         .expect("closed within 20 s, not kept for the 90 s idle time");
     assert_eq!(closed.unwrap_or(0), 0, "closed without an answer");
+}
+
+/// The server process's resident memory, in KB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A post that promises a large body and sends little of it costs the server what arrived, not
+/// what was promised: 100 such posts of 1 MB each (the largest the settings allow) sent 1 KB.
+#[tokio::test]
+async fn a_promised_body_costs_what_arrived() {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roulette"));
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format", "text"])
+        .args(["--max-message-bytes", "1000000"])
+        .args(["--max-http-connections-per-ip", "0"])
+        .args(["--max-new-connections-per-ip", "0"])
+        .stderr(std::process::Stdio::null());
+    let server = common::spawn_listening(cmd);
+    let pid = server.proc.0.id();
+    // One session to post to, and the process warmed up.
+    let mut tcp = TcpStream::connect(&server.addr).await.unwrap();
+    tcp.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _, body) = answer(&mut tcp, &mut Vec::new()).await;
+    assert_eq!(status, 200);
+    let sid = body[1..].split('"').nth(3).unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kb(pid);
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut c = TcpStream::connect(&server.addr).await.unwrap();
+        let head = format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\
+             Content-Length: 1000000\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&[b'x'; 1024]).await.unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_kb(pid).saturating_sub(before);
+    // Promised: 100 MB. Arrived: 100 KB, plus what each connection costs.
+    assert!(grown < 20_000, "RSS grew by {grown} KB");
+    drop(held);
+}
+
+/// `Content-Length` is `1*DIGIT` (RFC 9110): a sign or anything else is refused as hyper refuses
+/// it, and a client cannot make this path and a proxy in front of it disagree on a body's end.
+#[tokio::test]
+async fn content_length_is_digits_only() {
+    let s = TestServer::start(&[]).await;
+    for (value, want) in [
+        ("+2", 400),
+        ("-2", 400),
+        ("0x2", 400),
+        ("2a", 400),
+        ("2", 200),
+    ] {
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let (_, _, body) = answer(&mut tcp, &mut buf).await;
+        let sid = body[1..].split('"').nth(3).unwrap().to_string();
+        let post = format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\
+             Content-Length: {value}\r\n\r\n40"
+        );
+        tcp.write_all(post.as_bytes()).await.unwrap();
+        let (status, _, body) = answer(&mut tcp, &mut buf).await;
+        assert_eq!(status, want, "Content-Length: {value}: {body}");
+    }
+}
+
+/// A client that half-closes its connection right after sending a poll has not made its next
+/// poll a second one: each time, its session goes on (its next poll, on another connection, is
+/// answered), however the server's reading of the two events interleaves.
+#[tokio::test]
+async fn a_poll_half_closed_at_once_leaves_the_session_usable() {
+    let s = TestServer::start(&["--max-new-connections-per-ip", "0"]).await;
+    for round in 0..20 {
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let (_, _, body) = answer(&mut tcp, &mut buf).await;
+        let sid = body[1..].split('"').nth(3).unwrap().to_string();
+        let poll = format!(
+            "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\r\n"
+        );
+        let mut gone = TcpStream::connect(s.addr).await.unwrap();
+        gone.write_all(poll.as_bytes()).await.unwrap();
+        gone.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(gone);
+        let post = format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\
+             Content-Length: 2\r\n\r\n40"
+        );
+        tcp.write_all(post.as_bytes()).await.unwrap();
+        let (status, _, body) = answer(&mut tcp, &mut buf).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "round {round}");
+        tcp.write_all(poll.as_bytes()).await.unwrap();
+        let (status, _, body) = answer(&mut tcp, &mut buf).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        assert!(body.starts_with("40{"), "round {round}: {body}");
+    }
 }

@@ -158,9 +158,14 @@ impl Hub {
         }))
     }
 
-    /// Locks the core. Keep the guard for one event's work only.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, NodeCore> {
-        self.core.lock()
+    /// Locks the core. Keep the guard for one event's work only. What the work sends to this
+    /// node's sockets is written once the lock is released (see [`CoreGuard`]).
+    pub(crate) fn lock(&self) -> CoreGuard<'_> {
+        let batch = crate::ws::Batch::begin();
+        CoreGuard {
+            core: self.core.lock(),
+            _batch: batch,
+        }
     }
 
     /// Parks an `authenticate` until the cluster answers. A newer attempt for the same user
@@ -280,6 +285,29 @@ impl Hub {
     /// Every open session.
     pub(crate) fn all_sockets(&self) -> Vec<Sock> {
         self.conns.all().iter().map(|c| c.handle()).collect()
+    }
+}
+
+/// The core, locked, with this thread's writes to sockets batched: no system call to a socket
+/// is made while the lock is held (a slow or full socket never holds up every other user's
+/// work), and the batch writes everything when the guard is dropped, lock first. Frames are
+/// queued in the order the work sends them, so order is kept as if they were written at once.
+pub(crate) struct CoreGuard<'a> {
+    // Dropped in this order: the lock, then the batch's writes.
+    core: MutexGuard<'a, NodeCore>,
+    _batch: crate::ws::Batch,
+}
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = NodeCore;
+    fn deref(&self) -> &NodeCore {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut NodeCore {
+        &mut self.core
     }
 }
 

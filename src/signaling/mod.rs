@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::MutexGuard;
 use serde::Serialize;
 use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -21,7 +20,7 @@ use serde_json::value::RawValue;
 use crate::bus::queue::Job;
 use crate::limits::{EventClass, Verdict};
 use crate::model::{ErrorCode, Reject, UserId};
-use crate::node::{Hub, Link, NodeCore, Session, Sock, open_session, send_error};
+use crate::node::{CoreGuard, Hub, Link, Session, Sock, open_session, send_error};
 use crate::ws::{ConnRef, Events, Handled, Sid};
 
 /// Everything a handler needs about the event it handles.
@@ -47,7 +46,7 @@ impl Ctx<'_> {
     /// Locks the core for this event's work, refusing with `session-replaced` when another
     /// connection took the user's session over with its resume token (this socket is then being
     /// closed). The check and the work share one lock, so no event of a replaced socket acts.
-    pub(crate) fn core(&self) -> Result<MutexGuard<'_, NodeCore>, Reject> {
+    pub(crate) fn core(&self) -> Result<CoreGuard<'_>, Reject> {
         let core = self.hub.lock();
         if !core.link(self.user()).is_some_and(|l| l.is(self.socket)) {
             return Err(ErrorCode::SessionReplaced.into());

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::frame::{self, OutFrame};
 use super::out::Out;
-use super::{ConnRef, End, Events, SendError, Settings, Sid, packet};
+use super::{ConnRef, End, Events, Lost, SendError, Settings, Sid, packet};
 
 /// How long a client may take to join the `/` namespace after connecting (Socket.IO's default
 /// `connectTimeout`).
@@ -28,7 +28,8 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Connections a read turn coalesces writes for (the rest are written frame by frame).
+/// Connections a read turn coalesces writes for (the rest are written frame by frame); a batch
+/// takes any number.
 pub(super) const TURN_CONNS: usize = 64;
 
 /// The connections written to during this thread's current read turn.
@@ -66,6 +67,42 @@ impl TurnGuard {
 
 impl Drop for TurnGuard {
     fn drop(&mut self) {
+        end_turn();
+    }
+}
+
+/// A stretch of work (one that holds the core's lock, say) during which no frame is written to
+/// a socket: frames are queued per connection and written when the batch ends, after the work
+/// and its locks. Inside a read turn it adds nothing (the turn writes at its end already). Not
+/// `Send`: it stands for this thread's turn, and ends on the thread it began on.
+pub(crate) struct Batch {
+    outer: bool,
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Batch {
+    /// Starts a batch on this thread, unless a turn or batch runs already.
+    pub(crate) fn begin() -> Batch {
+        let outer = TURN.with_borrow_mut(|t| !std::mem::replace(&mut t.active, true));
+        Batch {
+            outer,
+            _thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.outer {
+            end_turn();
+        }
+    }
+}
+
+/// Ends this thread's turn or batch: each connection it wrote to gets its frames written, with
+/// one system call each.
+fn end_turn() {
+    {
         let mut written = TURN.with_borrow_mut(|t| {
             t.active = false;
             t.reader = None;
@@ -76,11 +113,13 @@ impl Drop for TurnGuard {
                 Ok(true) => {}
                 // The kernel took part: the connection's task writes the rest when it can.
                 Ok(false) => c.wake.notify_one(),
-                Err(_) => c.end(End::Lost("transport error")),
+                Err(_) => c.end(End::Lost(Lost::TransportError)),
             }
         }
-        // The list keeps its allocation for the next turn.
-        TURN.with_borrow_mut(|t| t.conns = written);
+        // The list keeps its allocation for the next turn, unless a large batch grew it.
+        if written.capacity() <= TURN_CONNS {
+            TURN.with_borrow_mut(|t| t.conns = written);
+        }
     }
 }
 
@@ -199,7 +238,7 @@ impl Conn {
     ) -> Result<(), SendError> {
         SCRATCH.with_borrow_mut(|buf| {
             let start = frame::encode_text(buf, write).map_err(|_| SendError::Encode)?;
-            let sent = self.push_bytes(&buf[start..], false);
+            let sent = self.push_bytes(buf.get(start..).unwrap_or_default(), false);
             if buf.capacity() > SCRATCH_KEEP {
                 *buf = Vec::new();
             }
@@ -222,9 +261,18 @@ impl Conn {
             let own = turn.reader == Some(self.id);
             let coalesce = if !turn.active || self.tcp.get().is_none() {
                 false
-            } else if turn.conns.iter().any(|c| Arc::ptr_eq(c, self)) {
+            } else if turn
+                .conns
+                .iter()
+                .take(TURN_CONNS)
+                .any(|c| Arc::ptr_eq(c, self))
+                || turn.conns.last().is_some_and(|c| Arc::ptr_eq(c, self))
+            {
                 true
-            } else if turn.conns.len() < TURN_CONNS {
+            } else if turn.conns.len() < TURN_CONNS || turn.reader.is_none() {
+                // A batch (no reader) never writes before it ends, however many connections it
+                // reaches: past the first few, a connection may be listed twice, and its second
+                // flush finds nothing to write.
                 turn.conns.push(self.clone());
                 true
             } else {
@@ -263,10 +311,10 @@ impl Conn {
         if out.frames.is_empty() {
             match tcp.try_write(bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => rest = &bytes[n..],
+                Ok(n) => rest = bytes.get(n..).unwrap_or_default(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => {
-                    out.end = Some(End::Lost("transport error"));
+                    out.end = Some(End::Lost(Lost::TransportError));
                     drop(out);
                     self.wake.notify_one();
                     return Err(SendError::Closed);
@@ -292,8 +340,11 @@ impl Conn {
             if let Some(n) = out.pong {
                 let i = (n - out.popped) as usize;
                 let frame = OutFrame::pong(payload);
-                let old = std::mem::replace(&mut out.frames[i], frame);
-                out.bytes = out.bytes - old.remaining().len() + out.frames[i].remaining().len();
+                let new = frame.remaining().len();
+                if let Some(slot) = out.frames.get_mut(i) {
+                    let old = std::mem::replace(slot, frame).remaining().len();
+                    out.bytes = out.bytes - old + new;
+                }
                 return;
             }
             if !out.frames.is_empty() {
@@ -326,7 +377,7 @@ impl Conn {
     /// close packet for a poll, and no `41`, so that socket.io-client reconnects on its own (to
     /// another node, or to this one once restarted).
     pub(crate) fn close_for_shutdown(&self) {
-        self.end_with(End::Lost("server shutdown"), [OutFrame::close(1001)]);
+        self.end_with(End::Lost(Lost::ServerShutdown), [OutFrame::close(1001)]);
     }
 
     /// Ends the connection for `why` (if it is not ending already).
@@ -465,14 +516,14 @@ impl Conn {
                 // The facade, not the server's metrics module: that one reads the whole node,
                 // which sits above the transport.
                 metrics::counter!("roulette_connections_closed_backpressure_total").increment(1);
-                self.end(End::Lost("output over budget"));
+                self.end(End::Lost(Lost::OverBudget));
                 return;
             }
         } else {
             self.over_since.store(0, Ordering::Release);
         }
         if self.overdue(now, timeout) {
-            self.end(End::Lost("ping timeout"));
+            self.end(End::Lost(Lost::PingTimeout));
             return;
         }
         // One that holds no place of its address gets the ping timeout, not the Socket.IO
@@ -484,7 +535,7 @@ impl Conn {
         };
         if !self.joined.load(Ordering::Acquire) && now.saturating_sub(self.opened) > connect_timeout
         {
-            self.end(End::Lost("connect timeout"));
+            self.end(End::Lost(Lost::ConnectTimeout));
             return;
         }
         let due = self.next_ping.load(Ordering::Acquire);

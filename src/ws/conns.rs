@@ -131,10 +131,15 @@ impl Conns {
             .clamp(Duration::from_millis(20), Duration::from_secs(1));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The sessions are copied out of the map before any is visited: a visit writes pings
+        // and may end a session, and neither may hold up the handshakes and ends that need the
+        // map meanwhile. The list keeps its allocation from one tick to the next.
+        let mut due: Vec<Arc<Conn>> = Vec::new();
         loop {
             tick.tick().await;
             let now = self.now();
-            for c in self.map.lock().values() {
+            due.extend(self.map.lock().values().cloned());
+            for c in due.drain(..) {
                 c.beat(now);
             }
         }

@@ -57,7 +57,7 @@ impl OutFrame {
 
     /// What is left to write.
     pub(crate) fn remaining(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        self.buf.get(self.pos..).unwrap_or_default()
     }
 
     /// Marks `n` more bytes as written; true once the whole frame is.
@@ -94,7 +94,9 @@ fn put_header(buf: &mut [u8], opcode: OpCode) -> usize {
         .expect("a frame header fits in 10 bytes");
     let n = head.position() as usize;
     let pos = HEAD - n;
-    buf[pos..HEAD].copy_from_slice(&head.get_ref()[..n]);
+    if let (Some(to), Some(from)) = (buf.get_mut(pos..HEAD), head.get_ref().get(..n)) {
+        to.copy_from_slice(from);
+    }
     pos
 }
 
@@ -204,7 +206,7 @@ impl Reader {
         if self.partial.is_empty() {
             let (used, fed) = self.frames(input, max, pause, each)?;
             if fed != Fed::Stopped && used < input.len() {
-                self.partial = input[used..].to_vec();
+                self.partial = input.get(used..).unwrap_or_default().to_vec();
             }
             return Ok(fed);
         }
@@ -231,7 +233,7 @@ impl Reader {
             if at < buf.len() && pause() {
                 return Ok((at, Fed::Paused));
             }
-            let mut cur = Cursor::new(&buf[at..]);
+            let mut cur = Cursor::new(buf.get(at..).unwrap_or_default());
             let Some((h, len)) = FrameHeader::parse(&mut cur).map_err(|_| Violation::Protocol)?
             else {
                 return Ok((at, Fed::All));
@@ -240,7 +242,7 @@ impl Reader {
                 return Err(Violation::TooBig);
             }
             let start = at + cur.position() as usize;
-            let end = start + len as usize;
+            let end = start.saturating_add(len as usize);
             if end > buf.len() {
                 return Ok((at, Fed::All));
             }
@@ -250,7 +252,7 @@ impl Reader {
             if h.rsv1 || h.rsv2 || h.rsv3 {
                 return Err(Violation::Protocol);
             }
-            let payload = &mut buf[start..end];
+            let payload = buf.get_mut(start..end).ok_or(Violation::Protocol)?;
             unmask(payload, mask);
             at = end;
             let flow = match h.opcode {
@@ -295,8 +297,10 @@ impl Reader {
                     return Err(Violation::Protocol);
                 }
                 OpCode::Control(Control::Close) => {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let code = match payload {
+                        [a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+                        _ => None,
+                    };
                     let _ = each(Message::Close(code));
                     ControlFlow::Break(())
                 }
@@ -315,9 +319,12 @@ impl Reader {
 
 /// Undoes the client's XOR mask.
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i & 3];
+    let mut words = payload.chunks_exact_mut(4);
+    for w in &mut words {
+        w.iter_mut().zip(mask).for_each(|(b, m)| *b ^= m);
     }
+    let tail = words.into_remainder();
+    tail.iter_mut().zip(mask).for_each(|(b, m)| *b ^= m);
 }
 
 #[cfg(test)]

@@ -22,6 +22,10 @@
 //! Events are handled inline, in arrival order, on the reading path: one user's events reach its
 //! partner in the order sent.
 
+// Input from the network reaches these parsers: an index or a string cut at an unchecked offset
+// could panic a connection (`4é` did), so neither is allowed outside tests.
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
+
 mod conn;
 mod conns;
 mod entry;
@@ -39,7 +43,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub(crate) use conn::Conn;
+pub(crate) use conn::{Batch, Conn};
 use conn::{Packets, TurnGuard};
 pub(crate) use conns::{Conns, Output, Transports};
 pub(crate) use entry::intercept;
@@ -72,7 +76,43 @@ pub(crate) enum End {
     SentAway,
     /// The transport closed or failed, or the client stopped answering pings: it may come back
     /// within the reconnect grace.
-    Lost(&'static str),
+    Lost(Lost),
+}
+
+/// Why a connection was lost (see [`End::Lost`]): every way a session can end other than the
+/// client leaving or the server sending it away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// The client closed the transport (Engine.IO `1`, a WebSocket close, end of stream).
+    TransportClose,
+    /// Reading or writing the socket failed.
+    TransportError,
+    /// No pong within `pingTimeout` of a ping.
+    PingTimeout,
+    /// No `/` namespace joined within the connect timeout.
+    ConnectTimeout,
+    /// A packet that is not Engine.IO / Socket.IO.
+    BadPacket,
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
+    /// A WebSocket framing error.
+    ProtocolError,
+    /// A message over `MAX_MESSAGE_BYTES`.
+    MessageTooBig,
+    /// A polling body over `MAX_MESSAGE_BYTES`.
+    PayloadTooLarge,
+    /// A second poll while one waits.
+    DuplicatePoll,
+    /// A second post while one is handled.
+    DuplicatePost,
+    /// The layer above refused the namespace connect.
+    Refused,
+    /// The output queue stayed over its budget longer than `pingTimeout`.
+    OverBudget,
+    /// Handling the client's input panicked.
+    Panic,
+    /// The server is shutting down: a transport close, so that the client reconnects.
+    ServerShutdown,
 }
 
 /// The transport's settings: its slice of the server's.
@@ -211,11 +251,11 @@ type Flow = Result<(), (End, u16)>;
 
 /// Handles one Engine.IO packet of a client, on either transport.
 fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> Flow {
-    let bad = (End::Lost("bad packet"), 1002);
+    let bad = (End::Lost(Lost::BadPacket), 1002);
     let packet = packet::parse(text).map_err(|_| bad)?;
     match packet {
         Incoming::Pong => conn.ponged(t.conns.now()),
-        Incoming::Close => return Err((End::Lost("transport close"), 1000)),
+        Incoming::Close => return Err((End::Lost(Lost::TransportClose), 1000)),
         Incoming::Noop => {}
         Incoming::Connect { ns, .. } if ns != "/" => {
             conn.push_control(OutFrame::text(&packet::connect_error(
@@ -240,7 +280,7 @@ fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> F
                         .ok();
                     // The client gives up on this connection (socket.io-client closes it);
                     // the server does not wait for that to free what it holds.
-                    return Err((End::Lost("connection refused"), 1000));
+                    return Err((End::Lost(Lost::Refused), 1000));
                 }
             }
         }
@@ -273,6 +313,18 @@ fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> F
     Ok(())
 }
 
+/// Runs one synchronous piece of a connection's work (handling what a client sent) so that a
+/// panic in it, wherever it comes from (a parser, a handler of the layer above), ends that one
+/// connection the way any other end does, through [`finish`], instead of unwinding through the
+/// connection's task and skipping its cleanup. Counted in `roulette_connection_panics_total`.
+fn contained<R>(conn: &Conn, work: impl FnOnce() -> R) -> Result<R, End> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| {
+        tracing::error!(sid = %conn.id, "a panic while handling a client's input: its connection is closed");
+        metrics::counter!("roulette_connection_panics_total").increment(1);
+        End::Lost(Lost::Panic)
+    })
+}
+
 /// The end of a session: its place is given back and the layer above told.
 fn finish(t: &Transport, conn: &Arc<Conn>, session: Option<Arc<dyn Events>>, end: End) {
     if let Some(ip) = conn.ip {
@@ -294,3 +346,6 @@ fn refuse(code: u8, message: &str) -> axum::response::Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;

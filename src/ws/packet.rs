@@ -51,33 +51,43 @@ pub(crate) enum Incoming<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct BadPacket;
 
-/// Reads one text message.
+/// Reads one text message. Total over every string: the packet's structure is all ASCII, so the
+/// text is only ever split where an ASCII byte was found (`split_once`, `strip_prefix`), never at
+/// a byte offset that could fall inside a character (`4é` once panicked here).
 pub(crate) fn parse(text: &str) -> Result<Incoming<'_>, BadPacket> {
-    let mut chars = text.as_bytes().iter();
-    match chars.next() {
+    if let Some(p) = text.strip_prefix('4') {
+        return socket_io(p);
+    }
+    match text.as_bytes().first() {
         Some(b'3') => Ok(Incoming::Pong),
         Some(b'1') => Ok(Incoming::Close),
         Some(b'2' | b'6') => Ok(Incoming::Noop),
-        Some(b'4') => socket_io(&text[1..]),
         _ => Err(BadPacket),
     }
 }
 
+/// Splits off the leading run of ASCII digits (which may be empty).
+fn digits(s: &str) -> (&str, &str) {
+    let n = s.bytes().take_while(u8::is_ascii_digit).count();
+    // `n` bytes of ASCII digits end on a character boundary, so this never fails.
+    s.split_at_checked(n).unwrap_or(("", s))
+}
+
 /// Reads the Socket.IO packet inside an Engine.IO message.
 fn socket_io(p: &str) -> Result<Incoming<'_>, BadPacket> {
-    let kind = *p.as_bytes().first().ok_or(BadPacket)?;
-    let mut rest = &p[1..];
+    let (kind, mut rest) = match p.as_bytes().first() {
+        Some(k @ b'0'..=b'6') => (*k, p.get(1..).ok_or(BadPacket)?),
+        _ => return Err(BadPacket),
+    };
     let mut attachments = 0;
     if kind == b'5' || kind == b'6' {
-        let dash = rest.find('-').ok_or(BadPacket)?;
-        attachments = rest[..dash].parse().map_err(|_| BadPacket)?;
-        rest = &rest[dash + 1..];
+        let (count, after) = rest.split_once('-').ok_or(BadPacket)?;
+        attachments = count.parse().map_err(|_| BadPacket)?;
+        rest = after;
     }
     let mut ns = "/";
     if rest.starts_with('/') {
-        let end = rest.find(',').unwrap_or(rest.len());
-        ns = &rest[..end];
-        rest = rest.get(end + 1..).unwrap_or("");
+        (ns, rest) = rest.split_once(',').unwrap_or((rest, ""));
     }
     match kind {
         b'0' => Ok(Incoming::Connect {
@@ -86,16 +96,16 @@ fn socket_io(p: &str) -> Result<Incoming<'_>, BadPacket> {
         }),
         b'1' => Ok(Incoming::Disconnect { ns }),
         b'2' | b'5' => {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let ack = if digits > 0 {
-                Some(rest[..digits].parse().map_err(|_| BadPacket)?)
-            } else {
+            let (id, data) = digits(rest);
+            let ack = if id.is_empty() {
                 None
+            } else {
+                Some(id.parse().map_err(|_| BadPacket)?)
             };
             Ok(Incoming::Event {
                 ns,
                 ack,
-                data: &rest[digits..],
+                data,
                 attachments,
             })
         }
@@ -222,6 +232,39 @@ mod tests {
         assert_eq!(parse("45[]"), Err(BadPacket));
         assert_eq!(parse("4299999999999999999999[]"), Err(BadPacket));
         assert_eq!(parse("47[]"), Err(BadPacket));
+    }
+
+    #[test]
+    fn a_character_after_a_type_digit_is_a_bad_packet_not_a_panic() {
+        assert_eq!(parse("4é"), Err(BadPacket));
+        assert_eq!(parse("é"), Err(BadPacket));
+        assert_eq!(parse("45é-[]"), Err(BadPacket));
+        assert_eq!(parse("4\u{10FFFF}"), Err(BadPacket));
+        assert_eq!(
+            parse("40/é"),
+            Ok(Incoming::Connect {
+                ns: "/é",
+                auth: None
+            })
+        );
+        assert!(matches!(
+            parse("42é"),
+            Ok(Incoming::Event {
+                data: "é",
+                ack: None,
+                ..
+            })
+        ));
+    }
+
+    proptest::proptest! {
+        /// Every string is either a packet or a bad one; none panics the parser.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC*", prefix in "[0-6]{0,3}") {
+            let whole = format!("4{prefix}{text}");
+            let _ = parse(&whole);
+            let _ = parse(&text);
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 
 use super::conn::Polling;
 use super::refuse;
-use super::{Conn, End, Flow, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet};
+use super::{
+    Conn, End, Flow, Lost, Packets, Sid, Transport, TurnGuard, contained, finish, on_packet, packet,
+};
 
 /// How long the goodbye of a session that ended (`41`, the close packet) waits for the client's
 /// next poll before the session is forgotten.
@@ -53,13 +55,13 @@ pub(super) async fn serve(t: Transport, req: Request, sid: Option<&str>) -> Resp
         t.conns.now(),
         t.conns.settings.ping_timeout.as_millis() as u64,
     ) {
-        conn.end(End::Lost("ping timeout"));
+        conn.end(End::Lost(Lost::PingTimeout));
     }
     // An ended session is gone, except for the goodbye of one the server sent away or shut
     // down: its client's next poll still gets it (`41`, the close packet).
     match conn.ended() {
         None => {}
-        Some(End::SentAway | End::Lost("server shutdown"))
+        Some(End::SentAway | End::Lost(Lost::ServerShutdown))
             if method == Method::GET && conn.queued_bytes() > 0 => {}
         Some(_) => return refuse(1, "Session ID unknown"),
     }
@@ -137,11 +139,15 @@ fn poll(conn: &Arc<Conn>) -> Response {
     let p = conn.polling.as_ref().expect("a polling session");
     if p.get.swap(true, Ordering::AcqRel) {
         // Two polls at once: the protocol says to close the session.
-        conn.end(End::Lost("duplicate poll"));
+        conn.end(End::Lost(Lost::DuplicatePoll));
         return refuse(3, "Bad request");
     }
     let released = Released::default();
-    let wait = wait(conn.clone(), released.clone());
+    // Made here, not when the wait first runs: an answer dropped before it was ever polled (its
+    // client half-closed right after the request) still clears the flag, or the client's next
+    // poll would count as a second one and end its session.
+    let pending = PollPending(conn.clone());
+    let wait = wait(conn.clone(), released.clone(), pending);
     let mut r = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
@@ -158,10 +164,21 @@ fn poll(conn: &Arc<Conn>) -> Response {
 #[derive(Clone, Default)]
 pub(crate) struct Released(pub Arc<AtomicBool>);
 
-/// What a poll waits for: the packets to send (or the noop, or the close packet).
-async fn wait(conn: Arc<Conn>, released: Released) -> bytes::Bytes {
+/// Clears a session's pending-poll flag when the poll ends, however it ends.
+struct PollPending(Arc<Conn>);
+
+impl Drop for PollPending {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.polling.as_ref() {
+            p.get.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// What a poll waits for: the packets to send (or the noop, or the close packet). `_pending`
+/// clears the session's pending-poll flag when this ends or is dropped.
+async fn wait(conn: Arc<Conn>, released: Released, _pending: PollPending) -> bytes::Bytes {
     let p = conn.polling.as_ref().expect("a polling session");
-    let _clear = Clear(&p.get);
     loop {
         // Upgraded meanwhile: the queue belongs to the WebSocket now, and so do wake-ups.
         let upgraded = conn.tcp.get().is_some();
@@ -176,7 +193,7 @@ async fn wait(conn: Arc<Conn>, released: Released) -> bytes::Bytes {
             }
             match out.end {
                 // The client closed: its poll is released with a noop.
-                Some(End::Lost("transport close")) => return bytes::Bytes::from_static(b"6"),
+                Some(End::Lost(Lost::TransportClose)) => return bytes::Bytes::from_static(b"6"),
                 Some(_) => return bytes::Bytes::from_static(b"1"),
                 None => {}
             }
@@ -217,7 +234,7 @@ impl http_body::Body for PollBody {
 /// A post: its packets handled in order, as if read from a WebSocket.
 async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Response {
     if p.post.swap(true, Ordering::AcqRel) {
-        conn.end(End::Lost("duplicate post"));
+        conn.end(End::Lost(Lost::DuplicatePost));
         return refuse(3, "Bad request");
     }
     let _clear = Clear(&p.post);
@@ -225,7 +242,7 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
     let body = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(_) => {
-            conn.end(End::Lost("payload too large"));
+            conn.end(End::Lost(Lost::PayloadTooLarge));
             return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
         }
     };
@@ -247,12 +264,13 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
                 return refuse(1, "Session ID unknown");
             }
             let _turn = TurnGuard::begin(conn.id);
-            handle(t, conn, &mut st, packet)
+            contained(conn, || handle(t, conn, &mut st, packet))
+                .unwrap_or_else(|end| Err((end, 1011)))
         };
         match flow {
             Ok(()) => {}
-            Err((End::Lost("bad packet" | "invalid utf-8"), _)) => {
-                conn.end(End::Lost("bad packet"));
+            Err((End::Lost(Lost::BadPacket | Lost::InvalidUtf8), _)) => {
+                conn.end(End::Lost(Lost::BadPacket));
                 return refuse(3, "Bad request");
             }
             Err((end, _)) => {
@@ -272,7 +290,7 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
 
 /// One packet of a post: text, or a base64 binary attachment (`b...`).
 fn handle(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, packet: &[u8]) -> Flow {
-    let bad = (End::Lost("bad packet"), 1002);
+    let bad = (End::Lost(Lost::BadPacket), 1002);
     if packet.first() == Some(&b'b') {
         if st.skip == 0 {
             return Err(bad);

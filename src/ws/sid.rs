@@ -13,6 +13,7 @@ impl Sid {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Sid {
         let raw: [u8; 16] = rand::random();
+        #[allow(clippy::indexing_slicing, reason = "b & 63 indexes 64 characters")]
         Sid(raw.map(|b| ALPHABET[(b & 63) as usize]))
     }
 

@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 
 use super::frame::{Fed, Message, OutFrame, Reader, Violation};
 use super::{
-    Conn, End, Packets, Sid, Transport, TurnGuard, finish, on_packet, packet, polling, refuse,
+    Conn, End, Lost, Packets, Sid, Transport, TurnGuard, contained, finish, on_packet, packet,
+    polling, refuse,
 };
 
 /// Reads per wake-up before other connections get the thread.
@@ -41,6 +42,10 @@ enum Target {
     Direct { id: Sid, counted: bool },
     /// The upgrade of this long-polling session.
     Upgrade(Arc<Conn>),
+    /// A second WebSocket for a session that has (or is getting) its own: opened and closed at
+    /// once, the session untouched, as Node's engine.io does (the protocol's test suite waits
+    /// for its `close`).
+    Extra,
 }
 
 /// Answers a WebSocket request with 101 and serves the connection on its own task.
@@ -64,8 +69,9 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
         }
         Some(sid) => match sid.parse().ok().and_then(|id| t.conns.get(id)) {
             Some(conn) if polling::begin_upgrade(&conn) => Target::Upgrade(conn),
-            // Unknown, not a polling session, or upgraded (or upgrading) already: one
-            // WebSocket per session.
+            // Upgraded, or upgrading, already: one WebSocket per session.
+            Some(conn) if conn.ended().is_none() => Target::Extra,
+            // Unknown or ended.
             _ => return refuse(1, "Session ID unknown"),
         },
     };
@@ -100,6 +106,14 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
                 upgrade_session(t, conn, tcp, early).await
             }
             (Target::Upgrade(conn), None) => polling::abandon_upgrade(&conn),
+            (Target::Extra, Some((mut tcp, _))) => {
+                let close = OutFrame::close(1008);
+                tokio::time::timeout(UPGRADE_TIMEOUT, tcp.write_all(close.remaining()))
+                    .await
+                    .ok();
+                tcp.shutdown().await.ok();
+            }
+            (Target::Extra, None) => {}
         }
     });
     let mut res = Response::new(Body::empty());
@@ -212,7 +226,7 @@ async fn upgrade_session(t: Transport, conn: Arc<Conn>, mut tcp: TcpStream, mut 
         }
         let mut chunk = vec![0u8; 4096];
         match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             _ => break false,
         }
     };
@@ -256,13 +270,62 @@ struct Reading {
     close_code: Option<u16>,
 }
 
+/// A WebSocket session's hold on what it took: the registry's entry, its address's place and the
+/// layer above's session (in `st`). [`run`] gives them back when the session ends; if its task
+/// ends any other way (a panic anywhere in it, outside the contained handling of input),
+/// dropping this gives them back all the same, exactly as a lost connection does.
+struct Held {
+    t: Transport,
+    conn: Arc<Conn>,
+    st: Reading,
+    released: bool,
+}
+
+impl Held {
+    /// Gives everything back, once.
+    fn release(&mut self, end: End) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        self.t.conns.remove(&self.conn);
+        finish(&self.t, &self.conn, self.st.packets.session.take(), end);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.released {
+            tracing::error!(sid = %self.conn.id, "a connection's task ended without closing it: released");
+            metrics::counter!("roulette_connection_panics_total").increment(1);
+            self.conn.end(End::Lost(Lost::Panic));
+            self.release(End::Lost(Lost::Panic));
+        }
+    }
+}
+
 /// Runs a session over its WebSocket until it ends, then ends it.
-async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>) {
-    let tcp = conn.tcp.get().expect("a session on a WebSocket");
+async fn run(t: Transport, conn: Arc<Conn>, st: Reading, early: Vec<u8>) {
+    let mut held = Held {
+        t,
+        conn,
+        st,
+        released: false,
+    };
+    serve_socket(&mut held, early).await;
+}
+
+/// The body of [`run`].
+async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
+    let (t, conn) = (held.t.clone(), held.conn.clone());
+    let Some(tcp) = conn.tcp.get() else {
+        held.release(End::Lost(Lost::TransportError));
+        return;
+    };
+    let st = &mut held.st;
     let mut end = None;
     if !early.is_empty() {
         let _turn = TurnGuard::begin(conn.id);
-        end = on_bytes(&t, &conn, &mut st, &mut early);
+        end = on_bytes(&t, &conn, st, &mut early);
     }
     drop(early);
     let end = loop {
@@ -274,7 +337,7 @@ async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>)
         let (want_write, over) = conn.pending();
         if st.paused && !over {
             let _turn = TurnGuard::begin(conn.id);
-            end = on_bytes(&t, &conn, &mut st, &mut []);
+            end = on_bytes(&t, &conn, st, &mut []);
             continue;
         }
         tokio::select! {
@@ -282,13 +345,13 @@ async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>)
             _ = conn.wake.notified() => {}
             r = tcp.readable(), if !over && !st.paused => {
                 end = match r {
-                    Ok(()) => on_readable(&t, &conn, &mut st),
-                    Err(_) => Some(End::Lost("transport error")),
+                    Ok(()) => on_readable(&t, &conn, st),
+                    Err(_) => Some(End::Lost(Lost::TransportError)),
                 };
             }
             r = tcp.writable(), if want_write => {
                 if r.and_then(|()| conn.flush()).is_err() {
-                    end = Some(End::Lost("transport error"));
+                    end = Some(End::Lost(Lost::TransportError));
                 }
             }
         }
@@ -307,8 +370,7 @@ async fn run(t: Transport, conn: Arc<Conn>, mut st: Reading, mut early: Vec<u8>)
     socket2::SockRef::from(tcp)
         .shutdown(std::net::Shutdown::Write)
         .ok();
-    t.conns.remove(&conn);
-    finish(&t, &conn, st.packets.session.take(), end);
+    held.release(end);
     linger(tcp).await;
 }
 
@@ -369,13 +431,13 @@ fn on_readable(t: &Transport, conn: &Arc<Conn>, st: &mut Reading) -> Option<End>
                 Ok(())
             });
             match r {
-                Ok(()) if got == 0 => return Some(End::Lost("transport close")),
+                Ok(()) if got == 0 => return Some(End::Lost(Lost::TransportClose)),
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
-                Err(_) => return Some(End::Lost("transport error")),
+                Err(_) => return Some(End::Lost(Lost::TransportError)),
             }
-            if let Some(end) = on_bytes(t, conn, st, &mut buf[..got]) {
+            if let Some(end) = on_bytes(t, conn, st, buf.get_mut(..got).unwrap_or_default()) {
                 return Some(end);
             }
             if got < buf.len() {
@@ -386,8 +448,21 @@ fn on_readable(t: &Transport, conn: &Arc<Conn>, st: &mut Reading) -> Option<End>
     })
 }
 
-/// Handles the messages in bytes just read.
+/// Handles the messages in bytes just read; a panic in that ends the connection with 1011.
 fn on_bytes(t: &Transport, conn: &Arc<Conn>, st: &mut Reading, bytes: &mut [u8]) -> Option<End> {
+    contained(conn, || read_messages(t, conn, st, bytes)).unwrap_or_else(|end| {
+        st.close_code = Some(1011);
+        Some(end)
+    })
+}
+
+/// Handles the messages in bytes just read.
+fn read_messages(
+    t: &Transport,
+    conn: &Arc<Conn>,
+    st: &mut Reading,
+    bytes: &mut [u8],
+) -> Option<End> {
     let Reading {
         reader,
         packets,
@@ -401,21 +476,21 @@ fn on_bytes(t: &Transport, conn: &Arc<Conn>, st: &mut Reading, bytes: &mut [u8])
     let pause = || conn.over_budget();
     let fed = reader.feed_until(bytes, max, &pause, &mut |m| {
         let outcome = match m {
-            Message::Text(_) if packets.skip > 0 => Err((End::Lost("bad packet"), 1002)),
+            Message::Text(_) if packets.skip > 0 => Err((End::Lost(Lost::BadPacket), 1002)),
             Message::Text(text) => match std::str::from_utf8(text) {
                 Ok(text) => on_packet(t, conn, packets, text),
-                Err(_) => Err((End::Lost("invalid utf-8"), 1007)),
+                Err(_) => Err((End::Lost(Lost::InvalidUtf8), 1007)),
             },
             Message::Binary(_) if packets.skip > 0 => {
                 packets.skip -= 1;
                 Ok(())
             }
-            Message::Binary(_) => Err((End::Lost("bad packet"), 1003)),
+            Message::Binary(_) => Err((End::Lost(Lost::BadPacket), 1003)),
             Message::Ping(p) => {
                 conn.push_pong(p);
                 Ok(())
             }
-            Message::Close(code) => Err((End::Lost("transport close"), echo_close(code))),
+            Message::Close(code) => Err((End::Lost(Lost::TransportClose), echo_close(code))),
         };
         match outcome {
             Ok(()) => ControlFlow::Continue(()),
@@ -433,8 +508,8 @@ fn on_bytes(t: &Transport, conn: &Arc<Conn>, st: &mut Reading, bytes: &mut [u8])
         Err(v) => {
             *close_code = Some(v.code());
             return Some(End::Lost(match v {
-                Violation::Protocol => "protocol error",
-                Violation::TooBig => "message too big",
+                Violation::Protocol => Lost::ProtocolError,
+                Violation::TooBig => Lost::MessageTooBig,
             }));
         }
     }

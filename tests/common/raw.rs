@@ -11,7 +11,8 @@ use super::{TestServer, WAIT};
 pub(crate) struct Raw {
     /// The connection.
     pub tcp: TcpStream,
-    buf: Vec<u8>,
+    /// Bytes read but not yet taken as frames.
+    pub buf: Vec<u8>,
 }
 
 /// One frame from the server: opcode and payload.
