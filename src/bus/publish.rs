@@ -313,7 +313,8 @@ fn stamp(text: &str, boot: u64, seq: u64) -> String {
 
 /// The stamp of a message: the sending process and the sequence number on its channel.
 fn read_stamp(text: &str) -> Option<(u64, u64)> {
-    let head = &text[..text.len().min(96)];
+    // The stamp is near the start; a message of an older node may hold any text there.
+    let head = &text[..text.floor_char_boundary(96)];
     let start = head.find("\"_seq\":\"")? + 8;
     let end = start + head[start..].find('"')?;
     let (boot, seq) = head[start..end].split_once('-')?;
@@ -445,5 +446,9 @@ mod tests {
         let empty = stamp(r#"{"ping":{}}"#, 7, 3);
         assert_eq!(empty, r#"{"ping":{"_seq":"7-3"}}"#);
         assert_eq!(read_stamp(&empty), Some((7, 3)));
+        // An unstamped message with a character across the stamp's window is simply new.
+        let wide = format!(r#"{{"left":{{"to":"{}","room":"r"}}}}"#, "é".repeat(60));
+        assert_eq!(read_stamp(&wide), None);
+        assert!(inbox.first_time("p:to:b", &wide));
     }
 }
