@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check and every test: the module layering (scripts/layers.py), formatting, lints, the Rust
 # unit, property and integration tests
-# (the cluster tests start their own redis-server),
+# (the cluster and Sentinel tests start their own redis-server),
 # then the official-client interoperability suite and the browser end-to-end test (Node), whole
 # sessions with python-socketio (installed from PyPI if missing), a few seconds of every
 # load-generator scenario, and the README's quick start on a fresh clone of the repository.
@@ -20,6 +20,8 @@ fi
 command -v npm >/dev/null 2>&1 || missing+=("npm (apt-get install npm)")
 command -v python3 >/dev/null 2>&1 || missing+=("python3 (apt-get install python3 python3-pip)")
 command -v redis-server >/dev/null 2>&1 || apt+=(redis-server)
+# tests/sentinel.rs drives its master, replica and sentinels with redis-cli (redis-tools).
+command -v redis-cli >/dev/null 2>&1 || apt+=(redis-tools)
 command -v curl >/dev/null 2>&1 || apt+=(curl)
 if [ ${#apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -165,6 +165,18 @@ fn settings_that_cannot_work_stop_the_start_before_it_listens() {
     for (env, key) in [
         (("REDIS_URL", "notaurl"), "REDIS_URL"),
         (("REDIS_URL", "redis://:hunter2@bad host:6379"), "REDIS_URL"),
+        // Sentinel: a master name is needed, and every sentinel's port.
+        (
+            ("REDIS_URL", "redis+sentinel://:hunter2@s1:26379"),
+            "REDIS_URL",
+        ),
+        (
+            (
+                "REDIS_URL",
+                "redis+sentinel://:hunter2@s1:26379,s2/mymaster",
+            ),
+            "REDIS_URL",
+        ),
         (("STATIC_DIR", "/nonexistent/roulette-public"), "STATIC_DIR"),
         (("STUN_URLS", "http://x"), "STUN_URLS"),
         (("TURN_URLS", "turn://relay.example.com"), "TURN_URLS"),

@@ -20,6 +20,8 @@
 //!   goes to that node's channel through one ordered publisher, and the receiving node checks it
 //!   against its own core before emitting: a relay that arrives after its room ended is
 //!   dropped, never shown to whoever the user is talking to now ([`crate::cluster::inbox`]).
+//!   A message is published again until its node heard it, and taken once ([`publish`]): a
+//!   Redis failover loses none.
 //! - **Liveness and figures.** Each node renews a heartbeat key with a TTL carrying its figures;
 //!   a node whose key expired is dead: the rooms its users held end for their partners, and its
 //!   queue entries are dropped ([`crate::cluster::liveness`]).
@@ -32,6 +34,7 @@
 //! subscriber client resubscribes on its own.
 
 mod msg;
+pub(crate) mod publish;
 pub(crate) mod queue;
 mod redis;
 pub(crate) mod scripts;
@@ -47,7 +50,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::core::matchmaker::Seeker;
 use crate::model::profile::{Preferences, Profile};
@@ -188,6 +191,8 @@ pub(crate) struct Cluster {
     /// Messages that could not be published or were dropped on arrival (a lagging subscriber).
     lost: AtomicU64,
     figures: Mutex<ClusterFigures>,
+    /// What the inbox took already (a message published again is skipped).
+    pub seen: publish::Seen,
     /// How long a silent node stays alive.
     pub node_timeout: Duration,
 }
@@ -216,6 +221,14 @@ impl Cluster {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
+                // A managed Redis fails over by moving its endpoint to the promoted replica; a
+                // connection still open to the demoted primary answers writes with READONLY:
+                // connect again (the name resolves to the new primary). LOADING: a restarted
+                // Redis reading its data.
+                c.reconnect_errors = vec![
+                    fred::types::config::ReconnectError::ReadOnly,
+                    fred::types::config::ReconnectError::Loading,
+                ];
             })
             // Keep trying for ever, every quarter second: Redis coming back must be noticed fast.
             .set_policy(ReconnectPolicy::new_constant(0, 250));
@@ -264,6 +277,7 @@ impl Cluster {
             inbox_heard: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             figures: Mutex::new(ClusterFigures::default()),
+            seen: publish::Seen::new(),
             node_timeout,
         });
         cluster
@@ -276,12 +290,13 @@ impl Cluster {
             .subscribe(cluster.channel(BROADCAST))
             .await
             .map_err(|e| format!("cannot subscribe: {e}"))?;
-        // Resubscribes after every reconnection (a Redis restart included).
+        // Resubscribes after every reconnection (a Redis restart, a failover included).
         cluster.subscriber.manage_subscriptions();
+        publish::watch(&cluster, subscriber.clone());
         // Exported from the start, at 0: an alert on their increase needs the series first.
         metrics::counter!("roulette_cluster_messages_lost_total").increment(0);
         metrics::counter!("roulette_cluster_messages_sent_total").increment(0);
-        tokio::spawn(publisher(cluster.clone(), rx));
+        tokio::spawn(publish::run(cluster.clone(), rx));
         tokio::spawn(keep(cluster.clone(), kept));
         Ok((cluster, subscriber))
     }
@@ -428,7 +443,6 @@ impl Cluster {
     }
 }
 
-/// Publishes queued messages in order, batching what has piled up into one pipeline.
 /// Writes the moderation acts to Redis in the order they were made.
 async fn keep(c: Arc<Cluster>, mut acts: tokio::sync::mpsc::Receiver<Act>) {
     let (bans, reports) = (c.key("bans"), c.key("reports"));
@@ -453,31 +467,6 @@ async fn keep(c: Arc<Cluster>, mut acts: tokio::sync::mpsc::Receiver<Act>) {
         if let Err(e) = kept {
             tracing::warn!("moderation not kept in Redis: {e}");
         }
-    }
-}
-
-async fn publisher(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<str>, String)>) {
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let pipeline = cluster.client.pipeline();
-        for (node, text) in batch.iter() {
-            let queued: Result<(), _> =
-                pipeline.publish(cluster.channel(node), text.as_str()).await;
-            if let Err(e) = queued {
-                tracing::warn!("cannot queue a cluster message: {e}");
-            }
-        }
-        let sent: Result<Vec<Value>, _> = pipeline.all().await;
-        if let Err(e) = sent {
-            tracing::warn!(
-                messages = batch.len(),
-                "cluster messages not published: {e}"
-            );
-            cluster.count_lost(batch.len() as u64);
-        } else {
-            metrics::counter!("roulette_cluster_messages_sent_total").increment(batch.len() as u64);
-        }
-        batch.clear();
     }
 }
 

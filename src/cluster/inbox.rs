@@ -25,6 +25,10 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: Subscr
                 let Some(text) = m.value.as_str() else {
                     continue;
                 };
+                // Published again after its answer was lost: taken already.
+                if !cluster.seen.first_time(&m.channel, &text) {
+                    continue;
+                }
                 match serde_json::from_str::<Msg>(&text) {
                     Ok(msg) => handle(&hub, &cluster, msg),
                     Err(e) => tracing::warn!("unreadable cluster message: {e}"),

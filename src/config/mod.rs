@@ -420,7 +420,8 @@ pub struct Config {
     pub chart_bundle_dir: Option<std::path::PathBuf>,
 
     /// Redis to share the queue, rooms and delivery with other nodes (`redis://host:6379`, or
-    /// `rediss://` for TLS). Unset: a single in-memory node.
+    /// `rediss://` for TLS; through Sentinel, `redis+sentinel://host:26379,host:26379/MASTER`).
+    /// Unset: a single in-memory node.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
