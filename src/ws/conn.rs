@@ -13,9 +13,10 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::frame::{self, OutFrame};
-use super::machine::{Beat, Timing};
 use super::out::Out;
 use super::{ConnRef, End, Events, Lost, SendError, Settings, Sid, packet};
+
+mod heartbeat;
 
 /// How long a client may take to join the `/` namespace after connecting (Socket.IO's default
 /// `connectTimeout`).
@@ -442,87 +443,5 @@ impl Conn {
 
     pub(super) fn ended(&self) -> Option<End> {
         self.out.lock().life.ended()
-    }
-
-    /// The heartbeat's timings for a session (one that holds no place of its address gets the
-    /// ping timeout, not the Socket.IO connect timeout, to ask for `/` and be refused).
-    pub(super) fn timing(settings: &Settings, counted: bool) -> Timing {
-        let ping_timeout = settings.ping_timeout.as_millis() as u64;
-        Timing {
-            ping_interval: settings.ping_interval.as_millis() as u64,
-            ping_timeout,
-            connect_timeout: if counted {
-                CONNECT_TIMEOUT.as_millis() as u64
-            } else {
-                ping_timeout
-            },
-        }
-    }
-
-    /// Whether the client has missed the deadline of its ping (see [`Machine::overdue`]).
-    pub(super) fn overdue(&self, now: u64) -> bool {
-        let t = Self::timing(&self.settings, self.counted);
-        self.out.lock().life.overdue(now, &t)
-    }
-
-    /// A pong arrived.
-    pub(super) fn ponged(&self, now: u64) {
-        let t = Self::timing(&self.settings, self.counted);
-        self.out.lock().life.handle_pong(now, &t);
-    }
-
-    /// The client joined `/`.
-    pub(super) fn joined(&self) {
-        self.out.lock().life.handle_joined();
-    }
-
-    /// Whether the client still answers: a ping now (unless one is out already) and its pong
-    /// within `within`.
-    pub(super) async fn probe(self: &Arc<Self>, within: Duration) -> bool {
-        let (before, ping) = {
-            let mut out = self.out.lock();
-            (out.life.pongs(), out.life.begin_probe())
-        };
-        if ping {
-            self.push_control(OutFrame::text(packet::PING)).ok();
-        }
-        let answered = || self.out.lock().life.pongs() != before;
-        let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
-            if answered() {
-                return true;
-            }
-            if self.ended().is_some() {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        answered()
-    }
-
-    /// The heartbeat's visit: what the session's [`Machine`] decides at `now`, done.
-    pub(super) fn beat(self: &Arc<Self>, now: u64) {
-        let t = Self::timing(&self.settings, self.counted);
-        let beat = {
-            let mut out = self.out.lock();
-            let over = out.bytes >= self.settings.buffer_bytes;
-            out.life.on_beat(now, over, &t)
-        };
-        match beat {
-            Beat::Idle => {}
-            Beat::Ping => {
-                self.push_control(OutFrame::text(packet::PING)).ok();
-            }
-            Beat::End(why) => {
-                if why == End::Lost(Lost::OverBudget) {
-                    tracing::info!(sid = %self.id, "closing a connection whose output stayed over its budget");
-                    // The facade, not the server's metrics module: that one reads the whole
-                    // node, which sits above the transport.
-                    metrics::counter!("roulette_connections_closed_backpressure_total")
-                        .increment(1);
-                }
-                self.end(why);
-            }
-        }
     }
 }
