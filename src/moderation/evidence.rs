@@ -1,0 +1,86 @@
+//! The auto-ban's evidence, kept per reported user and apart from the reports feed: a flood of
+//! reports against one user (or against many) pushes old reports out of the feed, never the
+//! evidence against someone else. Only reports that count are kept (made in a room, after a
+//! call of the minimum length), one per reporting network (see [`super::Report::network`]), so
+//! a few accounts from one network weigh as one.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::Report;
+
+/// Most users evidence is kept about; beyond it, evidence about a new user is not kept until
+/// older evidence expires (each entry needs a call of the minimum length, so filling it takes
+/// an attacker hours of real calls).
+pub(crate) const MAX_USERS: usize = 100_000;
+
+/// The evidence of every reported user.
+#[derive(Debug, Default)]
+pub(super) struct Evidence {
+    by_user: HashMap<String, VecDeque<Report>>,
+    /// Reports kept, all users together.
+    total: usize,
+}
+
+/// Who a report counts as: its network, or its reporter when the network is unknown.
+fn key(r: &Report) -> &str {
+    r.network.as_deref().unwrap_or(&r.reporter)
+}
+
+impl Evidence {
+    /// Keeps `r` as evidence against `r.reported`, at most `cap` reports per user (one per
+    /// network: a newer report from a network replaces its older one). Returns false when it
+    /// was not kept ([`MAX_USERS`] users have evidence younger than `since`).
+    pub(super) fn add(&mut self, r: &Report, cap: usize, since: u64) -> bool {
+        if !self.by_user.contains_key(&r.reported) && self.by_user.len() >= MAX_USERS {
+            self.expire(since);
+            if self.by_user.len() >= MAX_USERS {
+                return false;
+            }
+        }
+        let list = self.by_user.entry(r.reported.clone()).or_default();
+        let before = list.len();
+        list.retain(|k| key(k) != key(r) && k.timestamp >= since);
+        list.push_back(r.clone());
+        while list.len() > cap.max(1) {
+            list.pop_front();
+        }
+        self.total = self.total - before + list.len();
+        true
+    }
+
+    /// Distinct networks that reported `user` since `since` (ms).
+    pub(super) fn networks(&self, user: &str, since: u64) -> usize {
+        let Some(list) = self.by_user.get(user) else {
+            return 0;
+        };
+        let mut keys: Vec<&str> = list
+            .iter()
+            .filter(|r| r.timestamp >= since)
+            .map(key)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.len()
+    }
+
+    /// Forgets evidence older than `since`.
+    pub(super) fn expire(&mut self, since: u64) {
+        let mut total = 0;
+        self.by_user.retain(|_, list| {
+            list.retain(|r| r.timestamp >= since);
+            total += list.len();
+            !list.is_empty()
+        });
+        self.total = total;
+    }
+
+    /// Every report kept.
+    pub(super) fn reports(&self) -> impl Iterator<Item = &Report> {
+        self.by_user.values().flatten()
+    }
+
+    /// How many reports are kept.
+    pub(super) fn len(&self) -> usize {
+        self.total
+    }
+}
