@@ -7,7 +7,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Listening, spawn_listening};
+use common::{Client, Listening, Opts, TestServer, spawn_listening};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -153,4 +154,233 @@ async fn an_operators_body_is_small_and_must_arrive_within_seconds() {
         status.as_deref().unwrap_or("").contains("408"),
         "a slow body is cut: {status:?}"
     );
+}
+
+/// An admin API request with the token: `(status, body)`.
+async fn admin(
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", s.url()))
+        .bearer_auth(TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn ban(s: &TestServer, body: Value) -> (u16, Value) {
+    admin(s, reqwest::Method::POST, "/admin/bans", Some(body)).await
+}
+
+/// The value of metric `name` (its first series) in a scrape of `/metrics`.
+async fn metric(s: &TestServer, name: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", s.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in the scrape"))
+}
+
+async fn server(extra: &[&str]) -> TestServer {
+    let mut flags = vec!["--admin-token", TOKEN, "--trust-proxy", "1"];
+    flags.extend_from_slice(extra);
+    TestServer::start(&flags).await
+}
+
+/// `who` (a new user, from address `ip`) meets `victim` in a room, stays `ms`, and reports it;
+/// then leaves the room. Returns the reporter (still connected).
+async fn meet_and_report(
+    s: &TestServer,
+    victim: &mut Client,
+    who: &str,
+    ip: &str,
+    ms: u64,
+) -> Client {
+    let mut c = Client::open(
+        s.addr,
+        Opts {
+            forwarded_for: Some(ip),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.authenticate(who).await;
+    victim.emit("find-random-partner", json!({})).await;
+    victim.expect("searching").await;
+    c.emit("find-random-partner", json!({})).await;
+    c.expect("matched").await;
+    victim.expect("matched").await;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let before = s.get("/stats").await.1["reportsTotal"].as_u64().unwrap();
+    c.emit("report-user", json!({"userId": "eve", "reason": "rude"}))
+        .await;
+    s.wait_stats("the report", |v| {
+        v["reportsTotal"].as_u64() == Some(before + 1)
+    })
+    .await;
+    c
+}
+
+#[tokio::test]
+async fn accounts_from_one_network_or_after_a_moment_never_ban_and_three_networks_do() {
+    let s = server(&["--auto-ban-reporters", "3", "--auto-ban-min-call-ms", "300"]).await;
+    let mut eve = s.user("eve").await;
+    let mut keep = Vec::new();
+    // Three accounts from three networks, each reporting right after `matched`.
+    let quick = [
+        ("q1", "192.0.2.1"),
+        ("q2", "100.64.0.1"),
+        ("q3", "2001:db8:9::1"),
+    ];
+    for (who, ip) in quick {
+        let mut c = meet_and_report(&s, &mut eve, who, ip, 0).await;
+        c.emit("end-chat", json!({})).await;
+        eve.expect("partner-left").await;
+        keep.push(c);
+    }
+    // Three accounts from one network, each after a real call.
+    for (who, ip) in [
+        ("s1", "198.51.100.1"),
+        ("s2", "198.51.100.2"),
+        ("s3", "198.51.100.3"),
+    ] {
+        let mut c = meet_and_report(&s, &mut eve, who, ip, 400).await;
+        c.emit("end-chat", json!({})).await;
+        eve.expect("partner-left").await;
+        keep.push(c);
+    }
+    let (_, view) = admin(&s, reqwest::Method::GET, "/admin/users/eve", None).await;
+    assert!(
+        view["ban"].is_null(),
+        "six reports, none of them counts twice: {view}"
+    );
+    assert_eq!(view["recentReporters"], 6, "the feed has all: {view}");
+    // Two more networks, after real calls: three networks in all.
+    let c = meet_and_report(&s, &mut eve, "h1", "203.0.113.5", 400).await;
+    keep.push(c);
+    let (_, view) = admin(&s, reqwest::Method::GET, "/admin/users/eve", None).await;
+    assert!(view["ban"].is_null(), "two networks: {view}");
+    let mut eve_partner = keep.pop().unwrap();
+    eve_partner.emit("end-chat", json!({})).await;
+    eve.expect("partner-left").await;
+    meet_and_report(&s, &mut eve, "h2", "2001:db8:1::5", 400).await;
+    let seen = eve.until_closed().await;
+    assert!(
+        seen.iter().any(|(e, _)| e == "banned"),
+        "the third network bans: {seen:?}"
+    );
+    let (_, feed) = admin(&s, reqwest::Method::GET, "/admin/reports?limit=1", None).await;
+    assert_eq!(feed["reports"][0]["network"], "2001:db8:1::/48", "{feed}");
+    assert!(
+        feed["reports"][0]["callMs"].as_u64().unwrap() >= 400,
+        "{feed}"
+    );
+}
+
+#[tokio::test]
+async fn reports_are_rate_limited_per_socket_and_per_address() {
+    let s = server(&["--reports-per-min", "3", "--reports-per-ip-per-min", "5"]).await;
+    let open = |ip: &'static str| async move {
+        Client::open(
+            s.addr,
+            Opts {
+                forwarded_for: Some(ip),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    };
+    let mut a = open("198.51.100.1").await;
+    a.authenticate("a").await;
+    for i in 0..3 {
+        a.emit("report-user", json!({"userId": format!("x{i}")}))
+            .await;
+    }
+    a.emit("report-user", json!({"userId": "x9"})).await;
+    let e = a.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["event"].as_str()),
+        (Some("rate-limited"), Some("report-user")),
+        "{e}"
+    );
+    assert!(e["retryAfterMs"].as_u64().unwrap() > 0, "{e}");
+    // The address's budget: two more from another socket of it, then none.
+    let mut b = open("198.51.100.1").await;
+    b.authenticate("b").await;
+    for i in 0..3 {
+        b.emit("report-user", json!({"userId": format!("y{i}")}))
+            .await;
+    }
+    assert_eq!(b.expect("error").await["code"], "rate-limited");
+    s.wait_stats("five reports", |v| v["reportsTotal"] == 5)
+        .await;
+    // Another address is not concerned.
+    let mut c = open("203.0.113.1").await;
+    c.authenticate("c").await;
+    c.emit("report-user", json!({"userId": "z"})).await;
+    s.wait_stats("six reports", |v| v["reportsTotal"] == 6)
+        .await;
+}
+
+#[tokio::test]
+async fn bans_keep_their_meaning_prefixes_too_wide_need_force() {
+    let s = server(&[]).await;
+    for addr in [
+        "203.0.113.9/0",
+        "10.0.0.0/7",
+        "2001:db8::/31",
+        "::ffff:10.0.0.0/100",
+    ] {
+        let (code, r) = ban(
+            &s,
+            json!({"address": addr, "durationSec": 60, "reason": "x"}),
+        )
+        .await;
+        assert_eq!(
+            (code, r["code"].as_str()),
+            (400, Some("prefix-too-broad")),
+            "{addr}: {r}"
+        );
+    }
+    assert_eq!(
+        admin(&s, reqwest::Method::GET, "/admin/bans", None).await.1["bans"],
+        json!([]),
+        "nothing banned"
+    );
+    let (code, _) = ban(
+        &s,
+        json!({"address": "10.0.0.0/8", "durationSec": 60, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, _) = ban(
+        &s,
+        json!({"address": "2001:db8::/32", "durationSec": 60, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, r) = ban(
+        &s,
+        json!({"address": "0.0.0.0/4", "durationSec": 60, "reason": "x", "force": true}),
+    )
+    .await;
+    assert_eq!(code, 201, "{r}");
+    let (_, list) = admin(&s, reqwest::Method::GET, "/admin/bans", None).await;
+    assert_eq!(list["bans"][0]["force"], true, "{list}");
 }
