@@ -384,3 +384,251 @@ async fn bans_keep_their_meaning_prefixes_too_wide_need_force() {
     let (_, list) = admin(&s, reqwest::Method::GET, "/admin/bans", None).await;
     assert_eq!(list["bans"][0]["force"], true, "{list}");
 }
+
+/// A fresh directory for one test's data.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("roulette-i30-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn ban_line(id: &str, target: &str, until: u64, reason: &str, extra: &str) -> String {
+    let created = now_ms();
+    format!(
+        r#"{{"op":"ban","id":"{id}",{target},"until":{until},"reason":"{reason}","created":{created},"source":{{"kind":"operator"}}{extra}}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_damaged_data_file_is_read_around_and_its_records_held_to_the_apis_rules() {
+    let dir = scratch("damaged");
+    let far = now_ms() + 86_400_000;
+    let mut file: Vec<u8> = Vec::new();
+    for line in [
+        ban_line("good", r#""userId":"eve""#, far, "spam", ""),
+        ban_line(
+            "mapped",
+            r#""address":"::ffff:203.0.113.0/120""#,
+            far,
+            "botnet",
+            "",
+        ),
+        ban_line("wide", r#""address":"0.0.0.0/0""#, far, "oops", ""),
+        ban_line(
+            "forced",
+            r#""address":"10.0.0.0/6""#,
+            far,
+            "on purpose",
+            r#","force":true"#,
+        ),
+        ban_line("long", r#""userId":"bob""#, far, &"x".repeat(100_000), ""),
+        ban_line("forever", r#""userId":"carl""#, u64::MAX, "x", ""),
+        ban_line("badid", r#""userId":"not a valid id!""#, far, "x", ""),
+    ] {
+        file.extend_from_slice(line.as_bytes());
+        file.push(b'\n');
+    }
+    // A line cut inside a UTF-8 character, and one cut short.
+    file.extend_from_slice(b"{\"op\":\"ban\",\"id\":\"cut\",\"userId\":\"z\",\"reason\":\"caf\xc3");
+    file.push(b'\n');
+    file.extend_from_slice(b"{\"op\":\"report\",\"id\":");
+    std::fs::write(dir.join("moderation.jsonl"), &file).unwrap();
+
+    let s = server(&["--data-dir", dir.to_str().unwrap()]).await;
+    let (_, list) = admin(&s, reqwest::Method::GET, "/admin/bans", None).await;
+    let mut ids: Vec<&str> = list["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["forced", "good", "mapped"], "{list}");
+    let mapped = list["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == "mapped")
+        .unwrap();
+    assert_eq!(
+        mapped["address"], "203.0.113.0/24",
+        "normalised as the API does"
+    );
+    let refused = Client::open(
+        s.addr,
+        Opts {
+            forwarded_for: Some("203.0.113.77"),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(refused.is_err(), "the mapped ban matches its IPv4 clients");
+    assert_eq!(s.get("/health").await.1["moderationStore"], "file");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_data_dir_that_cannot_be_a_directory_is_a_warning_and_bans_are_refused() {
+    let dir = scratch("notadir");
+    std::fs::write(dir.join("file"), b"not a directory").unwrap();
+    let data = dir.join("file").join("data");
+    let s = server(&["--data-dir", data.to_str().unwrap()]).await;
+    let (code, health) = s.get("/health").await;
+    assert_eq!(
+        (code, health["moderationStore"].as_str()),
+        (200, Some("failing")),
+        "{health}"
+    );
+    assert_eq!(metric(&s, "roulette_moderation_store_failing").await, 1.0);
+    let dropped = metric(&s, "roulette_moderation_records_dropped_total").await;
+    let (code, r) = ban(
+        &s,
+        json!({"userId": "eve", "durationSec": 60, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (code, r["code"].as_str()),
+        (503, Some("store-unavailable")),
+        "{r}"
+    );
+    assert!(metric(&s, "roulette_moderation_records_dropped_total").await > dropped);
+    assert_eq!(
+        admin(&s, reqwest::Method::GET, "/admin/bans", None).await.1["bans"],
+        json!([]),
+        "a refused ban is not made"
+    );
+    // The rest of the server works.
+    let mut u = s.user("eve").await;
+    u.emit("report-user", json!({"userId": "x"})).await;
+    s.wait_stats("the report", |v| v["reportsTotal"] == 1).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_full_disk_at_start_or_while_running_never_stops_the_server_and_a_ban_is_durable_or_refused()
+ {
+    let dir = scratch("full");
+    let far = now_ms() + 86_400_000;
+    let path = dir.join("moderation.jsonl");
+    std::fs::write(
+        &path,
+        ban_line("old", r#""userId":"eve""#, far, "spam", "") + "\n",
+    )
+    .unwrap();
+    // The start's rewrite goes through this file: a full disk.
+    std::os::unix::fs::symlink("/dev/full", dir.join("moderation.jsonl.tmp")).unwrap();
+    let s = server(&["--data-dir", dir.to_str().unwrap()]).await;
+    assert_eq!(s.get("/health").await.1["moderationStore"], "failing");
+    let (_, list) = admin(&s, reqwest::Method::GET, "/admin/bans", None).await;
+    assert_eq!(list["bans"][0]["id"], "old", "served from memory: {list}");
+
+    // Appending still works: the first durable ban says so.
+    let (code, made) = ban(
+        &s,
+        json!({"userId": "mallory", "durationSec": 600, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{made}");
+    assert_eq!(s.get("/health").await.1["moderationStore"], "file");
+
+    // The disk fills up while the server runs.
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let dropped = metric(&s, "roulette_moderation_records_dropped_total").await;
+    let (code, r) = ban(
+        &s,
+        json!({"userId": "trent", "durationSec": 600, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (code, r["code"].as_str()),
+        (503, Some("store-unavailable")),
+        "{r}"
+    );
+    assert!(metric(&s, "roulette_moderation_records_dropped_total").await > dropped);
+    assert_eq!(s.get("/health").await.1["moderationStore"], "failing");
+    assert_eq!(metric(&s, "roulette_moderation_store_failing").await, 1.0);
+    let (_, list) = admin(&s, reqwest::Method::GET, "/admin/bans", None).await;
+    assert!(
+        list["bans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["userId"] != "trent"),
+        "a refused ban is not made: {list}"
+    );
+    let mut trent = s.user("trent").await;
+    trent.emit("find-random-partner", json!({})).await;
+    trent.expect("searching").await;
+
+    // Space again: bans are durable again.
+    std::fs::remove_file(&path).unwrap();
+    let (code, _) = ban(
+        &s,
+        json!({"userId": "trent", "durationSec": 600, "reason": "x"}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    assert_eq!(s.get("/health").await.1["moderationStore"], "file");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_report_flood_keeps_the_data_file_within_a_multiple_of_what_is_live() {
+    let dir = scratch("flood");
+    let s = server(&[
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--reports-per-min",
+        "0",
+        "--reports-per-ip-per-min",
+        "0",
+        "--other-events-per-sec",
+        "0",
+    ])
+    .await;
+    let path = dir.join("moderation.jsonl");
+    // 2.5 times the reports the node keeps, from 5 sockets.
+    let per = 5_000;
+    let mut total = 0u64;
+    let mut socks = Vec::new();
+    for k in 0..5 {
+        socks.push(s.user(&format!("flood{k}")).await);
+    }
+    for (k, c) in socks.iter_mut().enumerate() {
+        for i in 0..per {
+            c.emit(
+                "report-user",
+                json!({"userId": format!("v{k}x{i}"), "reason": "spam spam spam"}),
+            )
+            .await;
+        }
+        total += per as u64;
+    }
+    let end = Instant::now() + Duration::from_secs(120);
+    while s.get("/stats").await.1["reportsTotal"].as_u64() != Some(total) {
+        assert!(Instant::now() < end, "the flood was not taken in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = |p: &std::path::Path| {
+        std::fs::read(p).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count())
+    };
+    // The writer catches up; the file holds at most twice the live records plus the slack.
+    let bound = 2 * 10_000 + 1024;
+    let end = Instant::now() + Duration::from_secs(30);
+    while lines(&path) > bound && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (n, size) = (lines(&path), std::fs::metadata(&path).unwrap().len());
+    assert!(n <= bound, "{n} lines after {total} reports");
+    assert!(size < 8 << 20, "{size} bytes after {total} reports");
+    std::fs::remove_dir_all(&dir).ok();
+}
