@@ -190,7 +190,9 @@ async fn metric(s: &TestServer, name: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .find(|l| {
+            l.starts_with(name) && (name.ends_with('}') || l[name.len()..].starts_with([' ', '{']))
+        })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("{name} is not in the scrape"))
 }
@@ -631,4 +633,57 @@ async fn a_report_flood_keeps_the_data_file_within_a_multiple_of_what_is_live() 
     assert!(n <= bound, "{n} lines after {total} reports");
     assert!(size < 8 << 20, "{size} bytes after {total} reports");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_report_flood_never_takes_the_webhook_places_of_real_calls() {
+    // A receiver that accepts and never answers.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", hang.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hang.accept().await {
+            conns.push(c);
+        }
+    });
+    let s = server(&[
+        "--webhook-url",
+        &url,
+        "--webhook-secret",
+        "s3cret",
+        "--webhook-queue",
+        "40",
+        "--reports-per-min",
+        "0",
+        "--reports-per-ip-per-min",
+        "0",
+        "--other-events-per-sec",
+        "0",
+    ])
+    .await;
+    let series = |outcome: &str| format!("roulette_webhooks_total{{outcome=\"{outcome}\"}}");
+    let dropped = metric(&s, &series("dropped")).await;
+    let mut flooder = s.user("flooder").await;
+    for i in 0..200 {
+        flooder
+            .emit("report-user", json!({"userId": format!("v{i}")}))
+            .await;
+    }
+    s.wait_stats("the flood", |v| v["reportsTotal"] == 200)
+        .await;
+    assert!(
+        metric(&s, &series("shed")).await >= 150.0,
+        "reports hold a quarter of the queue"
+    );
+    // Real calls still get their places.
+    for i in 0..5 {
+        let (mut a, _b, _) = s.pair(&format!("a{i}"), &format!("b{i}")).await;
+        a.emit("end-chat", json!({})).await;
+    }
+    assert_eq!(
+        metric(&s, &series("dropped")).await,
+        dropped,
+        "no session.* event was dropped"
+    );
+    held.abort();
 }
