@@ -55,14 +55,23 @@ pub(crate) fn file_in(dir: &Path) -> PathBuf {
 /// is not UTF-8 or does not parse (a write cut short by a crash or a full disk) is skipped,
 /// with a warning. `Err` when the file exists and cannot be read at all.
 pub(crate) fn load(path: &Path) -> Result<Vec<Record>, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    use std::io::BufRead;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     let mut out = Vec::new();
-    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        let parsed = std::str::from_utf8(line)
+    // Line by line as bytes: a file written before compaction ran while serving may be large.
+    for (n, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), line = n + 1, "cannot read further: {e}");
+                break;
+            }
+        };
+        let parsed = std::str::from_utf8(&line)
             .map_err(|e| e.to_string())
             .and_then(|text| {
                 if text.trim().is_empty() {
@@ -354,6 +363,67 @@ mod tests {
             load(&path).unwrap(),
             vec![ban, Record::Unban { id: "b1".into() }]
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn report(id: u64) -> Record {
+        Record::Report(Report {
+            id,
+            reporter: "a".into(),
+            reported: "b".into(),
+            reason: String::new(),
+            room_id: None,
+            timestamp: 1,
+            call_ms: None,
+            network: None,
+        })
+    }
+
+    #[test]
+    fn a_line_of_invalid_utf8_is_skipped_and_the_lines_after_it_read() {
+        let dir = std::env::temp_dir().join(format!("roulette-store-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = file_in(&dir);
+        let mut bytes = serde_json::to_vec(&report(1)).unwrap();
+        bytes.extend_from_slice(b"\n{\"op\":\"report\",\"reason\":\"caf\xc3\n");
+        bytes.extend_from_slice(&serde_json::to_vec(&report(2)).unwrap());
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(load(&path).unwrap(), vec![report(1), report(2)]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_write_says_whether_the_disk_took_it_and_compaction_shrinks_the_file() {
+        let dir = std::env::temp_dir().join(format!("roulette-store-ack-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let path = file_in(&dir);
+        let w = start(path.clone(), Vec::new(), 0).unwrap();
+        assert_eq!(w.write_confirmed(report(1)).unwrap().await, Ok(true));
+        for id in 2..=3000 {
+            assert!(w.write(report(id)));
+        }
+        assert_eq!(w.write_confirmed(report(3001)).unwrap().await, Ok(true));
+        assert_eq!(load(&path).unwrap().len(), 3001);
+        assert!(w.wants_compaction(10), "3001 lines for 10 live records");
+        assert!(!w.wants_compaction(10), "one compaction at a time");
+        w.compact((1..=10).map(report).collect());
+        assert_eq!(w.write_confirmed(report(11)).unwrap().await, Ok(true));
+        assert_eq!(
+            load(&path).unwrap().len(),
+            11,
+            "compacted, then appended to"
+        );
+        assert!(!w.wants_compaction(11));
+        // A full disk: the write is refused, and said so.
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        assert_eq!(w.write_confirmed(report(12)).unwrap().await, Ok(false));
+        assert!(!w.healthy());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(w.write_confirmed(report(13)).unwrap().await, Ok(true));
+        assert!(w.healthy());
+        // The line cut by the full disk does not swallow the next record.
+        assert_eq!(load(&path).unwrap().last(), Some(&report(13)));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -8,10 +8,10 @@ use std::collections::{HashMap, VecDeque};
 
 use super::Report;
 
-/// Most users evidence is kept about; beyond it, evidence about a new user is not kept until
-/// older evidence expires (each entry needs a call of the minimum length, so filling it takes
-/// an attacker hours of real calls).
-pub(crate) const MAX_USERS: usize = 100_000;
+/// Most reports kept as evidence, all users together; beyond it, a new one is not kept until
+/// older evidence expires (each needs a call of the minimum length from a network of its own
+/// per reported user, so filling it takes an attacker hours of real calls).
+pub(crate) const MAX_KEPT: usize = 50_000;
 
 /// The evidence of every reported user.
 #[derive(Debug, Default)]
@@ -29,11 +29,11 @@ fn key(r: &Report) -> &str {
 impl Evidence {
     /// Keeps `r` as evidence against `r.reported`, at most `cap` reports per user (one per
     /// network: a newer report from a network replaces its older one). Returns false when it
-    /// was not kept ([`MAX_USERS`] users have evidence younger than `since`).
+    /// was not kept ([`MAX_KEPT`] reports younger than `since` are kept already).
     pub(super) fn add(&mut self, r: &Report, cap: usize, since: u64) -> bool {
-        if !self.by_user.contains_key(&r.reported) && self.by_user.len() >= MAX_USERS {
+        if self.total >= MAX_KEPT {
             self.expire(since);
-            if self.by_user.len() >= MAX_USERS {
+            if self.total >= MAX_KEPT {
                 return false;
             }
         }
