@@ -8,13 +8,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::records::{live_records, take_back};
 use super::{Hub, Link, Sock, send};
 use crate::bus::Act;
-use crate::moderation::{
-    AutoBan, Ban, MAX_BAN_SECS, Moderation, Refused, Report, Seen, Target, narrow_enough,
-    normalised,
-};
-use crate::protocol::incoming::{MAX_REASON_CHARS, check_user_id};
+use crate::moderation::{AutoBan, Ban, Moderation, Refused, Report, Seen, Target};
 use crate::protocol::outgoing::{Removed, now_ms};
 use crate::store::{self, Record, Writer};
 
@@ -55,27 +52,7 @@ impl Moderator {
             Vec::new()
         });
         let in_file = records.len();
-        for r in records {
-            match r {
-                Record::Ban(b) => match admissible(b, now) {
-                    Ok(b) => {
-                        m.ban(b, now).ok();
-                    }
-                    Err((id, why)) => {
-                        tracing::warn!(file = %path.display(), id, "skipping a ban: {why}")
-                    }
-                },
-                Record::Unban { id } => {
-                    m.unban(&id);
-                }
-                Record::Report(r) => match report_admissible(&r) {
-                    Ok(()) => m.push_report(r),
-                    Err(why) => {
-                        tracing::warn!(file = %path.display(), id = r.id, "skipping a report: {why}")
-                    }
-                },
-            }
-        }
+        take_back(&mut m, records, now, &path);
         // What is still live is written back alone: the file does not grow across restarts.
         let live = live_records(&m, now);
         let kept = (m.active_bans(now), m.reports(usize::MAX, None).len());
@@ -128,53 +105,6 @@ impl Moderator {
         let w = self.store.as_ref()?;
         Some(if w.healthy() { "file" } else { "failing" })
     }
-}
-
-/// The records that make the live state: the bans in force and the reports kept.
-fn live_records(m: &Moderation, now: u64) -> Vec<Record> {
-    let mut live: Vec<Record> = m.bans(now).into_iter().rev().map(Record::Ban).collect();
-    live.extend(m.live_reports().into_iter().map(Record::Report));
-    live
-}
-
-/// A ban read from the file, held to the admin API's rules (normalised as it would; the reason
-/// within [`MAX_REASON_CHARS`], `until` within [`MAX_BAN_SECS`] of its making and of now, a
-/// valid user id, an address prefix no wider than the API takes without `force`); otherwise
-/// its id and why not.
-pub(crate) fn admissible(mut b: Ban, now: u64) -> Result<Ban, (String, String)> {
-    let bad = |b: &Ban, why: &str| Err((crate::echo::clip(&b.id).to_owned(), why.to_owned()));
-    let longest = MAX_BAN_SECS * 1000;
-    if b.reason.chars().count() > MAX_REASON_CHARS {
-        return bad(&b, "its reason is too long");
-    }
-    if b.until > b.created.saturating_add(longest) || b.until > now.saturating_add(longest) {
-        return bad(&b, "it lasts longer than the longest ban");
-    }
-    match &mut b.target {
-        Target::User(u) => {
-            if check_user_id(u).is_err() {
-                return bad(&b, "its user id is not one");
-            }
-        }
-        Target::Address(net) => {
-            *net = normalised(*net);
-            if !narrow_enough(net) && !b.force {
-                return bad(&b, "its prefix is wider than the API takes without force");
-            }
-        }
-    }
-    Ok(b)
-}
-
-/// A report read from the file, held to the limits of `report-user`.
-fn report_admissible(r: &Report) -> Result<(), &'static str> {
-    if r.reason.chars().count() > MAX_REASON_CHARS {
-        return Err("its reason is too long");
-    }
-    if check_user_id(&r.reporter).is_err() || check_user_id(&r.reported).is_err() {
-        return Err("a user id is not one");
-    }
-    Ok(())
 }
 
 /// What became of a kick.
