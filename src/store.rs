@@ -376,6 +376,7 @@ mod tests {
             timestamp: 1,
             call_ms: None,
             network: None,
+            verified: false,
         })
     }
 

@@ -689,3 +689,65 @@ async fn a_report_flood_never_takes_the_webhook_places_of_real_calls() {
     );
     held.abort();
 }
+
+#[tokio::test]
+async fn with_jwts_verified_reporters_count_each_even_behind_one_address() {
+    const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes";
+    let token = |sub: &str| {
+        let exp = jsonwebtoken::get_current_timestamp() + 300;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": sub, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let s = server(&[
+        "--jwt-secret",
+        SECRET,
+        "--auto-ban-reporters",
+        "3",
+        "--auto-ban-min-call-ms",
+        "200",
+    ])
+    .await;
+    let signed_in = |sub: &'static str| {
+        let t = token(sub);
+        async move {
+            let mut c = Client::open(
+                s.addr,
+                Opts {
+                    forwarded_for: Some("100.64.0.9"),
+                    auth: Some(json!({"token": t})),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            c.emit("authenticate", json!({})).await;
+            c.expect("authenticated").await;
+            c
+        }
+    };
+    let mut eve = signed_in("eve").await;
+    for who in ["v1", "v2", "v3"] {
+        let mut c = signed_in(who).await;
+        eve.emit("find-random-partner", json!({})).await;
+        eve.expect("searching").await;
+        c.emit("find-random-partner", json!({})).await;
+        c.expect("matched").await;
+        eve.expect("matched").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        c.emit("report-user", json!({"userId": "eve"})).await;
+        if who == "v3" {
+            break;
+        }
+        c.emit("end-chat", json!({})).await;
+        eve.expect("partner-left").await;
+    }
+    let seen = eve.until_closed().await;
+    assert!(
+        seen.iter().any(|(e, _)| e == "banned"),
+        "three verified users from one carrier-NAT address: {seen:?}"
+    );
+}

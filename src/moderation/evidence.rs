@@ -2,7 +2,7 @@
 //! reports against one user (or against many) pushes old reports out of the feed, never the
 //! evidence against someone else. Only reports that count are kept (made in a room, after a
 //! call of the minimum length), one per reporting network (see [`super::Report::network`]), so
-//! a few accounts from one network weigh as one.
+//! a few accounts from one network weigh as one; a verified reporter (a JWT) counts as itself.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -21,9 +21,14 @@ pub(super) struct Evidence {
     total: usize,
 }
 
-/// Who a report counts as: its network, or its reporter when the network is unknown.
+/// Who a report counts as: its reporter when verified (a JWT) or when the network is unknown,
+/// else its network. A reporter id and a network never look alike (a network has a `/`, an id
+/// cannot).
 fn key(r: &Report) -> &str {
-    r.network.as_deref().unwrap_or(&r.reporter)
+    match &r.network {
+        Some(net) if !r.verified => net,
+        _ => &r.reporter,
+    }
 }
 
 impl Evidence {

@@ -109,6 +109,10 @@ pub(crate) struct Report {
     /// auto-ban counts networks, not accounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The reporter's identity was verified (a JWT): the auto-ban counts it as a user of its
+    /// own, whatever its network (honest users behind one carrier NAT each count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
 }
 
 /// What the node saw of a report besides its words: the room the two shared, how long they had
@@ -121,6 +125,8 @@ pub(crate) struct Seen<'a> {
     pub call_ms: Option<u64>,
     /// The reporter's network ([`network_of`] its address).
     pub network: Option<&'a str>,
+    /// The reporter's identity was verified (a JWT).
+    pub verified: bool,
 }
 
 /// The auto-ban's settings: a user reported by `reporters` distinct networks within
@@ -363,6 +369,7 @@ impl Moderation {
             timestamp: now,
             call_ms: seen.call_ms,
             network: seen.network.map(str::to_owned),
+            verified: seen.verified,
         };
         self.push_report(r.clone());
         let auto = self.auto_ban(reported, now);

@@ -164,6 +164,7 @@ fn call(room: &str) -> Seen<'_> {
         room_id: Some(room),
         call_ms: Some(60_000),
         network: None,
+        verified: false,
     }
 }
 
@@ -241,6 +242,7 @@ fn a_late_report_from_another_node_is_paged_in_id_order() {
         timestamp: T + 5,
         call_ms: None,
         network: None,
+        verified: false,
     });
     let ids: Vec<u64> = m.reports(10, None).iter().map(|r| r.id).collect();
     assert_eq!(ids, [a.id, (T + 5) * 1000], "newest first by id");
@@ -257,8 +259,25 @@ fn from_net(m: &mut Moderation, from: &str, to: &str, net: &str, ms: u64, now: u
         room_id: Some("room"),
         call_ms: Some(ms),
         network: Some(net),
+        verified: false,
     };
     m.report(from, to, "", seen, now).and_then(|(_, b)| b)
+}
+
+#[test]
+fn verified_reporters_count_as_themselves_whatever_their_network() {
+    let mut m = Moderation::new(auto(3));
+    let mut ban = None;
+    for who in ["v1", "v2", "v3"] {
+        let seen = Seen {
+            room_id: Some("room"),
+            call_ms: Some(60_000),
+            network: Some("100.64.0.0/24"),
+            verified: true,
+        };
+        ban = m.report(who, "eve", "", seen, T).and_then(|(_, b)| b);
+    }
+    assert!(ban.is_some(), "three verified users behind one carrier NAT");
 }
 
 #[test]
@@ -303,6 +322,7 @@ fn a_flood_against_one_user_never_erases_the_evidence_against_another() {
             room_id: Some("r"),
             call_ms: Some(60_000),
             network: Some(&net),
+            verified: false,
         };
         m.report(&format!("bot{i}"), &format!("x{}", i % 2), "", seen, T + 1);
     }

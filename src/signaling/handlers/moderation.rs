@@ -48,6 +48,8 @@ pub(super) fn report(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject
             room_id: room.as_ref().map(|r| r.0.as_str()),
             call_ms: room.as_ref().map(|r| r.1),
             network: network.as_deref(),
+            // With JWTs the reporter's id is its token's subject, vouched for by its issuer.
+            verified: ctx.hub.verifier.is_some(),
         },
     );
     tracing::warn!(
