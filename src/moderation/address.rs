@@ -21,7 +21,7 @@ pub(super) fn unmapped(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A prefix's family (`true`: IPv6) and length, the key of [`Moderation`]'s lengths.
+/// A prefix's family (`true`: IPv6) and length, the key of [`super::Moderation`]'s lengths.
 pub(super) fn family(net: &IpNet) -> (bool, u8) {
     (matches!(net, IpNet::V6(_)), net.prefix_len())
 }

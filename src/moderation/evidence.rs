@@ -8,6 +8,20 @@ use std::collections::{HashMap, VecDeque};
 
 use super::Report;
 
+/// What the node saw of a report besides its words: the room the two shared, how long they had
+/// been in it, and the reporter's network.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen<'a> {
+    /// Their room, when the reported user is the reporter's partner.
+    pub room_id: Option<&'a str>,
+    /// How long that room has been open, ms.
+    pub call_ms: Option<u64>,
+    /// The reporter's network ([`super::network_of`] its address).
+    pub network: Option<&'a str>,
+    /// The reporter's identity was verified (a JWT).
+    pub verified: bool,
+}
+
 /// Most reports kept as evidence, all users together; beyond it, a new one is not kept until
 /// older evidence expires (each needs a call of the minimum length from a network of its own
 /// per reported user, so filling it takes an attacker hours of real calls).

@@ -9,6 +9,7 @@ mod evidence;
 
 pub(crate) use address::{covers, narrow_enough, network_of, normalised, parse_address};
 use address::{family, unmapped};
+pub(crate) use evidence::Seen;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -112,20 +113,6 @@ pub(crate) struct Report {
     /// The reporter's identity was verified (a JWT): the auto-ban counts it as a user of its
     /// own, whatever its network (honest users behind one carrier NAT each count).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub verified: bool,
-}
-
-/// What the node saw of a report besides its words: the room the two shared, how long they had
-/// been in it, and the reporter's network.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Seen<'a> {
-    /// Their room, when the reported user is the reporter's partner.
-    pub room_id: Option<&'a str>,
-    /// How long that room has been open, ms.
-    pub call_ms: Option<u64>,
-    /// The reporter's network ([`network_of`] its address).
-    pub network: Option<&'a str>,
-    /// The reporter's identity was verified (a JWT).
     pub verified: bool,
 }
 
