@@ -1,18 +1,29 @@
 //! The operators' API, behind `ADMIN_TOKEN` (`Authorization: Bearer …`): look a user up, kick
 //! it, ban a user id or an address for a time, lift a ban, read the reports. Every answer is
 //! JSON; a refusal is `{code, message}`. Without `ADMIN_TOKEN` the API does not exist (404).
+//!
+//! Nothing of a request is read before its caller is known: the token is checked from the
+//! request's head (a layer in front of every route), and only then is a body read, at most
+//! [`MAX_BODY`] bytes within [`BODY_WAIT`]. A stranger cannot make the node hold more than the
+//! connection's read buffer, whatever it sends or however slowly.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::moderation::{Ban, MAX_BAN_SECS, Refused, Source, Target, new_ban_id, parse_address};
+use crate::moderation::{
+    Ban, MAX_BAN_SECS, MIN_PREFIX, Refused, Source, Target, narrow_enough, new_ban_id,
+    parse_address,
+};
 use crate::node::Hub;
 use crate::node::moderator::Kick;
 use crate::protocol::incoming::{MAX_REASON_CHARS, check_user_id};
@@ -20,6 +31,10 @@ use crate::protocol::outgoing::now_ms;
 
 /// Most reports one page of the feed holds.
 const MAX_PAGE: usize = 500;
+/// Largest admin request body: a ban or a kick is a few hundred bytes.
+pub(crate) const MAX_BODY: usize = 4096;
+/// How long an admin request body may take to arrive.
+pub(crate) const BODY_WAIT: Duration = Duration::from_secs(3);
 
 /// The admin routes' state.
 #[derive(Clone)]
@@ -30,16 +45,46 @@ struct Admin {
 
 /// The routes, bound to the node; `token` is `ADMIN_TOKEN`.
 pub(crate) fn routes(hub: Arc<Hub>, token: Option<String>) -> Router {
+    let admin = Admin {
+        hub,
+        token: token.map(Into::into),
+    };
     Router::new()
         .route("/admin/users/{user_id}", get(user))
         .route("/admin/kick", post(kick))
         .route("/admin/bans", post(ban).get(bans))
         .route("/admin/bans/{id}", delete(unban))
         .route("/admin/reports", get(reports))
-        .with_state(Admin {
-            hub,
-            token: token.map(Into::into),
-        })
+        // Runs once the route matched and before any extractor: the body is still unread.
+        .route_layer(middleware::from_fn_with_state(admin.clone(), guard))
+        .with_state(admin)
+}
+
+/// Refuses a request whose token is missing or wrong (or every request without
+/// `ADMIN_TOKEN`) from its head alone; the body is dropped unread.
+async fn guard(State(a): State<Admin>, req: Request, next: Next) -> Response {
+    match unauthorized(&a, req.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    }
+}
+
+/// The body of an authorized request: at most [`MAX_BODY`] bytes, arrived within
+/// [`BODY_WAIT`]; otherwise the refusal to answer.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    match tokio::time::timeout(BODY_WAIT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("an admin request body has at most {MAX_BODY} bytes"),
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the body did not arrive within {} s", BODY_WAIT.as_secs()),
+        )),
+    }
 }
 
 /// A refusal: the status and `{code, message}`.
@@ -85,10 +130,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
 }
 
 /// `GET /admin/users/{userId}`.
-async fn user(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Some(r) = unauthorized(&a, &headers) {
-        return r;
-    }
+async fn user(State(a): State<Admin>, Path(id): Path<String>) -> Response {
     match a.hub.lookup_anywhere(&id).await {
         Some(view) => Json(view).into_response(),
         None => refuse(StatusCode::NOT_FOUND, "not-found", "no such user here"),
@@ -104,10 +146,11 @@ struct KickIn {
     reason: Option<String>,
 }
 
-async fn kick(State(a): State<Admin>, headers: HeaderMap, raw: Bytes) -> Response {
-    if let Some(r) = unauthorized(&a, &headers) {
-        return r;
-    }
+async fn kick(State(a): State<Admin>, raw: Body) -> Response {
+    let raw = match read_body(raw).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let k: KickIn = match body(&raw) {
         Ok(k) => k,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid-payload", e),
@@ -143,6 +186,9 @@ struct BanIn {
     address: Option<String>,
     duration_sec: u64,
     reason: String,
+    /// Takes an address prefix shorter than /8 (IPv4) or /32 (IPv6).
+    #[serde(default)]
+    force: bool,
 }
 
 fn check_reason(reason: &str) -> Result<(), crate::model::Reject> {
@@ -154,10 +200,11 @@ fn check_reason(reason: &str) -> Result<(), crate::model::Reject> {
     Ok(())
 }
 
-async fn ban(State(a): State<Admin>, headers: HeaderMap, raw: Bytes) -> Response {
-    if let Some(r) = unauthorized(&a, &headers) {
-        return r;
-    }
+async fn ban(State(a): State<Admin>, raw: Body) -> Response {
+    let raw = match read_body(raw).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let b: BanIn = match body(&raw) {
         Ok(b) => b,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid-payload", e),
@@ -169,6 +216,17 @@ async fn ban(State(a): State<Admin>, headers: HeaderMap, raw: Bytes) -> Response
             Err(r) => return bad(&r.message),
         },
         (None, Some(addr)) => match parse_address(&addr) {
+            Some(net) if !narrow_enough(&net) && !b.force => {
+                let (v4, v6) = MIN_PREFIX;
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "prefix-too-broad",
+                    format!(
+                        "{net} covers too many addresses: give a prefix of /{v4} (IPv4) or \
+                         /{v6} (IPv6) or longer, or \"force\": true"
+                    ),
+                );
+            }
             Some(net) => Target::Address(net),
             None => {
                 return bad("address must be an IPv4 or IPv6 address or prefix (203.0.113.0/24)");
@@ -183,14 +241,18 @@ async fn ban(State(a): State<Admin>, headers: HeaderMap, raw: Bytes) -> Response
         return bad(&r.message);
     }
     let now = now_ms();
-    let made = a.hub.ban(Ban {
-        id: new_ban_id(),
-        target,
-        until: now + b.duration_sec * 1000,
-        reason: b.reason,
-        created: now,
-        source: Source::Operator,
-    });
+    let made = a
+        .hub
+        .ban(Ban {
+            id: new_ban_id(),
+            target,
+            until: now + b.duration_sec * 1000,
+            reason: b.reason,
+            created: now,
+            source: Source::Operator,
+            force: b.force,
+        })
+        .await;
     match made {
         Ok(ban) => (
             StatusCode::CREATED,
@@ -202,22 +264,22 @@ async fn ban(State(a): State<Admin>, headers: HeaderMap, raw: Bytes) -> Response
             "too-many-bans",
             "the node keeps at most 100000 bans; lift some first",
         ),
+        Err(Refused::NotDurable) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "the ban could not be written to DATA_DIR and would not survive a restart: nothing \
+             was banned (see the server's log)",
+        ),
     }
 }
 
 /// `GET /admin/bans`.
-async fn bans(State(a): State<Admin>, headers: HeaderMap) -> Response {
-    if let Some(r) = unauthorized(&a, &headers) {
-        return r;
-    }
+async fn bans(State(a): State<Admin>) -> Response {
     Json(serde_json::json!({"bans": a.hub.bans()})).into_response()
 }
 
 /// `DELETE /admin/bans/{id}`.
-async fn unban(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Some(r) = unauthorized(&a, &headers) {
-        return r;
-    }
+async fn unban(State(a): State<Admin>, Path(id): Path<String>) -> Response {
     match a.hub.unban(&id) {
         Some(ban) => Json(serde_json::json!({"removed": ban})).into_response(),
         None => refuse(StatusCode::NOT_FOUND, "not-found", "no such ban"),
@@ -233,12 +295,8 @@ struct Page {
 
 async fn reports(
     State(a): State<Admin>,
-    headers: HeaderMap,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Some(r) = unauthorized(&a, &headers) {
-        return r;
-    }
     let Ok(Query(page)) = page else {
         return refuse(
             StatusCode::BAD_REQUEST,

@@ -75,6 +75,9 @@ pub(crate) struct Health {
     pub timestamp: u64,
     /// Live counts.
     pub stats: crate::model::ServerStats,
+    /// Where bans and reports are kept: `file`, `memory`, `redis`, or `failing` (`DATA_DIR`
+    /// cannot be written: kept in memory, operators' bans refused with 503).
+    pub moderation_store: &'static str,
 }
 
 async fn health(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
@@ -99,6 +102,7 @@ async fn health(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         version: env!("CARGO_PKG_VERSION"),
         timestamp: now_ms(),
         stats: hub.lock().live(),
+        moderation_store: hub.moderation_store(),
     };
     let code = if stopping || redis_down {
         StatusCode::SERVICE_UNAVAILABLE
@@ -301,6 +305,7 @@ fn snapshot(hub: &Hub) -> crate::metrics::Snapshot {
         output: hub.conns.output(),
         bans: hub.active_bans(),
         webhook_queue: hub.webhooks.as_ref().map(|w| w.queued()),
+        moderation_store_failing: hub.moderation_store() == "failing",
         cluster: hub.cluster.get().map(|c| (c.redis_up(), c.figures())),
     }
 }

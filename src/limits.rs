@@ -48,6 +48,8 @@ pub(crate) struct SocketBudget {
     other: Option<DefaultDirectRateLimiter>,
     /// Refusals a socket may collect before it is disconnected as a flooder.
     refusals: Option<DefaultDirectRateLimiter>,
+    /// `report-user` events.
+    reports: Option<DefaultDirectRateLimiter>,
 }
 
 /// What [`SocketBudget::charge`] decided.
@@ -64,8 +66,10 @@ pub(crate) enum Verdict {
 /// Every limit of the server, built once from the settings.
 pub(crate) struct Limits {
     clock: DefaultClock,
-    quotas: [Option<Quota>; 5],
+    quotas: [Option<Quota>; 6],
     new_connections: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// `report-user` events per address, all its sockets together.
+    reports: Option<DefaultKeyedRateLimiter<IpAddr>>,
     http: Option<DefaultKeyedRateLimiter<IpAddr>>,
     max_connections_per_ip: usize,
     /// The open Socket.IO connections of each address; the count per address is a set's size.
@@ -96,6 +100,10 @@ pub(crate) struct Settings {
     pub other_events_per_sec: u32,
     /// `FLOOD_DISCONNECT_AFTER`: refusals within 10 s before the socket is closed.
     pub flood_disconnect_after: u32,
+    /// `REPORTS_PER_MIN`, per socket.
+    pub reports_per_min: u32,
+    /// `REPORTS_PER_IP_PER_MIN`, per address.
+    pub reports_per_ip_per_min: u32,
     /// `TRUST_PROXY`: how many proxies in front set `X-Forwarded-For`.
     pub trust_proxy: u8,
 }
@@ -105,6 +113,7 @@ impl Limits {
     pub(crate) fn new(config: &Settings) -> Limits {
         let window = Duration::from_millis(config.rate_limit_window_ms);
         let sec = Duration::from_secs(1);
+        let minute = Duration::from_secs(60);
         let clock = DefaultClock::default();
         let per_ip =
             |n: u32| quota(window, n, n).map(|q| RateLimiter::dashmap_with_clock(q, clock.clone()));
@@ -132,8 +141,15 @@ impl Limits {
                     config.flood_disconnect_after,
                     config.flood_disconnect_after,
                 ),
+                quota(minute, config.reports_per_min, config.reports_per_min),
             ],
             new_connections: per_ip(config.max_new_connections_per_ip),
+            reports: quota(
+                minute,
+                config.reports_per_ip_per_min,
+                config.reports_per_ip_per_min,
+            )
+            .map(|q| RateLimiter::dashmap_with_clock(q, clock.clone())),
             http: per_ip(config.rate_limit_max_requests),
             max_connections_per_ip: config.max_connections_per_ip as usize,
             open: Mutex::new(HashMap::new()),
@@ -154,7 +170,27 @@ impl Limits {
             search: direct(self.quotas[2]),
             other: direct(self.quotas[3]),
             refusals: direct(self.quotas[4]),
+            reports: direct(self.quotas[5]),
         }
+    }
+
+    /// Whether a socket (from `ip`) may send another `report-user` now: within its own budget
+    /// and its address's. A flood of reports is refused before it reaches the feed, the file
+    /// and the webhooks.
+    pub(crate) fn admit_report(
+        &self,
+        budget: &SocketBudget,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Reject> {
+        let own = match budget.reports.as_ref().map(|l| l.check()) {
+            Some(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
+            _ => Ok(()),
+        };
+        own.and_then(|()| match ip {
+            Some(ip) => check_keyed(&self.reports, ip, &self.clock),
+            None => Ok(()),
+        })
+        .map_err(|wait| Reject::rate_limited("reports", wait))
     }
 
     /// Charges one event to a socket's budget.
@@ -254,7 +290,10 @@ impl Limits {
     /// Drops the per-address state of addresses idle long enough to be back at a full budget,
     /// so the maps follow the active addresses and not every address ever seen.
     pub(crate) fn prune(&self) {
-        for l in [&self.new_connections, &self.http].into_iter().flatten() {
+        for l in [&self.new_connections, &self.http, &self.reports]
+            .into_iter()
+            .flatten()
+        {
             l.retain_recent();
             l.shrink_to_fit();
         }

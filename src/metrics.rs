@@ -44,7 +44,7 @@ pub(crate) fn init() {
     counter!("roulette_connection_panics_total").increment(0);
     counter!("roulette_kicks_total").increment(0);
     counter!("roulette_moderation_records_dropped_total").increment(0);
-    for outcome in ["delivered", "retried", "failed", "dropped"] {
+    for outcome in ["delivered", "retried", "failed", "dropped", "shed"] {
         counter!("roulette_webhooks_total", "outcome" => outcome).increment(0);
     }
     for source in ["operator", "reports"] {
@@ -113,7 +113,8 @@ pub(crate) fn banned(source: &'static str) {
     counter!("roulette_bans_total", "source" => source).increment(1);
 }
 
-/// A webhook event was `delivered`, `retried`, `failed` (given up) or `dropped` (queue full).
+/// A webhook event was `delivered`, `retried`, `failed` (given up), `dropped` (queue full) or
+/// `shed` (a `user.reported` event while reports held their share of the queue).
 pub(crate) fn webhook(outcome: &'static str) {
     counter!("roulette_webhooks_total", "outcome" => outcome).increment(1);
 }
@@ -141,6 +142,8 @@ pub(crate) struct Snapshot {
     pub bans: usize,
     /// Webhook events waiting to be delivered (`None`: no webhooks).
     pub webhook_queue: Option<usize>,
+    /// `DATA_DIR` is set and cannot be written: bans and reports are kept in memory only.
+    pub moderation_store_failing: bool,
     /// In a cluster: whether Redis answers, and the whole cluster's figures.
     pub cluster: Option<(bool, crate::bus::ClusterFigures)>,
 }
@@ -158,6 +161,8 @@ pub(crate) fn render(snap: &Snapshot) -> String {
     gauge!("roulette_blocks").set(stats.blocks as f64);
     gauge!("roulette_bans_active").set(snap.bans as f64);
     gauge!("roulette_webhook_queue_depth").set(snap.webhook_queue.unwrap_or(0) as f64);
+    gauge!("roulette_moderation_store_failing")
+        .set(f64::from(u8::from(snap.moderation_store_failing)));
     let out = &snap.output;
     gauge!("roulette_output_queued_bytes").set(out.queued_bytes as f64);
     gauge!("roulette_connections_paused").set(out.paused as f64);

@@ -12,6 +12,7 @@
 //! other than 2xx) is retried with backoff, a few at a time.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -21,6 +22,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// Attempts per event: the first and four retries, 1 s, 2 s, 4 s and 8 s apart.
 const ATTEMPTS: u32 = 5;
+/// The event a flood is made of.
+const REPORTED: &str = "user.reported";
 /// Deliveries in flight at once (a receiver that hangs holds at most this many).
 const IN_FLIGHT: usize = 16;
 /// How long one delivery may take.
@@ -53,10 +56,16 @@ struct Queued {
     body: Arc<str>,
 }
 
+/// The share of the queue `user.reported` events may hold (one in this many places): a flood
+/// of reports never fills the places of real calls' `session.*` events and operators' acts.
+const REPORTS_SHARE: usize = 4;
+
 /// The sending side; cheap to hold in the node.
 #[derive(Debug)]
 pub(crate) struct Webhooks {
     tx: mpsc::Sender<Queued>,
+    /// `user.reported` events in the queue now.
+    reports: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Queued {
@@ -71,12 +80,20 @@ impl Webhooks {
         let url = settings.url.clone()?;
         let secret = settings.secret.clone().unwrap_or_default();
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
-        tokio::spawn(deliver_all(url, secret, rx));
-        Some(Webhooks { tx })
+        let reports = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(deliver_all(url, secret, rx, reports.clone()));
+        Some(Webhooks { tx, reports })
     }
 
-    /// Queues an event of `kind` with `data`; it is dropped (and counted) when the queue is full.
+    /// Queues an event of `kind` with `data`; it is dropped (and counted) when the queue is full,
+    /// and a `user.reported` event also when reports hold their share of it already.
     pub(crate) fn emit(&self, kind: &'static str, data: serde_json::Value) {
+        let report = kind == REPORTED;
+        if report && self.reports.load(Ordering::Relaxed) >= self.tx.max_capacity() / REPORTS_SHARE
+        {
+            crate::metrics::webhook("shed");
+            return;
+        }
         let event = Event {
             id: format!("evt_{}", uuid::Uuid::new_v4().simple()),
             kind,
@@ -86,7 +103,13 @@ impl Webhooks {
         let body: Arc<str> = serde_json::to_string(&event)
             .expect("events serialize")
             .into();
+        if report {
+            self.reports.fetch_add(1, Ordering::Relaxed);
+        }
         if self.tx.try_send(Queued { kind, body }).is_err() {
+            if report {
+                self.reports.fetch_sub(1, Ordering::Relaxed);
+            }
             crate::metrics::webhook("dropped");
         }
     }
@@ -112,7 +135,12 @@ pub(crate) fn signature(secret: &str, t: u64, body: &str) -> String {
 
 /// Takes events off the queue and delivers each on a task of its own, at most [`IN_FLIGHT`] at
 /// once (in the order they came when the receiver keeps up).
-async fn deliver_all(url: String, secret: String, mut rx: mpsc::Receiver<Queued>) {
+async fn deliver_all(
+    url: String,
+    secret: String,
+    mut rx: mpsc::Receiver<Queued>,
+    reports: Arc<AtomicUsize>,
+) {
     let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {
@@ -123,6 +151,9 @@ async fn deliver_all(url: String, secret: String, mut rx: mpsc::Receiver<Queued>
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let (url, secret): (Arc<str>, Arc<str>) = (url.into(), secret.into());
     while let Some(ev) = rx.recv().await {
+        if ev.kind == REPORTED {
+            reports.fetch_sub(1, Ordering::Relaxed);
+        }
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };

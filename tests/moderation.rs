@@ -312,18 +312,30 @@ async fn k_distinct_reporters_ban_a_user_and_k_reports_from_one_do_not() {
         "600",
         "--auto-ban-duration-sec",
         "120",
+        "--auto-ban-min-call-ms",
+        "200",
+        "--trust-proxy",
+        "1",
     ])
     .await;
     let mut eve = s.user("eve").await;
-    // Each reporter meets eve first: only reporters who shared a room with her count.
+    // Each reporter meets eve first, from a network of its own, and talks with her a moment:
+    // only such reporters count.
     let mut total = 0;
-    for (n, r) in ["alice", "bob", "carol"].into_iter().enumerate() {
-        let mut c = s.user(r).await;
+    let reporters = [
+        ("alice", "198.51.100.7"),
+        ("bob", "203.0.113.7"),
+        ("carol", "2001:db8:1::7"),
+    ];
+    for (n, (r, ip)) in reporters.into_iter().enumerate() {
+        let mut c = from(&s, ip).await.unwrap();
+        c.authenticate(r).await;
         eve.emit("find-random-partner", json!({})).await;
         eve.expect("searching").await;
         c.emit("find-random-partner", json!({})).await;
         c.expect("matched").await;
         eve.expect("matched").await;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         let times = if r == "alice" { 5 } else { 1 };
         for _ in 0..times {
             c.emit("report-user", json!({"userId": "eve", "reason": "rude"}))

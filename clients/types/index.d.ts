@@ -516,6 +516,12 @@ export interface ServerError {
 /** `GET /health` body (200 with `ok`, else 503). */
 export interface Health {
   status: "ok" | "shutting-down" | "redis-down";
+  /**
+   * Where bans and reports are kept: `file` (`DATA_DIR`), `memory` (`DATA_DIR` empty),
+   * `redis` (a cluster), or `failing`: `DATA_DIR` cannot be written, so they are kept in
+   * memory and operators' bans are refused with 503 until a write succeeds.
+   */
+  moderationStore: "file" | "memory" | "redis" | "failing";
   cluster?: ClusterHealth;
   /** Seconds since start. */
   uptime: number;

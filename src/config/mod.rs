@@ -2,7 +2,10 @@
 //! precedence. Every value is typed and range-checked at start: a bad one stops the server with a
 //! message naming the key, before any port is opened.
 
+mod parse;
 mod slices;
+
+use parse::{parse_stun_urls, parse_turn_urls};
 
 use std::net::IpAddr;
 
@@ -74,51 +77,6 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
              info,roulette::ws=debug"
         ))
     }
-}
-
-/// A comma-separated list of ICE server URLs of the given schemes (RFC 7064, RFC 7065):
-/// `scheme:host[:port][?transport=udp|tcp]`. A browser refuses the whole `RTCPeerConnection`
-/// over one bad URL, so a typo is refused here, at start.
-fn parse_ice_urls(raw: &str, schemes: &[&str]) -> Result<String, String> {
-    for url in raw.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        let (scheme, rest) = url.split_once(':').unwrap_or(("", url));
-        if !schemes.contains(&scheme.to_ascii_lowercase().as_str()) {
-            return Err(format!(
-                "{url:?}: each URL starts with {}: or {}: (like {}:host:3478)",
-                schemes[0], schemes[1], schemes[0]
-            ));
-        }
-        let (host_port, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let host = host_port.rsplit_once(':').map_or(host_port, |(h, p)| {
-            if p.parse::<u16>().is_ok() {
-                h
-            } else {
-                host_port
-            }
-        });
-        if host.is_empty() || host.starts_with("//") || host.contains('/') {
-            return Err(format!(
-                "{url:?}: no host (write {scheme}:host:port, without //)"
-            ));
-        }
-        if !query.is_empty() && !matches!(query, "transport=udp" | "transport=tcp") {
-            return Err(format!(
-                "{url:?}: the only query is ?transport=udp or ?transport=tcp"
-            ));
-        }
-        if query.starts_with("transport") && !scheme.starts_with("turn") {
-            return Err(format!("{url:?}: ?transport is for TURN URLs"));
-        }
-    }
-    Ok(raw.trim().to_string())
-}
-
-fn parse_stun_urls(raw: &str) -> Result<String, String> {
-    parse_ice_urls(raw, &["stun", "stuns"])
-}
-
-fn parse_turn_urls(raw: &str) -> Result<String, String> {
-    parse_ice_urls(raw, &["turn", "turns"])
 }
 
 fn parse_origins(raw: &str) -> Result<Origins, String> {
@@ -404,6 +362,20 @@ pub struct Config {
     #[arg(long, env = "AUTO_BAN_REPORTERS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub auto_ban_reporters: u32,
+
+    /// A report counts for the auto-ban only when the reporter had been this many ms in a room
+    /// with the reported user (accounts that report at `matched` ban nobody).
+    #[arg(long, env = "AUTO_BAN_MIN_CALL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub auto_ban_min_call_ms: u64,
+
+    /// `report-user` events one socket may send per minute, all at once at most (0: no limit).
+    #[arg(long, env = "REPORTS_PER_MIN", default_value_t = 6)]
+    pub reports_per_min: u32,
+
+    /// `report-user` events one client address may send per minute, all sockets together.
+    #[arg(long, env = "REPORTS_PER_IP_PER_MIN", default_value_t = 30)]
+    pub reports_per_ip_per_min: u32,
 
     /// The auto-ban's window, in seconds.
     #[arg(long, env = "AUTO_BAN_WINDOW_SEC", default_value_t = 3600,

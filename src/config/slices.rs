@@ -39,6 +39,8 @@ impl Config {
             search_events_per_min: self.search_events_per_min,
             other_events_per_sec: self.other_events_per_sec,
             flood_disconnect_after: self.flood_disconnect_after,
+            reports_per_min: self.reports_per_min,
+            reports_per_ip_per_min: self.reports_per_ip_per_min,
             trust_proxy: self.trust_proxy,
         }
     }
@@ -92,6 +94,7 @@ impl Config {
                     reporters: self.auto_ban_reporters as usize,
                     window_secs: self.auto_ban_window_sec,
                     ban_secs: self.auto_ban_duration_sec,
+                    min_call_ms: self.auto_ban_min_call_ms,
                 },
                 // In a cluster the bans and reports live in Redis, shared by every node.
                 data_dir: (!self.data_dir.is_empty() && self.redis_url.is_none())

@@ -4,6 +4,13 @@
 //! they are kept in wall-clock time). The node keeps one [`Moderation`] behind its own lock and
 //! persists what changes (`store`, or Redis in a cluster).
 
+mod address;
+mod evidence;
+
+pub(crate) use address::{covers, narrow_enough, network_of, normalised, parse_address};
+use address::{family, unmapped};
+pub(crate) use evidence::Seen;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
@@ -17,6 +24,12 @@ pub(crate) const MAX_BANS: usize = 100_000;
 pub(crate) const MAX_REPORTS: usize = 10_000;
 /// Longest ban: ten years.
 pub(crate) const MAX_BAN_SECS: u64 = 10 * 365 * 24 * 3600;
+/// The shortest address prefixes a ban takes without `force` (IPv4, IPv6): a shorter one
+/// covers a sixteenth of the Internet or more, which is a mistake far more often than a wish.
+pub(crate) const MIN_PREFIX: (u8, u8) = (8, 32);
+/// The prefix a reporter's network is counted by (IPv4, IPv6): a home or an office usually
+/// holds one /24 or one /48, so accounts made from it weigh as one.
+pub(crate) const NETWORK_PREFIX: (u8, u8) = (24, 48);
 
 /// What a ban applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +74,9 @@ pub(crate) struct Ban {
     pub created: u64,
     /// Who made it.
     pub source: Source,
+    /// Made with `force`: an address prefix shorter than [`MIN_PREFIX`] on purpose.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 impl Ban {
@@ -86,10 +102,23 @@ pub(crate) struct Report {
     pub room_id: Option<String>,
     /// When, ms since the epoch.
     pub timestamp: u64,
+    /// How long the reporter and the reported user had been in their room, ms (none when they
+    /// were not in one together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_ms: Option<u64>,
+    /// The reporter's network (`203.0.113.0/24`, `2001:db8:1::/48`, see [`network_of`]): the
+    /// auto-ban counts networks, not accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The reporter's identity was verified (a JWT): the auto-ban counts it as a user of its
+    /// own, whatever its network (honest users behind one carrier NAT each count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
 }
 
-/// The auto-ban's settings: a user reported by `reporters` distinct users within `window_secs`
-/// is banned for `ban_secs`. `reporters == 0` turns it off.
+/// The auto-ban's settings: a user reported by `reporters` distinct networks within
+/// `window_secs`, each after at least `min_call_ms` in a room with it, is banned for
+/// `ban_secs`. `reporters == 0` turns it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct AutoBan {
     /// Distinct reporters needed (0: off).
@@ -98,6 +127,9 @@ pub(crate) struct AutoBan {
     pub window_secs: u64,
     /// How long the ban lasts, in seconds.
     pub ban_secs: u64,
+    /// The least time, ms, a reporter must have spent in a room with the reported user for
+    /// the report to count.
+    pub min_call_ms: u64,
 }
 
 /// Why a ban was not made.
@@ -105,6 +137,8 @@ pub(crate) struct AutoBan {
 pub(crate) enum Refused {
     /// [`MAX_BANS`] bans are live already.
     Full,
+    /// Its record could not be written: it would not survive a restart.
+    NotDurable,
 }
 
 /// Bans and recent reports.
@@ -118,8 +152,10 @@ pub(crate) struct Moderation {
     by_address: HashMap<IpNet, Vec<String>>,
     /// The prefix lengths in use, per family (`true`: IPv6): an index over `by_address`'s keys.
     lengths: std::collections::BTreeSet<(bool, u8)>,
-    /// Newest last.
+    /// The feed, newest last.
     reports: VecDeque<Report>,
+    /// The auto-ban's evidence, per reported user.
+    evidence: evidence::Evidence,
     next_report: u64,
     auto: AutoBan,
 }
@@ -136,13 +172,11 @@ impl Moderation {
 
     /// Adds `ban` (an id already present is replaced). When [`MAX_BANS`] are kept, the ended
     /// ones are dropped first.
-    pub(crate) fn ban(&mut self, ban: Ban, now: u64) -> Result<(), Refused> {
-        if !self.bans.contains_key(&ban.id) && self.bans.len() >= MAX_BANS {
-            self.expire(now);
-            if self.bans.len() >= MAX_BANS {
-                return Err(Refused::Full);
-            }
+    pub(crate) fn ban(&mut self, mut ban: Ban, now: u64) -> Result<(), Refused> {
+        if let Target::Address(net) = &mut ban.target {
+            *net = normalised(*net);
         }
+        self.room_for(&ban.id, now)?;
         self.unban(&ban.id);
         match &ban.target {
             Target::User(u) => {
@@ -163,6 +197,17 @@ impl Moderation {
             }
         }
         self.bans.insert(ban.id.clone(), ban);
+        Ok(())
+    }
+
+    /// Whether a ban with `id` would be taken now (not [`Refused::Full`]).
+    pub(crate) fn room_for(&mut self, id: &str, now: u64) -> Result<(), Refused> {
+        if !self.bans.contains_key(id) && self.bans.len() >= MAX_BANS {
+            self.expire(now);
+            if self.bans.len() >= MAX_BANS {
+                return Err(Refused::Full);
+            }
+        }
         Ok(())
     }
 
@@ -244,6 +289,8 @@ impl Moderation {
 
     /// Drops the bans that ended (in one pass over them: it runs when the bans are full).
     pub(crate) fn expire(&mut self, now: u64) {
+        self.evidence
+            .expire(now.saturating_sub(self.window_secs() * 1000));
         let before = self.bans.len();
         self.bans.retain(|_, b| b.live(now));
         if self.bans.len() == before {
@@ -271,19 +318,20 @@ impl Moderation {
         }
     }
 
-    /// Records a report (the oldest is forgotten beyond [`MAX_REPORTS`]) and returns it, with
-    /// the auto-ban it triggers, if any: the reported user's first ban by reports once
-    /// `reporters` distinct users who shared a room with it reported it within the window
-    /// (reporting a stranger by id counts for the feed, not for the auto-ban, or anyone could
-    /// have anyone banned with a few made-up ids). Reports of a user who is banned already
-    /// trigger nothing. A repeat of a report (the same reporter about the same user within the
-    /// window) is not recorded again: `None`.
+    /// Records a report (the oldest is forgotten from the feed beyond [`MAX_REPORTS`]) and
+    /// returns it, with the auto-ban it triggers, if any: the reported user's first ban by
+    /// reports once `reporters` distinct networks reported it within the window, each after
+    /// at least `min_call_ms` in a room with it (reporting a stranger by id, or a partner of a
+    /// moment, counts for the feed, not for the auto-ban, or anyone could have anyone banned
+    /// with a few made-up ids). Reports of a user who is banned already trigger nothing. A
+    /// repeat of a report (the same reporter about the same user within the window) is not
+    /// recorded again: `None`.
     pub(crate) fn report(
         &mut self,
         reporter: &str,
         reported: &str,
         reason: &str,
-        room_id: Option<&str>,
+        seen: Seen<'_>,
         now: u64,
     ) -> Option<(Report, Option<Ban>)> {
         let since = now.saturating_sub(self.window_secs() * 1000);
@@ -304,12 +352,20 @@ impl Moderation {
             reporter: reporter.to_owned(),
             reported: reported.to_owned(),
             reason: reason.to_owned(),
-            room_id: room_id.map(str::to_owned),
+            room_id: seen.room_id.map(str::to_owned),
             timestamp: now,
+            call_ms: seen.call_ms,
+            network: seen.network.map(str::to_owned),
+            verified: seen.verified,
         };
         self.push_report(r.clone());
         let auto = self.auto_ban(reported, now);
         Some((r, auto))
+    }
+
+    /// Whether `r` counts for the auto-ban: made in a room, after the minimum call.
+    fn counts(&self, r: &Report) -> bool {
+        r.room_id.is_some() && r.call_ms.is_some_and(|ms| ms >= self.auto.min_call_ms)
     }
 
     fn window_secs(&self) -> u64 {
@@ -330,6 +386,13 @@ impl Moderation {
         {
             return;
         }
+        if self.counts(&r) {
+            // At most twice the reporters needed per user: one per network, the newest.
+            let cap = self.auto.reporters.saturating_mul(2).clamp(16, 4096);
+            let since = r.timestamp.saturating_sub(self.window_secs() * 1000);
+            // Not kept when the evidence is full of younger reports: the feed still has it.
+            self.evidence.add(&r, cap, since);
+        }
         if self.reports.len() >= MAX_REPORTS {
             self.reports.pop_front();
         }
@@ -341,24 +404,35 @@ impl Moderation {
     /// Distinct users who reported `user` within the auto-ban window (or the last hour when
     /// the auto-ban is off).
     pub(crate) fn distinct_reporters(&self, user: &str, now: u64) -> usize {
-        self.reporters(user, now, false)
-    }
-
-    /// Distinct reporters of `user` within the window; `met`: only those who shared a room
-    /// with it.
-    fn reporters(&self, user: &str, now: u64, met: bool) -> usize {
         let since = now.saturating_sub(self.window_secs() * 1000);
         let mut who: Vec<&str> = self
             .reports
             .iter()
             .rev()
             .take_while(|r| r.timestamp >= since)
-            .filter(|r| r.reported == user && (!met || r.room_id.is_some()))
+            .filter(|r| r.reported == user)
             .map(|r| r.reporter.as_str())
             .collect();
         who.sort_unstable();
         who.dedup();
         who.len()
+    }
+
+    /// The reports to keep across a restart: the feed and the evidence, in id order (a report
+    /// in both is listed once).
+    pub(crate) fn live_reports(&self) -> Vec<Report> {
+        let mut all: Vec<Report> = self.reports.iter().cloned().collect();
+        let oldest = self.reports.front().map_or(u64::MAX, |r| r.id);
+        // Evidence the feed still holds is not listed twice; older evidence is.
+        all.extend(self.evidence.reports().filter(|r| r.id < oldest).cloned());
+        all.sort_by_key(|r| r.id);
+        all.dedup_by(|a, b| a.id == b.id && a.reporter == b.reporter);
+        all
+    }
+
+    /// How many records the live state makes: bans, reports of the feed, evidence.
+    pub(crate) fn live_records(&self) -> usize {
+        self.bans.len() + self.reports.len() + self.evidence.len()
     }
 
     /// Reports kept about `user`.
@@ -371,7 +445,8 @@ impl Moderation {
         if a.reporters == 0 || self.user_ban(user, now).is_some() {
             return None;
         }
-        let reporters = self.reporters(user, now, true);
+        let since = now.saturating_sub(self.window_secs() * 1000);
+        let reporters = self.evidence.networks(user, since);
         if reporters < a.reporters {
             return None;
         }
@@ -381,6 +456,7 @@ impl Moderation {
             until: now + a.ban_secs.min(MAX_BAN_SECS) * 1000,
             reason: format!("reported by {reporters} users within {} s", a.window_secs),
             created: now,
+            force: false,
             source: Source::Reports {
                 reporters,
                 window_secs: a.window_secs,
@@ -403,47 +479,9 @@ impl Moderation {
     }
 }
 
-/// Whether `net` covers `ip`; an IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`)
-/// is matched as the IPv4 address it is.
-pub(crate) fn covers(net: &IpNet, ip: IpAddr) -> bool {
-    net.contains(&unmapped(ip))
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn unmapped(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// A prefix's family (`true`: IPv6) and length, the key of [`Moderation`]'s lengths.
-fn family(net: &IpNet) -> (bool, u8) {
-    (matches!(net, IpNet::V6(_)), net.prefix_len())
-}
-
 /// A fresh ban id.
 pub(crate) fn new_ban_id() -> String {
     format!("ban-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A user id or address as the admin API takes it: an address (`203.0.113.7`) or a prefix
-/// (`203.0.113.0/24`). A bare address is a prefix of its whole length.
-pub(crate) fn parse_address(text: &str) -> Option<IpNet> {
-    let net = match text.parse::<IpNet>() {
-        Ok(net) => net.trunc(),
-        Err(_) => IpNet::from(text.parse::<IpAddr>().ok()?),
-    };
-    // An IPv4-mapped prefix (`::ffff:203.0.113.7`) is the IPv4 one: clients are matched so.
-    if let IpNet::V6(v6) = net
-        && v6.prefix_len() >= 96
-        && let Some(v4) = v6.addr().to_ipv4_mapped()
-    {
-        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-            .ok()
-            .map(IpNet::V4);
-    }
-    Some(net)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ fn ban(id: &str, target: Target, until: u64) -> Ban {
         reason: "spam".into(),
         created: T,
         source: Source::Operator,
+        force: false,
     }
 }
 
@@ -112,7 +113,7 @@ fn the_feed_is_newest_first_and_pages_by_id() {
     // Two in the same millisecond: still distinct, in order.
     let ids: Vec<u64> = (0..5)
         .map(|i| {
-            m.report(&format!("r{i}"), "eve", "rude", Some("room"), T + i / 2)
+            m.report(&format!("r{i}"), "eve", "rude", call("room"), T + i / 2)
                 .unwrap()
                 .0
                 .id
@@ -137,7 +138,7 @@ fn the_feed_is_newest_first_and_pages_by_id() {
 fn reports_are_capped() {
     let mut m = Moderation::new(AutoBan::default());
     for i in 0..MAX_REPORTS as u64 + 10 {
-        m.report(&format!("a{i}"), "b", "", None, T + i);
+        m.report(&format!("a{i}"), "b", "", Seen::default(), T + i);
     }
     let all = m.reports(usize::MAX, None);
     assert_eq!(all.len(), MAX_REPORTS);
@@ -153,12 +154,23 @@ fn auto(k: usize) -> AutoBan {
         reporters: k,
         window_secs: 60,
         ban_secs: 3600,
+        min_call_ms: 5000,
+    }
+}
+
+/// A report made after a minute in room `room`, from a network of its own.
+fn call(room: &str) -> Seen<'_> {
+    Seen {
+        room_id: Some(room),
+        call_ms: Some(60_000),
+        network: None,
+        verified: false,
     }
 }
 
 /// A report by someone who shared a room with `to`; the auto-ban it made, if any.
 fn met(m: &mut Moderation, from: &str, to: &str, now: u64) -> Option<Ban> {
-    m.report(from, to, "", Some("room"), now)
+    m.report(from, to, "", call("room"), now)
         .and_then(|(_, b)| b)
 }
 
@@ -168,7 +180,7 @@ fn k_distinct_reporters_ban_and_k_reports_from_one_do_not() {
     assert!(met(&mut m, "alice", "eve", T).is_none());
     for _ in 0..4 {
         assert!(
-            m.report("alice", "eve", "", Some("room"), T).is_none(),
+            m.report("alice", "eve", "", call("room"), T).is_none(),
             "a repeat is not recorded again"
         );
     }
@@ -193,7 +205,7 @@ fn k_distinct_reporters_ban_and_k_reports_from_one_do_not() {
 fn reports_of_a_stranger_count_for_the_feed_and_not_for_the_auto_ban() {
     let mut m = Moderation::new(auto(2));
     for r in ["sock1", "sock2", "sock3"] {
-        let (_, b) = m.report(r, "victim", "", None, T).unwrap();
+        let (_, b) = m.report(r, "victim", "", Seen::default(), T).unwrap();
         assert!(b.is_none(), "never in a room with the victim");
     }
     assert_eq!(m.distinct_reporters("victim", T), 3);
@@ -220,7 +232,7 @@ fn the_auto_ban_is_off_with_zero() {
 #[test]
 fn a_late_report_from_another_node_is_paged_in_id_order() {
     let mut m = Moderation::new(AutoBan::default());
-    let a = m.report("a", "x", "", None, T + 10).unwrap().0;
+    let a = m.report("a", "x", "", Seen::default(), T + 10).unwrap().0;
     m.push_report(Report {
         id: (T + 5) * 1000,
         reporter: "b".into(),
@@ -228,6 +240,9 @@ fn a_late_report_from_another_node_is_paged_in_id_order() {
         reason: String::new(),
         room_id: None,
         timestamp: T + 5,
+        call_ms: None,
+        network: None,
+        verified: false,
     });
     let ids: Vec<u64> = m.reports(10, None).iter().map(|r| r.id).collect();
     assert_eq!(ids, [a.id, (T + 5) * 1000], "newest first by id");
@@ -236,6 +251,134 @@ fn a_late_report_from_another_node_is_paged_in_id_order() {
         "203.0.113.7/32",
         "a mapped address is the IPv4 one"
     );
+}
+
+/// A report after `ms` in a room with `to`, from network `net`; the auto-ban it made.
+fn from_net(m: &mut Moderation, from: &str, to: &str, net: &str, ms: u64, now: u64) -> Option<Ban> {
+    let seen = Seen {
+        room_id: Some("room"),
+        call_ms: Some(ms),
+        network: Some(net),
+        verified: false,
+    };
+    m.report(from, to, "", seen, now).and_then(|(_, b)| b)
+}
+
+#[test]
+fn verified_reporters_count_as_themselves_whatever_their_network() {
+    let mut m = Moderation::new(auto(3));
+    let mut ban = None;
+    for who in ["v1", "v2", "v3"] {
+        let seen = Seen {
+            room_id: Some("room"),
+            call_ms: Some(60_000),
+            network: Some("100.64.0.0/24"),
+            verified: true,
+        };
+        ban = m.report(who, "eve", "", seen, T).and_then(|(_, b)| b);
+    }
+    assert!(ban.is_some(), "three verified users behind one carrier NAT");
+}
+
+#[test]
+fn accounts_from_one_network_count_once_and_three_networks_ban() {
+    let mut m = Moderation::new(auto(3));
+    for sock in ["sock1", "sock2", "sock3", "sock4"] {
+        assert!(from_net(&mut m, sock, "victim", "198.51.100.0/24", 60_000, T).is_none());
+    }
+    assert!(
+        m.user_ban("victim", T).is_none(),
+        "four accounts, one network"
+    );
+    assert!(from_net(&mut m, "a", "eve", "198.51.100.0/24", 60_000, T).is_none());
+    assert!(from_net(&mut m, "b", "eve", "203.0.113.0/24", 60_000, T).is_none());
+    let ban = from_net(&mut m, "c", "eve", "2001:db8:1::/48", 60_000, T);
+    assert!(ban.is_some(), "three networks ban");
+}
+
+#[test]
+fn a_report_after_a_short_call_counts_for_the_feed_only() {
+    let mut m = Moderation::new(auto(2));
+    assert!(from_net(&mut m, "a", "eve", "10.0.1.0/24", 4999, T).is_none());
+    assert!(from_net(&mut m, "b", "eve", "10.0.2.0/24", 200, T).is_none());
+    assert!(
+        m.user_ban("eve", T).is_none(),
+        "calls shorter than min_call_ms"
+    );
+    assert_eq!(m.distinct_reporters("eve", T), 2, "the feed has them");
+    assert!(from_net(&mut m, "c", "eve", "10.0.3.0/24", 5000, T).is_none());
+    assert!(from_net(&mut m, "d", "eve", "10.0.4.0/24", 5000, T).is_some());
+}
+
+#[test]
+fn a_flood_against_one_user_never_erases_the_evidence_against_another() {
+    let mut m = Moderation::new(auto(3));
+    from_net(&mut m, "h1", "abuser", "10.0.1.0/24", 60_000, T);
+    from_net(&mut m, "h2", "abuser", "10.0.2.0/24", 60_000, T);
+    // A flood, both as strangers and as partners of a long call, from many networks.
+    for i in 0..MAX_REPORTS as u64 + 500 {
+        let net = format!("172.{}.{}.0/24", (i >> 8) & 255, i & 255);
+        let seen = Seen {
+            room_id: Some("r"),
+            call_ms: Some(60_000),
+            network: Some(&net),
+            verified: false,
+        };
+        m.report(&format!("bot{i}"), &format!("x{}", i % 2), "", seen, T + 1);
+    }
+    assert!(
+        m.reports(usize::MAX, None)
+            .iter()
+            .all(|r| r.reported != "abuser"),
+        "the feed forgot them"
+    );
+    assert!(
+        m.live_reports()
+            .iter()
+            .filter(|r| r.reported == "abuser")
+            .count()
+            == 2,
+        "kept across a restart as evidence"
+    );
+    let ban = from_net(&mut m, "h3", "abuser", "10.0.3.0/24", 60_000, T + 2);
+    assert!(ban.is_some(), "the third honest report bans");
+}
+
+#[test]
+fn evidence_is_bounded_per_user() {
+    let mut m = Moderation::new(auto(3));
+    m.ban(ban("b", user("target"), T + 10_000_000), T).unwrap();
+    for i in 0..1000u32 {
+        let net = format!("10.{}.{}.0/24", i >> 8, i & 255);
+        from_net(&mut m, &format!("r{i}"), "target", &net, 60_000, T);
+    }
+    let kept = m.live_records() - m.reports(usize::MAX, None).len() - 1;
+    assert!(kept <= 16, "one user's evidence is capped: {kept}");
+}
+
+#[test]
+fn networks_prefixes_and_mapped_addresses() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(network_of(ip("203.0.113.77")), "203.0.113.0/24");
+    assert_eq!(network_of(ip("::ffff:203.0.113.77")), "203.0.113.0/24");
+    assert_eq!(network_of(ip("2001:db8:1:2::5")), "2001:db8:1::/48");
+    for (text, ok) in [
+        ("203.0.113.9/0", false),
+        ("10.0.0.0/7", false),
+        ("10.0.0.0/8", true),
+        ("2001:db8::/31", false),
+        ("2001:db8::/32", true),
+        ("::ffff:203.0.113.7", true),
+    ] {
+        assert_eq!(narrow_enough(&parse_address(text).unwrap()), ok, "{text}");
+    }
+    let mapped: IpNet = "::ffff:203.0.113.0/120".parse().unwrap();
+    assert_eq!(normalised(mapped).to_string(), "203.0.113.0/24");
+    // A mapped ban that came from the file or another node matches its IPv4 clients.
+    let mut m = Moderation::new(AutoBan::default());
+    m.ban(ban("m", Target::Address(mapped), T + 1000), T)
+        .unwrap();
+    assert!(m.address_ban(ip("203.0.113.5"), T).is_some());
 }
 
 proptest! {

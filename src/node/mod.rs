@@ -9,6 +9,7 @@
 
 mod deliver;
 pub(crate) mod moderator;
+mod records;
 pub(crate) mod resume;
 
 use std::net::IpAddr;

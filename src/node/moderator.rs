@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::records::{live_records, take_back};
 use super::{Hub, Link, Sock, send};
 use crate::bus::Act;
-use crate::moderation::{AutoBan, Ban, Moderation, Refused, Report, Target};
+use crate::moderation::{AutoBan, Ban, Moderation, Refused, Report, Seen, Target};
 use crate::protocol::outgoing::{Removed, now_ms};
 use crate::store::{self, Record, Writer};
 
@@ -29,8 +30,13 @@ pub(crate) struct Moderator {
     store: Option<Writer>,
 }
 
+/// How long an operator's ban waits for its record to reach the disk before it is refused.
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Moderator {
-    /// Bans and reports as the store left them, or why the store cannot be used.
+    /// Bans and reports as the store left them. A data file that cannot be read or written
+    /// does not stop the node: it is a warning, and the node serves from memory (see
+    /// [`crate::store`]). `Err` only when the store's thread cannot start.
     pub(crate) fn open(settings: &Settings) -> Result<Moderator, String> {
         let mut m = Moderation::new(settings.auto);
         let Some(dir) = &settings.data_dir else {
@@ -41,27 +47,16 @@ impl Moderator {
         };
         let path = store::file_in(dir);
         let now = now_ms();
-        for r in store::load(&path)? {
-            match r {
-                Record::Ban(b) => {
-                    m.ban(b, now).ok();
-                }
-                Record::Unban { id } => {
-                    m.unban(&id);
-                }
-                Record::Report(r) => m.push_report(r),
-            }
-        }
+        let records = store::load(&path).unwrap_or_else(|e| {
+            tracing::warn!("{e}: starting without the moderation records it holds");
+            Vec::new()
+        });
+        let in_file = records.len();
+        take_back(&mut m, records, now, &path);
         // What is still live is written back alone: the file does not grow across restarts.
-        let mut live: Vec<Record> = m.bans(now).into_iter().rev().map(Record::Ban).collect();
-        live.extend(
-            m.reports(usize::MAX, None)
-                .into_iter()
-                .rev()
-                .map(Record::Report),
-        );
+        let live = live_records(&m, now);
         let kept = (m.active_bans(now), m.reports(usize::MAX, None).len());
-        let writer = store::start(path.clone(), live)?;
+        let writer = store::start(path.clone(), live, in_file)?;
         tracing::info!(file = %path.display(), bans = kept.0, reports = kept.1, "moderation records loaded");
         Ok(Moderator {
             state: parking_lot::Mutex::new(m),
@@ -69,12 +64,46 @@ impl Moderator {
         })
     }
 
+    /// Queues `r` for the file without waiting (a full queue drops it, counted), and compacts
+    /// the file when it holds too many lines for what is live.
     fn persist(&self, r: Record) {
-        if let Some(w) = &self.store
-            && !w.write(r)
-        {
+        let Some(w) = &self.store else {
+            return;
+        };
+        if !w.write(r) {
             crate::metrics::moderation_record_dropped();
         }
+        let live = self.state.lock().live_records();
+        if w.wants_compaction(live) {
+            w.compact(live_records(&self.state.lock(), now_ms()));
+        }
+    }
+
+    /// Writes `r` and waits (within [`DURABLE_WAIT`]) for the disk to have it: false when it
+    /// could not be written (counted). True at once without a file (memory or Redis).
+    async fn persist_durably(&self, r: Record) -> bool {
+        let Some(w) = &self.store else {
+            return true;
+        };
+        let Some(done) = w.write_confirmed(r) else {
+            crate::metrics::moderation_record_dropped();
+            return false;
+        };
+        // A failed write was counted by the writer; a timeout is counted here.
+        match tokio::time::timeout(DURABLE_WAIT, done).await {
+            Ok(Ok(ok)) => ok,
+            _ => {
+                crate::metrics::moderation_record_dropped();
+                false
+            }
+        }
+    }
+
+    /// `file`, `failing` (a data directory that cannot be written: serving from memory), or
+    /// `None` without a data file.
+    pub(crate) fn store_state(&self) -> Option<&'static str> {
+        let w = self.store.as_ref()?;
+        Some(if w.healthy() { "file" } else { "failing" })
     }
 }
 
@@ -149,6 +178,17 @@ impl Hub {
             .cloned()
     }
 
+    /// Where bans and reports are kept: `file` (`DATA_DIR`), `failing` (`DATA_DIR` cannot be
+    /// written: serving from memory, operators' bans refused), `redis` (a cluster) or `memory`
+    /// (`DATA_DIR` empty).
+    pub(crate) fn moderation_store(&self) -> &'static str {
+        match self.moderator.store_state() {
+            Some(s) => s,
+            None if self.clustered => "redis",
+            None => "memory",
+        }
+    }
+
     /// How many bans are live.
     pub(crate) fn active_bans(&self) -> usize {
         self.moderator.state.lock().active_bans(now_ms())
@@ -161,13 +201,13 @@ impl Hub {
         reporter: &str,
         reported: &str,
         reason: &str,
-        room: Option<&str>,
+        seen: Seen<'_>,
     ) {
         let made = self
             .moderator
             .state
             .lock()
-            .report(reporter, reported, reason, room, now_ms());
+            .report(reporter, reported, reason, seen, now_ms());
         // A repeat of the same report within the window: already recorded.
         let Some((report, auto)) = made else {
             return;
@@ -190,10 +230,24 @@ impl Hub {
         }
     }
 
-    /// Makes `ban`, and removes the connections it covers.
-    pub(crate) fn ban(&self, ban: Ban) -> Result<Ban, Refused> {
-        self.moderator.state.lock().ban(ban.clone(), now_ms())?;
-        self.moderator.persist(Record::Ban(ban.clone()));
+    /// Makes an operator's `ban`, and removes the connections it covers. With a data file, the
+    /// ban is written first and made only once the disk has it: a ban that would not survive a
+    /// restart is refused (`NotDurable`), nothing changed.
+    pub(crate) async fn ban(&self, ban: Ban) -> Result<Ban, Refused> {
+        self.moderator.state.lock().room_for(&ban.id, now_ms())?;
+        if !self
+            .moderator
+            .persist_durably(Record::Ban(ban.clone()))
+            .await
+        {
+            tracing::error!(id = %ban.id, "ban refused: its record cannot be written");
+            return Err(Refused::NotDurable);
+        }
+        if let Err(e) = self.moderator.state.lock().ban(ban.clone(), now_ms()) {
+            // Filled up meanwhile: the record written must not bring it back at a restart.
+            self.moderator.persist(Record::Unban { id: ban.id });
+            return Err(e);
+        }
         self.share(Act::Ban(ban.clone()));
         tracing::warn!(id = %ban.id, target = ?ban.target, until = ban.until, reason = %ban.reason, "banned");
         crate::metrics::banned("operator");
