@@ -339,7 +339,7 @@ pub(crate) fn send_error(socket: &Sock, event: &str, reject: &Reject) {
         retry_after_ms: reject.retry_after_ms,
         until: reject.until,
     };
-    crate::metrics::error(reject.code.as_str());
+    crate::metrics::error(reject.code);
     send(socket, if auth { "auth-error" } else { "error" }, &body);
 }
 
