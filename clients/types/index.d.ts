@@ -337,11 +337,11 @@ export interface Searching {
 export interface QueueStatus {
   /** 1 for the longest-waiting user. */
   position: number;
-  /** Expected remaining wait in whole **seconds** (as the Node server sent it). */
+  /** Expected remaining wait in whole **seconds** (as the Node server sent it), from the recent match rate, never more than the time the search has left before `search-timeout`. With nobody matched in the last minute there is no estimate: the number is then a placeholder (a minute per user ahead and this one, at most the time left) and `message` says so. */
   estimatedWaitTime: number;
   /** The same in ms. */
   estimatedWaitMs: number;
-  /** The same for a person (`"Position 2 of 3, about 15 s"`). */
+  /** The same for a person (`"Position 2 of 3, about 15 s"`), or what stands instead of an estimate: `"Position 150 of 200: at the recent rate, no partner is likely before this search ends, in about 4 min"`, `"Position 3 of 8: no estimate, nobody was matched in the last minute"`, or, to a user waiting alone, `"Nobody else is waiting right now: you will meet the next person who arrives"`. */
   message: string;
   /** Users waiting now. */
   totalWaiting: number;
