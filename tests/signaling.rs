@@ -388,6 +388,71 @@ async fn queue_positions_are_pushed_when_they_change() {
     }
 }
 
+/// A refusal is answered once: in the acknowledgement when the client asked for one, with no
+/// `error` (nor `auth-error`) event; with an `error` event when it did not, as the Node server's
+/// clients expect. Each acknowledged refusal is followed by a refusal without an
+/// acknowledgement: events are answered in order, so an `error` for the first would come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_goes_in_the_acknowledgement_alone_when_there_is_one() {
+    let s = TestServer::start(&["--search-events-per-min", "2"]).await;
+    let mut a = s.user("alice").await;
+    let not_in_room = json!({"roomId": "unknown", "isTyping": true});
+
+    a.emit_with_ack(1, "typing", not_in_room.clone()).await;
+    let (name, ack) = a.next_event().await;
+    assert_eq!(name, "ack:1");
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert_eq!(ack["code"], "not-in-room", "{ack}");
+    assert!(ack["message"].is_string(), "{ack}");
+    a.emit(
+        "chat-message",
+        json!({"roomId": "unknown", "message": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        a.next_event().await,
+        (
+            "error".to_string(),
+            json!({"code": "not-in-room", "event": "chat-message",
+                   "message": "you are not in that room, or that user is not your partner"})
+        ),
+        "no error for the acknowledged refusal, one for the other"
+    );
+
+    // An identity refusal: in the acknowledgement, no `auth-error`.
+    a.emit_with_ack(2, "authenticate", json!({"userId": "mallory"}))
+        .await;
+    let (name, ack) = a.next_event().await;
+    assert_eq!(name, "ack:2");
+    assert_eq!(ack["code"], "already-authenticated", "{ack}");
+    a.emit("typing", not_in_room.clone()).await;
+    a.expect_error("not-in-room", "typing").await;
+
+    // A rate-limited event: the acknowledgement says when to retry, as the `error` would.
+    let mut id = 10;
+    let refused = loop {
+        id += 1;
+        assert!(id < 40, "the search budget never ran out");
+        a.emit_with_ack(id, "end-chat", json!({})).await;
+        a.emit_with_ack(id + 100, "find-random-partner", json!({}))
+            .await;
+        let ack = loop {
+            let (name, v) = a.next_event().await;
+            assert_ne!(name, "error", "{v}");
+            if name == format!("ack:{}", id + 100) {
+                break v;
+            }
+        };
+        if ack["ok"] == false {
+            break ack;
+        }
+    };
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    assert!(refused["retryAfterMs"].as_u64().unwrap() > 0, "{refused}");
+    a.emit("typing", not_in_room).await;
+    a.expect_error("not-in-room", "typing").await;
+}
+
 /// `n` users who search for a female partner and say nothing of their own gender: none of
 /// them can be paired. Returns them and the first `queue-status` of each.
 async fn unpairable(s: &TestServer, n: usize) -> (Vec<Client>, Vec<Value>) {

@@ -252,6 +252,49 @@ pub(crate) struct ErrorOut<'a> {
     pub until: Option<u64>,
 }
 
+/// The acknowledgement of an event a client emitted with a callback (`emitWithAck`): `{ok: true}`,
+/// or the refusal, which then comes in the acknowledgement alone (no `error` event).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AckReply<'a> {
+    /// Whether the event was handled.
+    pub ok: bool,
+    /// The refusal's stable code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    /// What went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    /// For `rate-limited`: when to try again, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// For `banned`: until when, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+}
+
+impl<'a> AckReply<'a> {
+    /// The acknowledgement of an event handled (`Ok`) or refused.
+    pub(crate) fn of(outcome: Result<(), &'a crate::model::Reject>) -> Self {
+        match outcome {
+            Ok(()) => AckReply {
+                ok: true,
+                code: None,
+                message: None,
+                retry_after_ms: None,
+                until: None,
+            },
+            Err(r) => AckReply {
+                ok: false,
+                code: Some(r.code),
+                message: Some(&r.message),
+                retry_after_ms: r.retry_after_ms,
+                until: r.until,
+            },
+        }
+    }
+}
+
 /// `kicked` and `banned`: an operator (or the auto-ban) removed this connection, which the
 /// server closes next.
 #[derive(Debug, Clone, Serialize)]
