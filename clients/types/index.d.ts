@@ -45,7 +45,7 @@ export type ConnectionState = "connecting" | "connected" | "disconnected" | "fai
  * - `partner-away`: a relay to a partner whose connection dropped (the room is held for it).
  * - `session-replaced`: another connection took this session with its `resumeToken`; this
  *   one is closed.
- * - `rate-limited`: over a rate limit; the `error` carries `retryAfterMs`.
+ * - `rate-limited`: over a rate limit; the `error` (or the acknowledgement) carries `retryAfterMs`.
  * - `token-required`, `token-expired`, `token-invalid` (bad signature, algorithm or shape),
  *   `token-wrong-audience` (audience or issuer): see `auth-error`.
  * - `banned`: the user or its address is banned until `until` (see `auth-error`).
@@ -285,11 +285,15 @@ export interface AckOk {
   ok: true;
 }
 
-/** The event was refused (also told as `error` or `auth-error`). */
+/** The event was refused (told here only, with no `error` or `auth-error` event). */
 export interface AckRefused {
   ok: false;
   code: ErrorCode;
   message: string;
+  /** With `rate-limited`, when to try again, in ms. */
+  retryAfterMs?: number;
+  /** With `banned`, until when, ms since the Unix epoch. */
+  until?: number;
 }
 
 /** `authenticated` payload. */
