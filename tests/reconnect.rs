@@ -54,14 +54,19 @@ async fn a_silent_connection_is_asked_and_loses_its_id_to_the_newcomer() {
     // From here on `silent` reads nothing and answers no ping.
     let mut a = Client::connect(s.addr).await;
     let asked = Instant::now();
-    a.emit("authenticate", json!({"userId": "alice"})).await;
-    let auth = a.expect("authenticated").await;
+    // With an acknowledgement: it comes once the probe has settled, after `authenticated`, and
+    // says ok (no early answer while the old connection is asked).
+    a.emit_with_ack(5, "authenticate", json!({"userId": "alice"}))
+        .await;
+    let (name, auth) = a.next_event().await;
+    assert_eq!(name, "authenticated", "{auth}");
     assert!(
         asked.elapsed() < Duration::from_secs(3),
         "answered within 3 s: {:?}",
         asked.elapsed()
     );
     assert_eq!(auth["resumed"], false);
+    assert_eq!(a.next_event().await, ("ack:5".to_string(), json!({"ok": true})));
     let left = b.expect("partner-left").await;
     assert_eq!(left["roomId"], room);
     assert_eq!(left["canReconnect"], false);
