@@ -52,6 +52,11 @@ fi
 echo "== artillery ${args[*]}"
 ARTILLERY_DISABLE_TELEMETRY=true NO_UPDATE_NOTIFIER=1 "$dir/node_modules/.bin/artillery" "${args[@]}"
 
+# What the server spent: CPU time (user + system, 100 ticks a second) and its peak resident set.
+cpu=$(awk '{ printf "%.1f", ($14 + $15) / 100 }' "/proc/$pid/stat" 2>/dev/null) || cpu="?"
+peak=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status" 2>/dev/null) || peak="?"
+echo "server: ${cpu} s of CPU, peak RSS ${peak} MB; $(curl -fsS "$url/stats" 2>/dev/null | head -c 300 || true)"
+
 # Artillery exits 0 whatever its virtual users went through: the report decides.
 node -e '
   const c = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).aggregate.counters;
