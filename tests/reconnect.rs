@@ -66,7 +66,10 @@ async fn a_silent_connection_is_asked_and_loses_its_id_to_the_newcomer() {
         asked.elapsed()
     );
     assert_eq!(auth["resumed"], false);
-    assert_eq!(a.next_event().await, ("ack:5".to_string(), json!({"ok": true})));
+    assert_eq!(
+        a.next_event().await,
+        ("ack:5".to_string(), json!({"ok": true}))
+    );
     let left = b.expect("partner-left").await;
     assert_eq!(left["roomId"], room);
     assert_eq!(left["canReconnect"], false);
