@@ -4,7 +4,8 @@
 # (the cluster and Sentinel tests start their own redis-server),
 # then the official-client interoperability suite and the browser end-to-end test (Node), whole
 # sessions with python-socketio (installed from PyPI if missing), a few seconds of every
-# load-generator scenario, and the README's quick start on a fresh clone of the repository.
+# load-generator scenario and of the Artillery scenario (load-test.yml; Artillery from npm,
+# pinned), and the README's quick start on a fresh clone of the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,6 +78,9 @@ python3 clients/test/python_client.py
 
 echo "== load generator smoke run (every scenario, a few seconds each)"
 ./scripts/loadgen-smoke.sh
+
+echo "== the seed's Artillery scenario (load-test.yml), briefly: no virtual user may fail"
+ARTILLERY_DURATION=3 ./scripts/artillery.sh
 
 echo "== the README's quick start on a fresh clone (cargo run --release, two browser pages, the dashboard)"
 ./scripts/quickstart-test.sh

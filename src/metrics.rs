@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::model::ErrorCode;
+
 /// Wait before a match, in seconds: from instant pairs to the 5-minute search limit.
 const WAIT_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -38,8 +40,9 @@ fn handle() -> &'static PrometheusHandle {
 /// Installs the recorder (idempotent). Called at start so counters count from the first event.
 pub(crate) fn init() {
     handle();
-    // Exported from the start, at 0: an alert on its rate needs the series before the first
-    // close, not after.
+    // Every series the dashboard and the alert rules (deploy/monitoring/) query is exported from
+    // the first scrape, at 0: a panel of a fresh node shows 0 rather than "no data", and `rate()`
+    // and `increase()` see the first burst (a series born at its first increment hides it).
     counter!("roulette_connections_closed_backpressure_total").increment(0);
     counter!("roulette_connection_panics_total").increment(0);
     counter!("roulette_kicks_total").increment(0);
@@ -50,7 +53,23 @@ pub(crate) fn init() {
     for source in ["operator", "reports"] {
         counter!("roulette_bans_total", "source" => source).increment(0);
     }
+    for kind in RATE_LIMITED_KINDS {
+        counter!("roulette_rate_limited_total", "kind" => kind).increment(0);
+    }
+    for code in ErrorCode::ALL {
+        counter!("roulette_errors_total", "code" => code.as_str()).increment(0);
+    }
+    for reason in crate::core::quality::CALL_FAILURES {
+        counter!("roulette_calls_failed_total", "reason" => reason).increment(0);
+    }
+    relay_counters();
+    // Registered without a sample: its buckets are exported at 0.
+    let _ = histogram!("roulette_wait_seconds");
 }
+
+/// What `roulette_rate_limited_total{kind}` counts: Socket.IO events, Socket.IO connections, HTTP
+/// requests, and TCP connections dropped before their first request.
+const RATE_LIMITED_KINDS: [&str; 4] = ["event", "connection", "request", "http-connection"];
 
 /// Folds the histogram samples recorded since the last call into the histogram. The recorder
 /// keeps every sample until then, and only a scrape did this before: a server nobody scraped
@@ -60,39 +79,52 @@ pub(crate) fn upkeep() {
     handle().run_upkeep();
 }
 
-/// A relayed event reached the partner's queue. The counters of the events relayed all the time
-/// are looked up once: `counter!` with a label builds and hashes a key (and allocates the label)
-/// on every call, a measurable part of a relay.
-pub(crate) fn relayed(event: &str) {
-    const FREQUENT: [&str; 5] = [
-        "webrtc-ice-candidate",
-        "webrtc-offer",
-        "webrtc-answer",
-        "chat-message",
-        "partner-typing",
-    ];
+/// Every event relayed to a partner: the labels of `roulette_relayed_messages_total`.
+const RELAYED: [&str; 7] = [
+    "webrtc-ice-candidate",
+    "webrtc-offer",
+    "webrtc-answer",
+    "chat-message",
+    "partner-typing",
+    "partner-quality-report",
+    "partner-connection-status",
+];
+
+/// The relay counters, registered (at 0) on first use. `counter!` with a label builds and
+/// hashes a key (and allocates the label) on every call, a measurable part of a relay: they are
+/// looked up once.
+fn relay_counters() -> &'static [metrics::Counter] {
     static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
-    let counters = COUNTERS.get_or_init(|| {
+    COUNTERS.get_or_init(|| {
         handle();
-        FREQUENT
+        RELAYED
             .iter()
-            .map(|e| counter!("roulette_relayed_messages_total", "event" => *e))
+            .map(|e| {
+                let c = counter!("roulette_relayed_messages_total", "event" => *e);
+                c.increment(0);
+                c
+            })
             .collect()
-    });
-    match FREQUENT.iter().position(|e| *e == event) {
-        Some(i) => counters[i].increment(1),
+    })
+}
+
+/// A relayed event reached the partner's queue.
+pub(crate) fn relayed(event: &str) {
+    match RELAYED.iter().position(|e| *e == event) {
+        Some(i) => relay_counters()[i].increment(1),
         None => {
             counter!("roulette_relayed_messages_total", "event" => event.to_owned()).increment(1)
         }
     }
 }
 
-/// An error event was sent.
-pub(crate) fn error(code: &'static str) {
-    counter!("roulette_errors_total", "code" => code).increment(1);
+/// A refusal was sent (as an `error` or `auth-error` event, or in an acknowledgement).
+pub(crate) fn error(code: ErrorCode) {
+    counter!("roulette_errors_total", "code" => code.as_str()).increment(1);
 }
 
-/// An event, connection or request was refused by a rate limit.
+/// An event, connection or request was refused by a rate limit (`what`: one of
+/// [`RATE_LIMITED_KINDS`]).
 pub(crate) fn rate_limited(what: &'static str) {
     counter!("roulette_rate_limited_total", "kind" => what).increment(1);
 }
@@ -174,16 +206,16 @@ pub(crate) fn render(snap: &Snapshot) -> String {
     for (reason, n) in &q.failures_by_reason {
         counter!("roulette_calls_failed_total", "reason" => *reason).absolute(*n);
     }
-    if let Some(rate) = q.connection_success_rate {
-        gauge!("roulette_connection_success_ratio").set(rate);
-    }
+    // Unknown before the first outcome: NaN, as a Prometheus summary without observations
+    // exports its quantiles. The series exists from the first scrape, and a NaN compares false,
+    // so `roulette_connection_success_ratio < 0.8` does not fire on a node that had no call.
+    gauge!("roulette_connection_success_ratio").set(q.connection_success_rate.unwrap_or(f64::NAN));
     for (p, v) in [
         ("0.5", q.time_to_connect_ms.p50),
         ("0.95", q.time_to_connect_ms.p95),
     ] {
-        if let Some(ms) = v {
-            gauge!("roulette_time_to_connect_seconds", "quantile" => p).set(ms as f64 / 1000.0);
-        }
+        let secs = v.map_or(f64::NAN, |ms| ms as f64 / 1000.0);
+        gauge!("roulette_time_to_connect_seconds", "quantile" => p).set(secs);
     }
     for (grade, n) in [
         ("excellent", q.grades.excellent),

@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, Proc, Redis, eventually, free_port};
+use common::{
+    Client, Proc, Redis, assert_fresh_scrape, eventually, free_port, metrics_named_in,
+    monitored_metrics,
+};
 use serde_json::{Value, json};
 
 /// A Roulette process in the cluster.
@@ -30,7 +33,7 @@ impl Node {
     /// A node of Redis `url`, once it answers HTTP (healthy or not).
     async fn spawn(url: &str, id: &str, extra: &[&str], out: Stdio) -> Node {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_roulette"))
+        let child = Command::new(common::server_bin())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--redis-url", url, "--node-id", id])
             .args(["--log-level", "warn"])
@@ -683,32 +686,6 @@ async fn redis_over_tls_with_a_private_ca() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The names of the metrics a monitoring file uses: `roulette_…` and `process_…` tokens, a
-/// histogram's `_bucket` taken back to its name.
-fn metrics_named_in(path: &str) -> std::collections::BTreeSet<String> {
-    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut names = std::collections::BTreeSet::new();
-    for (i, _) in text.match_indices(['r', 'p']) {
-        let rest = &text[i..];
-        if !(rest.starts_with("roulette_") || rest.starts_with("process_"))
-            || text[..i]
-                .chars()
-                .last()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            continue;
-        }
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let name = name.strip_suffix("_bucket").unwrap_or(&name).to_string();
-        names.insert(name);
-    }
-    names
-}
-
 /// Every metric the Grafana dashboard and the alert rules of `deploy/monitoring/` use appears in
 /// a live scrape of a cluster node that served a little of everything: calls that connect and
 /// fail, a quality report, relays, an error, a rate-limited search.
@@ -775,13 +752,12 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
             assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{t}");
         }
     }
-    let mut wanted = metrics_named_in("deploy/monitoring/grafana-dashboard.json");
     let rules = metrics_named_in("deploy/monitoring/alerts.yml");
+    let wanted = monitored_metrics();
     assert!(
-        rules.len() >= 5 && wanted.len() >= 15,
+        rules.len() >= 5 && wanted.len() >= 20,
         "{rules:?} {wanted:?}"
     );
-    wanted.extend(rules);
     let mut missing = Vec::new();
     let ok = eventually(Duration::from_secs(10), async || {
         let text = node.metrics().await;
@@ -803,6 +779,16 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
         ok,
         "named by deploy/monitoring/ but not exported: {missing:?}"
     );
+}
+
+/// A cluster node that has just joined exports, in its first scrape, every metric the dashboard
+/// and the alert rules name, its counters at 0: panels show 0 rather than "no data", and
+/// `rate()` sees the first refusal or failed call.
+#[tokio::test]
+async fn a_fresh_cluster_node_exports_every_monitored_metric_at_zero() {
+    let redis = Redis::start_on(free_port());
+    let [node] = nodes(&redis, "fresh-metrics", ["fresh-a"], &[]).await;
+    assert_fresh_scrape(&node.metrics().await, &monitored_metrics());
 }
 
 /// An admin API request to `node`: `(status, body)`.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::{Client, TestServer, assert_fresh_scrape, monitored_metrics, spawn_listening};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
@@ -225,4 +225,32 @@ async fn metrics_are_valid_prometheus_text_behind_the_admin_token() {
         .await
         .unwrap();
     assert_ne!(ok.status().as_u16(), 401);
+}
+
+/// A single node exports, in its first scrape, every metric the dashboard and the alert rules
+/// name, its counters at 0, except the cluster's own (`roulette_cluster_*`: a node without Redis
+/// has none, and a `roulette_cluster_redis_up` of 0 would page an operator for nothing). Its
+/// own process, so no other test's events are counted.
+#[tokio::test]
+async fn a_fresh_node_exports_every_monitored_metric_at_zero() {
+    let mut cmd = std::process::Command::new(common::server_bin());
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format", "text"])
+        .env_clear()
+        .stderr(std::process::Stdio::null());
+    let server = spawn_listening(cmd);
+    let text = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let wanted = monitored_metrics()
+        .into_iter()
+        .filter(|m| !m.starts_with("roulette_cluster_"))
+        .collect();
+    assert_fresh_scrape(&text, &wanted);
+    assert!(
+        !text.contains("roulette_cluster_"),
+        "no cluster figures on a single node"
+    );
 }

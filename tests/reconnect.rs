@@ -54,14 +54,22 @@ async fn a_silent_connection_is_asked_and_loses_its_id_to_the_newcomer() {
     // From here on `silent` reads nothing and answers no ping.
     let mut a = Client::connect(s.addr).await;
     let asked = Instant::now();
-    a.emit("authenticate", json!({"userId": "alice"})).await;
-    let auth = a.expect("authenticated").await;
+    // With an acknowledgement: it comes once the probe has settled, after `authenticated`, and
+    // says ok (no early answer while the old connection is asked).
+    a.emit_with_ack(5, "authenticate", json!({"userId": "alice"}))
+        .await;
+    let (name, auth) = a.next_event().await;
+    assert_eq!(name, "authenticated", "{auth}");
     assert!(
         asked.elapsed() < Duration::from_secs(3),
         "answered within 3 s: {:?}",
         asked.elapsed()
     );
     assert_eq!(auth["resumed"], false);
+    assert_eq!(
+        a.next_event().await,
+        ("ack:5".to_string(), json!({"ok": true}))
+    );
     let left = b.expect("partner-left").await;
     assert_eq!(left["roomId"], room);
     assert_eq!(left["canReconnect"], false);
@@ -85,6 +93,27 @@ async fn a_stranger_cannot_take_the_id_of_a_connection_that_answers() {
     );
     assert_eq!(e["code"], "user-id-taken");
     assert!(asked.elapsed() < Duration::from_secs(3));
+    // Asked with an acknowledgement, the answer waits for the probe too, and is the refusal,
+    // in the acknowledgement alone: no early `{ok: true}`, no `auth-error`.
+    let mut thief = Client::connect(s.addr).await;
+    thief
+        .emit_with_ack(1, "authenticate", json!({"userId": "alice"}))
+        .await;
+    let ((name, ack), ()) = tokio::join!(
+        thief.next_event(),
+        alice.expect_silence(Duration::from_secs(2))
+    );
+    assert_eq!(name, "ack:1", "{ack}");
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert_eq!(ack["code"], "user-id-taken", "{ack}");
+    thief
+        .emit("typing", json!({"roomId": room, "isTyping": true}))
+        .await;
+    assert_eq!(
+        thief.next_event().await.0,
+        "error",
+        "the next answer is this refusal's: no auth-error came with the acknowledgement"
+    );
     // Alice noticed nothing and is still in her call.
     alice
         .emit(

@@ -325,7 +325,8 @@ async fn every_acknowledged_candidate_arrives(alice: &mut Client, bob: &mut Clie
 /// refusals of her candidates.
 async fn expect_answer(alice: &mut Client, sdp: &str) {
     loop {
-        // Refusals during the outage (if any) came as `error` events too.
+        // A candidate refused during the outage (if any) is refused in its acknowledgement;
+        // an `error` is skipped too, as an older server sent both.
         match alice.next_event().await {
             (name, v) if name == "webrtc-answer" => {
                 assert_eq!(v["answer"]["sdp"], sdp);

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Client, TestServer};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -385,6 +385,148 @@ async fn queue_positions_are_pushed_when_they_change() {
         let q = c.expect("queue-status").await;
         assert_eq!(q["position"], i);
         assert_eq!(q["totalWaiting"], 2);
+    }
+}
+
+/// A refusal is answered once: in the acknowledgement when the client asked for one, with no
+/// `error` (nor `auth-error`) event; with an `error` event when it did not, as the Node server's
+/// clients expect. Each acknowledged refusal is followed by a refusal without an
+/// acknowledgement: events are answered in order, so an `error` for the first would come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_goes_in_the_acknowledgement_alone_when_there_is_one() {
+    let s = TestServer::start(&["--search-events-per-min", "2"]).await;
+    let mut a = s.user("alice").await;
+    let not_in_room = json!({"roomId": "unknown", "isTyping": true});
+
+    a.emit_with_ack(1, "typing", not_in_room.clone()).await;
+    let (name, ack) = a.next_event().await;
+    assert_eq!(name, "ack:1");
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert_eq!(ack["code"], "not-in-room", "{ack}");
+    assert!(ack["message"].is_string(), "{ack}");
+    a.emit(
+        "chat-message",
+        json!({"roomId": "unknown", "message": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        a.next_event().await,
+        (
+            "error".to_string(),
+            json!({"code": "not-in-room", "event": "chat-message",
+                   "message": "you are not in that room, or that user is not your partner"})
+        ),
+        "no error for the acknowledged refusal, one for the other"
+    );
+
+    // An identity refusal: in the acknowledgement, no `auth-error`.
+    a.emit_with_ack(2, "authenticate", json!({"userId": "mallory"}))
+        .await;
+    let (name, ack) = a.next_event().await;
+    assert_eq!(name, "ack:2");
+    assert_eq!(ack["code"], "already-authenticated", "{ack}");
+    a.emit("typing", not_in_room.clone()).await;
+    a.expect_error("not-in-room", "typing").await;
+
+    // A rate-limited event: the acknowledgement says when to retry, as the `error` would.
+    let mut id = 10;
+    let refused = loop {
+        id += 1;
+        assert!(id < 40, "the search budget never ran out");
+        a.emit_with_ack(id, "end-chat", json!({})).await;
+        a.emit_with_ack(id + 100, "find-random-partner", json!({}))
+            .await;
+        let ack = loop {
+            let (name, v) = a.next_event().await;
+            assert_ne!(name, "error", "{v}");
+            if name == format!("ack:{}", id + 100) {
+                break v;
+            }
+        };
+        if ack["ok"] == false {
+            break ack;
+        }
+    };
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    assert!(refused["retryAfterMs"].as_u64().unwrap() > 0, "{refused}");
+    a.emit("typing", not_in_room).await;
+    a.expect_error("not-in-room", "typing").await;
+}
+
+/// `n` users who search for a female partner and say nothing of their own gender: none of
+/// them can be paired. Returns them and the first `queue-status` of each.
+async fn unpairable(s: &TestServer, n: usize) -> (Vec<Client>, Vec<Value>) {
+    let prefs = json!({"preferences": {"gender": "female"}});
+    let mut users = Vec::new();
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        let mut c = s.user(&format!("lonely{i}")).await;
+        c.emit("find-random-partner", prefs.clone()).await;
+        c.expect("searching").await;
+        statuses.push(c.expect("queue-status").await);
+        users.push(c);
+    }
+    (users, statuses)
+}
+
+/// The estimate never promises a wait past the search's end (`MAX_WAITING_TIME_MS`, 5 s here),
+/// however many wait ahead; with nobody matched in the last minute, `message` says there is no
+/// estimate, and `estimatedWaitTime` stays a number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_status_never_outlasts_the_search_and_says_when_it_cannot_estimate() {
+    let s = TestServer::start(&[
+        "--max-waiting-time-ms",
+        "5000",
+        "--queue-status-interval-ms",
+        "100",
+    ])
+    .await;
+    let (mut users, statuses) = unpairable(&s, 8).await;
+    for (i, q) in statuses.iter().enumerate() {
+        assert_eq!(q["position"], i + 1, "{q}");
+        assert!(q["estimatedWaitMs"].as_u64().unwrap() <= 5000, "{q}");
+        assert!(q["estimatedWaitTime"].as_u64().unwrap() <= 5, "{q}");
+        if i > 0 {
+            assert_eq!(
+                q["message"],
+                format!(
+                    "Position {} of {}: no estimate, nobody was matched in the last minute",
+                    i + 1,
+                    i + 1
+                )
+            );
+        }
+    }
+    // Positions move: the updates are bounded too.
+    users[0].emit_bare("end-chat").await;
+    users[0].expect("chat-ended").await;
+    for c in users.iter_mut().skip(1) {
+        let q = c.expect("queue-status").await;
+        assert!(q["estimatedWaitMs"].as_u64().unwrap() <= 5000, "{q}");
+        assert!(
+            q["message"].as_str().unwrap().contains("no estimate"),
+            "{q}"
+        );
+    }
+}
+
+/// After a match, the recent rate (2 users a minute) would put these users minutes away, past
+/// the end of their 5 s search: they are told the search will likely end first, and the figure
+/// is at most the time left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_that_says_longer_than_the_search_gives_the_time_left() {
+    let s = TestServer::start(&["--max-waiting-time-ms", "5000"]).await;
+    let (_a, _b, _room) = s.pair("alice", "bob").await;
+    let (_users, statuses) = unpairable(&s, 4).await;
+    for q in statuses.iter().skip(1) {
+        assert!(q["estimatedWaitMs"].as_u64().unwrap() <= 5000, "{q}");
+        assert!(
+            q["message"]
+                .as_str()
+                .unwrap()
+                .contains("no partner is likely before this search ends"),
+            "{q}"
+        );
     }
 }
 

@@ -312,13 +312,21 @@ for (const [mode, transports] of MODES) {
       assert.equal((await err).code, 'binary-not-supported');
     });
 
-    it('acknowledges events sent with a callback', async () => {
+    it('acknowledges events sent with a callback, a refusal in the acknowledgement alone', async () => {
       const s = await user(server.url, id('ack'), transports);
       track(s);
+      const errors = [];
+      s.on('error', (e) => errors.push(e));
       assert.deepEqual(await s.timeout(5000).emitWithAck('find-random-partner', {}), { ok: true });
       const refused = await s.timeout(5000).emitWithAck('chat-message', { roomId: 'nope', message: 'x' });
       assert.equal(refused.ok, false);
       assert.equal(refused.code, 'not-in-room');
+      // Told once: the next `error` is that of an event sent without a callback. Events are
+      // answered in order, so an `error` for the acknowledged refusal would have come first.
+      const err = next(s, 'error');
+      s.emit('typing', { roomId: 'nope', isTyping: true });
+      assert.equal((await err).event, 'typing');
+      assert.deepEqual(errors.map((e) => e.event), ['typing']);
     });
   });
 }

@@ -45,7 +45,7 @@ export type ConnectionState = "connecting" | "connected" | "disconnected" | "fai
  * - `partner-away`: a relay to a partner whose connection dropped (the room is held for it).
  * - `session-replaced`: another connection took this session with its `resumeToken`; this
  *   one is closed.
- * - `rate-limited`: over a rate limit; the `error` carries `retryAfterMs`.
+ * - `rate-limited`: over a rate limit; the `error` (or the acknowledgement) carries `retryAfterMs`.
  * - `token-required`, `token-expired`, `token-invalid` (bad signature, algorithm or shape),
  *   `token-wrong-audience` (audience or issuer): see `auth-error`.
  * - `banned`: the user or its address is banned until `until` (see `auth-error`).
@@ -285,11 +285,15 @@ export interface AckOk {
   ok: true;
 }
 
-/** The event was refused (also told as `error` or `auth-error`). */
+/** The event was refused (told here only, with no `error` or `auth-error` event). */
 export interface AckRefused {
   ok: false;
   code: ErrorCode;
   message: string;
+  /** With `rate-limited`, when to try again, in ms. */
+  retryAfterMs?: number;
+  /** With `banned`, until when, ms since the Unix epoch. */
+  until?: number;
 }
 
 /** `authenticated` payload. */
@@ -337,11 +341,11 @@ export interface Searching {
 export interface QueueStatus {
   /** 1 for the longest-waiting user. */
   position: number;
-  /** Expected remaining wait in whole **seconds** (as the Node server sent it). */
+  /** Expected remaining wait in whole **seconds** (as the Node server sent it), from the recent match rate, never more than the time the search has left before `search-timeout`. With nobody matched in the last minute there is no estimate: the number is then a placeholder (a minute per user ahead and this one, at most the time left) and `message` says so. */
   estimatedWaitTime: number;
   /** The same in ms. */
   estimatedWaitMs: number;
-  /** The same for a person (`"Position 2 of 3, about 15 s"`). */
+  /** The same for a person (`"Position 2 of 3, about 15 s"`), or what stands instead of an estimate: `"Position 150 of 200: at the recent rate, no partner is likely before this search ends, in about 4 min"`, `"Position 3 of 8: no estimate, nobody was matched in the last minute"`, or, to a user waiting alone, `"Nobody else is waiting right now: you will meet the next person who arrives"`. */
   message: string;
   /** Users waiting now. */
   totalWaiting: number;

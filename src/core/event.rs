@@ -3,7 +3,7 @@
 //! call's ICE servers and the human-readable messages.
 
 use crate::model::reason::Reason;
-use crate::model::{RoomId, UserId};
+use crate::model::{RoomId, UserId, WaitBasis};
 
 /// Paired with `partner_id` in `room_id`.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,19 +29,28 @@ pub(crate) struct QueueStatus {
     pub position: usize,
     /// Users waiting now (in the whole cluster, for a shared queue).
     pub total_waiting: usize,
-    /// Expected remaining wait, in ms.
+    /// Expected remaining wait, in ms: never past the search's `search-timeout`.
     pub estimated_wait_ms: u64,
+    /// What that figure rests on.
+    pub basis: WaitBasis,
     /// True once the user's interests no longer restrict its partners.
     pub relaxed: bool,
 }
 
 impl QueueStatus {
-    /// The status of the user at `position` of `total_waiting`, expected to wait `wait_ms`.
-    pub(crate) fn new(position: usize, total_waiting: usize, wait_ms: u64, relaxed: bool) -> Self {
+    /// The status of the user at `position` of `total_waiting`, expected to wait `wait`
+    /// (ms, and what that rests on).
+    pub(crate) fn new(
+        position: usize,
+        total_waiting: usize,
+        (wait_ms, basis): (u64, WaitBasis),
+        relaxed: bool,
+    ) -> Self {
         QueueStatus {
             position,
             total_waiting,
             estimated_wait_ms: wait_ms,
+            basis,
             relaxed,
         }
     }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
+use crate::model::WaitBasis;
 use crate::model::profile::Preferences;
 
 /// Users "like" each other for wait estimates: the same hard filters. Interests are left out,
@@ -168,13 +169,26 @@ impl MatchHistory {
         }
     }
 
-    /// Expected remaining wait for the user at `position` (1 = next), in ms: from the recent
-    /// match rate (see [`rate_estimate_ms`](Self::rate_estimate_ms)), or, when nobody was matched
-    /// in the last minute, the whole window for each user ahead and this one: a minute without a
-    /// match says a match takes at least that long.
-    pub(crate) fn estimate_wait_ms(&self, position: usize, segment: Option<Segment>) -> u64 {
-        self.rate_estimate_ms(position, segment)
-            .unwrap_or(RATE_WINDOW.as_millis() as u64 * position.max(1) as u64)
+    /// Expected remaining wait for the user at `position` (1 = next) whose search has `left_ms`
+    /// before `search-timeout`, in ms, and what it rests on. Never more than `left_ms`: a figure
+    /// past the end of the search is no wait anyone will see. From the recent match rate (see
+    /// [`rate_estimate_ms`](Self::rate_estimate_ms)); when nobody was matched in the last minute
+    /// there is no estimate, and the figure is the whole window for each user ahead and this
+    /// one (a minute without a match says a match takes at least that long).
+    pub(crate) fn estimate_wait(
+        &self,
+        position: usize,
+        segment: Option<Segment>,
+        left_ms: u64,
+    ) -> (u64, WaitBasis) {
+        match self.rate_estimate_ms(position, segment) {
+            Some(ms) if ms <= left_ms => (ms, WaitBasis::Rate),
+            Some(_) => (left_ms, WaitBasis::BeyondSearch),
+            None => {
+                let placeholder = RATE_WINDOW.as_millis() as u64 * position.max(1) as u64;
+                (placeholder.min(left_ms), WaitBasis::Unknown)
+            }
+        }
     }
 
     /// Expected remaining wait for the user at `position` (1 = next), from how many users of its
@@ -253,10 +267,74 @@ mod tests {
     }
 
     #[test]
-    fn without_a_recent_match_the_estimate_is_a_minute_per_user_ahead() {
+    fn without_a_recent_match_there_is_no_estimate_only_a_placeholder() {
         let h = MatchHistory::default();
-        assert_eq!(h.estimate_wait_ms(1, None), 60_000);
-        assert_eq!(h.estimate_wait_ms(3, Some(2)), 180_000);
+        let hour = 3_600_000;
+        assert_eq!(h.estimate_wait(1, None, hour), (60_000, WaitBasis::Unknown));
+        assert_eq!(
+            h.estimate_wait(3, Some(2), hour),
+            (180_000, WaitBasis::Unknown)
+        );
+        // 201 users ahead, 5 minutes left: not "3 h 21 min".
+        assert_eq!(
+            h.estimate_wait(201, Some(2), 300_000),
+            (300_000, WaitBasis::Unknown)
+        );
+    }
+
+    #[test]
+    fn an_estimate_past_the_end_of_the_search_is_the_time_left() {
+        let t = Instant::now();
+        let mut h = MatchHistory::default();
+        // One user of segment 2 matched in the last minute: a minute per position.
+        h.record(t, [(Duration::ZERO, 2), (Duration::ZERO, 3)]);
+        h.prune(t);
+        assert_eq!(
+            h.estimate_wait(2, Some(2), 300_000),
+            (120_000, WaitBasis::Rate)
+        );
+        assert_eq!(
+            h.estimate_wait(200, Some(2), 300_000),
+            (300_000, WaitBasis::BeyondSearch)
+        );
+        assert_eq!(
+            h.estimate_wait(2, Some(2), 90_000),
+            (90_000, WaitBasis::BeyondSearch)
+        );
+        assert_eq!(h.estimate_wait(2, Some(2), 0), (0, WaitBasis::BeyondSearch));
+    }
+
+    proptest::proptest! {
+        /// Whatever matched recently, wherever the user stands and however long its search has
+        /// left, the figure never goes past the end of the search, and it is the rate's figure
+        /// whenever that fits.
+        #[test]
+        fn the_estimate_never_outlasts_the_search(
+            matches in proptest::collection::vec((0u64..120_000, 0u64..4, 0u64..4), 0..50),
+            position in 1usize..100_000,
+            segment in proptest::option::of(0u64..5),
+            left_ms in 0u64..86_400_000,
+        ) {
+            let t = Instant::now();
+            let mut h = MatchHistory::default();
+            let mut last = t;
+            let mut sorted = matches.clone();
+            sorted.sort_unstable();
+            for (at, a, b) in sorted {
+                last = t + Duration::from_millis(at);
+                h.record(last, [(Duration::ZERO, a), (Duration::ZERO, b)]);
+            }
+            h.prune(last);
+            let (ms, basis) = h.estimate_wait(position, segment, left_ms);
+            proptest::prop_assert!(ms <= left_ms, "{ms} > {left_ms}");
+            match h.rate_estimate_ms(position, segment) {
+                Some(rate) if rate <= left_ms => {
+                    proptest::prop_assert_eq!((ms, basis), (rate, WaitBasis::Rate))
+                }
+                Some(_) => proptest::prop_assert_eq!((ms, basis), (left_ms, WaitBasis::BeyondSearch)),
+                None => proptest::prop_assert_eq!(basis, WaitBasis::Unknown),
+            }
+        }
     }
 
     #[test]

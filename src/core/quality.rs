@@ -78,6 +78,13 @@ struct Call {
     last: Option<ConnectionState>,
 }
 
+/// Every reason a call fails for (the keys of [`QualitySummary::failures_by_reason`]).
+pub(crate) const CALL_FAILURES: [&str; 3] = [
+    "ice-failed",
+    "ended-while-connecting",
+    "ended-after-disconnect",
+];
+
 /// Aggregated call outcomes and grades.
 #[derive(Debug, Default)]
 pub(crate) struct CallQuality {
@@ -355,6 +362,12 @@ mod tests {
         assert_eq!(s.connection_success_rate, Some(0.5));
         assert_eq!(s.failures_by_reason.get("ice-failed"), Some(&1));
         assert_eq!(s.failures_by_reason.get("ended-while-connecting"), Some(&1));
+        assert!(
+            s.failures_by_reason
+                .keys()
+                .all(|r| CALL_FAILURES.contains(r)),
+            "the reasons /metrics exports from the start"
+        );
         assert_eq!(
             s.time_to_connect_ms.p50,
             Some(800),

@@ -11,7 +11,7 @@ use super::rooms::Room;
 use super::{Core, Effect, new_room_id};
 use crate::model::profile::Preferences;
 use crate::model::reason::Reason;
-use crate::model::{ErrorCode, RoomId, UserId};
+use crate::model::{ErrorCode, RoomId, UserId, WaitBasis};
 
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// Starts a search. `prefs` replaces the stored preferences when given. Pairs at once when a
@@ -87,15 +87,33 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             u.last_status = Some((position, now));
             history::segment_of(&u.prefs)
         });
+        let since = self.queue.get(user).map_or(now, |s| s.since);
         Effect::new(
             user,
             Event::QueueStatus(QueueStatus::new(
                 position,
                 self.queue.total_waiting(),
-                self.history.estimate_wait_ms(position, segment),
+                self.estimate_wait(position, segment, since, now),
                 self.queue.is_relaxed(user),
             )),
         )
+    }
+
+    /// The wait estimate of the user at `position` whose search began at `since`: bounded by
+    /// the time its search has left before `search-timeout`.
+    fn estimate_wait(
+        &self,
+        position: usize,
+        segment: Option<history::Segment>,
+        since: Instant,
+        now: Instant,
+    ) -> (u64, WaitBasis) {
+        let left = self
+            .cfg
+            .max_waiting_time
+            .saturating_sub(now.saturating_duration_since(since));
+        self.history
+            .estimate_wait(position, segment, left.as_millis() as u64)
     }
 
     /// Opens a room for two users the matchmaker paired. The one who waited in the queue starts
@@ -268,12 +286,17 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             if due {
                 u.last_status = Some((position, now));
                 let segment = Some(history::segment_of(&u.prefs));
+                let left = self
+                    .cfg
+                    .max_waiting_time
+                    .saturating_sub(now.saturating_duration_since(s.since));
                 out.push(Effect::new(
                     &s.user,
                     Event::QueueStatus(QueueStatus::new(
                         position,
                         total_waiting,
-                        self.history.estimate_wait_ms(position, segment),
+                        self.history
+                            .estimate_wait(position, segment, left.as_millis() as u64),
                         self.queue.is_relaxed(&s.user),
                     )),
                 ));

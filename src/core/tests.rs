@@ -319,6 +319,42 @@ fn queue_status_follows_position_changes_throttled() {
 }
 
 #[test]
+fn a_wait_estimate_never_goes_past_the_search_timeout() {
+    let t = Instant::now();
+    let mut c = core();
+    let picky = Preferences {
+        gender: GenderWish::Male,
+        ..Default::default()
+    };
+    let status = |out: &[Effect], user: &str| {
+        events_for(out, user).into_iter().find_map(|e| match e {
+            Event::QueueStatus(q) => Some(q.clone()),
+            _ => None,
+        })
+    };
+    // 60 users nobody can pair: a minute for each user ahead would be an hour for the last.
+    for i in 0..60u32 {
+        let u = format!("u{i}");
+        join(&mut c, &u, i);
+        let out = c.find(&u, Some(picky.clone()), t).unwrap();
+        let q = status(&out, &u).expect("a first queue-status");
+        assert!(q.estimated_wait_ms <= 30_000, "{q:?}");
+        assert_eq!(q.basis, crate::model::WaitBasis::Unknown);
+    }
+    // 20 s later the first leaves: everyone's update is within the 10 s their search has left.
+    c.end("u0", t).unwrap();
+    let out = c.tick(t + Duration::from_secs(20));
+    let mut updates = 0;
+    for i in 1..60 {
+        if let Some(q) = status(&out, &format!("u{i}")) {
+            updates += 1;
+            assert!(q.estimated_wait_ms <= 10_000, "{q:?}");
+        }
+    }
+    assert_eq!(updates, 59, "every position moved");
+}
+
+#[test]
 fn a_taken_user_id_is_refused() {
     let mut c = core();
     join(&mut c, "a", 1);

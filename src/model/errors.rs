@@ -48,6 +48,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (the labels of `roulette_errors_total`, exported from the start).
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::NotAuthenticated,
+        ErrorCode::InvalidPayload,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnknownEvent,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::NotInRoom,
+        ErrorCode::AlreadyInRoom,
+        ErrorCode::UserIdTaken,
+        ErrorCode::AlreadyAuthenticated,
+        ErrorCode::DeliveryFailed,
+        ErrorCode::ShuttingDown,
+        ErrorCode::PartnerAway,
+        ErrorCode::SessionReplaced,
+        ErrorCode::RateLimited,
+        ErrorCode::TokenRequired,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenInvalid,
+        ErrorCode::TokenWrongAudience,
+        ErrorCode::Banned,
+    ];
+
     /// The wire form, e.g. `"not-in-room"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -172,5 +195,40 @@ impl Reject {
 impl From<ErrorCode> for Reject {
     fn from(code: ErrorCode) -> Self {
         Reject::new(code, code.default_message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode::{self, *};
+
+    #[test]
+    fn all_lists_every_code_once() {
+        // No wildcard: a new code does not compile here until it has its place in `ALL`, so
+        // its counter is exported from the start too.
+        let index = |c: ErrorCode| match c {
+            NotAuthenticated => 0,
+            InvalidPayload => 1,
+            PayloadTooLarge => 2,
+            UnknownEvent => 3,
+            BinaryNotSupported => 4,
+            NotInRoom => 5,
+            AlreadyInRoom => 6,
+            UserIdTaken => 7,
+            AlreadyAuthenticated => 8,
+            DeliveryFailed => 9,
+            ShuttingDown => 10,
+            PartnerAway => 11,
+            SessionReplaced => 12,
+            RateLimited => 13,
+            TokenRequired => 14,
+            TokenExpired => 15,
+            TokenInvalid => 16,
+            TokenWrongAudience => 17,
+            Banned => 18,
+        };
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(index(code), i, "{code:?}");
+        }
     }
 }

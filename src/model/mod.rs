@@ -1,17 +1,19 @@
 //! The domain's vocabulary, below everything else: ids, profiles and preferences, call states,
-//! error codes and the reasons a room or search ends. The core and the wire protocol both speak
+//! error codes, the reasons a room or search ends, what a wait estimate rests on. The core and the wire protocol both speak
 //! it; neither depends on the other.
 
 pub(crate) mod call;
 pub(crate) mod errors;
 pub(crate) mod profile;
 pub(crate) mod reason;
+pub(crate) mod wait;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
 pub(crate) use errors::{ErrorCode, Reject};
+pub(crate) use wait::WaitBasis;
 
 /// A user id: cheap to clone, shared by every index that names the user.
 pub(crate) type UserId = Arc<str>;

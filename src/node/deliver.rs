@@ -139,6 +139,7 @@ fn to_wire(ice: &Ice, to: &str, event: Event) -> ServerEvent {
             q.position,
             q.total_waiting,
             q.estimated_wait_ms,
+            q.basis,
             q.relaxed,
         )),
         Event::Searching(x) => ServerEvent::Searching(wire::Searching {
@@ -224,7 +225,12 @@ mod tests {
                 common_interests: vec!["chess".into()],
                 relaxed: false,
             }),
-            Event::QueueStatus(QueueStatus::new(2, 3, 15_000, false)),
+            Event::QueueStatus(QueueStatus::new(
+                2,
+                3,
+                (15_000, crate::model::WaitBasis::Rate),
+                false,
+            )),
             Event::Searching(Searching { relaxed: true }),
             Event::PartnerLeft(PartnerLeft {
                 reason: Reason::NextPartner,

@@ -329,6 +329,24 @@ pub(crate) fn send<T: Serialize + ?Sized>(socket: &Sock, event: &str, data: &T) 
     }
 }
 
+/// Answers an event: in its acknowledgement when the client asked for one (`ack`), the refusal
+/// included, and then with no `error` event; otherwise a refusal is told as an `error` (or
+/// `auth-error`) event and a success needs no word.
+pub(crate) fn answer(socket: &Sock, ack: Option<i64>, event: &str, outcome: Result<(), &Reject>) {
+    match (ack, outcome) {
+        (Some(id), outcome) => {
+            if let Err(r) = outcome {
+                crate::metrics::error(r.code);
+            }
+            if let Err(e) = socket.ack(id, &crate::protocol::outgoing::AckReply::of(outcome)) {
+                tracing::debug!(sid = %socket.id(), event, error = %e, "acknowledgement not delivered");
+            }
+        }
+        (None, Err(r)) => send_error(socket, event, r),
+        (None, Ok(())) => {}
+    }
+}
+
 /// Sends an `error` (or `auth-error`) event describing a refusal.
 pub(crate) fn send_error(socket: &Sock, event: &str, reject: &Reject) {
     let auth = event == "authenticate" && reject.code.is_auth_failure();
@@ -340,7 +358,7 @@ pub(crate) fn send_error(socket: &Sock, event: &str, reject: &Reject) {
         retry_after_ms: reject.retry_after_ms,
         until: reject.until,
     };
-    crate::metrics::error(reject.code.as_str());
+    crate::metrics::error(reject.code);
     send(socket, if auth { "auth-error" } else { "error" }, &body);
 }
 

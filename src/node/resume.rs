@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Hub, Link, Session, Sock, send, send_error};
+use super::{Hub, Link, Session, Sock, answer, send, send_error};
 use crate::bus::queue::Job;
 use crate::core::Claim;
 use crate::model::profile::Profile;
@@ -19,6 +19,18 @@ pub(crate) struct Attempt {
     pub profile: Option<Profile>,
     /// The resume token it presented.
     pub resume: Option<String>,
+    /// The acknowledgement it asked for: sent once the attempt is settled, with the outcome.
+    pub ack: Option<i64>,
+}
+
+/// How far [`complete`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Completion {
+    /// Answered: the socket is bound (or its refusal is the `Err`).
+    Done,
+    /// The connection holding the id is being asked first: the answer (`authenticated`, or the
+    /// refusal, and the acknowledgement) comes when it has answered.
+    Probing,
 }
 
 /// In a cluster, a connection that may be taking back a session held on another node (it
@@ -104,13 +116,13 @@ pub(crate) fn complete(
     socket: &Sock,
     a: Attempt,
     handover: Option<Handover>,
-) -> Result<(), Reject> {
+) -> Result<Completion, Reject> {
     let retry = a.clone();
     match try_complete(hub, session, socket, a, handover)? {
-        None => Ok(()),
+        None => Ok(Completion::Done),
         Some(holder) => {
             probe_holder(session.clone(), socket.clone(), retry, holder);
-            Ok(())
+            Ok(Completion::Probing)
         }
     }
 }
@@ -121,8 +133,9 @@ fn probe_holder(session: Arc<Session>, socket: Sock, a: Attempt, holder: Sock) {
     tokio::spawn(async move {
         let hub = session.hub.clone();
         let user = a.claimed.clone().expect("only a named id is held");
+        let taken: Reject = ErrorCode::UserIdTaken.into();
         if holder.probe(PROBE).await {
-            send_error(&socket, "authenticate", &ErrorCode::UserIdTaken.into());
+            answer(&socket, a.ack, "authenticate", Err(&taken));
             return;
         }
         tracing::info!(%user, old = %holder.id(), new = %socket.id(), "the connection holding this id did not answer: the newcomer takes it");
@@ -134,11 +147,11 @@ fn probe_holder(session: Arc<Session>, socket: Sock, a: Attempt, holder: Sock) {
         {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let outcome = try_complete(&hub, &session, &socket, a, None);
-        match outcome {
-            Ok(None) => {}
-            Ok(Some(_)) => send_error(&socket, "authenticate", &ErrorCode::UserIdTaken.into()),
-            Err(r) => send_error(&socket, "authenticate", &r),
+        let ack = a.ack;
+        match try_complete(&hub, &session, &socket, a, None) {
+            Ok(None) => answer(&socket, ack, "authenticate", Ok(())),
+            Ok(Some(_)) => answer(&socket, ack, "authenticate", Err(&taken)),
+            Err(r) => answer(&socket, ack, "authenticate", Err(&r)),
         }
     });
 }
@@ -304,9 +317,12 @@ pub(crate) struct Pending {
 }
 
 /// Answers a deferred `authenticate` (see [`defer_to_cluster`]), with the room handed over if
-/// any; a refusal goes to the client as its `auth-error` or `error`.
+/// any: in its acknowledgement when it asked for one, else a refusal as `auth-error` or `error`.
 pub(crate) fn finish(hub: &Hub, p: Pending, handover: Option<Handover>) {
-    if let Err(r) = complete(hub, &p.session, &p.socket, p.attempt, handover) {
-        send_error(&p.socket, "authenticate", &r);
+    let ack = p.attempt.ack;
+    match complete(hub, &p.session, &p.socket, p.attempt, handover) {
+        Ok(Completion::Done) => answer(&p.socket, ack, "authenticate", Ok(())),
+        Ok(Completion::Probing) => {}
+        Err(r) => answer(&p.socket, ack, "authenticate", Err(&r)),
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::model::call::{ConnectionState, Quality, QualityStats};
 use crate::model::reason::Reason;
-use crate::model::{ErrorCode, ServerStats};
+use crate::model::{ErrorCode, ServerStats, WaitBasis};
 
 /// Milliseconds since the Unix epoch, as JavaScript's `Date.now()`.
 pub(crate) fn now_ms() -> u64 {
@@ -78,13 +78,15 @@ pub(crate) struct QueueStatus {
     /// 1 for the longest-waiting user.
     pub position: usize,
     /// Expected remaining wait in whole seconds, as the Node server sent it (its client prints
-    /// `~${estimatedWaitTime}s wait`): from the recent match rate, or, when nobody was matched
-    /// in the last minute, at least a minute per user ahead.
+    /// `~${estimatedWaitTime}s wait`): from the recent match rate, never past the end of the
+    /// search (`search-timeout`); when there is nothing to estimate from, a placeholder that
+    /// `message` says is one.
     pub estimated_wait_time: u64,
     /// The same in ms.
     pub estimated_wait_ms: u64,
-    /// The same for a person: `"Position 2 of 3, about 20 s"`; for a user waiting alone, no
-    /// estimate (a rate learned from earlier matches says nothing about when someone new comes).
+    /// The same for a person: `"Position 2 of 3, about 20 s"`; a user waiting alone, one whose
+    /// search would end first at the recent rate, and one for whom nobody matched lately is told
+    /// so rather than given a figure.
     pub message: String,
     /// Users waiting now.
     pub total_waiting: usize,
@@ -93,20 +95,37 @@ pub(crate) struct QueueStatus {
 }
 
 impl QueueStatus {
-    /// The status of the user at `position` of `total_waiting`, expected to wait `wait_ms`.
-    pub(crate) fn new(position: usize, total_waiting: usize, wait_ms: u64, relaxed: bool) -> Self {
+    /// The status of the user at `position` of `total_waiting`, expected to wait `wait_ms`
+    /// (resting on `basis`).
+    pub(crate) fn new(
+        position: usize,
+        total_waiting: usize,
+        wait_ms: u64,
+        basis: WaitBasis,
+        relaxed: bool,
+    ) -> Self {
         let secs = wait_ms.div_ceil(1000);
         let about = if secs < 120 {
             format!("about {secs} s")
         } else {
             format!("about {} min", secs.div_ceil(60))
         };
-        // Still waiting with nobody else in line (on any node: a cluster would have matched a
-        // user waiting elsewhere at once) means the next person to arrive is the partner.
         let message = if total_waiting <= 1 {
+            // Still waiting with nobody else in line (on any node: a cluster would have matched
+            // a user waiting elsewhere at once) means the next person to arrive is the partner.
             "Nobody else is waiting right now: you will meet the next person who arrives".into()
         } else {
-            format!("Position {position} of {total_waiting}, {about}")
+            match basis {
+                WaitBasis::Rate => format!("Position {position} of {total_waiting}, {about}"),
+                WaitBasis::BeyondSearch => format!(
+                    "Position {position} of {total_waiting}: at the recent rate, no partner is \
+                     likely before this search ends, in {about}"
+                ),
+                WaitBasis::Unknown => format!(
+                    "Position {position} of {total_waiting}: no estimate, nobody was matched \
+                     in the last minute"
+                ),
+            }
         };
         QueueStatus {
             position,
@@ -231,6 +250,49 @@ pub(crate) struct ErrorOut<'a> {
     /// For `banned`: until when, ms since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<u64>,
+}
+
+/// The acknowledgement of an event a client emitted with a callback (`emitWithAck`): `{ok: true}`,
+/// or the refusal, which then comes in the acknowledgement alone (no `error` event).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AckReply<'a> {
+    /// Whether the event was handled.
+    pub ok: bool,
+    /// The refusal's stable code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    /// What went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    /// For `rate-limited`: when to try again, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// For `banned`: until when, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+}
+
+impl<'a> AckReply<'a> {
+    /// The acknowledgement of an event handled (`Ok`) or refused.
+    pub(crate) fn of(outcome: Result<(), &'a crate::model::Reject>) -> Self {
+        match outcome {
+            Ok(()) => AckReply {
+                ok: true,
+                code: None,
+                message: None,
+                retry_after_ms: None,
+                until: None,
+            },
+            Err(r) => AckReply {
+                ok: false,
+                code: Some(r.code),
+                message: Some(&r.message),
+                retry_after_ms: r.retry_after_ms,
+                until: r.until,
+            },
+        }
+    }
 }
 
 /// `kicked` and `banned`: an operator (or the auto-ban) removed this connection, which the
@@ -415,7 +477,7 @@ mod tests {
 
     #[test]
     fn queue_status_speaks_seconds_like_the_node_server() {
-        let q = QueueStatus::new(2, 3, 14_200, false);
+        let q = QueueStatus::new(2, 3, 14_200, WaitBasis::Rate, false);
         assert_eq!(q.estimated_wait_time, 15, "whole seconds, rounded up");
         assert_eq!(q.estimated_wait_ms, 14_200);
         assert_eq!(q.message, "Position 2 of 3, about 15 s");
@@ -423,11 +485,11 @@ mod tests {
         assert_eq!(v["estimatedWaitTime"], 15);
         assert_eq!(v["estimatedWaitMs"], 14_200);
         assert_eq!(
-            QueueStatus::new(1, 2, 180_000, true).message,
+            QueueStatus::new(1, 2, 180_000, WaitBasis::Rate, true).message,
             "Position 1 of 2, about 3 min"
         );
         // Alone in line (after a skip, say): a rate from earlier matches is no promise.
-        let alone = QueueStatus::new(1, 1, 30_000, false);
+        let alone = QueueStatus::new(1, 1, 30_000, WaitBasis::Rate, false);
         assert!(
             alone.message.starts_with("Nobody else is waiting"),
             "{}",
@@ -437,6 +499,23 @@ mod tests {
             alone.estimated_wait_time, 30,
             "still a number, for the Node server's clients"
         );
+    }
+
+    #[test]
+    fn queue_status_says_when_it_has_no_estimate() {
+        let none = QueueStatus::new(201, 201, 300_000, WaitBasis::Unknown, false);
+        assert_eq!(
+            none.message,
+            "Position 201 of 201: no estimate, nobody was matched in the last minute"
+        );
+        assert_eq!(none.estimated_wait_time, 300, "still a number");
+        let beyond = QueueStatus::new(150, 200, 240_000, WaitBasis::BeyondSearch, false);
+        assert_eq!(
+            beyond.message,
+            "Position 150 of 200: at the recent rate, no partner is likely before this search \
+             ends, in about 4 min"
+        );
+        assert_eq!(beyond.estimated_wait_time, 240);
     }
 
     #[test]

@@ -13,14 +13,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
 use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::bus::queue::Job;
 use crate::limits::{EventClass, Verdict};
 use crate::model::{ErrorCode, Reject, UserId};
-use crate::node::{CoreGuard, Hub, Link, Session, Sock, open_session, send_error};
+use crate::node::{CoreGuard, Hub, Link, Session, Sock, answer, open_session};
 use crate::ws::{ConnRef, Events, Handled, Sid};
 
 /// Everything a handler needs about the event it handles.
@@ -33,9 +32,20 @@ pub(crate) struct Ctx<'a> {
     pub socket: &'a Sock,
     /// The user the socket authenticated as (`None` only for `authenticate`).
     pub user: Option<UserId>,
+    /// The client's acknowledgement request, when it emitted with a callback.
+    pub ack: Option<i64>,
+    /// Set by a handler that answers later (an `authenticate` the cluster or a probe must
+    /// settle first): it then sends the acknowledgement itself, with the final outcome.
+    answers_later: std::cell::Cell<bool>,
 }
 
 impl Ctx<'_> {
+    /// This event's answer (its acknowledgement, or its refusal) is sent later, by the handler's
+    /// own continuation (see [`crate::node::answer`]), not when the handler returns.
+    pub(crate) fn answer_later(&self) {
+        self.answers_later.set(true);
+    }
+
     /// The authenticated user; handlers that need one are only called when there is one.
     pub(crate) fn user(&self) -> &UserId {
         self.user
@@ -122,13 +132,8 @@ struct Joined(Arc<Session>);
 
 impl Events for Joined {
     fn event(&self, conn: &ConnRef, data: &str, binary: bool, ack: Option<i64>) -> Handled {
-        match on_event(&self.0, conn, data, binary) {
-            Handling::Done(outcome) => {
-                if let Some(id) = ack {
-                    conn.ack(id, &ack_reply(&outcome)).ok();
-                }
-                Handled::Done
-            }
+        match on_event(&self.0, conn, data, binary, ack) {
+            Handling::Done => Handled::Done,
             Handling::Flooding => Handled::Flooding,
             Handling::Malformed => Handled::Malformed,
         }
@@ -151,39 +156,13 @@ pub(crate) fn token_of(auth: &str) -> Option<String> {
         .filter(|t| t.len() <= crate::protocol::incoming::MAX_TOKEN_BYTES)
 }
 
-/// The acknowledgement sent when a client emits with a callback (`emitWithAck`).
-#[derive(Serialize)]
-pub(crate) struct AckReply<'a> {
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<ErrorCode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-}
-
 /// What handling one event came to: done, or refused (the refusal names the event).
 pub(crate) type Outcome<'v> = Result<(), (std::borrow::Cow<'v, str>, Reject)>;
 
-/// The acknowledgement for an event's outcome.
-pub(crate) fn ack_reply<'a>(outcome: &'a Outcome<'_>) -> AckReply<'a> {
-    match outcome {
-        Ok(()) => AckReply {
-            ok: true,
-            code: None,
-            message: None,
-        },
-        Err((_, r)) => AckReply {
-            ok: false,
-            code: Some(r.code),
-            message: Some(&r.message),
-        },
-    }
-}
-
 /// What handling one event came to.
-pub(crate) enum Handling<'v> {
-    /// Handled or refused (a refusal was answered with an `error` event).
-    Done(Outcome<'v>),
+pub(crate) enum Handling {
+    /// Handled or refused, and answered (see [`on_event`]).
+    Done,
     /// The socket keeps flooding after being told: cut it off.
     Flooding,
     /// Not an event packet at all: the protocol says to close the connection.
@@ -191,14 +170,17 @@ pub(crate) enum Handling<'v> {
 }
 
 /// Handles one event frame (`["name", payload]` as JSON text) on any transport: charges it,
-/// runs its handler, and answers a refusal with an `error` event.
-pub(crate) fn on_event<'v>(
+/// runs its handler, and answers: in the acknowledgement when the client asked for one (`ack`),
+/// a refusal included, with no `error` event; without one, a refusal as an `error` event (what
+/// the Node server's clients listen to). A handler that settles its event later answers then.
+pub(crate) fn on_event(
     session: &Arc<Session>,
     socket: &Sock,
-    text: &'v str,
+    text: &str,
     binary: bool,
-) -> Handling<'v> {
-    let outcome = match dispatch(session, socket, text, binary) {
+    ack: Option<i64>,
+) -> Handling {
+    let outcome: Outcome<'_> = match dispatch(session, socket, text, binary, ack) {
         Err(Refusal::Flooding) => {
             tracing::info!(sid = %socket.id(), ip = ?session.ip, "disconnecting a socket that keeps flooding");
             return Handling::Flooding;
@@ -208,13 +190,25 @@ pub(crate) fn on_event<'v>(
             return Handling::Malformed;
         }
         Err(Refusal::Reject(event, r)) => Err((event, r)),
-        Ok(()) => Ok(()),
+        Ok(Answer::Later) => return Handling::Done,
+        Ok(Answer::Now) => Ok(()),
     };
-    if let Err((event, reject)) = &outcome {
-        tracing::debug!(sid = %socket.id(), %event, code = reject.code.as_str(), "refused");
-        send_error(socket, event, reject);
+    match &outcome {
+        Ok(()) => answer(socket, ack, "", Ok(())),
+        Err((event, reject)) => {
+            tracing::debug!(sid = %socket.id(), %event, code = reject.code.as_str(), "refused");
+            answer(socket, ack, event, Err(reject));
+        }
     }
-    Handling::Done(outcome)
+    Handling::Done
+}
+
+/// Whether a handled event is answered now or by its handler's continuation.
+enum Answer {
+    /// Now, by [`on_event`].
+    Now,
+    /// Later (see [`Ctx::answer_later`]).
+    Later,
 }
 
 /// Why the dispatcher did not run a handler.
@@ -240,7 +234,8 @@ fn dispatch<'v>(
     socket: &Sock,
     text: &'v str,
     binary: bool,
-) -> Result<(), Refusal<'v>> {
+    ack: Option<i64>,
+) -> Result<Answer, Refusal<'v>> {
     let frame: Frame<'v> = match serde_json::from_str(text) {
         Ok(f) => f,
         // socket.io-parser's rule: an event is a JSON array whose first element is a name or
@@ -276,8 +271,15 @@ fn dispatch<'v>(
         session,
         socket,
         user,
+        ack,
+        answers_later: std::cell::Cell::new(false),
     };
-    (route.handler)(&ctx, frame.payload).map_err(|r| (event, r).into())
+    (route.handler)(&ctx, frame.payload).map_err(|r| (event, r))?;
+    Ok(if ctx.answers_later.get() {
+        Answer::Later
+    } else {
+        Answer::Now
+    })
 }
 
 /// Event names Socket.IO keeps for itself: a packet that uses one is malformed.

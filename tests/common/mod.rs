@@ -446,6 +446,13 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// The server binary a test starts: `$ROULETTE_BIN` when set (a copy of one's own build, where
+/// several checkouts share one target directory and so one `target/debug/roulette`), else the
+/// one cargo built for these tests.
+pub(crate) fn server_bin() -> String {
+    std::env::var("ROULETTE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_roulette").to_string())
+}
+
 /// A server process a test started, once it announced its address.
 pub(crate) struct Listening {
     /// The process, killed when dropped.
@@ -581,4 +588,66 @@ impl Redis {
     pub(crate) fn kill(&mut self) {
         self.child.kill();
     }
+}
+
+/// The names of the metrics a monitoring file uses: `roulette_…` and `process_…` tokens, a
+/// histogram's `_bucket` taken back to its name.
+pub(crate) fn metrics_named_in(path: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut names = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices(['r', 'p']) {
+        let rest = &text[i..];
+        if !(rest.starts_with("roulette_") || rest.starts_with("process_"))
+            || text[..i]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let name = name.strip_suffix("_bucket").unwrap_or(&name).to_string();
+        names.insert(name);
+    }
+    names
+}
+
+/// Every metric the Grafana dashboard and the alert rules of `deploy/monitoring/` name.
+pub(crate) fn monitored_metrics() -> std::collections::BTreeSet<String> {
+    let mut wanted = metrics_named_in("deploy/monitoring/grafana-dashboard.json");
+    wanted.extend(metrics_named_in("deploy/monitoring/alerts.yml"));
+    wanted
+}
+
+/// Checks the first scrape of a fresh node: every metric of `wanted` has a series, and every
+/// counter and histogram among them is at 0 (a gauge whose figure is unknown yet, such as the
+/// connection success ratio before any call, is NaN). Panics naming what is wrong.
+pub(crate) fn assert_fresh_scrape(text: &str, wanted: &std::collections::BTreeSet<String>) {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text");
+    let mut missing = wanted.clone();
+    for sample in &scrape.samples {
+        if !missing.remove(&sample.metric) && !wanted.contains(&sample.metric) {
+            continue;
+        }
+        use prometheus_parse::Value as V;
+        let zero = match &sample.value {
+            V::Counter(n) => *n == 0.0,
+            V::Histogram(buckets) => buckets.iter().all(|b| b.count == 0.0),
+            V::Summary(_) | V::Untyped(_) | V::Gauge(_) => true,
+        };
+        assert!(
+            zero,
+            "{} {:?} is not 0 on a fresh node: {:?}",
+            sample.metric, sample.labels, sample.value
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "named by deploy/monitoring/ but not in the first scrape: {missing:?}\n{text}"
+    );
 }

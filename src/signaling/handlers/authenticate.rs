@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 
 use crate::model::{ErrorCode, Reject, UserId};
-use crate::node::resume::{Attempt, complete, defer_to_cluster};
+use crate::node::resume::{Attempt, Completion, complete, defer_to_cluster};
 use crate::protocol::incoming::{AuthenticateIn, parse};
 use crate::signaling::Ctx;
 
@@ -45,9 +45,16 @@ pub(crate) fn handle(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject
         claimed,
         profile,
         resume: p.resume_token,
+        ack: ctx.ack,
     };
+    // Settled later (by the cluster, or once the connection holding the id has answered a
+    // probe): the acknowledgement then carries the final outcome, not a premature `ok`.
     if defer_to_cluster(ctx.hub, ctx.session, ctx.socket, &attempt) {
+        ctx.answer_later();
         return Ok(());
     }
-    complete(ctx.hub, ctx.session, ctx.socket, attempt, None)
+    if complete(ctx.hub, ctx.session, ctx.socket, attempt, None)? == Completion::Probing {
+        ctx.answer_later();
+    }
+    Ok(())
 }
