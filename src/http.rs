@@ -1,5 +1,5 @@
-//! Plain HTTP routes: `/health` for load balancers, `/stats`, `/metrics` and `/dashboard` for
-//! operators, `/ice-servers` for clients.
+//! Plain HTTP routes: `/health` for load balancers, `/stats`, `/metrics`, `/dashboard` and
+//! `/dashboard/moderation` for operators, `/ice-servers` for clients.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +52,9 @@ pub(crate) fn routes(hub: Arc<Hub>, settings: Settings) -> Router {
         .route("/dashboard", get(dashboard))
         // The page's own file name too: the static files would serve it without the token.
         .route("/dashboard.html", get(dashboard))
+        .route("/dashboard/moderation", get(moderation_page))
+        // Its file name too: the static files would serve it without its headers.
+        .route("/moderation.html", get(moderation_page))
         .with_state(Web {
             hub,
             settings: Arc::new(settings),
@@ -334,6 +337,38 @@ async fn dashboard(_: Admin, State(settings): State<Arc<Settings>>) -> Response 
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no dashboard.html\n").into_response(),
+    }
+}
+
+/// The moderation page's Content-Security-Policy: its script and style come from this server
+/// only (no inline script, so injected markup cannot run), it talks only to this server, no
+/// other site may frame it (its buttons cannot be clicked through a disguise), and its sign-in
+/// form can be submitted nowhere (a token typed into it never travels in a URL, even with the
+/// script blocked).
+const MODERATION_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// `GET /dashboard/moderation`: the operators' moderation page (built in, or
+/// `STATIC_DIR/moderation.html`). The page itself is served to anyone: it holds no data, and
+/// everything it shows or does goes through the admin API with the token the operator types
+/// into it, sent as `Authorization: Bearer` (never in a URL, never in a cookie, so another site
+/// can neither read the token nor make the browser act with it).
+async fn moderation_page(State(settings): State<Arc<Settings>>) -> Response {
+    match crate::assets::get(&settings.assets, "moderation.html").await {
+        Some(page) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::CONTENT_SECURITY_POLICY, MODERATION_CSP),
+                (header::X_FRAME_OPTIONS, "DENY"),
+                (header::REFERRER_POLICY, "no-referrer"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            page.bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no moderation.html\n").into_response(),
     }
 }
 

@@ -261,6 +261,37 @@ async fn the_dashboard_file_needs_the_admin_token_as_the_dashboard_does() {
     assert_ne!(r.status().as_u16(), 401);
 }
 
+/// The moderation page holds no data, so it is served without the token (the operator types the
+/// token into it); what protects it is its headers: scripts from this server only, no framing,
+/// no form submission anywhere. Its file name gets the same headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_moderation_page_is_served_with_its_protections() {
+    let s = TestServer::start(&["--admin-token", "let-me-in"]).await;
+    for path in ["/dashboard/moderation", "/moderation.html"] {
+        let r = reqwest::get(format!("{}{path}", s.url())).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "script-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "form-action 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("<script src=\"/moderation.js\"></script>"),
+            "{path}"
+        );
+        assert!(!page.contains("let-me-in"), "{path}");
+    }
+}
+
 /// Opens a long-polling session; its id.
 async fn polling_session(s: &TestServer, http: &reqwest::Client) -> String {
     let body = http
