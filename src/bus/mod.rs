@@ -10,11 +10,12 @@
 //! With `REDIS_URL` set, each node keeps its own users, sockets and core as before, and shares
 //! three things through Redis:
 //!
-//! - **The queue.** A search is published as an entry in a sorted set (arrival order) and a
-//!   hash (the entry), and the node looks for a partner in the snapshot of the whole queue with
-//!   the same rule as a single node ([`crate::core::rule`]). Taking a partner is one Lua script
-//!   that removes both entries only if both are still there and the partner's node is alive, so
-//!   no user is ever matched twice by two nodes ([`crate::cluster::worker`]).
+//! - **The queue.** One node at a time holds the matching lease (a Redis key with a TTL it
+//!   renews every heartbeat) and keeps the whole cluster's queue in the indexed matchmaker a
+//!   single node uses ([`holder`]); the other nodes send it their users' searches,
+//!   cancellations and blocks over the bus and hear back the pairings and every waiting user's
+//!   place. When the holder dies its lease expires, another node takes it, and every node sends
+//!   the new holder its waiting users again.
 //! - **Delivery.** Each node subscribes to a channel of its own. A message for a user of
 //!   another node (`matched`, a relayed offer, answer, candidate or chat line, `partner-left`)
 //!   goes to that node's channel through one ordered publisher, and the receiving node checks it
@@ -31,6 +32,7 @@
 //! a Redis restart (see `STACK-NOTES.md`). Here one ordered path carries both, and fred's
 //! subscriber client resubscribes on its own.
 
+pub(crate) mod holder;
 mod msg;
 pub(crate) mod queue;
 mod redis;
@@ -83,9 +85,6 @@ pub(crate) struct Settings {
 /// The channel every node hears (`<prefix>:to:*`); no node can be named `*`.
 const BROADCAST: &str = "*";
 
-/// Most queue entries a search looks at: the longest-waiting ones.
-pub(crate) const SNAPSHOT_LIMIT: usize = 1000;
-
 /// A search as the shared queue holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Entry {
@@ -110,12 +109,16 @@ pub(crate) struct Entry {
 impl Entry {
     /// The entry of a local waiting user's search `search`.
     pub(crate) fn of(s: &Seeker, search: u64, node: &str, now: Instant) -> Entry {
+        Entry::at(s, search, node, now, now_ms())
+    }
+
+    /// [`Entry::of`] when the wall clock reads `wall` (Unix ms) at `now`.
+    pub(crate) fn at(s: &Seeker, search: u64, node: &str, now: Instant, wall: u64) -> Entry {
         Entry {
             search,
             user: s.user.to_string(),
             node: node.to_string(),
-            since: now_ms()
-                .saturating_sub(now.saturating_duration_since(s.since).as_millis() as u64),
+            since: wall.saturating_sub(now.saturating_duration_since(s.since).as_millis() as u64),
             profile: Profile::clone(&s.profile),
             prefs: Preferences::clone(&s.prefs),
             previous: s.previous.as_deref().map(str::to_string),
@@ -124,7 +127,12 @@ impl Entry {
 
     /// The entry as a local [`Seeker`] (for a ghost partner), its wait carried over.
     pub(crate) fn seeker(&self, now: Instant) -> Seeker {
-        let waited = Duration::from_millis(now_ms().saturating_sub(self.since));
+        self.seeker_at(now, now_ms())
+    }
+
+    /// [`Entry::seeker`] when the wall clock reads `wall` (Unix ms) at `now`.
+    pub(crate) fn seeker_at(&self, now: Instant, wall: u64) -> Seeker {
+        let waited = Duration::from_millis(wall.saturating_sub(self.since));
         Seeker {
             user: self.user.as_str().into(),
             profile: Arc::new(self.profile.clone()),
@@ -190,6 +198,10 @@ pub(crate) struct Cluster {
     figures: Mutex<ClusterFigures>,
     /// How long a silent node stays alive.
     pub node_timeout: Duration,
+    /// The node that matches for the cluster, as of this node's last heartbeat.
+    holder: Mutex<Option<Arc<str>>>,
+    /// The cluster's queue, while this node holds the lease.
+    pub(crate) matcher: Mutex<holder::Matcher>,
 }
 
 impl Cluster {
@@ -265,6 +277,8 @@ impl Cluster {
             lost: AtomicU64::new(0),
             figures: Mutex::new(ClusterFigures::default()),
             node_timeout,
+            holder: Mutex::new(None),
+            matcher: Mutex::new(holder::Matcher::default()),
         });
         cluster
             .subscriber
@@ -416,10 +430,26 @@ impl Cluster {
         self.figures.lock().clone()
     }
 
-    /// Takes this node out of the cluster at shutdown: its heartbeat and queue entries go at
+    /// The node that matches for the cluster, as of the last heartbeat.
+    pub(crate) fn holder(&self) -> Option<Arc<str>> {
+        self.holder.lock().clone()
+    }
+
+    /// Records the lease holder; returns whether it changed.
+    pub(crate) fn set_holder(&self, holder: Option<&str>) -> bool {
+        let mut h = self.holder.lock();
+        if h.as_deref() == holder || holder.is_none() {
+            return false;
+        }
+        *h = holder.map(Into::into);
+        true
+    }
+
+    /// Takes this node out of the cluster at shutdown: its heartbeat, figures and lease go at
     /// once instead of after the timeout.
     pub(crate) async fn leave(&self) {
-        let r: Result<(), _> = scripts::purge(self, &self.node).await;
+        let r = scripts::forget(self, &self.node).await;
+        let r = r.and(scripts::release(self).await);
         if let Err(e) = r {
             tracing::warn!("could not leave the cluster cleanly: {e}");
         }

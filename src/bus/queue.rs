@@ -1,27 +1,30 @@
-//! The node's side of the shared queue: who of this node waits, in order.
+//! The node's side of the cluster's queue: who of this node waits, in order.
 //!
-//! In a cluster the pairing happens in Redis (see [`super::worker`]), so the core's matchmaker
-//! only keeps this node's waiting users, for `queue-status`, timeouts and relaxation, and
-//! queues a [`Job`] for the node's cluster worker whenever a search starts, stops or relaxes.
-//! Sending a job is a synchronous channel push, so the core stays free of I/O and the jobs of
-//! one user run in the order its events arrived.
+//! In a cluster the pairing happens at the lease holder (see [`super::holder`]), so the core's
+//! matchmaker here only keeps this node's waiting users, for timeouts, relaxation and
+//! `queue-status` (whose place and total the holder sends), and queues a [`Job`] for the node's
+//! cluster worker whenever a search starts or stops or a user blocks another. Sending a job is a
+//! synchronous channel push, so the core stays free of I/O and the jobs of one user run in the
+//! order its events arrived.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::core::UserId;
+use crate::core::blocks::Blocks;
 use crate::core::matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Relaxation, Seeker};
 
 /// Work for the cluster worker, in the order the core decided it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Job {
-    /// Publish the user's search in the shared queue and look for a partner there.
-    Search(UserId),
-    /// Take the user out of the shared queue.
+    /// Send the user's search to the lease holder: search `.1` (skipped when the user searched
+    /// again since: the newer search has its own job), or whatever search is current (`None`:
+    /// publishing again).
+    Search(UserId, Option<u64>),
+    /// Tell the lease holder the user stopped searching.
     Dequeue(UserId),
     /// The user's connection dropped and its room is held: record where, so that another node
     /// can take the session over if the user comes back there.
@@ -49,7 +52,7 @@ impl Job {
     /// The user whose order the job must keep.
     pub(crate) fn user(&self) -> &UserId {
         match self {
-            Job::Search(u) | Job::Dequeue(u) | Job::Away(u) => u,
+            Job::Search(u, _) | Job::Dequeue(u) | Job::Away(u) => u,
             Job::Resume { user, .. } => user,
             Job::Block { by, .. } => by,
         }
@@ -58,7 +61,7 @@ impl Job {
     /// The job's name, for logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Job::Search(_) => "search",
+            Job::Search(..) => "search",
             Job::Dequeue(_) => "dequeue",
             Job::Away(_) => "away",
             Job::Resume { .. } => "resume",
@@ -67,7 +70,7 @@ impl Job {
     }
 }
 
-/// This node's waiting users, in arrival order; the pairing itself is the cluster's.
+/// This node's waiting users, in arrival order; the pairing itself is the lease holder's.
 #[derive(Debug)]
 pub(crate) struct SharedQueue {
     relax_after: Duration,
@@ -77,13 +80,22 @@ pub(crate) struct SharedQueue {
     index: FxHashMap<UserId, (u64, u64)>,
     relaxed: HashSet<UserId>,
     jobs: UnboundedSender<Job>,
-    /// Users waiting on the other nodes at the last heartbeat.
-    elsewhere: AtomicUsize,
+    /// The blocks this node's users made: sent along with their searches, so that a holder
+    /// that took over knows them.
+    blocks: Blocks,
+    /// The holder's last word: each local waiting user's place and estimated wait.
+    standing: FxHashMap<UserId, (usize, u64)>,
+    /// The holder's last count of the cluster's waiting users (`None` before the first).
+    total: Option<usize>,
+    /// Local users who left the queue since that count, and who were in it.
+    gone: usize,
+    /// Local users waiting who arrived since that count.
+    unranked: usize,
 }
 
 impl SharedQueue {
-    /// An empty queue whose jobs go to `jobs`.
-    pub(crate) fn new(relax_after: Duration, jobs: UnboundedSender<Job>) -> Self {
+    /// An empty queue whose jobs go to `jobs`, keeping at most `max_blocks` blocks.
+    pub(crate) fn new(relax_after: Duration, max_blocks: usize, jobs: UnboundedSender<Job>) -> Self {
         SharedQueue {
             relax_after,
             seq: 0,
@@ -91,17 +103,39 @@ impl SharedQueue {
             index: FxHashMap::default(),
             relaxed: HashSet::new(),
             jobs,
-            elsewhere: AtomicUsize::new(0),
+            blocks: Blocks::new(max_blocks),
+            standing: FxHashMap::default(),
+            total: None,
+            gone: 0,
+            unranked: 0,
         }
     }
 
-    /// Records how many users wait on the other nodes (from the heartbeats).
-    pub(crate) fn note_waiting_elsewhere(&self, n: usize) {
-        self.elsewhere.store(n, Ordering::Relaxed);
+    /// Records the holder's count of the cluster's waiting users and the places of this node's.
+    pub(crate) fn set_standing(&mut self, total: usize, users: Vec<(String, usize, u64)>) {
+        self.standing = users
+            .into_iter()
+            .filter(|(u, _, _)| self.index.contains_key(u.as_str()))
+            .map(|(u, p, e)| (u.into(), (p, e)))
+            .collect();
+        self.total = Some(total);
+        self.gone = 0;
+        self.unranked = self.index.len() - self.standing.len();
     }
 
-    /// Gives `user`'s search a new id: a claimed search that did not become a room is published
-    /// again under it (the claim marker holds the old id).
+    /// Whom `user` blocked, and for how many more ms each.
+    pub(crate) fn blocks_of(&self, user: &str, now: Instant) -> Vec<(String, u64)> {
+        self.blocks
+            .of(user, now)
+            .into_iter()
+            .map(|(u, until)| {
+                let left = until.saturating_duration_since(now).as_millis() as u64;
+                (u.to_string(), left)
+            })
+            .collect()
+    }
+
+    /// Gives `user`'s search a new id: a pairing of the old one that arrives late is refused.
     pub(crate) fn renew_search(&mut self, user: &str) {
         if let Some((_, id)) = self.index.get_mut(user) {
             *id = rand::random::<u64>() >> 12;
@@ -123,10 +157,11 @@ impl Matchmaker for SharedQueue {
     fn offer(&mut self, seeker: Seeker, _now: Instant) -> Option<Pairing> {
         self.seq += 1;
         let user = seeker.user.clone();
-        self.index
-            .insert(user.clone(), (self.seq, rand::random::<u64>() >> 12));
+        let id = rand::random::<u64>() >> 12;
+        self.index.insert(user.clone(), (self.seq, id));
         self.order.insert(self.seq, seeker);
-        self.job(Job::Search(user));
+        self.unranked += 1;
+        self.job(Job::Search(user, Some(id)));
         None
     }
 
@@ -137,9 +172,13 @@ impl Matchmaker for SharedQueue {
     }
 
     fn claimed(&mut self, user: &str) -> Option<Seeker> {
-        // The claim script took the entry out of Redis already: no `Dequeue` round trip.
         let (seq, _) = self.index.remove(user)?;
         self.relaxed.remove(user);
+        if self.standing.remove(user).is_some() {
+            self.gone += 1;
+        } else {
+            self.unranked = self.unranked.saturating_sub(1);
+        }
         self.order.remove(&seq)
     }
 
@@ -156,8 +195,19 @@ impl Matchmaker for SharedQueue {
     }
 
     fn total_waiting(&self) -> usize {
-        // This node's part is exact; the others' is as of the last heartbeat.
-        self.order.len() + self.elsewhere.load(Ordering::Relaxed)
+        // The holder's count, less this node's users who left since, plus its newcomers.
+        match self.total {
+            Some(t) => t.saturating_sub(self.gone) + self.unranked,
+            None => self.order.len(),
+        }
+    }
+
+    fn standing(&self, user: &str) -> Option<(usize, Option<u64>)> {
+        match self.standing.get(user) {
+            Some(&(p, e)) => Some((p, Some(e))),
+            // Arrived since the holder's last word: last in the queue.
+            None => self.index.contains_key(user).then(|| (self.total_waiting(), None)),
+        }
     }
 
     fn waiting(&self) -> Box<dyn Iterator<Item = &Seeker> + '_> {
@@ -165,6 +215,9 @@ impl Matchmaker for SharedQueue {
     }
 
     fn relax(&mut self, now: Instant) -> Relaxation {
+        self.blocks.expire(now);
+        // The holder relaxes the same users at the same time (their wait is carried in their
+        // searches): here they are only told so.
         let due: Vec<UserId> = self
             .order
             .values()
@@ -177,8 +230,6 @@ impl Matchmaker for SharedQueue {
             .collect();
         for u in &due {
             self.relaxed.insert(u.clone());
-            // Look again: partners who share no interest are acceptable now.
-            self.job(Job::Search(u.clone()));
         }
         Relaxation {
             relaxed: due,
@@ -187,6 +238,7 @@ impl Matchmaker for SharedQueue {
     }
 
     fn block(&mut self, by: &UserId, other: &UserId, until: Instant) {
+        self.blocks.add(by, other, until);
         self.job(Job::Block {
             by: by.clone(),
             other: other.clone(),
@@ -194,9 +246,8 @@ impl Matchmaker for SharedQueue {
         });
     }
 
-    /// A cluster keeps its blocks in Redis, none here.
     fn blocks(&self) -> usize {
-        0
+        self.blocks.len()
     }
 }
 
@@ -207,8 +258,41 @@ impl Matchmaker for SharedQueue {
 pub(crate) enum Queue {
     /// A single node: pairs in memory.
     Local(PreferenceMatchmaker),
-    /// A cluster node: pairs through Redis.
+    /// A cluster node: pairs through the lease holder.
     Shared(SharedQueue),
+}
+
+/// What only a cluster's queue does; nothing on a single node.
+impl Queue {
+    /// See [`SharedQueue::renew_search`].
+    pub(crate) fn renew_search(&mut self, user: &str) {
+        if let Queue::Shared(q) = self {
+            q.renew_search(user);
+        }
+    }
+
+    /// See [`SharedQueue::search_id`]; `None` on a single node.
+    pub(crate) fn search_id(&self, user: &str) -> Option<u64> {
+        match self {
+            Queue::Shared(q) => q.search_id(user),
+            Queue::Local(_) => None,
+        }
+    }
+
+    /// See [`SharedQueue::blocks_of`].
+    pub(crate) fn blocks_of(&self, user: &str, now: Instant) -> Vec<(String, u64)> {
+        match self {
+            Queue::Shared(q) => q.blocks_of(user, now),
+            Queue::Local(_) => Vec::new(),
+        }
+    }
+
+    /// See [`SharedQueue::set_standing`].
+    pub(crate) fn set_standing(&mut self, total: usize, users: Vec<(String, usize, u64)>) {
+        if let Queue::Shared(q) = self {
+            q.set_standing(total, users);
+        }
+    }
 }
 
 macro_rules! each {
@@ -241,6 +325,9 @@ impl Matchmaker for Queue {
     }
     fn total_waiting(&self) -> usize {
         each!(self, q => q.total_waiting())
+    }
+    fn standing(&self, user: &str) -> Option<(usize, Option<u64>)> {
+        each!(self, q => q.standing(user))
     }
     fn waiting(&self) -> Box<dyn Iterator<Item = &Seeker> + '_> {
         each!(self, q => q.waiting())

@@ -51,16 +51,19 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         let mut out = Vec::with_capacity(2);
         if self.queue.get(user).is_some() {
             if !changed {
-                let position = self.queue.waiting().position(|s| *s.user == *user);
-                self.searching(&id, position.map_or(0, |p| p + 1), now, &mut out);
+                let position = match self.queue.standing(user) {
+                    Some((p, _)) => Some(p),
+                    None => self.queue.waiting().position(|s| *s.user == *user).map(|p| p + 1),
+                };
+                self.searching(&id, position.unwrap_or(0), now, &mut out);
                 return Ok(out);
             }
             self.queue.remove(user);
         }
         match self.queue.offer(seeker, now) {
             Some(pairing) => self.pair(pairing, now, &mut out),
-            // A new search is the newest: last in the queue.
-            None => self.searching(&id, self.queue.len(), now, &mut out),
+            // A new search is the newest: last in the queue (the whole cluster's, in a cluster).
+            None => self.searching(&id, self.queue.total_waiting(), now, &mut out),
         }
         Ok(out)
     }
@@ -87,12 +90,16 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             u.last_status = Some((position, now));
             history::segment_of(&u.prefs)
         });
+        let estimate = match self.queue.standing(user) {
+            Some((_, Some(ms))) => ms,
+            _ => self.history.estimate_wait_ms(position, segment),
+        };
         Effect::new(
             user,
             Event::QueueStatus(QueueStatus::new(
                 position,
                 self.queue.total_waiting(),
-                self.history.estimate_wait_ms(position, segment),
+                estimate,
                 self.queue.is_relaxed(user),
             )),
         )
@@ -254,7 +261,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
         let total_waiting = self.queue.total_waiting();
         for (i, s) in self.queue.waiting().enumerate() {
-            let position = i + 1;
+            let (position, estimate) = self.queue.standing(&s.user).unwrap_or((i + 1, None));
             let Some(u) = self.users.get_mut(&s.user) else {
                 continue;
             };
@@ -268,12 +275,14 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             if due {
                 u.last_status = Some((position, now));
                 let segment = Some(history::segment_of(&u.prefs));
+                let estimate =
+                    estimate.unwrap_or_else(|| self.history.estimate_wait_ms(position, segment));
                 out.push(Effect::new(
                     &s.user,
                     Event::QueueStatus(QueueStatus::new(
                         position,
                         total_waiting,
-                        self.history.estimate_wait_ms(position, segment),
+                        estimate,
                         self.queue.is_relaxed(&s.user),
                     )),
                 ));

@@ -91,6 +91,8 @@ pub struct Hub {
     pending: Mutex<std::collections::HashMap<UserId, resume::Pending>>,
     /// The core's timings (the cluster worker shares the grace and the relax time).
     pub(crate) timings: CoreConfig,
+    /// Most blocks kept (`MAX_BLOCKS`): also the bound of the cluster's matchmaker here.
+    pub(crate) max_blocks: usize,
     /// Whether this node belongs to a cluster (`REDIS_URL` set).
     clustered: bool,
     /// Bans and reports.
@@ -119,7 +121,11 @@ impl Hub {
         let (queue, jobs, resubmit) = if settings.clustered {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             (
-                Queue::Shared(SharedQueue::new(cfg.preference_relax, tx.clone())),
+                Queue::Shared(SharedQueue::new(
+                    cfg.preference_relax,
+                    settings.max_blocks,
+                    tx.clone(),
+                )),
                 Some(rx),
                 Some(tx),
             )
@@ -150,6 +156,7 @@ impl Hub {
             ice: Ice::new(&settings.ice),
             conns: Arc::new(crate::ws::Conns::new(settings.transport)),
             timings: cfg,
+            max_blocks: settings.max_blocks,
             clustered: settings.clustered,
             moderator: moderator::Moderator::open(&settings.moderation)?,
             asks: moderator::Asks::default(),
@@ -201,21 +208,19 @@ impl Hub {
         }
     }
 
-    /// Queues another shared-queue search for a user who still waits here (Redis lost the
-    /// queue).
+    /// Queues the search of a user who still waits here for the lease holder again (a new
+    /// holder, or a pairing that fell through).
     pub(crate) fn resubmit(&self, user: UserId) {
-        self.job(Job::Search(user));
+        self.job(Job::Search(user, None));
     }
 
-    /// A claimed search of `user` did not become a room: if the user still waits here, it
-    /// searches again, under a new search id.
+    /// A pairing of `user`'s search did not become a room: if the user still waits here, it
+    /// searches again, under a new search id (the holder took the old one out of its queue).
     pub(crate) fn search_again(&self, core: &mut NodeCore, user: &str) {
         if !core.is_waiting(user) {
             return;
         }
-        if let Queue::Shared(q) = core.queue_mut() {
-            q.renew_search(user);
-        }
+        core.queue_mut().renew_search(user);
         self.resubmit(user.into());
     }
 

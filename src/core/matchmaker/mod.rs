@@ -87,6 +87,13 @@ pub trait Matchmaker: Send {
     fn total_waiting(&self) -> usize {
         self.len()
     }
+    /// `user`'s place in the whole service's queue (1 is next) and, when the queue's keeper
+    /// estimates it, the wait left in ms: `None` on one node, where the core counts both itself
+    /// from [`waiting`](Matchmaker::waiting) and its own match history; a cluster's node learns
+    /// both from the node that matches for the cluster, which sees every waiting user.
+    fn standing(&self, _user: &str) -> Option<(usize, Option<u64>)> {
+        None
+    }
     /// True when nobody waits.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -107,4 +114,4 @@ mod preference;
 pub use preference::PreferenceMatchmaker;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
