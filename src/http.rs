@@ -177,6 +177,11 @@ pub(crate) struct ClusterStats {
     pub redis_up: bool,
     /// Messages to or from other nodes that were lost (publish failed, inbox fell behind).
     pub messages_lost: u64,
+    /// The node that matches for the cluster (holds the matching lease), as last seen.
+    pub matcher: Option<String>,
+    /// On that node only: the searches in the cluster's queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<usize>,
     /// Figures summed over the live nodes at the last heartbeat.
     #[serde(flatten)]
     pub figures: crate::bus::ClusterFigures,
@@ -225,6 +230,8 @@ async fn stats(State(hub): State<Arc<Hub>>) -> Json<Stats> {
             node: c.node.to_string(),
             redis_up: c.redis_up(),
             messages_lost: c.lost(),
+            matcher: c.holder().map(|h| h.to_string()),
+            queued: c.queued(),
             figures: c.figures(),
         }),
     })

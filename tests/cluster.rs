@@ -282,14 +282,19 @@ async fn preferences_and_blocks_hold_across_nodes() {
     .await;
 
     // A German speaker waits on A; an English-only seeker on B must not get them, a German one must.
-    // `searching` comes before the node's worker publishes the search: each is waited for in
-    // the shared queue, or on a loaded machine greta could search before dieter is visible.
+    // `searching` comes before the node's worker sends the search to the node that matches
+    // (A, the first node, holds the lease): each is waited for in the cluster's queue, or on a
+    // loaded machine greta could search before dieter is in it.
     let in_queue = |n: i64| {
-        let (redis, key) = (&redis, format!("{}:q", prefix("prefs")));
+        let a = &a;
         async move {
             assert!(
-                eventually(Duration::from_secs(5), async || redis.zcard(&key) == n).await,
-                "{n} searches in the shared queue"
+                eventually(Duration::from_secs(5), async || {
+                    a.get("/stats").await.1["cluster"]["queued"] == n
+                })
+                .await,
+                "{n} searches in the cluster's queue: {:?}",
+                a.get("/stats").await
             );
         }
     };
@@ -938,4 +943,121 @@ async fn a_ban_or_a_kick_made_on_one_node_takes_effect_on_every_node() {
         .await,
         "the lift reached B"
     );
+}
+
+/// `n` users of `node` named `<name>-<i>`, each a man who insists on a woman, waiting.
+async fn insisting_men(node: &Node, name: &str, n: usize) -> Vec<Client> {
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let batch = chunk.iter().map(|i| async move {
+            let mut c = Client::connect(node.addr).await;
+            c.emit(
+                "authenticate",
+                json!({"userId": format!("{name}-{i}"), "userInfo": {"gender": "male"}}),
+            )
+            .await;
+            c.expect("authenticated").await;
+            search(&mut c, json!({"preferences": {"gender": "female"}})).await;
+            c
+        });
+        out.extend(futures_util::future::join_all(batch).await);
+    }
+    out
+}
+
+/// The flags of a node that holds thousands of test clients from one address.
+const CROWD: [&str; 8] = [
+    "--max-connections-per-ip",
+    "0",
+    "--max-new-connections-per-ip",
+    "0",
+    "--rate-limit-max-requests",
+    "0",
+    "--search-events-per-min",
+    "0",
+];
+
+/// 2,000 men who insist on a woman wait on two nodes, so nobody can pair with them; then two
+/// users who speak a rare language and want exactly each other arrive, one on each node: the
+/// cluster pairs them at once (it matches against its whole queue, as one node does), and a
+/// newcomer's `queue-status` counts every waiting user of the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_behind_thousands_of_incompatible_users_meets_and_places_count_the_cluster() {
+    let redis = Redis::start_on(free_port());
+    let [a, b] = nodes(&redis, "depth", ["node-a", "node-b"], &CROWD).await;
+    let _on_a = insisting_men(&a, "a", 1000).await;
+    let _on_b = insisting_men(&b, "b", 1000).await;
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            a.get("/stats").await.1["cluster"]["queued"] == 2000
+        })
+        .await,
+        "2,000 searches in the cluster's queue: {:?}",
+        a.get("/stats").await
+    );
+
+    // A newcomer on B is the 2,001st: its place and the total count both nodes' users.
+    let mut late = b.user("late").await;
+    late.emit("find-random-partner", json!({"preferences": {"gender": "female"}}))
+        .await;
+    let mut seen = Vec::new();
+    let counted = eventually(Duration::from_secs(5), async || {
+        let (name, s) = late.next_event().await;
+        seen.push(format!("{name} {s}"));
+        name == "queue-status" && s["position"] == 2001 && s["totalWaiting"] == 2001
+    })
+    .await;
+    assert!(counted, "queue-status never counted the cluster: {seen:?}");
+
+    let mut ana = speaker(&a, "ana", &["eu"]).await;
+    search(&mut ana, json!({"preferences": {"language": "eu"}})).await;
+    let mut jon = speaker(&b, "jon", &["eu"]).await;
+    jon.emit("find-random-partner", json!({"preferences": {"language": "eu"}}))
+        .await;
+    assert_eq!(jon.expect("matched").await["partnerId"], "ana");
+    let m = ana.expect("matched").await;
+    assert_eq!(m["partnerId"], "jon");
+    assert_eq!(m["isInitiator"], true, "ana waited longer");
+}
+
+/// The node that matches for the cluster is killed: another node takes the lease within the
+/// node timeout, the users waiting on the living nodes are in its queue again (their nodes send
+/// them), and matching goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matching_lease_moves_when_its_holder_dies() {
+    let redis = Redis::start_on(free_port());
+    let timeout = ["--node-timeout-ms", "2000"];
+    let [mut a, b, c] = nodes(&redis, "lease", ["node-a", "node-b", "node-c"], &timeout).await;
+    let stats = b.get("/stats").await;
+    assert_eq!(stats.1["cluster"]["matcher"], "node-a", "{stats:?}");
+    // Waiting on B while A matches: in A's queue only.
+    let mut bea = waiting(&b, "bea").await;
+    // Someone bea cannot meet, on C: blocks and hard filters must survive the move.
+    let mut cid = speaker(&c, "cid", &["eu"]).await;
+    search(&mut cid, json!({"preferences": {"language": "eu"}})).await;
+
+    a.kill();
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let m = b.get("/stats").await.1["cluster"]["matcher"].clone();
+            m == "node-b" || m == "node-c"
+        })
+        .await,
+        "nobody took the lease"
+    );
+    let holder = b.get("/stats").await.1["cluster"]["matcher"].clone();
+    let holder = if holder == "node-b" { &b } else { &c };
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            holder.get("/stats").await.1["cluster"]["queued"] == 2
+        })
+        .await,
+        "the new holder never had the waiting users"
+    );
+    // A newcomer on C meets bea, who waited on B through the move (cid wants a Basque speaker).
+    let mut dan = c.user("dan").await;
+    dan.emit("find-random-partner", json!({})).await;
+    assert_eq!(dan.expect("matched").await["partnerId"], "bea");
+    assert_eq!(bea.expect("matched").await["partnerId"], "dan");
+    cid.expect_silence(Duration::from_millis(300)).await;
 }

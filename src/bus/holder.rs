@@ -70,7 +70,6 @@ impl Holder {
     }
 
     /// How many users wait in the cluster.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.mm.len()
     }

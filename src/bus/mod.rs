@@ -435,6 +435,14 @@ impl Cluster {
         self.holder.lock().clone()
     }
 
+    /// How many searches the cluster's queue holds, when this node holds it.
+    pub(crate) fn queued(&self) -> Option<usize> {
+        match &*self.matcher.lock() {
+            holder::Matcher::Holding(h) => Some(h.len()),
+            holder::Matcher::Idle(_) => None,
+        }
+    }
+
     /// Records the lease holder; returns whether it changed.
     pub(crate) fn set_holder(&self, holder: Option<&str>) -> bool {
         let mut h = self.holder.lock();
