@@ -1061,3 +1061,127 @@ async fn the_matching_lease_moves_when_its_holder_dies() {
     assert_eq!(bea.expect("matched").await["partnerId"], "dan");
     cid.expect_silence(Duration::from_millis(300)).await;
 }
+
+/// One arrival of the model scenario: a user, its profile, its wishes, whom it blocks first.
+struct Arrival {
+    name: String,
+    info: Value,
+    prefs: Value,
+    blocks: Option<String>,
+}
+
+/// A fixed, varied sequence of arrivals (a small generator, so the case is the same every run):
+/// genders and gender wishes, languages and language wishes, ages and age ranges, countries,
+/// and a few blocks of earlier users.
+fn arrivals() -> Vec<Arrival> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    (0..40)
+        .map(|i| {
+            let gender = ["male", "female", "other"][next(3) as usize];
+            let langs = [vec!["en"], vec!["de"], vec!["en", "de"], vec!["fr"]][next(4) as usize].clone();
+            let age = 18 + next(30);
+            let country = ["US", "DE", "FR"][next(3) as usize];
+            let mut prefs = serde_json::Map::new();
+            match next(6) {
+                0 => prefs.insert("gender".into(), json!("female")),
+                1 => prefs.insert("gender".into(), json!("male")),
+                _ => None,
+            };
+            if next(4) == 0 {
+                prefs.insert("language".into(), json!(["en", "de", "fr"][next(3) as usize]));
+            }
+            if next(5) == 0 {
+                prefs.insert("ageRange".into(), json!([20, 35]));
+            }
+            if next(6) == 0 {
+                prefs.insert("country".into(), json!(["US", "DE"][next(2) as usize]));
+            }
+            let blocks = (i > 0 && next(5) == 0).then(|| format!("u{}", next(i)));
+            Arrival {
+                name: format!("u{i}"),
+                info: json!({"gender": gender, "languages": langs, "age": age, "country": country}),
+                prefs: Value::Object(prefs),
+                blocks,
+            }
+        })
+        .collect()
+}
+
+/// Runs the arrivals against `addrs` (arrival `i` on `addrs[i % len]`), each once the previous
+/// one was decided (`settled` waits for that), and returns the pairs made, as
+/// `(initiator, responder)`, sorted.
+async fn run_arrivals(
+    addrs: &[SocketAddr],
+    mut settled: impl AsyncFnMut(usize) -> bool,
+) -> Vec<(String, String)> {
+    let mut clients = Vec::new();
+    for (i, a) in arrivals().into_iter().enumerate() {
+        let mut c = Client::connect(addrs[i % addrs.len()]).await;
+        c.emit("authenticate", json!({"userId": a.name, "userInfo": a.info}))
+            .await;
+        c.expect("authenticated").await;
+        if let Some(other) = &a.blocks {
+            c.emit("block-user", json!({"userId": other})).await;
+        }
+        c.emit("find-random-partner", json!({"preferences": a.prefs}))
+            .await;
+        // A single node decides before it answers; a cluster node answers `searching` first.
+        let (event, data) = c.next_event().await;
+        assert!(event == "searching" || event == "matched", "{event} {data}");
+        assert!(settled(i).await, "arrival {i} was never decided");
+        clients.push((a.name, c, vec![(event, data)]));
+    }
+    let mut pairs = Vec::new();
+    for (name, c, seen) in clients.iter_mut() {
+        for (event, data) in seen.drain(..) {
+            if event == "matched" && data["isInitiator"] == true {
+                pairs.push((name.clone(), data["partnerId"].as_str().unwrap().to_string()));
+            }
+        }
+        while let Ok(Some((event, data))) =
+            tokio::time::timeout(Duration::from_millis(100), c.try_next_event()).await
+        {
+            if event == "matched" && data["isInitiator"] == true {
+                pairs.push((name.clone(), data["partnerId"].as_str().unwrap().to_string()));
+            }
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+/// The model test over real processes: the same arrivals, spread over three nodes of a
+/// cluster, make exactly the pairs (and initiators) one node makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_makes_the_pairs_one_node_makes() {
+    // No relaxation during the run: arrivals are decided in order, at their own pace.
+    let flags = ["--preference-relax-ms", "600000", "--rate-limit-max-requests", "0"];
+    let one = common::TestServer::start(&flags).await;
+    let single = run_arrivals(&[one.addr], async |_| true).await;
+    assert!(single.len() >= 5, "the scenario pairs some: {single:?}");
+
+    let redis = Redis::start_on(free_port());
+    let [a, b, c] = nodes(&redis, "model", ["node-a", "node-b", "node-c"], &flags).await;
+    // Each arrival either waits or takes one waiting user: the holder's (A's) queue grows or
+    // shrinks by one. The next arrival comes once it has.
+    let mut queued = 0i64;
+    let cluster = run_arrivals(&[a.addr, b.addr, c.addr], async |_| {
+        eventually(Duration::from_secs(5), async || {
+            let now = a.get("/stats").await.1["cluster"]["queued"].as_i64().unwrap_or(-1);
+            if now == queued + 1 || now == queued - 1 {
+                queued = now;
+                return true;
+            }
+            false
+        })
+        .await
+    })
+    .await;
+    assert_eq!(cluster, single);
+}
