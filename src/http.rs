@@ -79,7 +79,7 @@ pub(crate) struct Health {
 
 async fn health(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let stopping = hub.is_shutting_down();
-    let cluster = hub.cluster.get().map(|c| ClusterHealth {
+    let cluster = hub.peers.cluster().map(|c| ClusterHealth {
         node: c.node.to_string(),
         redis: if c.redis_up() { "up" } else { "down" },
         nodes: c.figures().nodes,
@@ -226,7 +226,7 @@ async fn stats(State(hub): State<Arc<Hub>>) -> Json<Stats> {
         uptime: hub.started.elapsed().as_secs_f64(),
         memory: Memory::read(),
         timestamp: now_ms(),
-        cluster: hub.cluster.get().map(|c| ClusterStats {
+        cluster: hub.peers.cluster().map(|c| ClusterStats {
             node: c.node.to_string(),
             redis_up: c.redis_up(),
             messages_lost: c.lost(),
@@ -308,7 +308,7 @@ fn snapshot(hub: &Hub) -> crate::metrics::Snapshot {
         output: hub.conns.output(),
         bans: hub.active_bans(),
         webhook_queue: hub.webhooks.as_ref().map(|w| w.queued()),
-        cluster: hub.cluster.get().map(|c| (c.redis_up(), c.figures())),
+        cluster: hub.peers.cluster().map(|c| (c.redis_up(), c.figures())),
     }
 }
 

@@ -172,7 +172,9 @@ async fn random_clients_across_two_nodes_leave_nothing_behind() {
     let queued = async || {
         let mut n = 0;
         for s in nodes.iter() {
-            n += s.get("/stats").await.1["cluster"]["queued"].as_u64().unwrap_or(0);
+            n += s.get("/stats").await.1["cluster"]["queued"]
+                .as_u64()
+                .unwrap_or(0);
         }
         n
     };

@@ -998,8 +998,11 @@ async fn a_pair_behind_thousands_of_incompatible_users_meets_and_places_count_th
 
     // A newcomer on B is the 2,001st: its place and the total count both nodes' users.
     let mut late = b.user("late").await;
-    late.emit("find-random-partner", json!({"preferences": {"gender": "female"}}))
-        .await;
+    late.emit(
+        "find-random-partner",
+        json!({"preferences": {"gender": "female"}}),
+    )
+    .await;
     let mut seen = Vec::new();
     let counted = eventually(Duration::from_secs(5), async || {
         let (name, s) = late.next_event().await;
@@ -1012,8 +1015,11 @@ async fn a_pair_behind_thousands_of_incompatible_users_meets_and_places_count_th
     let mut ana = speaker(&a, "ana", &["eu"]).await;
     search(&mut ana, json!({"preferences": {"language": "eu"}})).await;
     let mut jon = speaker(&b, "jon", &["eu"]).await;
-    jon.emit("find-random-partner", json!({"preferences": {"language": "eu"}}))
-        .await;
+    jon.emit(
+        "find-random-partner",
+        json!({"preferences": {"language": "eu"}}),
+    )
+    .await;
     assert_eq!(jon.expect("matched").await["partnerId"], "ana");
     let m = ana.expect("matched").await;
     assert_eq!(m["partnerId"], "jon");
@@ -1084,7 +1090,8 @@ fn arrivals() -> Vec<Arrival> {
     (0..40)
         .map(|i| {
             let gender = ["male", "female", "other"][next(3) as usize];
-            let langs = [vec!["en"], vec!["de"], vec!["en", "de"], vec!["fr"]][next(4) as usize].clone();
+            let langs =
+                [vec!["en"], vec!["de"], vec!["en", "de"], vec!["fr"]][next(4) as usize].clone();
             let age = 18 + next(30);
             let country = ["US", "DE", "FR"][next(3) as usize];
             let mut prefs = serde_json::Map::new();
@@ -1094,7 +1101,10 @@ fn arrivals() -> Vec<Arrival> {
                 _ => None,
             };
             if next(4) == 0 {
-                prefs.insert("language".into(), json!(["en", "de", "fr"][next(3) as usize]));
+                prefs.insert(
+                    "language".into(),
+                    json!(["en", "de", "fr"][next(3) as usize]),
+                );
             }
             if next(5) == 0 {
                 prefs.insert("ageRange".into(), json!([20, 35]));
@@ -1123,8 +1133,11 @@ async fn run_arrivals(
     let mut clients = Vec::new();
     for (i, a) in arrivals().into_iter().enumerate() {
         let mut c = Client::connect(addrs[i % addrs.len()]).await;
-        c.emit("authenticate", json!({"userId": a.name, "userInfo": a.info}))
-            .await;
+        c.emit(
+            "authenticate",
+            json!({"userId": a.name, "userInfo": a.info}),
+        )
+        .await;
         c.expect("authenticated").await;
         if let Some(other) = &a.blocks {
             c.emit("block-user", json!({"userId": other})).await;
@@ -1141,14 +1154,20 @@ async fn run_arrivals(
     for (name, c, seen) in clients.iter_mut() {
         for (event, data) in seen.drain(..) {
             if event == "matched" && data["isInitiator"] == true {
-                pairs.push((name.clone(), data["partnerId"].as_str().unwrap().to_string()));
+                pairs.push((
+                    name.clone(),
+                    data["partnerId"].as_str().unwrap().to_string(),
+                ));
             }
         }
         while let Ok(Some((event, data))) =
             tokio::time::timeout(Duration::from_millis(100), c.try_next_event()).await
         {
             if event == "matched" && data["isInitiator"] == true {
-                pairs.push((name.clone(), data["partnerId"].as_str().unwrap().to_string()));
+                pairs.push((
+                    name.clone(),
+                    data["partnerId"].as_str().unwrap().to_string(),
+                ));
             }
         }
     }
@@ -1161,7 +1180,12 @@ async fn run_arrivals(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_makes_the_pairs_one_node_makes() {
     // No relaxation during the run: arrivals are decided in order, at their own pace.
-    let flags = ["--preference-relax-ms", "600000", "--rate-limit-max-requests", "0"];
+    let flags = [
+        "--preference-relax-ms",
+        "600000",
+        "--rate-limit-max-requests",
+        "0",
+    ];
     let one = common::TestServer::start(&flags).await;
     let single = run_arrivals(&[one.addr], async |_| true).await;
     assert!(single.len() >= 5, "the scenario pairs some: {single:?}");
@@ -1173,7 +1197,9 @@ async fn a_cluster_makes_the_pairs_one_node_makes() {
     let mut queued = 0i64;
     let cluster = run_arrivals(&[a.addr, b.addr, c.addr], async |_| {
         eventually(Duration::from_secs(5), async || {
-            let now = a.get("/stats").await.1["cluster"]["queued"].as_i64().unwrap_or(-1);
+            let now = a.get("/stats").await.1["cluster"]["queued"]
+                .as_i64()
+                .unwrap_or(-1);
             if now == queued + 1 || now == queued - 1 {
                 queued = now;
                 return true;

@@ -12,6 +12,7 @@
 //! node sends its waiting users' searches (and their blocks) to the new holder. It is pure and
 //! synchronous (the time is an argument), so the model test drives it without Redis.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +33,8 @@ pub(crate) enum Matcher {
     /// and not heard so yet, and dropped once another holder is known (whose arrival makes
     /// every node publish its searches again).
     Idle(Vec<Msg>),
-    /// It holds the lease.
-    Holding(Holder),
+    /// It holds the lease (boxed: the idle state is the common one, and small).
+    Holding(Box<Holder>),
 }
 
 impl Default for Matcher {
@@ -55,7 +56,32 @@ pub(crate) struct Holder {
     history: MatchHistory,
     /// Matches made and not yet added to the cluster's counter in Redis.
     unsaved: u64,
+    /// The pairings of the last [`RECENT`] sent to a node for a partner of another node: when
+    /// that node dies, the partner may never have heard of it, and searches again.
+    recent: VecDeque<Recent>,
 }
+
+/// A pairing sent to the node of its user who waited longer.
+#[derive(Debug)]
+struct Recent {
+    /// When it was made.
+    at: Instant,
+    /// The node it was sent to.
+    to: Arc<str>,
+    /// The partner's node.
+    node: Arc<str>,
+    /// The partner.
+    user: String,
+    /// The partner's search.
+    search: u64,
+}
+
+/// How long a pairing is remembered for [`Holder::drop_node`]: a node is found dead within
+/// `NODE_TIMEOUT_MS` (at most ten minutes) of its last heartbeat.
+const RECENT: Duration = Duration::from_secs(600);
+
+/// Most pairings remembered.
+const MAX_RECENT: usize = 100_000;
 
 impl Holder {
     /// An empty queue whose users with interests relax after `relax_after`, keeping at most
@@ -66,6 +92,7 @@ impl Holder {
             at: FxHashMap::default(),
             history: MatchHistory::default(),
             unsaved: 0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -131,8 +158,10 @@ impl Holder {
         self.mm.block(&by.into(), &other.into(), until);
     }
 
-    /// Forgets the searches of `node` (it died).
-    pub(crate) fn drop_node(&mut self, node: &str) -> usize {
+    /// Forgets the searches of `node` (it died), and tells the nodes of the partners it was
+    /// recently paired with to search again ([`Msg::Again`]: a partner that had its room
+    /// opened meanwhile no longer waits with that search, and ignores it).
+    pub(crate) fn drop_node(&mut self, node: &str) -> Out {
         let gone: Vec<UserId> = self
             .at
             .iter()
@@ -143,12 +172,29 @@ impl Holder {
             self.at.remove(u);
             self.mm.remove(u);
         }
-        gone.len()
+        self.recent
+            .iter()
+            .filter(|r| *r.to == *node)
+            .map(|r| {
+                let again = Msg::Again {
+                    user: r.user.clone(),
+                    search: r.search,
+                };
+                (r.node.clone(), again)
+            })
+            .collect()
     }
 
     /// Time-driven work: relaxation, and the pairs it makes possible.
     pub(crate) fn tick(&mut self, now: Instant, wall: u64) -> Out {
         self.history.prune(now);
+        while self
+            .recent
+            .front()
+            .is_some_and(|r| now.saturating_duration_since(r.at) > RECENT)
+        {
+            self.recent.pop_front();
+        }
         let pairs = self.mm.relax(now).pairs;
         let mut out = Vec::new();
         for p in pairs {
@@ -206,6 +252,18 @@ impl Holder {
             // Every queued user has a node: not reached.
             return Vec::new();
         };
+        if wn != sn {
+            if self.recent.len() >= MAX_RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(Recent {
+                at: now,
+                to: wn.clone(),
+                node: sn.clone(),
+                user: seeker.user.to_string(),
+                search: ss,
+            });
+        }
         vec![(
             wn,
             Msg::Paired {

@@ -1,7 +1,8 @@
 //! The cluster's bus: what several Roulette nodes say to each other over Redis, and how.
 //!
 //! This module holds the connection ([`Cluster`]), the messages between nodes ([`Msg`]), the
-//! shared queue ([`queue`]) and the Lua scripts ([`scripts`]); it depends only on the core, the
+//! cluster's one matchmaker ([`holder`]), a node's side of the queue ([`queue`]) and the Lua
+//! scripts ([`scripts`]); it depends only on the core, the
 //! model and the protocol. What a node does with the messages (the inbox, the worker that pairs
 //! searches, the heartbeat) is [`crate::cluster`], above the node.
 //!
@@ -32,18 +33,20 @@
 //! a Redis restart (see `STACK-NOTES.md`). Here one ordered path carries both, and fred's
 //! subscriber client resubscribes on its own.
 
+mod entry;
 pub(crate) mod holder;
 mod msg;
 pub(crate) mod queue;
 mod redis;
 pub(crate) mod scripts;
 
+pub(crate) use entry::Entry;
 pub(crate) use msg::{Act, Msg};
 pub(crate) use redis::{redis_config, scrub};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
@@ -51,8 +54,6 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::core::matchmaker::Seeker;
-use crate::model::profile::{Preferences, Profile};
 use crate::moderation::{Ban, Report};
 use crate::protocol::outgoing::now_ms;
 
@@ -84,64 +85,6 @@ pub(crate) struct Settings {
 
 /// The channel every node hears (`<prefix>:to:*`); no node can be named `*`.
 const BROADCAST: &str = "*";
-
-/// A search as the shared queue holds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Entry {
-    /// The user.
-    pub user: String,
-    /// The node its socket is on.
-    pub node: String,
-    /// When the search began, in Unix milliseconds (nodes share wall time, not `Instant`s).
-    pub since: u64,
-    /// The user's profile.
-    pub profile: Profile,
-    /// What it asks of a partner.
-    pub prefs: Preferences,
-    /// The partner of its last room.
-    pub previous: Option<String>,
-    /// A random id of this one search: once claimed, the same search is never published again
-    /// (a late retry of it would put a matched user back in the queue).
-    #[serde(default)]
-    pub search: u64,
-}
-
-impl Entry {
-    /// The entry of a local waiting user's search `search`.
-    pub(crate) fn of(s: &Seeker, search: u64, node: &str, now: Instant) -> Entry {
-        Entry::at(s, search, node, now, now_ms())
-    }
-
-    /// [`Entry::of`] when the wall clock reads `wall` (Unix ms) at `now`.
-    pub(crate) fn at(s: &Seeker, search: u64, node: &str, now: Instant, wall: u64) -> Entry {
-        Entry {
-            search,
-            user: s.user.to_string(),
-            node: node.to_string(),
-            since: wall.saturating_sub(now.saturating_duration_since(s.since).as_millis() as u64),
-            profile: Profile::clone(&s.profile),
-            prefs: Preferences::clone(&s.prefs),
-            previous: s.previous.as_deref().map(str::to_string),
-        }
-    }
-
-    /// The entry as a local [`Seeker`] (for a ghost partner), its wait carried over.
-    pub(crate) fn seeker(&self, now: Instant) -> Seeker {
-        self.seeker_at(now, now_ms())
-    }
-
-    /// [`Entry::seeker`] when the wall clock reads `wall` (Unix ms) at `now`.
-    pub(crate) fn seeker_at(&self, now: Instant, wall: u64) -> Seeker {
-        let waited = Duration::from_millis(wall.saturating_sub(self.since));
-        Seeker {
-            user: self.user.as_str().into(),
-            profile: Arc::new(self.profile.clone()),
-            prefs: Arc::new(self.prefs.clone()),
-            since: now.checked_sub(waited).unwrap_or(now),
-            previous: self.previous.as_deref().map(Into::into),
-        }
-    }
-}
 
 /// This node's figures, published with its heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,7 +95,11 @@ pub(crate) struct SharedQueue {
 
 impl SharedQueue {
     /// An empty queue whose jobs go to `jobs`, keeping at most `max_blocks` blocks.
-    pub(crate) fn new(relax_after: Duration, max_blocks: usize, jobs: UnboundedSender<Job>) -> Self {
+    pub(crate) fn new(
+        relax_after: Duration,
+        max_blocks: usize,
+        jobs: UnboundedSender<Job>,
+    ) -> Self {
         SharedQueue {
             relax_after,
             seq: 0,
@@ -206,7 +210,10 @@ impl Matchmaker for SharedQueue {
         match self.standing.get(user) {
             Some(&(p, e)) => Some((p, Some(e))),
             // Arrived since the holder's last word: last in the queue.
-            None => self.index.contains_key(user).then(|| (self.total_waiting(), None)),
+            None => self
+                .index
+                .contains_key(user)
+                .then(|| (self.total_waiting(), None)),
         }
     }
 

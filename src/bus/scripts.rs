@@ -51,7 +51,11 @@ return {out, tonumber(redis.call('GET', KEYS[2]) or '0'), had}
 "#;
 
 /// See [`LEASE`]: the lease holder (`None` when nobody holds it and this node may not take it).
-pub(crate) async fn lease(c: &Cluster, ttl_ms: u64, may_take: bool) -> Result<Option<String>, Error> {
+pub(crate) async fn lease(
+    c: &Cluster,
+    ttl_ms: u64,
+    may_take: bool,
+) -> Result<Option<String>, Error> {
     let holder: String = c
         .client()
         .eval(

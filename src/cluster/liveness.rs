@@ -182,12 +182,11 @@ async fn bury(hub: &Hub, cluster: &Cluster, node: &str) {
     };
     tracing::warn!(node, rooms = ended, "node is dead: its rooms here ended");
     metrics::counter!("roulette_cluster_dead_nodes_total").increment(1);
-    if let Matcher::Holding(h) = &mut *cluster.matcher.lock() {
-        h.drop_node(node);
-    }
-    // A pairing the holder sent the dead node took this node's user out of the holder's queue:
-    // publish every search again (those the holder has keep their place).
-    worker::republish(hub);
+    let again = match &mut *cluster.matcher.lock() {
+        Matcher::Holding(h) => h.drop_node(node),
+        Matcher::Idle(_) => Vec::new(),
+    };
+    dispatch(hub, cluster, again);
     if let Err(e) = scripts::forget(cluster, node).await {
         tracing::warn!(node, "could not drop the dead node's figures: {e}");
     }
@@ -211,7 +210,7 @@ pub(crate) fn lease_seen(hub: &Hub, cluster: &Cluster, holder: Option<&str>) {
                     .into_iter()
                     .flat_map(|msg| h.handle(msg, now, wall))
                     .collect();
-                *m = Matcher::Holding(h);
+                *m = Matcher::Holding(Box::new(h));
                 out
             }
             Matcher::Idle(kept) => {

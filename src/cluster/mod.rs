@@ -93,7 +93,7 @@ pub(crate) async fn join(
             }
         }
     }
-    hub.cluster.set(cluster.clone()).ok();
+    hub.peers.joined(cluster.clone());
     tasks.push(tokio::spawn(liveness::run(hub.clone(), cluster.clone())));
     tasks.push(tokio::spawn(liveness::matching(
         hub.clone(),

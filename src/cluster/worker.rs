@@ -19,8 +19,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::inbox::to_holder;
 use crate::bus::queue::Job;
 use crate::bus::{Cluster, Entry, Msg};
-use crate::node::resume::finish;
 use crate::node::Hub;
+use crate::node::resume::finish;
 
 /// How many users' jobs may be in flight at once.
 pub(crate) const LANES: usize = 8;
@@ -50,7 +50,14 @@ async fn lane(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<
             }
             Job::Dequeue(user) => {
                 let node = cluster.node.to_string();
-                to_holder(&hub, &cluster, Msg::Unseek { user: user.to_string(), node });
+                to_holder(
+                    &hub,
+                    &cluster,
+                    Msg::Unseek {
+                        user: user.to_string(),
+                        node,
+                    },
+                );
                 Ok(())
             }
             Job::Away(user) => away(&hub, &cluster, user).await,

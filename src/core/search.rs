@@ -53,7 +53,11 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             if !changed {
                 let position = match self.queue.standing(user) {
                     Some((p, _)) => Some(p),
-                    None => self.queue.waiting().position(|s| *s.user == *user).map(|p| p + 1),
+                    None => self
+                        .queue
+                        .waiting()
+                        .position(|s| *s.user == *user)
+                        .map(|p| p + 1),
                 };
                 self.searching(&id, position.unwrap_or(0), now, &mut out);
                 return Ok(out);

@@ -9,7 +9,10 @@
 
 mod deliver;
 pub(crate) mod moderator;
+mod peers;
 pub(crate) mod resume;
+
+pub(crate) use peers::Peers;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,7 +23,6 @@ use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::auth::Verifier;
-use crate::bus::Cluster;
 use crate::bus::queue::{Job, Queue, SharedQueue};
 use crate::core::matchmaker::PreferenceMatchmaker;
 use crate::core::{Core, CoreConfig};
@@ -82,8 +84,8 @@ pub(crate) type NodeCore = Core<Link, Queue>;
 /// State shared by every connection: the core behind one lock, plus server-wide flags.
 pub struct Hub {
     core: Mutex<NodeCore>,
-    /// The cluster this node belongs to (set once connected), `None` for a single node.
-    pub(crate) cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// The other nodes: none for a node alone, the cluster (once joined) otherwise.
+    pub(crate) peers: Peers,
     /// The cluster jobs the core queues, taken by the worker when the cluster starts.
     pub(crate) jobs: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
     resubmit: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
@@ -93,8 +95,6 @@ pub struct Hub {
     pub(crate) timings: CoreConfig,
     /// Most blocks kept (`MAX_BLOCKS`): also the bound of the cluster's matchmaker here.
     pub(crate) max_blocks: usize,
-    /// Whether this node belongs to a cluster (`REDIS_URL` set).
-    clustered: bool,
     /// Bans and reports.
     moderator: moderator::Moderator,
     /// `GET /admin/users` questions waiting on the cluster's answer.
@@ -147,7 +147,7 @@ impl Hub {
         Ok(Arc::new(Hub {
             core: Mutex::new(core),
             webhooks,
-            cluster: std::sync::OnceLock::new(),
+            peers: Peers::new(settings.clustered),
             jobs: Mutex::new(jobs),
             resubmit,
             pending: Mutex::new(std::collections::HashMap::new()),
@@ -157,7 +157,6 @@ impl Hub {
             conns: Arc::new(crate::ws::Conns::new(settings.transport)),
             timings: cfg,
             max_blocks: settings.max_blocks,
-            clustered: settings.clustered,
             moderator: moderator::Moderator::open(&settings.moderation)?,
             asks: moderator::Asks::default(),
             shutting_down: AtomicBool::new(false),
@@ -227,7 +226,7 @@ impl Hub {
     /// True while a node with `REDIS_URL` has not joined its cluster yet: it takes no sessions
     /// and `/health` answers 503.
     pub fn waiting_for_cluster(&self) -> bool {
-        self.clustered && self.cluster.get().is_none()
+        self.peers.joining()
     }
 
     /// True once shutdown began: `/health` answers 503 and new searches are refused.
@@ -247,7 +246,7 @@ impl Hub {
             let effects = core.tick(now);
             self.deliver(&mut core, effects);
         }
-        if self.cluster.get().is_some() {
+        if self.peers.may_hold_sessions() {
             self.expire_pending(now);
         }
     }

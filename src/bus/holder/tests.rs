@@ -33,7 +33,11 @@ fn pairs(out: Out, nodes: &HashMap<String, Arc<str>>) -> Vec<(String, String)> {
                 panic!("unexpected {m:?}");
             };
             assert_eq!(nodes[&to], node, "told to its own node");
-            assert_eq!(nodes[&partner.user].as_ref(), partner.node, "the partner's node");
+            assert_eq!(
+                nodes[&partner.user].as_ref(),
+                partner.node,
+                "the partner's node"
+            );
             assert!(initiator, "the one who waited starts the call");
             (to, partner.user)
         })
@@ -163,11 +167,21 @@ fn a_new_holder_keeps_the_blocks_its_nodes_send() {
     // The same id on another node waits no second time.
     let again = Entry::at(&seeker("b"), 9, "n1", now, wall);
     let out = h.seek(again, &[], now, wall);
-    assert!(matches!(&out[..], [(n, Msg::Taken { user, search: 9 })] if &**n == "n1" && user == "b"));
+    assert!(
+        matches!(&out[..], [(n, Msg::Taken { user, search: 9 })] if &**n == "n1" && user == "b")
+    );
     // A search published again (the lease moved back) keeps its place.
     let b = Entry::at(&seeker("b"), 2, "n2", now, wall);
     assert!(h.seek(b, &[], now, wall).is_empty());
     assert_eq!(h.len(), 1);
-    assert_eq!(h.drop_node("n2"), 1);
+    // n1 dies: b's node (n2) hears nothing of it, and c's node, whose search went to a's node
+    // n1 in a pairing, is told to search again.
+    let again = h.drop_node("n1");
+    assert_eq!(h.len(), 1);
+    assert!(
+        matches!(&again[..], [(n, Msg::Again { user, search: 3 })] if &**n == "n2" && user == "c"),
+        "{again:?}"
+    );
+    assert!(h.drop_node("n2").is_empty());
     assert_eq!(h.len(), 0);
 }

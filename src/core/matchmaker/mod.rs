@@ -70,7 +70,7 @@ pub trait Matchmaker: Send {
     /// Takes a user out of the queue.
     fn remove(&mut self, user: &str) -> Option<Seeker>;
     /// Takes a user out of the queue because a match was made elsewhere (by the cluster's
-    /// shared queue, which already took it out there).
+    /// cluster's matchmaker, which already took it out of its queue).
     fn claimed(&mut self, user: &str) -> Option<Seeker> {
         self.remove(user)
     }
