@@ -10,6 +10,8 @@
 #   cluster: NODES nodes over one redis-server, the waiting users spread over all of them, side a
 #            on node 1 (which holds the matching lease: it started first) and side b on node 2,
 #            so that every session crosses nodes.
+#   then the same cluster with both sides on node 2: matched by node 1 over the bus, every call
+#            within node 2 (what separates it from the row above is the calls' relays).
 # Prints sessions per second, search -> matched, and CPU ms per session: the node(s) and Redis.
 # A node holds at most ~19,000 connections here (the file limit is 20,000 a process), so the
 # single node stops at 10,000 waiting and the cluster runs 6 nodes for 100,000.
@@ -27,6 +29,8 @@ LOADGEN=target/release/roulette-loadgen
 FLAGS=(--max-connections-per-ip 0 --max-new-connections-per-ip 0 --signal-events-per-sec 0
   --chat-events-per-sec 0 --search-events-per-min 0 --other-events-per-sec 0
   --rate-limit-max-requests 0 --max-waiting-time-ms 3600000 --log-level warn)
+# A generous node timeout: 100,000 connections opened at once saturate this machine for a while.
+CLUSTER_FLAGS=(--node-timeout-ms 60000)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
@@ -121,7 +125,7 @@ for depth in $DEPTHS; do
   for i in $(seq 1 "$nodes"); do
     port=$(free_port)
     "$SERVER" --host 127.0.0.1 --port "$port" --redis-url "redis://127.0.0.1:$redis_port" \
-      --node-id "node-$i" "${FLAGS[@]}" &
+      --node-id "node-$i" "${FLAGS[@]}" "${CLUSTER_FLAGS[@]}" &
     pids+=($!)
     node_pids+=($!)
     ports+=("$port")
@@ -132,5 +136,9 @@ for depth in $DEPTHS; do
   sleep 2
   measure "cluster of $nodes, $((depth / nodes * nodes)) waiting, every session across nodes" \
     "${ports[0]}" "${ports[1]}" "${node_pids[@]}" "$redis_pid"
+  # The same cluster, both sides on node 2: matched by node 1 over the bus, the calls within
+  # node 2. What is left of the difference is the calls' relays between nodes.
+  measure "the same cluster, every session on node 2 (matched by node 1)" \
+    "${ports[1]}" "${ports[1]}" "${node_pids[@]}" "$redis_pid"
   stop_all
 done

@@ -204,10 +204,14 @@ impl Holder {
     }
 
     /// Every node's [`Msg::Standing`]: the cluster's total, and its users' places and
-    /// estimated waits.
-    pub(crate) fn standings(&self) -> Out {
+    /// estimated waits. Each of `nodes` (the live ones) hears, even of none: a node whose
+    /// searches all went missing learns so.
+    pub(crate) fn standings(&self, nodes: &[String]) -> Out {
         let total = self.mm.len();
-        let mut per: FxHashMap<Arc<str>, Vec<(String, usize, u64)>> = FxHashMap::default();
+        let mut per: FxHashMap<Arc<str>, Vec<(String, usize, u64)>> = nodes
+            .iter()
+            .map(|n| (n.as_str().into(), Vec::new()))
+            .collect();
         for (i, s) in self.mm.waiting().enumerate() {
             let Some((node, _)) = self.at.get(&s.user) else {
                 continue;

@@ -91,6 +91,8 @@ pub(crate) struct SharedQueue {
     gone: usize,
     /// Local users waiting who arrived since that count.
     unranked: usize,
+    /// The arrival number of the last search made before the holder's previous word.
+    asked_before: u64,
 }
 
 impl SharedQueue {
@@ -112,11 +114,19 @@ impl SharedQueue {
             total: None,
             gone: 0,
             unranked: 0,
+            asked_before: 0,
         }
     }
 
     /// Records the holder's count of the cluster's waiting users and the places of this node's.
-    pub(crate) fn set_standing(&mut self, total: usize, users: Vec<(String, usize, u64)>) {
+    /// Returns the users whose search the holder should have had for a while and has not (its
+    /// message was lost: a subscriber that fell behind drops what overflows): their searches
+    /// are sent again (the holder ignores one it has).
+    pub(crate) fn set_standing(
+        &mut self,
+        total: usize,
+        users: Vec<(String, usize, u64)>,
+    ) -> Vec<UserId> {
         self.standing = users
             .into_iter()
             .filter(|(u, _, _)| self.index.contains_key(u.as_str()))
@@ -125,6 +135,16 @@ impl SharedQueue {
         self.total = Some(total);
         self.gone = 0;
         self.unranked = self.index.len() - self.standing.len();
+        // Searches made before the holder's previous word had a whole interval to reach it.
+        let lost = self
+            .order
+            .range(..=self.asked_before)
+            .map(|(_, s)| &s.user)
+            .filter(|u| !self.standing.contains_key(*u))
+            .cloned()
+            .collect();
+        self.asked_before = self.seq;
+        lost
     }
 
     /// Whom `user` blocked, and for how many more ms each.
@@ -295,9 +315,14 @@ impl Queue {
     }
 
     /// See [`SharedQueue::set_standing`].
-    pub(crate) fn set_standing(&mut self, total: usize, users: Vec<(String, usize, u64)>) {
-        if let Queue::Shared(q) = self {
-            q.set_standing(total, users);
+    pub(crate) fn set_standing(
+        &mut self,
+        total: usize,
+        users: Vec<(String, usize, u64)>,
+    ) -> Vec<UserId> {
+        match self {
+            Queue::Shared(q) => q.set_standing(total, users),
+            Queue::Local(_) => Vec::new(),
         }
     }
 }
@@ -347,5 +372,54 @@ impl Matchmaker for Queue {
     }
     fn blocks(&self) -> usize {
         each!(self, q => q.blocks())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn seeker(id: &str, since: Instant) -> Seeker {
+        Seeker {
+            user: id.into(),
+            profile: Arc::default(),
+            prefs: Arc::default(),
+            since,
+            previous: None,
+        }
+    }
+
+    /// The holder's word gives each waiting user its place in the cluster; a search it should
+    /// have had for a whole interval and has not (a lost message) is sent again, a newer one
+    /// (maybe on its way) is not.
+    #[test]
+    fn places_come_from_the_holder_and_lost_searches_go_again() {
+        let (tx, mut jobs) = tokio::sync::mpsc::unbounded_channel();
+        let mut q = SharedQueue::new(Duration::from_secs(5), 0, tx);
+        let now = Instant::now();
+        for u in ["a", "b"] {
+            assert!(q.offer(seeker(u, now), now).is_none());
+        }
+        assert!(matches!(jobs.try_recv(), Ok(Job::Search(u, Some(_))) if &*u == "a"));
+        let at = |p| ("a".to_string(), p, 1000);
+        assert!(
+            q.set_standing(40, vec![at(7)]).is_empty(),
+            "b may be on its way"
+        );
+        assert_eq!(q.standing("a"), Some((7, Some(1000))));
+        assert_eq!(q.standing("b"), Some((41, None)), "b counts last");
+        assert_eq!(q.total_waiting(), 41);
+        q.offer(seeker("c", now), now);
+        assert_eq!(q.total_waiting(), 42);
+        let lost = q.set_standing(40, vec![at(6)]);
+        assert_eq!(
+            lost,
+            vec![UserId::from("b")],
+            "b had a whole interval; c is new"
+        );
+        q.remove("a");
+        assert_eq!(q.total_waiting(), 39 + 2, "a left; b and c unranked");
     }
 }

@@ -185,7 +185,18 @@ pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
                 hub.search_again(&mut core, &user);
             }
         }
-        Msg::Standing { total, users } => hub.lock().queue_mut().set_standing(total, users),
+        Msg::Standing { total, users } => {
+            let lost = hub.lock().queue_mut().set_standing(total, users);
+            if !lost.is_empty() {
+                tracing::warn!(
+                    searches = lost.len(),
+                    "searches the matching node never had: sent again"
+                );
+            }
+            for user in lost {
+                hub.resubmit(user);
+            }
+        }
         Msg::Paired {
             room,
             to,

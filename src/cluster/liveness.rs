@@ -249,7 +249,7 @@ pub(crate) async fn matching(hub: Arc<Hub>, cluster: Arc<Cluster>, tick: Duratio
             let mut out = h.tick(now, now_ms());
             if now.saturating_duration_since(told) >= hub.timings.queue_status_interval {
                 told = now;
-                out.extend(h.standings());
+                out.extend(h.standings(&cluster.figures().node_ids));
             }
             (out, h.take_unsaved())
         };

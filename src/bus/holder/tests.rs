@@ -126,7 +126,7 @@ proptest! {
             }
             prop_assert_eq!(holder.len(), one.len());
             let mut places: HashMap<String, (usize, usize)> = HashMap::new();
-            for (_, m) in holder.standings() {
+            for (_, m) in holder.standings(&[]) {
                 let Msg::Standing { total, users } = wire(&m) else { unreachable!() };
                 for (u, p, _) in users {
                     places.insert(u, (p, total));
