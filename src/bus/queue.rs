@@ -70,6 +70,9 @@ impl Job {
     }
 }
 
+/// Most searches a node sends again per word of the holder (see [`SharedQueue::set_standing`]).
+const RESEND: usize = 1000;
+
 /// This node's waiting users, in arrival order; the pairing itself is the lease holder's.
 #[derive(Debug)]
 pub(crate) struct SharedQueue {
@@ -93,6 +96,8 @@ pub(crate) struct SharedQueue {
     unranked: usize,
     /// The arrival number of the last search made before the holder's previous word.
     asked_before: u64,
+    /// Where the next look for lost searches starts (see [`SharedQueue::set_standing`]).
+    resend_from: u64,
 }
 
 impl SharedQueue {
@@ -115,6 +120,7 @@ impl SharedQueue {
             gone: 0,
             unranked: 0,
             asked_before: 0,
+            resend_from: 0,
         }
     }
 
@@ -135,16 +141,24 @@ impl SharedQueue {
         self.total = Some(total);
         self.gone = 0;
         self.unranked = self.index.len() - self.standing.len();
-        // Searches made before the holder's previous word had a whole interval to reach it.
-        let lost = self
+        // Searches made before the holder's previous word had a whole interval to reach it. At
+        // most [`RESEND`] go again per word, the longest-waiting first: sent all at once, the
+        // searches of a whole node could overflow the holder's inbox again.
+        // The next word goes on after the last one sent (and starts again from the oldest once
+        // a word finds fewer).
+        let lost: Vec<(u64, UserId)> = self
             .order
-            .range(..=self.asked_before)
-            .map(|(_, s)| &s.user)
-            .filter(|u| !self.standing.contains_key(*u))
-            .cloned()
+            .range(self.resend_from..=self.asked_before.max(self.resend_from))
+            .filter(|(_, s)| !self.standing.contains_key(&s.user))
+            .take(RESEND)
+            .map(|(&seq, s)| (seq, s.user.clone()))
             .collect();
+        self.resend_from = match lost.last() {
+            Some(&(seq, _)) if lost.len() == RESEND => seq + 1,
+            _ => 0,
+        };
         self.asked_before = self.seq;
-        lost
+        lost.into_iter().map(|(_, u)| u).collect()
     }
 
     /// Whom `user` blocked, and for how many more ms each.
