@@ -85,7 +85,7 @@ pub(crate) struct Health {
 
 async fn health(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let stopping = hub.is_shutting_down();
-    let cluster = hub.cluster.get().map(|c| ClusterHealth {
+    let cluster = hub.peers.cluster().map(|c| ClusterHealth {
         node: c.node.to_string(),
         redis: if c.redis_up() { "up" } else { "down" },
         nodes: c.figures().nodes,
@@ -184,6 +184,11 @@ pub(crate) struct ClusterStats {
     pub redis_up: bool,
     /// Messages to or from other nodes that were lost (publish failed, inbox fell behind).
     pub messages_lost: u64,
+    /// The node that matches for the cluster (holds the matching lease), as last seen.
+    pub matcher: Option<String>,
+    /// On that node only: the searches in the cluster's queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<usize>,
     /// Figures summed over the live nodes at the last heartbeat.
     #[serde(flatten)]
     pub figures: crate::bus::ClusterFigures,
@@ -228,10 +233,12 @@ async fn stats(State(hub): State<Arc<Hub>>) -> Json<Stats> {
         uptime: hub.started.elapsed().as_secs_f64(),
         memory: Memory::read(),
         timestamp: now_ms(),
-        cluster: hub.cluster.get().map(|c| ClusterStats {
+        cluster: hub.peers.cluster().map(|c| ClusterStats {
             node: c.node.to_string(),
             redis_up: c.redis_up(),
             messages_lost: c.lost(),
+            matcher: c.holder().map(|h| h.to_string()),
+            queued: c.queued(),
             figures: c.figures(),
         }),
     })
@@ -309,7 +316,7 @@ fn snapshot(hub: &Hub) -> crate::metrics::Snapshot {
         bans: hub.active_bans(),
         webhook_queue: hub.webhooks.as_ref().map(|w| w.queued()),
         moderation_store_failing: hub.moderation_store() == "failing",
-        cluster: hub.cluster.get().map(|c| (c.redis_up(), c.figures())),
+        cluster: hub.peers.cluster().map(|c| (c.redis_up(), c.figures())),
     }
 }
 

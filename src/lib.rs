@@ -9,7 +9,7 @@
 //! - `protocol`: the payloads on the wire;
 //! - `core` and `moderation`: the pure, synchronous rules (queue, matching, rooms; bans,
 //!   reports, the auto-ban), free of I/O and clocks;
-//! - `limits`, `auth`, `ice`, `bus` (the cluster's Redis connection, messages, shared queue and
+//! - `limits`, `auth`, `ice`, `bus` (the cluster's Redis connection, messages, the cluster's matchmaker and
 //!   scripts), `metrics` (rendered from a snapshot), `store` (moderation's file) and `webhook`;
 //! - `node`: the node's state and its one delivery funnel, taking a session back, moderation
 //!   applied to connections;

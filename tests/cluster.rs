@@ -285,14 +285,19 @@ async fn preferences_and_blocks_hold_across_nodes() {
     .await;
 
     // A German speaker waits on A; an English-only seeker on B must not get them, a German one must.
-    // `searching` comes before the node's worker publishes the search: each is waited for in
-    // the shared queue, or on a loaded machine greta could search before dieter is visible.
+    // `searching` comes before the node's worker sends the search to the node that matches
+    // (A, the first node, holds the lease): each is waited for in the cluster's queue, or on a
+    // loaded machine greta could search before dieter is in it.
     let in_queue = |n: i64| {
-        let (redis, key) = (&redis, format!("{}:q", prefix("prefs")));
+        let a = &a;
         async move {
             assert!(
-                eventually(Duration::from_secs(5), async || redis.zcard(&key) == n).await,
-                "{n} searches in the shared queue"
+                eventually(Duration::from_secs(5), async || {
+                    a.get("/stats").await.1["cluster"]["queued"] == n
+                })
+                .await,
+                "{n} searches in the cluster's queue: {:?}",
+                a.get("/stats").await
             );
         }
     };
@@ -924,4 +929,271 @@ async fn a_ban_or_a_kick_made_on_one_node_takes_effect_on_every_node() {
         .await,
         "the lift reached B"
     );
+}
+
+/// `n` users of `node` named `<name>-<i>`, each a man who insists on a woman, waiting.
+async fn insisting_men(node: &Node, name: &str, n: usize) -> Vec<Client> {
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let batch = chunk.iter().map(|i| async move {
+            let mut c = Client::connect(node.addr).await;
+            c.emit(
+                "authenticate",
+                json!({"userId": format!("{name}-{i}"), "userInfo": {"gender": "male"}}),
+            )
+            .await;
+            c.expect("authenticated").await;
+            search(&mut c, json!({"preferences": {"gender": "female"}})).await;
+            c
+        });
+        out.extend(futures_util::future::join_all(batch).await);
+    }
+    out
+}
+
+/// The flags of a node that holds thousands of test clients from one address.
+const CROWD: [&str; 8] = [
+    "--max-connections-per-ip",
+    "0",
+    "--max-new-connections-per-ip",
+    "0",
+    "--rate-limit-max-requests",
+    "0",
+    "--search-events-per-min",
+    "0",
+];
+
+/// 2,000 men who insist on a woman wait on two nodes, so nobody can pair with them; then two
+/// users who speak a rare language and want exactly each other arrive, one on each node: the
+/// cluster pairs them at once (it matches against its whole queue, as one node does), and a
+/// newcomer's `queue-status` counts every waiting user of the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_behind_thousands_of_incompatible_users_meets_and_places_count_the_cluster() {
+    let redis = Redis::start_on(free_port());
+    let [a, b] = nodes(&redis, "depth", ["node-a", "node-b"], &CROWD).await;
+    let _on_a = insisting_men(&a, "a", 1000).await;
+    let _on_b = insisting_men(&b, "b", 1000).await;
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            a.get("/stats").await.1["cluster"]["queued"] == 2000
+        })
+        .await,
+        "2,000 searches in the cluster's queue: {:?}",
+        a.get("/stats").await
+    );
+
+    // A newcomer on B is the 2,001st: its place and the total count both nodes' users.
+    let mut late = b.user("late").await;
+    late.emit(
+        "find-random-partner",
+        json!({"preferences": {"gender": "female"}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let counted = eventually(Duration::from_secs(5), async || {
+        let (name, s) = late.next_event().await;
+        seen.push(format!("{name} {s}"));
+        name == "queue-status" && s["position"] == 2001 && s["totalWaiting"] == 2001
+    })
+    .await;
+    assert!(counted, "queue-status never counted the cluster: {seen:?}");
+
+    let mut ana = speaker(&a, "ana", &["eu"]).await;
+    search(&mut ana, json!({"preferences": {"language": "eu"}})).await;
+    let mut jon = speaker(&b, "jon", &["eu"]).await;
+    jon.emit(
+        "find-random-partner",
+        json!({"preferences": {"language": "eu"}}),
+    )
+    .await;
+    assert_eq!(jon.expect("matched").await["partnerId"], "ana");
+    let m = ana.expect("matched").await;
+    assert_eq!(m["partnerId"], "jon");
+    assert_eq!(m["isInitiator"], true, "ana waited longer");
+}
+
+/// The node that matches for the cluster is killed: another node takes the lease within the
+/// node timeout, the users waiting on the living nodes are in its queue again (their nodes send
+/// them), and matching goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matching_lease_moves_when_its_holder_dies() {
+    let redis = Redis::start_on(free_port());
+    let timeout = ["--node-timeout-ms", "2000"];
+    let [mut a, b, c] = nodes(&redis, "lease", ["node-a", "node-b", "node-c"], &timeout).await;
+    let stats = b.get("/stats").await;
+    assert_eq!(stats.1["cluster"]["matcher"], "node-a", "{stats:?}");
+    // Waiting on B while A matches: in A's queue only.
+    let mut bea = waiting(&b, "bea").await;
+    // Someone bea cannot meet, on C: blocks and hard filters must survive the move.
+    let mut cid = speaker(&c, "cid", &["eu"]).await;
+    search(&mut cid, json!({"preferences": {"language": "eu"}})).await;
+
+    a.kill();
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let m = b.get("/stats").await.1["cluster"]["matcher"].clone();
+            m == "node-b" || m == "node-c"
+        })
+        .await,
+        "nobody took the lease"
+    );
+    let holder = b.get("/stats").await.1["cluster"]["matcher"].clone();
+    let holder = if holder == "node-b" { &b } else { &c };
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            holder.get("/stats").await.1["cluster"]["queued"] == 2
+        })
+        .await,
+        "the new holder never had the waiting users"
+    );
+    // A newcomer on C meets bea, who waited on B through the move (cid wants a Basque speaker).
+    let mut dan = c.user("dan").await;
+    dan.emit("find-random-partner", json!({})).await;
+    assert_eq!(dan.expect("matched").await["partnerId"], "bea");
+    assert_eq!(bea.expect("matched").await["partnerId"], "dan");
+    cid.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// One arrival of the model scenario: a user, its profile, its wishes, whom it blocks first.
+struct Arrival {
+    name: String,
+    info: Value,
+    prefs: Value,
+    blocks: Option<String>,
+}
+
+/// A fixed, varied sequence of arrivals (a small generator, so the case is the same every run):
+/// genders and gender wishes, languages and language wishes, ages and age ranges, countries,
+/// and a few blocks of earlier users.
+fn arrivals() -> Vec<Arrival> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    (0..40)
+        .map(|i| {
+            let gender = ["male", "female", "other"][next(3) as usize];
+            let langs =
+                [vec!["en"], vec!["de"], vec!["en", "de"], vec!["fr"]][next(4) as usize].clone();
+            let age = 18 + next(30);
+            let country = ["US", "DE", "FR"][next(3) as usize];
+            let mut prefs = serde_json::Map::new();
+            match next(6) {
+                0 => prefs.insert("gender".into(), json!("female")),
+                1 => prefs.insert("gender".into(), json!("male")),
+                _ => None,
+            };
+            if next(4) == 0 {
+                prefs.insert(
+                    "language".into(),
+                    json!(["en", "de", "fr"][next(3) as usize]),
+                );
+            }
+            if next(5) == 0 {
+                prefs.insert("ageRange".into(), json!([20, 35]));
+            }
+            if next(6) == 0 {
+                prefs.insert("country".into(), json!(["US", "DE"][next(2) as usize]));
+            }
+            let blocks = (i > 0 && next(5) == 0).then(|| format!("u{}", next(i)));
+            Arrival {
+                name: format!("u{i}"),
+                info: json!({"gender": gender, "languages": langs, "age": age, "country": country}),
+                prefs: Value::Object(prefs),
+                blocks,
+            }
+        })
+        .collect()
+}
+
+/// Runs the arrivals against `addrs` (arrival `i` on `addrs[i % len]`), each once the previous
+/// one was decided (`settled` waits for that), and returns the pairs made, as
+/// `(initiator, responder)`, sorted.
+async fn run_arrivals(
+    addrs: &[SocketAddr],
+    mut settled: impl AsyncFnMut(usize) -> bool,
+) -> Vec<(String, String)> {
+    let mut clients = Vec::new();
+    for (i, a) in arrivals().into_iter().enumerate() {
+        let mut c = Client::connect(addrs[i % addrs.len()]).await;
+        c.emit(
+            "authenticate",
+            json!({"userId": a.name, "userInfo": a.info}),
+        )
+        .await;
+        c.expect("authenticated").await;
+        if let Some(other) = &a.blocks {
+            c.emit("block-user", json!({"userId": other})).await;
+        }
+        c.emit("find-random-partner", json!({"preferences": a.prefs}))
+            .await;
+        // A single node decides before it answers; a cluster node answers `searching` first.
+        let (event, data) = c.next_event().await;
+        assert!(event == "searching" || event == "matched", "{event} {data}");
+        assert!(settled(i).await, "arrival {i} was never decided");
+        clients.push((a.name, c, vec![(event, data)]));
+    }
+    let mut pairs = Vec::new();
+    for (name, c, seen) in clients.iter_mut() {
+        for (event, data) in seen.drain(..) {
+            if event == "matched" && data["isInitiator"] == true {
+                pairs.push((
+                    name.clone(),
+                    data["partnerId"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        while let Ok(Some((event, data))) =
+            tokio::time::timeout(Duration::from_millis(100), c.try_next_event()).await
+        {
+            if event == "matched" && data["isInitiator"] == true {
+                pairs.push((
+                    name.clone(),
+                    data["partnerId"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+/// The model test over real processes: the same arrivals, spread over three nodes of a
+/// cluster, make exactly the pairs (and initiators) one node makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_makes_the_pairs_one_node_makes() {
+    // No relaxation during the run: arrivals are decided in order, at their own pace.
+    let flags = [
+        "--preference-relax-ms",
+        "600000",
+        "--rate-limit-max-requests",
+        "0",
+    ];
+    let one = common::TestServer::start(&flags).await;
+    let single = run_arrivals(&[one.addr], async |_| true).await;
+    assert!(single.len() >= 5, "the scenario pairs some: {single:?}");
+
+    let redis = Redis::start_on(free_port());
+    let [a, b, c] = nodes(&redis, "model", ["node-a", "node-b", "node-c"], &flags).await;
+    // Each arrival either waits or takes one waiting user: the holder's (A's) queue grows or
+    // shrinks by one. The next arrival comes once it has.
+    let mut queued = 0i64;
+    let cluster = run_arrivals(&[a.addr, b.addr, c.addr], async |_| {
+        eventually(Duration::from_secs(5), async || {
+            let now = a.get("/stats").await.1["cluster"]["queued"]
+                .as_i64()
+                .unwrap_or(-1);
+            if now == queued + 1 || now == queued - 1 {
+                queued = now;
+                return true;
+            }
+            false
+        })
+        .await
+    })
+    .await;
+    assert_eq!(cluster, single);
 }

@@ -610,6 +610,10 @@ export interface ClusterStats {
   node: string;
   redisUp: boolean;
   messagesLost: number;
+  /** The node that matches for the cluster (holds the matching lease), as this node last saw it. */
+  matcher: string | null;
+  /** On the node that matches for the cluster only, the searches in the cluster's queue. */
+  queued?: number;
   nodes: number;
   nodeIds: string[];
   connections: number;

@@ -75,6 +75,10 @@ enum Scenario {
         /// Seconds to hold them once all are open.
         #[arg(long, default_value_t = 5)]
         hold: u64,
+        /// Each connection searches as a man who insists on a woman, and waits: a queue of N
+        /// that nobody of the other scenarios can pair with (they state no gender).
+        #[arg(long)]
+        waiting: bool,
     },
     /// USERS loops of full sessions on fresh connections, for SECONDS.
     Sessions {
@@ -82,6 +86,9 @@ enum Scenario {
         users: usize,
         /// Seconds.
         seconds: u64,
+        /// `a` or `b`: users meet only users of the other side (two generators, one per side).
+        #[arg(long, value_parser = ["a", "b"])]
+        side: Option<String>,
     },
     /// PAIRS matched pairs ping-ponging ICE candidates for SECONDS.
     Relay {
@@ -136,8 +143,15 @@ fn main() -> std::process::ExitCode {
     let c = cli.common.clone();
     let report = rt.block_on(async move {
         match cli.scenario {
-            Scenario::Idle { n, hold } => scenarios::idle(&c, n, hold).await,
-            Scenario::Sessions { users, seconds } => scenarios::sessions(&c, users, seconds).await,
+            Scenario::Idle { n, hold, waiting } => scenarios::idle(&c, n, hold, waiting).await,
+            Scenario::Sessions {
+                users,
+                seconds,
+                side,
+            } => {
+                let side = side.and_then(|s| s.chars().next());
+                scenarios::sessions(&c, users, seconds, side).await
+            }
             Scenario::Relay {
                 pairs,
                 seconds,

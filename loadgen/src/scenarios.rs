@@ -130,8 +130,15 @@ struct IdleCrowd {
 }
 
 impl IdleCrowd {
-    /// Opens `n` connections, at most `connect_concurrency` at a time, each held until `stop`.
-    fn spawn(t: &Target, n: usize, c: &Common, stop: watch::Receiver<bool>) -> IdleCrowd {
+    /// Opens `n` connections, at most `connect_concurrency` at a time, each held until `stop`;
+    /// `waiting`: each searches first, as a man who insists on a woman.
+    fn spawn(
+        t: &Target,
+        n: usize,
+        c: &Common,
+        stop: watch::Receiver<bool>,
+        waiting: bool,
+    ) -> IdleCrowd {
         let gate = Arc::new(Semaphore::new(c.connect_concurrency));
         let failures = Arc::new(Failures::new());
         let authed = Arc::new(AtomicU64::new(0));
@@ -144,7 +151,11 @@ impl IdleCrowd {
                 let (mut stop, ready) = (stop.clone(), ready_tx.clone());
                 tokio::spawn(async move {
                     let permit = gate.acquire_owned().await.expect("open");
-                    let conn = user(&t, timeout, &user_id("idle"), None).await;
+                    let conn = if waiting {
+                        waiting_man(&t, timeout).await
+                    } else {
+                        user(&t, timeout, &user_id("idle"), None).await
+                    };
                     drop(permit);
                     match conn {
                         Ok((mut conn, _)) => {
@@ -181,13 +192,29 @@ impl IdleCrowd {
     }
 }
 
-/// `idle N`: N authenticated connections, held.
-pub async fn idle(c: &Common, n: usize, hold_secs: u64) -> Result<Report> {
+/// A man who insists on meeting a woman, searching: he waits for as long as only users who
+/// state no gender come.
+async fn waiting_man(t: &Target, timeout: Duration) -> Result<(Conn, Value)> {
+    let mut c = Conn::open(t, timeout).await?;
+    let info = json!({ "userId": user_id("w"), "userInfo": { "gender": "male" } });
+    c.emit("authenticate", &info).await?;
+    let a = c.expect("authenticated").await?;
+    c.emit(
+        "find-random-partner",
+        &json!({ "preferences": { "gender": "female" } }),
+    )
+    .await?;
+    c.expect("searching").await?;
+    Ok((c, a))
+}
+
+/// `idle N`: N authenticated connections, held (`waiting`: each searching in vain).
+pub async fn idle(c: &Common, n: usize, hold_secs: u64, waiting: bool) -> Result<Report> {
     let t = Target::new(&c.url, !c.no_spread)?;
     let before = proc::sample(c.server_pid);
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();
-    let mut crowd = IdleCrowd::spawn(&t, n, c, stop_rx);
+    let mut crowd = IdleCrowd::spawn(&t, n, c, stop_rx, waiting);
     for _ in 0..n {
         crowd.ready.recv().await;
     }
@@ -253,11 +280,11 @@ async fn one_session(
     t: &Target,
     timeout: Duration,
     st: &SessionStats,
-    cohort: Option<&'static str>,
+    (cohort, wish): (Option<&'static str>, Option<&'static str>),
 ) -> Result<()> {
     let began = Instant::now();
     let (mut c, _) = user(t, timeout, &user_id("s"), cohort).await?;
-    c.emit("find-random-partner", &find_body(cohort)).await?;
+    c.emit("find-random-partner", &find_body(wish)).await?;
     let searched = Instant::now();
     let m = c.expect("matched").await?;
     st.to_match
@@ -324,7 +351,7 @@ async fn session_loops(
     timeout: Duration,
     users: usize,
     until: Instant,
-    cohort: Option<&'static str>,
+    cohorts: (Option<&'static str>, Option<&'static str>),
 ) -> Arc<SessionStats> {
     let st = Arc::new(SessionStats {
         completed: AtomicU64::new(0),
@@ -341,7 +368,7 @@ async fn session_loops(
             // which is the end of the run, not a failure.
             let cutoff = tokio::time::Instant::from_std(until + Duration::from_secs(1));
             while Instant::now() < until {
-                let session = one_session(&t, timeout, &st, cohort);
+                let session = one_session(&t, timeout, &st, cohorts);
                 match tokio::time::timeout_at(cutoff, session).await {
                     Ok(Err(e)) if Instant::now() < until => st.failures.add(&e),
                     _ => {}
@@ -369,8 +396,20 @@ fn sessions_json(st: &SessionStats, secs: f64, cpu: Option<f64>) -> Value {
     })
 }
 
-/// `sessions USERS SECONDS`.
-pub async fn sessions(c: &Common, users: usize, seconds: u64) -> Result<Report> {
+/// `sessions USERS SECONDS [--side a|b]`: with a side, the users are of one cohort and seek the
+/// other side's, so that two generators, one per side, make only pairs between themselves (one
+/// on each node of a cluster: every session crosses nodes).
+pub async fn sessions(
+    c: &Common,
+    users: usize,
+    seconds: u64,
+    side: Option<char>,
+) -> Result<Report> {
+    let cohorts = match side {
+        Some('a') => (Some("SA"), Some("SB")),
+        Some(_) => (Some("SB"), Some("SA")),
+        None => (None, None),
+    };
     let t = Target::new(&c.url, !c.no_spread)?;
     let before = proc::sample(c.server_pid);
     let started = Instant::now();
@@ -379,7 +418,7 @@ pub async fn sessions(c: &Common, users: usize, seconds: u64) -> Result<Report> 
         c.timeout(),
         users,
         started + Duration::from_secs(seconds),
-        None,
+        cohorts,
     )
     .await;
     let secs = started.elapsed().as_secs_f64();
@@ -640,7 +679,7 @@ pub async fn soak(
 
     // Idle connections, held for the whole run.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut idle = IdleCrowd::spawn(&t, idle_n, c, stop_rx);
+    let mut idle = IdleCrowd::spawn(&t, idle_n, c, stop_rx, false);
     // RSS every 5 s.
     let pid = c.server_pid;
     let sampler = tokio::spawn(async move {
@@ -670,7 +709,7 @@ pub async fn soak(
         })
         .collect();
     // Each kind of user meets only its own kind (see `wire::user`).
-    let sessions_fut = session_loops(&t, timeout, users, until, Some("XS"));
+    let sessions_fut = session_loops(&t, timeout, users, until, (Some("XS"), Some("XS")));
     let relay_secs = seconds.saturating_sub(2).max(1);
     let relay_fut = relay_pairs(&t, &t, timeout, pairs, 1, relay_secs, None, Some("XR"));
     let (st, (rs, rsecs, _)) = tokio::join!(sessions_fut, relay_fut);

@@ -1,7 +1,8 @@
 //! The cluster's bus: what several Roulette nodes say to each other over Redis, and how.
 //!
 //! This module holds the connection ([`Cluster`]), the messages between nodes ([`Msg`]), the
-//! shared queue ([`queue`]) and the Lua scripts ([`scripts`]); it depends only on the core, the
+//! cluster's one matchmaker ([`holder`]), a node's side of the queue ([`queue`]) and the Lua
+//! scripts ([`scripts`]); it depends only on the core, the
 //! model and the protocol. What a node does with the messages (the inbox, the worker that pairs
 //! searches, the heartbeat) is [`crate::cluster`], above the node.
 //!
@@ -10,11 +11,12 @@
 //! With `REDIS_URL` set, each node keeps its own users, sockets and core as before, and shares
 //! three things through Redis:
 //!
-//! - **The queue.** A search is published as an entry in a sorted set (arrival order) and a
-//!   hash (the entry), and the node looks for a partner in the snapshot of the whole queue with
-//!   the same rule as a single node ([`crate::core::rule`]). Taking a partner is one Lua script
-//!   that removes both entries only if both are still there and the partner's node is alive, so
-//!   no user is ever matched twice by two nodes ([`crate::cluster::worker`]).
+//! - **The queue.** One node at a time holds the matching lease (a Redis key with a TTL it
+//!   renews every heartbeat) and keeps the whole cluster's queue in the indexed matchmaker a
+//!   single node uses ([`holder`]); the other nodes send it their users' searches,
+//!   cancellations and blocks over the bus and hear back the pairings and every waiting user's
+//!   place. When the holder dies its lease expires, another node takes it, and every node sends
+//!   the new holder its waiting users again.
 //! - **Delivery.** Each node subscribes to a channel of its own. A message for a user of
 //!   another node (`matched`, a relayed offer, answer, candidate or chat line, `partner-left`)
 //!   goes to that node's channel through one ordered publisher, and the receiving node checks it
@@ -33,18 +35,21 @@
 //! a Redis restart (see `STACK-NOTES.md`). Here one ordered path carries both, and fred's
 //! subscriber client resubscribes on its own.
 
+mod entry;
+pub(crate) mod holder;
 mod msg;
 pub(crate) mod publish;
 pub(crate) mod queue;
 mod redis;
 pub(crate) mod scripts;
 
+pub(crate) use entry::Entry;
 pub(crate) use msg::{Act, Msg};
 pub(crate) use redis::{redis_config, scrub};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
@@ -52,8 +57,6 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::core::matchmaker::Seeker;
-use crate::model::profile::{Preferences, Profile};
 use crate::moderation::{Ban, Report};
 use crate::protocol::outgoing::now_ms;
 
@@ -85,58 +88,6 @@ pub(crate) struct Settings {
 
 /// The channel every node hears (`<prefix>:to:*`); no node can be named `*`.
 const BROADCAST: &str = "*";
-
-/// Most queue entries a search looks at: the longest-waiting ones.
-pub(crate) const SNAPSHOT_LIMIT: usize = 1000;
-
-/// A search as the shared queue holds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Entry {
-    /// The user.
-    pub user: String,
-    /// The node its socket is on.
-    pub node: String,
-    /// When the search began, in Unix milliseconds (nodes share wall time, not `Instant`s).
-    pub since: u64,
-    /// The user's profile.
-    pub profile: Profile,
-    /// What it asks of a partner.
-    pub prefs: Preferences,
-    /// The partner of its last room.
-    pub previous: Option<String>,
-    /// A random id of this one search: once claimed, the same search is never published again
-    /// (a late retry of it would put a matched user back in the queue).
-    #[serde(default)]
-    pub search: u64,
-}
-
-impl Entry {
-    /// The entry of a local waiting user's search `search`.
-    pub(crate) fn of(s: &Seeker, search: u64, node: &str, now: Instant) -> Entry {
-        Entry {
-            search,
-            user: s.user.to_string(),
-            node: node.to_string(),
-            since: now_ms()
-                .saturating_sub(now.saturating_duration_since(s.since).as_millis() as u64),
-            profile: Profile::clone(&s.profile),
-            prefs: Preferences::clone(&s.prefs),
-            previous: s.previous.as_deref().map(str::to_string),
-        }
-    }
-
-    /// The entry as a local [`Seeker`] (for a ghost partner), its wait carried over.
-    pub(crate) fn seeker(&self, now: Instant) -> Seeker {
-        let waited = Duration::from_millis(now_ms().saturating_sub(self.since));
-        Seeker {
-            user: self.user.as_str().into(),
-            profile: Arc::new(self.profile.clone()),
-            prefs: Arc::new(self.prefs.clone()),
-            since: now.checked_sub(waited).unwrap_or(now),
-            previous: self.previous.as_deref().map(Into::into),
-        }
-    }
-}
 
 /// This node's figures, published with its heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +146,10 @@ pub(crate) struct Cluster {
     pub seen: publish::Seen,
     /// How long a silent node stays alive.
     pub node_timeout: Duration,
+    /// The node that matches for the cluster, as of this node's last heartbeat.
+    holder: Mutex<Option<Arc<str>>>,
+    /// The cluster's queue, while this node holds the lease.
+    pub(crate) matcher: Mutex<holder::Matcher>,
 }
 
 impl Cluster {
@@ -279,6 +234,8 @@ impl Cluster {
             figures: Mutex::new(ClusterFigures::default()),
             seen: publish::Seen::new(),
             node_timeout,
+            holder: Mutex::new(None),
+            matcher: Mutex::new(holder::Matcher::default()),
         });
         cluster
             .subscriber
@@ -431,10 +388,34 @@ impl Cluster {
         self.figures.lock().clone()
     }
 
-    /// Takes this node out of the cluster at shutdown: its heartbeat and queue entries go at
+    /// The node that matches for the cluster, as of the last heartbeat.
+    pub(crate) fn holder(&self) -> Option<Arc<str>> {
+        self.holder.lock().clone()
+    }
+
+    /// How many searches the cluster's queue holds, when this node holds it.
+    pub(crate) fn queued(&self) -> Option<usize> {
+        match &*self.matcher.lock() {
+            holder::Matcher::Holding(h) => Some(h.len()),
+            holder::Matcher::Idle(_) => None,
+        }
+    }
+
+    /// Records the lease holder; returns whether it changed.
+    pub(crate) fn set_holder(&self, holder: Option<&str>) -> bool {
+        let mut h = self.holder.lock();
+        if h.as_deref() == holder || holder.is_none() {
+            return false;
+        }
+        *h = holder.map(Into::into);
+        true
+    }
+
+    /// Takes this node out of the cluster at shutdown: its heartbeat, figures and lease go at
     /// once instead of after the timeout.
     pub(crate) async fn leave(&self) {
-        let r: Result<(), _> = scripts::purge(self, &self.node).await;
+        let r = scripts::forget(self, &self.node).await;
+        let r = r.and(scripts::release(self).await);
         if let Err(e) = r {
             tracing::warn!("could not leave the cluster cleanly: {e}");
         }

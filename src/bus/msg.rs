@@ -23,6 +23,63 @@ pub(crate) enum Msg {
         partner: Entry,
         /// Whether `to` starts the call.
         initiator: bool,
+        /// The search of `to` that was matched: a node drops a pairing of a search its user
+        /// gave up or replaced since (absent from nodes of earlier versions: not checked).
+        #[serde(default)]
+        search: Option<u64>,
+    },
+    /// To the node that matches for the cluster (the lease holder): `entry`'s user searches,
+    /// from `entry.node`. `blocks` are the users it blocked and how long each block has left
+    /// (ms), so that a holder that just took over knows them.
+    Seek {
+        /// The search.
+        entry: Entry,
+        /// Whom the user blocked, and for how many more ms.
+        #[serde(default)]
+        blocks: Vec<(String, u64)>,
+    },
+    /// To the lease holder: `user` of `node` stopped searching.
+    Unseek {
+        /// The user.
+        user: String,
+        /// Its node.
+        node: String,
+    },
+    /// To the lease holder: `by` blocked `other` for `ttl_ms`.
+    Block {
+        /// Who blocked.
+        by: String,
+        /// Whom.
+        other: String,
+        /// For how long (ms).
+        ttl_ms: u64,
+    },
+    /// From the lease holder: search `search` of `user` cannot wait, a user of the same id waits
+    /// on another node.
+    Taken {
+        /// The user.
+        user: String,
+        /// Its search.
+        search: u64,
+    },
+    /// A pairing of `user`'s search `search` fell through on its partner's node (the partner
+    /// left meanwhile): the lease holder took the search out of its queue, so it is published
+    /// again, if the user still waits with it.
+    Again {
+        /// The receiving node's user.
+        user: String,
+        /// Its search.
+        search: u64,
+    },
+    /// From the lease holder, every `queue-status` interval: how many users wait in the whole
+    /// cluster, and each of the receiving node's waiting users' place (1 is next) and the wait
+    /// the cluster's recent match rate gives that place (ms; `None` without a match in the last
+    /// minute).
+    Standing {
+        /// Users waiting in the cluster.
+        total: usize,
+        /// `(user, position, wait ms at the recent match rate)` of the receiving node's users.
+        users: Vec<(String, usize, Option<u64>)>,
     },
     /// An event for `to`, from its partner in `room` (room ids are unique: the room names the
     /// sender).

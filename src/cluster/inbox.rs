@@ -11,10 +11,53 @@ use std::time::Instant;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
-use crate::bus::{Cluster, Msg};
+use crate::bus::holder::{IDLE_KEPT, Matcher, Out};
+use crate::bus::{Cluster, Entry, Msg};
 use crate::model::reason::Reason;
+use crate::model::{ErrorCode, Reject};
 use crate::node::resume::{Handover, finish};
-use crate::node::{Hub, Link, SendError};
+use crate::node::{Hub, Link, SendError, send_error};
+use crate::protocol::outgoing::now_ms;
+
+/// Sends `msg` to the node that matches for the cluster; handled at once when that is this one.
+/// With no holder known yet the message is dropped: the first holder makes every node publish
+/// its searches again.
+pub(crate) fn to_holder(hub: &Hub, cluster: &Cluster, msg: Msg) {
+    match cluster.holder() {
+        Some(h) if *h == *cluster.node => at_holder(hub, cluster, msg),
+        Some(h) => cluster.send(&h, &msg),
+        None => {}
+    }
+}
+
+/// A message for the lease holder, arrived here.
+fn at_holder(hub: &Hub, cluster: &Cluster, msg: Msg) {
+    let out = {
+        let mut m = cluster.matcher.lock();
+        match &mut *m {
+            Matcher::Holding(h) => h.handle(msg, Instant::now(), now_ms()),
+            // Perhaps this node took the lease and has not heard so yet.
+            Matcher::Idle(kept) => {
+                if kept.len() < IDLE_KEPT {
+                    kept.push(msg);
+                }
+                return;
+            }
+        }
+    };
+    dispatch(hub, cluster, out);
+}
+
+/// Sends the holder's messages: to other nodes over the bus, to this one at once.
+pub(crate) fn dispatch(hub: &Hub, cluster: &Cluster, out: Out) {
+    for (node, msg) in out {
+        if *node == *cluster.node {
+            handle(hub, cluster, msg);
+        } else {
+            cluster.send(&node, &msg);
+        }
+    }
+}
 
 /// Reads this node's channel until the subscriber closes.
 pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: SubscriberClient) {
@@ -132,40 +175,157 @@ pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
             let effects = core.relink(&to, &room, Link::Remote(node.into()));
             hub.deliver(&mut core, effects);
         }
+        msg @ (Msg::Seek { .. } | Msg::Unseek { .. } | Msg::Block { .. }) => {
+            at_holder(hub, cluster, msg)
+        }
+        Msg::Taken { user, search } => {
+            if hub.lock().queue().search_id(&user) == Some(search) {
+                refuse_taken(hub, &user);
+            }
+        }
+        Msg::Again { user, search } => {
+            let mut core = hub.lock();
+            if core.queue().search_id(&user) == Some(search) {
+                hub.search_again(&mut core, &user);
+            }
+        }
+        Msg::Standing { total, users } => {
+            let lost = hub.lock().queue_mut().set_standing(total, users);
+            if !lost.is_empty() {
+                tracing::warn!(
+                    searches = lost.len(),
+                    "searches the matching node never had: sent again"
+                );
+            }
+            for user in lost {
+                hub.resubmit(user);
+            }
+        }
         Msg::Paired {
             room,
             to,
             partner,
             initiator,
-        } => {
-            let mut core = hub.lock();
-            let node: Arc<str> = partner.node.as_str().into();
-            let seeker = partner.seeker(now);
-            match core.adopt(
+            search,
+        } => paired(hub, cluster, room, to, partner, initiator, search),
+    }
+}
+
+/// `to`, waiting here, was matched with `partner` in `room`: by the lease holder (`to` waited
+/// longer and starts the call; this node opens the room and tells the partner's node), or by
+/// the partner's node that did so (`to` answers the call). A pairing of a search `to` gave up
+/// or replaced since is refused, and the partner searches again.
+fn paired(
+    hub: &Hub,
+    cluster: &Cluster,
+    room: String,
+    to: String,
+    partner: Entry,
+    initiator: bool,
+    search: Option<u64>,
+) {
+    let now = Instant::now();
+    let mut core = hub.lock();
+    let current = core.queue().search_id(&to);
+    // Nodes of earlier versions name no search.
+    let fresh = search.is_none() || search == current;
+    if partner.node == *cluster.node {
+        // Both wait here.
+        let partner_fresh = core.queue().search_id(&partner.user) == Some(partner.search);
+        let made = (fresh && partner_fresh)
+            .then(|| core.pair_waiting(room.as_str().into(), &to, &partner.user, now))
+            .flatten();
+        match made {
+            Some(effects) => hub.deliver(&mut core, effects),
+            None => {
+                for (u, ok) in [(&to, fresh), (&partner.user, partner_fresh)] {
+                    if ok {
+                        hub.search_again(&mut core, u);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let node: Arc<str> = partner.node.as_str().into();
+    // What the partner's node is told of `to`, taken before the room opens.
+    let mine = core
+        .waiting_entry(&to)
+        .map(|s| Entry::of(s, current.unwrap_or_default(), &cluster.node, now));
+    let seeker = partner.seeker(now);
+    let made = fresh
+        .then(|| {
+            core.adopt(
                 room.as_str().into(),
                 &to,
                 seeker,
                 Link::Remote(node.clone()),
                 initiator,
                 now,
-            ) {
-                Some(effects) => hub.deliver(&mut core, effects),
-                None => {
-                    // `to` stopped waiting while the match was made (if it still waits, the id
-                    // was in use here: it searches again); its partner hears it left.
-                    hub.search_again(&mut core, &to);
-                    cluster.send(
-                        &node,
-                        &Msg::Left {
-                            room,
-                            to: partner.user,
-                            reason: Reason::UserEnded.to_string(),
-                        },
-                    );
-                }
+            )
+        })
+        .flatten();
+    match (made, mine) {
+        (Some(effects), Some(mine)) => {
+            hub.deliver(&mut core, effects);
+            if initiator {
+                cluster.send(
+                    &node,
+                    &Msg::Paired {
+                        room,
+                        to: partner.user,
+                        partner: mine,
+                        initiator: false,
+                        search: Some(partner.search),
+                    },
+                );
+            }
+        }
+        _ => {
+            // `to` stopped waiting while the match was made (if it still waits, the id was in
+            // use here: it searches again).
+            if fresh {
+                hub.search_again(&mut core, &to);
+            }
+            if initiator {
+                // The partner's node has heard nothing yet: its user searches again.
+                cluster.send(
+                    &node,
+                    &Msg::Again {
+                        user: partner.user,
+                        search: partner.search,
+                    },
+                );
+            } else {
+                // Its partner's room is open on the other node: it hears this user left.
+                cluster.send(
+                    &node,
+                    &Msg::Left {
+                        room,
+                        to: partner.user,
+                        reason: Reason::UserEnded.to_string(),
+                    },
+                );
             }
         }
     }
+}
+
+/// A user of the same id waits on another node: this search ends, refused as `authenticate`
+/// with a taken id would be on one node.
+fn refuse_taken(hub: &Hub, user: &str) {
+    let mut core = hub.lock();
+    let Ok(effects) = core.end(user, Instant::now()) else {
+        return;
+    };
+    if let Some(Link::Local(socket)) = core.link(user) {
+        let reject = Reject::new(
+            ErrorCode::UserIdTaken,
+            "a user with this id is already searching on another server",
+        );
+        send_error(socket, "find-random-partner", &reject);
+    }
+    hub.deliver(&mut core, effects);
 }
 
 /// `user`, away from this node, came back through `from`: hand its room over, or refuse.

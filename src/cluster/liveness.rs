@@ -7,6 +7,10 @@
 //! it (`partner-left`, reason `disconnect`) and drops its queue entries. The key's TTL is chosen
 //! so that all of this happens within `NODE_TIMEOUT_MS` of the node's last beat.
 //!
+//! Each beat also takes or renews the matching lease (see [`crate::bus::holder`]): the node
+//! that holds it matches for the cluster; when it changes, every node sends the new holder its
+//! waiting users' searches again.
+//!
 //! A failed beat marks Redis as down (`/health` answers 503). A beat that finds this node's own
 //! key gone means Redis lost its data (a restart): the node publishes its searches again. A node
 //! renews its key only while it hears its own pings on its channel: after a Redis restart the
@@ -17,11 +21,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::inbox::dispatch;
 use super::worker;
-use crate::bus::queue::Queue;
+use crate::bus::holder::{Holder, Matcher};
 use crate::bus::scripts::{self, Beat};
 use crate::bus::{Cluster, ClusterFigures, NodeFigures, beat_interval, heartbeat_ttl};
 use crate::node::{Hub, Link};
+use crate::protocol::outgoing::now_ms;
 
 /// This node's figures for its heartbeat.
 pub(crate) fn figures(hub: &Hub) -> NodeFigures {
@@ -70,11 +76,11 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                     worker::republish(&hub);
                 }
                 first = false;
-                let figures = sum(&b);
-                if let Queue::Shared(q) = hub.lock().queue() {
-                    q.note_waiting_elsewhere(figures.waiting.saturating_sub(mine.waiting));
+                cluster.set_figures(sum(&b));
+                match scripts::lease(&cluster, ttl, inbox_ok).await {
+                    Ok(holder) => lease_seen(&hub, &cluster, holder.as_deref()),
+                    Err(e) => tracing::warn!("the matching lease could not be read: {e}"),
                 }
-                cluster.set_figures(figures);
                 for node in confirm_dead(&hub, &cluster, &b, &mut missing, beat * 2) {
                     bury(&hub, &cluster, &node).await;
                 }
@@ -157,7 +163,7 @@ fn confirm_dead(
     dead
 }
 
-/// Ends what this node shared with a dead node and drops its queue entries.
+/// Ends what this node shared with a dead node, and the holder drops its searches.
 async fn bury(hub: &Hub, cluster: &Cluster, node: &str) {
     let now = Instant::now();
     let ended = {
@@ -176,7 +182,82 @@ async fn bury(hub: &Hub, cluster: &Cluster, node: &str) {
     };
     tracing::warn!(node, rooms = ended, "node is dead: its rooms here ended");
     metrics::counter!("roulette_cluster_dead_nodes_total").increment(1);
-    if let Err(e) = scripts::purge(cluster, node).await {
-        tracing::warn!(node, "could not drop the dead node's queue entries: {e}");
+    let again = match &mut *cluster.matcher.lock() {
+        Matcher::Holding(h) => h.drop_node(node),
+        Matcher::Idle(_) => Vec::new(),
+    };
+    dispatch(hub, cluster, again);
+    if let Err(e) = scripts::forget(cluster, node).await {
+        tracing::warn!(node, "could not drop the dead node's figures: {e}");
+    }
+}
+
+/// What a heartbeat learnt of the matching lease: this node starts or stops matching for the
+/// cluster, and when the holder changed every node sends it its waiting users' searches.
+pub(crate) fn lease_seen(hub: &Hub, cluster: &Cluster, holder: Option<&str>) {
+    let Some(holder) = holder else {
+        return;
+    };
+    let mine = *holder == *cluster.node;
+    let out = {
+        let mut m = cluster.matcher.lock();
+        match &mut *m {
+            Matcher::Idle(kept) if mine => {
+                let kept = std::mem::take(kept);
+                let mut h = Holder::new(hub.timings.preference_relax, hub.max_blocks);
+                let (now, wall) = (Instant::now(), now_ms());
+                let out: Vec<_> = kept
+                    .into_iter()
+                    .flat_map(|msg| h.handle(msg, now, wall))
+                    .collect();
+                *m = Matcher::Holding(Box::new(h));
+                out
+            }
+            Matcher::Idle(kept) => {
+                kept.clear();
+                Vec::new()
+            }
+            Matcher::Holding(_) if !mine => {
+                *m = Matcher::default();
+                Vec::new()
+            }
+            Matcher::Holding(_) => Vec::new(),
+        }
+    };
+    dispatch(hub, cluster, out);
+    if cluster.set_holder(Some(holder)) {
+        tracing::info!(holder, "the cluster's matching lease holder");
+        worker::republish(hub);
+    }
+}
+
+/// The lease holder's time-driven work, every `tick` while it holds the lease: relaxation
+/// (and the pairs it makes), every waiting user's place for its node once per `queue-status`
+/// interval, and the cluster's match counter.
+pub(crate) async fn matching(hub: Arc<Hub>, cluster: Arc<Cluster>, tick: Duration) {
+    let mut every = tokio::time::interval(tick);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut told = Instant::now();
+    loop {
+        every.tick().await;
+        let now = Instant::now();
+        let (out, made) = {
+            let mut m = cluster.matcher.lock();
+            let Matcher::Holding(h) = &mut *m else {
+                continue;
+            };
+            let mut out = h.tick(now, now_ms());
+            if now.saturating_duration_since(told) >= hub.timings.queue_status_interval {
+                told = now;
+                out.extend(h.standings(&cluster.figures().node_ids));
+            }
+            (out, h.take_unsaved())
+        };
+        dispatch(&hub, &cluster, out);
+        if made > 0
+            && let Err(e) = scripts::count_matches(&cluster, made).await
+        {
+            tracing::warn!("the cluster's match counter was not updated: {e}");
+        }
     }
 }

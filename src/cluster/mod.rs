@@ -2,8 +2,10 @@
 //!
 //! - [`inbox`]: messages from other nodes, checked against this node's core before anything is
 //!   emitted;
-//! - [`worker`]: the searches of this node's users, paired in the shared queue;
-//! - [`liveness`]: this node's heartbeat, and the end of the rooms of nodes that died.
+//! - [`worker`]: the searches of this node's users, sent to the node that matches for the
+//!   cluster (the lease holder);
+//! - [`liveness`]: this node's heartbeat, the matching lease, and the end of the rooms of nodes
+//!   that died.
 
 pub(crate) mod inbox;
 pub(crate) mod liveness;
@@ -77,8 +79,27 @@ pub(crate) async fn join(
             }
         }
     }
-    hub.cluster.set(cluster.clone()).ok();
+    // Who matches for the cluster, before the first search (this node, if nobody does yet).
+    let ttl = crate::bus::heartbeat_ttl(cluster.node_timeout).as_millis() as u64;
+    loop {
+        match crate::bus::scripts::lease(&cluster, ttl, true).await {
+            Ok(holder) => {
+                liveness::lease_seen(&hub, &cluster, holder.as_deref());
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("the matching lease could not be read ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    hub.peers.joined(cluster.clone());
     tasks.push(tokio::spawn(liveness::run(hub.clone(), cluster.clone())));
+    tasks.push(tokio::spawn(liveness::matching(
+        hub.clone(),
+        cluster.clone(),
+        Duration::from_millis(100),
+    )));
     tracing::info!(node = %cluster.node, "joined the cluster");
     Some((cluster, tasks))
 }

@@ -95,6 +95,17 @@ impl Blocks {
         one(a, b) || one(b, a)
     }
 
+    /// The live blocks `by` made, and when each ends: what a cluster node tells the node that
+    /// matches for the cluster along with `by`'s search.
+    pub(crate) fn of(&self, by: &str, now: Instant) -> Vec<(UserId, Instant)> {
+        self.by.get(by).map_or_else(Vec::new, |l| {
+            l.iter()
+                .filter(|(_, (until, _))| *until > now)
+                .map(|(u, (until, _))| (u.clone(), *until))
+                .collect()
+        })
+    }
+
     /// Forgets the blocks that ended by `now`.
     pub(crate) fn expire(&mut self, now: Instant) {
         while self

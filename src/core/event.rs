@@ -27,7 +27,7 @@ pub(crate) struct Matched {
 pub(crate) struct QueueStatus {
     /// 1 for the longest-waiting user.
     pub position: usize,
-    /// Users waiting now (in the whole cluster, for a shared queue).
+    /// Users waiting now (in the whole cluster, for a cluster's node).
     pub total_waiting: usize,
     /// Expected remaining wait, in ms: never past the search's `search-timeout`.
     pub estimated_wait_ms: u64,

@@ -34,6 +34,19 @@ pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Most wait samples kept, so a burst of matches cannot grow memory without bound.
 pub(crate) const MAX_WAIT_SAMPLES: usize = 20_000;
 
+/// [`MatchHistory::estimate_wait`] from a rate estimate `rate` (`None`: no match in the last
+/// minute), made here or by the node that matches for a cluster (which sees all its matches).
+pub(crate) fn wait_from(rate: Option<u64>, position: usize, left_ms: u64) -> (u64, WaitBasis) {
+    match rate {
+        Some(ms) if ms <= left_ms => (ms, WaitBasis::Rate),
+        Some(_) => (left_ms, WaitBasis::BeyondSearch),
+        None => {
+            let placeholder = RATE_WINDOW.as_millis() as u64 * position.max(1) as u64;
+            (placeholder.min(left_ms), WaitBasis::Unknown)
+        }
+    }
+}
+
 /// Wait times and match times of the recent past.
 #[derive(Debug, Default)]
 pub(crate) struct MatchHistory {
@@ -181,14 +194,7 @@ impl MatchHistory {
         segment: Option<Segment>,
         left_ms: u64,
     ) -> (u64, WaitBasis) {
-        match self.rate_estimate_ms(position, segment) {
-            Some(ms) if ms <= left_ms => (ms, WaitBasis::Rate),
-            Some(_) => (left_ms, WaitBasis::BeyondSearch),
-            None => {
-                let placeholder = RATE_WINDOW.as_millis() as u64 * position.max(1) as u64;
-                (placeholder.min(left_ms), WaitBasis::Unknown)
-            }
-        }
+        wait_from(self.rate_estimate_ms(position, segment), position, left_ms)
     }
 
     /// Expected remaining wait for the user at `position` (1 = next), from how many users of its

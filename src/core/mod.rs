@@ -16,6 +16,7 @@ pub(crate) mod quality;
 pub(crate) mod remote;
 mod room;
 pub(crate) mod rooms;
+#[cfg(test)]
 pub(crate) mod rule;
 mod search;
 mod session;

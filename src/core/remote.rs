@@ -1,7 +1,7 @@
 //! What the core does for the Redis cluster: rooms whose other member is on another node.
 //!
-//! A node's core knows only its own users. When the shared queue pairs one of them with a user
-//! of another node, each node opens the same room (same id) in its own core, with the remote
+//! A node's core knows only its own users. When the cluster's matchmaker pairs one of them with
+//! a user of another node, each node opens the same room (same id) in its own core, with the remote
 //! member as a *ghost*: a user entry that holds the room's other half and the link to its node,
 //! is never counted, never queued, and leaves with the room. Relays and departures then follow
 //! the ordinary paths (`route`, `close_room_of`), and the signaling layer turns effects addressed
@@ -56,12 +56,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         &mut self.queue
     }
 
-    /// The queue entry of a waiting user (what the cluster publishes in the shared queue).
+    /// The queue entry of a waiting user (what the cluster's matchmaker is sent).
     pub(crate) fn waiting_entry(&self, user: &str) -> Option<&Seeker> {
         self.queue.get(user)
     }
 
-    /// Pairs two waiting users of this node that the shared queue matched, in room `room`.
+    /// Pairs two waiting users of this node that the cluster's matchmaker matched, in room `room`.
     /// `waiting` waited longer and starts the call. Changes nothing and returns `None` unless
     /// both still wait here.
     pub(crate) fn pair_waiting(
@@ -79,7 +79,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         Some(self.open_pair(room, waiting, seeker, now))
     }
 
-    /// Opens `room` for two seekers taken out of the shared queue; `waiting` starts the call.
+    /// Opens `room` for two seekers the cluster's matchmaker paired; `waiting` starts the call.
     fn open_pair(
         &mut self,
         room: RoomId,

@@ -1,10 +1,9 @@
 //! The pairing rule as a plain function over a list of waiting users.
 //!
 //! [`PreferenceMatchmaker`](super::matchmaker::PreferenceMatchmaker) applies the rule through
-//! its index, which only one process can hold. The Redis cluster keeps the shared queue in
-//! Redis, where a node sees it as a list in arrival order, and picks with [`pick`]. The property
-//! test in `matchmaker_tests.rs` checks the indexed engine against this function, so both
-//! deployments pair by the same rule.
+//! its index; this plain scan is the reference its property test (`matchmaker/tests.rs`) checks
+//! it against. A cluster runs the same indexed matchmaker at its lease holder, and the model
+//! test in `bus/holder/tests.rs` checks that the cluster pairs as one node does.
 
 use crate::model::profile::{Preferences, Profile, compatible};
 

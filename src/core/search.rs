@@ -51,16 +51,23 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         let mut out = Vec::with_capacity(2);
         if self.queue.get(user).is_some() {
             if !changed {
-                let position = self.queue.waiting().position(|s| *s.user == *user);
-                self.searching(&id, position.map_or(0, |p| p + 1), now, &mut out);
+                let position = match self.queue.standing(user) {
+                    Some((p, _)) => Some(p),
+                    None => self
+                        .queue
+                        .waiting()
+                        .position(|s| *s.user == *user)
+                        .map(|p| p + 1),
+                };
+                self.searching(&id, position.unwrap_or(0), now, &mut out);
                 return Ok(out);
             }
             self.queue.remove(user);
         }
         match self.queue.offer(seeker, now) {
             Some(pairing) => self.pair(pairing, now, &mut out),
-            // A new search is the newest: last in the queue.
-            None => self.searching(&id, self.queue.len(), now, &mut out),
+            // A new search is the newest: last in the queue (the whole cluster's, in a cluster).
+            None => self.searching(&id, self.queue.total_waiting(), now, &mut out),
         }
         Ok(out)
     }
@@ -88,12 +95,17 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             history::segment_of(&u.prefs)
         });
         let since = self.queue.get(user).map_or(now, |s| s.since);
+        let estimate = match self.queue.standing(user) {
+            // The cluster's matching node's rate: it sees every match.
+            Some((_, rate)) => history::wait_from(rate, position, self.left_ms(since, now)),
+            None => self.estimate_wait(position, segment, since, now),
+        };
         Effect::new(
             user,
             Event::QueueStatus(QueueStatus::new(
                 position,
                 self.queue.total_waiting(),
-                self.estimate_wait(position, segment, since, now),
+                estimate,
                 self.queue.is_relaxed(user),
             )),
         )
@@ -108,12 +120,17 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         since: Instant,
         now: Instant,
     ) -> (u64, WaitBasis) {
+        self.history
+            .estimate_wait(position, segment, self.left_ms(since, now))
+    }
+
+    /// What is left, in ms, of a search begun at `since` before its `search-timeout`.
+    fn left_ms(&self, since: Instant, now: Instant) -> u64 {
         let left = self
             .cfg
             .max_waiting_time
             .saturating_sub(now.saturating_duration_since(since));
-        self.history
-            .estimate_wait(position, segment, left.as_millis() as u64)
+        left.as_millis() as u64
     }
 
     /// Opens a room for two users the matchmaker paired. The one who waited in the queue starts
@@ -272,7 +289,8 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
         let total_waiting = self.queue.total_waiting();
         for (i, s) in self.queue.waiting().enumerate() {
-            let position = i + 1;
+            let standing = self.queue.standing(&s.user);
+            let position = standing.map_or(i + 1, |(p, _)| p);
             let Some(u) = self.users.get_mut(&s.user) else {
                 continue;
             };
@@ -286,17 +304,17 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             if due {
                 u.last_status = Some((position, now));
                 let segment = Some(history::segment_of(&u.prefs));
-                let left = self
-                    .cfg
-                    .max_waiting_time
-                    .saturating_sub(now.saturating_duration_since(s.since));
+                let left = self.left_ms(s.since, now);
+                let estimate = match standing {
+                    Some((_, rate)) => history::wait_from(rate, position, left),
+                    None => self.history.estimate_wait(position, segment, left),
+                };
                 out.push(Effect::new(
                     &s.user,
                     Event::QueueStatus(QueueStatus::new(
                         position,
                         total_waiting,
-                        self.history
-                            .estimate_wait(position, segment, left.as_millis() as u64),
+                        estimate,
                         self.queue.is_relaxed(&s.user),
                     )),
                 ));

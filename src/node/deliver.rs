@@ -30,10 +30,8 @@ impl Hub {
                     send(socket, event.name(), &event);
                 }
                 Some(Link::Remote(node)) => {
-                    if let Some(c) = self.cluster.get()
-                        && let Some(msg) = forward(&self.ice, e)
-                    {
-                        c.send(node, &msg);
+                    if let Some(msg) = forward(&self.ice, e) {
+                        self.peers.send(node, &msg);
                     }
                 }
                 None => {}
@@ -65,10 +63,9 @@ impl Hub {
                 }
             }
             Link::Remote(node) => {
-                let cluster = self.cluster.get().ok_or(ErrorCode::DeliveryFailed)?;
                 let payload = serde_json::value::to_raw_value(payload)
                     .map_err(|_| ErrorCode::DeliveryFailed)?;
-                cluster.send(
+                self.peers.send(
                     node,
                     &Msg::Deliver {
                         room: room.to_string(),

@@ -9,8 +9,11 @@
 
 mod deliver;
 pub(crate) mod moderator;
+mod peers;
 mod records;
 pub(crate) mod resume;
+
+pub(crate) use peers::Peers;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,7 +24,6 @@ use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::auth::Verifier;
-use crate::bus::Cluster;
 use crate::bus::queue::{Job, Queue, SharedQueue};
 use crate::core::matchmaker::PreferenceMatchmaker;
 use crate::core::{Core, CoreConfig};
@@ -83,8 +85,8 @@ pub(crate) type NodeCore = Core<Link, Queue>;
 /// State shared by every connection: the core behind one lock, plus server-wide flags.
 pub struct Hub {
     core: Mutex<NodeCore>,
-    /// The cluster this node belongs to (set once connected), `None` for a single node.
-    pub(crate) cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// The other nodes: none for a node alone, the cluster (once joined) otherwise.
+    pub(crate) peers: Peers,
     /// The cluster jobs the core queues, taken by the worker when the cluster starts.
     pub(crate) jobs: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
     resubmit: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
@@ -92,8 +94,8 @@ pub struct Hub {
     pending: Mutex<std::collections::HashMap<UserId, resume::Pending>>,
     /// The core's timings (the cluster worker shares the grace and the relax time).
     pub(crate) timings: CoreConfig,
-    /// Whether this node belongs to a cluster (`REDIS_URL` set).
-    clustered: bool,
+    /// Most blocks kept (`MAX_BLOCKS`): also the bound of the cluster's matchmaker here.
+    pub(crate) max_blocks: usize,
     /// Bans and reports.
     moderator: moderator::Moderator,
     /// `GET /admin/users` questions waiting on the cluster's answer.
@@ -120,7 +122,11 @@ impl Hub {
         let (queue, jobs, resubmit) = if settings.clustered {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             (
-                Queue::Shared(SharedQueue::new(cfg.preference_relax, tx.clone())),
+                Queue::Shared(SharedQueue::new(
+                    cfg.preference_relax,
+                    settings.max_blocks,
+                    tx.clone(),
+                )),
                 Some(rx),
                 Some(tx),
             )
@@ -142,7 +148,7 @@ impl Hub {
         Ok(Arc::new(Hub {
             core: Mutex::new(core),
             webhooks,
-            cluster: std::sync::OnceLock::new(),
+            peers: Peers::new(settings.clustered),
             jobs: Mutex::new(jobs),
             resubmit,
             pending: Mutex::new(std::collections::HashMap::new()),
@@ -151,7 +157,7 @@ impl Hub {
             ice: Ice::new(&settings.ice),
             conns: Arc::new(crate::ws::Conns::new(settings.transport)),
             timings: cfg,
-            clustered: settings.clustered,
+            max_blocks: settings.max_blocks,
             moderator: moderator::Moderator::open(&settings.moderation)?,
             asks: moderator::Asks::default(),
             shutting_down: AtomicBool::new(false),
@@ -207,28 +213,26 @@ impl Hub {
         }
     }
 
-    /// Queues another shared-queue search for a user who still waits here (Redis lost the
-    /// queue).
+    /// Queues the search of a user who still waits here for the lease holder again (a new
+    /// holder, or a pairing that fell through).
     pub(crate) fn resubmit(&self, user: UserId) {
-        self.job(Job::Search(user));
+        self.job(Job::Search(user, None));
     }
 
-    /// A claimed search of `user` did not become a room: if the user still waits here, it
-    /// searches again, under a new search id.
+    /// A pairing of `user`'s search did not become a room: if the user still waits here, it
+    /// searches again, under a new search id (the holder took the old one out of its queue).
     pub(crate) fn search_again(&self, core: &mut NodeCore, user: &str) {
         if !core.is_waiting(user) {
             return;
         }
-        if let Queue::Shared(q) = core.queue_mut() {
-            q.renew_search(user);
-        }
+        core.queue_mut().renew_search(user);
         self.resubmit(user.into());
     }
 
     /// True while a node with `REDIS_URL` has not joined its cluster yet: it takes no sessions
     /// and `/health` answers 503.
     pub fn waiting_for_cluster(&self) -> bool {
-        self.clustered && self.cluster.get().is_none()
+        self.peers.joining()
     }
 
     /// True once shutdown began: `/health` answers 503 and new searches are refused.
@@ -248,7 +252,7 @@ impl Hub {
             let effects = core.tick(now);
             self.deliver(&mut core, effects);
         }
-        if self.cluster.get().is_some() {
+        if self.peers.may_hold_sessions() {
             self.expire_pending(now);
         }
     }

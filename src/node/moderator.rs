@@ -184,7 +184,7 @@ impl Hub {
     pub(crate) fn moderation_store(&self) -> &'static str {
         match self.moderator.store_state() {
             Some(s) => s,
-            None if self.clustered => "redis",
+            None if self.peers.clustered() => "redis",
             None => "memory",
         }
     }
@@ -281,15 +281,14 @@ impl Hub {
         if self.kick_here(user, reason) {
             return Kick::Done;
         }
-        match self.cluster.get() {
-            Some(c) => {
-                c.moderate(Act::Kick {
-                    user: user.to_owned(),
-                    reason: reason.to_owned(),
-                });
-                Kick::Forwarded
-            }
-            None => Kick::NotConnected,
+        let kick = Act::Kick {
+            user: user.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.peers.share(kick) {
+            Kick::Forwarded
+        } else {
+            Kick::NotConnected
         }
     }
 
@@ -327,9 +326,7 @@ impl Hub {
 
     /// Hands an act to the other nodes (and Redis), in a cluster.
     fn share(&self, act: Act) {
-        if let Some(c) = self.cluster.get() {
-            c.moderate(act);
-        }
+        self.peers.share(act);
     }
 
     /// Kicks `user` if it is connected to this node.
@@ -353,10 +350,7 @@ impl Hub {
     /// broadcast channel, answered within [`ASK_WAIT`]); `None` when nothing knows it.
     pub(crate) async fn lookup_anywhere(&self, user: &str) -> Option<UserView> {
         let here = self.lookup(user);
-        let Some(cluster) = self.cluster.get() else {
-            return here;
-        };
-        if here.as_ref().is_some_and(|v| v.node.is_some()) {
+        if !self.peers.may_hold_sessions() || here.as_ref().is_some_and(|v| v.node.is_some()) {
             return here;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -371,8 +365,8 @@ impl Hub {
             }
             waiting.insert(ask, tx);
         }
-        cluster.broadcast(&crate::bus::Msg::Lookup {
-            from: cluster.node.to_string(),
+        self.peers.broadcast(&crate::bus::Msg::Lookup {
+            from: self.peers.node(),
             ask,
             user: user.to_owned(),
         });
@@ -423,10 +417,7 @@ impl Hub {
         if presence.is_none() && reports == 0 && ban.is_none() {
             return None;
         }
-        let node = presence.as_ref().map(|_| match self.cluster.get() {
-            Some(c) => c.node.to_string(),
-            None => "local".into(),
-        });
+        let node = presence.as_ref().map(|_| self.peers.node());
         let p = presence.as_ref();
         let room = p.and_then(|p| p.room.as_ref());
         Some(UserView {

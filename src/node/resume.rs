@@ -44,9 +44,9 @@ pub(crate) fn defer_to_cluster(
     socket: &Sock,
     a: &Attempt,
 ) -> bool {
-    let Some(cluster) = hub.cluster.get() else {
+    if !hub.peers.may_hold_sessions() {
         return false;
-    };
+    }
     let Some(user) = &a.claimed else {
         return false;
     };
@@ -79,12 +79,12 @@ pub(crate) fn defer_to_cluster(
     );
     let token = if verified { None } else { a.resume.clone() };
     match holder {
-        Some(node) => cluster.send(
+        Some(node) => hub.peers.send(
             &node,
             &crate::bus::Msg::Migrate {
                 user: user.to_string(),
                 token,
-                from: cluster.node.to_string(),
+                from: hub.peers.node(),
             },
         ),
         None => hub.job(Job::Resume {
@@ -237,30 +237,26 @@ fn try_complete(
                 Some(effects) => {
                     joined.resumed = true;
                     joined.effects.extend(effects);
-                    if h.relink
-                        && let Some(c) = hub.cluster.get()
-                    {
-                        c.send(
+                    if h.relink {
+                        hub.peers.send(
                             &node,
                             &crate::bus::Msg::Relink {
                                 room: h.room,
                                 to: h.partner,
-                                node: c.node.to_string(),
+                                node: hub.peers.node(),
                             },
                         );
                     }
                 }
                 None => {
-                    if let Some(c) = hub.cluster.get() {
-                        c.send(
-                            &node,
-                            &crate::bus::Msg::Left {
-                                room: h.room,
-                                to: h.partner,
-                                reason: crate::model::reason::Reason::Disconnect.to_string(),
-                            },
-                        );
-                    }
+                    hub.peers.send(
+                        &node,
+                        &crate::bus::Msg::Left {
+                            room: h.room,
+                            to: h.partner,
+                            reason: crate::model::reason::Reason::Disconnect.to_string(),
+                        },
+                    );
                 }
             }
         }

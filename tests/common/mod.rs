@@ -566,20 +566,6 @@ impl Redis {
         r
     }
 
-    /// The members of the sorted set `key` (a blocking round trip: RESP over a plain socket).
-    #[allow(dead_code)]
-    pub(crate) fn zcard(&self, key: &str) -> i64 {
-        use std::io::{BufRead, Write};
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("redis answers");
-        write!(c, "*2\r\n$5\r\nZCARD\r\n${}\r\n{key}\r\n", key.len()).unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(c).read_line(&mut line).unwrap();
-        line.trim()
-            .trim_start_matches(':')
-            .parse()
-            .expect("an integer reply")
-    }
-
     /// `redis://127.0.0.1:port`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

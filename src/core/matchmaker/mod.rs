@@ -70,7 +70,7 @@ pub trait Matchmaker: Send {
     /// Takes a user out of the queue.
     fn remove(&mut self, user: &str) -> Option<Seeker>;
     /// Takes a user out of the queue because a match was made elsewhere (by the cluster's
-    /// shared queue, which already took it out there).
+    /// cluster's matchmaker, which already took it out of its queue).
     fn claimed(&mut self, user: &str) -> Option<Seeker> {
         self.remove(user)
     }
@@ -86,6 +86,14 @@ pub trait Matchmaker: Send {
     /// [`len`]: Matchmaker::len
     fn total_waiting(&self) -> usize {
         self.len()
+    }
+    /// `user`'s place in the whole service's queue (1 is next) and the wait the recent match
+    /// rate gives that place, in ms (`None` without a match in the last minute): `None` on one
+    /// node, where the core counts both itself from [`waiting`](Matchmaker::waiting) and its own
+    /// match history; a cluster's node learns both from the node that matches for the cluster,
+    /// which sees every waiting user and every match.
+    fn standing(&self, _user: &str) -> Option<(usize, Option<u64>)> {
+        None
     }
     /// True when nobody waits.
     fn is_empty(&self) -> bool {
@@ -107,4 +115,4 @@ mod preference;
 pub use preference::PreferenceMatchmaker;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,4 +1,5 @@
-//! The pairing rule, checked directly and against a brute-force reference.
+//! The pairing rule, checked directly and against a brute-force reference (its generators are
+//! shared with the cluster matchmaker's model test, `bus::holder`).
 
 use super::*;
 use crate::model::profile::{Gender, GenderWish, Preferences, Profile};
@@ -6,7 +7,7 @@ use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const RELAX: Duration = Duration::from_secs(5);
+pub(crate) const RELAX: Duration = Duration::from_secs(5);
 
 fn seeker(id: &str, at: Instant) -> Seeker {
     Seeker {
@@ -311,7 +312,7 @@ fn reference_pick(
     crate::core::rule::pick(&candidate(s, now), &list, &blocked).map(|i| queue[i].user.clone())
 }
 
-fn arb_seeker(id: u8) -> impl Strategy<Value = Seeker> {
+pub(crate) fn arb_seeker(id: u8) -> impl Strategy<Value = Seeker> {
     let gender = prop_oneof![
         Just(None),
         Just(Some(Gender::Male)),
