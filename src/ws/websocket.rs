@@ -95,13 +95,9 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
                 upgrade_session(t, conn, tcp, early).await
             }
             (Target::Upgrade(conn), None) => polling::abandon_upgrade(&conn),
-            (Target::Extra, Some((mut tcp, _))) => {
-                let close = OutFrame::close(1008);
-                tokio::time::timeout(UPGRADE_TIMEOUT, tcp.write_all(close.remaining()))
-                    .await
-                    .ok();
-                tcp.shutdown().await.ok();
-            }
+            // Boxed: this task's future is as large as its largest arm for the whole life of a
+            // direct session, and this arm's timer and write would add to every one of them.
+            (Target::Extra, Some((tcp, _))) => Box::pin(close_extra(tcp)).await,
             (Target::Extra, None) => {}
         }
     });
@@ -114,6 +110,15 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
+}
+
+/// Closes a second WebSocket of a session at once (1008), within the upgrade timeout.
+async fn close_extra(mut tcp: TcpStream) {
+    let close = OutFrame::close(1008);
+    tokio::time::timeout(UPGRADE_TIMEOUT, tcp.write_all(close.remaining()))
+        .await
+        .ok();
+    tcp.shutdown().await.ok();
 }
 
 /// The `Sec-WebSocket-Key` of a valid WebSocket upgrade request.
