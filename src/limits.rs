@@ -48,8 +48,9 @@ pub(crate) struct SocketBudget {
     other: Option<DefaultDirectRateLimiter>,
     /// Refusals a socket may collect before it is disconnected as a flooder.
     refusals: Option<DefaultDirectRateLimiter>,
-    /// `report-user` events.
-    reports: Option<DefaultDirectRateLimiter>,
+    /// `report-user` events: made at the first report (most connections never report, and a
+    /// limiter is about 64 bytes of every idle connection).
+    reports: std::sync::OnceLock<Box<DefaultDirectRateLimiter>>,
 }
 
 /// What [`SocketBudget::charge`] decided.
@@ -170,7 +171,7 @@ impl Limits {
             search: direct(self.quotas[2]),
             other: direct(self.quotas[3]),
             refusals: direct(self.quotas[4]),
-            reports: direct(self.quotas[5]),
+            reports: std::sync::OnceLock::new(),
         }
     }
 
@@ -182,7 +183,12 @@ impl Limits {
         budget: &SocketBudget,
         ip: Option<IpAddr>,
     ) -> Result<(), Reject> {
-        let own = match budget.reports.as_ref().map(|l| l.check()) {
+        let own = match self.quotas[5].map(|q| {
+            budget
+                .reports
+                .get_or_init(|| Box::new(RateLimiter::direct_with_clock(q, self.clock.clone())))
+                .check()
+        }) {
             Some(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
             _ => Ok(()),
         };
