@@ -174,8 +174,11 @@ pub(crate) async fn serve(
 /// `body_len` bytes, within [`BODY_TIMEOUT`]; `None` when it does not arrive whole in time.
 async fn read_request(tcp: &mut TcpStream, head_len: usize, body_len: usize) -> Option<Vec<u8>> {
     let read = async {
-        let mut head = [0u8; MAX_HEAD];
-        tcp.read_exact(head.get_mut(..head_len)?).await.ok()?;
+        // On the heap, for the read only: an array here would live in every connection task's
+        // future (4 KiB each, for the whole life of the connection's first stage).
+        let mut head = vec![0u8; head_len];
+        tcp.read_exact(&mut head).await.ok()?;
+        drop(head);
         let mut body = Vec::new();
         let mut rest = (&mut *tcp).take(body_len as u64);
         rest.read_to_end(&mut body).await.ok()?;
