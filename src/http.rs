@@ -313,6 +313,7 @@ fn snapshot(hub: &Hub) -> crate::metrics::Snapshot {
         stats: hub.lock().stats(Instant::now()),
         connections: hub.sockets(),
         output: hub.conns.output(),
+        held: hub.conns.holding(),
         bans: hub.active_bans(),
         webhook_queue: hub.webhooks.as_ref().map(|w| w.queued()),
         moderation_store_failing: hub.moderation_store() == "failing",

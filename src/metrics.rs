@@ -45,6 +45,11 @@ pub(crate) fn init() {
     // and `increase()` see the first burst (a series born at its first increment hides it).
     counter!("roulette_connections_closed_backpressure_total").increment(0);
     counter!("roulette_connection_panics_total").increment(0);
+    counter!("roulette_sessions_recovered_total").increment(0);
+    counter!("roulette_events_replayed_total").increment(0);
+    for why in crate::ws::recovery::Refused::ALL {
+        counter!("roulette_recoveries_refused_total", "reason" => why.label()).increment(0);
+    }
     counter!("roulette_kicks_total").increment(0);
     counter!("roulette_moderation_records_dropped_total").increment(0);
     for outcome in ["delivered", "retried", "failed", "dropped", "shed"] {
@@ -170,6 +175,8 @@ pub(crate) struct Snapshot {
     pub connections: usize,
     /// The transport's output queues.
     pub output: crate::ws::Output,
+    /// Sessions held for clients to recover, and the bytes kept for them.
+    pub held: crate::ws::Held,
     /// Bans in force.
     pub bans: usize,
     /// Webhook events waiting to be delivered (`None`: no webhooks).
@@ -198,6 +205,8 @@ pub(crate) fn render(snap: &Snapshot) -> String {
     let out = &snap.output;
     gauge!("roulette_output_queued_bytes").set(out.queued_bytes as f64);
     gauge!("roulette_connections_paused").set(out.paused as f64);
+    gauge!("roulette_sessions_held").set(snap.held.sessions as f64);
+    gauge!("roulette_recovery_held_bytes").set(snap.held.bytes as f64);
     counter!("roulette_matches_total").absolute(stats.total_matches);
     counter!("roulette_reports_total").absolute(stats.reports);
     let q = &stats.quality;

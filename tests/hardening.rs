@@ -38,16 +38,17 @@ async fn a_user_who_comes_back_within_the_grace_rejoins_its_room() {
     let (a, mut b, room, token) = pair_with_token(&s).await;
     a.abort();
     assert_eq!(
-        b.expect("partner-left").await,
-        json!({"reason": "connection-lost", "roomId": room, "canReconnect": true})
+        b.expect("partner-reconnecting").await,
+        json!({"roomId": room, "partnerId": "alice"})
     );
-    // Relays to a partner who is away are refused, not lost silently.
+    // Relays to a partner who is away are kept for it (its session is held), not refused.
     b.emit(
-        "webrtc-ice-candidate",
-        json!({"roomId": room, "candidate": {"candidate": "c"}}),
+        "chat-message",
+        json!({"roomId": room, "message": "still there?"}),
     )
     .await;
-    b.expect_error("partner-away", "webrtc-ice-candidate").await;
+    // Chat goes to both members: its own copy, and no `partner-away` before it.
+    assert_eq!(b.expect("chat-message").await["message"], "still there?");
     s.wait_stats("alice reconnecting", |v| {
         v["reconnectingUsers"] == 1 && v["connectedUsers"] == 1 && v["activeRooms"] == 1
     })
@@ -68,8 +69,10 @@ async fn a_user_who_comes_back_within_the_grace_rejoins_its_room() {
     );
     assert_eq!(
         b.expect("partner-reconnected").await,
-        json!({"roomId": room, "partnerId": "alice"})
+        json!({"roomId": room, "partnerId": "alice", "recovered": false})
     );
+    // What was sent while it was away arrives after `rejoined`.
+    assert_eq!(a.expect("chat-message").await["message"], "still there?");
     // The call can be renegotiated in the same room.
     a.emit(
         "webrtc-offer",
@@ -88,7 +91,7 @@ async fn a_user_who_comes_back_too_late_starts_afresh() {
     let s = TestServer::start(&["--reconnect-grace-ms", "300"]).await;
     let (a, mut b, room, token) = pair_with_token(&s).await;
     a.abort();
-    assert_eq!(b.expect("partner-left").await["reason"], "connection-lost");
+    assert_eq!(b.expect("partner-reconnecting").await["partnerId"], "alice");
     assert_eq!(
         b.expect("partner-left").await,
         json!({"reason": "disconnect", "roomId": room, "canReconnect": false})
@@ -112,7 +115,7 @@ async fn a_partner_who_skips_during_the_grace_ends_the_room() {
     let s = TestServer::start(&[]).await;
     let (a, mut b, room, token) = pair_with_token(&s).await;
     a.abort();
-    b.expect("partner-left").await;
+    b.expect("partner-reconnecting").await;
     b.emit_bare("next-partner").await;
     b.expect("searching").await;
     let mut a = Client::connect(s.addr).await;

@@ -16,8 +16,8 @@ async fn after_a_drop_a_client_without_its_token_starts_afresh_and_the_partner_i
     let (a, mut b, room) = s.pair("alice", "bob").await;
     a.abort();
     assert_eq!(
-        b.expect("partner-left").await,
-        json!({"reason": "connection-lost", "roomId": room, "canReconnect": true})
+        b.expect("partner-reconnecting").await,
+        json!({"roomId": room, "partnerId": "alice"})
     );
     let mut a = Client::connect(s.addr).await;
     let asked = Instant::now();

@@ -174,7 +174,12 @@ export class Contract {
     const fns = args.filter((a) => typeof a === 'function');
     if (fns.length) return `${direction} event "${event}" asks for an acknowledgement the contract does not describe`;
     // socket.io-client sends a trailing `undefined` as null: leave out what is not there.
-    const given = args.length === 1 && args[0] === undefined ? [] : args;
+    let given = args.length === 1 && args[0] === undefined ? [] : args;
+    // Connection state recovery: a server event's offset follows its payload, as a string.
+    if (direction === 'server → client' && given.length >= 1 && typeof given[given.length - 1] === 'string'
+      && (given.length === 2 || spec.payload === 'none')) {
+      given = given.slice(0, -1);
+    }
     if (given.length > 1) return `${direction} event "${event}" has ${given.length} arguments, the contract one: ${show(args)}`;
     if (spec.payload === 'none') {
       return given.length ? `${direction} event "${event}" has no payload in the contract, got ${show(given[0])}` : null;

@@ -325,6 +325,14 @@ export interface Rejoined {
 export interface PartnerReconnected {
   roomId: RoomId;
   partnerId: UserId;
+  /** The partner recovered its session (connection state recovery): its peer connection never stopped and no new offer comes. False: it took the session back with its resume token and sets up a new peer connection (the initiator sends a new offer). */
+  recovered: boolean;
+}
+
+/** `partner-reconnecting` payload. */
+export interface PartnerReconnecting {
+  roomId: RoomId;
+  partnerId: UserId;
 }
 
 /** `searching` payload. */
@@ -656,6 +664,8 @@ export interface ServerToClientEvents {
   rejoined: (payload: Rejoined) => void;
   /** The partner came back within the grace; expect a new offer (or send one as the initiator). */
   "partner-reconnected": (payload: PartnerReconnected) => void;
+  /** The partner's connection dropped; the room is held for it for `RECONNECT_GRACE_MS` and what is sent to it meanwhile waits for it when its client recovers its session. Keep the call; `partner-reconnected` or `partner-left` follows. */
+  "partner-reconnecting": (payload: PartnerReconnecting) => void;
   /** A search started (also after `next-partner`). */
   searching: (payload: Searching) => void;
   /**

@@ -222,6 +222,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub reconnect_grace_ms: u64,
 
+    /// Bytes of events kept for one client whose connection dropped, for Socket.IO's connection
+    /// state recovery (socket.io-client 4.6+ gets them again, in order, when it comes back
+    /// within `RECONNECT_GRACE_MS`); a session whose missed events outgrow it ends as a
+    /// departure. While connected, the events its client has not yet confirmed (with the pong of
+    /// a later ping) are kept within the same bound. 0 turns recovery off: no `pid`, no offsets.
+    #[arg(long, env = "RECOVERY_BUFFER_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(0..=16_777_216))]
+    pub recovery_buffer_bytes: u64,
+
     /// At shutdown each client is told to reconnect after a random delay of up to this many ms
     /// (`server-shutdown.reconnectInMs`), so that they do not all return at once.
     #[arg(long, env = "RECONNECT_SPREAD_MS", default_value_t = 5000,

@@ -116,6 +116,12 @@ impl Config {
             max_message_bytes: self.max_message_bytes as usize,
             buffer_packets: self.socket_buffer_packets as usize,
             buffer_bytes: self.socket_buffer_bytes as usize,
+            recovery_grace: if self.recovery_buffer_bytes == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(self.reconnect_grace_ms)
+            },
+            recovery_bytes: self.recovery_buffer_bytes as usize,
         }
     }
 

@@ -112,6 +112,18 @@ pub(crate) struct PartnerReconnected {
     pub room_id: RoomId,
     /// The partner who came back.
     pub partner_id: UserId,
+    /// It recovered its session (its call never stopped); false when it took the session back
+    /// with its token, and sets up a new peer connection.
+    pub recovered: bool,
+}
+
+/// The partner's connection dropped: the room is held for it for the reconnect grace.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PartnerReconnecting {
+    /// The room, unchanged.
+    pub room_id: RoomId,
+    /// The partner who is away.
+    pub partner_id: UserId,
 }
 
 /// A search reached `MAX_WAITING_TIME_MS`.
@@ -173,6 +185,8 @@ pub(crate) enum Event {
     Rejoined(Rejoined),
     /// `partner-reconnected`.
     PartnerReconnected(PartnerReconnected),
+    /// `partner-reconnecting`.
+    PartnerReconnecting(PartnerReconnecting),
     /// `search-timeout`.
     SearchTimeout(SearchTimeout),
 }
@@ -190,6 +204,7 @@ impl Event {
             Event::RoomEnded(_) => "room-ended",
             Event::Rejoined(_) => "rejoined",
             Event::PartnerReconnected(_) => "partner-reconnected",
+            Event::PartnerReconnecting(_) => "partner-reconnecting",
             Event::SearchTimeout(_) => "search-timeout",
         }
     }

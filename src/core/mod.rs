@@ -115,6 +115,9 @@ pub(crate) struct User<L> {
     away_until: Option<Instant>,
     /// The room that ended while the user was away, told when it comes back.
     missed: Option<RoomEnded>,
+    /// While away: its link keeps what is sent to it, for its client to get when it recovers
+    /// its session (Socket.IO connection state recovery), so relays to it are accepted.
+    holds: bool,
     /// True for the partner of a local user who is connected to another node of the cluster:
     /// it exists here only as the other half of one room, and leaves with it.
     ghost: bool,
@@ -142,6 +145,9 @@ pub(crate) struct Joined<L> {
     pub resumed: bool,
     /// The connection that spoke for the user until now and must be closed.
     pub replaced: Option<L>,
+    /// The link of the session held away, which kept what was sent to the user meanwhile: to
+    /// be handed to the new connection after `rejoined`.
+    pub held: Option<L>,
     /// Events for the user and its partner (`rejoined`, `partner-reconnected`, `room-ended`).
     pub effects: Vec<Effect>,
 }
@@ -269,6 +275,14 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 .map(|s| now.saturating_duration_since(s.since)),
             room,
         })
+    }
+
+    /// The preferences of `user`'s search, while it waits.
+    pub(crate) fn search_of(&self, user: &str) -> Option<Preferences> {
+        self.queue
+            .get(user)
+            .and_then(|_| self.users.get(user))
+            .map(|u| (*u.prefs).clone())
     }
 
     /// Whether `user` waits for a partner.

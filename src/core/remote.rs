@@ -147,6 +147,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 resume_token: new_token(),
                 away_until: None,
                 missed: None,
+                holds: false,
                 ghost: true,
             },
         );
@@ -307,6 +308,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             resume_token: token,
             resumed: true,
             replaced: None,
+            held: None,
             effects,
         }
     }
@@ -325,6 +327,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 Event::PartnerReconnected(PartnerReconnected {
                     room_id: room.clone(),
                     partner_id: back,
+                    recovered: false,
                 }),
             ));
         }

@@ -135,7 +135,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             return Err(ErrorCode::NotInRoom);
         }
         let p = self.users.get(partner).ok_or(ErrorCode::NotInRoom)?;
-        if p.away_until.is_some() {
+        if p.away_until.is_some() && !p.holds {
             return Err(ErrorCode::PartnerAway);
         }
         Ok((partner, &p.link))

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::event::{Event, PartnerLeft, PartnerReconnected, Rejoined};
+use super::event::{Event, PartnerLeft, PartnerReconnected, PartnerReconnecting, Rejoined};
 use super::matchmaker::Matchmaker;
 use super::{Claim, Core, Effect, Joined, User, new_token, same_secret};
 use crate::model::profile::{Preferences, Profile};
@@ -42,6 +42,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                     resume_token: token.clone(),
                     away_until: None,
                     missed: None,
+                    holds: false,
                     ghost: false,
                 },
             );
@@ -49,6 +50,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 resume_token: token,
                 resumed: false,
                 replaced: None,
+                held: None,
                 effects: Vec::new(),
             });
         };
@@ -62,6 +64,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 resume_token: existing.resume_token.clone(),
                 resumed: false,
                 replaced: None,
+                held: None,
                 effects: Vec::new(),
             });
         }
@@ -81,12 +84,13 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         existing.resume_token = new_token();
         let token = existing.resume_token.clone();
         let old = std::mem::replace(&mut existing.link, link);
-        let replaced = match existing.away_until.take() {
+        let holds = std::mem::replace(&mut existing.holds, false);
+        let (replaced, held) = match existing.away_until.take() {
             Some(until) => {
                 self.away.remove(&(until, user.clone()));
-                None
+                (None, holds.then_some(old))
             }
-            None => Some(old),
+            None => (Some(old), None),
         };
         let missed = existing.missed.take();
         let mut effects = Vec::new();
@@ -110,6 +114,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                     Event::PartnerReconnected(PartnerReconnected {
                         room_id: room.id.clone(),
                         partner_id: user.clone(),
+                        recovered: false,
                     }),
                 ));
             } else {
@@ -130,19 +135,29 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             resume_token: token,
             resumed: true,
             replaced,
+            held,
             effects,
         })
     }
 
     /// The user's connection `link` is gone. A waiting user leaves the queue at once. When the
     /// connection was `lost` (not closed on purpose) a user in a room is held for the
-    /// reconnection grace: the partner is told `connection-lost` with `canReconnect: true`, and
-    /// the room ends only if the grace runs out (see [`tick`]) or the partner leaves. Otherwise,
-    /// or without a grace, the room ends at once (`disconnect`). A link that no longer speaks for
-    /// the user changes nothing.
+    /// reconnection grace: the partner is told `partner-reconnecting`, and the room ends only if
+    /// the grace runs out (see [`tick`]) or the partner leaves. `holds`: a link that keeps what
+    /// is sent to the user meanwhile (its session may be recovered): the user is reached through
+    /// it while away, and relays to it are accepted.
+    /// Otherwise, or without a grace, the room ends at once (`disconnect`). A link that no longer
+    /// speaks for the user changes nothing.
     ///
     /// [`tick`]: Self::tick
-    pub(crate) fn leave(&mut self, user: &str, link: &L, lost: bool, now: Instant) -> Vec<Effect> {
+    pub(crate) fn leave(
+        &mut self,
+        user: &str,
+        link: &L,
+        lost: bool,
+        holds: Option<L>,
+        now: Instant,
+    ) -> Vec<Effect> {
         let Some((id, u)) = self.users.get_key_value(user) else {
             return Vec::new();
         };
@@ -168,14 +183,18 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 return out;
             }
             let until = now + grace;
-            self.users.get_mut(user).expect("present").away_until = Some(until);
-            self.away.insert((until, id));
+            let u = self.users.get_mut(user).expect("present");
+            u.away_until = Some(until);
+            if let Some(h) = holds {
+                u.link = h;
+                u.holds = true;
+            }
+            self.away.insert((until, id.clone()));
             out.push(Effect::new(
                 &partner,
-                Event::PartnerLeft(PartnerLeft {
-                    reason: Reason::ConnectionLost,
+                Event::PartnerReconnecting(PartnerReconnecting {
                     room_id,
-                    can_reconnect: true,
+                    partner_id: id,
                 }),
             ));
             return out;
@@ -206,6 +225,60 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         self.close_room_of(user, Reason::Disconnect, now, &mut out);
         self.forget(user);
         out
+    }
+
+    /// The client of `user`, whose session was on `old`, recovered it on `new` (Socket.IO
+    /// connection state recovery): the user is reachable through `new` again, as if it had never
+    /// left; a partner who was told `partner-reconnecting` is told `partner-reconnected`, and a
+    /// room that ended meanwhile is told to the user. A user the core no longer knows (it was
+    /// not in a room when its connection dropped) is registered again. Refused when the id
+    /// belongs to another connection now.
+    pub(crate) fn recover(
+        &mut self,
+        user: UserId,
+        old: &L,
+        new: L,
+    ) -> Result<Vec<Effect>, ErrorCode> {
+        let Some(u) = self.users.get_mut(&user) else {
+            return self
+                .join(user, new, None, Claim::Named { resume: None })
+                .map(|j| j.effects);
+        };
+        if u.link != *old || u.ghost {
+            return Err(ErrorCode::UserIdTaken);
+        }
+        u.link = new;
+        u.holds = false;
+        let mut out = Vec::new();
+        let Some(until) = u.away_until.take() else {
+            return Ok(out);
+        };
+        let missed = u.missed.take();
+        self.away.remove(&(until, user.clone()));
+        if let Some(room) = self.rooms.of_user(&user) {
+            let partner = room.partner_of(&user).expect("a member").clone();
+            out.push(Effect::new(
+                &partner,
+                Event::PartnerReconnected(PartnerReconnected {
+                    room_id: room.id.clone(),
+                    partner_id: user.clone(),
+                    recovered: true,
+                }),
+            ));
+        } else if let Some(ended) = missed {
+            out.push(Effect::new(&user, Event::RoomEnded(ended)));
+        }
+        Ok(out)
+    }
+
+    /// The session of `user` held on `link` can no longer be recovered (its buffer overflowed,
+    /// or its grace ran out): it ends as a departure, as [`displace`](Self::displace) ends it.
+    /// Nothing happens when the user is not away on that link.
+    pub(crate) fn abandon(&mut self, user: &str, link: &L, now: Instant) -> Vec<Effect> {
+        if self.users.get(user).is_none_or(|u| u.link != *link) {
+            return Vec::new();
+        }
+        self.displace(user, now)
     }
 
     /// Whether `user` is away: its connection dropped and its grace period runs.

@@ -1,6 +1,9 @@
 //! Rules of the core, checked without sockets.
 
-use super::event::{ChatEnded, Matched, PartnerLeft, PartnerReconnected, Rejoined, SearchTimeout};
+use super::event::{
+    ChatEnded, Matched, PartnerLeft, PartnerReconnected, PartnerReconnecting, Rejoined,
+    SearchTimeout,
+};
 use super::*;
 use crate::model::ErrorCode;
 use crate::model::ServerStats;
@@ -161,15 +164,15 @@ fn leaving_removes_the_user_everywhere() {
     c.find("a", None, t).unwrap();
     c.find("b", None, t).unwrap();
     c.find("c", None, t).unwrap();
-    let out = c.leave("a", &0, true, t);
-    assert_eq!(events_for(&out, "b")[0].name(), "partner-left");
+    let out = c.leave("a", &0, true, None, t);
+    assert_eq!(events_for(&out, "b")[0].name(), "partner-reconnecting");
     assert!(
-        c.leave("c", &99, true, t).is_empty(),
+        c.leave("c", &99, true, None, t).is_empty(),
         "a stale link changes nothing"
     );
     assert!(c.is_waiting("c"));
-    c.leave("c", &2, true, t);
-    c.leave("b", &1, true, t);
+    c.leave("c", &2, true, None, t);
+    c.leave("b", &1, true, None, t);
     assert_eq!(
         c.live(),
         ServerStats {
@@ -429,8 +432,10 @@ enum Op {
     Find(u8, bool),
     Next(u8),
     End(u8),
-    Leave(u8, bool),
+    Leave(u8, bool, bool),
     Resume(u8),
+    Recover(u8),
+    Abandon(u8),
     Tick(u16),
 }
 
@@ -440,8 +445,11 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..12, any::<bool>()).prop_map(|(u, p)| Op::Find(u, p)),
         (0u8..12).prop_map(Op::Next),
         (0u8..12).prop_map(Op::End),
-        (0u8..12, any::<bool>()).prop_map(|(u, lost)| Op::Leave(u, lost)),
+        (0u8..12, any::<bool>(), any::<bool>())
+            .prop_map(|(u, lost, holds)| Op::Leave(u, lost, holds)),
         (0u8..12).prop_map(Op::Resume),
+        (0u8..12).prop_map(Op::Recover),
+        (0u8..12).prop_map(Op::Abandon),
         (0u16..40_000).prop_map(Op::Tick),
     ]
 }
@@ -488,7 +496,28 @@ proptest! {
                 }
                 Op::Next(u) => c.next(&u.to_string(), now).unwrap_or_default(),
                 Op::End(u) => c.end(&u.to_string(), now).unwrap_or_default(),
-                Op::Leave(u, lost) => c.leave(&u.to_string(), &links.get(&u).copied().unwrap_or(u as u32), lost, now),
+                Op::Leave(u, lost, holds) => {
+                    let old = links.get(&u).copied().unwrap_or(u as u32);
+                    next_link += 1;
+                    let held = holds.then_some(next_link);
+                    let out = c.leave(&u.to_string(), &old, lost, held, now);
+                    if c.kept_link(&u.to_string()) == held.as_ref() && held.is_some() {
+                        links.insert(u, next_link);
+                    }
+                    out
+                }
+                Op::Recover(u) => {
+                    next_link += 1;
+                    let old = links.get(&u).copied().unwrap_or(u as u32);
+                    match c.recover(u.to_string().into(), &old, next_link) {
+                        Ok(effects) => {
+                            links.insert(u, next_link);
+                            effects
+                        }
+                        Err(_) => vec![],
+                    }
+                }
+                Op::Abandon(u) => c.abandon(&u.to_string(), &links.get(&u).copied().unwrap_or(u as u32), now),
                 Op::Tick(ms) => { now += Duration::from_millis(ms as u64); c.tick(now) }
             };
             for e in &out {
@@ -503,7 +532,7 @@ proptest! {
             prop_assert_eq!(c.check_invariants(), Ok(()));
         }
         for u in 0..12u8 {
-            c.leave(&u.to_string(), &links.get(&u).copied().unwrap_or(u as u32), true, now);
+            c.leave(&u.to_string(), &links.get(&u).copied().unwrap_or(u as u32), true, None, now);
         }
         prop_assert_eq!(c.live(), ServerStats { connected_users: 0, waiting_users: 0, active_rooms: 0 });
         // Rooms are held for users who dropped, until the grace runs out.
@@ -544,11 +573,17 @@ fn a_dropped_user_is_held_and_rejoins_within_the_grace() {
     let t = Instant::now();
     let mut c = core();
     let (ta, _, room) = paired(&mut c, t);
-    let out = c.leave("a", &1, true, t);
-    let pl = left(&out, "b");
+    let out = c.leave("a", &1, true, None, t);
     assert_eq!(
-        (pl.reason, pl.can_reconnect),
-        (Reason::ConnectionLost, true)
+        out,
+        vec![Effect::new(
+            &"b".into(),
+            Event::PartnerReconnecting(PartnerReconnecting {
+                room_id: room.clone(),
+                partner_id: "a".into()
+            })
+        )],
+        "a blip is not a departure: no partner-left"
     );
     assert_eq!(c.stats(t).reconnecting_users, 1);
     assert_eq!(c.live().connected_users, 1);
@@ -585,7 +620,8 @@ fn a_dropped_user_is_held_and_rejoins_within_the_grace() {
                 &"b".into(),
                 Event::PartnerReconnected(PartnerReconnected {
                     room_id: room.clone(),
-                    partner_id: "a".into()
+                    partner_id: "a".into(),
+                    recovered: false
                 })
             ),
         ]
@@ -607,7 +643,7 @@ fn the_room_ends_when_the_grace_runs_out() {
     let t = Instant::now();
     let mut c = core();
     let (ta, _, room) = paired(&mut c, t);
-    c.leave("a", &1, true, t);
+    c.leave("a", &1, true, None, t);
     assert!(c.tick(t + Duration::from_millis(9_900)).is_empty());
     let out = c.tick(t + Duration::from_millis(10_000));
     let pl = left(&out, "b");
@@ -630,7 +666,7 @@ fn a_partner_who_skips_during_the_grace_ends_the_room() {
     let t = Instant::now();
     let mut c = core();
     let (ta, _, room) = paired(&mut c, t);
-    c.leave("a", &1, true, t);
+    c.leave("a", &1, true, None, t);
     let out = c.next("b", t + Duration::from_secs(2)).unwrap();
     assert!(events_for(&out, "a").is_empty(), "a cannot be reached");
     assert_eq!(c.live().active_rooms, 0);
@@ -658,7 +694,7 @@ fn searching_again_gives_up_a_room_whose_partner_is_away() {
     let t = Instant::now();
     let mut c = core();
     paired(&mut c, t);
-    c.leave("a", &1, true, t);
+    c.leave("a", &1, true, None, t);
     let out = c.find("b", None, t).unwrap();
     assert_eq!(events_for(&out, "b")[0].name(), "searching");
     assert_eq!(c.live().active_rooms, 0);
@@ -671,7 +707,7 @@ fn a_waiting_user_who_drops_leaves_the_queue_at_once() {
     let mut c = core();
     join(&mut c, "a", 1);
     c.find("a", None, t).unwrap();
-    assert!(c.leave("a", &1, true, t).is_empty());
+    assert!(c.leave("a", &1, true, None, t).is_empty());
     assert!(!c.is_waiting("a"));
     assert_eq!(c.live().connected_users, 0);
     assert_eq!(c.stats(t).reconnecting_users, 0);
@@ -691,7 +727,7 @@ fn a_token_takes_over_a_live_session_and_the_old_link_is_closed() {
     assert_eq!(j.replaced, Some(1));
     assert_eq!(j.effects.len(), 2, "rejoined and partner-reconnected");
     assert!(
-        c.leave("a", &1, true, t).is_empty(),
+        c.leave("a", &1, true, None, t).is_empty(),
         "the old link no longer speaks"
     );
     assert_eq!(c.room_of("a").map(|r| r.id.clone()), Some(room));
@@ -702,7 +738,7 @@ fn leaving_on_purpose_ends_the_room_at_once() {
     let t = Instant::now();
     let mut c = core();
     paired(&mut c, t);
-    let pl = left(&c.leave("a", &1, false, t), "b");
+    let pl = left(&c.leave("a", &1, false, None, t), "b");
     assert_eq!((pl.reason, pl.can_reconnect), (Reason::Disconnect, false));
     assert_eq!(c.live().active_rooms, 0);
     assert_eq!(c.stats(t).reconnecting_users, 0);
@@ -716,7 +752,7 @@ fn without_a_grace_a_drop_ends_the_room_at_once() {
         ..Default::default()
     });
     let (_, _, _) = paired(&mut c, t);
-    let pl = left(&c.leave("a", &1, true, t), "b");
+    let pl = left(&c.leave("a", &1, true, None, t), "b");
     assert_eq!((pl.reason, pl.can_reconnect), (Reason::Disconnect, false));
     assert_eq!(c.live().active_rooms, 0);
 }
@@ -730,4 +766,71 @@ fn a_verified_identity_takes_its_session_without_a_token() {
     assert!(j.resumed);
     assert_eq!(j.replaced, Some(1));
     assert_eq!(c.room_of("a").map(|r| r.id.clone()), Some(room));
+}
+
+#[test]
+fn a_held_user_gets_relays_and_recovers_its_session_unseen() {
+    let t = Instant::now();
+    let mut c = core();
+    let (_, _, room) = paired(&mut c, t);
+    c.leave("a", &1, true, Some(11), t);
+    // The link that holds its session keeps what is sent meanwhile: relays are accepted.
+    assert_eq!(c.route("b", &room, Some("a")).map(|(_, l)| *l), Ok(11));
+    // Only the link that holds the session can recover it.
+    assert_eq!(c.recover("a".into(), &1, 6), Err(ErrorCode::UserIdTaken));
+    let out = c.recover("a".into(), &11, 8).unwrap();
+    assert_eq!(
+        out,
+        vec![Effect::new(
+            &"b".into(),
+            Event::PartnerReconnected(PartnerReconnected {
+                room_id: room.clone(),
+                partner_id: "a".into(),
+                recovered: true
+            })
+        )],
+        "no rejoined: the client's call never stopped"
+    );
+    assert_eq!(c.link("a"), Some(&8));
+    assert_eq!(c.stats(t).reconnecting_users, 0);
+    assert_eq!(c.room_of("a").map(|r| r.id.clone()), Some(room.clone()));
+    assert!(
+        c.tick(t + Duration::from_secs(20)).is_empty(),
+        "the grace's deadline is gone"
+    );
+    assert_eq!(c.check_invariants(), Ok(()));
+}
+
+#[test]
+fn a_user_without_a_held_session_is_still_refused_relays_while_away() {
+    let t = Instant::now();
+    let mut c = core();
+    let (_, _, room) = paired(&mut c, t);
+    c.leave("a", &1, true, None, t);
+    assert_eq!(
+        c.route("b", &room, None).map(|_| ()),
+        Err(ErrorCode::PartnerAway)
+    );
+}
+
+#[test]
+fn an_abandoned_held_session_ends_as_a_departure() {
+    let t = Instant::now();
+    let mut c = core();
+    let (_, _, room) = paired(&mut c, t);
+    c.leave("a", &1, true, Some(11), t);
+    assert!(
+        c.abandon("a", &1, t).is_empty(),
+        "another link's word changes nothing"
+    );
+    let pl = left(&c.abandon("a", &11, t), "b");
+    assert_eq!(
+        (pl.reason, pl.can_reconnect, pl.room_id),
+        (Reason::Disconnect, false, room)
+    );
+    assert_eq!(c.live().active_rooms, 0);
+    assert!(c.link("a").is_none());
+    // A recovery that comes after: a fresh registration, no room.
+    assert_eq!(c.recover("a".into(), &11, 3), Ok(vec![]));
+    assert!(c.room_of("a").is_none());
 }

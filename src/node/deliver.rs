@@ -167,7 +167,14 @@ fn to_wire(ice: &Ice, to: &str, event: Event) -> ServerEvent {
         Event::PartnerReconnected(p) => ServerEvent::PartnerReconnected(wire::PartnerReconnected {
             room_id: p.room_id,
             partner_id: p.partner_id,
+            recovered: p.recovered,
         }),
+        Event::PartnerReconnecting(p) => {
+            ServerEvent::PartnerReconnecting(wire::PartnerReconnecting {
+                room_id: p.room_id,
+                partner_id: p.partner_id,
+            })
+        }
         Event::SearchTimeout(t) => ServerEvent::SearchTimeout(wire::SearchTimeout {
             message: "No partner was found in time; search again to keep looking",
             wait_time: t.wait_time,
@@ -189,6 +196,7 @@ fn forward(ice: &Ice, e: Effect) -> Option<Msg> {
         }
         Event::PartnerLeft(p) => p.room_id.to_string(),
         Event::PartnerReconnected(p) => p.room_id.to_string(),
+        Event::PartnerReconnecting(p) => p.room_id.to_string(),
         _ => return None,
     };
     let event = to_wire(ice, &to, e.event);
@@ -251,6 +259,7 @@ mod tests {
             Event::PartnerReconnected(PartnerReconnected {
                 room_id: room,
                 partner_id: user,
+                recovered: false,
             }),
             Event::SearchTimeout(SearchTimeout { wait_time: 300_000 }),
         ]

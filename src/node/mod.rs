@@ -374,6 +374,15 @@ pub(crate) struct SessionState {
     pub user: Option<UserId>,
     /// Set by the disconnect handler: a late `authenticate` must not register a dead socket.
     pub closed: bool,
+    /// The user of a connection that was lost with its session held: whom a recovery of the
+    /// session brings back.
+    pub held: Option<UserId>,
+    /// This connection carries a session its client recovered (Socket.IO connection state
+    /// recovery).
+    pub recovered: bool,
+    /// The search the user of a held session had when its connection dropped (it left the
+    /// queue then): made again if the client recovers the session.
+    pub search: Option<crate::model::profile::Preferences>,
 }
 
 /// Per-connection data shared by the socket's message and disconnect handlers.

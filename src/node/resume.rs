@@ -162,7 +162,7 @@ fn try_complete(
     hub: &Hub,
     session: &Session,
     socket: &Sock,
-    a: Attempt,
+    mut a: Attempt,
     handover: Option<Handover>,
 ) -> Result<Option<Sock>, Reject> {
     let replaced = {
@@ -172,6 +172,16 @@ fn try_complete(
             // The socket disconnected while this event waited for the lock: registering it would
             // leave a ghost nobody can reach.
             return Ok(None);
+        }
+        // The `authenticate` a client sends on every `connect`, on a session it recovered: it
+        // is told so, and changes nothing.
+        let recovered = state.recovered
+            && state.user.is_some()
+            && a.claimed
+                .as_ref()
+                .is_none_or(|c| state.user.as_ref() == Some(c));
+        if recovered {
+            a.profile = None;
         }
         let user: UserId = match (&state.user, a.claimed) {
             (Some(current), Some(wanted)) if *current != wanted => {
@@ -270,11 +280,15 @@ fn try_complete(
                 socket_id: socket.id().to_string(),
                 server_stats: core.live(),
                 resume_token: joined.resume_token,
-                resumed: joined.resumed,
+                resumed: joined.resumed || recovered,
                 ice_servers: hub.ice.servers(&user, crate::ice::unix_now()),
             },
         );
         hub.deliver(&mut core, joined.effects);
+        // What its partner sent while it was away, after `rejoined`.
+        if let Some(Link::Local(held)) = &joined.held {
+            held.hand_over(socket);
+        }
         joined.replaced
     };
     // Closing runs the old socket's disconnect handler, which takes the hub lock: only now.

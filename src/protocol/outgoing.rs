@@ -208,6 +208,21 @@ pub(crate) struct PartnerReconnected {
     pub room_id: Arc<str>,
     /// The partner who came back.
     pub partner_id: Arc<str>,
+    /// It recovered its session: its peer connection never stopped, no new offer comes. False:
+    /// it took the session back with its token and sets up a new peer connection.
+    pub recovered: bool,
+}
+
+/// `partner-reconnecting`, to the member whose partner's connection dropped: the room is held
+/// for the partner for the reconnect grace, and the call (whose media does not need the server)
+/// may go on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PartnerReconnecting {
+    /// The room, unchanged.
+    pub room_id: Arc<str>,
+    /// The partner who is away.
+    pub partner_id: Arc<str>,
 }
 
 /// `search-timeout`, when a search reached `MAX_WAITING_TIME_MS`.
@@ -421,6 +436,8 @@ pub(crate) enum ServerEvent {
     Rejoined(Rejoined),
     /// `partner-reconnected`.
     PartnerReconnected(PartnerReconnected),
+    /// `partner-reconnecting`.
+    PartnerReconnecting(PartnerReconnecting),
 }
 
 impl ServerEvent {
@@ -436,6 +453,7 @@ impl ServerEvent {
             ServerEvent::SearchTimeout(_) => "search-timeout",
             ServerEvent::Rejoined(_) => "rejoined",
             ServerEvent::PartnerReconnected(_) => "partner-reconnected",
+            ServerEvent::PartnerReconnecting(_) => "partner-reconnecting",
         }
     }
 }
@@ -452,6 +470,7 @@ impl Serialize for ServerEvent {
             ServerEvent::SearchTimeout(p) => p.serialize(s),
             ServerEvent::Rejoined(p) => p.serialize(s),
             ServerEvent::PartnerReconnected(p) => p.serialize(s),
+            ServerEvent::PartnerReconnecting(p) => p.serialize(s),
         }
     }
 }

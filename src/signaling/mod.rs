@@ -20,7 +20,7 @@ use crate::bus::queue::Job;
 use crate::limits::{EventClass, Verdict};
 use crate::model::{ErrorCode, Reject, UserId};
 use crate::node::{CoreGuard, Hub, Link, Session, Sock, answer, open_session};
-use crate::ws::{ConnRef, Events, Handled, Sid};
+use crate::ws::{ConnRef, Events, Gone, Handled, Sid};
 
 /// Everything a handler needs about the event it handles.
 pub(crate) struct Ctx<'a> {
@@ -139,9 +139,87 @@ impl Events for Joined {
         }
     }
 
-    fn closed(&self, conn: &ConnRef, lost: bool) {
-        closed(&self.0, conn, lost);
+    fn closed(&self, conn: &ConnRef, gone: Gone) {
+        closed(&self.0, conn, gone);
     }
+
+    fn recover(
+        &self,
+        old: &ConnRef,
+        new: &ConnRef,
+        ip: Option<IpAddr>,
+        install: &mut dyn FnMut(),
+    ) -> Option<Arc<dyn Events>> {
+        recover(&self.0, old, new, ip, install).map(|s| Arc::new(Joined(s)) as Arc<dyn Events>)
+    }
+
+    fn abandoned(&self, conn: &ConnRef) {
+        let Some(user) = self.0.state.lock().held.take() else {
+            return;
+        };
+        let hub = &self.0.hub;
+        let mut core = hub.lock();
+        let effects = core.abandon(&user, &Link::Local(conn.clone()), Instant::now());
+        hub.deliver(&mut core, effects);
+    }
+}
+
+/// The client of `old_sock` (whose session was `old`) recovered it on `new_sock`: a session for
+/// the new connection, bound to the user the old one had, whose partner is told it is back. The
+/// transport's `install` (the missed events, the `40` reply) runs under the core's lock, before
+/// anything the core sends to the user. `None` when the id belongs to someone else now.
+fn recover(
+    old: &Session,
+    old_sock: &Sock,
+    new_sock: &Sock,
+    ip: Option<IpAddr>,
+    install: &mut dyn FnMut(),
+) -> Option<Arc<Session>> {
+    let hub = &old.hub;
+    let session = open_session(hub, ip, new_sock.id(), old.handshake_token.clone()).ok()?;
+    let (user, search) = {
+        let mut st = old.state.lock();
+        (st.held.take().or_else(|| st.user.clone()), st.search.take())
+    };
+    let mut core = hub.lock();
+    // Taken over while it looked alive: its search, if it waits.
+    let search = search.or_else(|| user.as_ref().and_then(|u| core.search_of(u)));
+    let effects = match user {
+        Some(user) => {
+            match core.recover(
+                user.clone(),
+                &Link::Local(old_sock.clone()),
+                Link::Local(new_sock.clone()),
+            ) {
+                Ok(mut effects) => {
+                    tracing::debug!(sid = %new_sock.id(), %user, "session recovered");
+                    // A search that the drop cut short goes on.
+                    if let Some(prefs) = search
+                        && !core.is_waiting(&user)
+                        && core.room_of(&user).is_none()
+                        && let Ok(more) = core.find(&user, Some(prefs), Instant::now())
+                    {
+                        effects.extend(more);
+                    }
+                    session.state.lock().user = Some(user);
+                    effects
+                }
+                Err(_) => {
+                    drop(core);
+                    if let Some(ip) = ip {
+                        hub.limits.close(ip, new_sock.id());
+                    }
+                    return None;
+                }
+            }
+        }
+        None => Vec::new(),
+    };
+    session.state.lock().recovered = true;
+    install();
+    hub.deliver(&mut core, effects);
+    drop(core);
+    Some(session)
 }
 
 /// The `token` of a handshake's `auth` object given as JSON (`{"token": "..."}`).
@@ -312,8 +390,9 @@ fn charge<'v>(session: &Session, class: EventClass, event: &str) -> Result<(), R
 }
 
 /// A connection ended, on either transport: its user leaves the queue and its room, or, when
-/// the connection was `lost` while in a room, is kept for the reconnect grace.
-pub(crate) fn closed(session: &Session, socket: &Sock, lost: bool) {
+/// the connection was lost while in a room, is kept for the reconnect grace (and, when the
+/// transport holds its session, reachable meanwhile: what is sent to it waits for its client).
+pub(crate) fn closed(session: &Session, socket: &Sock, gone: Gone) {
     if let Some(ip) = session.ip {
         session.hub.limits.close(ip, socket.id());
     }
@@ -321,8 +400,23 @@ pub(crate) fn closed(session: &Session, socket: &Sock, lost: bool) {
     let mut state = session.state.lock();
     state.closed = true;
     if let Some(user) = state.user.take() {
-        tracing::debug!(sid = %socket.id(), %user, lost, "left");
-        let effects = core.leave(&user, &Link::Local(socket.clone()), lost, Instant::now());
+        let lost = gone != Gone::Left;
+        tracing::debug!(sid = %socket.id(), %user, ?gone, "left");
+        let holds = match gone {
+            Gone::Held(held) => {
+                state.held = Some(user.clone());
+                state.search = core.search_of(&user);
+                Some(Link::Local(held))
+            }
+            Gone::Left | Gone::Lost => None,
+        };
+        let effects = core.leave(
+            &user,
+            &Link::Local(socket.clone()),
+            lost,
+            holds,
+            Instant::now(),
+        );
         session.hub.deliver(&mut core, effects);
         if core.away_token(&user).is_some() {
             session.hub.job(Job::Away(user));

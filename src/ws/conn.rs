@@ -17,6 +17,7 @@ use super::out::Out;
 use super::{ConnRef, End, Events, Lost, SendError, Settings, Sid, packet};
 
 mod heartbeat;
+mod recover;
 
 /// How long a client may take to join the `/` namespace after connecting (Socket.IO's default
 /// `connectTimeout`).
@@ -190,12 +191,16 @@ impl Conn {
         }
     }
 
-    /// Queues event `event` with `data` (`42["event",data]`).
+    /// Queues event `event` with `data` (`42["event",data]`); in a session that can be
+    /// recovered, numbered and logged (see [`recovery`](super::recovery)).
     pub(crate) fn emit<T: Serialize + ?Sized>(
         self: &Arc<Self>,
         event: &str,
         data: &T,
     ) -> Result<(), SendError> {
+        if !self.settings.recovery_grace.is_zero() {
+            return self.emit_logged(event, data);
+        }
         self.send_text(|b| {
             b.extend_from_slice(b"42[");
             serde_json::to_writer(&mut *b, event)?;
@@ -248,7 +253,18 @@ impl Conn {
         bytes: &[u8],
         control: bool,
     ) -> Result<(), SendError> {
-        let (coalesce, own) = TURN.with_borrow_mut(|turn| {
+        let (coalesce, own) = self.turn();
+        let mut out = self.out.lock();
+        if out.life.ended().is_some() {
+            return Err(SendError::Closed);
+        }
+        self.push_locked(&mut out, bytes, control, coalesce, own)
+    }
+
+    /// Whether this thread's turn coalesces frames for this connection, and whether the
+    /// connection is the one the turn reads.
+    pub(super) fn turn(self: &Arc<Self>) -> (bool, bool) {
+        TURN.with_borrow_mut(|turn| {
             let own = turn.reader == Some(self.id);
             let coalesce = if !turn.active || self.tcp.get().is_none() {
                 false
@@ -270,11 +286,18 @@ impl Conn {
                 false
             };
             (coalesce, own)
-        });
-        let mut out = self.out.lock();
-        if out.life.ended().is_some() {
-            return Err(SendError::Closed);
-        }
+        })
+    }
+
+    /// [`push_bytes`](Self::push_bytes) under the connection's lock, for a live connection.
+    pub(super) fn push_locked(
+        self: &Arc<Self>,
+        out: &mut parking_lot::MutexGuard<'_, Out>,
+        bytes: &[u8],
+        control: bool,
+        coalesce: bool,
+        own: bool,
+    ) -> Result<(), SendError> {
         // Control frames (the transport's own, and replies to a namespace connect) and the
         // answers to the connection's own messages are never refused by the byte budget: a
         // client is not read from while its queue is over budget, so what it provokes stops at
@@ -287,7 +310,6 @@ impl Conn {
                 return Err(SendError::Full);
             }
             out.push(OutFrame::rest(bytes));
-            drop(out);
             self.wake.notify_one();
             return Ok(());
         };
@@ -301,12 +323,15 @@ impl Conn {
         let mut rest = bytes;
         if out.frames.is_empty() {
             match tcp.try_write(bytes) {
-                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) if n == bytes.len() => {
+                    // Numbered as if queued and written: what recovery counts as written.
+                    out.popped += 1;
+                    return Ok(());
+                }
                 Ok(n) => rest = bytes.get(n..).unwrap_or_default(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => {
                     out.life.end(End::Lost(Lost::TransportError));
-                    drop(out);
                     self.wake.notify_one();
                     return Err(SendError::Closed);
                 }
@@ -315,7 +340,6 @@ impl Conn {
             return Err(SendError::Full);
         }
         out.push(OutFrame::rest(rest));
-        drop(out);
         self.wake.notify_one();
         Ok(())
     }

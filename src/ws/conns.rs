@@ -15,9 +15,19 @@ use super::machine::Machine;
 use super::out::Out;
 use super::{Settings, Sid};
 
+mod held;
+
+pub(crate) use held::Held;
+
 /// Every session on this transport, and the heartbeat.
 pub(crate) struct Conns {
     pub(super) map: Mutex<HashMap<Sid, Arc<Conn>>>,
+    /// Sessions whose connection was lost, held for their clients to recover them, by their
+    /// Socket.IO sid (see [`recovery`](super::recovery)).
+    pub(super) held: Mutex<HashMap<Sid, Arc<Conn>>>,
+    /// The connection now serving a recovered session, by the session's Socket.IO sid, where the
+    /// two ids differ.
+    pub(super) moved: Mutex<HashMap<Sid, Sid>>,
     pub(super) epoch: Instant,
     pub(super) settings: Settings,
 }
@@ -27,6 +37,8 @@ impl Conns {
     pub(crate) fn new(settings: Settings) -> Conns {
         Conns {
             map: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+            moved: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             settings,
         }
@@ -137,6 +149,7 @@ impl Conns {
             for c in due.drain(..) {
                 c.beat(now);
             }
+            self.expire(now);
         }
     }
 }

@@ -34,6 +34,7 @@ mod machine;
 mod out;
 pub(crate) mod packet;
 mod polling;
+pub(crate) mod recovery;
 mod sid;
 mod websocket;
 
@@ -45,7 +46,7 @@ use serde::Serialize;
 
 pub(crate) use conn::{Batch, Conn};
 use conn::{Packets, TurnGuard};
-pub(crate) use conns::{Conns, Output, Transports};
+pub(crate) use conns::{Conns, Held, Output, Transports};
 pub(crate) use entry::intercept;
 use frame::OutFrame;
 use packet::Incoming;
@@ -115,6 +116,18 @@ pub(crate) enum Lost {
     ServerShutdown,
 }
 
+impl Lost {
+    /// Whether a session lost this way is held for its client to recover (as socket.io holds
+    /// one after a transport close or error, a ping timeout or a server shutdown): not after a
+    /// protocol violation, a client that stopped reading, or a refusal.
+    pub(crate) fn recoverable(self) -> bool {
+        matches!(
+            self,
+            Lost::TransportClose | Lost::TransportError | Lost::PingTimeout | Lost::ServerShutdown
+        )
+    }
+}
+
 /// The transport's settings: its slice of the server's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
@@ -129,6 +142,11 @@ pub(crate) struct Settings {
     pub buffer_packets: usize,
     /// Bytes one connection may have queued.
     pub buffer_bytes: usize,
+    /// How long a session whose connection was lost is held for its client to recover it
+    /// (Socket.IO connection state recovery); zero: sessions get no pid and are not held.
+    pub recovery_grace: Duration,
+    /// Bytes of events one session keeps for its client to get again if it comes back.
+    pub recovery_bytes: usize,
 }
 
 /// What the transport hands clients to: the layer above (signaling).
@@ -156,9 +174,42 @@ pub(crate) trait Events: Send + Sync {
     /// binary attachments (which are read past, not kept); `ack` the id the client waits for an
     /// answer on (to be sent with [`ConnRef::ack`]).
     fn event(&self, conn: &ConnRef, data: &str, binary: bool, ack: Option<i64>) -> Handled;
-    /// The client is gone: `lost` when its transport failed (it may come back), not when it
-    /// left or was sent away.
-    fn closed(&self, conn: &ConnRef, lost: bool);
+    /// The client is gone (see [`Gone`]).
+    fn closed(&self, conn: &ConnRef, gone: Gone);
+    /// The client came back to this session on the new connection `new` (connection state
+    /// recovery): what receives its events from now on, or `None` when the session cannot be
+    /// taken back (the client then gets a fresh one).
+    /// It calls `install` once, under whatever lock orders the session's events, when it takes
+    /// the session: the missed events and the `40` reply are queued on `new` then, ahead of
+    /// anything sent to it afterwards.
+    fn recover(
+        &self,
+        old: &ConnRef,
+        new: &ConnRef,
+        ip: Option<IpAddr>,
+        install: &mut dyn FnMut(),
+    ) -> Option<Arc<dyn Events>> {
+        let _ = (old, new, ip, install);
+        None
+    }
+    /// The session held since its connection was lost can no longer be recovered: its buffer
+    /// outgrew its budget, or its grace ran out.
+    fn abandoned(&self, conn: &ConnRef) {
+        let _ = conn;
+    }
+}
+
+/// How a client's connection ended, as the layer above is told.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Gone {
+    /// It left or was sent away: it is not coming back.
+    Left,
+    /// Its transport failed: it may come back within the reconnect grace, with a new session.
+    Lost,
+    /// Its transport failed and the session is held, reachable through this reference: events
+    /// sent to it are kept, and its client may take it back (connection state recovery) within
+    /// the grace.
+    Held(ConnRef),
 }
 
 /// What became of an event.
@@ -229,6 +280,16 @@ impl ConnRef {
         }
     }
 
+    /// The session held on this connection since it was lost is taken back by its user on
+    /// `to` some other way (a resume token, a JWT): the events kept for it are queued on `to`,
+    /// in order, and the held session is given up. Returns how many.
+    pub fn hand_over(&self, to: &ConnRef) -> usize {
+        match (self.conn.upgrade(), to.conn.upgrade()) {
+            (Some(old), Some(new)) => old.hand_over(&new),
+            _ => 0,
+        }
+    }
+
     /// Sends the client away (see [`Conn::disconnect`]).
     pub fn disconnect(&self) {
         if let Some(c) = self.conn.upgrade() {
@@ -268,12 +329,35 @@ fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> F
             if st.session.is_some() {
                 return Ok(());
             }
+            let (pid, offset) = if conn.settings.recovery_grace.is_zero() {
+                (None, None)
+            } else {
+                recovery::wanted(auth)
+            };
+            if let Some(pid) = &pid {
+                match t.conns.recover(conn, pid, offset.as_deref()) {
+                    Ok(s) => {
+                        st.session = Some(s);
+                        conn.joined();
+                        return Ok(());
+                    }
+                    Err(why) => {
+                        tracing::debug!(sid = %conn.id, reason = why.label(), "recovery refused: a fresh session");
+                        metrics::counter!("roulette_recoveries_refused_total", "reason" => why.label())
+                            .increment(1);
+                    }
+                }
+            }
             match t.upper.clone().join(&conn.handle(), conn.ip, auth) {
                 Ok(s) => {
+                    let pid = conn.begin_recovery(&s, pid.is_some());
                     st.session = Some(s);
                     conn.joined();
-                    conn.push_control(OutFrame::text(&packet::connected(conn.id.as_str())))
-                        .ok();
+                    conn.push_control(OutFrame::text(&packet::connected(
+                        conn.id.as_str(),
+                        pid.as_deref(),
+                    )))
+                    .ok();
                 }
                 Err(message) => {
                     conn.push_control(OutFrame::text(&packet::connect_error("/", message)))
@@ -331,8 +415,14 @@ fn finish(t: &Transport, conn: &Arc<Conn>, session: Option<Arc<dyn Events>>, end
         t.upper.release(ip, conn.id);
     }
     tracing::debug!(sid = %conn.id, ?end, "session closed");
+    let held = t.conns.settle(conn, end);
     if let Some(s) = session {
-        s.closed(&conn.handle(), matches!(end, End::Lost(_)));
+        let gone = match (held, end) {
+            (Some(held), _) => Gone::Held(held),
+            (None, End::Lost(_)) => Gone::Lost,
+            (None, End::Left | End::SentAway) => Gone::Left,
+        };
+        s.closed(&conn.handle(), gone);
     }
 }
 

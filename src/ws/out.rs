@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 
 use super::frame::{self, OutFrame};
 use super::machine::Machine;
+use super::recovery::Recovery;
 
 /// Frames waiting for the client to take them, and the session's life (the heartbeat, its end):
 /// everything of the session's Engine.IO state that changes, under one lock.
@@ -11,8 +12,8 @@ pub(super) struct Out {
     pub(super) frames: VecDeque<OutFrame>,
     /// The unwritten bytes of `frames`: what the connection's budget is charged with.
     pub(super) bytes: usize,
-    /// Frames written out whole since the connection opened: `frames[0]` is frame number
-    /// `popped`.
+    /// Frames written out whole since the connection opened (queued or written at once):
+    /// `frames[0]` is frame number `popped`.
     pub(super) popped: u64,
     /// The number of a queued pong that nothing of has been written yet: a newer ping replaces
     /// its payload instead of queueing another (RFC 6455 lets a pong answer only the latest
@@ -20,6 +21,9 @@ pub(super) struct Out {
     pub(super) pong: Option<u64>,
     /// The session's life.
     pub(super) life: Machine,
+    /// The Socket.IO session's recovery state, from its namespace connect (boxed: a session
+    /// that has none, or has not joined, pays a pointer).
+    pub(super) recovery: Option<Box<Recovery>>,
 }
 
 impl Out {
@@ -31,6 +35,7 @@ impl Out {
             popped: 0,
             pong: None,
             life,
+            recovery: None,
         }
     }
 
@@ -62,6 +67,9 @@ impl Out {
         if self.pong.is_some_and(|p| p <= self.popped) {
             self.pong = None;
         }
+        if let Some(r) = self.recovery.as_mut() {
+            r.wrote(self.popped);
+        }
     }
 
     /// Takes every queued frame, as a long-polling response body: the frames' Engine.IO packets
@@ -85,6 +93,9 @@ impl Out {
         self.bytes = 0;
         self.pong = None;
         self.frames = VecDeque::new();
+        if let Some(r) = self.recovery.as_mut() {
+            r.wrote(self.popped);
+        }
         Some(body)
     }
 }

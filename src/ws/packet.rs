@@ -129,9 +129,13 @@ pub(crate) fn open(
     )
 }
 
-/// The answer to a namespace connect: `40{"sid":...}`.
-pub(crate) fn connected(sid: &str) -> String {
-    format!(r#"40{{"sid":"{sid}"}}"#)
+/// The answer to a namespace connect: `40{"sid":...}`, with the session's `pid` when it can be
+/// recovered (`40{"sid":...,"pid":...}`). Both are ids of URL-safe characters.
+pub(crate) fn connected(sid: &str, pid: Option<&str>) -> String {
+    match pid {
+        Some(pid) => format!(r#"40{{"sid":"{sid}","pid":"{pid}"}}"#),
+        None => format!(r#"40{{"sid":"{sid}"}}"#),
+    }
 }
 
 /// A refused namespace connect: `44[/ns,]{"message":...}`. The namespace is the client's own
@@ -274,7 +278,8 @@ mod tests {
             r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":65536}"#
         );
         assert!(open("abc", 300, 200, 1_000_000, true).contains(r#""upgrades":["websocket"]"#));
-        assert_eq!(connected("s1"), r#"40{"sid":"s1"}"#);
+        assert_eq!(connected("s1", None), r#"40{"sid":"s1"}"#);
+        assert_eq!(connected("s1", Some("p1")), r#"40{"sid":"s1","pid":"p1"}"#);
         assert_eq!(
             connect_error("/", "rate-limited"),
             r#"44{"message":"rate-limited"}"#

@@ -50,8 +50,8 @@ impl Events for Fake {
         assert!(!data.contains("boom"), "a handler's bug");
         Handled::Done
     }
-    fn closed(&self, conn: &ConnRef, lost: bool) {
-        self.0.lock().closed.push((conn.id(), lost));
+    fn closed(&self, conn: &ConnRef, gone: Gone) {
+        self.0.lock().closed.push((conn.id(), gone != Gone::Left));
     }
 }
 
@@ -97,6 +97,8 @@ fn transport(fake: &Arc<Fake>) -> Transport {
             max_message_bytes: 65_536,
             buffer_packets: 1024,
             buffer_bytes: 262_144,
+            recovery_grace: Duration::ZERO,
+            recovery_bytes: 65_536,
         })),
         upper: fake.clone(),
     }

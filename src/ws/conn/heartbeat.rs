@@ -35,7 +35,11 @@ impl Conn {
     /// A pong arrived.
     pub(in crate::ws) fn ponged(&self, now: u64) {
         let t = Self::timing(&self.settings, self.counted);
-        self.out.lock().life.handle_pong(now, &t);
+        let mut out = self.out.lock();
+        out.life.handle_pong(now, &t);
+        if let Some(r) = out.recovery.as_mut() {
+            r.ponged();
+        }
     }
 
     /// The client joined `/`.
@@ -48,7 +52,11 @@ impl Conn {
     pub(in crate::ws) async fn probe(self: &Arc<Self>, within: Duration) -> bool {
         let (before, ping) = {
             let mut out = self.out.lock();
-            (out.life.pongs(), out.life.begin_probe())
+            let ping = out.life.begin_probe();
+            if let (true, Some(r)) = (ping, out.recovery.as_mut()) {
+                r.ping_sent();
+            }
+            (out.life.pongs(), ping)
         };
         if ping {
             self.push_control(OutFrame::text(packet::PING)).ok();
@@ -73,7 +81,11 @@ impl Conn {
         let beat = {
             let mut out = self.out.lock();
             let over = out.bytes >= self.settings.buffer_bytes;
-            out.life.on_beat(now, over, &t)
+            let beat = out.life.on_beat(now, over, &t);
+            if let (Beat::Ping, Some(r)) = (beat, out.recovery.as_mut()) {
+                r.ping_sent();
+            }
+            beat
         };
         match beat {
             Beat::Idle => {}

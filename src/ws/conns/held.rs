@@ -1,0 +1,216 @@
+//! Sessions held for their clients to recover, taking one back, and giving up those whose
+//! grace ran out (see [`recovery`](super::super::recovery)).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::super::conn::Conn;
+use super::super::machine::Machine;
+use super::super::out::Out;
+use super::super::recovery::{self, Refused};
+use super::super::{ConnRef, End, Events, Lost};
+use super::Conns;
+
+/// What the held sessions hold now (see [`Conns::holding`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Sessions held for their clients to come back.
+    pub sessions: usize,
+    /// Bytes of events kept for them.
+    pub bytes: usize,
+}
+
+impl Conns {
+    /// Connection `conn` has ended for `end` and left the registry: a session that can be
+    /// recovered is held for its client, and the reference that reaches it now is returned
+    /// (events sent through it are kept); whatever the end, the session no longer names this
+    /// connection as its own. The held session is a connection of its own, without a socket:
+    /// the lost one, its socket and its buffers are dropped now, not after the grace.
+    pub(in crate::ws) fn settle(&self, conn: &Arc<Conn>, end: End) -> Option<ConnRef> {
+        let now = self.now();
+        let (sid, r) = {
+            let mut out = conn.out.lock();
+            let sid = out.recovery.as_ref().map(|r| r.sid)?;
+            let r = match end {
+                End::Lost(l) if l.recoverable() => {
+                    let written = out.popped;
+                    out.frames = VecDeque::new();
+                    out.bytes = 0;
+                    out.pong = None;
+                    out.recovery.take().map(|mut r| {
+                        r.hold(now, written);
+                        r
+                    })
+                }
+                _ => None,
+            };
+            (sid, r)
+        };
+        // The registry's maps come before a connection's lock, never under it.
+        self.unmove(sid, conn);
+        let r = r?;
+        let mut life = Machine::new(now, &Conn::timing(&self.settings, false));
+        life.end(end);
+        let mut out = Out::new(life);
+        out.recovery = Some(r);
+        let held = Arc::new(Conn {
+            id: conn.id,
+            tcp: OnceLock::new(),
+            out: Mutex::new(out),
+            wake: Notify::new(),
+            gone: Notify::new(),
+            ip: conn.ip,
+            counted: false,
+            polling: None,
+            settings: self.settings,
+        });
+        let handle = held.handle();
+        self.held.lock().insert(sid, held);
+        Some(handle)
+    }
+
+    /// Forgets that the session `sid` lives on `conn`.
+    fn unmove(&self, sid: super::Sid, conn: &Conn) {
+        let mut moved = self.moved.lock();
+        if moved.get(&sid) == Some(&conn.id) {
+            moved.remove(&sid);
+        }
+    }
+
+    /// The client of connection `new` came back with `pid` and `offset`: the session it names
+    /// moves onto `new`, held or still on a connection the server thought alive (which is then
+    /// closed as a transport close), and `new` gets what it missed and the `40` reply. Returns
+    /// what receives the session's events now, or why the client gets a fresh session.
+    pub(in crate::ws) fn recover(
+        &self,
+        new: &Arc<Conn>,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> Result<Arc<dyn Events>, Refused> {
+        let sid = recovery::open_pid(pid).ok_or(Refused::BadPid)?;
+        let grace = self.settings.recovery_grace.as_millis() as u64;
+        let now = self.now();
+        let (old, live) = match self.held.lock().remove(&sid) {
+            Some(c) => (c, false),
+            None => {
+                let eio = self.moved.lock().get(&sid).copied().unwrap_or(sid);
+                let c = self
+                    .get(eio)
+                    .filter(|c| !Arc::ptr_eq(c, new))
+                    .ok_or(Refused::Unknown)?;
+                (c, true)
+            }
+        };
+        let put_back = || {
+            if !live {
+                self.held.lock().insert(sid, old.clone());
+            }
+        };
+        let taken = {
+            let mut out = old.out.lock();
+            let ending = out.life.ended().is_some();
+            match out.recovery.as_mut() {
+                Some(r) if r.sid == sid && live != ending => {
+                    if !live && now.saturating_sub(r.held_since()) > grace {
+                        // Expired: the heartbeat gives it up.
+                        Err(Refused::Unknown)
+                    } else {
+                        let after = offset.and_then(|o| o.parse::<u64>().ok());
+                        r.missed(offset).map(|m| {
+                            let m: Vec<Vec<u8>> = m.into_iter().map(<[u8]>::to_vec).collect();
+                            (m, after)
+                        })
+                    }
+                }
+                _ => Err(Refused::Unknown),
+            }
+            .map(|(missed, after)| {
+                let mut r = out.recovery.take().expect("checked above");
+                if live {
+                    r.hold(now, out.popped);
+                    out.life.end(End::Lost(Lost::TransportClose));
+                }
+                (r, missed, after)
+            })
+        };
+        let (r, missed, after) = match taken {
+            Ok(t) => t,
+            Err(why) => {
+                put_back();
+                return Err(why);
+            }
+        };
+        if live {
+            // Its task closes it; the session is no longer its own.
+            old.wake.notify_one();
+            old.gone.notify_one();
+        }
+        let events = r.events.clone();
+        let replayed = missed.len();
+        let mut r = Some(r);
+        let mut install = || {
+            if let Some(r) = r.take() {
+                new.adopt(r, &missed, after, pid);
+            }
+        };
+        let Some(now_events) = events.recover(&old.handle(), &new.handle(), new.ip, &mut install)
+        else {
+            return Err(Refused::Declined);
+        };
+        install();
+        if let Some(r) = new.out.lock().recovery.as_mut() {
+            r.events = now_events.clone();
+        }
+        if new.id != sid {
+            self.moved.lock().insert(sid, new.id);
+        }
+        tracing::debug!(sid = %sid, replayed, live, "session recovered");
+        metrics::counter!("roulette_sessions_recovered_total").increment(1);
+        metrics::counter!("roulette_events_replayed_total").increment(replayed as u64);
+        Ok(now_events)
+    }
+
+    /// Gives up the held sessions whose grace ran out at `now`, or whose buffer outgrew its
+    /// budget: the layer above is told, outside every lock.
+    pub(super) fn expire(&self, now: u64) {
+        let grace = self.settings.recovery_grace.as_millis() as u64;
+        let gone: Vec<Arc<Conn>> = {
+            let mut held = self.held.lock();
+            if held.is_empty() {
+                return;
+            }
+            held.extract_if(|_, c| {
+                let out = c.out.lock();
+                out.recovery
+                    .as_ref()
+                    .is_none_or(|r| r.overflowed() || now.saturating_sub(r.held_since()) > grace)
+            })
+            .map(|(_, c)| c)
+            .collect()
+        };
+        for c in gone {
+            let r = c.out.lock().recovery.take();
+            if let Some(r) = r {
+                r.events.abandoned(&c.handle());
+            }
+        }
+    }
+
+    /// The held sessions and the bytes they keep, read from them now.
+    pub(crate) fn holding(&self) -> Held {
+        let held = self.held.lock();
+        let mut h = Held {
+            sessions: held.len(),
+            bytes: 0,
+        };
+        for c in held.values() {
+            h.bytes += c.out.lock().recovery.as_ref().map_or(0, |r| r.held_bytes());
+        }
+        h
+    }
+}

@@ -1,0 +1,186 @@
+use super::*;
+use crate::ws::{ConnRef, Gone, Handled};
+use proptest::prelude::*;
+
+struct Nobody;
+
+impl Events for Nobody {
+    fn event(&self, _: &ConnRef, _: &str, _: bool, _: Option<i64>) -> Handled {
+        Handled::Done
+    }
+    fn closed(&self, _: &ConnRef, _: Gone) {}
+}
+
+fn session(offsets: bool) -> Recovery {
+    Recovery::new(Sid::new(), Arc::new(Nobody), offsets)
+}
+
+/// Logs `n` events of `len` bytes as frames `frame..`.
+fn send(r: &mut Recovery, frame: u64, n: usize, len: usize) {
+    for i in 0..n {
+        let body = vec![b'a' + (r.next() % 26) as u8; len];
+        assert_eq!(r.log(frame + i as u64, &body, 1 << 20), Logging::Kept);
+    }
+}
+
+fn firsts(v: &[&[u8]]) -> Vec<u8> {
+    v.iter().map(|f| f[0]).collect()
+}
+
+#[test]
+fn a_pid_names_its_session_and_nothing_else_opens() {
+    let sid = Sid::new();
+    let p = pid(sid);
+    assert_eq!(p.len(), 38);
+    assert_eq!(open_pid(&p), Some(sid));
+    assert!(
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    // A changed tag, another sid with this tag, a cut pid, the bare sid: refused.
+    let mut bad = p.clone().into_bytes();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    assert_eq!(open_pid(std::str::from_utf8(&bad).unwrap()), None);
+    let other = Sid::new();
+    assert_eq!(open_pid(&format!("{other}{}", &p[16..])), None);
+    assert_eq!(open_pid(&p[..30]), None);
+    assert_eq!(open_pid(sid.as_str()), None);
+    assert_eq!(open_pid("é".repeat(19).as_str()), None);
+}
+
+#[test]
+fn with_an_offset_the_client_gets_exactly_what_follows_it() {
+    let mut r = session(true);
+    send(&mut r, 0, 5, 10);
+    // It read events 0..=2.
+    let missed = r.missed(Some("2")).unwrap();
+    assert_eq!(missed.len(), 2);
+    assert_eq!(firsts(&missed), vec![b'd', b'e']);
+    // The last one: nothing missed.
+    assert!(r.missed(Some("4")).unwrap().is_empty());
+    // An offset this session never gave, or not a number.
+    assert_eq!(r.missed(Some("5")).err(), Some(Refused::BadOffset));
+    assert_eq!(r.missed(Some("x")).err(), Some(Refused::BadOffset));
+    assert_eq!(r.missed(Some("-1")).err(), Some(Refused::BadOffset));
+}
+
+#[test]
+fn a_pong_confirms_what_was_queued_before_its_ping() {
+    let mut r = session(true);
+    send(&mut r, 0, 3, 10);
+    r.ping_sent();
+    send(&mut r, 3, 2, 10);
+    r.ponged();
+    assert_eq!(r.held_bytes(), 20, "events 3 and 4 came after the ping");
+    // An offset among the confirmed ones is still served: what follows it is all held.
+    assert_eq!(firsts(&r.missed(Some("2")).unwrap()), vec![b'd', b'e']);
+    // A pong without a ping confirms nothing.
+    r.ponged();
+    assert_eq!(r.held_bytes(), 20);
+}
+
+#[test]
+fn past_its_budget_a_live_log_forgets_the_oldest_and_refuses_their_offsets() {
+    let mut r = session(true);
+    for i in 0..10u64 {
+        assert_eq!(r.log(i, &[b'x'; 100], 350), Logging::Kept);
+    }
+    assert_eq!(r.held_bytes(), 300);
+    // Events 0..=6 are gone: an offset of 5 would skip event 6.
+    assert_eq!(r.missed(Some("5")).err(), Some(Refused::BadOffset));
+    assert_eq!(r.missed(Some("6")).unwrap().len(), 3);
+}
+
+#[test]
+fn a_held_session_over_its_budget_is_given_up() {
+    let mut r = session(true);
+    send(&mut r, 0, 2, 10);
+    r.hold(100, 2);
+    assert_eq!(r.held_since(), 100);
+    assert_eq!(r.log(2, &[b'x'; 100], 150), Logging::Kept);
+    assert_eq!(r.log(3, &[b'x'; 100], 150), Logging::Overflow);
+    assert!(r.overflowed());
+    assert_eq!(r.held_bytes(), 0);
+    assert_eq!(r.missed(Some("1")).err(), Some(Refused::Unknown));
+}
+
+#[test]
+fn without_offsets_what_was_written_counts_as_read() {
+    let mut r = session(false);
+    send(&mut r, 0, 4, 10);
+    // Frames 0 and 1 were written whole before the connection was lost.
+    r.hold(50, 2);
+    send(&mut r, 100, 1, 10);
+    assert_eq!(firsts(&r.missed(None).unwrap()), vec![b'c', b'd', b'e']);
+}
+
+#[test]
+fn with_offsets_what_was_written_stays_until_the_client_says_it_read_it() {
+    let mut r = session(true);
+    send(&mut r, 0, 4, 10);
+    r.hold(50, 4);
+    assert_eq!(firsts(&r.missed(Some("1")).unwrap()), vec![b'c', b'd']);
+}
+
+#[test]
+fn resuming_keeps_the_replayed_events_until_a_pong_and_turns_offsets_on() {
+    let mut r = session(false);
+    send(&mut r, 0, 3, 10);
+    r.hold(50, 0);
+    r.resume(true, Some(0), 7);
+    assert!(r.offsets);
+    assert_eq!(r.held_since(), 0);
+    assert_eq!(r.held_bytes(), 20);
+    // Numbering goes on where it was.
+    assert_eq!(r.next(), 3);
+    r.ping_sent();
+    r.ponged();
+    assert_eq!(r.held_bytes(), 0);
+}
+
+#[test]
+fn the_connect_payload_gives_pid_and_offset_only_as_strings() {
+    assert_eq!(
+        wanted(Some(r#"{"pid":"p","offset":"3","token":"t"}"#)),
+        (Some("p".into()), Some("3".into()))
+    );
+    assert_eq!(wanted(Some(r#"{"pid":"p"}"#)), (Some("p".into()), None));
+    assert_eq!(wanted(Some(r#"{"pid":1,"offset":2}"#)), (None, None));
+    assert_eq!(wanted(Some("[1]")), (None, None));
+    assert_eq!(wanted(Some("not json")), (None, None));
+    assert_eq!(wanted(None), (None, None));
+}
+
+proptest! {
+    /// Whatever the client read (any offset it was given), it gets back exactly the events
+    /// after it, in order, as long as they are held; and never an event twice.
+    #[test]
+    fn what_is_missed_is_exactly_what_follows_the_offset(
+        sent in 1usize..40,
+        read in any::<prop::sample::Index>(),
+        pings in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let mut r = session(true);
+        let read = read.index(sent) as u64;
+        let mut pongs: Vec<usize> = pings.iter().map(|p| p.index(sent)).collect();
+        pongs.sort_unstable();
+        for i in 0..sent {
+            let body = (i as u32).to_le_bytes();
+            prop_assert_eq!(r.log(i as u64, &body, 1 << 20), Logging::Kept);
+            // A ping after event i, answered once the client read past it.
+            if pongs.first() == Some(&i) && (i as u64) <= read {
+                pongs.remove(0);
+                r.ping_sent();
+                r.ponged();
+            }
+        }
+        let missed = r.missed(Some(&read.to_string())).unwrap();
+        let got: Vec<u32> = missed
+            .iter()
+            .map(|f| u32::from_le_bytes((*f).try_into().unwrap()))
+            .collect();
+        let want: Vec<u32> = ((read as u32 + 1)..sent as u32).collect();
+        prop_assert_eq!(got, want);
+    }
+}
