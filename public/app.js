@@ -26,6 +26,7 @@
    * @property {string} [resumeToken]
    * @property {import('@roulette/types').IceServer[]} [iceServers]
    * @property {number} [online]
+   * @property {import('socket.io-client').Socket} [socket] the page's connection to the server
    */
 
   /**
@@ -79,6 +80,7 @@
   }
   /** @type {import('socket.io-client').Socket<ServerToClientEvents, ClientToServerEvents>} */
   const socket = io({ transports: ['polling', 'websocket'] });
+  state.socket = socket;
 
   // ---- screen -------------------------------------------------------------------------------
   /**
@@ -231,6 +233,17 @@
   socket.onAny((event, data) => state.events.push({ event, data, at: Date.now() }));
 
   socket.on('connect', () => {
+    if (socket.recovered) {
+      // socket.io-client 4.6+ got the session back (connection state recovery): the call never
+      // stopped, and what was sent meanwhile has arrived.
+      ui.online.textContent = state.online ? `${state.online} online` : '';
+      if (state.phase === 'matched') say('Reconnected.');
+    } else if (state.pc) {
+      // A fresh session: this call is over, unless the resume token takes the room back
+      // (`rejoined` sets a new one up).
+      closeCall();
+      setPhase('idle', 'Connection lost', 'Reconnecting to the server…');
+    }
     /** @type {import('@roulette/types').Authenticate} */
     const auth = { userInfo: preferences.language ? { languages: [preferences.language] } : {} };
     if (params.get('user')) auth.userId = /** @type {string} */ (params.get('user'));
@@ -238,10 +251,15 @@
     if (state.userId && state.resumeToken) Object.assign(auth, { userId: state.userId, resumeToken: state.resumeToken });
     socket.emit('authenticate', auth);
   });
-  socket.on('disconnect', () => {
+  // The call's media flows peer to peer: a dropped signaling connection does not end it. The
+  // server holds the session for the reconnect grace; `connect` says whether it came back.
+  socket.on('disconnect', (reason) => {
     ui.online.textContent = 'disconnected, reconnecting…';
-    closeCall();
-    setPhase('idle', 'Connection lost', 'Reconnecting to the server…');
+    if (!socket.active) {
+      // The server sent us away (or we left): no automatic reconnection.
+      closeCall();
+      setPhase('idle', 'Disconnected', reason);
+    }
   });
   /** @param {number} n */
   const showOnline = (n) => { state.online = n; ui.online.textContent = `${n} online`; };
@@ -263,10 +281,12 @@
     say('Reconnected.');
     startCall(r);
   });
-  // The partner came back: it starts a new peer connection, so must we.
-  socket.on('partner-reconnected', () => {
+  socket.on('partner-reconnecting', () => say('Your partner lost its connection; waiting for it to come back…'));
+  // The partner came back. After a recovered connection the call never stopped; after a resume
+  // with its token it starts a new peer connection, so must we.
+  socket.on('partner-reconnected', ({ recovered }) => {
     say('Your partner is back.');
-    startCall(/** @type {Call} */ ({ roomId: state.roomId, partnerId: state.partnerId, isInitiator: state.isInitiator }));
+    if (!recovered) startCall(/** @type {Call} */ ({ roomId: state.roomId, partnerId: state.partnerId, isInitiator: state.isInitiator }));
   });
   socket.on('auth-error', (e) => setPhase('idle', 'Cannot sign in', e.message));
 

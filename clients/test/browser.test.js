@@ -123,6 +123,40 @@ describe('demo page in Chromium', { skip: !existsSync(CHROMIUM) && `no browser a
     await bob.screenshot({ path: path.join(ARTIFACTS, 'browser-bob-left.png') });
   });
 
+  it('keeps a call through a dropped signaling connection, and delivers a chat line sent meanwhile', async () => {
+    const dave = await open('dave');
+    const erin = await open('erin');
+    await dave.click('#startBtn');
+    await until(dave, () => window.roulette.phase === 'searching', 'dave searching');
+    await erin.click('#startBtn');
+    for (const [name, page] of [['dave', dave], ['erin', erin]]) {
+      await until(page, () => window.roulette.connectionState === 'connected', `${name} WebRTC connected`);
+      await until(page, () => document.getElementById('remoteVideo').videoWidth > 0, `${name} receiving video`);
+    }
+    await erin.evaluate(() => { window.callBefore = window.roulette.pc; });
+    // Erin's signaling connection drops (a network blip); her call's media does not need it.
+    await erin.evaluate(() => {
+      const t = window.roulette.socket.io.engine.transport;
+      if (t.ws) t.ws.close(); else t.close();
+    });
+    await until(erin, () => !window.roulette.socket.connected, 'erin disconnected', 5000);
+    await until(dave, () => window.roulette.events.some((e) => e.event === 'partner-reconnecting'), 'dave told erin is reconnecting');
+    await dave.fill('#chatInput', 'Still there, Erin?');
+    await dave.click('#sendBtn');
+    await until(erin, () => window.roulette.socket.connected && window.roulette.socket.recovered, 'erin recovered her session', 10000);
+    await until(erin, () => document.getElementById('messages').textContent.includes('Still there, Erin?'), 'erin getting the line sent while she was away');
+    assert.equal(await erin.evaluate(() => window.roulette.pc === window.callBefore), true, 'the same peer connection');
+    for (const [name, page] of [['dave', dave], ['erin', erin]]) {
+      assert.equal(await page.evaluate(() => window.roulette.phase), 'matched', `${name} still in the call`);
+      const v = await framesDecoded(page);
+      assert.ok(v.frames > 0, `${name} still decodes the partner's frames: ${JSON.stringify(v)}`);
+    }
+    const daveSaw = await dave.evaluate(() => window.roulette.events.map((e) => e.event));
+    assert.ok(!daveSaw.includes('partner-left'), `no partner-left for a blip: ${daveSaw}`);
+    assert.ok(daveSaw.includes('partner-reconnected'), 'dave told erin is back');
+    await erin.screenshot({ path: path.join(ARTIFACTS, 'browser-erin-after-blip.png') });
+  });
+
   it('shows the calls on the live dashboard, behind the admin token', async () => {
     assert.equal((await fetch(`${server.url}/dashboard`)).status, 401, 'no token, no dashboard');
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

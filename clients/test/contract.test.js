@@ -37,7 +37,7 @@ describe('the AsyncAPI document', () => {
       'next-partner', 'quality-report', 'report-user', 'typing', 'webrtc-answer', 'webrtc-ice-candidate', 'webrtc-offer',
     ]);
     for (const event of ['authenticated', 'matched', 'queue-status', 'searching', 'partner-left', 'chat-ended',
-      'room-ended', 'rejoined', 'partner-reconnected', 'server-shutdown', 'auth-error', 'error']) {
+      'room-ended', 'rejoined', 'partner-reconnected', 'partner-reconnecting', 'server-shutdown', 'auth-error', 'error']) {
       assert.ok(c.serverEvents.has(event), `server event ${event}`);
     }
     assert.equal(c.ackSchema, 'Ack');
