@@ -220,11 +220,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         }
     }
 
-    /// The link of a connected user.
+    /// The link of a connected user, or of one away whose link keeps what is sent to it (its
+    /// session is held for recovery).
     pub(crate) fn link(&self, user: &str) -> Option<&L> {
         self.users
             .get(user)
-            .filter(|u| u.away_until.is_none())
+            .filter(|u| u.away_until.is_none() || u.holds)
             .map(|u| &u.link)
     }
 

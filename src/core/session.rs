@@ -175,8 +175,11 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         {
             let partner = room.partner_of(user).expect("a member").clone();
             let room_id = room.id.clone();
-            if self.is_away(&partner) {
-                // Both gone: nobody is left to wait for.
+            let partner_holds = self.users.get(&partner).is_some_and(|p| p.holds);
+            if self.is_away(&partner) && !(holds.is_some() && partner_holds) {
+                // Both gone, and one of them cannot be taken back as it was: nobody is left
+                // to wait for. (Two held sessions wait for each other: a blip on both sides,
+                // a server-side hiccup, ends no call.)
                 self.close_room_of(user, Reason::Disconnect, now, &mut out);
                 self.forget(&partner);
                 self.users.remove(user);

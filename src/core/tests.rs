@@ -834,3 +834,25 @@ fn an_abandoned_held_session_ends_as_a_departure() {
     assert_eq!(c.recover("a".into(), &11, 3), Ok(vec![]));
     assert!(c.room_of("a").is_none());
 }
+
+#[test]
+fn two_held_users_wait_for_each_other() {
+    let t = Instant::now();
+    let mut c = core();
+    let (_, _, room) = paired(&mut c, t);
+    c.leave("a", &1, true, Some(11), t);
+    let out = c.leave("b", &2, true, Some(12), t + Duration::from_millis(100));
+    assert_eq!(events_for(&out, "a")[0].name(), "partner-reconnecting");
+    assert_eq!(c.live().active_rooms, 1, "the room is still held");
+    assert_eq!(c.stats(t).reconnecting_users, 2);
+    let back = c.recover("a".into(), &11, 21).unwrap();
+    assert_eq!(back[0].event.name(), "partner-reconnected");
+    assert_eq!(
+        back[0].to.as_ref(),
+        "b",
+        "told to b's held session, which keeps it"
+    );
+    c.recover("b".into(), &12, 22).unwrap();
+    assert_eq!(c.room_of("a").map(|r| r.id.clone()), Some(room));
+    assert_eq!(c.check_invariants(), Ok(()));
+}
