@@ -55,6 +55,13 @@ impl OutFrame {
         OutFrame { buf, pos }
     }
 
+    /// Everything queued of the frame, also what was written of it: the whole frame for one
+    /// queued whole with [`rest`](Self::rest) (as events are); for one made here, its unused
+    /// head room too.
+    pub(crate) fn whole(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// What is left to write.
     pub(crate) fn remaining(&self) -> &[u8] {
         self.buf.get(self.pos..).unwrap_or_default()

@@ -67,9 +67,6 @@ impl Out {
         if self.pong.is_some_and(|p| p <= self.popped) {
             self.pong = None;
         }
-        if let Some(r) = self.recovery.as_mut() {
-            r.wrote(self.popped);
-        }
     }
 
     /// Takes every queued frame, as a long-polling response body: the frames' Engine.IO packets
@@ -93,9 +90,6 @@ impl Out {
         self.bytes = 0;
         self.pong = None;
         self.frames = VecDeque::new();
-        if let Some(r) = self.recovery.as_mut() {
-            r.wrote(self.popped);
-        }
         Some(body)
     }
 }

@@ -18,7 +18,9 @@
 //! to its connection: what was written counts as read. That can lose what was in flight when
 //! the connection died, never repeat an event: a second `matched` or `webrtc-offer` would break
 //! an app's call where a lost candidate does not. From then on its events carry offsets, and
-//! every later drop is exact.
+//! every later drop is exact. So a session without offsets logs nothing while its connection
+//! lives (its queue holds what was not written); the events still queued when it is lost start
+//! its log.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -223,20 +225,31 @@ impl Recovery {
         }
     }
 
-    /// Frames before `popped` were written: without offsets, they count as read.
-    pub(super) fn wrote(&mut self, popped: u64) {
-        if !self.offsets && self.log.front().is_some_and(|l| l.frame < popped) {
-            self.confirm(|l| l.frame < popped);
-        }
+    /// Whether events are logged as they are queued on a live connection (only with offsets:
+    /// without, the queue holds what may be missed).
+    pub(super) fn logs_live(&self) -> bool {
+        self.offsets
     }
 
-    /// The connection is gone at `now` and the session held; `written`: the frames written
-    /// to it whole. Without offsets, what was written counts as read.
-    pub(super) fn hold(&mut self, now: u64, written: u64) {
+    /// The connection is gone at `now` and the session held, with `queued` still unwritten in
+    /// its queue (whole frames, oldest first; a frame written in part is unread too). Without
+    /// offsets, the events among them are what the client missed; beyond `budget` the session
+    /// is given up.
+    pub(super) fn hold<'a>(
+        &mut self,
+        now: u64,
+        queued: impl Iterator<Item = &'a [u8]>,
+        budget: usize,
+    ) {
         self.held_since = now;
         self.mark = None;
-        if !self.offsets {
-            self.confirm(|l| l.frame < written);
+        if self.offsets {
+            return;
+        }
+        for f in queued {
+            if super::frame::polled(f).is_some_and(|p| p.starts_with(b"42")) {
+                self.log(0, f, budget);
+            }
         }
     }
 

@@ -62,11 +62,8 @@ impl Conn {
             } else {
                 let number = out.popped + out.frames.len() as u64;
                 let sent = self.push_locked(&mut out, bytes, false, coalesce, own);
-                // Without offsets what was written counts as read: only what waits is logged
-                // (a direct write, the usual case, costs no copy).
-                let written = out.popped > number;
                 if let (Ok(()), Some(r)) = (&sent, out.recovery.as_mut())
-                    && (offsets || !written)
+                    && r.logs_live()
                 {
                     r.log(number, bytes, budget);
                 }

@@ -1,7 +1,6 @@
 //! Sessions held for their clients to recover, taking one back, and giving up those whose
 //! grace ran out (see [`recovery`](super::super::recovery)).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use std::sync::OnceLock;
@@ -38,12 +37,12 @@ impl Conns {
             let sid = out.recovery.as_ref().map(|r| r.sid)?;
             let r = match end {
                 End::Lost(l) if l.recoverable() => {
-                    let written = out.popped;
-                    out.frames = VecDeque::new();
+                    let frames = std::mem::take(&mut out.frames);
                     out.bytes = 0;
                     out.pong = None;
                     out.recovery.take().map(|mut r| {
-                        r.hold(now, written);
+                        let budget = self.settings.recovery_bytes;
+                        r.hold(now, frames.iter().map(|f| f.whole()), budget);
                         r
                     })
                 }
@@ -111,55 +110,50 @@ impl Conns {
                 self.held.lock().insert(sid, old.clone());
             }
         };
-        let taken = {
-            let mut out = old.out.lock();
-            let ending = out.life.ended().is_some();
-            match out.recovery.as_mut() {
-                Some(r) if r.sid == sid && live != ending => {
-                    if !live && now.saturating_sub(r.held_since()) > grace {
-                        // Expired: the heartbeat gives it up.
-                        Err(Refused::Unknown)
-                    } else {
-                        let after = offset.and_then(|o| o.parse::<u64>().ok());
-                        r.missed(offset).map(|m| {
-                            let m: Vec<Vec<u8>> = m.into_iter().map(<[u8]>::to_vec).collect();
-                            (m, after)
-                        })
-                    }
-                }
-                _ => Err(Refused::Unknown),
-            }
-            .map(|(missed, after)| {
-                let mut r = out.recovery.take().expect("checked above");
-                if live {
-                    r.hold(now, out.popped);
-                    out.life.end(End::Lost(Lost::TransportClose));
-                }
-                (r, missed, after)
-            })
-        };
-        let (r, missed, after) = match taken {
-            Ok(t) => t,
+        let events = match ready(
+            &mut old.out.lock(),
+            sid,
+            live,
+            offset,
+            now,
+            grace,
+            self.settings.recovery_bytes,
+        ) {
+            Ok(events) => events,
             Err(why) => {
                 put_back();
                 return Err(why);
             }
         };
         if live {
-            // Its task closes it; the session is no longer its own.
+            // Its task closes it; what is sent to the session until the move is logged.
             old.wake.notify_one();
             old.gone.notify_one();
         }
-        let events = r.events.clone();
-        let replayed = missed.len();
-        let mut r = Some(r);
+        // The move itself happens under the layer above's lock (the one its relays hold), so
+        // that no event finds the session between its two homes.
+        let mut replayed = None;
         let mut install = || {
-            if let Some(r) = r.take() {
-                new.adopt(r, &missed, after, pid);
+            if replayed.is_some() {
+                return;
             }
+            let Some(r) = old.out.lock().recovery.take() else {
+                replayed = Some(0);
+                return;
+            };
+            let missed: Vec<Vec<u8>> = r
+                .missed(offset)
+                .unwrap_or_default()
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect();
+            replayed = Some(missed.len());
+            let after = offset.and_then(|o| o.parse().ok());
+            new.adopt(r, &missed, after, pid);
         };
         let Some(now_events) = events.recover(&old.handle(), &new.handle(), new.ip, &mut install)
         else {
+            put_back();
             return Err(Refused::Declined);
         };
         install();
@@ -169,6 +163,7 @@ impl Conns {
         if new.id != sid {
             self.moved.lock().insert(sid, new.id);
         }
+        let replayed = replayed.unwrap_or_default();
         tracing::debug!(sid = %sid, replayed, live, "session recovered");
         metrics::counter!("roulette_sessions_recovered_total").increment(1);
         metrics::counter!("roulette_events_replayed_total").increment(replayed as u64);
@@ -213,4 +208,43 @@ impl Conns {
         }
         h
     }
+}
+
+/// Readies the session `sid` of connection `out` (held, or `live`: then closed as a transport
+/// close, its queued events logged) to move to a client back with `offset`: what receives its
+/// events, or why it cannot move (then nothing changed).
+fn ready(
+    out: &mut Out,
+    sid: super::super::Sid,
+    live: bool,
+    offset: Option<&str>,
+    now: u64,
+    grace: u64,
+    budget: usize,
+) -> Result<Arc<dyn Events>, Refused> {
+    let ending = out.life.ended().is_some();
+    let r = match out.recovery.as_ref() {
+        Some(r) if r.sid == sid && live != ending => r,
+        _ => return Err(Refused::Unknown),
+    };
+    if !live && now.saturating_sub(r.held_since()) > grace {
+        // Expired: the heartbeat gives it up.
+        return Err(Refused::Unknown);
+    }
+    if !r.logs_live() && offset.is_some() {
+        // This session gave no offsets: the client's is another session's.
+        return Err(Refused::BadOffset);
+    }
+    r.missed(offset)?;
+    let events = r.events.clone();
+    if live {
+        let frames = std::mem::take(&mut out.frames);
+        out.bytes = 0;
+        out.pong = None;
+        if let Some(r) = out.recovery.as_mut() {
+            r.hold(now, frames.iter().map(|f| f.whole()), budget);
+        }
+        out.life.end(End::Lost(Lost::TransportClose));
+    }
+    Ok(events)
 }

@@ -96,7 +96,7 @@ fn past_its_budget_a_live_log_forgets_the_oldest_and_refuses_their_offsets() {
 fn a_held_session_over_its_budget_is_given_up() {
     let mut r = session(true);
     send(&mut r, 0, 2, 10);
-    r.hold(100, 2);
+    r.hold(100, std::iter::empty(), 150);
     assert_eq!(r.held_since(), 100);
     assert_eq!(r.log(2, &[b'x'; 100], 150), Logging::Kept);
     assert_eq!(r.log(3, &[b'x'; 100], 150), Logging::Overflow);
@@ -105,21 +105,53 @@ fn a_held_session_over_its_budget_is_given_up() {
     assert_eq!(r.missed(Some("1")).err(), Some(Refused::Unknown));
 }
 
+/// Frames as the queue holds them.
+fn frames(packets: &[&str]) -> Vec<crate::ws::frame::OutFrame> {
+    packets
+        .iter()
+        .map(|p| {
+            // Events are queued as encoded, whole.
+            let encoded = crate::ws::frame::OutFrame::text(p);
+            crate::ws::frame::OutFrame::rest(encoded.remaining())
+        })
+        .collect()
+}
+
 #[test]
-fn without_offsets_what_was_written_counts_as_read() {
+fn without_offsets_the_events_still_queued_are_what_the_client_missed() {
     let mut r = session(false);
-    send(&mut r, 0, 4, 10);
-    // Frames 0 and 1 were written whole before the connection was lost.
-    r.hold(50, 2);
-    send(&mut r, 100, 1, 10);
-    assert_eq!(firsts(&r.missed(None).unwrap()), vec![b'c', b'd', b'e']);
+    assert!(
+        !r.logs_live(),
+        "nothing is copied while the connection lives"
+    );
+    // What was written counts as read; the queue holds an event, a ping and another event.
+    let q = frames(&[r#"42["a",1]"#, "2", r#"42["b",2]"#]);
+    r.hold(50, q.iter().map(|f| f.whole()), 1 << 20);
+    let polled: Vec<&[u8]> = r
+        .missed(None)
+        .unwrap()
+        .into_iter()
+        .map(|f| crate::ws::frame::polled(f).unwrap())
+        .collect();
+    assert_eq!(polled, vec![&br#"42["a",1]"#[..], &br#"42["b",2]"#[..]]);
+}
+
+#[test]
+fn without_offsets_more_queued_than_the_budget_gives_the_session_up() {
+    let mut r = session(false);
+    let big = format!(r#"42["a","{}"]"#, "x".repeat(100));
+    let q = frames(&[big.as_str(); 3]);
+    r.hold(50, q.iter().map(|f| f.whole()), 250);
+    assert!(r.overflowed());
+    assert_eq!(r.missed(None).err(), Some(Refused::Unknown));
 }
 
 #[test]
 fn with_offsets_what_was_written_stays_until_the_client_says_it_read_it() {
     let mut r = session(true);
+    assert!(r.logs_live());
     send(&mut r, 0, 4, 10);
-    r.hold(50, 4);
+    r.hold(50, std::iter::empty(), 1 << 20);
     assert_eq!(firsts(&r.missed(Some("1")).unwrap()), vec![b'c', b'd']);
 }
 
@@ -127,7 +159,7 @@ fn with_offsets_what_was_written_stays_until_the_client_says_it_read_it() {
 fn resuming_keeps_the_replayed_events_until_a_pong_and_turns_offsets_on() {
     let mut r = session(false);
     send(&mut r, 0, 3, 10);
-    r.hold(50, 0);
+    r.hold(50, std::iter::empty(), 1 << 20);
     r.resume(true, Some(0), 7);
     assert!(r.offsets);
     assert_eq!(r.held_since(), 0);
