@@ -153,6 +153,14 @@ impl Events for Joined {
         recover(&self.0, old, new, ip, install).map(|s| Arc::new(Joined(s)) as Arc<dyn Events>)
     }
 
+    fn worth_holding(&self) -> bool {
+        let Some(user) = self.0.state.lock().user.clone() else {
+            return false;
+        };
+        let core = self.0.hub.lock();
+        core.room_of(&user).is_some() || core.is_waiting(&user)
+    }
+
     fn abandoned(&self, conn: &ConnRef) {
         let Some(user) = self.0.state.lock().held.take() else {
             return;

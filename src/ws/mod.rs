@@ -192,6 +192,12 @@ pub(crate) trait Events: Send + Sync {
         let _ = (old, new, ip, install);
         None
     }
+    /// Whether this session is worth holding if its connection is lost: what a blip would
+    /// break (a call, a search). Held sessions cost memory for the grace; one that holds
+    /// nothing of value is let go, and its client starts afresh.
+    fn worth_holding(&self) -> bool {
+        true
+    }
     /// The session held since its connection was lost can no longer be recovered: its buffer
     /// outgrew its budget, or its grace ran out.
     fn abandoned(&self, conn: &ConnRef) {
@@ -415,7 +421,8 @@ fn finish(t: &Transport, conn: &Arc<Conn>, session: Option<Arc<dyn Events>>, end
         t.upper.release(ip, conn.id);
     }
     tracing::debug!(sid = %conn.id, ?end, "session closed");
-    let held = t.conns.settle(conn, end);
+    let worth = session.as_ref().is_some_and(|s| s.worth_holding());
+    let held = t.conns.settle(conn, end, worth);
     if let Some(s) = session {
         let gone = match (held, end) {
             (Some(held), _) => Gone::Held(held),

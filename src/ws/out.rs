@@ -4,7 +4,10 @@ use std::collections::VecDeque;
 
 use super::frame::{self, OutFrame};
 use super::machine::Machine;
+use std::sync::Arc;
+
 use super::recovery::Recovery;
+use super::{Events, Sid};
 
 /// Frames waiting for the client to take them, and the session's life (the heartbeat, its end):
 /// everything of the session's Engine.IO state that changes, under one lock.
@@ -21,9 +24,25 @@ pub(super) struct Out {
     pub(super) pong: Option<u64>,
     /// The session's life.
     pub(super) life: Machine,
-    /// The Socket.IO session's recovery state, from its namespace connect (boxed: a session
-    /// that has none, or has not joined, pays a pointer).
+    /// The Socket.IO session's recovery state (boxed: a session that has none pays a pointer):
+    /// from its namespace connect when its client takes offsets, else made when it is needed
+    /// (its connection lost, or taken over), from `events`.
     pub(super) recovery: Option<Box<Recovery>>,
+    /// What receives the session's events above the transport, once it joined `/` with
+    /// recovery on: all a session needs to be held later, while it needs no log.
+    pub(super) events: Option<Arc<dyn Events>>,
+}
+
+impl Out {
+    /// The session's recovery state, made now from `events` if it has none yet (a session
+    /// that joined, its client taking no offsets); `None` for one that never joined.
+    pub(super) fn recovery_of(&mut self, sid: Sid) -> Option<&mut Recovery> {
+        if self.recovery.is_none() {
+            let events = self.events.take()?;
+            self.recovery = Some(Box::new(Recovery::new(sid, events, false)));
+        }
+        self.recovery.as_deref_mut()
+    }
 }
 
 impl Out {
@@ -36,6 +55,7 @@ impl Out {
             pong: None,
             life,
             recovery: None,
+            events: None,
         }
     }
 

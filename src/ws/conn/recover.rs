@@ -84,7 +84,14 @@ impl Conn {
         if self.settings.recovery_grace.is_zero() {
             return None;
         }
-        self.out.lock().recovery = Some(Box::new(Recovery::new(self.id, events.clone(), offsets)));
+        let mut out = self.out.lock();
+        if offsets {
+            out.recovery = Some(Box::new(Recovery::new(self.id, events.clone(), true)));
+        } else {
+            // Nothing to keep while the connection lives: the state is made if it is lost.
+            out.events = Some(events.clone());
+        }
+        drop(out);
         Some(recovery::pid(self.id))
     }
 

@@ -30,13 +30,13 @@ impl Conns {
     /// (events sent through it are kept); whatever the end, the session no longer names this
     /// connection as its own. The held session is a connection of its own, without a socket:
     /// the lost one, its socket and its buffers are dropped now, not after the grace.
-    pub(in crate::ws) fn settle(&self, conn: &Arc<Conn>, end: End) -> Option<ConnRef> {
+    pub(in crate::ws) fn settle(&self, conn: &Arc<Conn>, end: End, worth: bool) -> Option<ConnRef> {
         let now = self.now();
         let (sid, r) = {
             let mut out = conn.out.lock();
-            let sid = out.recovery.as_ref().map(|r| r.sid)?;
+            let sid = out.recovery_of(conn.id).map(|r| r.sid)?;
             let r = match end {
-                End::Lost(l) if l.recoverable() => {
+                End::Lost(l) if worth && l.recoverable() => {
                     let frames = std::mem::take(&mut out.frames);
                     out.bytes = 0;
                     out.pong = None;
@@ -223,6 +223,10 @@ fn ready(
     budget: usize,
 ) -> Result<Arc<dyn Events>, Refused> {
     let ending = out.life.ended().is_some();
+    // A live first connection has no state yet: made now (its id is the session's).
+    if live {
+        let _ = out.recovery_of(sid);
+    }
     let r = match out.recovery.as_ref() {
         Some(r) if r.sid == sid && live != ending => r,
         _ => return Err(Refused::Unknown),
