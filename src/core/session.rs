@@ -143,9 +143,10 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// The user's connection `link` is gone. A waiting user leaves the queue at once. When the
     /// connection was `lost` (not closed on purpose) a user in a room is held for the
     /// reconnection grace: the partner is told `partner-reconnecting`, and the room ends only if
-    /// the grace runs out (see [`tick`]) or the partner leaves. `holds`: a link that keeps what
-    /// is sent to the user meanwhile (its session may be recovered): the user is reached through
-    /// it while away, and relays to it are accepted.
+    /// the grace runs out (see [`tick`]) or the partner leaves. `held`: the link of the session
+    /// held for the user to recover (the user is reached through it while away), and whether
+    /// it keeps what is sent to it (then relays to it are accepted; not in a cluster, whose
+    /// user may come back through another node).
     /// Otherwise, or without a grace, the room ends at once (`disconnect`). A link that no longer
     /// speaks for the user changes nothing.
     ///
@@ -155,7 +156,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         user: &str,
         link: &L,
         lost: bool,
-        holds: Option<L>,
+        held: Option<(L, bool)>,
         now: Instant,
     ) -> Vec<Effect> {
         let Some((id, u)) = self.users.get_key_value(user) else {
@@ -176,7 +177,8 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             let partner = room.partner_of(user).expect("a member").clone();
             let room_id = room.id.clone();
             let partner_holds = self.users.get(&partner).is_some_and(|p| p.holds);
-            if self.is_away(&partner) && !(holds.is_some() && partner_holds) {
+            let holds = held.as_ref().is_some_and(|(_, keeps)| *keeps);
+            if self.is_away(&partner) && !(holds && partner_holds) {
                 // Both gone, and one of them cannot be taken back as it was: nobody is left
                 // to wait for. (Two held sessions wait for each other: a blip on both sides,
                 // a server-side hiccup, ends no call.)
@@ -188,9 +190,9 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             let until = now + grace;
             let u = self.users.get_mut(user).expect("present");
             u.away_until = Some(until);
-            if let Some(h) = holds {
+            if let Some((h, keeps)) = held {
                 u.link = h;
-                u.holds = true;
+                u.holds = keeps;
             }
             self.away.insert((until, id.clone()));
             out.push(Effect::new(

@@ -500,7 +500,7 @@ proptest! {
                     let old = links.get(&u).copied().unwrap_or(u as u32);
                     next_link += 1;
                     let held = holds.then_some(next_link);
-                    let out = c.leave(&u.to_string(), &old, lost, held, now);
+                    let out = c.leave(&u.to_string(), &old, lost, held.map(|l| (l, true)), now);
                     if c.kept_link(&u.to_string()) == held.as_ref() && held.is_some() {
                         links.insert(u, next_link);
                     }
@@ -773,7 +773,7 @@ fn a_held_user_gets_relays_and_recovers_its_session_unseen() {
     let t = Instant::now();
     let mut c = core();
     let (_, _, room) = paired(&mut c, t);
-    c.leave("a", &1, true, Some(11), t);
+    c.leave("a", &1, true, Some((11, true)), t);
     // The link that holds its session keeps what is sent meanwhile: relays are accepted.
     assert_eq!(c.route("b", &room, Some("a")).map(|(_, l)| *l), Ok(11));
     // Only the link that holds the session can recover it.
@@ -818,7 +818,7 @@ fn an_abandoned_held_session_ends_as_a_departure() {
     let t = Instant::now();
     let mut c = core();
     let (_, _, room) = paired(&mut c, t);
-    c.leave("a", &1, true, Some(11), t);
+    c.leave("a", &1, true, Some((11, true)), t);
     assert!(
         c.abandon("a", &1, t).is_empty(),
         "another link's word changes nothing"
@@ -840,8 +840,14 @@ fn two_held_users_wait_for_each_other() {
     let t = Instant::now();
     let mut c = core();
     let (_, _, room) = paired(&mut c, t);
-    c.leave("a", &1, true, Some(11), t);
-    let out = c.leave("b", &2, true, Some(12), t + Duration::from_millis(100));
+    c.leave("a", &1, true, Some((11, true)), t);
+    let out = c.leave(
+        "b",
+        &2,
+        true,
+        Some((12, true)),
+        t + Duration::from_millis(100),
+    );
     assert_eq!(events_for(&out, "a")[0].name(), "partner-reconnecting");
     assert_eq!(c.live().active_rooms, 1, "the room is still held");
     assert_eq!(c.stats(t).reconnecting_users, 2);
@@ -855,4 +861,19 @@ fn two_held_users_wait_for_each_other() {
     c.recover("b".into(), &12, 22).unwrap();
     assert_eq!(c.room_of("a").map(|r| r.id.clone()), Some(room));
     assert_eq!(c.check_invariants(), Ok(()));
+}
+
+#[test]
+fn a_session_held_without_keeping_refuses_relays_and_is_still_recovered() {
+    // A cluster's node: the client may come back elsewhere, so nothing is kept for it here.
+    let t = Instant::now();
+    let mut c = core();
+    let (_, _, room) = paired(&mut c, t);
+    c.leave("a", &1, true, Some((11, false)), t);
+    assert_eq!(
+        c.route("b", &room, None).map(|_| ()),
+        Err(ErrorCode::PartnerAway)
+    );
+    assert!(c.recover("a".into(), &11, 12).is_ok());
+    assert_eq!(c.route("b", &room, None).map(|(_, l)| *l), Ok(12));
 }

@@ -374,14 +374,21 @@ pub(crate) struct SessionState {
     pub user: Option<UserId>,
     /// Set by the disconnect handler: a late `authenticate` must not register a dead socket.
     pub closed: bool,
-    /// The user of a connection that was lost with its session held: whom a recovery of the
-    /// session brings back.
-    pub held: Option<UserId>,
+    /// Who a connection lost with its session held was: whom a recovery of the session brings
+    /// back (boxed: most connections never need it).
+    pub held: Option<Box<HeldUser>>,
     /// This connection carries a session its client recovered (Socket.IO connection state
     /// recovery).
     pub recovered: bool,
-    /// The search the user of a held session had when its connection dropped (it left the
-    /// queue then): made again if the client recovers the session.
+}
+
+/// The user of a session held for its client to recover it.
+#[derive(Debug)]
+pub(crate) struct HeldUser {
+    /// The user.
+    pub user: UserId,
+    /// The search it had when its connection dropped (it left the queue then): made again if
+    /// the client recovers the session.
     pub search: Option<crate::model::profile::Preferences>,
 }
 

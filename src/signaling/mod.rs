@@ -162,9 +162,10 @@ impl Events for Joined {
     }
 
     fn abandoned(&self, conn: &ConnRef) {
-        let Some(user) = self.0.state.lock().held.take() else {
+        let Some(held) = self.0.state.lock().held.take() else {
             return;
         };
+        let user = held.user;
         let hub = &self.0.hub;
         let mut core = hub.lock();
         let effects = core.abandon(&user, &Link::Local(conn.clone()), Instant::now());
@@ -187,7 +188,10 @@ fn recover(
     let session = open_session(hub, ip, new_sock.id(), old.handshake_token.clone()).ok()?;
     let (user, search) = {
         let mut st = old.state.lock();
-        (st.held.take().or_else(|| st.user.clone()), st.search.take())
+        match st.held.take() {
+            Some(h) => (Some(h.user), h.search),
+            None => (st.user.clone(), None),
+        }
     };
     let mut core = hub.lock();
     // Taken over while it looked alive: its search, if it waits.
@@ -412,9 +416,14 @@ pub(crate) fn closed(session: &Session, socket: &Sock, gone: Gone) {
         tracing::debug!(sid = %socket.id(), %user, ?gone, "left");
         let holds = match gone {
             Gone::Held(held) => {
-                state.held = Some(user.clone());
-                state.search = core.search_of(&user);
-                Some(Link::Local(held))
+                state.held = Some(Box::new(crate::node::HeldUser {
+                    user: user.clone(),
+                    search: core.search_of(&user),
+                }));
+                // In a cluster the client may come back through another node, which has no
+                // word of this session yet: what is sent to it meanwhile is refused, not kept.
+                let keeps = !session.hub.peers.may_hold_sessions();
+                Some((Link::Local(held), keeps))
             }
             Gone::Left | Gone::Lost => None,
         };
