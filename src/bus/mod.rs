@@ -23,7 +23,8 @@
 //!   against its own core before emitting: a relay that arrives after its room ended is
 //!   dropped, never shown to whoever the user is talking to now ([`crate::cluster::inbox`]).
 //!   A message is published again until its node heard it, and taken once ([`publish`]): a
-//!   Redis failover loses none.
+//!   Redis failover loses none. The messages for one node that are ready together (queued
+//!   while the previous publish was in flight) go as one frame, one `PUBLISH` ([`frame`]).
 //! - **Liveness and figures.** Each node renews a heartbeat key with a TTL carrying its figures;
 //!   a node whose key expired is dead: the rooms its users held end for their partners, and its
 //!   queue entries are dropped ([`crate::cluster::liveness`]).
@@ -36,6 +37,7 @@
 //! subscriber client resubscribes on its own.
 
 mod entry;
+pub(crate) mod frame;
 pub(crate) mod holder;
 mod msg;
 pub(crate) mod publish;
