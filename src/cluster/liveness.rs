@@ -204,8 +204,13 @@ pub(crate) fn lease_seen(hub: &Hub, cluster: &Cluster, holder: Option<&str>) {
         match &mut *m {
             Matcher::Idle(kept) if mine => {
                 let kept = std::mem::take(kept);
-                let mut h = Holder::new(hub.timings.preference_relax, hub.max_blocks);
                 let (now, wall) = (Instant::now(), now_ms());
+                // Every node hears of the new holder within a beat of this one, and sends its
+                // waiting users' searches at once: two beats gather them all, to be queued
+                // longest-waiting first.
+                let settle = beat_interval(cluster.node_timeout) * 2;
+                let mut h = Holder::new(hub.timings.preference_relax, hub.max_blocks)
+                    .settling(now + settle);
                 let out: Vec<_> = kept
                     .into_iter()
                     .flat_map(|msg| h.handle(msg, now, wall))
