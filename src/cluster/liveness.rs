@@ -205,12 +205,14 @@ pub(crate) fn lease_seen(hub: &Hub, cluster: &Cluster, holder: Option<&str>) {
             Matcher::Idle(kept) if mine => {
                 let kept = std::mem::take(kept);
                 let (now, wall) = (Instant::now(), now_ms());
-                // Every node hears of the new holder within a beat of this one, and sends its
-                // waiting users' searches at once: two beats gather them all, to be queued
-                // longest-waiting first.
-                let settle = beat_interval(cluster.node_timeout) * 2;
-                let mut h = Holder::new(hub.timings.preference_relax, hub.max_blocks)
-                    .settling(now + settle);
+                let mut h = Holder::new(hub.timings.preference_relax, hub.max_blocks);
+                // Users wait in the cluster (as of the last heartbeats): every node hears of the
+                // new holder within a beat of this one and sends its waiting users' searches at
+                // once, so two beats gather them all, to be queued longest-waiting first. A new
+                // cluster (nobody waiting) matches at once.
+                if cluster.figures().waiting > 0 {
+                    h = h.settling(now + beat_interval(cluster.node_timeout) * 2);
+                }
                 let out: Vec<_> = kept
                     .into_iter()
                     .flat_map(|msg| h.handle(msg, now, wall))
