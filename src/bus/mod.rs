@@ -339,6 +339,27 @@ impl Cluster {
         }
     }
 
+    /// Queues a [`Msg::Deliver`] of `payload` for `to` on `node`, written straight from the
+    /// borrowed parts: a relay is the commonest message, and building the owned message first
+    /// would copy each part, the payload twice.
+    pub(crate) fn relay<T: Serialize>(
+        &self,
+        node: &Arc<str>,
+        room: &str,
+        to: &str,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), serde_json::Error> {
+        let text = serde_json::to_string(&msg::DeliverRef::Deliver {
+            room,
+            to,
+            event,
+            payload,
+        })?;
+        self.outbox.send((node.clone(), text)).ok();
+        Ok(())
+    }
+
     /// Whether Redis answered the last heartbeat and this node's channel is subscribed: only
     /// then can the node reach and be reached by the cluster.
     pub(crate) fn redis_up(&self) -> bool {
