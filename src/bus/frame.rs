@@ -11,7 +11,9 @@
 //!
 //! A frame is read with one JSON parse, the relays' payloads kept as raw text.
 
+use std::collections::HashSet;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -135,6 +137,23 @@ pub(super) fn read_stamp(text: &str) -> Option<(u64, u64)> {
     Some((u64::from_str_radix(boot, 16).ok()?, seq.parse().ok()?))
 }
 
+/// The channels (by node name) to send batch frames to, from the live nodes and whether each
+/// reads them: those that do, and the broadcast channel when they all do.
+pub(super) fn readers<'a>(live: impl IntoIterator<Item = (&'a str, bool)>) -> HashSet<Arc<str>> {
+    let mut readers = HashSet::new();
+    let mut all = true;
+    for (node, reads) in live {
+        all &= reads;
+        if reads {
+            readers.insert(Arc::from(node));
+        }
+    }
+    if all && !readers.is_empty() {
+        readers.insert(Arc::from(super::BROADCAST));
+    }
+    readers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +250,24 @@ mod tests {
         // An unstamped message with a character across the stamp's window is simply unstamped.
         let wide = format!(r#"{{"left":{{"to":"{}","room":"r"}}}}"#, "é".repeat(60));
         assert_eq!(read_stamp(&wide), None);
+    }
+
+    #[test]
+    fn batches_go_only_to_nodes_that_read_them() {
+        let names = |r: HashSet<Arc<str>>| {
+            let mut v: Vec<String> = r.iter().map(|n| n.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(readers([("a", true), ("b", true)])), ["*", "a", "b"]);
+        // During a rolling upgrade: b is of an earlier version, and hears the broadcasts too.
+        assert_eq!(names(readers([("a", true), ("b", false)])), ["a"]);
+        assert!(readers([]).is_empty(), "before the first heartbeat");
+        // An older node's figures name no batches.
+        let old: super::super::NodeFigures = serde_json::from_str(
+            r#"{"connections":1,"users":1,"waiting":0,"rooms":0,"sharedRooms":0}"#,
+        )
+        .unwrap();
+        assert!(!old.batches);
     }
 }

@@ -49,6 +49,7 @@ pub(crate) use entry::Entry;
 pub(crate) use msg::{Act, Msg};
 pub(crate) use redis::{redis_config, scrub};
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -105,6 +106,10 @@ pub(crate) struct NodeFigures {
     pub rooms: usize,
     /// Of those, rooms whose other member is on another node (counted by both nodes).
     pub shared_rooms: usize,
+    /// Whether the node reads batch frames ([`frame`]; false from nodes of earlier versions,
+    /// which are sent one message a `PUBLISH`).
+    #[serde(default)]
+    pub batches: bool,
 }
 
 /// Figures of the whole cluster, from the live nodes' heartbeats.
@@ -152,6 +157,8 @@ pub(crate) struct Cluster {
     holder: Mutex<Option<Arc<str>>>,
     /// The cluster's queue, while this node holds the lease.
     pub(crate) matcher: Mutex<holder::Matcher>,
+    /// The channels whose every listener reads batch frames, as of the last heartbeat.
+    batch_readers: Mutex<Arc<HashSet<Arc<str>>>>,
 }
 
 impl Cluster {
@@ -238,6 +245,7 @@ impl Cluster {
             node_timeout,
             holder: Mutex::new(None),
             matcher: Mutex::new(holder::Matcher::default()),
+            batch_readers: Mutex::new(Arc::new(HashSet::new())),
         });
         cluster
             .subscriber
@@ -409,6 +417,18 @@ impl Cluster {
     /// The latest figures of the whole cluster.
     pub(crate) fn figures(&self) -> ClusterFigures {
         self.figures.lock().clone()
+    }
+
+    /// Records which of the live nodes read batch frames (`(node, reads)`): during a rolling
+    /// upgrade, a node of an earlier version is sent one message a `PUBLISH`, and so is the
+    /// broadcast channel while any live node is of one.
+    pub(crate) fn set_batch_readers<'a>(&self, live: impl IntoIterator<Item = (&'a str, bool)>) {
+        *self.batch_readers.lock() = Arc::new(frame::readers(live));
+    }
+
+    /// The channels (by node name) whose listeners read batch frames.
+    pub(crate) fn batch_readers(&self) -> Arc<HashSet<Arc<str>>> {
+        self.batch_readers.lock().clone()
     }
 
     /// The node that matches for the cluster, as of the last heartbeat.

@@ -241,11 +241,17 @@ impl Held {
 /// One pipeline of the channels due now, one frame each; what was heard leaves `held`.
 async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>) {
     let now = Instant::now();
+    let readers = cluster.batch_readers();
     let plan: Vec<(Arc<str>, usize, String)> = held
         .iter()
         .filter(|(_, h)| h.retry_at.is_none_or(|at| at <= now))
         .map(|(node, h)| {
-            let n = h.frame_len();
+            // A node of an earlier version reads one message a frame.
+            let n = if readers.contains(node) {
+                h.frame_len()
+            } else {
+                1
+            };
             (node.clone(), n, h.frame(n, cluster.seen.boot))
         })
         .collect();

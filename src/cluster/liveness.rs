@@ -39,6 +39,7 @@ pub(crate) fn figures(hub: &Hub) -> NodeFigures {
         waiting: live.waiting_users,
         rooms: live.active_rooms,
         shared_rooms: core.shared_rooms(),
+        batches: true,
     }
 }
 
@@ -77,6 +78,12 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                 }
                 first = false;
                 cluster.set_figures(sum(&b));
+                cluster.set_batch_readers(
+                    b.nodes
+                        .iter()
+                        .filter(|n| n.alive)
+                        .map(|n| (n.id.as_str(), n.figures.batches)),
+                );
                 match scripts::lease(&cluster, ttl, inbox_ok).await {
                     Ok(holder) => lease_seen(&hub, &cluster, holder.as_deref()),
                     Err(e) => tracing::warn!("the matching lease could not be read: {e}"),
