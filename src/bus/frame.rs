@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(names(readers([("a", true), ("b", false)])), ["a"]);
         assert!(readers([]).is_empty(), "before the first heartbeat");
         // An older node's figures name no batches.
-        let old: super::super::NodeFigures = serde_json::from_str(
+        let old: crate::bus::NodeFigures = serde_json::from_str(
             r#"{"connections":1,"users":1,"waiting":0,"rooms":0,"sharedRooms":0}"#,
         )
         .unwrap();
