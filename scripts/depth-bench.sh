@@ -19,15 +19,18 @@
 # single node stops at 10,000 waiting and the cluster runs 6 nodes for 100,000.
 #
 # Usage: scripts/depth-bench.sh [USERS=25] [SECS=10] [DEPTHS="2000 1000 10000 100000"]
-# Needs a release build (cargo build --release --workspace) and redis-server.
+# Needs a release build (cargo build --release --workspace) and redis-server; TARGET_DIR (or
+# CARGO_TARGET_DIR) names the target directory whose release binaries run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 USERS=${1:-25}
 SECS=${2:-10}
 DEPTHS=${3:-"2000 1000 10000 100000"}
-SERVER=target/release/roulette
-LOADGEN=target/release/roulette-loadgen
+# The binaries of another build (an A/B comparison): TARGET_DIR, else CARGO_TARGET_DIR, else target.
+TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
+SERVER=$TARGET_DIR/release/roulette
+LOADGEN=$TARGET_DIR/release/roulette-loadgen
 FLAGS=(--max-connections-per-ip 0 --max-new-connections-per-ip 0 --signal-events-per-sec 0
   --chat-events-per-sec 0 --search-events-per-min 0 --other-events-per-sec 0
   --rate-limit-max-requests 0 --max-waiting-time-ms 3600000 --log-level warn)

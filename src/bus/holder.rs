@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 
 use super::{Entry, Msg};
 use crate::core::history::{self, MatchHistory};
-use crate::core::matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker};
+use crate::core::matchmaker::{Matchmaker, Pairing, PreferenceMatchmaker, Seeker};
 use crate::core::{UserId, new_room_id};
 
 /// A waiting user's place for its node: its id, its position in the cluster's queue, and the
@@ -63,6 +63,10 @@ pub(crate) struct Holder {
     /// The pairings of the last [`RECENT`] sent to a node for a partner of another node: when
     /// that node dies, the partner may never have heard of it, and searches again.
     recent: VecDeque<Recent>,
+    /// Searches heard while the holder settles (see [`Holder::settling`]), in arrival order.
+    pending: Vec<Seeker>,
+    /// Until when searches are gathered rather than matched.
+    settle_until: Option<Instant>,
 }
 
 /// A pairing sent to the node of its user who waited longer.
@@ -97,12 +101,46 @@ impl Holder {
             history: MatchHistory::default(),
             unsaved: 0,
             recent: VecDeque::new(),
+            pending: Vec::new(),
+            settle_until: None,
         }
+    }
+
+    /// The same holder, gathering the searches it hears until `until` and then queueing them
+    /// longest-waiting first. A new holder hears every node's waiting users again, in whatever
+    /// order the nodes' messages reach it (each node when its own heartbeat sees the new holder),
+    /// while the matchmaker's queue order is its waiting order: queued as they came, a search
+    /// that began long ago would stand behind searches that began after it, for every later
+    /// arrival and for relaxation. Each search carries its start ([`Entry::since`]), so once
+    /// every node has had time to send them, they are queued in that order, as one node would
+    /// have queued the same arrivals.
+    pub(crate) fn settling(mut self, until: Instant) -> Holder {
+        self.settle_until = Some(until);
+        self
     }
 
     /// How many users wait in the cluster.
     pub(crate) fn len(&self) -> usize {
-        self.mm.len()
+        self.mm.len() + self.pending.len()
+    }
+
+    /// Once the settling time is over, queues the searches gathered meanwhile, longest-waiting
+    /// first (each offered in turn, so compatible ones pair as they would have on one node).
+    fn settle(&mut self, now: Instant, wall: u64) -> Out {
+        if self.settle_until.is_none_or(|until| now < until) {
+            return Vec::new();
+        }
+        self.settle_until = None;
+        let mut pending = std::mem::take(&mut self.pending);
+        // Stable: searches that began in the same instant keep their arrival order.
+        pending.sort_by_key(|s| s.since);
+        let mut out = Vec::new();
+        for s in pending {
+            if let Some(p) = self.mm.offer(s, now) {
+                out.extend(self.paired(p, now, wall));
+            }
+        }
+        out
     }
 
     /// The matches made since the last call (for the cluster's match counter).
@@ -121,32 +159,38 @@ impl Holder {
         now: Instant,
         wall: u64,
     ) -> Out {
+        let mut out = self.settle(now, wall);
         let user: UserId = entry.user.as_str().into();
         let node: Arc<str> = entry.node.as_str().into();
         if let Some((at, search)) = self.at.get(&user) {
             if *at != node {
-                return vec![(
+                out.push((
                     node,
                     Msg::Taken {
                         user: entry.user,
                         search: entry.search,
                     },
-                )];
+                ));
+                return out;
             }
             if *search == entry.search {
-                return Vec::new();
+                return out;
             }
             self.mm.remove(&user);
+            self.pending.retain(|s| s.user != user);
         }
         for (other, ms) in blocks {
             let until = now + Duration::from_millis(*ms);
             self.mm.block(&user, &other.as_str().into(), until);
         }
         self.at.insert(user, (node, entry.search));
-        match self.mm.offer(entry.seeker_at(now, wall), now) {
-            Some(p) => self.paired(p, now, wall),
-            None => Vec::new(),
+        let seeker = entry.seeker_at(now, wall);
+        if self.settle_until.is_some() {
+            self.pending.push(seeker);
+        } else if let Some(p) = self.mm.offer(seeker, now) {
+            out.extend(self.paired(p, now, wall));
         }
+        out
     }
 
     /// `user` of `node` stopped searching.
@@ -154,6 +198,7 @@ impl Holder {
         if self.at.get(user).is_some_and(|(n, _)| **n == *node) {
             self.at.remove(user);
             self.mm.remove(user);
+            self.pending.retain(|s| *s.user != *user);
         }
     }
 
@@ -176,6 +221,7 @@ impl Holder {
             self.at.remove(u);
             self.mm.remove(u);
         }
+        self.pending.retain(|s| !gone.contains(&s.user));
         self.recent
             .iter()
             .filter(|r| *r.to == *node)
@@ -199,8 +245,8 @@ impl Holder {
         {
             self.recent.pop_front();
         }
+        let mut out = self.settle(now, wall);
         let pairs = self.mm.relax(now).pairs;
-        let mut out = Vec::new();
         for p in pairs {
             out.extend(self.paired(p, now, wall));
         }
@@ -211,12 +257,15 @@ impl Holder {
     /// estimated waits. Each of `nodes` (the live ones) hears, even of none: a node whose
     /// searches all went missing learns so.
     pub(crate) fn standings(&self, nodes: &[String]) -> Out {
-        let total = self.mm.len();
+        let total = self.len();
         let mut per: FxHashMap<Arc<str>, Vec<Place>> = nodes
             .iter()
             .map(|n| (n.as_str().into(), Vec::new()))
             .collect();
-        for (i, s) in self.mm.waiting().enumerate() {
+        // Searches still gathered take their places after the queued ones, by their start.
+        let mut pending: Vec<&Seeker> = self.pending.iter().collect();
+        pending.sort_by_key(|s| s.since);
+        for (i, s) in self.mm.waiting().chain(pending).enumerate() {
             let Some((node, _)) = self.at.get(&s.user) else {
                 continue;
             };

@@ -23,7 +23,8 @@
 //!   against its own core before emitting: a relay that arrives after its room ended is
 //!   dropped, never shown to whoever the user is talking to now ([`crate::cluster::inbox`]).
 //!   A message is published again until its node heard it, and taken once ([`publish`]): a
-//!   Redis failover loses none.
+//!   Redis failover loses none. The messages for one node that are ready together (queued
+//!   while the previous publish was in flight) go as one frame, one `PUBLISH` ([`frame`]).
 //! - **Liveness and figures.** Each node renews a heartbeat key with a TTL carrying its figures;
 //!   a node whose key expired is dead: the rooms its users held end for their partners, and its
 //!   queue entries are dropped ([`crate::cluster::liveness`]).
@@ -36,6 +37,7 @@
 //! subscriber client resubscribes on its own.
 
 mod entry;
+pub(crate) mod frame;
 pub(crate) mod holder;
 mod msg;
 pub(crate) mod publish;
@@ -47,6 +49,7 @@ pub(crate) use entry::Entry;
 pub(crate) use msg::{Act, Msg};
 pub(crate) use redis::{redis_config, scrub};
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -103,6 +106,10 @@ pub(crate) struct NodeFigures {
     pub rooms: usize,
     /// Of those, rooms whose other member is on another node (counted by both nodes).
     pub shared_rooms: usize,
+    /// Whether the node reads batch frames ([`frame`]; false from nodes of earlier versions,
+    /// which are sent one message a `PUBLISH`).
+    #[serde(default)]
+    pub batches: bool,
 }
 
 /// Figures of the whole cluster, from the live nodes' heartbeats.
@@ -150,6 +157,8 @@ pub(crate) struct Cluster {
     holder: Mutex<Option<Arc<str>>>,
     /// The cluster's queue, while this node holds the lease.
     pub(crate) matcher: Mutex<holder::Matcher>,
+    /// The channels whose every listener reads batch frames, as of the last heartbeat.
+    batch_readers: Mutex<Arc<HashSet<Arc<str>>>>,
 }
 
 impl Cluster {
@@ -236,6 +245,7 @@ impl Cluster {
             node_timeout,
             holder: Mutex::new(None),
             matcher: Mutex::new(holder::Matcher::default()),
+            batch_readers: Mutex::new(Arc::new(HashSet::new())),
         });
         cluster
             .subscriber
@@ -337,6 +347,27 @@ impl Cluster {
         }
     }
 
+    /// Queues a [`Msg::Deliver`] of `payload` for `to` on `node`, written straight from the
+    /// borrowed parts: a relay is the commonest message, and building the owned message first
+    /// would copy each part, the payload twice.
+    pub(crate) fn relay<T: Serialize>(
+        &self,
+        node: &Arc<str>,
+        room: &str,
+        to: &str,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), serde_json::Error> {
+        let text = serde_json::to_string(&msg::DeliverRef::Deliver {
+            room,
+            to,
+            event,
+            payload,
+        })?;
+        self.outbox.send((node.clone(), text)).ok();
+        Ok(())
+    }
+
     /// Whether Redis answered the last heartbeat and this node's channel is subscribed: only
     /// then can the node reach and be reached by the cluster.
     pub(crate) fn redis_up(&self) -> bool {
@@ -386,6 +417,18 @@ impl Cluster {
     /// The latest figures of the whole cluster.
     pub(crate) fn figures(&self) -> ClusterFigures {
         self.figures.lock().clone()
+    }
+
+    /// Records which of the live nodes read batch frames (`(node, reads)`): during a rolling
+    /// upgrade, a node of an earlier version is sent one message a `PUBLISH`, and so is the
+    /// broadcast channel while any live node is of one.
+    pub(crate) fn set_batch_readers<'a>(&self, live: impl IntoIterator<Item = (&'a str, bool)>) {
+        *self.batch_readers.lock() = Arc::new(frame::readers(live));
+    }
+
+    /// The channels (by node name) whose listeners read batch frames.
+    pub(crate) fn batch_readers(&self) -> Arc<HashSet<Arc<str>>> {
+        self.batch_readers.lock().clone()
     }
 
     /// The node that matches for the cluster, as of the last heartbeat.

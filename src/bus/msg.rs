@@ -177,6 +177,23 @@ pub(crate) enum Msg {
     },
 }
 
+/// [`Msg::Deliver`] from borrowed parts, written as the same JSON.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum DeliverRef<'a, T> {
+    /// See [`Msg::Deliver`].
+    Deliver {
+        /// The room.
+        room: &'a str,
+        /// The receiving node's user.
+        to: &'a str,
+        /// The event name.
+        event: &'a str,
+        /// The event's payload.
+        payload: &'a T,
+    },
+}
+
 /// A moderation act every node applies.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -197,4 +214,29 @@ pub(crate) enum Act {
     },
     /// A user was reported (every node counts it for the auto-ban and the feed).
     Report(Report),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_written_from_borrowed_parts_is_the_owned_message() {
+        let payload = serde_json::json!({"candidate": {"candidate": "a \"b\" é", "sdpMid": "0"}});
+        let borrowed = serde_json::to_string(&DeliverRef::Deliver {
+            room: "r1",
+            to: "bob",
+            event: "webrtc-ice-candidate",
+            payload: &payload,
+        })
+        .unwrap();
+        let owned = serde_json::to_string(&Msg::Deliver {
+            room: "r1".into(),
+            to: "bob".into(),
+            event: "webrtc-ice-candidate".into(),
+            payload: serde_json::value::to_raw_value(&payload).unwrap(),
+        })
+        .unwrap();
+        assert_eq!(borrowed, owned);
+    }
 }

@@ -6,16 +6,18 @@
 //! subscribers received the message; 0 means the recipient's subscription is not there (its
 //! subscriber is still reconnecting to the new master). So a message is done only when at least
 //! one subscriber heard it; until then it waits, with every later message to the same channel,
-//! and is tried again. A round with several messages for one channel is one `MULTI`/`EXEC`:
-//! Redis runs it at once, so no subscription can start half-way through, and the messages of one
-//! channel in a round are heard all or none, never with a gap that a retry would fill out of
-//! order (a round of one message per channel is a plain pipeline).
+//! and is tried again. A round sends each channel's held messages as one frame, one `PUBLISH`
+//! ([`super::frame`]: a batch, or the message alone), the channels' frames in one pipeline: what
+//! was queued while the previous round was in flight goes together, without a timer. A frame is
+//! heard whole or not at all, so a channel's messages are never heard with a gap that a retry
+//! would fill out of order.
 //!
-//! A message is published again when Redis did not answer in time, yet it may have run it (the
-//! answer lost with the connection): so each message carries its channel's sequence number from
-//! this process (`"_seq"`, inside the message's object, where nodes that do not know it ignore
-//! it), and the receiving node skips one it has taken already ([`Seen`]). Delivery is at least
-//! once on the wire and exactly once to the inbox.
+//! A frame is published again when Redis did not answer in time, yet it may have run it (the
+//! answer lost with the connection), and the retry may hold more messages than the first try:
+//! so each message has its channel's sequence number from this process (a frame carries its
+//! first message's, `"_seq"`, inside the object, where nodes that do not know it ignore it), and
+//! the receiving node skips those it has taken already ([`Seen`]). Delivery is at least once on
+//! the wire and exactly once to the inbox.
 //!
 //! A channel that stays unheard for `NODE_TIMEOUT_MS` while Redis answers belongs to a node that
 //! died (its rooms end for their partners within the same time): its messages are dropped and
@@ -34,14 +36,18 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::Cluster;
+use super::{Cluster, frame};
 use crate::protocol::outgoing::now_ms;
 
 /// How soon an unheard channel, or a round Redis refused, is tried again.
 const RETRY: Duration = Duration::from_millis(100);
 
-/// Most messages in one round (a `MULTI`/`EXEC`).
+/// Most messages taken off the queue at once, and in one frame.
 const ROUND: usize = 512;
+
+/// Most bytes of messages in one frame (unless its first message alone is larger): a backlog
+/// after an outage goes in frames a subscriber takes in stride.
+const FRAME_BYTES: usize = 256 * 1024;
 
 /// Most messages held for one channel; past it, the oldest are dropped (and counted lost). An
 /// outage of minutes, at the signaling rate limits, stays far below it.
@@ -50,7 +56,10 @@ const MAX_HELD: usize = 100_000;
 /// The messages for one channel that no subscriber has heard yet, oldest first.
 #[derive(Default)]
 struct Held {
-    msgs: VecDeque<String>,
+    /// Each with its sequence number on the channel (consecutive).
+    msgs: VecDeque<(u64, String)>,
+    /// The messages' bytes.
+    bytes: usize,
     /// Since when Redis answers, yet the channel is unheard (nobody listens) or its messages
     /// are refused (reset when heard).
     stuck_since: Option<Instant>,
@@ -135,7 +144,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<st
     let mut seqs: HashMap<Arc<str>, u64> = HashMap::new();
     let mut batch = Vec::with_capacity(ROUND);
     loop {
-        // Channels with a retry time wait for it; the rest (left over from a full round) go now.
+        // Channels with a retry time wait for it; the rest (left over from a full frame) go now.
         let now = Instant::now();
         let next_retry = held.values().map(|h| h.retry_at.unwrap_or(now)).min();
         match next_retry {
@@ -151,48 +160,114 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<st
                 }
             }
         }
-        for (node, text) in batch.drain(..) {
-            let seq = seqs.entry(node.clone()).or_default();
-            *seq += 1;
-            let h = held.entry(node).or_default();
-            h.msgs.push_back(stamp(&text, cluster.seen.boot, *seq));
-            if h.msgs.len() > MAX_HELD {
-                h.msgs.pop_front();
-                cluster.count_lost(1);
+        if !batch.is_empty() {
+            // The tasks that are ready at this moment (other connections' relays, the reads
+            // the I/O driver has for them) run first: what they queue goes in the same frames.
+            tokio::task::yield_now().await;
+            while batch.len() < ROUND
+                && let Ok(m) = rx.try_recv()
+            {
+                batch.push(m);
             }
         }
+        let dropped = hold(&mut held, &mut seqs, batch.drain(..));
+        if dropped > 0 {
+            cluster.count_lost(dropped);
+        }
+        // What was queued while this round was in flight goes in the next one, a frame per
+        // channel: the coalescing needs no timer.
         round(&cluster, &mut held).await;
     }
 }
 
-/// One `MULTI`/`EXEC` of the channels due now; what was heard leaves `held`.
+/// Numbers the queued messages on their channels and holds them until heard; returns how many
+/// old ones were dropped to keep within [`MAX_HELD`].
+fn hold(
+    held: &mut HashMap<Arc<str>, Held>,
+    seqs: &mut HashMap<Arc<str>, u64>,
+    queued: impl Iterator<Item = (Arc<str>, String)>,
+) -> u64 {
+    let mut dropped = 0;
+    for (node, text) in queued {
+        let seq = seqs.entry(node.clone()).or_default();
+        *seq += 1;
+        let h = held.entry(node).or_default();
+        h.bytes += text.len();
+        h.msgs.push_back((*seq, text));
+        if h.msgs.len() > MAX_HELD {
+            h.drop_front(1);
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
+impl Held {
+    /// Drops its first `n` messages.
+    fn drop_front(&mut self, n: usize) {
+        for (_, text) in self.msgs.drain(..n) {
+            self.bytes -= text.len();
+        }
+    }
+
+    /// How many of its first messages go in the next frame: at most [`ROUND`], and at most
+    /// [`FRAME_BYTES`] unless the first alone is larger.
+    fn frame_len(&self) -> usize {
+        let mut bytes = 0;
+        let mut n = 0;
+        for (_, text) in self.msgs.iter().take(ROUND) {
+            bytes += text.len();
+            if n > 0 && bytes > FRAME_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// The next frame of `n` messages (see [`super::frame`]).
+    fn frame(&self, n: usize, boot: u64) -> String {
+        let first = self.msgs.front().map_or(0, |(seq, _)| *seq);
+        let msgs = self.msgs.iter().take(n).map(|(_, t)| t.as_str());
+        let bytes = if n == self.msgs.len() {
+            self.bytes
+        } else {
+            self.msgs.iter().take(n).map(|(_, t)| t.len()).sum()
+        };
+        frame::encode(msgs, bytes, boot, first)
+    }
+}
+
+/// One pipeline of the channels due now, one frame each; what was heard leaves `held`.
 async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>) {
     let now = Instant::now();
-    let mut room = ROUND;
-    let mut plan: Vec<(Arc<str>, usize)> = Vec::new();
-    for (node, h) in held.iter() {
-        if room == 0 {
-            break;
-        }
-        if h.retry_at.is_some_and(|at| at > now) {
-            continue;
-        }
-        let n = h.msgs.len().min(room);
-        room -= n;
-        plan.push((node.clone(), n));
-    }
+    let readers = cluster.batch_readers();
+    let plan: Vec<(Arc<str>, usize, String)> = held
+        .iter()
+        .filter(|(_, h)| h.retry_at.is_none_or(|at| at <= now))
+        .map(|(node, h)| {
+            // A node of an earlier version reads one message a frame.
+            let n = if readers.contains(node) {
+                h.frame_len()
+            } else {
+                1
+            };
+            (node.clone(), n, h.frame(n, cluster.seen.boot))
+        })
+        .collect();
     if plan.is_empty() {
         return;
     }
-    let outcomes = publish(cluster, held, &plan).await;
+    let sizes: Vec<(Arc<str>, usize)> = plan.iter().map(|(c, n, _)| (c.clone(), *n)).collect();
+    let outcomes = publish(cluster, plan).await;
     let now = Instant::now();
-    for ((node, _), outcome) in plan.iter().zip(outcomes) {
+    for ((node, _), outcome) in sizes.iter().zip(outcomes) {
         let Some(h) = held.get_mut(node) else {
             continue;
         };
         match outcome {
             Outcome::Heard(n) => {
-                h.msgs.drain(..n);
+                h.drop_front(n);
                 h.stuck_since = None;
                 h.retry_at = None;
                 metrics::counter!("roulette_cluster_messages_sent_total").increment(n as u64);
@@ -210,7 +285,7 @@ async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>) {
                     );
                     metrics::counter!("roulette_cluster_messages_undelivered_total")
                         .increment(h.msgs.len() as u64);
-                    h.msgs.clear();
+                    h.drop_front(h.msgs.len());
                 } else {
                     tracing::error!(
                         channel = %node,
@@ -218,7 +293,7 @@ async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>) {
                         "Redis refused these cluster messages for the node timeout: dropped"
                     );
                     cluster.count_lost(h.msgs.len() as u64);
-                    h.msgs.clear();
+                    h.drop_front(h.msgs.len());
                 }
             }
             // Redis does not answer (an outage, a failover): kept as long as it lasts.
@@ -230,108 +305,74 @@ async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>) {
     }
 }
 
-/// Publishes the first `n` messages of each planned channel in one transaction; what became
-/// of each channel's messages, in plan order.
-async fn publish(
-    cluster: &Cluster,
-    held: &HashMap<Arc<str>, Held>,
-    plan: &[(Arc<str>, usize)],
-) -> Vec<Outcome> {
-    // A channel's messages must be heard all or none, which only a transaction guarantees; with
-    // one message per channel (a quiet moment) a plain pipeline does, for less work in Redis.
-    let sent: Result<Vec<Value>, fred::error::Error> = if plan.iter().any(|(_, n)| *n > 1) {
-        let tx = cluster.client.multi();
-        match queue(&tx, cluster, held, plan).await {
-            Ok(()) => tx.exec(true).await,
-            Err(e) => Err(e),
-        }
+/// Publishes each planned channel's frame (one `PUBLISH` each: a frame is heard whole or not
+/// at all, so a channel's messages can never be heard with a gap that a retry would fill out of
+/// order); what became of each channel's messages, in plan order.
+async fn publish(cluster: &Cluster, mut plan: Vec<(Arc<str>, usize, String)>) -> Vec<Outcome> {
+    let sizes: Vec<usize> = plan.iter().map(|(_, n, _)| *n).collect();
+    let sent: Result<Vec<Value>, fred::error::Error> = if plan.len() == 1 {
+        let (node, _, frame) = plan.pop().expect("one channel");
+        cluster
+            .client
+            .publish::<Value, _, _>(cluster.channel(&node), frame)
+            .await
+            .map(|v| vec![v])
     } else {
         let pipeline = cluster.client.pipeline();
-        match queue(&pipeline, cluster, held, plan).await {
+        let mut queued = Ok(());
+        for (node, _, frame) in plan {
+            if let Err(e) = pipeline
+                .publish::<(), _, _>(cluster.channel(&node), frame)
+                .await
+            {
+                queued = Err(e);
+                break;
+            }
+        }
+        match queued {
             Ok(()) => pipeline.all().await,
             Err(e) => Err(e),
         }
     };
     match sent {
-        Ok(replies) => outcomes(plan, &replies),
+        Ok(replies) => outcomes(&sizes, &replies),
         Err(e) => {
             tracing::warn!(
-                messages = plan.iter().map(|(_, n)| n).sum::<usize>(),
+                messages = sizes.iter().sum::<usize>(),
                 "cluster messages not published yet, retrying: {e}"
             );
-            plan.iter().map(|_| Outcome::Failed).collect()
+            sizes.iter().map(|_| Outcome::Failed).collect()
         }
     }
 }
 
-/// Queues the `PUBLISH`es of `plan` on a transaction or a pipeline.
-async fn queue<C: PubsubInterface>(
-    to: &C,
-    cluster: &Cluster,
-    held: &HashMap<Arc<str>, Held>,
-    plan: &[(Arc<str>, usize)],
-) -> Result<(), fred::error::Error> {
-    for (node, n) in plan {
-        let channel = cluster.channel(node);
-        for text in held[node].msgs.iter().take(*n) {
-            let () = to.publish(channel.as_str(), text.as_str()).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Each channel's outcome from the receiver counts `replies` (one per message, in plan order).
-/// A channel's count cannot change within a round (see [`publish`]), so its first reply decides.
-fn outcomes(plan: &[(Arc<str>, usize)], replies: &[Value]) -> Vec<Outcome> {
-    let mut at = 0;
-    plan.iter()
-        .map(|(_, n)| {
-            let first = replies.get(at).and_then(|v| v.as_i64());
-            at += n;
-            match first {
-                _ if replies.len() < at => Outcome::Failed,
-                Some(0) => Outcome::Deaf,
-                Some(_) => Outcome::Heard(*n),
-                None => Outcome::Failed,
-            }
+/// Each channel's outcome from the receiver counts `replies` (one per frame, in plan order;
+/// `sizes` are the frames' message counts).
+fn outcomes(sizes: &[usize], replies: &[Value]) -> Vec<Outcome> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match replies.get(i).and_then(|v| v.as_i64()) {
+            Some(0) => Outcome::Deaf,
+            Some(_) => Outcome::Heard(*n),
+            None => Outcome::Failed,
         })
         .collect()
 }
 
-/// `text` (a [`super::Msg`], `{"tag":{…}}`) with `"_seq":"<boot>-<seq>"` first in its object.
-fn stamp(text: &str, boot: u64, seq: u64) -> String {
-    let Some(at) = text.find(":{").map(|i| i + 2) else {
-        return text.to_string();
-    };
-    let comma = if text[at..].starts_with('}') { "" } else { "," };
-    format!(
-        "{}\"_seq\":\"{boot:x}-{seq}\"{comma}{}",
-        &text[..at],
-        &text[at..]
-    )
-}
-
-/// The stamp of a message: the sending process and the sequence number on its channel.
-fn read_stamp(text: &str) -> Option<(u64, u64)> {
-    // The stamp is near the start; a message of an older node may hold any text there.
-    let head = &text[..text.floor_char_boundary(96)];
-    let start = head.find("\"_seq\":\"")? + 8;
-    let end = start + head[start..].find('"')?;
-    let (boot, seq) = head[start..end].split_once('-')?;
-    Some((u64::from_str_radix(boot, 16).ok()?, seq.parse().ok()?))
-}
-
 /// What this node's inbox took already: per sending process and channel, the last sequence
-/// number (messages of one sender on one channel arrive in order, retries included).
+/// number (frames of one sender on one channel arrive in order, retries included).
 pub(crate) struct Seen {
     /// This process's id in its own stamps (a node restarted under the same `NODE_ID` starts
     /// counting again, under a new id).
     pub(super) boot: u64,
-    last: Mutex<HashMap<Sender, (u64, Instant)>>,
+    /// Per sending process, its channels (a node's own and the broadcast one: a short list,
+    /// searched without allocating a key) and the last number taken on each.
+    last: Mutex<HashMap<u64, Channels>>,
 }
 
-/// A sending process (its stamp's id) and the channel it sent on.
-type Sender = (u64, Box<str>);
+/// A sending process's channels: each with the last number taken on it, and when.
+type Channels = Vec<(Box<str>, u64, Instant)>;
 
 /// Senders remembered at most; past it, those silent for ten minutes are forgotten.
 const MAX_SENDERS: usize = 4096;
@@ -344,28 +385,45 @@ impl Seen {
         }
     }
 
-    /// False when the message `text` heard on `channel` was taken already (published again
-    /// after an answer was lost); unstamped messages (older nodes) are always new.
-    pub(crate) fn first_time(&self, channel: &str, text: &str) -> bool {
-        let Some((boot, seq)) = read_stamp(text) else {
-            return true;
+    /// How many of the first of `count` messages heard in one frame on `channel`, the first
+    /// stamped `stamp`, were taken already (published again after an answer was lost: a retry's
+    /// frame may hold more messages than the one heard before). Unstamped messages (older
+    /// nodes) are always new.
+    pub(crate) fn taken(&self, channel: &str, stamp: Option<(u64, u64)>, count: usize) -> usize {
+        let (Some((boot, first)), Some(last)) = (stamp, count.checked_sub(1)) else {
+            return 0;
         };
+        let last = first.saturating_add(last as u64);
         let now = Instant::now();
-        let mut last = self.last.lock();
-        if last.len() > MAX_SENDERS {
-            last.retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(600));
+        let mut seen = self.last.lock();
+        if seen.len() > MAX_SENDERS {
+            seen.retain(|_, channels| {
+                channels.retain(|(_, _, at)| {
+                    now.saturating_duration_since(*at) < Duration::from_secs(600)
+                });
+                !channels.is_empty()
+            });
         }
-        match last.get_mut(&(boot, channel.into())) {
-            Some((n, _)) if *n >= seq => false,
-            Some(entry) => {
-                *entry = (seq, now);
-                true
-            }
-            None => {
-                last.insert((boot, channel.into()), (seq, now));
-                true
-            }
+        let channels = seen.entry(boot).or_default();
+        let Some((_, had, at)) = channels.iter_mut().find(|(c, _, _)| **c == *channel) else {
+            channels.push((channel.into(), last, now));
+            return 0;
+        };
+        let skip = had
+            .saturating_add(1)
+            .saturating_sub(first)
+            .min(count as u64) as usize;
+        if last > *had {
+            *had = last;
+            *at = now;
         }
+        skip
+    }
+
+    /// Whether the message `text` heard on `channel` is new (see [`Seen::taken`]).
+    #[cfg(test)]
+    pub(crate) fn first_time(&self, channel: &str, text: &str) -> bool {
+        self.taken(channel, frame::read_stamp(text), 1) == 0
     }
 }
 
@@ -374,20 +432,119 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_channel_is_heard_all_or_none_and_a_short_reply_is_a_failure() {
-        let plan: Vec<(Arc<str>, usize)> = vec![("a".into(), 2), ("b".into(), 1), ("c".into(), 3)];
-        let replies = [1, 1, 0, 2, 2, 2].map(Value::Integer);
+    fn a_frame_is_heard_whole_and_a_short_reply_is_a_failure() {
+        let sizes = [2, 1, 3];
+        let replies = [1, 0, 2].map(Value::Integer);
         assert_eq!(
-            outcomes(&plan, &replies),
+            outcomes(&sizes, &replies),
             [Outcome::Heard(2), Outcome::Deaf, Outcome::Heard(3)]
         );
-        let short = [1, 1, 0].map(Value::Integer);
+        let short = [1, 0].map(Value::Integer);
         assert_eq!(
-            outcomes(&plan, &short),
+            outcomes(&sizes, &short),
             [Outcome::Heard(2), Outcome::Deaf, Outcome::Failed]
         );
-        let error = [Value::Integer(1), Value::Integer(1), Value::Null];
-        assert_eq!(outcomes(&plan[..2], &error)[1], Outcome::Failed);
+        let error = [Value::Integer(1), Value::Null];
+        assert_eq!(outcomes(&sizes[..2], &error)[1], Outcome::Failed);
+    }
+
+    /// What an inbox takes of `frame` heard on `channel`: the messages' `sent` (pings), once.
+    fn take(inbox: &Seen, channel: &str, text: &str) -> Vec<u64> {
+        let f = frame::decode(text).unwrap();
+        let skip = inbox.taken(channel, f.stamp, f.msgs.len());
+        f.msgs
+            .skip(skip)
+            .map(|m| match m {
+                crate::bus::Msg::Ping { sent } => sent,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn ping(sent: u64) -> String {
+        format!(r#"{{"ping":{{"sent":{sent}}}}}"#)
+    }
+
+    #[test]
+    fn messages_ready_together_go_as_one_frame_per_channel_in_order_and_are_taken_once() {
+        let boot = 0x5eed;
+        let inbox = Seen::new();
+        let mut held: HashMap<Arc<str>, Held> = HashMap::new();
+        let mut seqs = HashMap::new();
+        let (b, c): (Arc<str>, Arc<str>) = ("b".into(), "c".into());
+        let queued = [(&b, 1), (&c, 100), (&b, 2), (&b, 3), (&c, 101)];
+        let dropped = hold(
+            &mut held,
+            &mut seqs,
+            queued.iter().map(|(n, s)| ((*n).clone(), ping(*s))),
+        );
+        assert_eq!(dropped, 0);
+        let h = &held[&b];
+        assert_eq!(h.frame_len(), 3);
+        let first = h.frame(3, boot);
+        assert!(first.starts_with(r#"{"batch":{"_seq":"5eed-1","msgs":["#));
+        assert_eq!(take(&inbox, "to:b", &first), [1, 2, 3]);
+        assert_eq!(
+            take(&inbox, "to:c", &held[&c].frame(2, boot)),
+            [100, 101],
+            "each channel its own frame and numbers"
+        );
+        // The answer to the first frame was lost: it goes again, with what was queued since.
+        hold(&mut held, &mut seqs, [(b.clone(), ping(4))].into_iter());
+        let again = held[&b].frame(held[&b].frame_len(), boot);
+        assert!(again.starts_with(r#"{"batch":{"_seq":"5eed-1","msgs":["#));
+        assert_eq!(
+            take(&inbox, "to:b", &again),
+            [4],
+            "the first three once only"
+        );
+        assert!(take(&inbox, "to:b", &again).is_empty());
+        // Heard this time: the next frame starts after it; a message alone is unbatched.
+        held.get_mut(&b).unwrap().drop_front(4);
+        hold(&mut held, &mut seqs, [(b.clone(), ping(5))].into_iter());
+        let alone = held[&b].frame(1, boot);
+        assert_eq!(alone, r#"{"ping":{"_seq":"5eed-5","sent":5}}"#);
+        assert_eq!(take(&inbox, "to:b", &alone), [5]);
+        // Another process under the same channel counts from 1 again.
+        assert_eq!(
+            take(&inbox, "to:b", &frame::stamp(&ping(6), boot ^ 1, 1)),
+            [6]
+        );
+    }
+
+    #[test]
+    fn a_frame_stays_within_its_bounds_and_the_rest_follows() {
+        let mut held: HashMap<Arc<str>, Held> = HashMap::new();
+        let mut seqs = HashMap::new();
+        let b: Arc<str> = "b".into();
+        let big = format!(
+            r#"{{"ping":{{"sent":1,"pad":"{}"}}}}"#,
+            "x".repeat(FRAME_BYTES / 3)
+        );
+        hold(
+            &mut held,
+            &mut seqs,
+            (0..4).map(|_| (b.clone(), big.clone())),
+        );
+        assert_eq!(held[&b].frame_len(), 2, "two fit, three do not");
+        held.get_mut(&b).unwrap().drop_front(3);
+        assert_eq!(held[&b].frame_len(), 1);
+        assert_eq!(held[&b].bytes, big.len());
+        let huge = "y".repeat(FRAME_BYTES * 2);
+        hold(&mut held, &mut seqs, [(b.clone(), huge)].into_iter());
+        held.get_mut(&b).unwrap().drop_front(1);
+        assert_eq!(
+            held[&b].frame_len(),
+            1,
+            "a message larger than a frame goes alone"
+        );
+        hold(
+            &mut held,
+            &mut seqs,
+            (0..ROUND + 5).map(|i| (b.clone(), ping(i as u64))),
+        );
+        held.get_mut(&b).unwrap().drop_front(1);
+        assert_eq!(held[&b].frame_len(), ROUND);
     }
 
     #[test]
@@ -401,6 +558,7 @@ mod tests {
             reason: "user-ended".into(),
         };
         let text = serde_json::to_string(&msg).unwrap();
+        let stamp = frame::stamp;
         let (one, two) = (stamp(&text, sender.boot, 1), stamp(&text, sender.boot, 2));
         // Nodes that know no stamp read it as before (an unknown field is ignored).
         assert!(matches!(
@@ -433,7 +591,7 @@ mod tests {
             .unwrap(),
         };
         let stamped = stamp(&serde_json::to_string(&relay).unwrap(), 9, 1);
-        assert_eq!(read_stamp(&stamped), Some((9, 1)));
+        assert_eq!(frame::read_stamp(&stamped), Some((9, 1)));
         match serde_json::from_str::<Msg>(&stamped).unwrap() {
             Msg::Deliver { payload, to, .. } => {
                 assert_eq!(
@@ -443,12 +601,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let empty = stamp(r#"{"ping":{}}"#, 7, 3);
-        assert_eq!(empty, r#"{"ping":{"_seq":"7-3"}}"#);
-        assert_eq!(read_stamp(&empty), Some((7, 3)));
         // An unstamped message with a character across the stamp's window is simply new.
         let wide = format!(r#"{{"left":{{"to":"{}","room":"r"}}}}"#, "é".repeat(60));
-        assert_eq!(read_stamp(&wide), None);
         assert!(inbox.first_time("p:to:b", &wide));
     }
 }

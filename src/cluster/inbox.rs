@@ -12,11 +12,11 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
 use crate::bus::holder::{IDLE_KEPT, Matcher, Out};
-use crate::bus::{Cluster, Entry, Msg};
+use crate::bus::{Cluster, Entry, Msg, frame};
 use crate::model::reason::Reason;
 use crate::model::{ErrorCode, Reject};
 use crate::node::resume::{Handover, finish};
-use crate::node::{Hub, Link, SendError, send_error};
+use crate::node::{CoreGuard, Hub, Link, SendError, send_error};
 use crate::protocol::outgoing::now_ms;
 
 /// Sends `msg` to the node that matches for the cluster; handled at once when that is this one.
@@ -68,14 +68,18 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: Subscr
                 let Some(text) = m.value.as_str() else {
                     continue;
                 };
-                // Published again after its answer was lost: taken already.
-                if !cluster.seen.first_time(&m.channel, &text) {
-                    continue;
-                }
-                match serde_json::from_str::<Msg>(&text) {
-                    Ok(msg) => handle(&hub, &cluster, msg),
-                    Err(e) => tracing::warn!("unreadable cluster message: {e}"),
-                }
+                let frame = match frame::decode(&text) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!("unreadable cluster message: {e}");
+                        continue;
+                    }
+                };
+                // Published again after its answer was lost: (some) taken already.
+                let taken = cluster
+                    .seen
+                    .taken(&m.channel, frame.stamp, frame.msgs.len());
+                handle_all(&hub, &cluster, frame.msgs.skip(taken));
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::error!(
@@ -89,32 +93,55 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: Subscr
     }
 }
 
+/// Applies a frame's messages in order. Consecutive relays are emitted under one hold of the
+/// core's lock, so that those for one recipient leave in one write.
+fn handle_all(hub: &Hub, cluster: &Cluster, msgs: impl Iterator<Item = Msg>) {
+    let mut msgs = msgs.peekable();
+    while let Some(msg) = msgs.next() {
+        if !matches!(msg, Msg::Deliver { .. }) {
+            handle(hub, cluster, msg);
+            continue;
+        }
+        let core = hub.lock();
+        relay_in(&core, cluster, msg);
+        while let Some(next) = msgs.next_if(|m| matches!(m, Msg::Deliver { .. })) {
+            relay_in(&core, cluster, next);
+        }
+    }
+}
+
+/// Emits a relay from another node to its local recipient, if the room is still its own.
+fn relay_in(core: &CoreGuard, cluster: &Cluster, msg: Msg) {
+    let Msg::Deliver {
+        room,
+        to,
+        event,
+        payload,
+    } = msg
+    else {
+        return;
+    };
+    if let Some(Link::Local(socket)) = core.inbound(&to, &room) {
+        match socket.emit(&event, &payload) {
+            Ok(()) => {
+                metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+            }
+            // Its disconnect handling is on its way: not a loss on the way.
+            Err(SendError::Closed) => {}
+            Err(e) => {
+                // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
+                tracing::warn!(sid = %socket.id(), %event, error = %e, "relay from another node not delivered");
+                cluster.count_lost(1);
+            }
+        }
+    }
+}
+
 /// Applies one message to the local core and emits what follows.
 pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
     let now = Instant::now();
     match msg {
-        Msg::Deliver {
-            room,
-            to,
-            event,
-            payload,
-        } => {
-            let core = hub.lock();
-            if let Some(Link::Local(socket)) = core.inbound(&to, &room) {
-                match socket.emit(&event, &payload) {
-                    Ok(()) => {
-                        metrics::counter!("roulette_cluster_relays_in_total").increment(1);
-                    }
-                    // Its disconnect handling is on its way: not a loss on the way.
-                    Err(SendError::Closed) => {}
-                    Err(e) => {
-                        // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
-                        tracing::warn!(sid = %socket.id(), %event, error = %e, "relay from another node not delivered");
-                        cluster.count_lost(1);
-                    }
-                }
-            }
-        }
+        msg @ Msg::Deliver { .. } => relay_in(&hub.lock(), cluster, msg),
         Msg::Ping { .. } => cluster.heard_own_ping(),
         Msg::Lookup { from, ask, user } => {
             if from != *cluster.node

@@ -39,6 +39,7 @@ pub(crate) fn figures(hub: &Hub) -> NodeFigures {
         waiting: live.waiting_users,
         rooms: live.active_rooms,
         shared_rooms: core.shared_rooms(),
+        batches: true,
     }
 }
 
@@ -77,6 +78,12 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                 }
                 first = false;
                 cluster.set_figures(sum(&b));
+                cluster.set_batch_readers(
+                    b.nodes
+                        .iter()
+                        .filter(|n| n.alive)
+                        .map(|n| (n.id.as_str(), n.figures.batches)),
+                );
                 match scripts::lease(&cluster, ttl, inbox_ok).await {
                     Ok(holder) => lease_seen(&hub, &cluster, holder.as_deref()),
                     Err(e) => tracing::warn!("the matching lease could not be read: {e}"),
@@ -204,8 +211,15 @@ pub(crate) fn lease_seen(hub: &Hub, cluster: &Cluster, holder: Option<&str>) {
         match &mut *m {
             Matcher::Idle(kept) if mine => {
                 let kept = std::mem::take(kept);
-                let mut h = Holder::new(hub.timings.preference_relax, hub.max_blocks);
                 let (now, wall) = (Instant::now(), now_ms());
+                let mut h = Holder::new(hub.timings.preference_relax, hub.max_blocks);
+                // Users wait in the cluster (as of the last heartbeats): every node hears of the
+                // new holder within a beat of this one and sends its waiting users' searches at
+                // once, so two beats gather them all, to be queued longest-waiting first. A new
+                // cluster (nobody waiting) matches at once.
+                if cluster.figures().waiting > 0 {
+                    h = h.settling(now + beat_interval(cluster.node_timeout) * 2);
+                }
                 let out: Vec<_> = kept
                     .into_iter()
                     .flat_map(|msg| h.handle(msg, now, wall))

@@ -1,7 +1,8 @@
 //! The node's cluster worker: runs the jobs its core queued.
 //!
 //! Jobs are spread over [`LANES`] lanes by user, and each lane runs its jobs one at a time in
-//! the order the core queued them: the `Search`, `Dequeue` and `Search` of a user who changes its
+//! the order the core queued them (a job without a Redis round trip runs at once when its lane
+//! is idle): the `Search`, `Dequeue` and `Search` of a user who changes its
 //! mind reach the lease holder in that order, while different users' Redis round trips (a
 //! session held elsewhere) overlap.
 //!
@@ -11,6 +12,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use fred::prelude::*;
@@ -25,58 +27,78 @@ use crate::node::resume::finish;
 /// How many users' jobs may be in flight at once.
 pub(crate) const LANES: usize = 8;
 
-/// Hands each job to its user's lane until the core's side of the channel closes.
+/// Hands each job to its user's lane until the core's side of the channel closes. A job that
+/// needs no Redis round trip (a search, a cancellation, a block: a message queued for the
+/// holder) runs here at once when its lane has nothing in hand, which keeps the user's order and
+/// spares a hop to the lane's task.
 pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<Job>) {
     let lanes: Vec<_> = (0..LANES)
         .map(|_| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(lane(hub.clone(), cluster.clone(), rx));
-            tx
+            let busy = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(lane(hub.clone(), cluster.clone(), rx, busy.clone()));
+            (tx, busy)
         })
         .collect();
     while let Some(job) = jobs.recv().await {
-        let lane = rustc_hash::FxBuildHasher.hash_one(&**job.user()) as usize % LANES;
-        lanes[lane].send(job).ok();
+        let (tx, busy) = &lanes[rustc_hash::FxBuildHasher.hash_one(&**job.user()) as usize % LANES];
+        // Only this task raises a lane's count: a lane found idle stays so while the job runs.
+        if busy.load(Ordering::Acquire) == 0 && quick(&hub, &cluster, &job) {
+            continue;
+        }
+        busy.fetch_add(1, Ordering::AcqRel);
+        tx.send(job).ok();
     }
 }
 
-/// Runs one lane's jobs in order.
-async fn lane(hub: Arc<Hub>, cluster: Arc<Cluster>, mut jobs: UnboundedReceiver<Job>) {
+/// Runs `job` if it needs no Redis round trip; false otherwise (it was left undone).
+fn quick(hub: &Hub, cluster: &Cluster, job: &Job) -> bool {
+    match job {
+        Job::Search(user, id) => search(hub, cluster, user, *id),
+        Job::Dequeue(user) => {
+            let node = cluster.node.to_string();
+            to_holder(
+                hub,
+                cluster,
+                Msg::Unseek {
+                    user: user.to_string(),
+                    node,
+                },
+            );
+        }
+        Job::Block { by, other, ttl } => {
+            let msg = Msg::Block {
+                by: by.to_string(),
+                other: other.to_string(),
+                ttl_ms: ttl.as_millis() as u64,
+            };
+            to_holder(hub, cluster, msg);
+        }
+        Job::Away(_) | Job::Resume { .. } => return false,
+    }
+    true
+}
+
+/// Runs one lane's jobs in order, counting down `busy` as each is done.
+async fn lane(
+    hub: Arc<Hub>,
+    cluster: Arc<Cluster>,
+    mut jobs: UnboundedReceiver<Job>,
+    busy: Arc<AtomicUsize>,
+) {
     while let Some(job) = jobs.recv().await {
         let result = match &job {
-            Job::Search(user, id) => {
-                search(&hub, &cluster, user, *id);
-                Ok(())
-            }
-            Job::Dequeue(user) => {
-                let node = cluster.node.to_string();
-                to_holder(
-                    &hub,
-                    &cluster,
-                    Msg::Unseek {
-                        user: user.to_string(),
-                        node,
-                    },
-                );
-                Ok(())
-            }
+            _ if quick(&hub, &cluster, &job) => Ok(()),
             Job::Away(user) => away(&hub, &cluster, user).await,
             Job::Resume { user, token } => resume(&hub, &cluster, user, token.clone()).await,
-            Job::Block { by, other, ttl } => {
-                let msg = Msg::Block {
-                    by: by.to_string(),
-                    other: other.to_string(),
-                    ttl_ms: ttl.as_millis() as u64,
-                };
-                to_holder(&hub, &cluster, msg);
-                Ok(())
-            }
+            _ => Ok(()),
         };
         if let Err(e) = result {
             // Not the job itself: a `Resume` carries a secret.
             tracing::warn!(job = job.kind(), user = %job.user(), "cluster job failed: {e}");
             metrics::counter!("roulette_cluster_job_failures_total").increment(1);
         }
+        busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -63,17 +63,9 @@ impl Hub {
                 }
             }
             Link::Remote(node) => {
-                let payload = serde_json::value::to_raw_value(payload)
+                self.peers
+                    .relay(node, room, partner, event, payload)
                     .map_err(|_| ErrorCode::DeliveryFailed)?;
-                self.peers.send(
-                    node,
-                    &Msg::Deliver {
-                        room: room.to_string(),
-                        to: partner.to_string(),
-                        event: event.to_string(),
-                        payload,
-                    },
-                );
             }
         }
         crate::metrics::relayed(event);

@@ -75,6 +75,21 @@ impl Peers {
         }
     }
 
+    /// Sends a relay of `payload` to `to` on `node` (see [`crate::bus::Cluster::relay`]).
+    pub(crate) fn relay<T: serde::Serialize>(
+        &self,
+        node: &std::sync::Arc<str>,
+        room: &str,
+        to: &str,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), serde_json::Error> {
+        match self.cluster() {
+            Some(c) => c.relay(node, room, to, event, payload),
+            None => Ok(()),
+        }
+    }
+
     /// Sends `msg` to every node; false when there are no others.
     pub(crate) fn broadcast(&self, msg: &Msg) -> bool {
         self.cluster().map(|c| c.broadcast(msg)).is_some()

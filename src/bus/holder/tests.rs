@@ -185,3 +185,137 @@ fn a_new_holder_keeps_the_blocks_its_nodes_send() {
     assert!(h.drop_node("n2").is_empty());
     assert_eq!(h.len(), 0);
 }
+
+/// A new holder hears the waiting users of its nodes in whatever order their messages come (one
+/// node sends after the other, each at its own heartbeat): it queues them longest-waiting
+/// first, as one node queued the same arrivals, so the next compatible newcomer meets the one
+/// who waited longest, and places count from it.
+#[test]
+fn a_new_holder_queues_the_searches_it_hears_again_longest_waiting_first() {
+    let start = Instant::now();
+    let wall0 = 1_700_000_000_000u64;
+    // The users began their searches one second apart, "u0" first, alternately on two nodes.
+    let began = |i: u64| start + Duration::from_secs(i);
+    let seeker = |i: u64| Seeker {
+        user: format!("u{i}").as_str().into(),
+        profile: Default::default(),
+        prefs: Default::default(),
+        since: began(i),
+        previous: None,
+    };
+    // Blocked from each other, so that they wait together (as a queue's users do: nobody
+    // there can pair with anyone else there).
+    let blocks = |i: u64| -> Vec<(String, u64)> {
+        (0..6)
+            .filter(|j| *j != i)
+            .map(|j| (format!("u{j}"), 3_600_000))
+            .collect()
+    };
+    // The lease moves at 10 s; node n2's searches arrive before n1's, newest first.
+    let now = began(10);
+    let wall = wall0 + 10_000;
+    let entry = |i: u64| {
+        let node = if i.is_multiple_of(2) { "n1" } else { "n2" };
+        Entry::at(&seeker(i), i + 1, node, began(i), wall0 + i * 1000)
+    };
+    let mut h = Holder::new(RELAX, 0).settling(now + Duration::from_millis(200));
+    for i in [5, 3, 1, 4, 2, 0] {
+        let msg = Msg::Seek {
+            entry: entry(i),
+            blocks: blocks(i),
+        };
+        assert!(at_holder(&mut h, msg, now, wall).is_empty(), "u{i} waits");
+    }
+    assert_eq!(h.len(), 6);
+    // Published again by its node while gathered: keeps its place, counted once.
+    let msg = Msg::Seek {
+        entry: entry(3),
+        blocks: blocks(3),
+    };
+    assert!(at_holder(&mut h, msg, now, wall).is_empty());
+    let gathered = places(&h);
+    assert_eq!(gathered.len(), 6);
+    let later = now + Duration::from_millis(300);
+    assert!(h.tick(later, wall + 300).is_empty(), "nobody pairs");
+    let queued = places(&h);
+    for i in 0..6 {
+        assert_eq!(queued[&format!("u{i}")], i as usize + 1, "u{i}'s place");
+    }
+    assert_eq!(gathered, queued, "places while gathering already by wait");
+    // A newcomer who can meet anyone meets the one who waited longest.
+    let newcomer = Seeker {
+        user: "new".into(),
+        profile: Default::default(),
+        prefs: Default::default(),
+        since: later,
+        previous: None,
+    };
+    let out = h.seek(
+        Entry::at(&newcomer, 99, "n2", later, wall + 300),
+        &[],
+        later,
+        wall + 300,
+    );
+    assert!(
+        matches!(&out[..], [(n, Msg::Paired { to, partner, .. })] if &**n == "n1" && to == "u0" && partner.user == "new"),
+        "{out:?}"
+    );
+    // Without the gathering, the same arrivals are queued as they came: the order this fixes.
+    let mut plain = Holder::new(RELAX, 0);
+    for i in [5, 3, 1, 4, 2, 0] {
+        plain.seek(entry(i), &blocks(i), now, wall);
+    }
+    assert_eq!(places(&plain)["u5"], 1);
+}
+
+/// Each waiting user's place in the holder's queue.
+fn places(h: &Holder) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for (_, m) in h.standings(&[]) {
+        let Msg::Standing { users, .. } = wire(&m) else {
+            unreachable!()
+        };
+        out.extend(users.into_iter().map(|(u, p, _)| (u, p)));
+    }
+    out
+}
+
+/// A search gathered by a settling holder can still be given up, replaced, or lost with its
+/// node, and is matched with the others once they are queued.
+#[test]
+fn a_settling_holder_forgets_searches_given_up_and_pairs_compatible_ones_once_queued() {
+    let now = Instant::now();
+    let wall = 1_700_000_000_000u64;
+    let seeker = |id: &str, waited: u64| Seeker {
+        user: id.into(),
+        profile: Default::default(),
+        prefs: Default::default(),
+        since: now - Duration::from_secs(waited),
+        previous: None,
+    };
+    let mut h = Holder::new(RELAX, 0).settling(now + Duration::from_millis(200));
+    for (id, waited, search, node) in [("a", 5, 1, "n1"), ("b", 9, 2, "n2"), ("c", 7, 3, "n3")] {
+        let e = Entry::at(&seeker(id, waited), search, node, now, wall);
+        assert!(
+            h.seek(e, &[], now, wall).is_empty(),
+            "gathered, not matched"
+        );
+    }
+    h.unseek("a", "n1");
+    assert_eq!(h.len(), 2);
+    assert!(h.drop_node("n3").is_empty());
+    assert_eq!(h.len(), 1);
+    let d = Entry::at(&seeker("d", 1), 4, "n1", now, wall);
+    assert!(h.seek(d, &[], now, wall).is_empty());
+    // b replaces its search while gathered: one entry still.
+    let b = Entry::at(&seeker("b", 9), 5, "n2", now, wall);
+    assert!(h.seek(b, &[], now, wall).is_empty());
+    assert_eq!(h.len(), 2);
+    let later = now + Duration::from_millis(250);
+    let out = h.tick(later, wall + 250);
+    assert!(
+        matches!(&out[..], [(n, Msg::Paired { to, partner, search: Some(5), .. })] if &**n == "n2" && to == "b" && partner.user == "d"),
+        "b waited longer: it is told, of its new search: {out:?}"
+    );
+    assert_eq!(h.len(), 0);
+}
