@@ -760,7 +760,8 @@ async fn a_null_authenticate_gets_an_identity_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_stats_report_the_live_state() {
-    let s = TestServer::start(&[]).await;
+    // A short grace: the pair's connections drop below, and their room is held for it.
+    let s = TestServer::start(&["--reconnect-grace-ms", "300"]).await;
     let (code, h) = s.get("/health").await;
     assert_eq!(code, 200);
     assert_eq!(h["status"], "ok");
