@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -126,19 +125,12 @@ fn end_turn() {
     }
 }
 
-/// A session's long-polling side.
+/// A session's long-polling side (what its polls, posts and upgrade are doing is its machine's
+/// [`Side`](super::machine::Side)).
 #[derive(Default)]
 pub(super) struct Polling {
     /// What the client's packets built up; taken by the WebSocket when the session upgrades.
     pub(super) packets: Mutex<Packets>,
-    /// A poll is waiting.
-    pub(super) get: AtomicBool,
-    /// A post is being handled.
-    pub(super) post: AtomicBool,
-    /// The waiting poll is to be answered with a noop (the upgrade's probe came).
-    pub(super) noop: AtomicBool,
-    /// A WebSocket is upgrading (or has upgraded) this session.
-    pub(super) upgrading: AtomicBool,
 }
 
 /// One client session on this transport, from its Engine.IO handshake to its end, over

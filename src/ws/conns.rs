@@ -63,7 +63,7 @@ impl Conns {
         let conn = Arc::new(Conn {
             id,
             tcp: tcp.map(OnceLock::from).unwrap_or_default(),
-            out: Mutex::new(Out::new(Machine::new(now, &timing))),
+            out: Mutex::new(Out::new(Machine::new(now, &timing, polling.is_some()))),
             wake: Notify::new(),
             gone: Notify::new(),
             ip,

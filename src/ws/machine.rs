@@ -48,11 +48,42 @@ pub(super) struct Machine {
     pongs: u32,
     joined: bool,
     end: Option<End>,
+    side: Side,
+}
+
+/// Which transport carries the session, and what its long-polling side is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// A WebSocket from the handshake on.
+    WebSocket,
+    /// Long-polling.
+    Polling {
+        /// A poll waits.
+        get: bool,
+        /// A post is being handled.
+        post: bool,
+        /// The waiting poll is to be released with a noop (the upgrade's probe came).
+        noop: bool,
+        /// A WebSocket is upgrading the session.
+        upgrading: bool,
+    },
+    /// Moved from long-polling to its WebSocket.
+    Upgraded,
+}
+
+/// Why a request of a long-polling session cannot go on: the protocol ends the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The session is not (or no longer) on long-polling.
+    NotPolling,
+    /// A second poll while one waits, or a second post while one is handled.
+    Duplicate(End),
 }
 
 impl Machine {
-    /// A session opened at `now`: its first ping is due a ping interval later.
-    pub(super) fn new(now: u64, t: &Timing) -> Machine {
+    /// A session opened at `now` (on long-polling when `polling`, else on a WebSocket): its
+    /// first ping is due a ping interval later.
+    pub(super) fn new(now: u64, t: &Timing, polling: bool) -> Machine {
         Machine {
             opened: now,
             next_ping: now + t.ping_interval,
@@ -61,7 +92,131 @@ impl Machine {
             pongs: 0,
             joined: false,
             end: None,
+            side: if polling {
+                Side::Polling {
+                    get: false,
+                    post: false,
+                    noop: false,
+                    upgrading: false,
+                }
+            } else {
+                Side::WebSocket
+            },
         }
+    }
+
+    /// The transport side of the session.
+    #[cfg(test)]
+    pub(super) fn side(&self) -> Side {
+        self.side
+    }
+
+    /// A poll comes: it waits, unless one waits already (the protocol then ends the session).
+    pub(super) fn begin_poll(&mut self) -> Result<(), Refusal> {
+        match &mut self.side {
+            Side::Polling { get: true, .. } => {
+                Err(Refusal::Duplicate(End::Lost(Lost::DuplicatePoll)))
+            }
+            Side::Polling { get, .. } => {
+                *get = true;
+                Ok(())
+            }
+            _ => Err(Refusal::NotPolling),
+        }
+    }
+
+    /// The poll ended, however it ended (answered, or dropped with its request).
+    pub(super) fn end_poll(&mut self) {
+        if let Side::Polling { get, .. } = &mut self.side {
+            *get = false;
+        }
+    }
+
+    /// A post comes: it is handled, unless one is already (the protocol then ends the session).
+    pub(super) fn begin_post(&mut self) -> Result<(), Refusal> {
+        match &mut self.side {
+            Side::Polling { post: true, .. } => {
+                Err(Refusal::Duplicate(End::Lost(Lost::DuplicatePost)))
+            }
+            Side::Polling { post, .. } => {
+                *post = true;
+                Ok(())
+            }
+            _ => Err(Refusal::NotPolling),
+        }
+    }
+
+    /// The post ended, however it ended.
+    pub(super) fn end_post(&mut self) {
+        if let Side::Polling { post, .. } = &mut self.side {
+            *post = false;
+        }
+    }
+
+    /// Whether a post is being handled (its packets must all act on the polling side before the
+    /// session moves to its WebSocket).
+    pub(super) fn post_in_flight(&self) -> bool {
+        matches!(self.side, Side::Polling { post: true, .. })
+    }
+
+    /// Whether a WebSocket is upgrading the session.
+    pub(super) fn upgrading(&self) -> bool {
+        matches!(
+            self.side,
+            Side::Polling {
+                upgrading: true,
+                ..
+            }
+        )
+    }
+
+    /// A WebSocket asks to upgrade the session: true when it may (a live long-polling session
+    /// that no other WebSocket is upgrading).
+    pub(super) fn begin_upgrade(&mut self) -> bool {
+        if self.end.is_some() {
+            return false;
+        }
+        match &mut self.side {
+            Side::Polling { upgrading, .. } if !*upgrading => {
+                *upgrading = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The upgrading WebSocket went away before completing: the session stays on long-polling.
+    pub(super) fn abandon_upgrade(&mut self) {
+        if let Side::Polling { upgrading, .. } = &mut self.side {
+            *upgrading = false;
+        }
+    }
+
+    /// The upgrade's probe came: the waiting poll is to be released with a noop.
+    pub(super) fn release_poll(&mut self) {
+        if let Side::Polling { noop, .. } = &mut self.side {
+            *noop = true;
+        }
+    }
+
+    /// Whether the waiting poll is to be released with a noop now (the probe came, or the
+    /// session moved to its WebSocket); a probe's noop is taken once.
+    pub(super) fn take_noop(&mut self) -> bool {
+        match &mut self.side {
+            Side::Polling { noop, .. } => std::mem::take(noop),
+            Side::Upgraded => true,
+            Side::WebSocket => false,
+        }
+    }
+
+    /// The session moved to its WebSocket: its queue is written there from now on. False (and
+    /// nothing changes) for a session that is not being upgraded or has ended.
+    pub(super) fn upgraded(&mut self) -> bool {
+        if self.end.is_some() || !self.upgrading() {
+            return false;
+        }
+        self.side = Side::Upgraded;
+        true
     }
 
     /// The client answered a ping at `now`: the next one is due a ping interval from now.
@@ -179,8 +334,78 @@ mod tests {
     };
 
     /// A session that joined at once, opened at 1.
+    fn polling() -> Machine {
+        Machine::new(1, &T, true)
+    }
+
+    #[test]
+    fn one_poll_and_one_post_at_a_time_and_a_second_ends_the_session() {
+        let mut m = polling();
+        assert_eq!(m.begin_poll(), Ok(()));
+        assert_eq!(
+            m.begin_poll(),
+            Err(Refusal::Duplicate(End::Lost(Lost::DuplicatePoll)))
+        );
+        m.end_poll();
+        assert_eq!(
+            m.begin_poll(),
+            Ok(()),
+            "a poll that ended, however, frees its place"
+        );
+        assert!(!m.post_in_flight());
+        assert_eq!(m.begin_post(), Ok(()));
+        assert!(m.post_in_flight());
+        assert_eq!(
+            m.begin_post(),
+            Err(Refusal::Duplicate(End::Lost(Lost::DuplicatePost)))
+        );
+        m.end_post();
+        assert!(!m.post_in_flight());
+        // A WebSocket session has no polls.
+        let mut w = Machine::new(1, &T, false);
+        assert_eq!(w.begin_poll(), Err(Refusal::NotPolling));
+        assert_eq!(w.begin_post(), Err(Refusal::NotPolling));
+        assert!(!w.begin_upgrade());
+    }
+
+    #[test]
+    fn an_upgrade_is_one_websocket_at_a_time_its_probe_releases_the_poll_once() {
+        let mut m = polling();
+        assert!(!m.take_noop());
+        assert!(!m.upgraded(), "nothing upgrades a session nobody asked to");
+        assert!(m.begin_upgrade());
+        assert!(m.upgrading());
+        assert!(!m.begin_upgrade(), "a second WebSocket is refused");
+        m.abandon_upgrade();
+        assert!(!m.upgrading());
+        assert!(
+            m.begin_upgrade(),
+            "after an abandoned upgrade, another may try"
+        );
+        m.release_poll();
+        assert!(m.take_noop());
+        assert!(!m.take_noop(), "the probe's noop is taken once");
+        assert!(m.upgraded());
+        assert_eq!(m.side(), Side::Upgraded);
+        assert!(
+            m.take_noop(),
+            "every poll of an upgraded session is released"
+        );
+        assert_eq!(m.begin_poll(), Err(Refusal::NotPolling));
+        assert!(!m.begin_upgrade());
+    }
+
+    #[test]
+    fn an_ended_session_is_not_upgraded() {
+        let mut m = polling();
+        assert!(m.begin_upgrade());
+        m.end(End::Lost(Lost::TransportClose));
+        assert!(!m.upgraded());
+        assert!(!m.begin_upgrade());
+    }
+
     fn joined() -> Machine {
-        let mut m = Machine::new(1, &T);
+        let mut m = Machine::new(1, &T, false);
         m.handle_joined();
         m
     }
@@ -215,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_session_that_never_joins_ends_at_the_connect_timeout() {
-        let mut m = Machine::new(1, &T);
+        let mut m = Machine::new(1, &T, false);
         assert_eq!(m.on_beat(25_001, false, &T), Beat::Ping);
         m.handle_pong(25_100, &T);
         assert_eq!(m.next_deadline(&T), Some(45_002));
@@ -273,7 +498,7 @@ mod tests {
         fn the_next_deadline_is_when_something_can_happen(
             steps in prop::collection::vec((1u64..30_000, 0u8..4), 1..60),
         ) {
-            let mut m = Machine::new(1, &T);
+            let mut m = Machine::new(1, &T, false);
             let mut now = 1;
             let mut out = false;
             for (dt, what) in steps {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::machine::Refusal;
+
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
@@ -25,12 +27,12 @@ use super::{
 /// next poll before the session is forgotten.
 const GOODBYE: Duration = Duration::from_secs(2);
 
-/// Clears a flag when dropped (a request that ends, however it ends).
-struct Clear<'a>(&'a AtomicBool);
+/// Ends a session's post when dropped (a request that ends, however it ends).
+struct PostDone<'a>(&'a Conn);
 
-impl Drop for Clear<'_> {
+impl Drop for PostDone<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.out.lock().life.end_post();
     }
 }
 
@@ -133,11 +135,15 @@ async fn watch(t: Transport, conn: Arc<Conn>) {
 /// written, and what stays for the whole wait is that body: a few hundred bytes, against about
 /// 6 KB when the layers waited too (BENCHMARKS.md, 2026-12-01).
 fn poll(conn: &Arc<Conn>) -> Response {
-    let p = conn.polling.as_ref().expect("a polling session");
-    if p.get.swap(true, Ordering::AcqRel) {
+    let began = conn.out.lock().life.begin_poll();
+    match began {
+        Ok(()) => {}
         // Two polls at once: the protocol says to close the session.
-        conn.end(End::Lost(Lost::DuplicatePoll));
-        return refuse(3, "Bad request");
+        Err(Refusal::Duplicate(end)) => {
+            conn.end(end);
+            return refuse(3, "Bad request");
+        }
+        Err(Refusal::NotPolling) => return refuse(3, "Bad request"),
     }
     let released = Released::default();
     // Made here, not when the wait first runs: an answer dropped before it was ever polled (its
@@ -166,25 +172,22 @@ struct PollPending(Arc<Conn>);
 
 impl Drop for PollPending {
     fn drop(&mut self) {
-        if let Some(p) = self.0.polling.as_ref() {
-            p.get.store(false, Ordering::Release);
-        }
+        self.0.out.lock().life.end_poll();
     }
 }
 
 /// What a poll waits for: the packets to send (or the noop, or the close packet). `_pending`
 /// clears the session's pending-poll flag when this ends or is dropped.
 async fn wait(conn: Arc<Conn>, released: Released, _pending: PollPending) -> bytes::Bytes {
-    let p = conn.polling.as_ref().expect("a polling session");
     loop {
-        // Upgraded meanwhile: the queue belongs to the WebSocket now, and so do wake-ups.
-        let upgraded = conn.tcp.get().is_some();
-        if p.noop.swap(false, Ordering::AcqRel) || upgraded {
-            released.0.store(true, Ordering::Release);
-            return bytes::Bytes::from_static(b"6");
-        }
         {
             let mut out = conn.out.lock();
+            // The probe came, or the session upgraded meanwhile (its queue belongs to the
+            // WebSocket now, and so do wake-ups).
+            if out.life.take_noop() {
+                released.0.store(true, Ordering::Release);
+                return bytes::Bytes::from_static(b"6");
+            }
             if let Some(body) = out.take_polled() {
                 return body.into();
             }
@@ -230,11 +233,16 @@ impl http_body::Body for PollBody {
 
 /// A post: its packets handled in order, as if read from a WebSocket.
 async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Response {
-    if p.post.swap(true, Ordering::AcqRel) {
-        conn.end(End::Lost(Lost::DuplicatePost));
-        return refuse(3, "Bad request");
+    let began = conn.out.lock().life.begin_post();
+    match began {
+        Ok(()) => {}
+        Err(Refusal::Duplicate(end)) => {
+            conn.end(end);
+            return refuse(3, "Bad request");
+        }
+        Err(Refusal::NotPolling) => return refuse(3, "Bad request"),
     }
-    let _clear = Clear(&p.post);
+    let _done = PostDone(conn);
     let max = t.conns.settings.max_message_bytes;
     let body = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
@@ -277,7 +285,7 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
         }
     }
     let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "ok").into_response();
-    if p.upgrading.load(Ordering::Acquire) {
+    if conn.out.lock().life.upgrading() {
         // The last post before the upgrade: see the noop in `poll`.
         r.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -305,28 +313,19 @@ fn handle(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, packet: &[u8]) -> F
 /// Marks `conn` as being upgraded by a WebSocket, unless it cannot be (not a polling session,
 /// ended, or taken by another WebSocket already).
 pub(super) fn begin_upgrade(conn: &Conn) -> bool {
-    let Some(p) = conn.polling.as_ref() else {
-        return false;
-    };
-    conn.tcp.get().is_none() && conn.ended().is_none() && !p.upgrading.swap(true, Ordering::AcqRel)
+    conn.out.lock().life.begin_upgrade()
 }
 
 /// The upgrading WebSocket went away before completing: the session stays on long-polling.
 pub(super) fn abandon_upgrade(conn: &Conn) {
-    if let Some(p) = conn.polling.as_ref()
-        && conn.tcp.get().is_none()
-    {
-        p.upgrading.store(false, Ordering::Release);
-    }
+    conn.out.lock().life.abandon_upgrade();
 }
 
 /// The upgrade's probe came: the waiting poll is released with a noop, so that the client can
 /// pause long-polling.
 pub(super) fn release_poll(conn: &Conn) {
-    if let Some(p) = conn.polling.as_ref() {
-        p.noop.store(true, Ordering::Release);
-        conn.wake.notify_one();
-    }
+    conn.out.lock().life.release_poll();
+    conn.wake.notify_one();
 }
 
 /// Completes the upgrade: from now on the session's queue is written to `tcp`, and its packets'
@@ -337,19 +336,19 @@ pub(super) fn complete_upgrade(conn: &Arc<Conn>, tcp: TcpStream) -> Option<Packe
     // waited for the whole post, see [`post_in_flight`]).
     let mut packets = p.packets.lock();
     {
-        let out = conn.out.lock();
-        if out.life.ended().is_some() {
+        let mut out = conn.out.lock();
+        if out.life.ended().is_some() || !out.life.upgrading() {
             return None;
         }
         conn.tcp.set(tcp).ok()?;
-        drop(out);
+        out.life.upgraded();
     }
     let taken = std::mem::take(&mut *packets);
     drop(packets);
-    // A poll still waiting (a client that upgraded without a probe) is released now, before the
-    // WebSocket's task waits on the same `wake`: `notify_waiters` wakes exactly the waiters of
-    // this moment, so none is left to take a later wake-up meant for that task.
-    p.noop.store(true, Ordering::Release);
+    // A poll still waiting (a client that upgraded without a probe) is released now (an
+    // upgraded session's polls all are), before the WebSocket's task waits on the same `wake`:
+    // `notify_waiters` wakes exactly the waiters of this moment, so none is left to take a later
+    // wake-up meant for that task.
     conn.wake.notify_waiters();
     // The long-polling side's watcher leaves; what was queued meanwhile goes out now.
     conn.gone.notify_one();
@@ -359,7 +358,5 @@ pub(super) fn complete_upgrade(conn: &Arc<Conn>, tcp: TcpStream) -> Option<Packe
 /// Whether a post of this session is being handled (its packets must all act on the polling
 /// side before the session moves to its WebSocket).
 pub(super) fn post_in_flight(conn: &Conn) -> bool {
-    conn.polling
-        .as_ref()
-        .is_some_and(|p| p.post.load(Ordering::Acquire))
+    conn.out.lock().life.post_in_flight()
 }

@@ -53,7 +53,7 @@ impl Conns {
         // The registry's maps come before a connection's lock, never under it.
         self.unmove(sid, conn);
         let r = r?;
-        let mut life = Machine::new(now, &Conn::timing(&self.settings, false));
+        let mut life = Machine::new(now, &Conn::timing(&self.settings, false), false);
         life.end(end);
         let mut out = Out::new(life);
         out.recovery = Some(r);
