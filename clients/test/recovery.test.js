@@ -22,6 +22,19 @@ function cut(socket) {
   }
 }
 
+/**
+ * Cuts `socket`'s transport; its client stays away `ms` before it reconnects (no randomness).
+ * Returns the promise of its next `connect`, made before the cut so that none is missed.
+ */
+function drop(socket, ms = 150) {
+  socket.io.reconnectionDelay(ms);
+  socket.io.reconnectionDelayMax(ms);
+  socket.io.randomizationFactor(0);
+  const back = next(socket, 'connect', ms + 10000);
+  cut(socket);
+  return back;
+}
+
 /** A client as the Node server's app makes it: reconnection on, `authenticate` on every connect. */
 function app(url, userId, transports) {
   const s = io(url, {
@@ -36,7 +49,7 @@ function app(url, userId, transports) {
 }
 
 for (const [mode, transports] of MODES) {
-  describe(`connection state recovery, ${mode}`, () => {
+  describe(`connection state recovery, ${mode}`, { timeout: 120000 }, () => {
     let server;
     let short;
     let n = 0;
@@ -75,7 +88,8 @@ for (const [mode, transports] of MODES) {
       const chats = [];
       a.on('chat-message', (m) => chats.push(m.message));
       const authed = next(a, 'authenticated', 5000);
-      cut(a);
+      // Away for a second: the lines below are sent while it is.
+      const back = drop(a, 1000);
       assert.deepEqual(await reconnecting, { roomId: room, partnerId: name });
       // While a is away its partner talks on: accepted, acknowledged, kept for a.
       const acks = [];
@@ -83,7 +97,7 @@ for (const [mode, transports] of MODES) {
         acks.push(await b.emitWithAck('chat-message', { roomId: room, message: line }));
       }
       assert.deepEqual(acks.map((x) => x.ok), [true, true, true]);
-      await new Promise((r) => a.once('connect', r));
+      await back;
       assert.equal(a.recovered, true, 'socket.recovered');
       assert.equal(a.id, sid, 'the same sid');
       assert.equal(a._pid, pid, 'the same pid');
@@ -104,9 +118,9 @@ for (const [mode, transports] of MODES) {
 
     it('replays exactly what follows the offset on a second drop', async () => {
       const [a, b, room] = await call(server.url);
-      cut(a);
+      let back = drop(a);
       await next(b, 'partner-reconnecting');
-      await new Promise((r) => a.once('connect', r));
+      await back;
       assert.equal(a.recovered, true);
       // Now a takes offsets: every event carries one.
       const seen = [];
@@ -116,12 +130,12 @@ for (const [mode, transports] of MODES) {
       assert.equal(seen.length, 5);
       assert.ok(seen.every(([, t]) => t === 'string'), 'each event carries its offset');
       assert.equal(typeof a._lastOffset, 'string');
-      cut(a);
+      back = drop(a, 1500);
       await next(b, 'partner-reconnecting');
       const acks = [];
       for (let i = 0; i < 20; i++) acks.push((await b.emitWithAck('chat-message', { roomId: room, message: `away-${i}` })).ok);
       assert.deepEqual(acks, Array(20).fill(true));
-      await new Promise((r) => a.once('connect', r));
+      await back;
       assert.equal(a.recovered, true);
       await new Promise((r) => setTimeout(r, 200));
       const lines = seen.map(([m]) => m);
@@ -132,14 +146,13 @@ for (const [mode, transports] of MODES) {
     it('gives a fresh session after the grace, and tells the partner then', async () => {
       const [a, b, room] = await call(short.url);
       const sid = a.id;
-      a.io.reconnectionDelay(1500);
-      a.io.reconnectionDelayMax(1500);
       const left = next(b, 'partner-left', 3000);
-      cut(a);
+      const authed = next(a, 'authenticated', 8000);
+      // Away longer than the grace (800 ms) and the heartbeat's tick that ends it.
+      const back = drop(a, 2500);
       await next(b, 'partner-reconnecting');
       assert.deepEqual(await left, { reason: 'disconnect', roomId: room, canReconnect: false });
-      const authed = next(a, 'authenticated', 5000);
-      await new Promise((r) => a.once('connect', r));
+      await back;
       assert.equal(a.recovered, false);
       assert.notEqual(a.id, sid);
       assert.equal((await authed).resumed, false);
@@ -149,15 +162,14 @@ for (const [mode, transports] of MODES) {
       for (const spoil of [(s) => { s._pid = `${s._pid.slice(0, 16)}${'A'.repeat(22)}`; },
         (s) => { s._lastOffset = '999999'; }]) {
         const [a, b] = await call(server.url);
-        // One event with an offset first, so that the client sends one back.
-        cut(a);
+        let back = drop(a);
         await next(b, 'partner-reconnecting');
-        await new Promise((r) => a.once('connect', r));
+        await back;
         assert.equal(a.recovered, true);
         const sid = a.id;
         spoil(a);
-        cut(a);
-        await new Promise((r) => a.once('connect', r));
+        back = drop(a);
+        await back;
         assert.equal(a.recovered, false);
         assert.notEqual(a.id, sid);
       }
