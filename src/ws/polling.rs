@@ -136,14 +136,8 @@ async fn watch(t: Transport, conn: Arc<Conn>) {
 /// 6 KB when the layers waited too (BENCHMARKS.md, 2026-12-01).
 fn poll(conn: &Arc<Conn>) -> Response {
     let began = conn.out.lock().life.begin_poll();
-    match began {
-        Ok(()) => {}
-        // Two polls at once: the protocol says to close the session.
-        Err(Refusal::Duplicate(end)) => {
-            conn.end(end);
-            return refuse(3, "Bad request");
-        }
-        Err(Refusal::NotPolling) => return refuse(3, "Bad request"),
+    if let Some(refused) = refusal(conn, began) {
+        return refused;
     }
     let released = Released::default();
     // Made here, not when the wait first runs: an answer dropped before it was ever polled (its
@@ -231,16 +225,21 @@ impl http_body::Body for PollBody {
     }
 }
 
+/// The answer to a poll or post the session's machine refused: a second one at once ends the
+/// session, as the protocol says.
+fn refusal(conn: &Conn, began: Result<(), Refusal>) -> Option<Response> {
+    match began.err()? {
+        Refusal::Duplicate(end) => conn.end(end),
+        Refusal::NotPolling => {}
+    }
+    Some(refuse(3, "Bad request"))
+}
+
 /// A post: its packets handled in order, as if read from a WebSocket.
 async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Response {
     let began = conn.out.lock().life.begin_post();
-    match began {
-        Ok(()) => {}
-        Err(Refusal::Duplicate(end)) => {
-            conn.end(end);
-            return refuse(3, "Bad request");
-        }
-        Err(Refusal::NotPolling) => return refuse(3, "Bad request"),
+    if let Some(refused) = refusal(conn, began) {
+        return refused;
     }
     let _done = PostDone(conn);
     let max = t.conns.settings.max_message_bytes;
