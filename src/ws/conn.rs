@@ -190,17 +190,9 @@ impl Conn {
         event: &str,
         data: &T,
     ) -> Result<(), SendError> {
-        if !self.settings.recovery_grace.is_zero() {
-            return self.emit_logged(event, data);
-        }
-        self.send_text(|b| {
-            b.extend_from_slice(b"42[");
-            serde_json::to_writer(&mut *b, event)?;
-            b.push(b',');
-            serde_json::to_writer(&mut *b, data)?;
-            b.push(b']');
-            Ok(())
-        })
+        // One path whether or not the session can be recovered: one without recovery state
+        // is encoded and queued as before, under the same lock.
+        self.emit_logged(event, data)
     }
 
     /// Answers the client's acknowledgement request `id` (`43<id>[data]`).
