@@ -501,8 +501,9 @@ async fn relay_side(
             Ok(r) => r?,
             Err(_) => break,
         };
-        if n == "partner-left" && Instant::now() >= until {
-            // The partner finished first and closed: nothing more is coming.
+        if (n == "partner-left" || n == "partner-reconnecting") && Instant::now() >= until {
+            // The partner finished first and closed (its session may be held for it, hence
+            // `partner-reconnecting`): nothing more is coming.
             break;
         }
         if n != "webrtc-ice-candidate" {
