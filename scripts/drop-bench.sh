@@ -39,3 +39,25 @@ for p in "$P1" "$P2"; do
 done
 wait_up "$P1"; wait_up "$P2"
 bench "http://127.0.0.1:$P1,http://127.0.0.1:$P2"
+cleanup; pids=()
+
+echo "== rolling restart: two nodes, no drops; each node in turn gets SIGTERM and starts again"
+R=$(free_port)
+redis-server --port "$R" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & redis=$!
+pids+=($redis)
+sleep 0.3
+P1=$(free_port); P2=$(free_port)
+declare -A node
+start() { DATA_DIR= "$BIN" "${FLAGS[@]}" --port "$1" --redis-url "redis://127.0.0.1:$R" --node-id "n$1-$2" & node[$1]=$!; pids+=(${node[$1]}); }
+start "$P1" 1; start "$P2" 1
+wait_up "$P1"; wait_up "$P2"
+(cd clients && node tools/drop-bench.js --urls "http://127.0.0.1:$P1,http://127.0.0.1:$P2" \
+  --pairs 30 --seconds 16 --drop 0) & bench_pid=$!
+for p in "$P1" "$P2"; do
+  sleep 5
+  t0=$(date +%s%N)
+  kill -TERM "${node[$p]}"; wait "${node[$p]}" || true
+  echo "node on $p stopped in $(( ($(date +%s%N) - t0) / 1000000 )) ms" >&2
+  start "$p" 2; wait_up "$p"
+done
+wait "$bench_pid"

@@ -550,20 +550,32 @@ async fn a_user_who_reconnects_to_another_node_rejoins_its_room() {
     assert_eq!(bob.expect("partner-left").await["reason"], "user-ended");
 }
 
+/// A node that gets SIGTERM holds its sessions for their clients to come back through the
+/// other nodes (connection state recovery): a partner elsewhere hears `partner-reconnecting` at
+/// once, and `partner-left` when the node gives up the sessions nobody came back for, before
+/// its shutdown deadline (not after the node timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_shuts_down_tells_partners_at_once() {
+async fn a_node_that_shuts_down_hands_its_calls_over_and_tells_partners_nobody_came_back_for() {
     let redis = Redis::start_on(free_port());
     // The default node timeout (10 s): the goodbye must not wait for it.
-    let [a, mut b] = nodes(&redis, "term", ["node-a", "node-b"], &[]).await;
+    let [a, mut b] = nodes(
+        &redis,
+        "term",
+        ["node-a", "node-b"],
+        &["--shutdown-timeout-ms", "3000"],
+    )
+    .await;
     let (mut alice, _bob, room) = pair_across(&a, &b).await;
     let _carol = waiting(&b, "carol").await;
 
     let stopping = Instant::now();
     b.terminate();
+    let away = alice.expect("partner-reconnecting").await;
+    assert_eq!(away["roomId"], room.as_str());
     let left = alice.expect("partner-left").await;
     assert_eq!(left["roomId"], room.as_str());
     assert!(
-        stopping.elapsed() < Duration::from_secs(5),
+        stopping.elapsed() < Duration::from_secs(3),
         "told after {:?}",
         stopping.elapsed()
     );

@@ -94,18 +94,16 @@ async fn limit_per_address(State(hub): State<Arc<Hub>>, req: Request, next: Next
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")));
+        if new_session && hub.is_shutting_down() {
+            // Its sessions are being handed over: a client comes back through another node.
+            return unavailable("The server is restarting; try again in a moment", "1");
+        }
         if new_session && hub.waiting_for_cluster() {
             // A node that would match alone splits the queue: no session until Redis answers.
-            let body = axum::Json(serde_json::json!({
-                "code": "unavailable",
-                "message": "The server is waiting for Redis; try again in a moment",
-            }));
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "2")],
-                body,
-            )
-                .into_response();
+            return unavailable(
+                "The server is waiting for Redis; try again in a moment",
+                "2",
+            );
         }
         if new_session && let Some(ban) = hub.address_ban(ip) {
             let body = axum::Json(serde_json::json!({
@@ -218,6 +216,43 @@ pub async fn run(
     serve(listener, app, shutdown).await
 }
 
+/// `503` with `message`, to try again after `retry_after` seconds.
+fn unavailable(message: &str, retry_after: &'static str) -> Response {
+    let body = axum::Json(serde_json::json!({
+        "code": "unavailable",
+        "message": message,
+    }));
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, retry_after)],
+        body,
+    )
+        .into_response()
+}
+
+/// A node of a cluster that shuts down hands its sessions over: every connection closes as a
+/// transport close (no Socket.IO disconnect, so the official client reconnects by itself, and
+/// through another node, as this one refuses new sessions), its session is held here, and the
+/// node its client comes back through asks for it (`node::recovered`). This node serves those
+/// requests until it holds no session any more, or until a second before `deadline`.
+async fn hand_over_sessions(hub: &crate::node::Hub, deadline: Instant) {
+    for conn in hub.conns.all() {
+        conn.close_for_shutdown();
+    }
+    let until = deadline
+        - Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()) / 2);
+    let start = Instant::now();
+    while (!hub.conns.is_empty() || hub.conns.holding().sessions > 0) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = hub.conns.holding().sessions;
+    tracing::info!(
+        waited_ms = start.elapsed().as_millis() as u64,
+        sessions_left = left,
+        "sessions handed over to the other nodes"
+    );
+}
+
 /// Serves an application built with [`build`] (tests keep its hub to inspect the state).
 pub async fn serve(
     listener: TcpListener,
@@ -287,11 +322,15 @@ pub async fn serve(
     }
     // Let the notice reach the wire before the transports close.
     tokio::time::sleep(left(deadline).min(Duration::from_millis(200))).await;
-    ticker.abort();
     if !joining.is_finished() {
         joining.abort();
     }
-    if let Ok(Some((cluster, tasks))) = joining.await {
+    let joined = joining.await.ok().flatten();
+    if joined.is_some() && config.recovery_buffer_bytes > 0 {
+        hand_over_sessions(&hub, deadline).await;
+    }
+    ticker.abort();
+    if let Some((cluster, tasks)) = joined {
         crate::cluster::leave(&hub, &cluster, &tasks).await;
     }
     // Closing the server does not run disconnect handlers: forget everyone explicitly.

@@ -46,7 +46,7 @@ mod redis;
 pub(crate) mod scripts;
 
 pub(crate) use entry::Entry;
-pub(crate) use msg::{Act, Msg};
+pub(crate) use msg::{Act, Msg, RoomMove};
 pub(crate) use redis::{redis_config, scrub};
 
 use std::collections::HashSet;

@@ -6,6 +6,22 @@ use serde_json::value::RawValue;
 use super::Entry;
 use crate::moderation::{Ban, Report};
 
+/// A room that moves with a recovered session (see [`Msg::Recovered`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RoomMove {
+    /// The room.
+    pub room: String,
+    /// The partner.
+    pub partner: String,
+    /// The partner's node.
+    pub partner_node: String,
+    /// Whether the recovered user starts the call.
+    pub initiator: bool,
+    /// Whether the partner's node must be told where the user is now (see
+    /// [`Msg::Handover`]).
+    pub relink: bool,
+}
+
 /// A message from one node to another, about a user of the receiving node.
 ///
 /// Externally tagged (`{"deliver": {...}}`): an internally tagged enum is read through a buffer
@@ -125,6 +141,10 @@ pub(crate) enum Msg {
         /// handed the room over); the receiving node tells it once the room is taken back, so
         /// that the partner's relays cannot arrive before the room.
         relink: bool,
+        /// What was sent to `to` while it was away, as the packets its client gets (after
+        /// `rejoined`); absent from nodes of earlier versions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        missed: Vec<String>,
     },
     /// The partner of `to` in `room` is now connected to `node`: `to` gets
     /// `partner-reconnected`.
@@ -135,6 +155,50 @@ pub(crate) enum Msg {
         to: String,
         /// The partner's new node.
         node: String,
+        /// Whether the partner recovered its session (no new offer comes); absent from nodes
+        /// of earlier versions.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recovered: bool,
+    },
+    /// To every node: a client came back through `from` with the pid of session `sid`, made by
+    /// node `origin`, having read the events up to `offset`. The node that holds the session
+    /// hands it over ([`Msg::Recovered`]) or says why not ([`Msg::Unrecovered`]); `origin`
+    /// also says so when no node can have it (it knows where its sessions went).
+    Recover {
+        /// The Socket.IO session id.
+        sid: String,
+        /// The client's offset.
+        offset: Option<String>,
+        /// The node the client is connected to now.
+        from: String,
+        /// The node that made the session.
+        origin: String,
+    },
+    /// The session a client of the receiving node asked for (see [`Msg::Recover`]), given up
+    /// by the sending node: the transport's part (its numbering, the events not known
+    /// delivered), its user, and its room or search.
+    Recovered {
+        /// The transport's part; its `sid` names the waiting connect.
+        session: crate::ws::recovery::Exported,
+        /// The user.
+        user: String,
+        /// Its room, if it is in a call.
+        room: Option<RoomMove>,
+        /// Its search, if it was searching.
+        search: Option<crate::model::profile::Preferences>,
+        /// Its profile.
+        profile: Option<crate::model::profile::Profile>,
+    },
+    /// The session `sid` a client of the receiving node asked for cannot move: the client gets
+    /// a fresh one, unless `retry` (its connection still looked alive and is being closed:
+    /// ask again in a moment).
+    Unrecovered {
+        /// The Socket.IO session id.
+        sid: String,
+        /// Whether to ask again.
+        retry: bool,
+        /// Why not (the `reason` label of `roulette_recoveries_refused_total`).
+        reason: String,
     },
     /// A node's message to itself, each heartbeat: proof that its channel is subscribed.
     Ping {

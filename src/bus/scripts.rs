@@ -4,7 +4,7 @@
 //! a TTL its holder renews), `matches` the cluster's match counter, `sess:<user>` the node
 //! holding the session of a user whose connection dropped (for the reconnection grace),
 //! `node:<id>` a node's heartbeat (TTL), `nodes` hash of every node's last figures, `bans` and
-//! `reports` (moderation). The queue itself is not in Redis: the lease holder keeps it in
+//! `reports` (moderation), `recovery-key` the key the nodes sign Socket.IO pids with. The queue itself is not in Redis: the lease holder keeps it in
 //! memory, and every node can send it its own waiting users again (see [`super::holder`]).
 
 use fred::prelude::*;
@@ -78,6 +78,38 @@ pub(crate) async fn release(c: &Cluster) -> Result<(), Error> {
         .eval(RELEASE, vec![c.key("lease")], vec![c.node.to_string()])
         .await?;
     Ok(())
+}
+
+/// Sets `KEYS[1]` to `ARGV[1]` unless it holds a value, and returns what it holds.
+const SHARED: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"#;
+
+/// The key every node of the cluster signs Socket.IO pids with (`recovery-key`): made by the
+/// first node that asks, kept in Redis, so that any node can check a pid another made.
+pub(crate) async fn recovery_key(c: &Cluster) -> Result<[u8; 32], Error> {
+    let mine: [u8; 32] = rand::random();
+    let mine: String = mine.iter().map(|b| format!("{b:02x}")).collect();
+    let held: String = c
+        .client()
+        .eval(SHARED, vec![c.key("recovery-key")], vec![mine])
+        .await?;
+    let mut key = [0u8; 32];
+    let digits = held.as_bytes().chunks(2).map(|d| {
+        std::str::from_utf8(d)
+            .ok()
+            .and_then(|d| u8::from_str_radix(d, 16).ok())
+    });
+    let mut n = 0;
+    for (k, d) in key.iter_mut().zip(digits) {
+        *k = d.ok_or_else(|| Error::new(ErrorKind::Parse, "recovery-key is not hex"))?;
+        n += 1;
+    }
+    if n != 32 || held.len() != 64 {
+        return Err(Error::new(ErrorKind::Parse, "recovery-key is not 32 bytes"));
+    }
+    Ok(key)
 }
 
 /// Adds `n` matches to the cluster's counter.

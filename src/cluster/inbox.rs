@@ -15,6 +15,7 @@ use crate::bus::holder::{IDLE_KEPT, Matcher, Out};
 use crate::bus::{Cluster, Entry, Msg, frame};
 use crate::model::reason::Reason;
 use crate::model::{ErrorCode, Reject};
+use crate::node::recovered;
 use crate::node::resume::{Handover, finish};
 use crate::node::{CoreGuard, Hub, Link, SendError, send_error};
 use crate::protocol::outgoing::now_ms;
@@ -103,15 +104,15 @@ fn handle_all(hub: &Hub, cluster: &Cluster, msgs: impl Iterator<Item = Msg>) {
             continue;
         }
         let core = hub.lock();
-        relay_in(&core, cluster, msg);
+        relay_in(hub, &core, cluster, msg);
         while let Some(next) = msgs.next_if(|m| matches!(m, Msg::Deliver { .. })) {
-            relay_in(&core, cluster, next);
+            relay_in(hub, &core, cluster, next);
         }
     }
 }
 
 /// Emits a relay from another node to its local recipient, if the room is still its own.
-fn relay_in(core: &CoreGuard, cluster: &Cluster, msg: Msg) {
+fn relay_in(hub: &Hub, core: &CoreGuard, cluster: &Cluster, msg: Msg) {
     let Msg::Deliver {
         room,
         to,
@@ -121,18 +122,31 @@ fn relay_in(core: &CoreGuard, cluster: &Cluster, msg: Msg) {
     else {
         return;
     };
-    if let Some(Link::Local(socket)) = core.inbound(&to, &room) {
-        match socket.emit(&event, &payload) {
-            Ok(()) => {
-                metrics::counter!("roulette_cluster_relays_in_total").increment(1);
-            }
-            // Its disconnect handling is on its way: not a loss on the way.
-            Err(SendError::Closed) => {}
-            Err(e) => {
-                // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
-                tracing::warn!(sid = %socket.id(), %event, error = %e, "relay from another node not delivered");
-                cluster.count_lost(1);
-            }
+    let Some(Link::Local(socket)) = core.inbound(&to, &room) else {
+        // Its session moved to another node since the partner's node sent this.
+        if let Some(node) = hub.forwards.of(&to, &room) {
+            cluster.send(
+                &node,
+                &Msg::Deliver {
+                    room,
+                    to,
+                    event,
+                    payload,
+                },
+            );
+        }
+        return;
+    };
+    match socket.emit(&event, &payload) {
+        Ok(()) => {
+            metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+        }
+        // Its disconnect handling is on its way: not a loss on the way.
+        Err(SendError::Closed) => {}
+        Err(e) => {
+            // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
+            tracing::warn!(sid = %socket.id(), %event, error = %e, "relay from another node not delivered");
+            cluster.count_lost(1);
         }
     }
 }
@@ -141,7 +155,7 @@ fn relay_in(core: &CoreGuard, cluster: &Cluster, msg: Msg) {
 pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
     let now = Instant::now();
     match msg {
-        msg @ Msg::Deliver { .. } => relay_in(&hub.lock(), cluster, msg),
+        msg @ Msg::Deliver { .. } => relay_in(hub, &hub.lock(), cluster, msg),
         Msg::Ping { .. } => cluster.heard_own_ping(),
         Msg::Lookup { from, ask, user } => {
             if from != *cluster.node
@@ -175,6 +189,7 @@ pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
             partner_node,
             initiator,
             relink,
+            missed,
         } => match hub.take_pending(&to) {
             Some(p) => finish(
                 hub,
@@ -185,6 +200,7 @@ pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
                     partner_node,
                     initiator,
                     relink,
+                    missed,
                 }),
             ),
             // The returning connection is gone again: the partner is on its own.
@@ -197,9 +213,37 @@ pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
                 },
             ),
         },
-        Msg::Relink { room, to, node } => {
+        Msg::Recover {
+            sid,
+            offset,
+            from,
+            origin,
+        } => recovered::asked(hub, sid, offset, from, &origin),
+        Msg::Recovered {
+            session,
+            user,
+            room,
+            search,
+            profile,
+        } => recovered::arrived(
+            hub,
+            recovered::Arrival {
+                session,
+                user,
+                room,
+                search,
+                profile,
+            },
+        ),
+        Msg::Unrecovered { sid, retry, reason } => recovered::unrecovered(hub, sid, retry, &reason),
+        Msg::Relink {
+            room,
+            to,
+            node,
+            recovered,
+        } => {
             let mut core = hub.lock();
-            let effects = core.relink(&to, &room, Link::Remote(node.into()));
+            let effects = core.relink(&to, &room, Link::Remote(node.into()), recovered);
             hub.deliver(&mut core, effects);
         }
         msg @ (Msg::Seek { .. } | Msg::Unseek { .. } | Msg::Block { .. }) => {
@@ -358,7 +402,9 @@ fn refuse_taken(hub: &Hub, user: &str) {
 /// `user`, away from this node, came back through `from`: hand its room over, or refuse.
 fn migrate(hub: &Hub, cluster: &Cluster, user: String, token: Option<String>, from: Arc<str>) {
     let mut core = hub.lock();
-    let Some(mut h) = core.hand_over(&user, token.as_deref(), Link::Remote(from.clone())) else {
+    let held = core.kept_link(&user).cloned();
+    let Some(mut h) = core.hand_over(&user, token.as_deref(), Link::Remote(from.clone()), false)
+    else {
         drop(core);
         cluster.send(&from, &Msg::Refused { user });
         return;
@@ -370,6 +416,15 @@ fn migrate(hub: &Hub, cluster: &Cluster, user: String, token: Option<String>, fr
     // The handover leaves before the local partner hears `partner-reconnected`, so the
     // partner's next relays follow it on the same ordered path.
     let relink = h.partner_link.is_some() && partner_node != from;
+    if h.partner_link.is_some() {
+        // The partner's node hears of the move from `from`: until then its relays come here.
+        hub.forwards.insert(&user, &h.room, &from);
+    }
+    // What its partner sent while it was away goes with it.
+    let missed = match held {
+        Some(Link::Local(held)) => held.take_kept(),
+        _ => Vec::new(),
+    };
     cluster.send(
         &from,
         &Msg::Handover {
@@ -379,6 +434,7 @@ fn migrate(hub: &Hub, cluster: &Cluster, user: String, token: Option<String>, fr
             partner_node: partner_node.to_string(),
             initiator: h.initiator,
             relink,
+            missed,
         },
     );
     let effects = std::mem::take(&mut h.effects);

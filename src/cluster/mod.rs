@@ -79,6 +79,24 @@ pub(crate) async fn join(
             }
         }
     }
+    // One key for the cluster's pids, before the first session: a client may come back
+    // through any node, which must be able to check the pid and find the node it names.
+    loop {
+        match crate::bus::scripts::recovery_key(&cluster).await {
+            Ok(key) => {
+                if !crate::ws::recovery::set_identity(key, &cluster.node) {
+                    tracing::warn!(
+                        "pids were made before joining: sessions recover on this node only"
+                    );
+                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("the cluster's recovery key could not be read ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
     // Who matches for the cluster, before the first search (this node, if nobody does yet).
     let ttl = crate::bus::heartbeat_ttl(cluster.node_timeout).as_millis() as u64;
     loop {

@@ -35,6 +35,7 @@ use quality::{CallQuality, QualitySummary};
 use rooms::{Room, Rooms};
 
 pub(crate) use crate::model::{RoomId, UserId};
+pub(crate) use remote::Seat;
 
 /// The timings the core enforces.
 #[derive(Debug, Clone)]
@@ -234,7 +235,6 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         self.users.get(user).map(|u| &u.link)
     }
 
-    #[cfg(test)]
     /// The profile `user` gave when it authenticated.
     pub(crate) fn profile(&self, user: &str) -> Option<&Profile> {
         self.users.get(user).map(|u| &*u.profile)

@@ -45,6 +45,17 @@ pub(crate) struct Handover<L> {
     pub effects: Vec<Effect>,
 }
 
+/// A place in a room another node handed over (see [`Core::take_over`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Seat {
+    /// The room.
+    pub room: RoomId,
+    /// The partner.
+    pub partner: UserId,
+    /// Whether the user starts the call.
+    pub initiator: bool,
+}
+
 impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
     /// The matchmaker.
     pub(crate) fn queue(&self) -> &M {
@@ -231,6 +242,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         user: &str,
         token: Option<&str>,
         to: L,
+        recovered: bool,
     ) -> Option<Handover<L>> {
         let u = self.users.get(user)?;
         let until = u.away_until?;
@@ -264,7 +276,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         u.ghost = true;
         self.ghosts.insert(id.clone());
         let mut effects = Vec::new();
-        self.tell_reconnected(&partner, &room.id, id, &mut effects);
+        self.tell_reconnected(&partner, &room.id, id, recovered, &mut effects);
         Some(Handover {
             room: room.id,
             partner,
@@ -276,8 +288,15 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// `user`, a ghost here (its partner is a user of this node), came back through this node
     /// and its old node handed the session over: it becomes a user of this node again, in the
-    /// same room. It gets `rejoined`, its partner `partner-reconnected`.
-    pub(crate) fn reclaim(&mut self, user: &str, link: L, profile: Option<Profile>) -> Joined<L> {
+    /// same room. It gets `rejoined`, its partner `partner-reconnected` (`recovered`: the
+    /// client recovered its session and gets nothing).
+    pub(crate) fn reclaim(
+        &mut self,
+        user: &str,
+        link: L,
+        profile: Option<Profile>,
+        recovered: bool,
+    ) -> Joined<L> {
         let token = new_token();
         let mut effects = Vec::new();
         if let Some(id) = self.users.get_key_value(user).map(|(id, _)| id.clone()) {
@@ -292,16 +311,19 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             self.departed.retain(|g| *g != id);
             if let Some(room) = self.rooms.of_user(&id) {
                 let partner = room.partner_of(&id).expect("a member").clone();
-                effects.push(Effect::new(
-                    &id,
-                    Event::Rejoined(Rejoined {
-                        room_id: room.id.clone(),
-                        partner_id: partner.clone(),
-                        is_initiator: room.initiator == id,
-                    }),
-                ));
+                // A recovered client never knew it left: nothing to tell it.
+                if !recovered {
+                    effects.push(Effect::new(
+                        &id,
+                        Event::Rejoined(Rejoined {
+                            room_id: room.id.clone(),
+                            partner_id: partner.clone(),
+                            is_initiator: room.initiator == id,
+                        }),
+                    ));
+                }
                 let room_id = room.id.clone();
-                self.tell_reconnected(&partner, &room_id, id, &mut effects);
+                self.tell_reconnected(&partner, &room_id, id, recovered, &mut effects);
             }
         }
         Joined {
@@ -319,6 +341,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         partner: &UserId,
         room: &RoomId,
         back: UserId,
+        recovered: bool,
         out: &mut Vec<Effect>,
     ) {
         if self.link(partner).is_some() {
@@ -327,24 +350,29 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
                 Event::PartnerReconnected(PartnerReconnected {
                     room_id: room.clone(),
                     partner_id: back,
-                    recovered: false,
+                    recovered,
                 }),
             ));
         }
     }
 
     /// The other half of [`hand_over`](Self::hand_over): `user`, connected here, takes back
-    /// room `room` with `partner`, reached through `link`. Returns its `rejoined`, or `None`
-    /// when it is already in another room.
+    /// its `seat` with the partner, reached through `link`. Returns its `rejoined` (nothing when
+    /// `recovered`: its client never knew it left), or `None` when it is already in another
+    /// room.
     pub(crate) fn take_over(
         &mut self,
         user: &str,
-        room: RoomId,
-        partner: UserId,
+        seat: Seat,
         link: L,
-        initiator: bool,
+        recovered: bool,
         now: Instant,
     ) -> Option<Vec<Effect>> {
+        let Seat {
+            room,
+            partner,
+            initiator,
+        } = seat;
         let id = self.present(user).ok()?;
         if self.rooms.of_user(user).is_some() || self.users.contains_key(&partner) {
             return None;
@@ -364,6 +392,9 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             created: now,
             deadline: now + self.cfg.max_room_duration,
         });
+        if recovered {
+            return Some(Vec::new());
+        }
         Some(vec![Effect::new(
             &id,
             Event::Rejoined(Rejoined {
@@ -376,7 +407,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
     /// The ghost partner of local user `to` in `room` now lives behind `link` (it came back
     /// through another node): `to` is told `partner-reconnected`.
-    pub(crate) fn relink(&mut self, to: &str, room: &str, link: L) -> Vec<Effect> {
+    pub(crate) fn relink(&mut self, to: &str, room: &str, link: L, recovered: bool) -> Vec<Effect> {
         let Some((to, room, ghost)) =
             self.rooms
                 .of_user(to)
@@ -392,7 +423,7 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             g.link = link;
         }
         let mut out = Vec::with_capacity(1);
-        self.tell_reconnected(&to, &room, ghost, &mut out);
+        self.tell_reconnected(&to, &room, ghost, recovered, &mut out);
         out
     }
 

@@ -877,3 +877,59 @@ fn a_session_held_without_keeping_refuses_relays_and_is_still_recovered() {
     assert!(c.recover("a".into(), &11, 12).is_ok());
     assert_eq!(c.route("b", &room, None).map(|(_, l)| *l), Ok(12));
 }
+
+/// A session recovered through another node: the old node hands the room over as recovered
+/// (the local partner hears `partner-reconnected {recovered: true}`, and keeps the user as its
+/// ghost on the new node), and the new node seats the user without `rejoined`, which its
+/// client, that never knew it left, must not get.
+#[test]
+fn a_session_recovered_through_another_node_moves_its_room_without_rejoined() {
+    let t = Instant::now();
+    let mut old = core();
+    let (_, _, room) = paired(&mut old, t);
+    // `a`'s session is held on link 10, keeping what is sent to it.
+    old.leave("a", &1, true, Some((10, true)), t);
+    let h = old
+        .hand_over("a", None, 99, true)
+        .expect("away with a room");
+    assert_eq!(h.room, room);
+    assert_eq!(&*h.partner, "b");
+    assert!(
+        h.partner_link.is_none(),
+        "the partner stays on the old node"
+    );
+    assert_eq!(
+        h.effects,
+        vec![Effect::new(
+            &"b".into(),
+            Event::PartnerReconnected(PartnerReconnected {
+                room_id: room.clone(),
+                partner_id: "a".into(),
+                recovered: true,
+            })
+        )]
+    );
+    assert!(old.is_ghost("a"), "a lives on the new node now");
+    assert_eq!(old.route("b", &room, None).map(|_| ()), Ok(()));
+
+    let mut new = core();
+    join(&mut new, "a", 5);
+    let seat = |initiator| Seat {
+        room: room.clone(),
+        partner: "b".into(),
+        initiator,
+    };
+    let out = new.take_over("a", seat(h.initiator), 77, true, t);
+    assert_eq!(out, Some(Vec::new()), "no rejoined for a recovered client");
+    assert_eq!(new.room_of("a").map(|r| r.id.clone()), Some(room.clone()));
+    // The same handover by resume token tells the client where it is.
+    let mut other = core();
+    join(&mut other, "a", 5);
+    let out = other
+        .take_over("a", seat(h.initiator), 77, false, t)
+        .unwrap();
+    assert!(matches!(
+        events_for(&out, "a").as_slice(),
+        [Event::Rejoined(Rejoined { .. })]
+    ));
+}

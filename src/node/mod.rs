@@ -11,6 +11,7 @@ mod deliver;
 pub(crate) mod moderator;
 mod peers;
 mod records;
+pub(crate) mod recovered;
 pub(crate) mod resume;
 
 pub(crate) use peers::Peers;
@@ -92,6 +93,12 @@ pub struct Hub {
     resubmit: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
     /// `authenticate`s waiting for the cluster (see `handlers::authenticate`), by user.
     pending: Mutex<std::collections::HashMap<UserId, resume::Pending>>,
+    /// Namespace connects waiting for another node's session (see [`recovered`]).
+    pub(crate) asking: recovered::Asking,
+    /// Where users whose session moved to another node went (see [`recovered::Forwards`]).
+    pub(crate) forwards: recovered::Forwards,
+    /// The sessions this node made that moved to other nodes (see [`recovered::Departed`]).
+    pub(crate) departed: recovered::Departed,
     /// The core's timings (the cluster worker shares the grace and the relax time).
     pub(crate) timings: CoreConfig,
     /// Most blocks kept (`MAX_BLOCKS`): also the bound of the cluster's matchmaker here.
@@ -152,6 +159,9 @@ impl Hub {
             jobs: Mutex::new(jobs),
             resubmit,
             pending: Mutex::new(std::collections::HashMap::new()),
+            asking: recovered::Asking::default(),
+            forwards: recovered::Forwards::default(),
+            departed: recovered::Departed::default(),
             limits: Limits::new(&settings.limits),
             verifier: Verifier::new(&settings.auth)?,
             ice: Ice::new(&settings.ice),
@@ -254,6 +264,7 @@ impl Hub {
         }
         if self.peers.may_hold_sessions() {
             self.expire_pending(now);
+            recovered::expire(self, now);
         }
     }
 

@@ -163,8 +163,9 @@ fn try_complete(
     session: &Session,
     socket: &Sock,
     mut a: Attempt,
-    handover: Option<Handover>,
+    mut handover: Option<Handover>,
 ) -> Result<Option<Sock>, Reject> {
+    let carried = handover.as_mut().map(|h| std::mem::take(&mut h.missed));
     let replaced = {
         let mut core = hub.lock();
         let mut state = session.state.lock();
@@ -211,7 +212,7 @@ fn try_complete(
         let anonymous = hub.verifier.is_none();
         let mut joined = match &handover {
             // Back on the node of its partner, where it was a ghost.
-            Some(_) if core.is_ghost(&user) => core.reclaim(&user, link, a.profile),
+            Some(_) if core.is_ghost(&user) => core.reclaim(&user, link, a.profile, false),
             _ => match core.join(user.clone(), link.clone(), a.profile.clone(), claim) {
                 Ok(j) => j,
                 // Dropped, held for the grace, and claimed without its resume token: the held
@@ -238,10 +239,13 @@ fn try_complete(
             let node: std::sync::Arc<str> = h.partner_node.as_str().into();
             match core.take_over(
                 &user,
-                h.room.as_str().into(),
-                h.partner.as_str().into(),
+                crate::core::Seat {
+                    room: h.room.as_str().into(),
+                    partner: h.partner.as_str().into(),
+                    initiator: h.initiator,
+                },
                 Link::Remote(node.clone()),
-                h.initiator,
+                false,
                 std::time::Instant::now(),
             ) {
                 Some(effects) => {
@@ -254,6 +258,7 @@ fn try_complete(
                                 room: h.room,
                                 to: h.partner,
                                 node: hub.peers.node(),
+                                recovered: false,
                             },
                         );
                     }
@@ -289,6 +294,11 @@ fn try_complete(
         if let Some(Link::Local(held)) = &joined.held {
             held.hand_over(socket);
         }
+        if joined.resumed
+            && let Some(missed) = &carried
+        {
+            socket.push_packets(missed);
+        }
         joined.replaced
     };
     // Closing runs the old socket's disconnect handler, which takes the hub lock: only now.
@@ -312,6 +322,8 @@ pub(crate) struct Handover {
     pub initiator: bool,
     /// Whether the partner's node must be told where the user is now.
     pub relink: bool,
+    /// What was sent to the user while it was away, as packets (after `rejoined`).
+    pub missed: Vec<String>,
 }
 
 /// An `authenticate` waiting for the cluster's answer.

@@ -153,6 +153,19 @@ impl Events for Joined {
         recover(&self.0, old, new, ip, install).map(|s| Arc::new(Joined(s)) as Arc<dyn Events>)
     }
 
+    fn recover_elsewhere(&self, conn: &ConnRef, asking: crate::ws::recovery::Asking<'_>) -> bool {
+        crate::node::recovered::ask(&self.0.hub, &self.0, conn, asking)
+    }
+
+    fn depart(
+        &self,
+        old: &ConnRef,
+        to: &str,
+        take: &mut dyn FnMut() -> Option<crate::ws::recovery::Exported>,
+    ) -> bool {
+        crate::node::recovered::depart(&self.0, old, to, take)
+    }
+
     fn worth_holding(&self) -> bool {
         let Some(user) = self.0.state.lock().user.clone() else {
             return false;
@@ -420,10 +433,9 @@ pub(crate) fn closed(session: &Session, socket: &Sock, gone: Gone) {
                     user: user.clone(),
                     search: core.search_of(&user),
                 }));
-                // In a cluster the client may come back through another node, which has no
-                // word of this session yet: what is sent to it meanwhile is refused, not kept.
-                let keeps = !session.hub.peers.may_hold_sessions();
-                Some((Link::Local(held), keeps))
+                // What is sent to it meanwhile is kept: its client may come back here, or
+                // through another node, which asks for the session and everything kept.
+                Some((Link::Local(held), true))
             }
             Gone::Left | Gone::Lost => None,
         };

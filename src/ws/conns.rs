@@ -17,7 +17,7 @@ use super::{Settings, Sid};
 
 mod held;
 
-pub(crate) use held::Held;
+pub(crate) use held::{Departure, Held};
 
 /// Every session on this transport, and the heartbeat.
 pub(crate) struct Conns {

@@ -46,7 +46,7 @@ use serde::Serialize;
 
 pub(crate) use conn::{Batch, Conn};
 use conn::{Packets, TurnGuard};
-pub(crate) use conns::{Conns, Held, Output, Transports};
+pub(crate) use conns::{Conns, Departure, Held, Output, Transports};
 pub(crate) use entry::intercept;
 use frame::OutFrame;
 use packet::Incoming;
@@ -192,6 +192,27 @@ pub(crate) trait Events: Send + Sync {
         let _ = (old, new, ip, install);
         None
     }
+    /// The client's pid names a session another node of the cluster made, which this node does
+    /// not hold: the layer above asks the cluster for it and answers later, through [`Conns::adopt_peer`] (the
+    /// session and what it missed) or [`ConnRef::welcome`] (a fresh session). False when it
+    /// cannot ask: the client gets a fresh session now.
+    fn recover_elsewhere(&self, conn: &ConnRef, asking: recovery::Asking<'_>) -> bool {
+        let _ = (conn, asking);
+        false
+    }
+    /// This held session moves to node `to`, where its client came back: the layer above
+    /// gives its part of the session up and sends it there with what `take` returns (the
+    /// transport's part: its numbering and the events the client missed), calling `take` under
+    /// whatever lock orders the session's events. False, changing nothing, when it cannot.
+    fn depart(
+        &self,
+        old: &ConnRef,
+        to: &str,
+        take: &mut dyn FnMut() -> Option<recovery::Exported>,
+    ) -> bool {
+        let _ = (old, to, take);
+        false
+    }
     /// Whether this session is worth holding if its connection is lost: what a blip would
     /// break (a call, a search). Held sessions cost memory for the grace; one that holds
     /// nothing of value is let go, and its client starts afresh.
@@ -296,6 +317,38 @@ impl ConnRef {
         }
     }
 
+    /// Answers the namespace connect that waited for another node's word (see
+    /// [`Events::recover_elsewhere`]) with a fresh session: this connection's own sid and pid.
+    pub fn welcome(&self) {
+        let Some(c) = self.conn.upgrade() else {
+            return;
+        };
+        let events = c.out.lock().events.clone();
+        if let Some(events) = events {
+            c.welcome(&events, true);
+        }
+    }
+
+    /// The events kept for the session held on this connection since it was lost, as the
+    /// Engine.IO packets their frames carry, for another node whose client took the session
+    /// back some other way (a resume token, a JWT); the held session is given up. Empty when
+    /// none is held.
+    pub fn take_kept(&self) -> Vec<String> {
+        self.conn
+            .upgrade()
+            .map(|c| c.take_kept())
+            .unwrap_or_default()
+    }
+
+    /// Queues `packets` (from [`take_kept`](Self::take_kept) on another node) as they are.
+    pub fn push_packets(&self, packets: &[String]) {
+        if let Some(c) = self.conn.upgrade() {
+            for p in packets {
+                c.push_control(OutFrame::text(p)).ok();
+            }
+        }
+    }
+
     /// Sends the client away (see [`Conn::disconnect`]).
     pub fn disconnect(&self) {
         if let Some(c) = self.conn.upgrade() {
@@ -340,30 +393,59 @@ fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> F
             } else {
                 recovery::wanted(auth)
             };
-            if let Some(pid) = &pid {
-                match t.conns.recover(conn, pid, offset.as_deref()) {
+            let mut elsewhere = None;
+            let whose = pid.as_deref().map(|p| (p, recovery::open_pid(p)));
+            let here = match whose {
+                Some((pid, Some(whose))) => {
+                    let (sid, origin) = match whose {
+                        recovery::Whose::Here(sid) => (sid, recovery::own_node().to_string()),
+                        recovery::Whose::Node(sid, node) => (sid, node),
+                    };
+                    // A session moves with its client and keeps its first pid: it may be here
+                    // whichever node made it, or on another node whichever made it.
+                    if t.conns.knows(sid) {
+                        Some((pid, sid))
+                    } else {
+                        elsewhere = Some((sid, origin, pid));
+                        None
+                    }
+                }
+                Some((_, None)) => {
+                    refused(recovery::Refused::BadPid);
+                    None
+                }
+                None => None,
+            };
+            if let Some((pid, sid)) = here {
+                match t.conns.recover(conn, sid, pid, offset.as_deref()) {
                     Ok(s) => {
                         st.session = Some(s);
                         conn.joined();
                         return Ok(());
                     }
-                    Err(why) => {
-                        tracing::debug!(sid = %conn.id, reason = why.label(), "recovery refused: a fresh session");
-                        metrics::counter!("roulette_recoveries_refused_total", "reason" => why.label())
-                            .increment(1);
-                    }
+                    Err(why) => refused(why),
                 }
             }
             match t.upper.clone().join(&conn.handle(), conn.ip, auth) {
                 Ok(s) => {
-                    let pid = conn.begin_recovery(&s, pid.is_some());
-                    st.session = Some(s);
+                    st.session = Some(s.clone());
                     conn.joined();
-                    conn.push_control(OutFrame::text(&packet::connected(
-                        conn.id.as_str(),
-                        pid.as_deref(),
-                    )))
-                    .ok();
+                    // A session another node holds: the layer above asks it, and answers the
+                    // connect when it has (with the session, or a fresh one).
+                    if let Some((sid, node, pid)) = elsewhere {
+                        conn.out.lock().events = Some(s.clone());
+                        let asking = recovery::Asking {
+                            origin: &node,
+                            sid,
+                            pid,
+                            offset: offset.as_deref(),
+                        };
+                        if s.recover_elsewhere(&conn.handle(), asking) {
+                            return Ok(());
+                        }
+                        refused(recovery::Refused::Unknown);
+                    }
+                    conn.welcome(&s, pid.is_some());
                 }
                 Err(message) => {
                     conn.push_control(OutFrame::text(&packet::connect_error("/", message)))
@@ -401,6 +483,12 @@ fn on_packet(t: &Transport, conn: &Arc<Conn>, st: &mut Packets, text: &str) -> F
         Incoming::Ack { attachments } => st.skip = attachments,
     }
     Ok(())
+}
+
+/// Counts a recovery that gave the client a fresh session, and why.
+pub(crate) fn refused(why: recovery::Refused) {
+    tracing::debug!(reason = why.label(), "recovery refused: a fresh session");
+    metrics::counter!("roulette_recoveries_refused_total", "reason" => why.label()).increment(1);
 }
 
 /// Runs one synchronous piece of a connection's work (handling what a client sent) so that a

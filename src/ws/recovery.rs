@@ -64,45 +64,116 @@ impl Refused {
     ];
 }
 
-/// The key pids are signed with: made once per process, so a pid names a session of this node.
-fn key() -> &'static [u8; 32] {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    KEY.get_or_init(rand::random)
+/// Who signs pids: the key, and the node a pid names (see [`set_identity`]).
+struct Identity {
+    key: [u8; 32],
+    node: Option<Box<str>>,
+}
+
+/// Set once: a node alone signs with a key of its own, made at the first pid; a node of a
+/// cluster with the cluster's key, and names itself in its pids.
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
+fn identity() -> &'static Identity {
+    IDENTITY.get_or_init(|| Identity {
+        key: rand::random(),
+        node: None,
+    })
+}
+
+/// Makes this process sign pids with the cluster's `key` and name `node` in them, so that any
+/// node of the cluster can check a pid and knows which node holds its session. Called once, at
+/// joining, before any session is taken; false when pids were made already (they stay
+/// node-local).
+pub(crate) fn set_identity(key: [u8; 32], node: &str) -> bool {
+    IDENTITY
+        .set(Identity {
+            key,
+            node: Some(node.into()),
+        })
+        .is_ok()
+}
+
+/// The name this node gives itself in its pids (empty for a node alone).
+pub(crate) fn own_node() -> &'static str {
+    identity().node.as_deref().unwrap_or_default()
 }
 
 /// Bytes of the tag: 128 bits.
 const TAG: usize = 16;
 
-/// The pid of the session `sid`: the id and a tag only this process can make, so that nothing
-/// needs to be stored to find a session by its pid, and a pid cannot be guessed from the public
-/// `sid`. 38 URL-safe characters.
+/// The MAC of `sid` on `node` (a node alone names none).
+fn mac(key: &[u8; 32], sid: &str, node: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(sid.as_bytes());
+    if !node.is_empty() {
+        mac.update(b"\0");
+        mac.update(node.as_bytes());
+    }
+    mac
+}
+
+/// The pid of the session `sid`: the id, a tag only this process (or this cluster) can make,
+/// and in a cluster the node that holds the session; so nothing needs to be stored to find a
+/// session by its pid, and a pid cannot be guessed from the public `sid`. 38 URL-safe
+/// characters on a node alone.
 pub(crate) fn pid(sid: Sid) -> String {
+    pid_by(identity(), sid)
+}
+
+fn pid_by(id: &Identity, sid: Sid) -> String {
     use base64::Engine as _;
-    let mut mac = Hmac::<Sha256>::new_from_slice(key()).expect("HMAC takes any key");
-    mac.update(sid.as_str().as_bytes());
-    let tag = mac.finalize().into_bytes();
-    let mut s = String::with_capacity(38);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let node = id.node.as_deref().unwrap_or_default();
+    let mut s = String::with_capacity(38 + node.len() * 4 / 3 + 2);
     s.push_str(sid.as_str());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode_string(tag.get(..TAG).unwrap_or_default(), &mut s);
+    b64.encode_string(
+        mac(&id.key, sid.as_str(), node)
+            .finalize()
+            .into_bytes()
+            .get(..TAG)
+            .unwrap_or_default(),
+        &mut s,
+    );
+    b64.encode_string(node.as_bytes(), &mut s);
     s
 }
 
-/// The session a pid names, if this process made it.
-pub(crate) fn open_pid(pid: &str) -> Option<Sid> {
+/// Where the session a pid names lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Whose {
+    /// On this node.
+    Here(Sid),
+    /// On another node of the cluster, by its name.
+    Node(Sid, String),
+}
+
+/// The session a pid names, if this process (or its cluster) made it.
+pub(crate) fn open_pid(pid: &str) -> Option<Whose> {
+    open_by(identity(), pid)
+}
+
+fn open_by(id: &Identity, pid: &str) -> Option<Whose> {
     use base64::Engine as _;
-    let (sid, tag) = (pid.get(..16)?, pid.get(16..)?);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // 16 bytes of tag are 22 characters.
+    let (sid, tag_text, node) = (pid.get(..16)?, pid.get(16..38)?, pid.get(38..)?);
     let sid: Sid = sid.parse().ok()?;
-    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(tag)
-        .ok()?;
-    if tag.len() != TAG {
+    let given = b64.decode(tag_text).ok()?;
+    let node = String::from_utf8(b64.decode(node).ok()?).ok()?;
+    if given.len() != TAG {
         return None;
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(key()).expect("HMAC takes any key");
-    mac.update(sid.as_str().as_bytes());
-    mac.verify_truncated_left(&tag).ok()?;
-    Some(sid)
+    // Checked in constant time: a pid is a secret.
+    mac(&id.key, sid.as_str(), &node)
+        .verify_truncated_left(&given)
+        .ok()?;
+    let own = id.node.as_deref().unwrap_or_default();
+    Some(if node == own {
+        Whose::Here(sid)
+    } else {
+        Whose::Node(sid, node)
+    })
 }
 
 /// An event kept until it is known delivered.
@@ -304,6 +375,91 @@ impl Recovery {
         for (i, l) in self.log.iter_mut().enumerate() {
             l.frame = first + i as u64;
         }
+    }
+}
+
+/// A client's pid that names a session another node made (see
+/// [`Events::recover_elsewhere`](super::Events::recover_elsewhere)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asking<'a> {
+    /// The node that made the session (it knows where the session went since).
+    pub origin: &'a str,
+    /// The session.
+    pub sid: Sid,
+    /// The pid, as the client sent it: the `40` reply repeats it.
+    pub pid: &'a str,
+    /// The client's offset.
+    pub offset: Option<&'a str>,
+}
+
+/// A held session as it moves to another node of the cluster: its numbering and its log,
+/// each event as the Engine.IO packet text its frame carries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Exported {
+    /// The Socket.IO session id.
+    pub sid: String,
+    /// Whether its events carry offsets.
+    pub offsets: bool,
+    /// The next event's number.
+    pub next: u64,
+    /// Events numbered below this are no longer held.
+    pub lost_below: u64,
+    /// The events not known delivered, oldest first: their numbers and packets.
+    pub log: Vec<(u64, String)>,
+}
+
+impl Recovery {
+    /// The session as another node takes it (see [`Exported`]).
+    pub(super) fn export(&self) -> Exported {
+        Exported {
+            sid: self.sid.to_string(),
+            offsets: self.offsets,
+            next: self.next,
+            lost_below: self.lost_below,
+            log: self
+                .log
+                .iter()
+                .filter_map(|l| {
+                    let text = super::frame::polled(&l.bytes)?;
+                    Some((l.n, String::from_utf8_lossy(text).into_owned()))
+                })
+                .collect(),
+        }
+    }
+
+    /// A session another node gave up (see [`export`](Self::export)), held until it is
+    /// resumed here; `None` for a sid that is not one.
+    pub(super) fn import(e: Exported, events: Arc<dyn Events>, now: u64) -> Option<Recovery> {
+        let sid: Sid = e.sid.parse().ok()?;
+        let mut log = VecDeque::with_capacity(e.log.len());
+        let mut bytes = 0;
+        for (n, text) in e.log {
+            let mut buf = Vec::with_capacity(text.len() + 10);
+            let start = super::frame::encode_text(&mut buf, |b| {
+                b.extend_from_slice(text.as_bytes());
+                Ok::<(), ()>(())
+            })
+            .ok()?;
+            let frame: Box<[u8]> = buf.get(start..)?.into();
+            bytes += frame.len();
+            log.push_back(Logged {
+                n,
+                frame: 0,
+                bytes: frame,
+            });
+        }
+        Some(Recovery {
+            sid,
+            events,
+            offsets: e.offsets,
+            next: e.next,
+            log,
+            bytes,
+            lost_below: e.lost_below,
+            mark: None,
+            held_since: now.max(1),
+            overflowed: false,
+        })
     }
 }
 

@@ -95,6 +95,17 @@ impl Conn {
         Some(recovery::pid(self.id))
     }
 
+    /// Answers the namespace connect of a fresh session (`events`): the `40` with its sid, and
+    /// its pid when it can be recovered. `offsets`: its client showed a pid already.
+    pub(in crate::ws) fn welcome(self: &Arc<Self>, events: &Arc<dyn Events>, offsets: bool) {
+        let pid = self.begin_recovery(events, offsets);
+        self.push_control(OutFrame::text(&packet::connected(
+            self.id.as_str(),
+            pid.as_deref(),
+        )))
+        .ok();
+    }
+
     /// Moves the session `r` onto this connection, whose client came back with `pid`: the
     /// `missed` frames first, then the `40` reply with the session's own sid and pid; events
     /// numbered after `replayed_after` stay logged until a pong confirms them.
@@ -124,21 +135,39 @@ impl Conn {
     /// See [`ConnRef::hand_over`](super::super::ConnRef::hand_over). The heartbeat forgets the
     /// held entry, which has no session any more, without telling the layer above.
     pub(in crate::ws) fn hand_over(&self, to: &Arc<Conn>) -> usize {
-        let r = {
-            let mut out = self.out.lock();
-            if out.recovery.as_ref().is_none_or(|r| r.held_since() == 0) {
-                return 0;
-            }
-            out.recovery.take()
-        };
-        let Some(r) = r else {
-            return 0;
-        };
-        let missed = r.missed(None).unwrap_or_default();
+        let missed = self.take_held();
         for f in &missed {
             to.push_bytes(f, true).ok();
         }
         missed.len()
+    }
+
+    /// See [`ConnRef::take_kept`](super::super::ConnRef::take_kept).
+    pub(in crate::ws) fn take_kept(&self) -> Vec<String> {
+        self.take_held()
+            .iter()
+            .filter_map(|f| frame::polled(f))
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    /// The frames kept for a held session, which is given up.
+    fn take_held(&self) -> Vec<Vec<u8>> {
+        let r = {
+            let mut out = self.out.lock();
+            if out.recovery.as_ref().is_none_or(|r| r.held_since() == 0) {
+                return Vec::new();
+            }
+            out.recovery.take()
+        };
+        let Some(r) = r else {
+            return Vec::new();
+        };
+        r.missed(None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 }
 

@@ -15,6 +15,17 @@ use super::super::recovery::{self, Refused};
 use super::super::{ConnRef, End, Events, Lost};
 use super::Conns;
 
+/// Why a session did not move to another node (see [`Conns::depart`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// It cannot: the client gets a fresh session.
+    Refused(Refused),
+    /// Its connection looked alive and is being closed: ask again in a moment.
+    Retry,
+    /// This node has no such session.
+    NotHere,
+}
+
 /// What the held sessions hold now (see [`Conns::holding`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Held {
@@ -81,17 +92,26 @@ impl Conns {
         }
     }
 
-    /// The client of connection `new` came back with `pid` and `offset`: the session it names
+    /// Whether session `sid` is on this node: held, or on a connection (maybe being closed).
+    pub(in crate::ws) fn knows(&self, sid: super::Sid) -> bool {
+        if self.held.lock().contains_key(&sid) {
+            return true;
+        }
+        let eio = self.moved.lock().get(&sid).copied().unwrap_or(sid);
+        self.get(eio).is_some()
+    }
+
+    /// The client of connection `new` came back with `pid` (of session `sid`) and `offset`: the session it names
     /// moves onto `new`, held or still on a connection the server thought alive (which is then
     /// closed as a transport close), and `new` gets what it missed and the `40` reply. Returns
     /// what receives the session's events now, or why the client gets a fresh session.
     pub(in crate::ws) fn recover(
         &self,
         new: &Arc<Conn>,
+        sid: super::Sid,
         pid: &str,
         offset: Option<&str>,
     ) -> Result<Arc<dyn Events>, Refused> {
-        let sid = recovery::open_pid(pid).ok_or(Refused::BadPid)?;
         let grace = self.settings.recovery_grace.as_millis() as u64;
         let now = self.now();
         let (old, live) = match self.held.lock().remove(&sid) {
@@ -168,6 +188,80 @@ impl Conns {
         metrics::counter!("roulette_sessions_recovered_total").increment(1);
         metrics::counter!("roulette_events_replayed_total").increment(replayed as u64);
         Ok(now_events)
+    }
+
+    /// The connection `conn`, whose client came back with `pid`, takes the session another
+    /// node gave up (`e`): what the client missed after `offset`, then the `40` reply with the
+    /// session's sid and the same pid (socket.io-client reports `recovered` only then). Returns how many events were
+    /// replayed, or why the client gets a fresh session instead (then answer it with
+    /// [`ConnRef::welcome`]). Call it under the lock that orders the session's events.
+    pub(crate) fn adopt_peer(
+        &self,
+        conn: &ConnRef,
+        e: recovery::Exported,
+        offset: Option<&str>,
+        pid: &str,
+    ) -> Result<usize, Refused> {
+        let new = conn.conn.upgrade().ok_or(Refused::Unknown)?;
+        let events = new.out.lock().events.clone().ok_or(Refused::Unknown)?;
+        let r = recovery::Recovery::import(e, events, self.now()).ok_or(Refused::BadPid)?;
+        let missed: Vec<Vec<u8>> = r.missed(offset)?.into_iter().map(<[u8]>::to_vec).collect();
+        let sid = r.sid;
+        new.out.lock().events = None;
+        let after = offset.and_then(|o| o.parse().ok());
+        new.adopt(Box::new(r), &missed, after, pid);
+        if new.id != sid {
+            self.moved.lock().insert(sid, new.id);
+        }
+        tracing::debug!(sid = %sid, replayed = missed.len(), "session recovered from another node");
+        metrics::counter!("roulette_sessions_recovered_total").increment(1);
+        metrics::counter!("roulette_events_replayed_total").increment(missed.len() as u64);
+        Ok(missed.len())
+    }
+
+    /// Another node's client came back with the pid of session `sid` of this node, and
+    /// `offset`: the session moves there (see [`Events::depart`]). A session whose connection
+    /// still looks alive is closed as a transport close, so that it is held in a moment: the
+    /// other node asks again ([`Departure::Retry`]).
+    pub(crate) fn depart(
+        &self,
+        sid: &str,
+        offset: Option<&str>,
+        to: &str,
+    ) -> Result<(), Departure> {
+        let sid: super::Sid = sid
+            .parse()
+            .map_err(|_| Departure::Refused(Refused::BadPid))?;
+        let Some(old) = self.held.lock().remove(&sid) else {
+            let eio = self.moved.lock().get(&sid).copied().unwrap_or(sid);
+            return match self.get(eio) {
+                Some(live) => {
+                    live.end(End::Lost(Lost::TransportClose));
+                    Err(Departure::Retry)
+                }
+                None => Err(Departure::NotHere),
+            };
+        };
+        let grace = self.settings.recovery_grace.as_millis() as u64;
+        let budget = self.settings.recovery_bytes;
+        let now = self.now();
+        let events = ready(&mut old.out.lock(), sid, false, offset, now, grace, budget);
+        let events = match events {
+            Ok(e) => e,
+            Err(why) => {
+                self.held.lock().insert(sid, old);
+                return Err(Departure::Refused(why));
+            }
+        };
+        let mut take = || old.out.lock().recovery.take().map(|r| r.export());
+        if !events.depart(&old.handle(), to, &mut take) {
+            if old.out.lock().recovery.is_some() {
+                self.held.lock().insert(sid, old);
+            }
+            return Err(Departure::Refused(Refused::Declined));
+        }
+        tracing::debug!(sid = %sid, to, "session handed to another node");
+        Ok(())
     }
 
     /// Gives up the held sessions whose grace ran out at `now`, or whose buffer outgrew its

@@ -32,7 +32,7 @@ fn a_pid_names_its_session_and_nothing_else_opens() {
     let sid = Sid::new();
     let p = pid(sid);
     assert_eq!(p.len(), 38);
-    assert_eq!(open_pid(&p), Some(sid));
+    assert_eq!(open_pid(&p), Some(Whose::Here(sid)));
     assert!(
         p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -215,4 +215,66 @@ proptest! {
         let want: Vec<u32> = ((read as u32 + 1)..sent as u32).collect();
         prop_assert_eq!(got, want);
     }
+}
+
+#[test]
+fn a_cluster_pid_names_its_node_and_only_the_cluster_opens_it() {
+    use base64::Engine as _;
+    let key = [7u8; 32];
+    let a = Identity {
+        key,
+        node: Some("node-a".into()),
+    };
+    let b = Identity {
+        key,
+        node: Some("node-b".into()),
+    };
+    let stranger = Identity {
+        key: [8u8; 32],
+        node: Some("node-b".into()),
+    };
+    let sid = Sid::new();
+    let p = pid_by(&a, sid);
+    assert_eq!(open_by(&a, &p), Some(Whose::Here(sid)));
+    assert_eq!(open_by(&b, &p), Some(Whose::Node(sid, "node-a".into())));
+    assert_eq!(open_by(&stranger, &p), None);
+    // The same tag naming another node: refused.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let forged = format!("{}{}", &p[..38], b64.encode("node-c"));
+    assert_eq!(open_by(&b, &forged), None);
+}
+
+#[test]
+fn a_session_moved_to_another_node_keeps_its_numbers_and_what_was_missed() {
+    let mut r = session(true);
+    let mut buf = Vec::new();
+    for i in 0..5u64 {
+        let start = crate::ws::frame::encode_text(&mut buf, |b| {
+            b.extend_from_slice(format!("42[\"e\",{i},\"{i}\"]").as_bytes());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(r.log(i, &buf[start..], 1 << 20), Logging::Kept);
+    }
+    r.hold(100, std::iter::empty(), 1 << 20);
+    let e = r.export();
+    assert_eq!(e.next, 5);
+    assert_eq!(e.log.len(), 5);
+    assert_eq!(e.log[3], (3, "42[\"e\",3,\"3\"]".to_string()));
+    let wire = serde_json::to_string(&e).unwrap();
+    let back: Exported = serde_json::from_str(&wire).unwrap();
+    let moved = Recovery::import(back, Arc::new(Nobody), 7).unwrap();
+    assert_eq!(moved.sid, r.sid);
+    assert_eq!(moved.next(), 5);
+    // The same frames, byte for byte, from the same offset.
+    assert_eq!(
+        moved.missed(Some("2")).unwrap(),
+        r.missed(Some("2")).unwrap()
+    );
+    assert_eq!(moved.missed(Some("9")).err(), Some(Refused::BadOffset));
+    let bad = Exported {
+        sid: "not a sid".into(),
+        ..e
+    };
+    assert!(Recovery::import(bad, Arc::new(Nobody), 7).is_none());
 }
