@@ -17,7 +17,7 @@ FLAGS=(--host 127.0.0.1 --max-connections-per-ip 0 --max-new-connections-per-ip 
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done; sleep 0.5; }
 trap cleanup EXIT
 wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && return; sleep 0.1; done; echo "node on $1 did not start" >&2; exit 1; }
 bench() { (cd clients && node tools/drop-bench.js --urls "$1" --pairs "$PAIRS" --seconds "$SECS" --drop "$DROP"); }

@@ -281,8 +281,10 @@ impl Held {
         if std::mem::replace(&mut self.released, true) {
             return;
         }
-        self.t.conns.remove(&self.conn);
+        // Settled (held, if it can be recovered) before it leaves the registry, so that a client
+        // already back finds its session in one place or the other.
         finish(&self.t, &self.conn, self.st.packets.session.take(), end);
+        self.t.conns.remove(&self.conn);
     }
 }
 

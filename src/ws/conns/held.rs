@@ -61,9 +61,13 @@ impl Conns {
             };
             (sid, r)
         };
-        // The registry's maps come before a connection's lock, never under it.
-        self.unmove(sid, conn);
-        let r = r?;
+        // The registry's maps come before a connection's lock, never under it. The session is
+        // held before the connection stops naming it, so that a client already back finds it
+        // in one place or the other (see `recover`).
+        let Some(r) = r else {
+            self.unmove(sid, conn);
+            return None;
+        };
         let mut life = Machine::new(now, &Conn::timing(&self.settings, false), false);
         life.end(end);
         let mut out = Out::new(life);
@@ -81,6 +85,7 @@ impl Conns {
         });
         let handle = held.handle();
         self.held.lock().insert(sid, held);
+        self.unmove(sid, conn);
         Some(handle)
     }
 
@@ -114,34 +119,40 @@ impl Conns {
     ) -> Result<Arc<dyn Events>, Refused> {
         let grace = self.settings.recovery_grace.as_millis() as u64;
         let now = self.now();
-        let (old, live) = match self.held.lock().remove(&sid) {
+        let budget = self.settings.recovery_bytes;
+        let held = || self.held.lock().remove(&sid);
+        let (mut old, mut live) = match held() {
             Some(c) => (c, false),
             None => {
                 let eio = self.moved.lock().get(&sid).copied().unwrap_or(sid);
                 let c = self
                     .get(eio)
                     .filter(|c| !Arc::ptr_eq(c, new))
+                    .or_else(held)
                     .ok_or(Refused::Unknown)?;
-                (c, true)
+                let live = c
+                    .out
+                    .lock()
+                    .recovery
+                    .as_ref()
+                    .is_none_or(|r| r.held_since() == 0);
+                (c, live)
             }
         };
-        let put_back = || {
-            if !live {
-                self.held.lock().insert(sid, old.clone());
+        let mut events = ready(&mut old.out.lock(), sid, live, offset, now, grace, budget);
+        if live && matches!(events, Err(Refused::Unknown)) {
+            // Its connection ended and was being settled meanwhile: held now.
+            if let Some(c) = held() {
+                (old, live) = (c, false);
+                events = ready(&mut old.out.lock(), sid, live, offset, now, grace, budget);
             }
-        };
-        let events = match ready(
-            &mut old.out.lock(),
-            sid,
-            live,
-            offset,
-            now,
-            grace,
-            self.settings.recovery_bytes,
-        ) {
+        }
+        let events = match events {
             Ok(events) => events,
             Err(why) => {
-                put_back();
+                if !live {
+                    self.held.lock().insert(sid, old.clone());
+                }
                 return Err(why);
             }
         };
@@ -173,7 +184,9 @@ impl Conns {
         };
         let Some(now_events) = events.recover(&old.handle(), &new.handle(), new.ip, &mut install)
         else {
-            put_back();
+            if !live {
+                self.held.lock().insert(sid, old.clone());
+            }
             return Err(Refused::Declined);
         };
         install();
@@ -316,13 +329,20 @@ fn ready(
     grace: u64,
     budget: usize,
 ) -> Result<Arc<dyn Events>, Refused> {
-    let ending = out.life.ended().is_some();
+    let ending = out.life.ended();
+    // A live connection may be ending already (its task has yet to settle it): it is taken
+    // over as a live one, if it ended in a way a session survives.
+    let state_ok = match ending {
+        None => live,
+        Some(End::Lost(l)) if live => l.recoverable(),
+        Some(_) => !live,
+    };
     // A live first connection has no state yet: made now (its id is the session's).
     if live {
         let _ = out.recovery_of(sid);
     }
     let r = match out.recovery.as_ref() {
-        Some(r) if r.sid == sid && live != ending => r,
+        Some(r) if r.sid == sid && state_ok => r,
         _ => return Err(Refused::Unknown),
     };
     if !live && now.saturating_sub(r.held_since()) > grace {
