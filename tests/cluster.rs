@@ -1208,3 +1208,54 @@ async fn a_cluster_makes_the_pairs_one_node_makes() {
     .await;
     assert_eq!(cluster, single);
 }
+
+/// `ok` means delivered across nodes too: an acknowledged relay to a user of another node is
+/// answered `ok` once that node delivered it, and `delivery-failed` when that node could not
+/// (here: its user stopped reading and its queue is over its byte budget), never `ok` then
+/// silence. A relay sent without an acknowledgement that fails there gets an `error` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_relay_across_nodes_is_answered_as_it_went() {
+    let redis = Redis::start_on(free_port());
+    let [a, b] = nodes(
+        &redis,
+        "acks",
+        ["node-a", "node-b"],
+        &["--signal-events-per-sec", "0"],
+    )
+    .await;
+    let mut bob =
+        common::raw::Raw::connect_to(b.addr, "EIO=4&transport=websocket", Some(4096)).await;
+    bob.searching_as("bob").await;
+    let mut alice = a.user("alice").await;
+    alice.emit("find-random-partner", json!({})).await;
+    let room = alice.expect("matched").await["roomId"].clone();
+    bob.expect("matched").await;
+    // Delivered: answered ok, and bob has it.
+    let small =
+        json!({"roomId": room, "candidate": {"candidate": "c", "sdpMid": "0", "sdpMLineIndex": 0}});
+    alice
+        .emit_with_ack(1, "webrtc-ice-candidate", small.clone())
+        .await;
+    assert_eq!(alice.expect("ack:1").await["ok"], true);
+    assert_eq!(
+        bob.expect("webrtc-ice-candidate").await["candidate"]["candidate"],
+        "c"
+    );
+    // Bob reads nothing from here on: offers of 30 KB, each acknowledged, until one is refused.
+    let offer = json!({"roomId": room, "offer": {"type": "offer", "sdp": "v".repeat(30_000)}});
+    let mut refused = None;
+    for id in 2..400u64 {
+        alice.emit_with_ack(id, "webrtc-offer", offer.clone()).await;
+        let ack = alice.expect(&format!("ack:{id}")).await;
+        if ack["ok"] != true {
+            refused = Some(ack);
+            break;
+        }
+    }
+    let refused = refused.expect("a partner that does not read cannot take 12 MB");
+    assert_eq!(refused["code"], "delivery-failed", "{refused}");
+    // Without an acknowledgement: an error event.
+    alice.emit("webrtc-offer", offer).await;
+    let e = alice.expect_error("delivery-failed", "webrtc-offer").await;
+    assert_eq!(e["code"], "delivery-failed");
+}

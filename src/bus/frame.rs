@@ -165,6 +165,7 @@ mod tests {
             event: "webrtc-offer".into(),
             payload: serde_json::value::to_raw_value(&serde_json::json!({"offer": {"sdp": sdp}}))
                 .unwrap(),
+            reply: None,
         })
         .unwrap()
     }

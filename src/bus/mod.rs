@@ -46,7 +46,7 @@ mod redis;
 pub(crate) mod scripts;
 
 pub(crate) use entry::Entry;
-pub(crate) use msg::{Act, Msg, RoomMove};
+pub(crate) use msg::{Act, Msg, Reply, RoomMove};
 pub(crate) use redis::{redis_config, scrub};
 
 use std::collections::HashSet;
@@ -110,6 +110,10 @@ pub(crate) struct NodeFigures {
     /// which are sent one message a `PUBLISH`).
     #[serde(default)]
     pub batches: bool,
+    /// Whether the node answers relays ([`Msg::Acked`], [`Msg::Undelivered`]; false from nodes
+    /// of earlier versions, whose relays are acknowledged when published).
+    #[serde(default)]
+    pub answers: bool,
 }
 
 /// Figures of the whole cluster, from the live nodes' heartbeats.
@@ -159,6 +163,8 @@ pub(crate) struct Cluster {
     pub(crate) matcher: Mutex<holder::Matcher>,
     /// The channels whose every listener reads batch frames, as of the last heartbeat.
     batch_readers: Mutex<Arc<HashSet<Arc<str>>>>,
+    /// The live nodes that answer relays, as of the last heartbeat.
+    answering: Mutex<Arc<HashSet<Arc<str>>>>,
 }
 
 impl Cluster {
@@ -246,6 +252,7 @@ impl Cluster {
             holder: Mutex::new(None),
             matcher: Mutex::new(holder::Matcher::default()),
             batch_readers: Mutex::new(Arc::new(HashSet::new())),
+            answering: Mutex::new(Arc::new(HashSet::new())),
         });
         cluster
             .subscriber
@@ -357,12 +364,14 @@ impl Cluster {
         to: &str,
         event: &str,
         payload: &T,
+        reply: Option<&Reply>,
     ) -> Result<(), serde_json::Error> {
         let text = serde_json::to_string(&msg::DeliverRef::Deliver {
             room,
             to,
             event,
             payload,
+            reply,
         })?;
         self.outbox.send((node.clone(), text)).ok();
         Ok(())
@@ -424,6 +433,20 @@ impl Cluster {
     /// broadcast channel while any live node is of one.
     pub(crate) fn set_batch_readers<'a>(&self, live: impl IntoIterator<Item = (&'a str, bool)>) {
         *self.batch_readers.lock() = Arc::new(frame::readers(live));
+    }
+
+    /// Records which of the live nodes answer relays (`(node, answers)`).
+    pub(crate) fn set_answering<'a>(&self, live: impl IntoIterator<Item = (&'a str, bool)>) {
+        let set = live
+            .into_iter()
+            .filter(|(_, a)| *a)
+            .map(|(n, _)| Arc::from(n));
+        *self.answering.lock() = Arc::new(set.collect());
+    }
+
+    /// Whether `node` answers relays (see [`Msg::Acked`]).
+    pub(crate) fn answers(&self, node: &str) -> bool {
+        self.answering.lock().contains(node)
     }
 
     /// The channels (by node name) whose listeners read batch frames.

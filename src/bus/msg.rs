@@ -108,6 +108,30 @@ pub(crate) enum Msg {
         event: String,
         /// The event's payload, as the client gets it.
         payload: Box<RawValue>,
+        /// Where to say how it went (absent: nobody waits; nodes of earlier versions neither
+        /// send nor read it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply: Option<Reply>,
+    },
+    /// The relay the receiving node sent with [`Reply::ack`] `id` was delivered (`code` none) or
+    /// not (`code`: why): the sender's acknowledgement says so.
+    Acked {
+        /// The receiving node's number for the relay.
+        id: u64,
+        /// Why it was not delivered.
+        code: Option<String>,
+    },
+    /// A relay `to` (a user of the receiving node) sent in `room`, without an acknowledgement,
+    /// was not delivered (`code`: why): it gets an `error` event.
+    Undelivered {
+        /// The room.
+        room: String,
+        /// The sender.
+        to: String,
+        /// The event it sent.
+        event: String,
+        /// Why it was not delivered.
+        code: String,
     },
     /// `user`, away from the receiving node, came back through node `from` with `token`
     /// (`None`: `from` verified its JWT): the receiving node hands its room over.
@@ -255,7 +279,21 @@ pub(super) enum DeliverRef<'a, T> {
         event: &'a str,
         /// The event's payload.
         payload: &'a T,
+        /// Where to say how it went.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply: Option<&'a Reply>,
     },
+}
+
+/// Where a node that received a relay says how it went (see [`Msg::Deliver`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    /// The sending node.
+    pub node: String,
+    /// The sending node's number for an acknowledged relay (the sender waits for its answer);
+    /// none: only a failure is told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<u64>,
 }
 
 /// A moderation act every node applies.
@@ -292,6 +330,7 @@ mod tests {
             to: "bob",
             event: "webrtc-ice-candidate",
             payload: &payload,
+            reply: None,
         })
         .unwrap();
         let owned = serde_json::to_string(&Msg::Deliver {
@@ -299,6 +338,7 @@ mod tests {
             to: "bob".into(),
             event: "webrtc-ice-candidate".into(),
             payload: serde_json::value::to_raw_value(&payload).unwrap(),
+            reply: None,
         })
         .unwrap();
         assert_eq!(borrowed, owned);

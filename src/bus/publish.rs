@@ -589,6 +589,7 @@ mod tests {
                 &serde_json::json!({"offer": {"sdp": "a:{b}"}}),
             )
             .unwrap(),
+            reply: None,
         };
         let stamped = stamp(&serde_json::to_string(&relay).unwrap(), 9, 1);
         assert_eq!(frame::read_stamp(&stamped), Some((9, 1)));

@@ -111,43 +111,81 @@ fn handle_all(hub: &Hub, cluster: &Cluster, msgs: impl Iterator<Item = Msg>) {
     }
 }
 
-/// Emits a relay from another node to its local recipient, if the room is still its own.
+/// Emits a relay from another node to its local recipient, if the room is still its own, and
+/// tells the sending node how it went when it asked (see [`crate::node::acks`]).
 fn relay_in(hub: &Hub, core: &CoreGuard, cluster: &Cluster, msg: Msg) {
     let Msg::Deliver {
         room,
         to,
         event,
         payload,
+        reply,
     } = msg
     else {
         return;
     };
-    let Some(Link::Local(socket)) = core.inbound(&to, &room) else {
-        // Its session moved to another node since the partner's node sent this.
-        if let Some(node) = hub.forwards.of(&to, &room) {
-            cluster.send(
-                &node,
-                &Msg::Deliver {
+    let outcome = match core.inbound(&to, &room) {
+        Some(Link::Local(socket)) => match socket.emit(&event, &payload) {
+            Ok(()) => {
+                metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+                Ok(())
+            }
+            // Its connection ended for good (a held session keeps what it is sent).
+            Err(SendError::Closed) => Err(ErrorCode::DeliveryFailed),
+            Err(e) => {
+                // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
+                tracing::warn!(sid = %socket.id(), %event, error = %e, "relay from another node not delivered");
+                cluster.count_lost(1);
+                Err(ErrorCode::DeliveryFailed)
+            }
+        },
+        _ => {
+            // Its session moved to another node since the partner's node sent this: that node
+            // delivers it, and answers.
+            if let Some(node) = hub.forwards.of(&to, &room) {
+                let msg = Msg::Deliver {
                     room,
                     to,
                     event,
                     payload,
-                },
-            );
+                    reply,
+                };
+                cluster.send(&node, &msg);
+                return;
+            }
+            Err(ErrorCode::NotInRoom)
         }
+    };
+    let Some(reply) = reply else {
         return;
     };
-    match socket.emit(&event, &payload) {
-        Ok(()) => {
-            metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+    match (reply.ack, outcome) {
+        (Some(id), outcome) => cluster.send(
+            &reply.node,
+            &Msg::Acked {
+                id,
+                code: outcome.err().map(|c| c.as_str().to_string()),
+            },
+        ),
+        (None, Err(code)) => {
+            // The sender is the recipient's partner in the room, if the room is known here.
+            let sender = core
+                .room_of(&to)
+                .filter(|r| *r.id == *room)
+                .and_then(|r| r.partner_of(&to));
+            if let Some(sender) = sender {
+                cluster.send(
+                    &reply.node,
+                    &Msg::Undelivered {
+                        to: sender.to_string(),
+                        room,
+                        event,
+                        code: code.as_str().to_string(),
+                    },
+                );
+            }
         }
-        // Its disconnect handling is on its way: not a loss on the way.
-        Err(SendError::Closed) => {}
-        Err(e) => {
-            // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
-            tracing::warn!(sid = %socket.id(), %event, error = %e, "relay from another node not delivered");
-            cluster.count_lost(1);
-        }
+        (None, Ok(())) => {}
     }
 }
 
@@ -213,6 +251,18 @@ pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
                 },
             ),
         },
+        Msg::Acked { id, code } => crate::node::acks::settle(hub, id, code.as_deref()),
+        Msg::Undelivered {
+            room,
+            to,
+            event,
+            code,
+        } => {
+            let core = hub.lock();
+            if let Some(Link::Local(socket)) = core.inbound(&to, &room) {
+                send_error(socket, &event, &crate::node::acks::reject(&code));
+            }
+        }
         Msg::Recover {
             sid,
             offset,

@@ -40,6 +40,7 @@ pub(crate) fn figures(hub: &Hub) -> NodeFigures {
         rooms: live.active_rooms,
         shared_rooms: core.shared_rooms(),
         batches: true,
+        answers: true,
     }
 }
 
@@ -83,6 +84,12 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                         .iter()
                         .filter(|n| n.alive)
                         .map(|n| (n.id.as_str(), n.figures.batches)),
+                );
+                cluster.set_answering(
+                    b.nodes
+                        .iter()
+                        .filter(|n| n.alive)
+                        .map(|n| (n.id.as_str(), n.figures.answers)),
                 );
                 match scripts::lease(&cluster, ttl, inbox_ok).await {
                     Ok(holder) => lease_seen(&hub, &cluster, holder.as_deref()),

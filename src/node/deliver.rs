@@ -11,6 +11,15 @@ use crate::ice::{Ice, unix_now};
 use crate::model::{ErrorCode, Reject};
 use crate::protocol::outgoing::{self as wire, ServerEvent, now_ms};
 
+/// When a relay's sender is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relayed {
+    /// Now: delivered here, or sent to a node that will only report a failure.
+    Now,
+    /// When the receiving node says how it went (see [`super::acks`]).
+    Later,
+}
+
 impl Hub {
     /// Sends each effect to its recipient's socket. `matched` gets the ICE servers the new call
     /// should use (fresh TURN credentials), and its wait is recorded for `/metrics`.
@@ -47,7 +56,9 @@ impl Hub {
 
     /// Sends a relayed event to `partner` over `link`: on its socket, or to its node (in order
     /// with the sender's other relays: the cluster's publisher keeps the order it was given). A
-    /// partner whose buffer is full is `delivery-failed` for the sender.
+    /// partner whose buffer is full is `delivery-failed` for the sender. `waiter`: the sender's
+    /// socket and acknowledgement, when it asked for one; a relay to another node is then
+    /// answered when that node says how it went ([`Relayed::Later`]).
     pub(crate) fn relay<T: Serialize>(
         &self,
         partner: &str,
@@ -55,21 +66,42 @@ impl Hub {
         room: &str,
         event: &str,
         payload: &T,
-    ) -> Result<(), Reject> {
-        match link {
+        waiter: Option<(&super::Sock, i64)>,
+    ) -> Result<Relayed, Reject> {
+        let relayed = match link {
             Link::Local(socket) => {
                 if !send(socket, event, payload) {
                     return Err(ErrorCode::DeliveryFailed.into());
                 }
+                Relayed::Now
             }
             Link::Remote(node) => {
-                self.peers
-                    .relay(node, room, partner, event, payload)
-                    .map_err(|_| ErrorCode::DeliveryFailed)?;
+                let answers = self.peers.answers(node);
+                let id = waiter
+                    .filter(|_| answers)
+                    .and_then(|(socket, ack)| self.acks.wait(socket, ack, event));
+                let reply = answers.then(|| crate::bus::Reply {
+                    node: self.peers.node(),
+                    ack: id,
+                });
+                let sent = self
+                    .peers
+                    .relay(node, room, partner, event, payload, reply.as_ref());
+                if sent.is_err() {
+                    if let Some(id) = id {
+                        self.acks.forget(id);
+                    }
+                    return Err(ErrorCode::DeliveryFailed.into());
+                }
+                if id.is_some() {
+                    Relayed::Later
+                } else {
+                    Relayed::Now
+                }
             }
-        }
+        };
         crate::metrics::relayed(event);
-        Ok(())
+        Ok(relayed)
     }
 }
 
@@ -199,6 +231,7 @@ fn forward(ice: &Ice, e: Effect) -> Option<Msg> {
             to,
             event: event.name().to_string(),
             payload,
+            reply: None,
         })
 }
 

@@ -8,6 +8,8 @@
 //! ([`crate::cluster`]) sit above it; the core, the bus and the transport below.
 
 mod deliver;
+pub(crate) use deliver::Relayed;
+pub(crate) mod acks;
 pub(crate) mod moderator;
 mod peers;
 mod records;
@@ -99,6 +101,8 @@ pub struct Hub {
     pub(crate) forwards: recovered::Forwards,
     /// The sessions this node made that moved to other nodes (see [`recovered::Departed`]).
     pub(crate) departed: recovered::Departed,
+    /// Acknowledged relays waiting for another node's word (see [`acks`]).
+    pub(crate) acks: acks::Acks,
     /// The core's timings (the cluster worker shares the grace and the relax time).
     pub(crate) timings: CoreConfig,
     /// Most blocks kept (`MAX_BLOCKS`): also the bound of the cluster's matchmaker here.
@@ -162,6 +166,7 @@ impl Hub {
             asking: recovered::Asking::default(),
             forwards: recovered::Forwards::default(),
             departed: recovered::Departed::default(),
+            acks: acks::Acks::default(),
             limits: Limits::new(&settings.limits),
             verifier: Verifier::new(&settings.auth)?,
             ice: Ice::new(&settings.ice),
@@ -265,6 +270,7 @@ impl Hub {
         if self.peers.may_hold_sessions() {
             self.expire_pending(now);
             recovered::expire(self, now);
+            acks::expire(self, now);
         }
     }
 

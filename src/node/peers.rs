@@ -83,11 +83,17 @@ impl Peers {
         to: &str,
         event: &str,
         payload: &T,
+        reply: Option<&crate::bus::Reply>,
     ) -> Result<(), serde_json::Error> {
         match self.cluster() {
-            Some(c) => c.relay(node, room, to, event, payload),
+            Some(c) => c.relay(node, room, to, event, payload, reply),
             None => Ok(()),
         }
+    }
+
+    /// Whether `node` says how each relay went (see [`crate::bus::Msg::Acked`]).
+    pub(crate) fn answers(&self, node: &str) -> bool {
+        self.cluster().is_some_and(|c| c.answers(node))
     }
 
     /// Sends `msg` to every node; false when there are no others.

@@ -40,6 +40,27 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Relays `payload` to `partner` over `link` (see [`Hub::relay`]): an acknowledged relay to
+    /// another node is answered when that node says it was delivered.
+    pub(crate) fn relay<T: serde::Serialize>(
+        &self,
+        partner: &str,
+        link: &crate::node::Link,
+        room: &str,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), Reject> {
+        let waiter = self.ack.map(|a| (self.socket, a));
+        if self
+            .hub
+            .relay(partner, link, room, event, payload, waiter)?
+            == crate::node::Relayed::Later
+        {
+            self.answer_later();
+        }
+        Ok(())
+    }
+
     /// This event's answer (its acknowledgement, or its refusal) is sent later, by the handler's
     /// own continuation (see [`crate::node::answer`]), not when the handler returns.
     pub(crate) fn answer_later(&self) {

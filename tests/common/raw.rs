@@ -38,16 +38,26 @@ impl Raw {
 
     /// Opens `/socket.io/?<query>` over WebSocket with the given receive buffer.
     pub(crate) async fn connect(s: &TestServer, query: &str, rcvbuf: Option<u32>) -> Raw {
+        Raw::connect_to(s.addr, query, rcvbuf).await
+    }
+
+    /// [`connect`](Self::connect) to the server at `addr` (a cluster node of its own process).
+    #[allow(dead_code)]
+    pub(crate) async fn connect_to(
+        addr: std::net::SocketAddr,
+        query: &str,
+        rcvbuf: Option<u32>,
+    ) -> Raw {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(n) = rcvbuf {
             sock.set_recv_buffer_size(n).unwrap();
         }
-        let mut tcp = sock.connect(s.addr).await.unwrap();
+        let mut tcp = sock.connect(addr).await.unwrap();
         let req = format!(
             "GET /socket.io/?{query} HTTP/1.1\r\nHost: {}\r\n\
              Upgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            s.addr
+            addr
         );
         tcp.write_all(req.as_bytes()).await.unwrap();
         let mut raw = Raw {

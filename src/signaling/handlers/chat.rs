@@ -30,8 +30,7 @@ pub(super) fn message(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Rejec
         &chat.to.room_id,
         chat.to.target_user_id.as_deref(),
     )?;
-    ctx.hub
-        .relay(partner, link, &chat.to.room_id, "chat-message", &out)?;
+    ctx.relay(partner, link, &chat.to.room_id, "chat-message", &out)?;
     send(ctx.socket, "chat-message", &out);
     drop(core);
     Ok(())

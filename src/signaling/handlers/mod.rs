@@ -91,7 +91,7 @@ fn to_partner<T: serde::Serialize>(
 ) -> Result<(), Reject> {
     let core = ctx.core()?;
     let (partner, link) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
-    ctx.hub.relay(partner, link, &to.room_id, event, payload)
+    ctx.relay(partner, link, &to.room_id, event, payload)
 }
 
 /// Like [`to_partner`], with the payload made under the same lock once the route is known to be
@@ -106,5 +106,5 @@ fn to_partner_and<T: serde::Serialize>(
     let (partner, link) = core.route(ctx.user(), &to.room_id, to.target_user_id.as_deref())?;
     let (partner, link) = (partner.clone(), link.clone());
     let payload = make(&mut core);
-    ctx.hub.relay(&partner, &link, &to.room_id, event, &payload)
+    ctx.relay(&partner, &link, &to.room_id, event, &payload)
 }
