@@ -37,6 +37,7 @@
 //! subscriber client resubscribes on its own.
 
 mod entry;
+mod figures;
 pub(crate) mod frame;
 pub(crate) mod holder;
 mod msg;
@@ -46,6 +47,7 @@ mod redis;
 pub(crate) mod scripts;
 
 pub(crate) use entry::Entry;
+pub(crate) use figures::{ClusterFigures, NodeFigures};
 pub(crate) use msg::{Act, Msg, Reply, RoomMove};
 pub(crate) use redis::{redis_config, scrub};
 
@@ -57,7 +59,7 @@ use std::time::Duration;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::moderation::{Ban, Report};
@@ -91,50 +93,6 @@ pub(crate) struct Settings {
 
 /// The channel every node hears (`<prefix>:to:*`); no node can be named `*`.
 const BROADCAST: &str = "*";
-
-/// This node's figures, published with its heartbeat.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct NodeFigures {
-    /// Open Socket.IO connections.
-    pub connections: usize,
-    /// Authenticated users.
-    pub users: usize,
-    /// Users waiting for a partner.
-    pub waiting: usize,
-    /// Rooms with at least one member here.
-    pub rooms: usize,
-    /// Of those, rooms whose other member is on another node (counted by both nodes).
-    pub shared_rooms: usize,
-    /// Whether the node reads batch frames ([`frame`]; false from nodes of earlier versions,
-    /// which are sent one message a `PUBLISH`).
-    #[serde(default)]
-    pub batches: bool,
-    /// Whether the node answers relays ([`Msg::Acked`], [`Msg::Undelivered`]; false from nodes
-    /// of earlier versions, whose relays are acknowledged when published).
-    #[serde(default)]
-    pub answers: bool,
-}
-
-/// Figures of the whole cluster, from the live nodes' heartbeats.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ClusterFigures {
-    /// Live nodes.
-    pub nodes: usize,
-    /// Their names.
-    pub node_ids: Vec<String>,
-    /// Open connections on all nodes.
-    pub connections: usize,
-    /// Authenticated users on all nodes.
-    pub users: usize,
-    /// Users waiting on all nodes.
-    pub waiting: usize,
-    /// Rooms in the cluster (a room shared by two nodes counted once).
-    pub rooms: usize,
-    /// Matches made by the cluster since Redis started.
-    pub total_matches: u64,
-}
 
 /// One node's link to the cluster.
 pub(crate) struct Cluster {
