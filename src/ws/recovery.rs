@@ -208,6 +208,9 @@ pub(crate) struct Recovery {
     held_since: u64,
     /// The log outgrew its budget while held: the session cannot be recovered.
     overflowed: bool,
+    /// The first event numbered while held: those before may make room for those after, never
+    /// the other way round.
+    held_from: u64,
 }
 
 /// What [`Recovery::log`] did with an event.
@@ -233,6 +236,7 @@ impl Recovery {
             mark: None,
             held_since: 0,
             overflowed: false,
+            held_from: 0,
         }
     }
 
@@ -250,11 +254,23 @@ impl Recovery {
         if self.overflowed {
             return Logging::Overflow;
         }
-        if self.held_since != 0 && self.bytes + bytes.len() > budget {
-            self.overflowed = true;
-            self.log = VecDeque::new();
-            self.bytes = 0;
-            return Logging::Overflow;
+        if self.held_since != 0 {
+            // Events logged while the connection lived (most of them read: the client's offset
+            // will tell) make room for those it is missing now; those it is missing never
+            // make room for each other.
+            while self.bytes + bytes.len() > budget
+                && let Some(old) = self.log.front().filter(|l| l.n < self.held_from)
+            {
+                self.bytes -= old.bytes.len();
+                self.lost_below = old.n + 1;
+                self.log.pop_front();
+            }
+            if self.bytes + bytes.len() > budget {
+                self.overflowed = true;
+                self.log = VecDeque::new();
+                self.bytes = 0;
+                return Logging::Overflow;
+            }
         }
         self.bytes += bytes.len();
         self.log.push_back(Logged {
@@ -313,6 +329,7 @@ impl Recovery {
         budget: usize,
     ) {
         self.held_since = now;
+        self.held_from = self.next;
         self.mark = None;
         if self.offsets {
             return;
@@ -459,6 +476,7 @@ impl Recovery {
             mark: None,
             held_since: now.max(1),
             overflowed: false,
+            held_from: e.next,
         })
     }
 }

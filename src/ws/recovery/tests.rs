@@ -278,3 +278,33 @@ fn a_session_moved_to_another_node_keeps_its_numbers_and_what_was_missed() {
     };
     assert!(Recovery::import(bad, Arc::new(Nobody), 7).is_none());
 }
+
+/// A live session's log sits at its budget under steady traffic (a pong confirms it only every
+/// ping interval): once held, what the client is missing takes the place of what it most likely
+/// read, and it recovers from an offset after those; the session is given up only when what it
+/// missed alone outgrows the budget.
+#[test]
+fn a_held_session_at_its_budget_makes_room_with_what_was_logged_live() {
+    let budget = 1000;
+    let mut r = session(true);
+    for i in 0..20u64 {
+        assert_eq!(r.log(i, &[b'l'; 100], budget), Logging::Kept);
+    }
+    assert_eq!(r.held_bytes(), 1000, "live: the oldest made room");
+    r.hold(5, std::iter::empty(), budget);
+    for i in 20..25u64 {
+        assert_eq!(r.log(i, &[b'h'; 100], budget), Logging::Kept, "event {i}");
+    }
+    // The client read up to 19: it gets exactly the five it missed.
+    let missed = r.missed(Some("19")).unwrap();
+    assert_eq!(missed.len(), 5);
+    assert!(missed.iter().all(|f| f[0] == b'h'));
+    // One that read less than what made room cannot be served.
+    assert_eq!(r.missed(Some("12")).err(), Some(Refused::BadOffset));
+    // What it missed alone over the budget: given up.
+    for i in 25..30u64 {
+        assert_eq!(r.log(i, &[b'h'; 100], budget), Logging::Kept, "event {i}");
+    }
+    assert_eq!(r.log(30, &[b'h'; 100], budget), Logging::Overflow);
+    assert_eq!(r.missed(Some("19")).err(), Some(Refused::Unknown));
+}
