@@ -161,6 +161,24 @@ describe('connection state recovery across nodes', { skip: !haveRedis && 'redis-
     }
   }
 
+  it('both partners dropped at once come back each through the other\'s node, and talk on', async () => {
+    const [na, nb] = nodes;
+    const [an, bn] = [id('a'), id('b')];
+    const a = track(app(na.url, an, ['websocket']));
+    const b = track(app(nb.url, bn, ['websocket']));
+    await Promise.all([next(a, 'authenticated'), next(b, 'authenticated')]);
+    const [ma] = await meet(a, b);
+    const lefts = [a, b].map((s) => collect(s, 'partner-left', 5000));
+    const backs = [moveTo(a, nb.url, 300), moveTo(b, na.url, 300)];
+    cut(a);
+    cut(b);
+    await Promise.all(backs);
+    assert.equal(a.recovered, true);
+    assert.equal(b.recovered, true);
+    await talk(a, b, ma.roomId);
+    for (const l of lefts) assert.deepEqual(await l, [], 'no partner-left');
+  });
+
   it('an offset the other node does not hold gets a fresh session', async () => {
     const [na, nb] = nodes;
     const a = track(app(na.url, id('a'), ['websocket']));

@@ -270,6 +270,7 @@ pub(crate) fn arrived(hub: &Hub, a: Arrival) {
     let bound = waiting.as_ref().and_then(|w| {
         let mut state = w.session.state.lock();
         if state.closed || state.user.is_some() {
+            tracing::debug!(closed = state.closed, "the connect that asked for a session is gone");
             return None;
         }
         let link = Link::Local(w.socket.clone());
@@ -282,9 +283,13 @@ pub(crate) fn arrived(hub: &Hub, a: Arrival) {
             core.reclaim(&user, link, a.profile.clone(), true).effects
         } else {
             let claim = Claim::Named { resume: None };
-            core.join(user.clone(), link, a.profile.clone(), claim)
-                .ok()?
-                .effects
+            match core.join(user.clone(), link, a.profile.clone(), claim) {
+                Ok(j) => j.effects,
+                Err(e) => {
+                    tracing::debug!(%user, error = ?e, "a recovered session's user id is in use here");
+                    return None;
+                }
+            }
         };
         state.user = Some(user.clone());
         state.recovered = true;
@@ -292,6 +297,9 @@ pub(crate) fn arrived(hub: &Hub, a: Arrival) {
     });
     let Some((user, mut effects)) = bound else {
         drop(core);
+        if waiting.is_none() {
+            tracing::debug!(sid = %a.session.sid, "a session arrived for a connect no longer waiting");
+        }
         if let Some(w) = waiting {
             crate::ws::refused(Refused::Declined);
             w.socket.welcome();
@@ -302,7 +310,16 @@ pub(crate) fn arrived(hub: &Hub, a: Arrival) {
         return;
     };
     let w = waiting.expect("bound to a waiting connect");
-    if let Some(r) = a.room.filter(|_| core.room_of(&user).is_none()) {
+    if let Some(mut r) = a.room.filter(|_| core.room_of(&user).is_none()) {
+        // Both partners' clients came back at once, each through the other's node: the
+        // partner's session left this node meanwhile, for the node it names here.
+        if r.partner_node == hub.peers.node()
+            && core.kept_link(&r.partner).is_none()
+            && let Some(went) = hub.forwards.of(&r.partner, &r.room)
+        {
+            r.partner_node = went.to_string();
+            r.relink = true;
+        }
         let node: Arc<str> = r.partner_node.as_str().into();
         match core.take_over(
             &user,
