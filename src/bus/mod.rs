@@ -121,8 +121,8 @@ pub(crate) struct Cluster {
     pub(crate) matcher: Mutex<holder::Matcher>,
     /// The channels whose every listener reads batch frames, as of the last heartbeat.
     batch_readers: Mutex<Arc<HashSet<Arc<str>>>>,
-    /// The live nodes that answer relays, as of the last heartbeat.
-    answering: Mutex<Arc<HashSet<Arc<str>>>>,
+    /// The live nodes that do not answer relays, as of the last heartbeat.
+    silent: Mutex<Arc<HashSet<Arc<str>>>>,
 }
 
 impl Cluster {
@@ -210,7 +210,7 @@ impl Cluster {
             holder: Mutex::new(None),
             matcher: Mutex::new(holder::Matcher::default()),
             batch_readers: Mutex::new(Arc::new(HashSet::new())),
-            answering: Mutex::new(Arc::new(HashSet::new())),
+            silent: Mutex::new(Arc::new(HashSet::new())),
         });
         cluster
             .subscriber
@@ -393,18 +393,21 @@ impl Cluster {
         *self.batch_readers.lock() = Arc::new(frame::readers(live));
     }
 
-    /// Records which of the live nodes answer relays (`(node, answers)`).
+    /// Records which of the live nodes do not answer relays (`(node, answers)`): nodes of an
+    /// earlier version, whose relays are acknowledged when published.
     pub(crate) fn set_answering<'a>(&self, live: impl IntoIterator<Item = (&'a str, bool)>) {
-        let set = live
+        let silent = live
             .into_iter()
-            .filter(|(_, a)| *a)
+            .filter(|(_, a)| !*a)
             .map(|(n, _)| Arc::from(n));
-        *self.answering.lock() = Arc::new(set.collect());
+        *self.silent.lock() = Arc::new(silent.collect());
     }
 
-    /// Whether `node` answers relays (see [`Msg::Acked`]).
+    /// Whether `node` answers relays (see [`Msg::Acked`]): every node but those whose heartbeat
+    /// says they do not (so also one not heard from yet: a node of this version that just
+    /// joined; an earlier one is known within a beat).
     pub(crate) fn answers(&self, node: &str) -> bool {
-        self.answering.lock().contains(node)
+        !self.silent.lock().contains(node)
     }
 
     /// The channels (by node name) whose listeners read batch frames.

@@ -156,26 +156,28 @@ fn relay_in(hub: &Hub, core: &CoreGuard, cluster: &Cluster, msg: Msg) {
             Err(ErrorCode::NotInRoom)
         }
     };
-    let Some(reply) = reply else {
-        return;
-    };
-    match (reply.ack, outcome) {
-        (Some(id), outcome) => cluster.send(
-            &reply.node,
+    match (reply.and_then(|r| Some((r.ack?, r.node))), outcome) {
+        (Some((id, node)), outcome) => cluster.send(
+            &node,
             &Msg::Acked {
                 id,
                 code: outcome.err().map(|c| c.as_str().to_string()),
             },
         ),
         (None, Err(code)) => {
-            // The sender is the recipient's partner in the room, if the room is known here.
+            // The sender is the recipient's partner in the room (a ghost here, reached through
+            // its node), if the room is known here.
             let sender = core
                 .room_of(&to)
                 .filter(|r| *r.id == *room)
                 .and_then(|r| r.partner_of(&to));
-            if let Some(sender) = sender {
+            let node = sender.and_then(|s| match core.kept_link(s) {
+                Some(Link::Remote(n)) if cluster.answers(n) => Some(n.clone()),
+                _ => None,
+            });
+            if let (Some(sender), Some(node)) = (sender, node) {
                 cluster.send(
-                    &reply.node,
+                    &node,
                     &Msg::Undelivered {
                         to: sender.to_string(),
                         room,

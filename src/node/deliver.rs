@@ -76,13 +76,14 @@ impl Hub {
                 Relayed::Now
             }
             Link::Remote(node) => {
-                let answers = self.peers.answers(node);
+                // Only a sender that waits needs word back (a failure of any relay is told to
+                // the sender's node, which the receiving node knows as its user's partner's).
                 let id = waiter
-                    .filter(|_| answers)
+                    .filter(|_| self.peers.answers(node))
                     .and_then(|(socket, ack)| self.acks.wait(socket, ack, event));
-                let reply = answers.then(|| crate::bus::Reply {
+                let reply = id.map(|id| crate::bus::Reply {
                     node: self.peers.node(),
-                    ack: id,
+                    ack: Some(id),
                 });
                 let sent = self
                     .peers
