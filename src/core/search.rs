@@ -23,6 +23,8 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
         prefs: Option<Preferences>,
         now: Instant,
     ) -> Result<Vec<Effect>, ErrorCode> {
+        // A user who is away cannot act: its room waits for it as it was.
+        let id = self.present(user)?;
         if let Some(room) = self.rooms.of_user(user) {
             // A partner whose connection dropped cannot be talked to; an old client that was told
             // `partner-left` searches again, which gives the room up.
@@ -35,7 +37,6 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
             out.extend(self.find(user, prefs, now)?);
             return Ok(out);
         }
-        let id = self.present(user)?;
         let u = self.users.get_mut(user).expect("present above");
         let changed = prefs.as_ref().is_some_and(|p| *p != *u.prefs);
         if let Some(p) = prefs.filter(|_| changed) {
