@@ -320,33 +320,8 @@ pub(crate) fn arrived(hub: &Hub, a: Arrival) {
             r.partner_node = went.to_string();
             r.relink = true;
         }
-        let node: Arc<str> = r.partner_node.as_str().into();
-        match core.take_over(
-            &user,
-            crate::core::Seat {
-                room: r.room.as_str().into(),
-                partner: r.partner.as_str().into(),
-                initiator: r.initiator,
-            },
-            Link::Remote(node.clone()),
-            true,
-            now,
-        ) {
-            Some(more) => {
-                effects.extend(more);
-                if r.relink {
-                    hub.peers.send(
-                        &node,
-                        &Msg::Relink {
-                            room: r.room,
-                            to: r.partner,
-                            node: hub.peers.node(),
-                            recovered: true,
-                        },
-                    );
-                }
-            }
-            None => tell_left(hub, r),
+        if let Some(more) = take_room_back(hub, &mut core, &user, r, true, now) {
+            effects.extend(more);
         }
     }
     if let Some(prefs) = a.search
@@ -363,6 +338,44 @@ pub(crate) fn arrived(hub: &Hub, a: Arrival) {
         w.socket.welcome();
     }
     hub.deliver(&mut core, effects);
+}
+
+/// `user`, connected here, takes back the room another node handed over (`r`), its partner
+/// reached through the partner's node; that node is told where `user` is now when it did not
+/// hand the room over (`r.relink`). Returns what follows (`recovered`: no `rejoined`, the client
+/// never knew it left), or `None` when `user` is in another room already: then the partner is
+/// told `user` left.
+pub(crate) fn take_room_back(
+    hub: &Hub,
+    core: &mut crate::node::NodeCore,
+    user: &str,
+    r: RoomMove,
+    recovered: bool,
+    now: Instant,
+) -> Option<Vec<crate::core::Effect>> {
+    let node: Arc<str> = r.partner_node.as_str().into();
+    let seat = crate::core::Seat {
+        room: r.room.as_str().into(),
+        partner: r.partner.as_str().into(),
+        initiator: r.initiator,
+    };
+    let Some(effects) = core.take_over(user, seat, Link::Remote(node.clone()), recovered, now)
+    else {
+        tell_left(hub, r);
+        return None;
+    };
+    if r.relink {
+        hub.peers.send(
+            &node,
+            &Msg::Relink {
+                room: r.room,
+                to: r.partner,
+                node: hub.peers.node(),
+                recovered,
+            },
+        );
+    }
+    Some(effects)
 }
 
 /// The partner in `r` is told its partner left (the session found nobody to take it).

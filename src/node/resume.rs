@@ -236,43 +236,19 @@ fn try_complete(
             && !core.is_ghost(&user)
             && core.room_of(&user).is_none()
         {
-            let node: std::sync::Arc<str> = h.partner_node.as_str().into();
-            match core.take_over(
-                &user,
-                crate::core::Seat {
-                    room: h.room.as_str().into(),
-                    partner: h.partner.as_str().into(),
-                    initiator: h.initiator,
-                },
-                Link::Remote(node.clone()),
-                false,
-                std::time::Instant::now(),
-            ) {
-                Some(effects) => {
-                    joined.resumed = true;
-                    joined.effects.extend(effects);
-                    if h.relink {
-                        hub.peers.send(
-                            &node,
-                            &crate::bus::Msg::Relink {
-                                room: h.room,
-                                to: h.partner,
-                                node: hub.peers.node(),
-                                recovered: false,
-                            },
-                        );
-                    }
-                }
-                None => {
-                    hub.peers.send(
-                        &node,
-                        &crate::bus::Msg::Left {
-                            room: h.room,
-                            to: h.partner,
-                            reason: crate::model::reason::Reason::Disconnect.to_string(),
-                        },
-                    );
-                }
+            let r = crate::bus::RoomMove {
+                room: h.room,
+                partner: h.partner,
+                partner_node: h.partner_node,
+                initiator: h.initiator,
+                relink: h.relink,
+            };
+            let now = std::time::Instant::now();
+            if let Some(effects) =
+                super::recovered::take_room_back(hub, &mut core, &user, r, false, now)
+            {
+                joined.resumed = true;
+                joined.effects.extend(effects);
             }
         }
         state.user = Some(user.clone());
