@@ -4,48 +4,9 @@
 // sent meanwhile; a node that gets SIGTERM hands its sessions over to the other nodes.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
-import { io, startServer, next, collect, user, meet } from './harness.js';
-
-/** A free loopback port. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts redis-server on `port`; resolves once it accepts connections. */
-async function startRedis(port) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
-      c.once('error', () => resolve(false));
-    });
-    if (up) return proc;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  proc.kill('SIGKILL');
-  throw new Error('redis-server did not start');
-}
-
-const haveRedis = spawnSync('redis-server', ['--version']).status === 0;
-
-/** Cuts the client's transport under it, with no goodbye. */
-function cut(socket) {
-  const t = socket.io.engine.transport;
-  if (t.ws) {
-    t.ws._socket?.destroy();
-  } else {
-    socket.io.engine._onError(new Error('cut'));
-  }
-}
+import {
+  startServer, next, collect, user, meet, freePort, startRedis, haveRedis, cut, app,
+} from './harness.js';
 
 /**
  * From now on `socket` reconnects to `url`, `ms` after it lost its connection. Returns the
@@ -57,19 +18,6 @@ function moveTo(socket, url, ms = 300, within = 15000) {
   socket.io.randomizationFactor(0);
   socket.io.on('reconnect_attempt', () => { socket.io.uri = url; });
   return next(socket, 'connect', ms + within);
-}
-
-/** A client as the Node server's app makes it: reconnection on, `authenticate` on every connect. */
-function app(url, userId, transports) {
-  const s = io(url, {
-    forceNew: true,
-    reconnection: true,
-    reconnectionDelay: 100,
-    reconnectionDelayMax: 200,
-    ...(transports ? { transports } : {}),
-  });
-  s.on('connect', () => s.emit('authenticate', { userId }));
-  return s;
 }
 
 /** A chat line both ways in `room`: the call goes on. */

@@ -2,38 +2,10 @@
 // socket.io-client over both transports: users on different nodes meet, signal, chat and skip.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
-import { startServer, next, pair, checkHttp } from './harness.js';
+import {
+  startServer, next, pair, checkHttp, freePort, startRedis, haveRedis,
+} from './harness.js';
 
-/** A free loopback port. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts redis-server on `port`; resolves once it accepts connections. */
-async function startRedis(port) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
-      c.once('error', () => resolve(false));
-    });
-    if (up) return proc;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  proc.kill('SIGKILL');
-  throw new Error('redis-server did not start');
-}
-
-const haveRedis = spawnSync('redis-server', ['--version']).status === 0;
 
 describe('a cluster of two nodes, official client', { skip: !haveRedis && 'redis-server is not installed' }, () => {
   let redis;

@@ -3,8 +3,9 @@
 // contract, clients/contract/asyncapi.yaml: each event sent and received, each acknowledgement
 // and each HTTP body is validated against its schema, and a test during which one did not fit
 // fails (in the hooks below) with the event, the payload and what is wrong with it.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { after, afterEach } from 'node:test';
@@ -300,3 +301,56 @@ export async function meet(sa, sb) {
   sb.emit('find-random-partner', {});
   return Promise.all([ma, mb]);
 }
+
+/** A free loopback port. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts redis-server on `port`; resolves once it accepts connections. */
+export async function startRedis(port) {
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
+      c.once('error', () => resolve(false));
+    });
+    if (up) return proc;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  proc.kill('SIGKILL');
+  throw new Error('redis-server did not start');
+}
+
+export const haveRedis = spawnSync('redis-server', ['--version']).status === 0;
+
+/** Cuts the client's transport under it, with no goodbye. */
+export function cut(socket) {
+  const t = socket.io.engine.transport;
+  if (t.ws) {
+    t.ws._socket?.destroy();
+  } else {
+    socket.io.engine._onError(new Error('cut'));
+  }
+}
+
+/** A client as the Node server's app makes it: reconnection on, `authenticate` on every connect. */
+export function app(url, userId, transports) {
+  const s = io(url, {
+    forceNew: true,
+    reconnection: true,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 200,
+    ...(transports ? { transports } : {}),
+  });
+  s.on('connect', () => s.emit('authenticate', { userId }));
+  return s;
+}
+

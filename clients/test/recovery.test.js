@@ -3,24 +3,14 @@
 // blip, and what was sent meanwhile arrives, in order, when the client is back.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { io, startServer, next, collect, user, meet } from './harness.js';
+import {
+  startServer, next, collect, user, meet, cut, app,
+} from './harness.js';
 
 const MODES = [
   ['polling with upgrade', undefined],
   ['websocket only', ['websocket']],
 ];
-
-/** Cuts the client's transport under it, with no goodbye (a lost network, a dead NAT entry). */
-function cut(socket) {
-  const t = socket.io.engine.transport;
-  if (t.ws) {
-    t.ws._socket?.destroy();
-  } else {
-    // Long-polling: the requests in flight fail, as on a lost network (the server sees no
-    // goodbye: its session stays until the client is back or its ping times out).
-    socket.io.engine._onError(new Error('cut'));
-  }
-}
 
 /**
  * Cuts `socket`'s transport; its client stays away `ms` before it reconnects (no randomness).
@@ -33,19 +23,6 @@ function drop(socket, ms = 150) {
   const back = next(socket, 'connect', ms + 10000);
   cut(socket);
   return back;
-}
-
-/** A client as the Node server's app makes it: reconnection on, `authenticate` on every connect. */
-function app(url, userId, transports) {
-  const s = io(url, {
-    forceNew: true,
-    reconnection: true,
-    reconnectionDelay: 100,
-    reconnectionDelayMax: 200,
-    ...(transports ? { transports } : {}),
-  });
-  s.on('connect', () => s.emit('authenticate', { userId }));
-  return s;
 }
 
 for (const [mode, transports] of MODES) {
