@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -66,40 +67,31 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
     };
     let upgrade = hyper::upgrade::on(&mut req);
     drop(req);
+    // The task's future is allocated for the session's whole life at the size of its largest
+    // state: what only the upgrade's handshake, a second WebSocket or the end's lingering need
+    // is boxed, and the session's loop keeps no I/O future of its own (see [`serve_socket`]).
     tokio::spawn(async move {
-        let tcp = async {
-            let upgraded = upgrade
-                .await
-                .map_err(|e| tracing::debug!("websocket upgrade failed: {e}"))
-                .ok()?;
-            // Taking the TCP stream back out of hyper frees hyper's read buffer, which the
-            // upgraded connection would otherwise keep for its whole life.
-            let parts = upgraded
-                .downcast::<TokioIo<TcpStream>>()
-                .map_err(|_| tracing::error!("websocket upgrade over an unexpected connection"))
-                .ok()?;
-            let early = parts.read_buf.to_vec();
-            Some((parts.io.into_inner(), early))
-        }
-        .await;
-        match (target, tcp) {
-            (Target::Direct { id, counted }, Some((tcp, early))) => {
-                direct(t, id, ip, counted, tcp, early).await;
-            }
-            (Target::Direct { id, .. }, None) => {
-                if let Some(ip) = ip {
-                    t.upper.release(ip, id);
+        let Some((tcp, early)) = take_socket(upgrade).await else {
+            match target {
+                Target::Direct { id, .. } => {
+                    if let Some(ip) = ip {
+                        t.upper.release(ip, id);
+                    }
                 }
+                Target::Upgrade(conn) => polling::abandon_upgrade(&conn),
+                Target::Extra => {}
             }
-            (Target::Upgrade(conn), Some((tcp, early))) => {
-                upgrade_session(t, conn, tcp, early).await
-            }
-            (Target::Upgrade(conn), None) => polling::abandon_upgrade(&conn),
-            // Boxed: this task's future is as large as its largest arm for the whole life of a
-            // direct session, and this arm's timer and write would add to every one of them.
-            (Target::Extra, Some((tcp, _))) => Box::pin(close_extra(tcp)).await,
-            (Target::Extra, None) => {}
-        }
+            return;
+        };
+        let (mut held, early) = match target {
+            Target::Direct { id, counted } => (direct(t, id, ip, counted, tcp), early),
+            Target::Upgrade(conn) => match Box::pin(upgrade_session(&conn, tcp, early)).await {
+                Some(st) => (Held::new(t, conn, st), Vec::new()),
+                None => return,
+            },
+            Target::Extra => return Box::pin(close_extra(tcp)).await,
+        };
+        serve_socket(&mut held, early).await;
     });
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -148,15 +140,31 @@ fn websocket_key(req: &Request) -> Option<String> {
     )
 }
 
-/// A direct WebSocket session, from its Engine.IO handshake to its end.
-async fn direct(
+/// The socket of an upgraded request, and what the client sent after its head, taken back from
+/// hyper.
+async fn take_socket(upgrade: hyper::upgrade::OnUpgrade) -> Option<(TcpStream, Vec<u8>)> {
+    let upgraded = upgrade
+        .await
+        .map_err(|e| tracing::debug!("websocket upgrade failed: {e}"))
+        .ok()?;
+    // Taking the TCP stream back out of hyper frees hyper's read buffer, which the upgraded
+    // connection would otherwise keep for its whole life.
+    let parts = upgraded
+        .downcast::<TokioIo<TcpStream>>()
+        .map_err(|_| tracing::error!("websocket upgrade over an unexpected connection"))
+        .ok()?;
+    let early = parts.read_buf.to_vec();
+    Some((parts.io.into_inner(), early))
+}
+
+/// A direct WebSocket session opened: registered, its Engine.IO handshake queued.
+fn direct(
     t: Transport,
     id: Sid,
     ip: Option<std::net::IpAddr>,
     counted: bool,
     tcp: TcpStream,
-    early: Vec<u8>,
-) {
+) -> Held {
     let conn = t.conns.open(id, ip, counted, Some(tcp));
     let s = t.conns.settings;
     conn.push_control(OutFrame::text(&packet::open(
@@ -167,15 +175,19 @@ async fn direct(
         false,
     )))
     .ok();
-    run(t, conn, Reading::default(), early).await;
+    Held::new(t, conn, Reading::default())
 }
 
 /// The upgrade of a long-polling session: `2probe` is answered with `3probe` (and the pending
 /// poll released with a noop), `5` moves the session onto this socket. Until then the session
 /// goes on over long-polling, and a connection that does not complete the upgrade in time is
-/// closed without harm to it.
-async fn upgrade_session(t: Transport, conn: Arc<Conn>, mut tcp: TcpStream, mut buf: Vec<u8>) {
-    let max = t.conns.settings.max_message_bytes;
+/// closed without harm to it. What the upgraded session's reading starts from, once it moved.
+async fn upgrade_session(
+    conn: &Arc<Conn>,
+    mut tcp: TcpStream,
+    mut buf: Vec<u8>,
+) -> Option<Reading> {
+    let max = conn.settings.max_message_bytes;
     let mut reader = Reader::default();
     let deadline = tokio::time::Instant::now() + UPGRADE_TIMEOUT;
     let upgraded = AtomicBool::new(false);
@@ -205,7 +217,7 @@ async fn upgrade_session(t: Transport, conn: Arc<Conn>, mut tcp: TcpStream, mut 
         };
         buf.clear();
         if probed {
-            polling::release_poll(&conn);
+            polling::release_poll(conn);
         }
         for r in replies {
             if tcp.write_all(r.remaining()).await.is_err() {
@@ -225,31 +237,28 @@ async fn upgrade_session(t: Transport, conn: Arc<Conn>, mut tcp: TcpStream, mut 
         }
     };
     if !ok {
-        polling::abandon_upgrade(&conn);
+        polling::abandon_upgrade(conn);
         tcp.shutdown().await.ok();
-        return;
+        return None;
     }
     // A conforming client pauses polling before it sends `5`; one that did not has its post
     // finish first, so that no packet of it acts after the switch.
-    while polling::post_in_flight(&conn) && tokio::time::Instant::now() < deadline {
+    while polling::post_in_flight(conn) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    if polling::post_in_flight(&conn) {
-        polling::abandon_upgrade(&conn);
+    if polling::post_in_flight(conn) {
+        polling::abandon_upgrade(conn);
         tcp.shutdown().await.ok();
-        return;
+        return None;
     }
     let paused = !reader.is_idle();
-    let Some(packets) = polling::complete_upgrade(&conn, tcp) else {
-        return;
-    };
-    let st = Reading {
+    let packets = polling::complete_upgrade(conn, tcp)?;
+    Some(Reading {
         reader,
         packets,
         paused,
         close_code: None,
-    };
-    run(t, conn, st, Vec::new()).await;
+    })
 }
 
 /// What a WebSocket connection's task keeps between reads.
@@ -299,18 +308,33 @@ impl Drop for Held {
     }
 }
 
-/// Runs a session over its WebSocket until it ends, then ends it.
-async fn run(t: Transport, conn: Arc<Conn>, st: Reading, early: Vec<u8>) {
-    let mut held = Held {
-        t,
-        conn,
-        st,
-        released: false,
-    };
-    serve_socket(&mut held, early).await;
+impl Held {
+    /// A session's hold, taken from its first byte on this socket.
+    fn new(t: Transport, conn: Arc<Conn>, st: Reading) -> Held {
+        Held {
+            t,
+            conn,
+            st,
+            released: false,
+        }
+    }
 }
 
-/// The body of [`run`].
+/// What woke a session's loop.
+enum Woke {
+    /// Its queue has something to write, or it ended.
+    Queue,
+    /// The socket can be read.
+    Readable(std::io::Result<()>),
+    /// The socket can be written.
+    Writable(std::io::Result<()>),
+}
+
+/// Runs a session over its WebSocket until it ends, then ends it.
+///
+/// The loop waits on the socket's readiness through `poll_read_ready`/`poll_write_ready`,
+/// which keep their waker in the socket's registration, instead of on `readable()` and
+/// `writable()` futures (152 bytes each) that every idle session's task would carry.
 async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
     let (t, conn) = (held.t.clone(), held.conn.clone());
     let Some(tcp) = conn.tcp.get() else {
@@ -324,6 +348,7 @@ async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
         end = on_bytes(&t, &conn, st, &mut early);
     }
     drop(early);
+    let mut woken = std::pin::pin!(conn.wake.notified());
     let end = loop {
         if let Some(e) = end.or_else(|| conn.ended()) {
             break e;
@@ -336,21 +361,32 @@ async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
             end = on_bytes(&t, &conn, st, &mut []);
             continue;
         }
-        tokio::select! {
-            biased;
-            _ = conn.wake.notified() => {}
-            r = tcp.readable(), if !over && !st.paused => {
-                end = match r {
-                    Ok(()) => on_readable(&t, &conn, st),
-                    Err(_) => Some(End::Lost(Lost::TransportError)),
-                };
+        let read = !over && !st.paused;
+        let woke = std::future::poll_fn(|cx| {
+            if woken.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Queue);
             }
-            r = tcp.writable(), if want_write => {
-                if r.and_then(|()| conn.flush()).is_err() {
-                    end = Some(End::Lost(Lost::TransportError));
-                }
+            if read && let Poll::Ready(r) = tcp.poll_read_ready(cx) {
+                return Poll::Ready(Woke::Readable(r));
             }
-        }
+            if want_write && let Poll::Ready(r) = tcp.poll_write_ready(cx) {
+                return Poll::Ready(Woke::Writable(r));
+            }
+            Poll::Pending
+        })
+        .await;
+        end = match woke {
+            Woke::Queue => {
+                woken.set(conn.wake.notified());
+                None
+            }
+            Woke::Readable(Ok(())) => on_readable(&t, &conn, st),
+            Woke::Writable(r) => r
+                .and_then(|()| conn.flush())
+                .err()
+                .map(|_| End::Lost(Lost::TransportError)),
+            Woke::Readable(Err(_)) => Some(End::Lost(Lost::TransportError)),
+        };
     };
     {
         let mut out = conn.out.lock();
@@ -365,7 +401,8 @@ async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
         .shutdown(std::net::Shutdown::Write)
         .ok();
     held.release(end);
-    linger(tcp).await;
+    // Boxed: only an ending session needs the linger's timer.
+    Box::pin(linger(tcp)).await;
 }
 
 /// Longest a closed connection's input is drained before the socket is dropped.
