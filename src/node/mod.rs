@@ -418,7 +418,7 @@ pub(crate) struct Session {
     /// The client's address (after `TRUST_PROXY`), when known.
     pub ip: Option<IpAddr>,
     /// The token given in the Socket.IO handshake (`auth: {token}`), if any.
-    pub handshake_token: Option<String>,
+    pub handshake_token: Option<Box<str>>,
     /// The connection's event budget.
     pub(crate) budget: SocketBudget,
 }
@@ -429,7 +429,7 @@ pub(crate) fn open_session(
     hub: &Arc<Hub>,
     ip: Option<IpAddr>,
     id: Sid,
-    handshake_token: Option<String>,
+    handshake_token: Option<Box<str>>,
 ) -> Result<Arc<Session>, &'static str> {
     if let Some(ip) = ip
         && !hub.limits.open(ip, id)

@@ -143,7 +143,7 @@ impl crate::ws::Upper for Hub {
         auth: Option<&str>,
     ) -> Result<Arc<dyn Events>, &'static str> {
         let token = auth.and_then(token_of);
-        let session = open_session(&self, ip, conn.id, token)?;
+        let session = open_session(&self, ip, conn.id, token.map(String::into_boxed_str))?;
         Ok(Arc::new(Joined(session)))
     }
 }
