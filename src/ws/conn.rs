@@ -131,6 +131,8 @@ fn end_turn() {
 pub(super) struct Polling {
     /// What the client's packets built up; taken by the WebSocket when the session upgrades.
     pub(super) packets: Mutex<Packets>,
+    /// Wakes the long-polling side's own task when the session ends (or is upgraded).
+    pub(super) gone: Notify,
 }
 
 /// One client session on this transport, from its Engine.IO handshake to its end, over
@@ -146,17 +148,17 @@ pub(crate) struct Conn {
     pub(super) out: Mutex<Out>,
     /// Wakes whoever writes the queue: the WebSocket task, or the pending poll.
     pub(super) wake: Notify,
-    /// Wakes a long-polling session's own task when the session ends (or is upgraded).
-    pub(super) gone: Notify,
     /// The client's address, for its per-address place.
     pub(super) ip: Option<IpAddr>,
     /// Whether the session holds one of its address's places from its first request. One that
     /// could not get one is told so when it asks to join, and closed; it never lingers
     /// uncounted.
     pub(super) counted: bool,
-    /// The session's long-polling side, for a session that began with it.
-    pub(super) polling: Option<Polling>,
-    pub(super) settings: Settings,
+    /// The session's long-polling side, for a session that began with it (boxed: a WebSocket
+    /// session pays a pointer).
+    pub(super) polling: Option<Box<Polling>>,
+    /// The transport's settings, one copy for all sessions.
+    pub(super) settings: Arc<Settings>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -396,7 +398,14 @@ impl Conn {
         }
         drop(out);
         self.wake.notify_one();
-        self.gone.notify_one();
+        self.notify_gone();
+    }
+
+    /// Wakes the long-polling side's task, for a session that has one.
+    pub(super) fn notify_gone(&self) {
+        if let Some(p) = &self.polling {
+            p.gone.notify_one();
+        }
     }
 
     /// Sends a frame of the transport's own (pings, pongs, handshake): never refused by a full

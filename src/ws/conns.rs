@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::conn::{Conn, Polling};
+use super::conn::Conn;
 use super::machine::Machine;
 use super::out::Out;
 use super::{Settings, Sid};
@@ -30,6 +30,8 @@ pub(crate) struct Conns {
     pub(super) moved: Mutex<HashMap<Sid, Sid>>,
     pub(super) epoch: Instant,
     pub(super) settings: Settings,
+    /// The same, shared by every session.
+    shared: Arc<Settings>,
 }
 
 impl Conns {
@@ -41,6 +43,7 @@ impl Conns {
             moved: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             settings,
+            shared: Arc::new(settings),
         }
     }
 
@@ -58,18 +61,17 @@ impl Conns {
         tcp: Option<TcpStream>,
     ) -> Arc<Conn> {
         let now = self.now();
-        let polling = tcp.is_none().then(Polling::default);
+        let polling = tcp.is_none().then(Box::default);
         let timing = Conn::timing(&self.settings, counted);
         let conn = Arc::new(Conn {
             id,
             tcp: tcp.map(OnceLock::from).unwrap_or_default(),
             out: Mutex::new(Out::new(Machine::new(now, &timing, polling.is_some()))),
             wake: Notify::new(),
-            gone: Notify::new(),
             ip,
             counted,
             polling,
-            settings: self.settings,
+            settings: self.shared.clone(),
         });
         self.map.lock().insert(id, conn.clone());
         conn

@@ -105,8 +105,11 @@ fn text(body: impl Into<Body>) -> Response {
 
 /// Waits for the session's end (or its upgrade) and ends it.
 async fn watch(t: Transport, conn: Arc<Conn>) {
+    let Some(polling) = conn.polling.as_deref() else {
+        return;
+    };
     loop {
-        conn.gone.notified().await;
+        polling.gone.notified().await;
         if conn.tcp.get().is_some() {
             // Upgraded: the WebSocket's task owns the session now.
             return;
@@ -350,7 +353,7 @@ pub(super) fn complete_upgrade(conn: &Arc<Conn>, tcp: TcpStream) -> Option<Packe
     // wake-up meant for that task.
     conn.wake.notify_waiters();
     // The long-polling side's watcher leaves; what was queued meanwhile goes out now.
-    conn.gone.notify_one();
+    p.gone.notify_one();
     Some(taken)
 }
 

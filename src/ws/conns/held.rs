@@ -77,11 +77,10 @@ impl Conns {
             tcp: OnceLock::new(),
             out: Mutex::new(out),
             wake: Notify::new(),
-            gone: Notify::new(),
             ip: conn.ip,
             counted: false,
             polling: None,
-            settings: self.settings,
+            settings: self.shared.clone(),
         });
         let handle = held.handle();
         self.held.lock().insert(sid, held);
@@ -159,7 +158,7 @@ impl Conns {
         if live {
             // Its task closes it; what is sent to the session until the move is logged.
             old.wake.notify_one();
-            old.gone.notify_one();
+            old.notify_gone();
         }
         // The move itself happens under the layer above's lock (the one its relays hold), so
         // that no event finds the session between its two homes.
