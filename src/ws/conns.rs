@@ -16,6 +16,7 @@ use super::out::Out;
 use super::{Settings, Sid};
 
 mod held;
+mod schedule;
 
 pub(crate) use held::{Departure, Held};
 
@@ -32,6 +33,15 @@ pub(crate) struct Conns {
     pub(super) settings: Settings,
     /// The same, shared by every session.
     shared: Arc<Settings>,
+    /// When the heartbeat next visits each session.
+    schedule: Mutex<schedule::Schedule>,
+}
+
+/// The heartbeat's tick: a quarter of the shorter of the ping interval and timeout, within
+/// 20 ms and 1 s.
+fn tick(s: &Settings) -> Duration {
+    (s.ping_interval.min(s.ping_timeout) / 4)
+        .clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
 impl Conns {
@@ -44,6 +54,7 @@ impl Conns {
             epoch: Instant::now(),
             settings,
             shared: Arc::new(settings),
+            schedule: Mutex::new(schedule::Schedule::new(tick(&settings).as_millis() as u64)),
         }
     }
 
@@ -63,10 +74,12 @@ impl Conns {
         let now = self.now();
         let polling = tcp.is_none().then(Box::default);
         let timing = Conn::timing(&self.settings, counted);
+        let life = Machine::new(now, &timing, polling.is_some());
+        let first = life.next_deadline(&timing);
         let conn = Arc::new(Conn {
             id,
             tcp: tcp.map(OnceLock::from).unwrap_or_default(),
-            out: Mutex::new(Out::new(Machine::new(now, &timing, polling.is_some()))),
+            out: Mutex::new(Out::new(life)),
             wake: Notify::new(),
             ip,
             counted,
@@ -74,6 +87,9 @@ impl Conns {
             settings: self.shared.clone(),
         });
         self.map.lock().insert(id, conn.clone());
+        if let Some(first) = first {
+            self.schedule.lock().at(first, id);
+        }
         conn
     }
 
@@ -134,22 +150,38 @@ impl Conns {
     }
 
     /// Pings the sessions whose ping is due and ends those that stopped answering, forever.
+    ///
+    /// Each tick visits only the sessions whose machine has a deadline by then (the
+    /// [`schedule`]), and files each again at the deadline its machine answers: an idle session
+    /// is visited about twice per ping interval (its ping, its pong's deadline) instead of at
+    /// every tick. A visit before a deadline (a pong moved it later) decides nothing and files
+    /// the session again.
     pub(crate) async fn heartbeat(self: Arc<Self>) {
-        let s = self.settings;
-        let every = (s.ping_interval.min(s.ping_timeout) / 4)
-            .clamp(Duration::from_millis(20), Duration::from_secs(1));
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval(tick(&self.settings));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The sessions are copied out of the map before any is visited: a visit writes pings
-        // and may end a session, and neither may hold up the handshakes and ends that need the
-        // map meanwhile. The list keeps its allocation from one tick to the next.
-        let mut due: Vec<Arc<Conn>> = Vec::new();
+        // The due sessions are taken from the map before any is visited, and filed again after
+        // all were: a visit writes pings and may end a session, and neither may hold up the
+        // handshakes and ends that need the map or the schedule meanwhile. The lists keep their
+        // allocations from one tick to the next.
+        let (mut sids, mut due, mut next) = (Vec::new(), Vec::new(), Vec::new());
         loop {
             tick.tick().await;
             let now = self.now();
-            due.extend(self.map.lock().values().cloned());
+            self.schedule.lock().due(now, &mut sids);
+            if !sids.is_empty() {
+                let map = self.map.lock();
+                due.extend(sids.drain(..).filter_map(|id| map.get(&id).cloned()));
+            }
             for c in due.drain(..) {
-                c.beat(now);
+                if let Some(at) = c.beat(now) {
+                    next.push((at, c.id));
+                }
+            }
+            if !next.is_empty() {
+                let mut schedule = self.schedule.lock();
+                for (at, id) in next.drain(..) {
+                    schedule.at(at, id);
+                }
             }
             self.expire(now);
         }

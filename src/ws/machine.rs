@@ -289,9 +289,8 @@ impl Machine {
 
     /// When the heartbeat next has something to decide for this session (a ping due, a ping's
     /// deadline, the connect timeout, the over-budget grace); `None` once it ended. The
-    /// heartbeat still visits every session on its tick; this is the contract a driver that
-    /// sleeps per session would rely on, and the property test holds the machine to it.
-    #[cfg(test)]
+    /// heartbeat visits a session at this time and no earlier (`Conns::heartbeat`), and the
+    /// property test holds the machine to it: before it, a visit decides nothing.
     pub(super) fn next_deadline(&self, t: &Timing) -> Option<u64> {
         if self.end.is_some() {
             return None;

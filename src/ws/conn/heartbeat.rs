@@ -75,17 +75,18 @@ impl Conn {
         answered()
     }
 
-    /// The heartbeat's visit: what the session's [`Machine`] decides at `now`, done.
-    pub(in crate::ws) fn beat(self: &Arc<Self>, now: u64) {
+    /// The heartbeat's visit: what the session's [`Machine`] decides at `now`, done; and when
+    /// the machine next has something to decide (`None` once the session ended).
+    pub(in crate::ws) fn beat(self: &Arc<Self>, now: u64) -> Option<u64> {
         let t = Self::timing(&self.settings, self.counted);
-        let beat = {
+        let (beat, next) = {
             let mut out = self.out.lock();
             let over = out.bytes >= self.settings.buffer_bytes;
             let beat = out.life.on_beat(now, over, &t);
             if let (Beat::Ping, Some(r)) = (beat, out.recovery.as_mut()) {
                 r.ping_sent();
             }
-            beat
+            (beat, out.life.next_deadline(&t))
         };
         match beat {
             Beat::Idle => {}
@@ -101,7 +102,9 @@ impl Conn {
                         .increment(1);
                 }
                 self.end(why);
+                return None;
             }
         }
+        next
     }
 }
