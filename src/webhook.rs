@@ -95,7 +95,7 @@ impl Webhooks {
             return;
         }
         let event = Event {
-            id: format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            id: format!("evt_{}", crate::model::uuid_v4().simple()),
             kind,
             timestamp: crate::protocol::outgoing::now_ms(),
             data,

@@ -190,7 +190,7 @@ impl Cluster {
         }
         let node: Arc<str> = match node {
             Some(n) => n.into(),
-            None => uuid::Uuid::new_v4().simple().to_string()[..12].into(),
+            None => crate::model::uuid_v4().simple().to_string()[..12].into(),
         };
         let (outbox, rx) = tokio::sync::mpsc::unbounded_channel();
         let (keeper, kept) = tokio::sync::mpsc::channel(10_000);

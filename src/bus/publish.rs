@@ -380,7 +380,7 @@ const MAX_SENDERS: usize = 4096;
 impl Seen {
     pub(super) fn new() -> Seen {
         Seen {
-            boot: uuid::Uuid::new_v4().as_u64_pair().0,
+            boot: crate::model::uuid_v4().as_u64_pair().0,
             last: Mutex::new(HashMap::new()),
         }
     }

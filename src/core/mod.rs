@@ -390,12 +390,12 @@ impl<L: Clone + PartialEq, M: Matchmaker> Core<L, M> {
 
 /// A fresh room id: 128 random bits as hex.
 pub(crate) fn new_room_id() -> RoomId {
-    uuid::Uuid::new_v4().simple().to_string().into()
+    crate::model::uuid_v4().simple().to_string().into()
 }
 
 /// A fresh session secret: 128 random bits as hex.
 fn new_token() -> Arc<str> {
-    uuid::Uuid::new_v4().simple().to_string().into()
+    crate::model::uuid_v4().simple().to_string().into()
 }
 
 /// Compares two secrets in time that does not depend on where they differ.

@@ -17,6 +17,13 @@ pub(crate) use wait::WaitBasis;
 
 /// A user id: cheap to clone, shared by every index that names the user.
 pub(crate) type UserId = Arc<str>;
+
+/// A random (version 4) UUID from the thread's CSPRNG. `Uuid::new_v4` asks the kernel
+/// (`getrandom`) each time unless uuid's `fast-rng` brings a second version of `rand`: five
+/// system calls of every session (its id, resume token, room) come to none.
+pub(crate) fn uuid_v4() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
 /// A room id.
 pub(crate) type RoomId = Arc<str>;
 

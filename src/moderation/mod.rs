@@ -481,7 +481,7 @@ impl Moderation {
 
 /// A fresh ban id.
 pub(crate) fn new_ban_id() -> String {
-    format!("ban-{}", uuid::Uuid::new_v4().simple())
+    format!("ban-{}", crate::model::uuid_v4().simple())
 }
 
 #[cfg(test)]

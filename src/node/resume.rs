@@ -190,7 +190,7 @@ fn try_complete(
             }
             (Some(current), _) => current.clone(),
             (None, Some(wanted)) => wanted,
-            (None, None) => format!("user-{}", uuid::Uuid::new_v4().simple()).into(),
+            (None, None) => format!("user-{}", crate::model::uuid_v4().simple()).into(),
         };
         // Checked again under the core lock: a ban made since the handler's first check (while
         // this waited for the cluster, or for a holder's pong) is enforced on linked sockets

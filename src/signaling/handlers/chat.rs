@@ -15,7 +15,7 @@ use crate::signaling::Ctx;
 pub(super) fn message(ctx: &Ctx<'_>, raw: Option<&RawValue>) -> Result<(), Reject> {
     let chat: ChatIn = parse(raw, true)?;
     chat.validate()?;
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = crate::model::uuid_v4().simple().to_string();
     let out = ChatOut {
         id: &id,
         from_user_id: ctx.user(),
