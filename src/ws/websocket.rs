@@ -397,12 +397,19 @@ async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
     }
     // Best effort: what the kernel takes now (a goodbye) is sent, the rest dropped.
     conn.flush().ok();
-    socket2::SockRef::from(tcp)
-        .shutdown(std::net::Shutdown::Write)
-        .ok();
+    // A client that closed its side, or a broken connection, has nothing left to drain: the
+    // close that dropping the socket makes is its goodbye.
+    let gone = matches!(end, End::Lost(Lost::TransportClose | Lost::TransportError));
+    if !gone {
+        socket2::SockRef::from(tcp)
+            .shutdown(std::net::Shutdown::Write)
+            .ok();
+    }
     held.release(end);
-    // Boxed: only an ending session needs the linger's timer.
-    Box::pin(linger(tcp)).await;
+    if !gone {
+        // Boxed: only a session the server ends needs the linger's timer.
+        Box::pin(linger(tcp)).await;
+    }
 }
 
 /// Longest a closed connection's input is drained before the socket is dropped.
