@@ -76,6 +76,116 @@ mod tests {
         assert_eq!(s.len(), 0);
     }
 
+    use super::super::super::machine::{Beat, Machine, Timing};
+    use super::super::super::{End, Lost};
+
+    /// The official protocol suite's server settings (`pingInterval` 300, `pingTimeout` 200),
+    /// and the heartbeat's tick for them (a quarter of the shorter, as `Conns` takes it).
+    const SUITE: Timing = Timing {
+        ping_interval: 300,
+        ping_timeout: 200,
+        connect_timeout: 45_000,
+    };
+    const TICK: u64 = 50;
+
+    /// What the heartbeat did to one session, driven as `Conns::heartbeat` drives it (the
+    /// schedule, a visit at each due tick, the session filed again at its machine's next
+    /// deadline) until `until`; the client answers each ping `rtt` ms later, until `silent_from`.
+    fn drive(
+        joined: bool,
+        rtt: u64,
+        silent_from: u64,
+        until: u64,
+    ) -> (Vec<u64>, Option<(u64, End)>, usize) {
+        let mut m = Machine::new(1, &SUITE, false);
+        if joined {
+            m.handle_joined();
+        }
+        let sid = Sid::new();
+        let mut s = Schedule::new(TICK);
+        s.at(m.next_deadline(&SUITE).expect("a live session"), sid);
+        let (mut pings, mut pong_at, mut visits) = (Vec::new(), None, 0);
+        let mut due = Vec::new();
+        let mut now = 0;
+        while now < until {
+            now += TICK;
+            if let Some(at) = pong_at.filter(|at| *at <= now) {
+                m.handle_pong(at, &SUITE);
+                pong_at = None;
+            }
+            s.due(now, &mut due);
+            for _ in due.drain(..) {
+                visits += 1;
+                match m.on_beat(now, false, &SUITE) {
+                    Beat::Idle => {}
+                    Beat::Ping => {
+                        pings.push(now);
+                        if now < silent_from {
+                            pong_at = Some(now + rtt);
+                        }
+                    }
+                    Beat::End(why) => {
+                        m.end(why);
+                        return (pings, Some((now, why)), visits);
+                    }
+                }
+                if let Some(next) = m.next_deadline(&SUITE) {
+                    s.at(next, sid);
+                }
+            }
+        }
+        (pings, None, visits)
+    }
+
+    /// `polling_heartbeat_pings_after_the_interval_and_closes_after_the_timeout` and
+    /// `websocket_heartbeat_and_timeout` of `tests/protocol.rs`, without a socket or a sleep: the
+    /// first ping a ping interval after the open, the next an interval after each pong.
+    #[test]
+    fn a_client_that_answers_is_pinged_every_interval_and_never_ended() {
+        let (pings, end, visits) = drive(true, 20, u64::MAX, 3_000);
+        assert_eq!(end, None);
+        assert_eq!(pings.first(), Some(&350), "the first tick at or after 301");
+        for w in pings.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(
+                (320..=320 + TICK).contains(&gap),
+                "pings {gap} ms apart: {pings:?}"
+            );
+        }
+        // Visited at its deadlines (a ping, then a pong's deadline that the pong moved), not at
+        // each of the 60 ticks.
+        assert!(
+            visits <= 2 * pings.len() + 1,
+            "{visits} visits for {} pings",
+            pings.len()
+        );
+    }
+
+    #[test]
+    fn a_client_that_stops_answering_ends_a_timeout_after_its_ping_was_due() {
+        let (pings, end, _) = drive(true, 20, 1_000, 5_000);
+        let last = *pings.last().expect("pinged");
+        let (at, why) = end.expect("ended");
+        assert_eq!(why, End::Lost(Lost::PingTimeout));
+        // Judged from when the ping was due: `pingInterval + pingTimeout` after the last pong,
+        // to within a tick.
+        assert!(
+            at > last + 200 - TICK && at <= last + 200 + TICK,
+            "ended at {at}, last ping {last}"
+        );
+    }
+
+    /// `a_connection_that_never_joins_is_closed`: a client that answers pings but never joins `/`
+    /// is ended at the connect timeout.
+    #[test]
+    fn a_session_that_never_joins_ends_at_its_connect_timeout_however_it_answers() {
+        let (_, end, visits) = drive(false, 20, u64::MAX, 60_000);
+        let (at, why) = end.expect("ended");
+        assert_eq!(why, End::Lost(Lost::ConnectTimeout));
+        assert!((45_001..=45_001 + TICK).contains(&at), "ended at {at}");
+        assert!(visits < (45_000 / TICK / 2) as usize, "{visits} visits");
+    }
+
     proptest! {
         /// Whatever the deadlines and the times of the ticks, every filed session is handed out
         /// exactly once, and never before its deadline.
