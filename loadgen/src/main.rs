@@ -10,6 +10,7 @@
 //! anything failed, was lost or arrived out of order, so a smoke run can rely on it.
 
 mod attack;
+mod floor;
 mod proc;
 mod scenarios;
 mod wire;
@@ -117,6 +118,13 @@ enum Scenario {
         #[arg(long, default_value_t = 40)]
         chaos: usize,
     },
+    /// Not a client: serves the raw forwarding floor that `relay` can be run against (see
+    /// `floor.rs`), on LISTEN, until stopped.
+    Floor {
+        /// Address to listen on.
+        #[arg(default_value = "127.0.0.1:3974")]
+        listen: String,
+    },
     /// KIND of abuse for SECONDS, reporting the server's RSS before, at its peak and after.
     Attack {
         /// What the attacking clients do.
@@ -164,6 +172,7 @@ fn main() -> std::process::ExitCode {
                 pairs,
                 chaos,
             } => scenarios::soak(&c, seconds, idle, users, pairs, chaos).await,
+            Scenario::Floor { listen } => floor::serve(&listen).await.map(|never| match never {}),
             Scenario::Attack {
                 kind,
                 seconds,
