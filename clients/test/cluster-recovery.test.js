@@ -5,7 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, next, collect, user, meet, freePort, startRedis, haveRedis, cut, app,
+  startServer, next, collect, user, meet, freePort, startRedis, haveRedis, cut, upgraded, app,
 } from './harness.js';
 
 /**
@@ -75,6 +75,7 @@ describe('connection state recovery across nodes', { skip: !haveRedis && 'redis-
         a.on('chat-message', (m) => { if (m.message !== 'there' && m.message !== 'back') chats.push(m.message); });
         const authed = next(a, 'authenticated', 10000);
         const back = moveTo(a, nb.url, 1000);
+        await upgraded(a);
         cut(a);
         assert.deepEqual(await reconnecting, { roomId: room, partnerId: name });
         const acks = [];
@@ -94,6 +95,7 @@ describe('connection state recovery across nodes', { skip: !haveRedis && 'redis-
         const again = moveTo(a, na.url, 300);
         const lines = [];
         const more = next(b, 'partner-reconnected', 10000);
+        await upgraded(a);
         cut(a);
         await next(b, 'partner-reconnecting');
         for (const line of ['four', 'five']) {

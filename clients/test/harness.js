@@ -331,7 +331,32 @@ export async function startRedis(port) {
 
 export const haveRedis = spawnSync('redis-server', ['--version']).status === 0;
 
-/** Cuts the client's transport under it, with no goodbye. */
+/**
+ * Resolves once a client that may upgrade is on its WebSocket (at most 3 s). A cut lands on the
+ * transport the session ends on: cutting long-polling closes the client's engine, which says
+ * goodbye to the server (a close packet), and a session closed so is rightly not held. A cut
+ * right after a reconnect could land before the upgrade and fail a test by its timing alone.
+ */
+export function upgraded(socket) {
+  const engine = socket.io.engine;
+  if (socket.io.opts.transports?.length === 1 || engine.transport?.name === 'websocket') {
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, 3000);
+    function done() {
+      clearTimeout(timer);
+      engine.off('upgrade', done);
+      resolve();
+    }
+    engine.once('upgrade', done);
+  });
+}
+
+/**
+ * Cuts the client's transport under it: a WebSocket's socket is destroyed, with no goodbye; on
+ * long-polling the client's engine closes, which sends a close packet (see [`upgraded`]).
+ */
 export function cut(socket) {
   const t = socket.io.engine.transport;
   if (t.ws) {

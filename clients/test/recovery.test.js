@@ -4,7 +4,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, next, collect, user, meet, cut, app,
+  startServer, next, collect, user, meet, cut, upgraded, app,
 } from './harness.js';
 
 const MODES = [
@@ -13,15 +13,16 @@ const MODES = [
 ];
 
 /**
- * Cuts `socket`'s transport; its client stays away `ms` before it reconnects (no randomness).
- * Returns the promise of its next `connect`, made before the cut so that none is missed.
+ * Cuts `socket`'s transport (once an upgrade under way is done); its client stays away `ms`
+ * before it reconnects (no randomness). Returns the promise of its next `connect`, made before
+ * the cut so that none is missed.
  */
 function drop(socket, ms = 150) {
   socket.io.reconnectionDelay(ms);
   socket.io.reconnectionDelayMax(ms);
   socket.io.randomizationFactor(0);
   const back = next(socket, 'connect', ms + 10000);
-  cut(socket);
+  upgraded(socket).then(() => cut(socket));
   return back;
 }
 
