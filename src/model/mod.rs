@@ -24,6 +24,7 @@ pub(crate) type UserId = Arc<str>;
 pub(crate) fn uuid_v4() -> uuid::Uuid {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
+
 /// A room id.
 pub(crate) type RoomId = Arc<str>;
 
