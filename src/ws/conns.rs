@@ -30,9 +30,8 @@ pub(crate) struct Conns {
     /// two ids differ.
     pub(super) moved: Mutex<HashMap<Sid, Sid>>,
     pub(super) epoch: Instant,
-    pub(super) settings: Settings,
-    /// The same, shared by every session.
-    shared: Arc<Settings>,
+    /// The transport's settings, one copy that every session shares.
+    pub(super) settings: Arc<Settings>,
     /// When the heartbeat next visits each session.
     schedule: Mutex<schedule::Schedule>,
 }
@@ -52,8 +51,7 @@ impl Conns {
             held: Mutex::new(HashMap::new()),
             moved: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
-            settings,
-            shared: Arc::new(settings),
+            settings: Arc::new(settings),
             schedule: Mutex::new(schedule::Schedule::new(tick(&settings).as_millis() as u64)),
         }
     }
@@ -84,7 +82,7 @@ impl Conns {
             ip,
             counted,
             polling,
-            settings: self.shared.clone(),
+            settings: self.settings.clone(),
         });
         self.map.lock().insert(id, conn.clone());
         if let Some(first) = first {

@@ -83,7 +83,7 @@ fn handshake(t: &Transport, req: &Request) -> Response {
     let counted = ip.is_none_or(|ip| t.upper.admit(ip, id));
     let conn = t.conns.open(id, ip, counted, None);
     tokio::spawn(watch(t.clone(), conn.clone()));
-    let s = t.conns.settings;
+    let s = *t.conns.settings;
     text(packet::open(
         id.as_str(),
         s.ping_interval.as_millis() as u64,

@@ -166,7 +166,7 @@ fn direct(
     tcp: TcpStream,
 ) -> Held {
     let conn = t.conns.open(id, ip, counted, Some(tcp));
-    let s = t.conns.settings;
+    let s = *t.conns.settings;
     conn.push_control(OutFrame::text(&packet::open(
         conn.id.as_str(),
         s.ping_interval.as_millis() as u64,

@@ -80,7 +80,7 @@ impl Conns {
             ip: conn.ip,
             counted: false,
             polling: None,
-            settings: self.shared.clone(),
+            settings: self.settings.clone(),
         });
         let handle = held.handle();
         self.held.lock().insert(sid, held);
