@@ -181,10 +181,42 @@ impl Conns {
                     schedule.at(at, id);
                 }
             }
+            self.compact();
             self.expire(now);
         }
     }
+
+    /// Sifts the sessions that ended out of the schedule once they are most of what it holds.
+    ///
+    /// A session that ends stays filed until its deadline (up to the connect timeout), so
+    /// without this the schedule holds connections' rate times that time: megabytes under
+    /// churn. Compacting when the filings exceed twice the open sessions plus
+    /// [`COMPACT_SLACK`] keeps them within that, and costs each ended session O(1) amortised
+    /// (a compaction follows at least as many ends as it visits filings). The map is consulted
+    /// a tick's filings at a time, with the schedule's lock released: the two are never held
+    /// together.
+    fn compact(&self) {
+        let filed = self.schedule.lock().len();
+        if filed <= COMPACT_SLACK || filed <= 2 * self.len() + COMPACT_SLACK {
+            return;
+        }
+        let mut taken = self.schedule.lock().take();
+        taken.retain(|sids| {
+            let map = self.map.lock();
+            sids.retain(|id| map.contains_key(id));
+        });
+        self.schedule.lock().put_back(taken);
+    }
+
+    /// Filings in the schedule, a session filed twice counted twice.
+    #[cfg(test)]
+    fn filed(&self) -> usize {
+        self.schedule.lock().len()
+    }
 }
+
+/// Ended sessions the schedule may hold beyond twice the open ones before it is compacted.
+const COMPACT_SLACK: usize = 1024;
 
 /// How many sessions each transport serves (see [`Conns::transports`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -193,6 +225,65 @@ pub struct Transports {
     pub websocket: usize,
     /// Sessions on long-polling.
     pub polling: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conns() -> Conns {
+        Conns::new(Settings {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_message_bytes: 65_536,
+            buffer_packets: 1024,
+            buffer_bytes: 262_144,
+            recovery_grace: Duration::ZERO,
+            recovery_bytes: 65_536,
+        })
+    }
+
+    /// Under churn, what the heartbeat's schedule holds follows the open sessions, not the
+    /// ones opened since the oldest deadline.
+    #[test]
+    fn ended_sessions_are_sifted_out_of_the_schedule() {
+        let c = conns();
+        let mut open = Vec::new();
+        for round in 0..20 {
+            let batch: Vec<Arc<Conn>> = (0..500)
+                .map(|_| c.open(Sid::new(), None, true, None))
+                .collect();
+            // All but every tenth session of the round end (their filings stay).
+            for (i, conn) in batch.into_iter().enumerate() {
+                if i % 10 == 0 {
+                    open.push(conn);
+                } else {
+                    c.remove(&conn);
+                }
+            }
+            c.compact();
+            let live = c.len();
+            assert_eq!(live, 50 * (round + 1));
+            assert!(
+                c.filed() <= 2 * live + COMPACT_SLACK,
+                "round {round}: {} filings for {live} open sessions",
+                c.filed()
+            );
+        }
+        let live = c.len();
+        // Force a last compaction's view: every open session is still filed, exactly once.
+        let mut taken = c.schedule.lock().take();
+        let mut kept = 0;
+        taken.retain(|sids| {
+            let map = c.map.lock();
+            sids.retain(|id| map.contains_key(id));
+            kept += sids.len();
+        });
+        assert_eq!(kept, live, "no open session lost its filing");
+        for conn in &open {
+            assert!(c.get(conn.id).is_some());
+        }
+    }
 }
 
 /// The output queues' figures (see [`Conns::output`]).

@@ -12,6 +12,24 @@ pub(super) struct Schedule {
     /// The heartbeat's tick, in ms: a deadline is kept as the first tick at or after it.
     every: u64,
     slots: BTreeMap<u64, Vec<Sid>>,
+    /// Filings held, a session filed twice counted twice: what tells when to compact.
+    filed: usize,
+}
+
+/// Filings taken out of a [`Schedule`] to be sifted without its lock (see [`Schedule::take`]).
+#[derive(Debug, Default)]
+pub(super) struct Taken(BTreeMap<u64, Vec<Sid>>);
+
+impl Taken {
+    /// Keeps the filings of the sessions `live` answers for, tick by tick; `live` is called
+    /// with each tick's sessions so that a caller can look them up under one lock per tick.
+    pub(super) fn retain(&mut self, mut live: impl FnMut(&mut Vec<Sid>)) {
+        self.0.retain(|_, sids| {
+            live(sids);
+            sids.shrink_to_fit();
+            !sids.is_empty()
+        });
+    }
 }
 
 impl Schedule {
@@ -20,6 +38,7 @@ impl Schedule {
         Schedule {
             every: every.max(1),
             slots: BTreeMap::new(),
+            filed: 0,
         }
     }
 
@@ -29,6 +48,7 @@ impl Schedule {
             .entry(deadline.div_ceil(self.every))
             .or_default()
             .push(sid);
+        self.filed += 1;
     }
 
     /// Moves the sessions due at `now` into `due` (each once for each time it was filed).
@@ -39,6 +59,7 @@ impl Schedule {
                 break;
             }
             let sids = entry.remove();
+            self.filed -= sids.len();
             if due.is_empty() {
                 *due = sids;
             } else {
@@ -48,9 +69,30 @@ impl Schedule {
     }
 
     /// Sessions filed, counting a session filed twice twice.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.slots.values().map(Vec::len).sum()
+        self.filed
+    }
+
+    /// Takes every filing out, so that the sessions that ended since they were filed can be
+    /// sifted out against the registry's map without holding the schedule's lock meanwhile
+    /// (the two locks are never held together). [`put_back`](Self::put_back) files the rest
+    /// again beside whatever was filed in between.
+    pub(super) fn take(&mut self) -> Taken {
+        self.filed = 0;
+        Taken(std::mem::take(&mut self.slots))
+    }
+
+    /// Files again what [`take`](Self::take) took out and was sifted.
+    pub(super) fn put_back(&mut self, taken: Taken) {
+        for (tick, mut sids) in taken.0 {
+            self.filed += sids.len();
+            let slot = self.slots.entry(tick).or_default();
+            if slot.is_empty() {
+                *slot = sids;
+            } else {
+                slot.append(&mut sids);
+            }
+        }
     }
 }
 
@@ -73,6 +115,30 @@ mod tests {
         due.clear();
         s.due(10_000, &mut due);
         assert!(due.is_empty(), "each filing is visited once");
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn filings_sifted_out_of_the_lock_come_back_beside_those_filed_meanwhile() {
+        let mut s = Schedule::new(100);
+        let sids: Vec<Sid> = (0..10).map(|_| Sid::new()).collect();
+        for (i, id) in sids.iter().enumerate() {
+            s.at(100 * i as u64 + 1, *id);
+        }
+        let mut taken = s.take();
+        assert_eq!(s.len(), 0);
+        let late = Sid::new();
+        s.at(101, late);
+        let ended = &sids[..7];
+        taken.retain(|tick| tick.retain(|id| !ended.contains(id)));
+        s.put_back(taken);
+        assert_eq!(s.len(), 4, "three kept and the one filed meanwhile");
+        let mut due = Vec::new();
+        s.due(200, &mut due);
+        assert_eq!(due, vec![late], "the ended session of that tick is gone");
+        due.clear();
+        s.due(10_000, &mut due);
+        assert_eq!(due, sids[7..].to_vec(), "the rest at their own ticks");
         assert_eq!(s.len(), 0);
     }
 
