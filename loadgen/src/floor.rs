@@ -9,14 +9,60 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// A connection's writing half, shared with its partner.
-type Writer = Arc<Mutex<OwnedWriteHalf>>;
+/// A connection, shared with its partner, who writes to it.
+type Writer = Arc<Sock>;
+
+/// A connection's socket, and the turn to write to it (so that two frames never interleave).
+struct Sock {
+    tcp: TcpStream,
+    turn: Mutex<()>,
+}
+
+impl Sock {
+    /// Writes all of `bytes`: a `write` each time the socket takes some, nothing else.
+    async fn write_all(&self, mut bytes: &[u8]) -> std::io::Result<()> {
+        let _turn = self.turn.lock().await;
+        while !bytes.is_empty() {
+            self.tcp.writable().await?;
+            match self.tcp.try_write(bytes) {
+                Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived (0 at the end of the stream). A read shorter than `buf` emptied
+    /// the socket, so its readiness is cleared there instead of by another `read` failing with
+    /// `EAGAIN`: one `read` a relay, as Roulette does (`ws::websocket::read`), or the floor
+    /// would pay a system call that the server does not.
+    async fn read_some(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Read as _;
+        loop {
+            self.tcp.readable().await?;
+            let mut got = 0;
+            let r = self.tcp.try_io(Interest::READABLE, || {
+                got = (&*socket2::SockRef::from(&self.tcp)).read(buf)?;
+                if got > 0 && got < buf.len() {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match r {
+                Ok(()) => return Ok(got),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => return Ok(got),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
 
 /// What the floor shares between connections.
 #[derive(Default)]
@@ -92,8 +138,10 @@ async fn connection(floor: Arc<Floor>, mut tcp: TcpStream) -> Result<()> {
         })
         .context("no Sec-WebSocket-Key")?;
     let id = floor.ids.fetch_add(1, Ordering::Relaxed);
-    let (mut read, write) = tcp.into_split();
-    let write: Writer = Arc::new(Mutex::new(write));
+    let write: Writer = Arc::new(Sock {
+        tcp,
+        turn: Mutex::new(()),
+    });
     let answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         derive_accept_key(key.as_bytes())
@@ -103,7 +151,7 @@ async fn connection(floor: Arc<Floor>, mut tcp: TcpStream) -> Result<()> {
         format!(r#"0{{"sid":"floor{id}","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}}"#)
             .as_bytes(),
     ));
-    write.lock().await.write_all(&out).await?;
+    write.write_all(&out).await?;
     let partner: PartnerSlot = Arc::default();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -116,7 +164,7 @@ async fn connection(floor: Arc<Floor>, mut tcp: TcpStream) -> Result<()> {
             }
             buf.drain(..end);
         }
-        let n = read.read(&mut chunk).await?;
+        let n = write.read_some(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }
@@ -166,12 +214,11 @@ async fn on_text(
     partner: &PartnerSlot,
     payload: &[u8],
 ) -> Result<()> {
-    let reply =
-        |text: String| async move { write.lock().await.write_all(&frame(text.as_bytes())).await };
+    let reply = |text: String| async move { write.write_all(&frame(text.as_bytes())).await };
     if payload.starts_with(br#"42["webrtc-ice-candidate""#) {
         let to = partner.lock().expect("not poisoned").clone();
         if let Some(to) = to {
-            to.lock().await.write_all(&frame(payload)).await?;
+            to.write_all(&frame(payload)).await?;
         }
     } else if payload == b"40" {
         reply(format!(r#"40{{"sid":"floor{id}"}}"#)).await?;
@@ -190,8 +237,8 @@ async fn on_text(
                             .as_bytes(),
                     )
                 };
-                owrite.lock().await.write_all(&matched(id)).await?;
-                write.lock().await.write_all(&matched(oid)).await?;
+                owrite.write_all(&matched(id)).await?;
+                write.write_all(&matched(oid)).await?;
             }
             None => {
                 *floor.waiting.lock().expect("not poisoned") =
