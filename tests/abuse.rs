@@ -354,3 +354,69 @@ async fn an_upgraded_session_that_never_reads_leaves_one_pong_queued() {
     );
     assert_eq!(s.hub.transports().websocket, 1);
 }
+
+/// A long-polling client's post whose replies fill its queue waits for the client to poll, and
+/// goes on as soon as a poll takes the queue (not at a timer's next look): none of its packets
+/// is dropped, and the queue never holds much more than its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_held_back_by_a_full_queue_goes_on_when_the_client_polls() {
+    let s = TestServer::start(&[
+        "--socket-buffer-bytes",
+        "16384",
+        "--other-events-per-sec",
+        "0",
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let sid = polling_session(&s, &http).await;
+    let url = format!("{}/socket.io/?EIO=4&transport=polling&sid={sid}", s.url());
+    assert_eq!(
+        http.post(&url).body("40").send().await.unwrap().status(),
+        200
+    );
+    let joined = http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(joined.starts_with("40"), "{joined}");
+    // 400 unknown events of a 64-byte name: each is answered with a 150-byte error, 60 KB in
+    // all against a budget of 16 KB.
+    const EVENTS: usize = 400;
+    let event = format!("42[\"{}\"]", "y".repeat(64));
+    let body = vec![event; EVENTS].join("\u{1e}");
+    let post = tokio::spawn({
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.post(&url).body(body).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(5), async || s.hub.output().paused == 1).await,
+        "the post's replies fill the queue"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !post.is_finished(),
+        "the post waits while the queue is full"
+    );
+    assert!(
+        queued(&s) <= 16_384 + 1024,
+        "{} bytes queued, budget 16384",
+        queued(&s)
+    );
+    // Each poll takes the queue; the post goes on and fills it again, until all its packets
+    // were handled.
+    let mut errors = 0;
+    while errors < EVENTS {
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            http.get(&url).send().await.unwrap().text().await.unwrap()
+        })
+        .await
+        .expect("a poll is answered at once while errors wait");
+        errors += got.matches("42[\"error\"").count();
+    }
+    assert_eq!(errors, EVENTS, "every packet of the post was answered once");
+    let (status, text) = tokio::time::timeout(Duration::from_secs(5), post)
+        .await
+        .expect("the post ends once its last packet was handled")
+        .unwrap();
+    assert_eq!((status, text.as_str()), (200, "ok"));
+}

@@ -133,6 +133,44 @@ pub(super) struct Polling {
     pub(super) packets: Mutex<Packets>,
     /// Wakes the long-polling side's own task when the session ends (or is upgraded).
     pub(super) gone: Notify,
+    /// Wakes whoever waits for the long-polling side to move on: a poll took the queue, a post
+    /// ended, the session ended or upgraded. What waits on it is a post held back by a full
+    /// queue, the goodbye waiting for the client's last poll, and an upgrade waiting for a post
+    /// in flight (see [`Polling::wait_for`]).
+    moved: Notify,
+}
+
+impl Polling {
+    /// Tells whoever waits in [`wait_for`](Self::wait_for) to look again.
+    pub(super) fn moved(&self) {
+        self.moved.notify_waiters();
+    }
+
+    /// Waits until `done` holds, looking again each time the side [moved](Self::moved), or
+    /// until `until` (`None`: no deadline) passes; whether `done` held. Nothing is polled on a
+    /// timer: the wait is registered before `done` is read, so a move in between is not missed.
+    pub(super) async fn wait_for(
+        &self,
+        until: Option<tokio::time::Instant>,
+        mut done: impl FnMut() -> bool,
+    ) -> bool {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if done() {
+                return true;
+            }
+            match until {
+                Some(until) => {
+                    if tokio::time::timeout_at(until, moved).await.is_err() {
+                        return done();
+                    }
+                }
+                None => moved.await,
+            }
+        }
+    }
 }
 
 /// One client session on this transport, from its Engine.IO handshake to its end, over
@@ -405,6 +443,7 @@ impl Conn {
     pub(super) fn notify_gone(&self) {
         if let Some(p) = &self.polling {
             p.gone.notify_one();
+            p.moved();
         }
     }
 
@@ -460,5 +499,39 @@ impl Conn {
 
     pub(super) fn ended(&self) -> Option<End> {
         self.out.lock().life.ended()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The long-polling side's waits end when the side moves and what they wait for holds, and
+    /// at their deadline otherwise; a move that comes while `done` is being read is not lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wait_on_the_polling_side_ends_on_its_move_or_its_deadline() {
+        let p = Arc::new(Polling::default());
+        assert!(p.wait_for(None, || true).await, "already done");
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(!p.wait_for(Some(soon), || false).await, "never done");
+
+        for _ in 0..200 {
+            let flag = Arc::new(AtomicBool::new(false));
+            let waiter = tokio::spawn({
+                let (p, flag) = (p.clone(), flag.clone());
+                async move { p.wait_for(None, || flag.load(Ordering::SeqCst)).await }
+            });
+            tokio::task::yield_now().await;
+            flag.store(true, Ordering::SeqCst);
+            p.moved();
+            let done = tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("woken by the move, whenever it came")
+                .unwrap();
+            assert!(done);
+        }
     }
 }

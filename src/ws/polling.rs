@@ -33,6 +33,9 @@ struct PostDone<'a>(&'a Conn);
 impl Drop for PostDone<'_> {
     fn drop(&mut self) {
         self.0.out.lock().life.end_post();
+        if let Some(p) = &self.0.polling {
+            p.moved();
+        }
     }
 }
 
@@ -122,9 +125,9 @@ async fn watch(t: Transport, conn: Arc<Conn>) {
         finish(&t, &conn, session, end);
         // The goodbye (`41`, the close packet) waits a moment for the client's next poll.
         let until = tokio::time::Instant::now() + GOODBYE;
-        while conn.queued_bytes() > 0 && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        polling
+            .wait_for(Some(until), || conn.queued_bytes() == 0)
+            .await;
         t.conns.remove(&conn);
         return;
     }
@@ -186,6 +189,11 @@ async fn wait(conn: Arc<Conn>, released: Released, _pending: PollPending) -> byt
                 return bytes::Bytes::from_static(b"6");
             }
             if let Some(body) = out.take_polled() {
+                drop(out);
+                // A post held back by the full queue may go on.
+                if let Some(p) = &conn.polling {
+                    p.moved();
+                }
                 return body.into();
             }
             match out.life.ended() {
@@ -256,9 +264,10 @@ async fn post(t: &Transport, conn: &Arc<Conn>, p: &Polling, body: Body) -> Respo
     for packet in body.split(|b| *b == 0x1e) {
         // Backpressure: while the session's queue is over budget, its packets wait (the
         // heartbeat ends a session that stays so).
-        while conn.over_budget() && conn.ended().is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        p.wait_for(None, || {
+            !conn.over_budget() || conn.ended().is_some() || conn.tcp.get().is_some()
+        })
+        .await;
         if conn.ended().is_some() {
             return refuse(1, "Session ID unknown");
         }
@@ -354,6 +363,7 @@ pub(super) fn complete_upgrade(conn: &Arc<Conn>, tcp: TcpStream) -> Option<Packe
     conn.wake.notify_waiters();
     // The long-polling side's watcher leaves; what was queued meanwhile goes out now.
     p.gone.notify_one();
+    p.moved();
     Some(taken)
 }
 

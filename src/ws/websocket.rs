@@ -243,10 +243,14 @@ async fn upgrade_session(
     }
     // A conforming client pauses polling before it sends `5`; one that did not has its post
     // finish first, so that no packet of it acts after the switch.
-    while polling::post_in_flight(conn) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if polling::post_in_flight(conn) {
+    let settled = match &conn.polling {
+        Some(p) => {
+            p.wait_for(Some(deadline), || !polling::post_in_flight(conn))
+                .await
+        }
+        None => !polling::post_in_flight(conn),
+    };
+    if !settled {
         polling::abandon_upgrade(conn);
         tcp.shutdown().await.ok();
         return None;
