@@ -242,9 +242,11 @@ async fn hand_over_sessions(hub: &crate::node::Hub, deadline: Instant) {
     let until = deadline
         - Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()) / 2);
     let start = Instant::now();
-    while (!hub.conns.is_empty() || hub.conns.holding().sessions > 0) && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    hub.conns
+        .wait_drained(tokio::time::Instant::from_std(until), || {
+            hub.conns.is_empty() && hub.conns.holding().sessions == 0
+        })
+        .await;
     let left = hub.conns.holding().sessions;
     tracing::info!(
         waited_ms = start.elapsed().as_millis() as u64,
@@ -341,9 +343,11 @@ pub async fn serve(
     }
     // Each session's task writes its goodbye and ends; wait (within the deadline) until the
     // last is gone.
-    while !hub.conns.is_empty() && !left(deadline).is_zero() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    hub.conns
+        .wait_drained(tokio::time::Instant::from_std(deadline), || {
+            hub.conns.is_empty()
+        })
+        .await;
     stop_tx.send(true).ok();
     match tokio::time::timeout(left(deadline), server).await {
         Ok(Ok(Ok(()))) => tracing::info!("stopped"),

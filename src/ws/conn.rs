@@ -355,7 +355,7 @@ impl Conn {
                 Ok(n) => rest = bytes.get(n..).unwrap_or_default(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => {
-                    out.life.end(End::Lost(Lost::TransportError));
+                    out.end(End::Lost(Lost::TransportError));
                     self.wake.notify_one();
                     return Err(SendError::Closed);
                 }
@@ -428,7 +428,7 @@ impl Conn {
     /// already; its task does the rest.
     pub(super) fn end_with<const N: usize>(&self, why: End, goodbye: [OutFrame; N]) {
         let mut out = self.out.lock();
-        if !out.life.end(why) {
+        if !out.end(why) {
             return;
         }
         for f in goodbye {

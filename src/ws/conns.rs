@@ -34,6 +34,9 @@ pub(crate) struct Conns {
     pub(super) settings: Arc<Settings>,
     /// When the heartbeat next visits each session.
     schedule: Mutex<schedule::Schedule>,
+    /// Wakes a shutdown waiting for the sessions to be gone ([`Conns::wait_drained`]): told
+    /// when the open sessions or the held ones run out.
+    drained: Notify,
 }
 
 /// The heartbeat's tick: a quarter of the shorter of the ping interval and timeout, within
@@ -53,6 +56,7 @@ impl Conns {
             epoch: Instant::now(),
             settings: Arc::new(settings),
             schedule: Mutex::new(schedule::Schedule::new(tick(&settings).as_millis() as u64)),
+            drained: Notify::new(),
         }
     }
 
@@ -102,6 +106,40 @@ impl Conns {
         let mut map = self.map.lock();
         if map.get(&conn.id).is_some_and(|c| Arc::ptr_eq(c, conn)) {
             map.remove(&conn.id);
+            if map.is_empty() {
+                self.drained.notify_waiters();
+            }
+        }
+    }
+
+    /// Takes held session `sid` out of the held ones.
+    pub(super) fn unhold(&self, sid: Sid) -> Option<Arc<Conn>> {
+        let mut held = self.held.lock();
+        let conn = held.remove(&sid);
+        if conn.is_some() && held.is_empty() {
+            self.drained.notify_waiters();
+        }
+        conn
+    }
+
+    /// Waits until `done` holds, looking again whenever the open or the held sessions run out,
+    /// or until `until`; whether `done` held. For a shutdown waiting for its sessions to end:
+    /// it learns of the last end at once, without a timer looking every few milliseconds.
+    pub(crate) async fn wait_drained(
+        &self,
+        until: tokio::time::Instant,
+        mut done: impl FnMut() -> bool,
+    ) -> bool {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if done() {
+                return true;
+            }
+            if tokio::time::timeout_at(until, drained).await.is_err() {
+                return done();
+            }
         }
     }
 

@@ -31,6 +31,9 @@ pub(super) struct Out {
     /// What receives the session's events above the transport, once it joined `/` with
     /// recovery on: all a session needs to be held later, while it needs no log.
     pub(super) events: Option<Arc<dyn Events>>,
+    /// Wakes the probes waiting for the session's next pong or its end (see `Conn::probe`);
+    /// made by the first probe, so a session never probed pays a pointer.
+    pub(super) probed: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Out {
@@ -56,6 +59,22 @@ impl Out {
             life,
             recovery: None,
             events: None,
+            probed: None,
+        }
+    }
+
+    /// Ends the session's life for `why` (see [`Machine::end`]), waking its probes; false when
+    /// it had ended already.
+    pub(super) fn end(&mut self, why: super::End) -> bool {
+        let ended = self.life.end(why);
+        self.wake_probes();
+        ended
+    }
+
+    /// Wakes the probes waiting on this session, if any.
+    pub(super) fn wake_probes(&self) {
+        if let Some(n) = &self.probed {
+            n.notify_waiters();
         }
     }
 

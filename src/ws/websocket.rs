@@ -394,7 +394,7 @@ async fn serve_socket(held: &mut Held, mut early: Vec<u8>) {
     };
     {
         let mut out = conn.out.lock();
-        out.life.end(end);
+        out.end(end);
         if let Some(code) = st.close_code {
             out.push(OutFrame::close(code));
         }

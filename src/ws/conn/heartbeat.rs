@@ -40,6 +40,7 @@ impl Conn {
         if let Some(r) = out.recovery.as_mut() {
             r.ponged();
         }
+        out.wake_probes();
     }
 
     /// The client joined `/`.
@@ -50,29 +51,36 @@ impl Conn {
     /// Whether the client still answers: a ping now (unless one is out already) and its pong
     /// within `within`.
     pub(in crate::ws) async fn probe(self: &Arc<Self>, within: Duration) -> bool {
-        let (before, ping) = {
+        let (before, ping, probed) = {
             let mut out = self.out.lock();
             let ping = out.life.begin_probe();
             if let (true, Some(r)) = (ping, out.recovery.as_mut()) {
                 r.ping_sent();
             }
-            (out.life.pongs(), ping)
+            let probed = out.probed.get_or_insert_with(Default::default).clone();
+            (out.life.pongs(), ping, probed)
         };
         if ping {
             self.push_control(OutFrame::text(packet::PING)).ok();
         }
         let answered = || self.out.lock().life.pongs() != before;
         let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
+        // Woken by the pong or the end (`Out::wake_probes`); the wait is registered before
+        // the session is looked at, so neither is missed in between.
+        loop {
+            let woken = probed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             if answered() {
                 return true;
             }
             if self.ended().is_some() {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return answered();
+            }
         }
-        answered()
     }
 
     /// The heartbeat's visit: what the session's [`Machine`] decides at `now`, done; and when

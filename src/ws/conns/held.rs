@@ -119,7 +119,7 @@ impl Conns {
         let grace = self.settings.recovery_grace.as_millis() as u64;
         let now = self.now();
         let budget = self.settings.recovery_bytes;
-        let held = || self.held.lock().remove(&sid);
+        let held = || self.unhold(sid);
         let (mut old, mut live) = match held() {
             Some(c) => (c, false),
             None => {
@@ -244,7 +244,7 @@ impl Conns {
         let sid: super::Sid = sid
             .parse()
             .map_err(|_| Departure::Refused(Refused::BadPid))?;
-        let Some(old) = self.held.lock().remove(&sid) else {
+        let Some(old) = self.unhold(sid) else {
             let eio = self.moved.lock().get(&sid).copied().unwrap_or(sid);
             return match self.get(eio) {
                 Some(live) => {
@@ -285,14 +285,19 @@ impl Conns {
             if held.is_empty() {
                 return;
             }
-            held.extract_if(|_, c| {
-                let out = c.out.lock();
-                out.recovery
-                    .as_ref()
-                    .is_none_or(|r| r.overflowed() || now.saturating_sub(r.held_since()) > grace)
-            })
-            .map(|(_, c)| c)
-            .collect()
+            let gone = held
+                .extract_if(|_, c| {
+                    let out = c.out.lock();
+                    out.recovery.as_ref().is_none_or(|r| {
+                        r.overflowed() || now.saturating_sub(r.held_since()) > grace
+                    })
+                })
+                .map(|(_, c)| c)
+                .collect();
+            if held.is_empty() {
+                self.drained.notify_waiters();
+            }
+            gone
         };
         for c in gone {
             let r = c.out.lock().recovery.take();
@@ -361,7 +366,7 @@ fn ready(
         if let Some(r) = out.recovery.as_mut() {
             r.hold(now, frames.iter().map(|f| f.whole()), budget);
         }
-        out.life.end(End::Lost(Lost::TransportClose));
+        out.end(End::Lost(Lost::TransportClose));
     }
     Ok(events)
 }
