@@ -152,3 +152,56 @@ async fn a_dropped_connection_is_released_while_its_user_is_away() {
     }
     assert_eq!(s.hub.sockets(), 1);
 }
+
+/// A client may send its first frames right behind its handshake, before the 101 comes: they
+/// are read after it, not lost with the request's head (the server takes the head off the
+/// socket itself and leaves what follows there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_with_the_handshake_are_answered_after_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(&[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut req = format!(
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        s.addr
+    )
+    .into_bytes();
+    req.extend(Raw::encode(1, b"40"));
+    tcp.write_all(&req).await.unwrap();
+    let find = |got: &[u8], what: &[u8]| got.windows(what.len()).position(|w| w == what);
+    let mut got = Vec::new();
+    while find(&got, b"40{\"sid\"").is_none() {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk))
+            .await
+            .expect("the server answers the pipelined `40`")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{text}"
+    );
+    let head = &text[..text.find("\r\n\r\n").expect("a whole head")];
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("upgrade: websocket"), "{head}");
+    assert!(lower.contains("connection: upgrade"), "{head}");
+    assert!(
+        lower.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(
+        !lower.contains("content-length"),
+        "a 101 has no length: {head}"
+    );
+    let open = find(&got, b"0{\"sid\"").unwrap();
+    let joined = find(&got, b"40{\"sid\"").unwrap();
+    assert!(
+        open < joined,
+        "the open packet, then the `40` reply: {text}"
+    );
+}

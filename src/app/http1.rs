@@ -1,4 +1,5 @@
-//! Engine.IO long-polling requests served without hyper's connection state.
+//! Engine.IO long-polling requests, and WebSocket handshakes, served without hyper's connection
+//! state.
 //!
 //! A long-polling session keeps one request waiting for the server at all times (the poll), and
 //! the official client sends its posts on a second connection; under hyper each of those TCP
@@ -9,10 +10,15 @@
 //! from the socket, parsed with httparse, read, handed to the same router (every layer of it:
 //! CORS, the `Origin` check, the limits, the transport), and the answer written back.
 //!
-//! Anything else (another route, a WebSocket request, `Expect`, a chunked body, HTTP/1.0, a head
-//! that has not arrived whole, a head larger than [`MAX_HEAD`]) is left unread in the socket,
-//! and the socket goes to hyper for the rest of its life: this path never has to be a general
-//! HTTP server.
+//! A WebSocket request to `/socket.io/` (`GET`, no body) is served the same way, up to the
+//! router's answer: a 101 hands the socket, the head taken off, to the transport
+//! (`ws::SocketHand`), which writes the 101's head with its first frames, so that a direct
+//! WebSocket's 101 and its open packet leave in one write, without hyper's parse, upgrade and
+//! second read of the head.
+//!
+//! Anything else (another route, `Expect`, a chunked body, HTTP/1.0, a head that has not arrived
+//! whole, a head larger than [`MAX_HEAD`]) is left unread in the socket, and the socket goes to
+//! hyper for the rest of its life: this path never has to be a general HTTP server.
 
 // Input from the network reaches these parsers: an index or a string cut at an unchecked offset
 // could panic a connection (`4é` did), so neither is allowed outside tests.
@@ -24,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use http::{HeaderName, HeaderValue, Request, header};
+use http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
@@ -61,12 +67,14 @@ pub(crate) enum Next {
 
 /// What the socket's buffered bytes hold.
 enum Peeked {
-    /// A long-polling request: its head is `head_len` bytes, its body `body_len`.
-    Polling {
+    /// A request of this path: its head is `head_len` bytes, its body `body_len`; a WebSocket
+    /// request (`websocket`) has none.
+    Ours {
         req: Box<Request<()>>,
         head_len: usize,
         body_len: usize,
         close: bool,
+        websocket: bool,
     },
     /// Something else, or not all of it yet.
     Other,
@@ -96,13 +104,14 @@ pub(crate) async fn serve(
             _ = stop.changed() => return Next::Done,
             _ = tokio::time::sleep(silence) => return Next::Done,
         }
-        let (req, head_len, body_len, close) = match peek(&tcp, max_body) {
-            Peeked::Polling {
+        let (req, head_len, body_len, close, websocket) = match peek(&tcp, max_body) {
+            Peeked::Ours {
                 req,
                 head_len,
                 body_len,
                 close,
-            } => (req, head_len, body_len, close),
+                websocket,
+            } => (req, head_len, body_len, close, websocket),
             Peeked::Other => return Next::Hyper(tcp),
             Peeked::Nothing => continue,
             Peeked::Closed => return Next::Done,
@@ -115,9 +124,24 @@ pub(crate) async fn serve(
         };
         let mut req = (*req).map(|()| Body::from(body));
         req.extensions_mut().insert(ConnectInfo(peer));
+        // A WebSocket request that the router answers with 101 takes the socket (see
+        // `ws::SocketHand`); one it refuses is answered here like any other request.
+        let hand = websocket.then(|| {
+            let (tx, hand) = crate::ws::SocketHand::new();
+            req.extensions_mut().insert(hand);
+            tx
+        });
 
         // The router answers at once: a poll's wait is in its body (see `ws::polling`).
         let Ok(res) = Box::pin(router.clone().oneshot(req)).await;
+        if let Some(tx) = hand
+            && res.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            // The session writes the head with its first frames. Were it gone already, the
+            // socket closes with the unsent pair.
+            tx.send((tcp, switching(&res.into_parts().0))).ok();
+            return Next::Done;
+        }
         let released = res
             .extensions()
             .get::<crate::ws::Released>()
@@ -234,9 +258,10 @@ fn parse(buf: &[u8], max_body: usize) -> Peeked {
         return Peeked::Other;
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let polling = (path == "/socket.io" || path == "/socket.io/")
-        && query.split('&').any(|kv| kv == "transport=polling");
-    if !polling || !matches!(method, "GET" | "POST") {
+    let engine = path == "/socket.io" || path == "/socket.io/";
+    let polling = engine && query.split('&').any(|kv| kv == "transport=polling");
+    let websocket = engine && query.split('&').any(|kv| kv == "transport=websocket");
+    if !(polling && matches!(method, "GET" | "POST") || websocket && method == "GET") {
         return Peeked::Other;
     }
     let mut builder = Request::builder()
@@ -247,7 +272,7 @@ fn parse(buf: &[u8], max_body: usize) -> Peeked {
     let mut close = false;
     for h in head.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("upgrade")
+        if name.eq_ignore_ascii_case("upgrade") && !websocket
             || name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("expect")
         {
@@ -285,15 +310,17 @@ fn parse(buf: &[u8], max_body: usize) -> Peeked {
             .iter()
             .all(|h| !h.name.eq_ignore_ascii_case("content-length")))
         || body_len > max_body
+        || websocket && body_len > 0
     {
         return Peeked::Other;
     }
     match builder.body(()) {
-        Ok(req) => Peeked::Polling {
+        Ok(req) => Peeked::Ours {
             req: Box::new(req),
             head_len,
             body_len,
             close,
+            websocket,
         },
         Err(_) => Peeked::Other,
     }
@@ -309,6 +336,29 @@ fn content_length(value: &[u8]) -> Option<usize> {
         return None;
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The HTTP/1.1 head of a 101 answer, its headers as the router set them (`upgrade`,
+/// `connection`, the accept key, CORS), with no length: nothing follows it but the WebSocket.
+fn switching(parts: &http::response::Parts) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// The HTTP/1.1 bytes of an answer; `connection: close` when `close`.
@@ -358,7 +408,12 @@ mod tests {
 
     fn kind(raw: &str) -> &'static str {
         match parse(raw.as_bytes(), 1000) {
-            Peeked::Polling { .. } => "polling",
+            Peeked::Ours {
+                websocket: false, ..
+            } => "polling",
+            Peeked::Ours {
+                websocket: true, ..
+            } => "websocket",
             Peeked::Other => "other",
             Peeked::Nothing => "nothing",
             Peeked::Closed => "closed",
@@ -366,13 +421,15 @@ mod tests {
     }
 
     #[test]
-    fn only_whole_plain_polling_requests_are_taken() {
+    fn only_whole_plain_polling_and_websocket_requests_are_taken() {
         let get = "GET /socket.io/?EIO=4&transport=polling&t=x HTTP/1.1\r\nHost: h\r\n\r\n";
         assert_eq!(kind(get), "polling");
         let post = "POST /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n40";
         assert_eq!(kind(post), "polling");
+        let ws = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        assert_eq!(kind(ws), "websocket");
         match parse(post.as_bytes(), 1000) {
-            Peeked::Polling {
+            Peeked::Ours {
                 head_len, body_len, ..
             } => assert_eq!((head_len + body_len, body_len), (post.len(), 2)),
             _ => unreachable!(),
@@ -382,7 +439,8 @@ mod tests {
             "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n",
             // Other routes, transports, methods, versions.
             "GET /health HTTP/1.1\r\n\r\n",
-            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "POST /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nab",
             "GET /socket.io/?EIO=4&transport=pollingx HTTP/1.1\r\n\r\n",
             "OPTIONS /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n\r\n",
             "GET /socket.io/?EIO=4&transport=polling HTTP/1.0\r\n\r\n",
@@ -405,7 +463,7 @@ mod tests {
             b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
             1000,
         ) {
-            Peeked::Polling { close, .. } => assert!(close),
+            Peeked::Ours { close, .. } => assert!(close),
             _ => unreachable!(),
         }
     }

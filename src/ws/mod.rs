@@ -53,6 +53,7 @@ use frame::OutFrame;
 use packet::Incoming;
 pub(crate) use polling::Released;
 pub(crate) use sid::Sid;
+pub(crate) use websocket::SocketHand;
 
 /// Why an event could not be queued on a connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

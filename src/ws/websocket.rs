@@ -65,13 +65,17 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
             _ => return refuse(1, "Session ID unknown"),
         },
     };
-    let upgrade = hyper::upgrade::on(&mut req);
+    // The server's own HTTP/1 path hands the socket over itself; hyper upgrades the rest.
+    let source = match req.extensions_mut().remove::<SocketHand>() {
+        Some(hand) => Source::Own(hand),
+        None => Source::Hyper(hyper::upgrade::on(&mut req)),
+    };
     drop(req);
     // The task's future is allocated for the session's whole life at the size of its largest
     // state: what only the upgrade's handshake, a second WebSocket or the end's lingering need
     // is boxed, and the session's loop keeps no I/O future of its own (see [`serve_socket`]).
     tokio::spawn(async move {
-        let Some((tcp, early)) = take_socket(upgrade).await else {
+        let Some((tcp, early, head)) = source.take().await else {
             match target {
                 Target::Direct { id, .. } => {
                     if let Some(ip) = ip {
@@ -84,12 +88,23 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
             return;
         };
         let (mut held, early) = match target {
-            Target::Direct { id, counted } => (direct(t, id, ip, counted, tcp), early),
-            Target::Upgrade(conn) => match Box::pin(upgrade_session(&conn, tcp, early)).await {
-                Some(st) => (Held::new(t, conn, st), Vec::new()),
-                None => return,
-            },
-            Target::Extra => return Box::pin(close_extra(tcp)).await,
+            Target::Direct { id, counted } => (direct(t, id, ip, counted, tcp, head), early),
+            Target::Upgrade(conn) => {
+                let Some(tcp) = Box::pin(write_head(tcp, head)).await else {
+                    polling::abandon_upgrade(&conn);
+                    return;
+                };
+                match Box::pin(upgrade_session(&conn, tcp, early)).await {
+                    Some(st) => (Held::new(t, conn, st), Vec::new()),
+                    None => return,
+                }
+            }
+            Target::Extra => {
+                if let Some(tcp) = Box::pin(write_head(tcp, head)).await {
+                    Box::pin(close_extra(tcp)).await;
+                }
+                return;
+            }
         };
         serve_socket(&mut held, early).await;
     });
@@ -102,6 +117,66 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     res
+}
+
+/// A WebSocket request's socket, handed over by the server's own HTTP/1 path
+/// (`app::http1`) instead of hyper's upgrade, once the router answered 101: the socket with the
+/// request's head taken off (what the client sent after it is still in the socket), and the
+/// answer's head, which the session writes itself, so that a direct WebSocket's 101 and its
+/// Engine.IO open packet leave in one write.
+#[derive(Clone)]
+pub(crate) struct SocketHand(Arc<parking_lot::Mutex<Option<HandRx>>>);
+
+/// The receiving end of a [`SocketHand`].
+type HandRx = tokio::sync::oneshot::Receiver<(TcpStream, Vec<u8>)>;
+
+impl SocketHand {
+    /// A hand for one request (to put in its extensions), and the sender the HTTP path gives
+    /// the socket and the 101's head to.
+    pub(crate) fn new() -> (
+        tokio::sync::oneshot::Sender<(TcpStream, Vec<u8>)>,
+        SocketHand,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, SocketHand(Arc::new(parking_lot::Mutex::new(Some(rx)))))
+    }
+}
+
+/// Where a WebSocket request's socket comes from.
+enum Source {
+    /// hyper, which wrote the 101.
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// The server's own HTTP/1 path, which leaves the 101 to the session.
+    Own(SocketHand),
+}
+
+impl Source {
+    /// The socket, what the client sent after its head (read by hyper), and the 101's head
+    /// still to write (from the own path).
+    async fn take(self) -> Option<(TcpStream, Vec<u8>, Vec<u8>)> {
+        match self {
+            Source::Hyper(upgrade) => {
+                let (tcp, early) = take_socket(upgrade).await?;
+                Some((tcp, early, Vec::new()))
+            }
+            Source::Own(hand) => {
+                let rx = hand.0.lock().take()?;
+                let (tcp, head) = rx.await.ok()?;
+                Some((tcp, Vec::new(), head))
+            }
+        }
+    }
+}
+
+/// Writes the 101's head (when the session has it to write), within the upgrade timeout.
+async fn write_head(mut tcp: TcpStream, head: Vec<u8>) -> Option<TcpStream> {
+    if head.is_empty() {
+        return Some(tcp);
+    }
+    match tokio::time::timeout(UPGRADE_TIMEOUT, tcp.write_all(&head)).await {
+        Ok(Ok(())) => Some(tcp),
+        _ => None,
+    }
 }
 
 /// Closes a second WebSocket of a session at once (1008), within the upgrade timeout.
@@ -164,17 +239,25 @@ fn direct(
     ip: Option<std::net::IpAddr>,
     counted: bool,
     tcp: TcpStream,
+    head: Vec<u8>,
 ) -> Held {
     let conn = t.conns.open(id, ip, counted, Some(tcp));
     let s = *t.conns.settings;
-    conn.push_control(OutFrame::text(&packet::open(
+    let open = OutFrame::text(&packet::open(
         conn.id.as_str(),
         s.ping_interval.as_millis() as u64,
         s.ping_timeout.as_millis() as u64,
         s.max_message_bytes,
         false,
-    )))
-    .ok();
+    ));
+    if head.is_empty() {
+        conn.push_control(open).ok();
+    } else {
+        // The 101's head and the open packet, in one write.
+        let mut first = head;
+        first.extend_from_slice(open.remaining());
+        conn.push_bytes(&first, true).ok();
+    }
     Held::new(t, conn, Reading::default())
 }
 
