@@ -73,6 +73,8 @@ enum Peeked {
         req: Box<Request<()>>,
         head_len: usize,
         body_len: usize,
+        /// Bytes in the socket when it was peeked (the head, and as much of the body).
+        arrived: usize,
         close: bool,
         websocket: bool,
     },
@@ -104,14 +106,15 @@ pub(crate) async fn serve(
             _ = stop.changed() => return Next::Done,
             _ = tokio::time::sleep(silence) => return Next::Done,
         }
-        let (req, head_len, body_len, close, websocket) = match peek(&tcp, max_body) {
+        let (req, head_len, body_len, arrived, close, websocket) = match peek(&tcp, max_body) {
             Peeked::Ours {
                 req,
                 head_len,
                 body_len,
+                arrived,
                 close,
                 websocket,
-            } => (req, head_len, body_len, close, websocket),
+            } => (req, head_len, body_len, arrived, close, websocket),
             Peeked::Other => return Next::Hyper(tcp),
             Peeked::Nothing => continue,
             Peeked::Closed => return Next::Done,
@@ -119,7 +122,7 @@ pub(crate) async fn serve(
         // The head is in the socket's buffer (it was just peeked); the body follows it. The
         // body's buffer grows with what arrives (a promised length costs nothing until its
         // bytes come), all of it within the body timeout.
-        let Some(body) = read_request(&mut tcp, head_len, body_len).await else {
+        let Some(body) = read_request(&mut tcp, head_len, body_len, arrived).await else {
             return Next::Done;
         };
         let mut req = (*req).map(|()| Body::from(body));
@@ -196,17 +199,32 @@ pub(crate) async fn serve(
 
 /// Takes a request's head (already parsed from a peek) off the socket and reads its body of
 /// `body_len` bytes, within [`BODY_TIMEOUT`]; `None` when it does not arrive whole in time.
-async fn read_request(tcp: &mut TcpStream, head_len: usize, body_len: usize) -> Option<Vec<u8>> {
+///
+/// `arrived` is what the peek saw in the socket: the head and that much of the body are taken in
+/// one read (a post's small body has nearly always come with its head). The rest of the body is
+/// read as it arrives, into a buffer that grows with it (at most twice what arrived, and 4 KiB
+/// ahead), never to the length the head promised before those bytes came.
+async fn read_request(
+    tcp: &mut TcpStream,
+    head_len: usize,
+    body_len: usize,
+    arrived: usize,
+) -> Option<Vec<u8>> {
     let read = async {
         // On the heap, for the read only: an array here would live in every connection task's
         // future (4 KiB each, for the whole life of the connection's first stage).
-        let mut head = vec![0u8; head_len];
-        tcp.read_exact(&mut head).await.ok()?;
-        drop(head);
-        let mut body = Vec::new();
-        let mut rest = (&mut *tcp).take(body_len as u64);
-        rest.read_to_end(&mut body).await.ok()?;
-        (body.len() == body_len).then_some(body)
+        let mut body = vec![0u8; head_len + body_len.min(arrived.saturating_sub(head_len))];
+        tcp.read_exact(&mut body).await.ok()?;
+        body.drain(..head_len);
+        while body.len() < body_len {
+            let want = body_len - body.len();
+            body.reserve(want.min(body.len().max(4096)));
+            let mut rest = (&mut *tcp).take(want as u64);
+            if rest.read_buf(&mut body).await.ok()? == 0 {
+                return None;
+            }
+        }
+        Some(body)
     };
     tokio::time::timeout(BODY_TIMEOUT, read).await.ok()?
 }
@@ -319,6 +337,7 @@ fn parse(buf: &[u8], max_body: usize) -> Peeked {
             req: Box::new(req),
             head_len,
             body_len,
+            arrived: buf.len(),
             close,
             websocket,
         },
