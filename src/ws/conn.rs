@@ -16,7 +16,10 @@ use super::out::Out;
 use super::{ConnRef, End, Events, Lost, SendError, Settings, Sid, packet};
 
 mod heartbeat;
+mod long_polling;
 mod recover;
+
+pub(super) use long_polling::Polling;
 
 /// How long a client may take to join the `/` namespace after connecting (Socket.IO's default
 /// `connectTimeout`).
@@ -121,54 +124,6 @@ fn end_turn() {
         // The list keeps its allocation for the next turn, unless a large batch grew it.
         if written.capacity() <= TURN_CONNS {
             TURN.with_borrow_mut(|t| t.conns = written);
-        }
-    }
-}
-
-/// A session's long-polling side (what its polls, posts and upgrade are doing is its machine's
-/// [`Side`](super::machine::Side)).
-#[derive(Default)]
-pub(super) struct Polling {
-    /// What the client's packets built up; taken by the WebSocket when the session upgrades.
-    pub(super) packets: Mutex<Packets>,
-    /// Wakes the long-polling side's own task when the session ends (or is upgraded).
-    pub(super) gone: Notify,
-    /// Wakes whoever waits for the long-polling side to move on: a poll took the queue, a post
-    /// ended, the session ended or upgraded. What waits on it is a post held back by a full
-    /// queue, the goodbye waiting for the client's last poll, and an upgrade waiting for a post
-    /// in flight (see [`Polling::wait_for`]).
-    moved: Notify,
-}
-
-impl Polling {
-    /// Tells whoever waits in [`wait_for`](Self::wait_for) to look again.
-    pub(super) fn moved(&self) {
-        self.moved.notify_waiters();
-    }
-
-    /// Waits until `done` holds, looking again each time the side [moved](Self::moved), or
-    /// until `until` (`None`: no deadline) passes; whether `done` held. Nothing is polled on a
-    /// timer: the wait is registered before `done` is read, so a move in between is not missed.
-    pub(super) async fn wait_for(
-        &self,
-        until: Option<tokio::time::Instant>,
-        mut done: impl FnMut() -> bool,
-    ) -> bool {
-        loop {
-            let moved = self.moved.notified();
-            tokio::pin!(moved);
-            moved.as_mut().enable();
-            if done() {
-                return true;
-            }
-            match until {
-                Some(until) => {
-                    if tokio::time::timeout_at(until, moved).await.is_err() {
-                        return done();
-                    }
-                }
-                None => moved.await,
-            }
         }
     }
 }
