@@ -92,7 +92,17 @@ pub(super) fn serve(t: Transport, mut req: Request, sid: Option<&str>) -> Respon
             return;
         };
         let (mut held, early) = match target {
-            Target::Direct { id, counted } => (direct(t, id, ip, counted, tcp, head), early),
+            Target::Direct { id, counted } => {
+                // Written before the session is registered: nothing sent to it (a shutdown's
+                // notice, a ban) can reach its client ahead of its 101 and its open packet.
+                let Some(tcp) = Box::pin(write_head(tcp, greeting(&t, id, head))).await else {
+                    if let Some(ip) = ip {
+                        t.upper.release(ip, id);
+                    }
+                    return;
+                };
+                (direct(t, id, ip, counted, tcp), early)
+            }
             Target::Upgrade(conn) => {
                 let Some(tcp) = Box::pin(write_head(tcp, head)).await else {
                     polling::abandon_upgrade(&conn);
@@ -176,32 +186,31 @@ async fn take_socket(upgrade: hyper::upgrade::OnUpgrade) -> Option<(TcpStream, V
     Some((parts.io.into_inner(), early))
 }
 
-/// A direct WebSocket session opened: registered, its Engine.IO handshake queued.
+/// What a direct WebSocket is sent first, in one write: the 101's head when the session writes
+/// it (see [`SocketHand`]), and the Engine.IO open packet.
+fn greeting(t: &Transport, id: Sid, head: Vec<u8>) -> Vec<u8> {
+    let s = *t.conns.settings;
+    let open = OutFrame::text(&packet::open(
+        id.as_str(),
+        s.ping_interval.as_millis() as u64,
+        s.ping_timeout.as_millis() as u64,
+        s.max_message_bytes,
+        false,
+    ));
+    let mut first = head;
+    first.extend_from_slice(open.remaining());
+    first
+}
+
+/// A direct WebSocket session opened (its [`greeting`] written): registered.
 fn direct(
     t: Transport,
     id: Sid,
     ip: Option<std::net::IpAddr>,
     counted: bool,
     tcp: TcpStream,
-    head: Vec<u8>,
 ) -> Held {
     let conn = t.conns.open(id, ip, counted, Some(tcp));
-    let s = *t.conns.settings;
-    let open = OutFrame::text(&packet::open(
-        conn.id.as_str(),
-        s.ping_interval.as_millis() as u64,
-        s.ping_timeout.as_millis() as u64,
-        s.max_message_bytes,
-        false,
-    ));
-    if head.is_empty() {
-        conn.push_control(open).ok();
-    } else {
-        // The 101's head and the open packet, in one write.
-        let mut first = head;
-        first.extend_from_slice(open.remaining());
-        conn.push_bytes(&first, true).ok();
-    }
     Held::new(t, conn, Reading::default())
 }
 

@@ -57,7 +57,8 @@ impl Source {
     }
 }
 
-/// Writes the 101's head (when the session has it to write), within the upgrade timeout.
+/// Writes `head` (the 101's head when the session has it to write, and for a direct WebSocket
+/// its open packet) before anything else, within the upgrade timeout.
 pub(super) async fn write_head(mut tcp: TcpStream, head: Vec<u8>) -> Option<TcpStream> {
     if head.is_empty() {
         return Some(tcp);
