@@ -439,7 +439,14 @@ async fn a_sentinel_failover_mid_call_loses_no_acknowledged_relay_and_no_search(
     for n in [&a, &b] {
         assert!(n.metrics().await.contains("roulette_cluster_redis_up 1"));
     }
-    let promoted = redis.master_now();
+    // The sentinel asked may learn of the promotion after the nodes did (from the leader's
+    // hello messages): it is asked again for a while.
+    let mut promoted = redis.master_now();
+    let until = Instant::now() + Duration::from_secs(10);
+    while promoted != Some(redis.replica_port) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        promoted = redis.master_now();
+    }
     assert_eq!(
         promoted,
         Some(redis.replica_port),
