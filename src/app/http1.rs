@@ -361,28 +361,15 @@ fn content_length(value: &[u8]) -> Option<usize> {
 /// `connection`, the accept key, CORS), with no length: nothing follows it but the WebSocket.
 fn switching(parts: &http::response::Parts) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !parts.headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    put_head(&mut out, parts, true);
     out.extend_from_slice(b"\r\n");
     out
 }
 
-/// The HTTP/1.1 bytes of an answer; `connection: close` when `close`.
-fn encode(parts: &http::response::Parts, body: &[u8], close: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + body.len());
+/// An answer's status line, the router's headers and a `date`, without the blank line that
+/// ends them. Never a length (the caller writes it or, for a 101, none); `connection` only when
+/// `keep_connection` (an answer that may close says so itself).
+fn put_head(out: &mut Vec<u8>, parts: &http::response::Parts, keep_connection: bool) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
@@ -397,7 +384,7 @@ fn encode(parts: &http::response::Parts, body: &[u8], close: bool) -> Vec<u8> {
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
+            || (name == header::CONNECTION && !keep_connection)
         {
             continue;
         }
@@ -411,6 +398,12 @@ fn encode(parts: &http::response::Parts, body: &[u8], close: bool) -> Vec<u8> {
         out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// The HTTP/1.1 bytes of an answer; `connection: close` when `close`.
+fn encode(parts: &http::response::Parts, body: &[u8], close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    put_head(&mut out, parts, false);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

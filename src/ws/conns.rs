@@ -128,19 +128,9 @@ impl Conns {
     pub(crate) async fn wait_drained(
         &self,
         until: tokio::time::Instant,
-        mut done: impl FnMut() -> bool,
+        done: impl FnMut() -> bool,
     ) -> bool {
-        loop {
-            let drained = self.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if done() {
-                return true;
-            }
-            if tokio::time::timeout_at(until, drained).await.is_err() {
-                return done();
-            }
-        }
+        super::wait_until(&self.drained, Some(until), done).await
     }
 
     /// Open sessions.

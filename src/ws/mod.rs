@@ -130,6 +130,34 @@ impl Lost {
     }
 }
 
+/// Waits until `done` holds, looking again each time `notify` is told (`notify_waiters`), or
+/// until `until` (`None`: no deadline) passes; whether `done` held. Nothing is looked at on a
+/// timer: the wait is registered before `done` is read, so a wake-up in between is not missed.
+/// Every event-driven wait of the transport is this loop (the long-polling side's moves, a
+/// probe's pong, the sessions running out at shutdown).
+pub(super) async fn wait_until(
+    notify: &tokio::sync::Notify,
+    until: Option<tokio::time::Instant>,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    loop {
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if done() {
+            return true;
+        }
+        match until {
+            Some(until) => {
+                if tokio::time::timeout_at(until, woken).await.is_err() {
+                    return done();
+                }
+            }
+            None => woken.await,
+        }
+    }
+}
+
 /// The transport's settings: its slice of the server's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {

@@ -65,22 +65,12 @@ impl Conn {
         }
         let answered = || self.out.lock().life.pongs() != before;
         let deadline = tokio::time::Instant::now() + within;
-        // Woken by the pong or the end (`Out::wake_probes`); the wait is registered before
-        // the session is looked at, so neither is missed in between.
-        loop {
-            let woken = probed.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if answered() {
-                return true;
-            }
-            if self.ended().is_some() {
-                return false;
-            }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return answered();
-            }
-        }
+        // Woken by the pong or the end (`Out::wake_probes`).
+        super::super::wait_until(&probed, Some(deadline), || {
+            answered() || self.ended().is_some()
+        })
+        .await;
+        answered()
     }
 
     /// The heartbeat's visit: what the session's [`Machine`] decides at `now`, done; and when

@@ -27,28 +27,13 @@ impl Polling {
     }
 
     /// Waits until `done` holds, looking again each time the side [moved](Self::moved), or
-    /// until `until` (`None`: no deadline) passes; whether `done` held. Nothing is polled on a
-    /// timer: the wait is registered before `done` is read, so a move in between is not missed.
+    /// until `until` (`None`: no deadline) passes; whether `done` held (see
+    /// [`wait_until`](super::super::wait_until)).
     pub(in crate::ws) async fn wait_for(
         &self,
         until: Option<tokio::time::Instant>,
-        mut done: impl FnMut() -> bool,
+        done: impl FnMut() -> bool,
     ) -> bool {
-        loop {
-            let moved = self.moved.notified();
-            tokio::pin!(moved);
-            moved.as_mut().enable();
-            if done() {
-                return true;
-            }
-            match until {
-                Some(until) => {
-                    if tokio::time::timeout_at(until, moved).await.is_err() {
-                        return done();
-                    }
-                }
-                None => moved.await,
-            }
-        }
+        super::super::wait_until(&self.moved, until, done).await
     }
 }
