@@ -163,7 +163,23 @@ pub(crate) fn kicked() {
 
 /// A user was matched after waiting `ms`.
 pub(crate) fn waited(ms: u64) {
-    histogram!("roulette_wait_seconds").record(ms as f64 / 1000.0);
+    static WAITS: OnceLock<metrics::Histogram> = OnceLock::new();
+    once(&WAITS, || histogram!("roulette_wait_seconds")).record(ms as f64 / 1000.0);
+}
+
+/// A relay from another node reached its recipient's queue.
+pub(crate) fn relayed_in() {
+    static RELAYS_IN: OnceLock<metrics::Counter> = OnceLock::new();
+    once(&RELAYS_IN, || counter!("roulette_cluster_relays_in_total")).increment(1);
+}
+
+/// A series looked up once, after the recorder is installed: `counter!` and `histogram!` build
+/// and hash the key on every call, which a cluster's relays paid per message.
+fn once<T>(cell: &'static OnceLock<T>, make: impl FnOnce() -> T) -> &'static T {
+    cell.get_or_init(|| {
+        handle();
+        make()
+    })
 }
 
 /// What the node's figures are at one moment: `/metrics` renders from this, not from the node.

@@ -9,15 +9,18 @@
 //! before, `{"tag":{"_seq":"<boot>-<seq>",…}}`: what nodes of every version read, and what a
 //! node of this version reads from older nodes (unstamped, or stamped, one message a frame).
 //!
-//! A frame is read with one JSON parse, the relays' payloads kept as raw text.
+//! A frame is read with one JSON parse of the whole and one of each message; a relay's parts
+//! are borrowed from the frame's text.
 
 use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::Msg;
+use super::msg::{RelayIn, TaggedRelay};
 
 /// How a batch frame starts (the messages' own tags are never `batch`).
 const BATCH: &str = "{\"batch\":";
@@ -25,28 +28,38 @@ const BATCH: &str = "{\"batch\":";
 /// A frame as the inbox reads it: the stamp of its first message (none from older nodes) and
 /// its messages, in the order sent.
 #[derive(Debug)]
-pub(crate) struct Frame {
+pub(crate) struct Frame<'a> {
     /// The sending process and the sequence number of the first message on its channel.
     pub stamp: Option<(u64, u64)>,
     /// The messages.
-    pub msgs: Msgs,
+    pub msgs: Msgs<'a>,
 }
 
-/// A frame's messages: one, or a batch's.
+/// A message of a frame: a relay, borrowed from the frame's text, or any other, owned.
 // Lives on the inbox's stack for one frame: a box would cost the allocation it saves.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub(crate) enum Msgs {
-    /// A message alone (no vector to allocate for it).
-    One(Option<Msg>),
-    /// A batch's messages.
-    Many(std::vec::IntoIter<Msg>),
+pub(crate) enum In<'a> {
+    /// A [`Msg::Deliver`].
+    Relay(RelayIn<'a>),
+    /// Any other message (or a relay written with spaces, as no node writes it).
+    Other(Msg),
 }
 
-impl Iterator for Msgs {
-    type Item = Msg;
+/// A frame's messages: one, or a batch's.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Msgs<'a> {
+    /// A message alone (no vector to allocate for it).
+    One(Option<In<'a>>),
+    /// A batch's messages.
+    Many(std::vec::IntoIter<In<'a>>),
+}
 
-    fn next(&mut self) -> Option<Msg> {
+impl<'a> Iterator for Msgs<'a> {
+    type Item = In<'a>;
+
+    fn next(&mut self) -> Option<In<'a>> {
         match self {
             Msgs::One(m) => m.take(),
             Msgs::Many(m) => m.next(),
@@ -61,28 +74,46 @@ impl Iterator for Msgs {
     }
 }
 
-impl ExactSizeIterator for Msgs {}
+impl ExactSizeIterator for Msgs<'_> {}
 
-/// A batch frame's body (externally tagged like [`Msg`], so that serde reads it without a
-/// buffer, which the relays' raw payloads could not go through).
+/// A batch frame's body (externally tagged like [`Msg`]); each message is read on its own
+/// afterwards, so that a relay can borrow its parts from the frame.
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum Batch {
+enum Batch<'a> {
     /// The messages (the stamp beside them is read by [`read_stamp`]).
     Batch {
         /// In the order sent.
-        msgs: Vec<Msg>,
+        #[serde(borrow)]
+        msgs: Vec<&'a RawValue>,
     },
 }
 
-/// Reads a frame heard on a channel.
-pub(crate) fn decode(text: &str) -> Result<Frame, serde_json::Error> {
+/// How a relay starts as every node writes it.
+const DELIVER: &str = "{\"deliver\":";
+
+/// Reads one message.
+fn read(text: &str) -> Result<In<'_>, serde_json::Error> {
+    if text.starts_with(DELIVER) {
+        let TaggedRelay::Deliver(relay) = serde_json::from_str(text)?;
+        Ok(In::Relay(relay))
+    } else {
+        Ok(In::Other(serde_json::from_str(text)?))
+    }
+}
+
+/// Reads a frame heard on a channel: all its messages or, if one cannot be read, none.
+pub(crate) fn decode(text: &str) -> Result<Frame<'_>, serde_json::Error> {
     let stamp = read_stamp(text);
     let msgs = if text.starts_with(BATCH) {
         let Batch::Batch { msgs } = serde_json::from_str(text)?;
+        let msgs = msgs
+            .into_iter()
+            .map(|m| read(m.get()))
+            .collect::<Result<Vec<_>, _>>()?;
         Msgs::Many(msgs.into_iter())
     } else {
-        Msgs::One(Some(serde_json::from_str(text)?))
+        Msgs::One(Some(read(text)?))
     };
     Ok(Frame { stamp, msgs })
 }
@@ -199,9 +230,9 @@ mod tests {
         let got: Vec<String> = frame
             .msgs
             .map(|m| match m {
-                Msg::Deliver { payload, to, .. } => format!("{to} {}", payload.get()),
-                Msg::Ping { sent } => format!("ping {sent}"),
-                Msg::Left { to, reason, .. } => format!("left {to} {reason}"),
+                In::Relay(r) => format!("{} {}", r.to, r.payload.get()),
+                In::Other(Msg::Ping { sent }) => format!("ping {sent}"),
+                In::Other(Msg::Left { to, reason, .. }) => format!("left {to} {reason}"),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -233,12 +264,47 @@ mod tests {
         // An older node's message, unstamped.
         let frame = decode(&one).unwrap();
         assert_eq!(frame.stamp, None);
-        assert!(matches!(
-            frame.msgs.collect::<Vec<_>>()[..],
-            [Msg::Deliver { .. }]
-        ));
+        assert!(matches!(frame.msgs.collect::<Vec<_>>()[..], [In::Relay(_)]));
         assert!(decode("{\"batch\":{\"msgs\":[{\"nope\":{}}]}}").is_err());
         assert!(decode("not json").is_err());
+    }
+
+    #[test]
+    fn a_relay_is_read_as_the_owned_message_was_written() {
+        let owned = Msg::Deliver {
+            room: "r\"1".into(),
+            to: "bøb".into(),
+            event: "chat-message".into(),
+            payload: serde_json::value::to_raw_value(&serde_json::json!({"message": "a\nb é"}))
+                .unwrap(),
+            reply: Some(crate::bus::Reply {
+                node: "n\\2".into(),
+                ack: Some(9),
+            }),
+        };
+        let one = serde_json::to_string(&owned).unwrap();
+        let text = encoded(&[one.clone(), one], 1, 1);
+        for m in decode(&text).unwrap().msgs {
+            let In::Relay(r) = m else { panic!("{m:?}") };
+            // Unescaped where they had to be, borrowed where they could be.
+            assert_eq!(
+                (&*r.room, &*r.to, &*r.event),
+                ("r\"1", "bøb", "chat-message")
+            );
+            assert!(matches!(r.to, std::borrow::Cow::Borrowed(_)));
+            let reply = r.reply.as_ref().unwrap();
+            assert_eq!((&*reply.node, reply.ack), ("n\\2", Some(9)));
+            assert_eq!(
+                serde_json::to_string(&r.into_owned()).unwrap(),
+                serde_json::to_string(&owned).unwrap()
+            );
+        }
+        // A relay written with spaces (no node writes one) is still read, as the owned message.
+        let spaced = r#"{ "deliver": {"room":"r","to":"b","event":"e","payload":{}}}"#;
+        assert!(matches!(
+            decode(spaced).unwrap().msgs.collect::<Vec<_>>()[..],
+            [In::Other(Msg::Deliver { .. })]
+        ));
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub(crate) mod scripts;
 
 pub(crate) use entry::Entry;
 pub(crate) use figures::{ClusterFigures, NodeFigures};
-pub(crate) use msg::{Act, Msg, Reply, RoomMove};
+pub(crate) use msg::{Act, Msg, RelayIn, Reply, RoomMove};
 pub(crate) use redis::{redis_config, scrub};
 
 use std::collections::HashSet;

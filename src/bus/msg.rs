@@ -1,5 +1,7 @@
 //! The messages between nodes.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -283,6 +285,89 @@ pub(super) enum DeliverRef<'a, T> {
         #[serde(skip_serializing_if = "Option::is_none")]
         reply: Option<&'a Reply>,
     },
+}
+
+/// [`Msg::Deliver`] as the inbox reads it: its strings borrowed from the frame (copied only
+/// when they hold an escape), its payload the frame's own text. A relay is the commonest
+/// message, and decoding it into owned parts was the largest allocator of a node in a cluster.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RelayIn<'a> {
+    /// The room.
+    #[serde(borrow)]
+    pub room: Cow<'a, str>,
+    /// The receiving node's user.
+    #[serde(borrow)]
+    pub to: Cow<'a, str>,
+    /// The event name.
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    /// The event's payload, as the client gets it.
+    #[serde(borrow)]
+    pub payload: &'a RawValue,
+    /// Where to say how it went.
+    #[serde(default, borrow)]
+    pub reply: Option<ReplyIn<'a>>,
+}
+
+impl RelayIn<'_> {
+    /// The owned message, for one that goes on to another node.
+    pub(crate) fn into_owned(self) -> Msg {
+        Msg::Deliver {
+            room: self.room.into_owned(),
+            to: self.to.into_owned(),
+            event: self.event.into_owned(),
+            payload: self.payload.to_owned(),
+            reply: self.reply.map(|r| Reply {
+                node: r.node.into_owned(),
+                ack: r.ack,
+            }),
+        }
+    }
+}
+
+impl<'a> RelayIn<'a> {
+    /// The borrowed view of an owned [`Msg::Deliver`] (`None` for any other message).
+    pub(crate) fn of(msg: &'a Msg) -> Option<RelayIn<'a>> {
+        let Msg::Deliver {
+            room,
+            to,
+            event,
+            payload,
+            reply,
+        } = msg
+        else {
+            return None;
+        };
+        Some(RelayIn {
+            room: Cow::Borrowed(room),
+            to: Cow::Borrowed(to),
+            event: Cow::Borrowed(event),
+            payload,
+            reply: reply.as_ref().map(|r| ReplyIn {
+                node: Cow::Borrowed(&r.node),
+                ack: r.ack,
+            }),
+        })
+    }
+}
+
+/// [`Reply`] as the inbox reads it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReplyIn<'a> {
+    /// The sending node.
+    #[serde(borrow)]
+    pub node: Cow<'a, str>,
+    /// The sending node's number for an acknowledged relay.
+    #[serde(default)]
+    pub ack: Option<u64>,
+}
+
+/// A relay's tag around [`RelayIn`] (`{"deliver":{…}}`).
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum TaggedRelay<'a> {
+    /// See [`Msg::Deliver`].
+    Deliver(#[serde(borrow)] RelayIn<'a>),
 }
 
 /// Where a node that received a relay says how it went (see [`Msg::Deliver`]).

@@ -11,8 +11,9 @@ use std::time::Instant;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
+use crate::bus::frame::In;
 use crate::bus::holder::{IDLE_KEPT, Matcher, Out};
-use crate::bus::{Cluster, Entry, Msg, frame};
+use crate::bus::{Cluster, Entry, Msg, RelayIn, frame};
 use crate::model::reason::Reason;
 use crate::model::{ErrorCode, Reject};
 use crate::node::recovered;
@@ -96,16 +97,19 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: Subscr
 
 /// Applies a frame's messages in order. Consecutive relays are emitted under one hold of the
 /// core's lock, so that those for one recipient leave in one write.
-fn handle_all(hub: &Hub, cluster: &Cluster, msgs: impl Iterator<Item = Msg>) {
+fn handle_all<'a>(hub: &Hub, cluster: &Cluster, msgs: impl Iterator<Item = In<'a>>) {
     let mut msgs = msgs.peekable();
     while let Some(msg) = msgs.next() {
-        if !matches!(msg, Msg::Deliver { .. }) {
-            handle(hub, cluster, msg);
-            continue;
-        }
+        let relay = match msg {
+            In::Other(msg) => {
+                handle(hub, cluster, msg);
+                continue;
+            }
+            In::Relay(relay) => relay,
+        };
         let core = hub.lock();
-        relay_in(hub, &core, cluster, msg);
-        while let Some(next) = msgs.next_if(|m| matches!(m, Msg::Deliver { .. })) {
+        relay_in(hub, &core, cluster, relay);
+        while let Some(In::Relay(next)) = msgs.next_if(|m| matches!(m, In::Relay(_))) {
             relay_in(hub, &core, cluster, next);
         }
     }
@@ -113,28 +117,18 @@ fn handle_all(hub: &Hub, cluster: &Cluster, msgs: impl Iterator<Item = Msg>) {
 
 /// Emits a relay from another node to its local recipient, if the room is still its own, and
 /// tells the sending node how it went when it asked (see [`crate::node::acks`]).
-fn relay_in(hub: &Hub, core: &CoreGuard, cluster: &Cluster, msg: Msg) {
-    let Msg::Deliver {
-        room,
-        to,
-        event,
-        payload,
-        reply,
-    } = msg
-    else {
-        return;
-    };
-    let outcome = match core.inbound(&to, &room) {
-        Some(Link::Local(socket)) => match socket.emit(&event, &payload) {
+fn relay_in(hub: &Hub, core: &CoreGuard, cluster: &Cluster, relay: RelayIn<'_>) {
+    let outcome = match core.inbound(&relay.to, &relay.room) {
+        Some(Link::Local(socket)) => match socket.emit(&relay.event, relay.payload) {
             Ok(()) => {
-                metrics::counter!("roulette_cluster_relays_in_total").increment(1);
+                crate::metrics::relayed_in();
                 Ok(())
             }
             // Its connection ended for good (a held session keeps what it is sent).
             Err(SendError::Closed) => Err(ErrorCode::DeliveryFailed),
             Err(e) => {
                 // The recipient's send buffer is full (`SOCKET_BUFFER_PACKETS`).
-                tracing::warn!(sid = %socket.id(), %event, error = %e, "relay from another node not delivered");
+                tracing::warn!(sid = %socket.id(), event = %relay.event, error = %e, "relay from another node not delivered");
                 cluster.count_lost(1);
                 Err(ErrorCode::DeliveryFailed)
             }
@@ -142,20 +136,20 @@ fn relay_in(hub: &Hub, core: &CoreGuard, cluster: &Cluster, msg: Msg) {
         _ => {
             // Its session moved to another node since the partner's node sent this: that node
             // delivers it, and answers.
-            if let Some(node) = hub.forwards.of(&to, &room) {
-                let msg = Msg::Deliver {
-                    room,
-                    to,
-                    event,
-                    payload,
-                    reply,
-                };
-                cluster.send(&node, &msg);
+            if let Some(node) = hub.forwards.of(&relay.to, &relay.room) {
+                cluster.send(&node, &relay.into_owned());
                 return;
             }
             Err(ErrorCode::NotInRoom)
         }
     };
+    let RelayIn {
+        room,
+        to,
+        event,
+        reply,
+        ..
+    } = relay;
     match (reply.and_then(|r| Some((r.ack?, r.node))), outcome) {
         (Some((id, node)), outcome) => cluster.send(
             &node,
@@ -180,8 +174,8 @@ fn relay_in(hub: &Hub, core: &CoreGuard, cluster: &Cluster, msg: Msg) {
                     &node,
                     &Msg::Undelivered {
                         to: sender.to_string(),
-                        room,
-                        event,
+                        room: room.into_owned(),
+                        event: event.into_owned(),
                         code: code.as_str().to_string(),
                     },
                 );
@@ -195,7 +189,11 @@ fn relay_in(hub: &Hub, core: &CoreGuard, cluster: &Cluster, msg: Msg) {
 pub(crate) fn handle(hub: &Hub, cluster: &Cluster, msg: Msg) {
     let now = Instant::now();
     match msg {
-        msg @ Msg::Deliver { .. } => relay_in(hub, &hub.lock(), cluster, msg),
+        ref msg @ Msg::Deliver { .. } => {
+            if let Some(relay) = RelayIn::of(msg) {
+                relay_in(hub, &hub.lock(), cluster, relay);
+            }
+        }
         Msg::Ping { .. } => cluster.heard_own_ping(),
         Msg::Lookup { from, ask, user } => {
             if from != *cluster.node
