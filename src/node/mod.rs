@@ -122,6 +122,10 @@ pub struct Hub {
     /// The sessions of this node's clients.
     pub(crate) conns: Arc<crate::ws::Conns>,
     shutting_down: AtomicBool,
+    /// Told (`notify_waiters`) each time a connection's departure has been applied to the core
+    /// (`signaling::closed`): a newcomer waiting for an unresponsive holder of its id to let go
+    /// of it looks again then, instead of on a timer.
+    pub(crate) released: tokio::sync::Notify,
     /// When the server started.
     pub(crate) started: Instant,
 }
@@ -176,6 +180,7 @@ impl Hub {
             moderator: moderator::Moderator::open(&settings.moderation)?,
             asks: moderator::Asks::default(),
             shutting_down: AtomicBool::new(false),
+            released: tokio::sync::Notify::new(),
             started: Instant::now(),
         }))
     }

@@ -140,13 +140,13 @@ fn probe_holder(session: Arc<Session>, socket: Sock, a: Attempt, holder: Sock) {
         }
         tracing::info!(%user, old = %holder.id(), new = %socket.id(), "the connection holding this id did not answer: the newcomer takes it");
         holder.disconnect();
-        // Its disconnect handling runs on its own task and frees the id: wait for it (briefly).
+        // Its disconnect handling runs on its own task and frees the id: wait for it (briefly),
+        // looking again each time a departure is applied.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        while hub.lock().link(&user).is_some_and(|l| l.is(&holder))
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        crate::ws::wait_until(&hub.released, Some(deadline), || {
+            !hub.lock().link(&user).is_some_and(|l| l.is(&holder))
+        })
+        .await;
         let ack = a.ack;
         match try_complete(&hub, &session, &socket, a, None) {
             Ok(None) => answer(&socket, ack, "authenticate", Ok(())),

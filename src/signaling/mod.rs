@@ -472,4 +472,6 @@ pub(crate) fn closed(session: &Session, socket: &Sock, gone: Gone) {
             session.hub.job(Job::Away(user));
         }
     }
+    drop((state, core));
+    session.hub.released.notify_waiters();
 }

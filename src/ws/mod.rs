@@ -134,8 +134,9 @@ impl Lost {
 /// until `until` (`None`: no deadline) passes; whether `done` held. Nothing is looked at on a
 /// timer: the wait is registered before `done` is read, so a wake-up in between is not missed.
 /// Every event-driven wait of the transport is this loop (the long-polling side's moves, a
-/// probe's pong, the sessions running out at shutdown).
-pub(super) async fn wait_until(
+/// probe's pong, the sessions running out at shutdown), and the node's wait for a connection
+/// to let go of a user's id.
+pub(crate) async fn wait_until(
     notify: &tokio::sync::Notify,
     until: Option<tokio::time::Instant>,
     mut done: impl FnMut() -> bool,
