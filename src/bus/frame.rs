@@ -9,8 +9,8 @@
 //! before, `{"tag":{"_seq":"<boot>-<seq>",…}}`: what nodes of every version read, and what a
 //! node of this version reads from older nodes (unstamped, or stamped, one message a frame).
 //!
-//! A frame is read with one JSON parse of the whole and one of each message; a relay's parts
-//! are borrowed from the frame's text.
+//! A frame is read with one JSON parse, a relay's parts borrowed from the frame's text; any
+//! other message is parsed again from its own text.
 
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::Msg;
-use super::msg::{RelayIn, TaggedRelay};
+use super::msg::RelayIn;
 
 /// How a batch frame starts (the messages' own tags are never `batch`).
 const BATCH: &str = "{\"batch\":";
@@ -42,7 +42,7 @@ pub(crate) struct Frame<'a> {
 pub(crate) enum In<'a> {
     /// A [`Msg::Deliver`].
     Relay(RelayIn<'a>),
-    /// Any other message (or a relay written with spaces, as no node writes it).
+    /// Any other message.
     Other(Msg),
 }
 
@@ -76,8 +76,8 @@ impl<'a> Iterator for Msgs<'a> {
 
 impl ExactSizeIterator for Msgs<'_> {}
 
-/// A batch frame's body (externally tagged like [`Msg`]); each message is read on its own
-/// afterwards, so that a relay can borrow its parts from the frame.
+/// A batch frame's body (externally tagged like [`Msg`], so that serde reads it without a
+/// buffer, through which a relay's borrowed parts could not go).
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum Batch<'a> {
@@ -85,20 +85,45 @@ enum Batch<'a> {
     Batch {
         /// In the order sent.
         #[serde(borrow)]
-        msgs: Vec<&'a RawValue>,
+        msgs: Vec<In<'a>>,
     },
 }
 
-/// How a relay starts as every node writes it.
-const DELIVER: &str = "{\"deliver\":";
+/// One message, `{"tag":{…}}`, read in one pass when it is a relay; any other is read again
+/// from its text as a [`Msg`] (rarer, and mostly small).
+impl<'de: 'a, 'a> Deserialize<'de> for In<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Tagged<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Tagged<'a> {
+            type Value = In<'a>;
 
-/// Reads one message.
-fn read(text: &str) -> Result<In<'_>, serde_json::Error> {
-    if text.starts_with(DELIVER) {
-        let TaggedRelay::Deliver(relay) = serde_json::from_str(text)?;
-        Ok(In::Relay(relay))
-    } else {
-        Ok(In::Other(serde_json::from_str(text)?))
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a cluster message")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<In<'a>, A::Error> {
+                use serde::de::Error;
+                // Tags are plain words: no escape, so always borrowed.
+                let tag: &'de str = map
+                    .next_key()?
+                    .ok_or_else(|| A::Error::custom("a message without a tag"))?;
+                let msg = if tag == "deliver" {
+                    In::Relay(map.next_value()?)
+                } else {
+                    let body: &'de RawValue = map.next_value()?;
+                    let text = format!("{{\"{tag}\":{}}}", body.get());
+                    In::Other(serde_json::from_str(&text).map_err(A::Error::custom)?)
+                };
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom("a message with two tags"));
+                }
+                Ok(msg)
+            }
+        }
+        d.deserialize_map(Tagged(std::marker::PhantomData))
     }
 }
 
@@ -107,13 +132,9 @@ pub(crate) fn decode(text: &str) -> Result<Frame<'_>, serde_json::Error> {
     let stamp = read_stamp(text);
     let msgs = if text.starts_with(BATCH) {
         let Batch::Batch { msgs } = serde_json::from_str(text)?;
-        let msgs = msgs
-            .into_iter()
-            .map(|m| read(m.get()))
-            .collect::<Result<Vec<_>, _>>()?;
         Msgs::Many(msgs.into_iter())
     } else {
-        Msgs::One(Some(read(text)?))
+        Msgs::One(Some(serde_json::from_str(text)?))
     };
     Ok(Frame { stamp, msgs })
 }
@@ -299,12 +320,16 @@ mod tests {
                 serde_json::to_string(&owned).unwrap()
             );
         }
-        // A relay written with spaces (no node writes one) is still read, as the owned message.
+        // Written with spaces (no node writes one), a relay is read all the same; a message
+        // with two tags, or none, is not read.
         let spaced = r#"{ "deliver": {"room":"r","to":"b","event":"e","payload":{}}}"#;
         assert!(matches!(
             decode(spaced).unwrap().msgs.collect::<Vec<_>>()[..],
-            [In::Other(Msg::Deliver { .. })]
+            [In::Relay(_)]
         ));
+        assert!(decode(r#"{"ping":{"sent":1},"left":{}}"#).is_err());
+        assert!(decode(r#"{}"#).is_err());
+        assert!(decode(r#"{"batch":{"msgs":[{}]}}"#).is_err());
     }
 
     #[test]

@@ -362,14 +362,6 @@ pub(crate) struct ReplyIn<'a> {
     pub ack: Option<u64>,
 }
 
-/// A relay's tag around [`RelayIn`] (`{"deliver":{…}}`).
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(super) enum TaggedRelay<'a> {
-    /// See [`Msg::Deliver`].
-    Deliver(#[serde(borrow)] RelayIn<'a>),
-}
-
 /// Where a node that received a relay says how it went (see [`Msg::Deliver`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Reply {
