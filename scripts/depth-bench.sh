@@ -18,7 +18,10 @@
 # A node holds at most ~19,000 connections here (the file limit is 20,000 a process), so the
 # single node stops at 10,000 waiting and the cluster runs 6 nodes for 100,000.
 #
-# Usage: scripts/depth-bench.sh [USERS=25] [SECS=10] [DEPTHS="2000 1000 10000 100000"]
+# Usage: scripts/depth-bench.sh [USERS=25] [SECS=10] [DEPTHS="2000 1000 10000 100000"] [RUNS=1]
+# RUNS > 1 measures each depth that many times, one node and the cluster in turn, and prints each
+# run's ratio (across nodes against one node, both less their idle cost) and their median: on a
+# shared machine one run's ratio is noise (1.6 to 2.4 for the same build, BENCHMARKS.md).
 # Needs a release build (cargo build --release --workspace) and redis-server; TARGET_DIR (or
 # CARGO_TARGET_DIR) names the target directory whose release binaries run.
 set -euo pipefail
@@ -27,6 +30,9 @@ cd "$(dirname "$0")/.."
 USERS=${1:-25}
 SECS=${2:-10}
 DEPTHS=${3:-"2000 1000 10000 100000"}
+RUNS=${4:-1}
+# Each measurement's label and CPU ms per session less the idle cost, for the ratios.
+RESULTS=$(mktemp)
 # The binaries of another build (an A/B comparison): TARGET_DIR, else CARGO_TARGET_DIR, else target.
 TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
 SERVER=$TARGET_DIR/release/roulette
@@ -50,7 +56,7 @@ stop_all() {
   if [ -n "$redis_port" ]; then redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; fi
   redis_port=""
 }
-trap stop_all EXIT
+trap 'stop_all; rm -f "$RESULTS"' EXIT
 
 # crowd PORT N: N waiting users on the node at PORT, held for long enough (in the background).
 crowd() {
@@ -102,7 +108,7 @@ measure() {
     each="$each $d"
     i=$((i + 1))
   done
-  python3 - "$label" "$spent" "$each" "$SECS" "$idle" <<'EOF'
+  python3 - "$label" "$spent" "$each" "$SECS" "$idle" "$RESULTS" <<'EOF'
 import json, sys
 label, spent, each, secs = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(), float(sys.argv[4])
 idle = float(sys.argv[5])
@@ -114,49 +120,67 @@ print(f"   {label}: {sessions / secs:.0f} sessions/s ({2 * sessions / secs:.0f} 
       f"search->matched p50 {max(q['p50Ms'] for q in p)} / p99 {max(q['p99Ms'] for q in p)} ms, "
       f"CPU {1000 * spent / max(sessions, 1):.3f} ms per session (CPU s each: {' '.join(each)}), "
       f"{1000 * (spent - idle) / max(sessions, 1):.3f} ms without the {idle:.2f} CPU s the same {secs:.0f} s cost before the sessions, failures {fails}")
+kind = "single" if label.startswith("single") else "across" if label.startswith("cluster") else "within"
+with open(sys.argv[6], "a") as f:
+    f.write(f"{kind} {1000 * (spent - idle) / max(sessions, 1):.6f}\n")
 EOF
 }
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB; nodes, Redis and generators on it"
 for depth in $DEPTHS; do
-  if [ "$depth" -le 18000 ]; then
-    port=$(free_port)
-    "$SERVER" --host 127.0.0.1 --port "$port" "${FLAGS[@]}" &
-    node=$!
-    pids+=($node)
-    until curl -sf "127.0.0.1:$port/health" >/dev/null; do sleep 0.1; done
-    crowd "$port" "$depth"
-    wait_for "$port" 'd["waitingUsers"]' $((depth * 99 / 100))
-    sleep 2
-    measure "single node, $(stat_of "$port" 'd["waitingUsers"]') waiting" "$port" "$port" "$node"
-    stop_all
-  fi
+  : >"$RESULTS"
+  for run in $(seq 1 "$RUNS"); do
+    if [ "$RUNS" -gt 1 ]; then echo " -- $depth waiting, run $run of $RUNS"; fi
+    if [ "$depth" -le 18000 ]; then
+      port=$(free_port)
+      "$SERVER" --host 127.0.0.1 --port "$port" "${FLAGS[@]}" &
+      node=$!
+      pids+=($node)
+      until curl -sf "127.0.0.1:$port/health" >/dev/null; do sleep 0.1; done
+      crowd "$port" "$depth"
+      wait_for "$port" 'd["waitingUsers"]' $((depth * 99 / 100))
+      sleep 2
+      measure "single node, $(stat_of "$port" 'd["waitingUsers"]') waiting" "$port" "$port" "$node"
+      stop_all
+    fi
 
-  nodes=$((depth > 18000 ? 6 : 2))
-  redis_port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
-  sleep 0.3
-  redis_pid=$(pgrep -n -f "redis-server.*:$redis_port")
-  ports=()
-  node_pids=()
-  for i in $(seq 1 "$nodes"); do
-    port=$(free_port)
-    "$SERVER" --host 127.0.0.1 --port "$port" --redis-url "redis://127.0.0.1:$redis_port" \
-      --node-id "node-$i" "${FLAGS[@]}" "${CLUSTER_FLAGS[@]}" &
-    pids+=($!)
-    node_pids+=($!)
-    ports+=("$port")
-    until curl -sf "127.0.0.1:$port/health" >/dev/null; do sleep 0.1; done
+    nodes=$((depth > 18000 ? 6 : 2))
+    redis_port=$(free_port)
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null
+    sleep 0.3
+    redis_pid=$(pgrep -n -f "redis-server.*:$redis_port")
+    ports=()
+    node_pids=()
+    for i in $(seq 1 "$nodes"); do
+      port=$(free_port)
+      "$SERVER" --host 127.0.0.1 --port "$port" --redis-url "redis://127.0.0.1:$redis_port" \
+        --node-id "node-$i" "${FLAGS[@]}" "${CLUSTER_FLAGS[@]}" &
+      pids+=($!)
+      node_pids+=($!)
+      ports+=("$port")
+      until curl -sf "127.0.0.1:$port/health" >/dev/null; do sleep 0.1; done
+    done
+    for i in $(seq 0 $((nodes - 1))); do crowd "${ports[$i]}" $((depth / nodes)); done
+    # A few of a 100,000 crowd may fail to connect on this machine: 99 % of it waiting will do.
+    wait_for "${ports[0]}" 'd["cluster"].get("queued", -1)' $((depth / nodes * nodes * 99 / 100))
+    sleep 2
+    measure "cluster of $nodes, $(stat_of "${ports[0]}" 'd["cluster"]["queued"]') waiting, every session across nodes" \
+      "${ports[0]}" "${ports[1]}" "${node_pids[@]}" "$redis_pid"
+    # The same cluster, both sides on node 2: matched by node 1 over the bus, the calls within
+    # node 2. What is left of the difference is the calls' relays between nodes.
+    measure "the same cluster, every session on node 2 (matched by node 1)" \
+      "${ports[1]}" "${ports[1]}" "${node_pids[@]}" "$redis_pid"
+    stop_all
   done
-  for i in $(seq 0 $((nodes - 1))); do crowd "${ports[$i]}" $((depth / nodes)); done
-  # A few of a 100,000 crowd may fail to connect on this machine: 99 % of it waiting will do.
-  wait_for "${ports[0]}" 'd["cluster"].get("queued", -1)' $((depth / nodes * nodes * 99 / 100))
-  sleep 2
-  measure "cluster of $nodes, $(stat_of "${ports[0]}" 'd["cluster"]["queued"]') waiting, every session across nodes" \
-    "${ports[0]}" "${ports[1]}" "${node_pids[@]}" "$redis_pid"
-  # The same cluster, both sides on node 2: matched by node 1 over the bus, the calls within
-  # node 2. What is left of the difference is the calls' relays between nodes.
-  measure "the same cluster, every session on node 2 (matched by node 1)" \
-    "${ports[1]}" "${ports[1]}" "${node_pids[@]}" "$redis_pid"
-  stop_all
+  # Each run's ratio (across nodes against one node), and the median of the runs.
+  python3 - "$RESULTS" <<'EOF'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+single = [float(v) for k, v in rows if k == "single"]
+across = [float(v) for k, v in rows if k == "across"]
+ratios = [c / s for s, c in zip(single, across) if s > 0]
+if ratios:
+    print(f"   ratio across nodes / one node, each run: {', '.join(f'{r:.2f}' for r in ratios)}; "
+          f"median {statistics.median(ratios):.2f}")
+EOF
 done
