@@ -155,6 +155,11 @@ pub(crate) async fn serve(
         let mut watch = true;
         let body = loop {
             tokio::select! {
+                // The answer first: one that is ready at once (a handshake, a post, a poll with
+                // packets waiting) goes without a look at the socket, whose readiness is still
+                // that of the request just read (the look would find nothing: a system call
+                // for nothing).
+                biased;
                 b = body.as_mut() => break b,
                 // A poll can wait for a long time: notice a client that went away meanwhile
                 // (as hyper does), so that its session sees the poll end.
