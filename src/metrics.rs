@@ -100,8 +100,7 @@ const RELAYED: [&str; 7] = [
 /// looked up once.
 fn relay_counters() -> &'static [metrics::Counter] {
     static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
-    COUNTERS.get_or_init(|| {
-        handle();
+    once::<Vec<_>>(&COUNTERS, || {
         RELAYED
             .iter()
             .map(|e| {
@@ -173,8 +172,8 @@ pub(crate) fn relayed_in() {
     once(&RELAYS_IN, || counter!("roulette_cluster_relays_in_total")).increment(1);
 }
 
-/// A series looked up once, after the recorder is installed: `counter!` and `histogram!` build
-/// and hash the key on every call, which a cluster's relays paid per message.
+/// Series looked up once, after the recorder is installed: `counter!` and `histogram!` build
+/// and hash the key on every call, which every relay paid (and, in a cluster, every message).
 fn once<T>(cell: &'static OnceLock<T>, make: impl FnOnce() -> T) -> &'static T {
     cell.get_or_init(|| {
         handle();
