@@ -317,7 +317,10 @@ fn snapshot(hub: &Hub) -> crate::metrics::Snapshot {
         bans: hub.active_bans(),
         webhook_queue: hub.webhooks.as_ref().map(|w| w.queued()),
         moderation_store_failing: hub.moderation_store() == "failing",
-        cluster: hub.peers.cluster().map(|c| (c.redis_up(), c.figures())),
+        cluster: hub
+            .peers
+            .cluster()
+            .map(|c| (c.redis_up(), c.figures(), c.links.up())),
     }
 }
 

@@ -198,8 +198,9 @@ pub(crate) struct Snapshot {
     pub webhook_queue: Option<usize>,
     /// `DATA_DIR` is set and cannot be written: bans and reports are kept in memory only.
     pub moderation_store_failing: bool,
-    /// In a cluster: whether Redis answers, and the whole cluster's figures.
-    pub cluster: Option<(bool, crate::bus::ClusterFigures)>,
+    /// In a cluster: whether Redis answers, the whole cluster's figures, and how many direct
+    /// links this node has up to other nodes.
+    pub cluster: Option<(bool, crate::bus::ClusterFigures, usize)>,
 }
 
 /// The Prometheus text for a node's figures.
@@ -249,8 +250,9 @@ pub(crate) fn render(snap: &Snapshot) -> String {
     ] {
         counter!("roulette_quality_reports_total", "grade" => grade).absolute(n);
     }
-    if let Some((redis_up, f)) = &snap.cluster {
+    if let Some((redis_up, f, links)) = &snap.cluster {
         gauge!("roulette_cluster_redis_up").set(if *redis_up { 1.0 } else { 0.0 });
+        gauge!("roulette_cluster_links_up").set(*links as f64);
         gauge!("roulette_cluster_nodes").set(f.nodes as f64);
         gauge!("roulette_cluster_connections").set(f.connections as f64);
         gauge!("roulette_cluster_users_connected").set(f.users as f64);

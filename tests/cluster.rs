@@ -17,8 +17,14 @@ use serde_json::{Value, json};
 /// A Roulette process in the cluster.
 struct Node {
     addr: SocketAddr,
+    /// Where it takes other nodes' direct links (none: Redis carries everything).
+    link: Option<SocketAddr>,
     child: Proc,
 }
+
+/// A flag of these tests alone: the node gets no `--link-address`, so Redis carries every
+/// message (every other node of these tests has a direct link).
+const REDIS_ONLY: &str = "--redis-only";
 
 impl Node {
     async fn start(redis: &Redis, id: &str, extra: &[&str]) -> Node {
@@ -33,11 +39,15 @@ impl Node {
     /// A node of Redis `url`, once it answers HTTP (healthy or not).
     async fn spawn(url: &str, id: &str, extra: &[&str], out: Stdio) -> Node {
         let port = free_port();
+        let link =
+            (!extra.contains(&REDIS_ONLY)).then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let link_flags = link.map(|l| ["--link-address".to_string(), l.to_string()]);
         let child = Command::new(common::server_bin())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--redis-url", url, "--node-id", id])
             .args(["--log-level", "warn"])
-            .args(extra)
+            .args(link_flags.iter().flatten())
+            .args(extra.iter().filter(|f| **f != REDIS_ONLY))
             .env_clear()
             // Bans and reports in memory: no run sees another's.
             .env("DATA_DIR", "")
@@ -46,6 +56,7 @@ impl Node {
             .expect("the roulette binary");
         let node = Node {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            link,
             child: Proc(child),
         };
         assert!(
@@ -171,7 +182,8 @@ async fn waiting(node: &Node, name: &str) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_on_different_nodes_meet_talk_and_skip() {
     let redis = Redis::start_on(free_port());
-    let [a, b] = nodes(&redis, "meet", ["node-a", "node-b"], &[]).await;
+    // Redis alone carries their messages: the direct links are tested apart.
+    let [a, b] = nodes(&redis, "meet", ["node-a", "node-b"], &[REDIS_ONLY]).await;
     let (mut alice, mut bob, room) = pair_across(&a, &b).await;
 
     // Signaling crosses the nodes, in order, with the sender named.
@@ -1258,4 +1270,147 @@ async fn an_acknowledged_relay_across_nodes_is_answered_as_it_went() {
     alice.emit("webrtc-offer", offer).await;
     let e = alice.expect_error("delivery-failed", "webrtc-offer").await;
     assert_eq!(e["code"], "delivery-failed");
+}
+
+/// How many `PUBLISH` commands `redis` ran.
+fn publishes(redis: &Redis) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "info", "commandstats"])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+        .and_then(|l| l.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A node's `roulette_cluster_links_up`.
+async fn links_up(node: &Node) -> u64 {
+    node.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("roulette_cluster_links_up "))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
+/// A candidate numbered `id`.
+fn candidate(room: &str, id: u64) -> Value {
+    json!({"roomId": room, "candidate": {"candidate": id.to_string(), "sdpMid": "0", "sdpMLineIndex": 0}})
+}
+
+/// Alice sends `ids` as candidates, each acknowledged `ok`; bob gets each once, in order.
+async fn relay_in_order(
+    alice: &mut Client,
+    bob: &mut Client,
+    room: &str,
+    ids: std::ops::Range<u64>,
+) {
+    for id in ids.clone() {
+        alice
+            .emit_with_ack(id, "webrtc-ice-candidate", candidate(room, id))
+            .await;
+    }
+    for id in ids.clone() {
+        assert_eq!(
+            alice.expect(&format!("ack:{id}")).await["ok"],
+            true,
+            "line {id}"
+        );
+    }
+    for id in ids {
+        assert_eq!(
+            bob.expect("webrtc-ice-candidate").await["candidate"]["candidate"],
+            id.to_string()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_link_carries_the_messages_and_redis_takes_over_when_it_breaks() {
+    let redis = Redis::start_on(free_port());
+    let [a, b] = nodes(
+        &redis,
+        "links",
+        ["node-a", "node-b"],
+        &["--chat-events-per-sec", "0", "--signal-events-per-sec", "0"],
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || links_up(&a).await == 1
+            && links_up(&b).await == 1)
+        .await,
+        "each node dials the other"
+    );
+    let (mut alice, mut bob, room) = pair_across(&a, &b).await;
+    // Over the link: Redis publishes only the nodes' pings to themselves meanwhile.
+    let before = publishes(&redis);
+    relay_in_order(&mut alice, &mut bob, &room, 1..301).await;
+    let published = publishes(&redis) - before;
+    assert!(published < 30, "300 relays, {published} PUBLISH");
+    // The link to b breaks while alice's candidates are on their way: what it did not acknowledge
+    // goes through Redis, once and in order.
+    let port = b.link.unwrap().port().to_string();
+    for id in 301..501u64 {
+        alice
+            .emit_with_ack(id, "webrtc-ice-candidate", candidate(&room, id))
+            .await;
+        if id == 340 {
+            let killed = Command::new("ss")
+                .args(["-K", "dst", "127.0.0.1", "dport", "=", &port])
+                .output()
+                .expect("ss (iproute2)");
+            assert!(
+                String::from_utf8_lossy(&killed.stdout).contains(&port),
+                "a link was cut"
+            );
+        }
+    }
+    for id in 301..501u64 {
+        assert_eq!(
+            alice.expect(&format!("ack:{id}")).await["ok"],
+            true,
+            "line {id}"
+        );
+    }
+    for id in 301..501u64 {
+        assert_eq!(
+            bob.expect("webrtc-ice-candidate").await["candidate"]["candidate"],
+            id.to_string()
+        );
+    }
+    let during = publishes(&redis) - before - published;
+    assert!(during > 0, "Redis carried them while the link was down");
+    // The link comes back at a's next heartbeat and carries the call again.
+    assert!(
+        eventually(Duration::from_secs(10), async || links_up(&a).await == 1).await,
+        "the link is dialed again"
+    );
+    relay_in_order(&mut alice, &mut bob, &room, 501..601).await;
+    relay_in_order(&mut bob, &mut alice, &room, 601..701).await;
+    // Nothing more arrived: each candidate once.
+    bob.expect_silence(Duration::from_millis(300)).await;
+    alice.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_direct_link_takes_only_the_clusters_nodes() {
+    let redis = Redis::start_on(free_port());
+    let [a] = nodes(&redis, "link-key", ["node-a"], &[]).await;
+    let link = a.link.unwrap();
+    // A stranger that cannot sign the hello is cut off, and the node is unharmed.
+    for hello in [&b"\x00\x05hello"[..], b"\xff\xff", &[0u8; 64][..]] {
+        let mut s = tokio::net::TcpStream::connect(link).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut nonce = [0u8; 16];
+        s.read_exact(&mut nonce).await.unwrap();
+        s.write_all(hello).await.ok();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(6), s.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed without a word: {read:?} {rest:?}"
+        );
+    }
+    assert_eq!(a.health().await, 200);
 }

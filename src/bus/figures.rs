@@ -24,6 +24,10 @@ pub(crate) struct NodeFigures {
     /// of earlier versions, whose relays are acknowledged when published).
     #[serde(default)]
     pub answers: bool,
+    /// Where the node takes direct links ([`link`](super::link); none from nodes of earlier
+    /// versions and from nodes without `LINK_ADDRESS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<std::net::SocketAddr>,
 }
 
 /// Figures of the whole cluster, from the live nodes' heartbeats.

@@ -40,11 +40,13 @@ mod entry;
 mod figures;
 pub(crate) mod frame;
 pub(crate) mod holder;
+pub(crate) mod link;
 mod msg;
 pub(crate) mod publish;
 pub(crate) mod queue;
 mod redis;
 pub(crate) mod scripts;
+mod seen;
 
 pub(crate) use entry::Entry;
 pub(crate) use figures::{ClusterFigures, NodeFigures};
@@ -89,6 +91,9 @@ pub(crate) struct Settings {
     pub node_id: Option<String>,
     /// `NODE_TIMEOUT_MS`: how long a silent node is taken for alive.
     pub node_timeout: Duration,
+    /// `LINK_ADDRESS`: where this node listens for other nodes' direct links (none: Redis
+    /// carries every message).
+    pub link: Option<std::net::SocketAddr>,
 }
 
 /// The channel every node hears (`<prefix>:to:*`); no node can be named `*`.
@@ -112,7 +117,7 @@ pub(crate) struct Cluster {
     lost: AtomicU64,
     figures: Mutex<ClusterFigures>,
     /// What the inbox took already (a message published again is skipped).
-    pub seen: publish::Seen,
+    pub seen: seen::Seen,
     /// How long a silent node stays alive.
     pub node_timeout: Duration,
     /// The node that matches for the cluster, as of this node's last heartbeat.
@@ -123,6 +128,8 @@ pub(crate) struct Cluster {
     batch_readers: Mutex<Arc<HashSet<Arc<str>>>>,
     /// The live nodes that do not answer relays, as of the last heartbeat.
     silent: Mutex<Arc<HashSet<Arc<str>>>>,
+    /// The direct links to and from other nodes.
+    pub(crate) links: link::Links,
 }
 
 impl Cluster {
@@ -205,12 +212,13 @@ impl Cluster {
             inbox_heard: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             figures: Mutex::new(ClusterFigures::default()),
-            seen: publish::Seen::new(),
+            seen: seen::Seen::new(),
             node_timeout,
             holder: Mutex::new(None),
             matcher: Mutex::new(holder::Matcher::default()),
             batch_readers: Mutex::new(Arc::new(HashSet::new())),
             silent: Mutex::new(Arc::new(HashSet::new())),
+            links: link::Links::new(settings.link),
         });
         cluster
             .subscriber

@@ -16,7 +16,7 @@
 //! answer lost with the connection), and the retry may hold more messages than the first try:
 //! so each message has its channel's sequence number from this process (a frame carries its
 //! first message's, `"_seq"`, inside the object, where nodes that do not know it ignore it), and
-//! the receiving node skips those it has taken already ([`Seen`]). Delivery is at least once on
+//! the receiving node skips those it has taken already ([`super::seen::Seen`]). Delivery is at least once on
 //! the wire and exactly once to the inbox.
 //!
 //! A channel that stays unheard for `NODE_TIMEOUT_MS` while Redis answers belongs to a node that
@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -48,6 +47,15 @@ const ROUND: usize = 512;
 /// Most bytes of messages in one frame (unless its first message alone is larger): a backlog
 /// after an outage goes in frames a subscriber takes in stride.
 const FRAME_BYTES: usize = 256 * 1024;
+
+/// How long a direct link may leave what was written to it unacknowledged before it is taken
+/// for broken and Redis carries the channel again (the link acknowledges every 20 ms at most).
+const LINK_STALL: Duration = Duration::from_secs(1);
+
+/// How long a channel's messages wait, when its link comes up, for the node to acknowledge what
+/// went on Redis before, and how often the publisher looks meanwhile.
+const SWITCH_WAIT: Duration = Duration::from_millis(300);
+const SWITCH_LOOK: Duration = Duration::from_millis(10);
 
 /// Most messages held for one channel; past it, the oldest are dropped (and counted lost). An
 /// outage of minutes, at the signaling rate limits, stays far below it.
@@ -65,6 +73,15 @@ struct Held {
     stuck_since: Option<Instant>,
     /// Not tried again before this.
     retry_at: Option<Instant>,
+    /// The last number written to the node's direct link and not yet acknowledged (0: none).
+    linked: u64,
+    /// When the first message not yet acknowledged was written to the link.
+    linked_at: Option<Instant>,
+    /// Whether this round left it off Redis: sent over the link, or waiting for the node to
+    /// take what went on Redis before the link came up.
+    via_link: bool,
+    /// Since when it waits so.
+    switching: Option<Instant>,
 }
 
 /// What a round did for one channel.
@@ -145,6 +162,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<st
     let sent = metrics::counter!("roulette_cluster_messages_sent_total");
     let mut held: HashMap<Arc<str>, Held> = HashMap::new();
     let mut seqs: HashMap<Arc<str>, u64> = HashMap::new();
+    // Per channel, the last number heard over Redis: its node must take it before the link
+    // carries the next ones.
+    let mut published: HashMap<Arc<str>, u64> = HashMap::new();
     let mut batch = Vec::with_capacity(ROUND);
     loop {
         // Channels with a retry time wait for it; the rest (left over from a full frame) go now.
@@ -179,7 +199,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<st
         }
         // What was queued while this round was in flight goes in the next one, a frame per
         // channel: the coalescing needs no timer.
-        round(&cluster, &mut held, &sent).await;
+        round(&cluster, &mut held, &mut published, &sent).await;
     }
 }
 
@@ -213,12 +233,12 @@ impl Held {
         }
     }
 
-    /// How many of its first messages go in the next frame: at most [`ROUND`], and at most
-    /// [`FRAME_BYTES`] unless the first alone is larger.
-    fn frame_len(&self) -> usize {
+    /// How many of its messages from the `start`th go in the next frame: at most [`ROUND`],
+    /// and at most [`FRAME_BYTES`] unless the first alone is larger.
+    fn frame_len(&self, start: usize) -> usize {
         let mut bytes = 0;
         let mut n = 0;
-        for (_, text) in self.msgs.iter().take(ROUND) {
+        for (_, text) in self.msgs.iter().skip(start).take(ROUND) {
             bytes += text.len();
             if n > 0 && bytes > FRAME_BYTES {
                 break;
@@ -228,34 +248,124 @@ impl Held {
         n
     }
 
-    /// The next frame of `n` messages (see [`super::frame`]).
-    fn frame(&self, n: usize, boot: u64) -> String {
-        let first = self.msgs.front().map_or(0, |(seq, _)| *seq);
-        let msgs = self.msgs.iter().take(n).map(|(_, t)| t.as_str());
-        let bytes = if n == self.msgs.len() {
+    /// The frame of `n` messages from the `start`th (see [`super::frame`]).
+    fn frame(&self, start: usize, n: usize, boot: u64) -> String {
+        let first = self.msgs.get(start).map_or(0, |(seq, _)| *seq);
+        let msgs = self
+            .msgs
+            .iter()
+            .skip(start)
+            .take(n)
+            .map(|(_, t)| t.as_str());
+        let bytes = if start == 0 && n == self.msgs.len() {
             self.bytes
         } else {
-            self.msgs.iter().take(n).map(|(_, t)| t.len()).sum()
+            self.msgs
+                .iter()
+                .skip(start)
+                .take(n)
+                .map(|(_, t)| t.len())
+                .sum()
         };
         frame::encode(msgs, bytes, boot, first)
     }
 }
 
-/// One pipeline of the channels due now, one frame each; what was heard leaves `held`.
-async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>, sent: &metrics::Counter) {
+/// Writes each channel's new messages to its node's direct link when it has one that may carry
+/// them ([`super::link`]), and lets go of what the node acknowledged; the rest go on Redis.
+fn over_links(
+    cluster: &Cluster,
+    held: &mut HashMap<Arc<str>, Held>,
+    published: &HashMap<Arc<str>, u64>,
+    sent: &metrics::Counter,
+    now: Instant,
+) {
+    for (node, h) in held.iter_mut() {
+        h.via_link = false;
+        let Some(link) = cluster.links.to(node) else {
+            // Broken: what it did not acknowledge goes on Redis, oldest first.
+            h.linked = 0;
+            h.linked_at = None;
+            continue;
+        };
+        let acked = link.acked();
+        let taken = h.msgs.iter().take_while(|(seq, _)| *seq <= acked).count();
+        if taken > 0 {
+            h.drop_front(taken);
+            sent.increment(taken as u64);
+            h.stuck_since = None;
+            h.linked_at = (h.linked > acked).then_some(now);
+        }
+        if h.linked <= acked {
+            h.linked = 0;
+            h.linked_at = None;
+        }
+        // Until the node took what went on Redis, a link frame could overtake it: the channel
+        // waits a moment for the acknowledgement (else, under steady traffic, Redis would
+        // always be a step ahead of it), then goes on Redis again (a node restarted under the
+        // same name never acknowledges what its previous process took).
+        if published.get(node).is_some_and(|p| *p > acked) {
+            let since = *h.switching.get_or_insert(now);
+            if now.saturating_duration_since(since) < SWITCH_WAIT {
+                h.via_link = true;
+                h.retry_at = Some(now + SWITCH_LOOK);
+            } else {
+                h.switching = None;
+            }
+            continue;
+        }
+        h.switching = None;
+        if h.linked_at
+            .is_some_and(|at| now.saturating_duration_since(at) > LINK_STALL)
+        {
+            tracing::warn!(channel = %node, "a direct link stopped acknowledging: Redis instead");
+            link.close();
+            h.linked = 0;
+            h.linked_at = None;
+            continue;
+        }
+        h.via_link = true;
+        let mut start = h
+            .msgs
+            .iter()
+            .take_while(|(seq, _)| *seq <= h.linked)
+            .count();
+        while start < h.msgs.len() {
+            let n = h.frame_len(start);
+            link.send(h.frame(start, n, cluster.seen.boot));
+            start += n;
+        }
+        if let Some((last, _)) = h.msgs.back() {
+            h.linked = *last;
+            h.linked_at.get_or_insert(now);
+        }
+        h.retry_at = h.linked_at.map(|at| at + LINK_STALL);
+    }
+    held.retain(|_, h| !h.msgs.is_empty());
+}
+
+/// One pipeline of the channels due now and not on a link, one frame each; what was heard
+/// leaves `held`.
+async fn round(
+    cluster: &Cluster,
+    held: &mut HashMap<Arc<str>, Held>,
+    published: &mut HashMap<Arc<str>, u64>,
+    sent: &metrics::Counter,
+) {
     let now = Instant::now();
+    over_links(cluster, held, published, sent, now);
     let readers = cluster.batch_readers();
     let plan: Vec<(Arc<str>, usize, String)> = held
         .iter()
-        .filter(|(_, h)| h.retry_at.is_none_or(|at| at <= now))
+        .filter(|(_, h)| !h.via_link && h.retry_at.is_none_or(|at| at <= now))
         .map(|(node, h)| {
             // A node of an earlier version reads one message a frame.
             let n = if readers.contains(node) {
-                h.frame_len()
+                h.frame_len(0)
             } else {
                 1
             };
-            (node.clone(), n, h.frame(n, cluster.seen.boot))
+            (node.clone(), n, h.frame(0, n, cluster.seen.boot))
         })
         .collect();
     if plan.is_empty() {
@@ -270,6 +380,9 @@ async fn round(cluster: &Cluster, held: &mut HashMap<Arc<str>, Held>, sent: &met
         };
         match outcome {
             Outcome::Heard(n) => {
+                if let Some((last, _)) = n.checked_sub(1).and_then(|i| h.msgs.get(i)) {
+                    published.insert(node.clone(), *last);
+                }
                 h.drop_front(n);
                 h.stuck_since = None;
                 h.retry_at = None;
@@ -363,76 +476,10 @@ fn outcomes(sizes: &[usize], replies: &[Value]) -> Vec<Outcome> {
         .collect()
 }
 
-/// What this node's inbox took already: per sending process and channel, the last sequence
-/// number (frames of one sender on one channel arrive in order, retries included).
-pub(crate) struct Seen {
-    /// This process's id in its own stamps (a node restarted under the same `NODE_ID` starts
-    /// counting again, under a new id).
-    pub(super) boot: u64,
-    /// Per sending process, its channels (a node's own and the broadcast one: a short list,
-    /// searched without allocating a key) and the last number taken on each.
-    last: Mutex<HashMap<u64, Channels>>,
-}
-
-/// A sending process's channels: each with the last number taken on it, and when.
-type Channels = Vec<(Box<str>, u64, Instant)>;
-
-/// Senders remembered at most; past it, those silent for ten minutes are forgotten.
-const MAX_SENDERS: usize = 4096;
-
-impl Seen {
-    pub(super) fn new() -> Seen {
-        Seen {
-            boot: crate::model::uuid_v4().as_u64_pair().0,
-            last: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// How many of the first of `count` messages heard in one frame on `channel`, the first
-    /// stamped `stamp`, were taken already (published again after an answer was lost: a retry's
-    /// frame may hold more messages than the one heard before). Unstamped messages (older
-    /// nodes) are always new.
-    pub(crate) fn taken(&self, channel: &str, stamp: Option<(u64, u64)>, count: usize) -> usize {
-        let (Some((boot, first)), Some(last)) = (stamp, count.checked_sub(1)) else {
-            return 0;
-        };
-        let last = first.saturating_add(last as u64);
-        let now = Instant::now();
-        let mut seen = self.last.lock();
-        if seen.len() > MAX_SENDERS {
-            seen.retain(|_, channels| {
-                channels.retain(|(_, _, at)| {
-                    now.saturating_duration_since(*at) < Duration::from_secs(600)
-                });
-                !channels.is_empty()
-            });
-        }
-        let channels = seen.entry(boot).or_default();
-        let Some((_, had, at)) = channels.iter_mut().find(|(c, _, _)| **c == *channel) else {
-            channels.push((channel.into(), last, now));
-            return 0;
-        };
-        let skip = had
-            .saturating_add(1)
-            .saturating_sub(first)
-            .min(count as u64) as usize;
-        if last > *had {
-            *had = last;
-            *at = now;
-        }
-        skip
-    }
-
-    /// Whether the message `text` heard on `channel` is new (see [`Seen::taken`]).
-    #[cfg(test)]
-    pub(crate) fn first_time(&self, channel: &str, text: &str) -> bool {
-        self.taken(channel, frame::read_stamp(text), 1) == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::seen::Seen;
 
     #[test]
     fn a_frame_is_heard_whole_and_a_short_reply_is_a_failure() {
@@ -483,18 +530,18 @@ mod tests {
         );
         assert_eq!(dropped, 0);
         let h = &held[&b];
-        assert_eq!(h.frame_len(), 3);
-        let first = h.frame(3, boot);
+        assert_eq!(h.frame_len(0), 3);
+        let first = h.frame(0, 3, boot);
         assert!(first.starts_with(r#"{"batch":{"_seq":"5eed-1","msgs":["#));
         assert_eq!(take(&inbox, "to:b", &first), [1, 2, 3]);
         assert_eq!(
-            take(&inbox, "to:c", &held[&c].frame(2, boot)),
+            take(&inbox, "to:c", &held[&c].frame(0, 2, boot)),
             [100, 101],
             "each channel its own frame and numbers"
         );
         // The answer to the first frame was lost: it goes again, with what was queued since.
         hold(&mut held, &mut seqs, [(b.clone(), ping(4))].into_iter());
-        let again = held[&b].frame(held[&b].frame_len(), boot);
+        let again = held[&b].frame(0, held[&b].frame_len(0), boot);
         assert!(again.starts_with(r#"{"batch":{"_seq":"5eed-1","msgs":["#));
         assert_eq!(
             take(&inbox, "to:b", &again),
@@ -505,7 +552,7 @@ mod tests {
         // Heard this time: the next frame starts after it; a message alone is unbatched.
         held.get_mut(&b).unwrap().drop_front(4);
         hold(&mut held, &mut seqs, [(b.clone(), ping(5))].into_iter());
-        let alone = held[&b].frame(1, boot);
+        let alone = held[&b].frame(0, 1, boot);
         assert_eq!(alone, r#"{"ping":{"_seq":"5eed-5","sent":5}}"#);
         assert_eq!(take(&inbox, "to:b", &alone), [5]);
         // Another process under the same channel counts from 1 again.
@@ -529,15 +576,15 @@ mod tests {
             &mut seqs,
             (0..4).map(|_| (b.clone(), big.clone())),
         );
-        assert_eq!(held[&b].frame_len(), 2, "two fit, three do not");
+        assert_eq!(held[&b].frame_len(0), 2, "two fit, three do not");
         held.get_mut(&b).unwrap().drop_front(3);
-        assert_eq!(held[&b].frame_len(), 1);
+        assert_eq!(held[&b].frame_len(0), 1);
         assert_eq!(held[&b].bytes, big.len());
         let huge = "y".repeat(FRAME_BYTES * 2);
         hold(&mut held, &mut seqs, [(b.clone(), huge)].into_iter());
         held.get_mut(&b).unwrap().drop_front(1);
         assert_eq!(
-            held[&b].frame_len(),
+            held[&b].frame_len(0),
             1,
             "a message larger than a frame goes alone"
         );
@@ -547,7 +594,7 @@ mod tests {
             (0..ROUND + 5).map(|i| (b.clone(), ping(i as u64))),
         );
         held.get_mut(&b).unwrap().drop_front(1);
-        assert_eq!(held[&b].frame_len(), ROUND);
+        assert_eq!(held[&b].frame_len(0), ROUND);
     }
 
     #[test]

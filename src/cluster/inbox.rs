@@ -1,19 +1,17 @@
 //! What a node does with the messages for its users from other nodes (what an effect for a
 //! remote partner becomes is the node's business: [`crate::node`]).
 //!
-//! One task reads this node's channel and handles each message to the end before the next, so
-//! messages from one node are applied in the order that node sent them; each is checked
+//! One task reads this node's channels and the direct links ([`super::reader`]) and handles each
+//! message to the end before the next, so messages from one node are applied in the order that
+//! node sent them; each is checked
 //! against the local core first (is this still the user's room? does it still wait?).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use fred::clients::SubscriberClient;
-use fred::prelude::*;
-
 use crate::bus::frame::In;
 use crate::bus::holder::{IDLE_KEPT, Matcher, Out};
-use crate::bus::{Cluster, Entry, Msg, RelayIn, frame};
+use crate::bus::{Cluster, Entry, Msg, RelayIn};
 use crate::model::reason::Reason;
 use crate::model::{ErrorCode, Reject};
 use crate::node::recovered;
@@ -61,43 +59,9 @@ pub(crate) fn dispatch(hub: &Hub, cluster: &Cluster, out: Out) {
     }
 }
 
-/// Reads this node's channel until the subscriber closes.
-pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>, subscriber: SubscriberClient) {
-    let mut rx = subscriber.message_rx();
-    loop {
-        match rx.recv().await {
-            Ok(m) => {
-                let Some(text) = m.value.as_str() else {
-                    continue;
-                };
-                let frame = match frame::decode(&text) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::warn!("unreadable cluster message: {e}");
-                        continue;
-                    }
-                };
-                // Published again after its answer was lost: (some) taken already.
-                let taken = cluster
-                    .seen
-                    .taken(&m.channel, frame.stamp, frame.msgs.len());
-                handle_all(&hub, &cluster, frame.msgs.skip(taken));
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::error!(
-                    lost = n,
-                    "the cluster inbox fell behind; messages were lost"
-                );
-                cluster.count_lost(n);
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-        }
-    }
-}
-
 /// Applies a frame's messages in order. Consecutive relays are emitted under one hold of the
 /// core's lock, so that those for one recipient leave in one write.
-fn handle_all<'a>(hub: &Hub, cluster: &Cluster, msgs: impl Iterator<Item = In<'a>>) {
+pub(super) fn handle_all<'a>(hub: &Hub, cluster: &Cluster, msgs: impl Iterator<Item = In<'a>>) {
     let mut msgs = msgs.peekable();
     while let Some(msg) = msgs.next() {
         let relay = match msg {

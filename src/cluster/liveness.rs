@@ -41,6 +41,7 @@ pub(crate) fn figures(hub: &Hub) -> NodeFigures {
         shared_rooms: core.shared_rooms(),
         batches: true,
         answers: true,
+        link: None,
     }
 }
 
@@ -55,7 +56,10 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
     let mut inbox_was_ok = true;
     loop {
         every.tick().await;
-        let mine = figures(&hub);
+        let mine = NodeFigures {
+            link: cluster.links.advertised(),
+            ..figures(&hub)
+        };
         // Heard by the next beat if the channel is subscribed.
         cluster.ping_self();
         let inbox_ok = cluster.inbox_ok();
@@ -84,6 +88,13 @@ pub(crate) async fn run(hub: Arc<Hub>, cluster: Arc<Cluster>) {
                         .iter()
                         .filter(|n| n.alive)
                         .map(|n| (n.id.as_str(), n.figures.batches)),
+                );
+                crate::bus::link::Links::set_peers(
+                    &cluster,
+                    b.nodes
+                        .iter()
+                        .filter(|n| n.alive)
+                        .map(|n| (n.id.as_str(), n.figures.link)),
                 );
                 cluster.set_answering(
                     b.nodes

@@ -9,6 +9,7 @@
 
 pub(crate) mod inbox;
 pub(crate) mod liveness;
+mod reader;
 pub(crate) mod worker;
 
 use std::sync::Arc;
@@ -49,9 +50,16 @@ pub(crate) async fn join(
         .lock()
         .take()
         .expect("a cluster hub has a job queue");
+    // Frames from other nodes' direct links, read by the same inbox as Redis's.
+    let (link_frames, linked) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = vec![
         tokio::spawn(worker::run(hub.clone(), cluster.clone(), jobs)),
-        tokio::spawn(inbox::run(hub.clone(), cluster.clone(), subscriber)),
+        tokio::spawn(reader::run(
+            hub.clone(),
+            cluster.clone(),
+            subscriber,
+            linked,
+        )),
     ];
     // Serve only once this node hears its own channel (its first heartbeat then makes it
     // visible to the others).
@@ -84,6 +92,7 @@ pub(crate) async fn join(
     loop {
         match crate::bus::scripts::recovery_key(&cluster).await {
             Ok(key) => {
+                crate::bus::link::Links::listen(&cluster, &key, link_frames.clone()).await;
                 if !crate::ws::recovery::set_identity(key, &cluster.node) {
                     tracing::warn!(
                         "pids were made before joining: sessions recover on this node only"

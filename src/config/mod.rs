@@ -426,6 +426,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1000..=600_000))]
     pub node_timeout_ms: u64,
 
+    /// Where this node takes direct links from the other nodes of its cluster (an IP address
+    /// and port the others reach it at, such as a pod's IP; it listens there): messages between
+    /// nodes that both have one skip Redis, which still carries everything else and takes over
+    /// when a link breaks. Unset: every message goes through Redis.
+    #[arg(long, env = "LINK_ADDRESS")]
+    pub link_address: Option<std::net::SocketAddr>,
+
     /// Log level or filter (`info`, `debug`, `roulette=debug,info`); `RUST_LOG` wins when set.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,

@@ -1,0 +1,475 @@
+//! Direct links between nodes: the same frames as on Redis, without Redis on their path.
+//!
+//! Every message to another node crosses Redis twice (a `PUBLISH`, then the subscriber's read)
+//! and wakes Redis's process and two of fred's tasks on the way: about 75 µs of CPU a frame in
+//! all, most of what a session across nodes costs beyond one node's (BENCHMARKS.md). With
+//! `LINK_ADDRESS` set, a node listens there and advertises it in its heartbeat; every node
+//! dials each live peer that advertises one and writes that peer's frames to it straight.
+//!
+//! - **Frames.** The dialer writes each frame as a 4-byte big-endian length and the frame's
+//!   text, exactly what it would have published (stamped with its process and sequence numbers,
+//!   [`super::frame`]); the listener hands it to the same inbox, under the node's own channel,
+//!   so a message heard both ways is taken once ([`super::seen::Seen`]).
+//! - **Acknowledgements.** The listener answers with 8 bytes: the last number its inbox took of
+//!   the dialer's messages, by any path (sent at once when the link opens, then at most every
+//!   [`ACK_EVERY`] while it grows). The publisher holds what it wrote until it is acknowledged
+//!   and, when a link breaks or stops acknowledging, publishes what is still held on Redis: the
+//!   oldest held message is never newer than the inbox's next, so nothing is lost or reordered.
+//!   It writes a node's messages on the link only once the node has taken everything it
+//!   published on Redis before, so a link frame can never overtake a published one.
+//! - **Authentication.** The listener sends a random nonce; the dialer answers with its name,
+//!   its process and an HMAC-SHA256 of them and the nonce under a key derived from the cluster's
+//!   shared key in Redis (`recovery-key`). Anything else is closed. The link is not encrypted:
+//!   like the Redis connection without TLS, it belongs on the nodes' private network.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+/// How often at most a link's acknowledgement is written while it grows: acknowledgements only
+/// free the sender's copies and tell it when the link may take over, so they can wait and go
+/// one for many frames.
+const ACK_EVERY: Duration = Duration::from_millis(20);
+
+/// A handshake or a write that takes longer ends the link.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes of a frame at most (a frame holds at most 256 KB of messages unless one message alone
+/// is larger, and a message is far smaller than this).
+const MAX_FRAME: usize = 16 << 20;
+
+/// Bytes of a handshake's answer at most.
+const MAX_HELLO: usize = 1024;
+
+/// Bytes written to a link in one write at most (frames queued together go together).
+const MAX_WRITE: usize = 1 << 20;
+
+/// What a dialer says after the listener's nonce.
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    /// The dialer's node name.
+    from: String,
+    /// The node it meant to reach.
+    to: String,
+    /// The dialer's process (the stamp on its frames).
+    boot: u64,
+    /// The HMAC, hex.
+    mac: String,
+}
+
+/// The MAC of a hello for `nonce`.
+fn mac(key: &[u8; 32], nonce: &[u8], from: &str, to: &str, boot: u64) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    m.update(b"roulette-link\0");
+    m.update(nonce);
+    m.update(from.as_bytes());
+    m.update(b"\0");
+    m.update(to.as_bytes());
+    m.update(b"\0");
+    m.update(&boot.to_be_bytes());
+    m
+}
+
+/// The key of the links: the cluster's shared key, for this use alone.
+fn derive(shared: &[u8; 32]) -> [u8; 32] {
+    let mut m = Hmac::<Sha256>::new_from_slice(shared).expect("HMAC takes any key");
+    m.update(b"roulette node link key");
+    m.finalize().into_bytes().into()
+}
+
+/// An outgoing link's state.
+const DIALING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// A link this node dialed, to write another node's frames to.
+pub(crate) struct Out {
+    addr: SocketAddr,
+    state: AtomicU8,
+    /// The last number of this process's messages the node said it took.
+    acked: AtomicU64,
+    frames: UnboundedSender<String>,
+    /// Ends the link (its writer closes the socket).
+    close: Notify,
+}
+
+impl Out {
+    /// Queues a frame for the link (the writer writes it; if the link breaks first, the
+    /// publisher still holds its messages).
+    pub(crate) fn send(&self, frame: String) {
+        self.frames.send(frame).ok();
+    }
+
+    /// The last number of this process's messages the node took.
+    pub(crate) fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Acquire)
+    }
+
+    /// Whether frames can be written to it.
+    pub(crate) fn up(&self) -> bool {
+        self.state.load(Ordering::Acquire) == UP
+    }
+
+    /// Ends the link: it stopped acknowledging.
+    pub(crate) fn close(&self) {
+        self.state.store(DOWN, Ordering::Release);
+        self.close.notify_one();
+    }
+}
+
+/// An incoming link's acknowledgements, written back to its dialer.
+struct Acks {
+    latest: AtomicU64,
+    grew: Notify,
+}
+
+/// This node's links.
+pub(crate) struct Links {
+    /// Where other nodes reach this node's link (`LINK_ADDRESS`), once it listens there.
+    advertised: OnceLock<SocketAddr>,
+    wanted: Option<SocketAddr>,
+    key: OnceLock<[u8; 32]>,
+    /// Links dialed, by node.
+    out: Mutex<HashMap<Arc<str>, Arc<Out>>>,
+    /// Links heard from, by the dialer's process.
+    acks: Mutex<HashMap<u64, Arc<Acks>>>,
+}
+
+impl Links {
+    /// No link yet; `wanted` is where this node will listen (none: Redis alone).
+    pub(super) fn new(wanted: Option<SocketAddr>) -> Links {
+        Links {
+            advertised: OnceLock::new(),
+            wanted,
+            key: OnceLock::new(),
+            out: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where other nodes reach this node's link, once it listens.
+    pub(crate) fn advertised(&self) -> Option<SocketAddr> {
+        self.advertised.get().copied()
+    }
+
+    /// A link to `node` that frames can be written to.
+    pub(crate) fn to(&self, node: &str) -> Option<Arc<Out>> {
+        self.out.lock().get(node).filter(|o| o.up()).cloned()
+    }
+
+    /// How many links to other nodes are up.
+    pub(crate) fn up(&self) -> usize {
+        self.out.lock().values().filter(|o| o.up()).count()
+    }
+
+    /// Tells the dialer of process `boot`, if it is linked, that the inbox took its messages up
+    /// to `last`.
+    pub(crate) fn ack(&self, boot: u64, last: u64) {
+        let acks = self.acks.lock().get(&boot).cloned();
+        if let Some(a) = acks
+            && a.latest.fetch_max(last, Ordering::AcqRel) < last
+        {
+            a.grew.notify_one();
+        }
+    }
+
+    /// Sets the links' key (derived from the cluster's shared key) and listens at
+    /// `LINK_ADDRESS`, handing what arrives to `inbox`. Logs and goes on without a link when the
+    /// address cannot be bound: Redis still carries everything.
+    pub(crate) async fn listen(
+        cluster: &Arc<super::Cluster>,
+        shared: &[u8; 32],
+        inbox: UnboundedSender<String>,
+    ) {
+        let links = &cluster.links;
+        let _ = links.key.set(derive(shared));
+        let Some(addr) = links.wanted else {
+            return;
+        };
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let _ = links.advertised.set(addr);
+                tokio::spawn(serve(Arc::downgrade(cluster), listener, inbox));
+                tracing::info!(%addr, "listening for other nodes' direct links");
+            }
+            Err(e) => tracing::error!(
+                %addr,
+                "LINK_ADDRESS cannot be listened at ({e}): messages to this node go through Redis"
+            ),
+        }
+    }
+
+    /// Dials the live nodes that advertise a link and have none up (`(node, address)`), and
+    /// forgets the links to nodes no longer live.
+    pub(crate) fn set_peers<'a>(
+        cluster: &Arc<super::Cluster>,
+        live: impl IntoIterator<Item = (&'a str, Option<SocketAddr>)>,
+    ) {
+        let Some(key) = cluster.links.key.get().copied() else {
+            return;
+        };
+        let mut out = cluster.links.out.lock();
+        let mut keep = Vec::new();
+        for (node, addr) in live {
+            let Some(addr) = addr else { continue };
+            if *node == *cluster.node {
+                continue;
+            }
+            keep.push(node);
+            if out
+                .get(node)
+                .is_some_and(|o| o.addr == addr && o.state.load(Ordering::Acquire) != DOWN)
+            {
+                continue;
+            }
+            if let Some(old) = out.get(node) {
+                old.close();
+            }
+            let (frames, rx) = unbounded_channel();
+            let link = Arc::new(Out {
+                addr,
+                state: AtomicU8::new(DIALING),
+                acked: AtomicU64::new(0),
+                frames,
+                close: Notify::new(),
+            });
+            out.insert(node.into(), link.clone());
+            let (from, to, boot) = (cluster.node.clone(), node.to_string(), cluster.seen.boot);
+            tokio::spawn(async move {
+                if let Err(e) = dial(&link, rx, &key, &from, &to, boot).await {
+                    tracing::debug!(node = %to, %addr, "direct link down: {e}");
+                }
+                link.state.store(DOWN, Ordering::Release);
+            });
+        }
+        out.retain(|node, link| {
+            let live = keep.contains(&&**node);
+            if !live {
+                link.close();
+            }
+            live
+        });
+    }
+}
+
+/// Dials `link`'s address, says who this is, and writes the link's frames until it breaks.
+async fn dial(
+    link: &Arc<Out>,
+    mut frames: UnboundedReceiver<String>,
+    key: &[u8; 32],
+    from: &str,
+    to: &str,
+    boot: u64,
+) -> std::io::Result<()> {
+    let socket = tokio::time::timeout(TIMEOUT, TcpStream::connect(link.addr)).await??;
+    socket.set_nodelay(true)?;
+    let (read, mut write) = socket.into_split();
+    let mut read = BufReader::new(read);
+    let hello = tokio::time::timeout(TIMEOUT, async {
+        let mut nonce = [0u8; 16];
+        read.read_exact(&mut nonce).await?;
+        let tag = mac(key, &nonce, from, to, boot).finalize().into_bytes();
+        let hello = serde_json::to_vec(&Hello {
+            from: from.into(),
+            to: to.into(),
+            boot,
+            mac: tag.iter().map(|b| format!("{b:02x}")).collect(),
+        })?;
+        write.write_u16(hello.len() as u16).await?;
+        write.write_all(&hello).await?;
+        read.read_u64().await
+    })
+    .await??;
+    link.acked.fetch_max(hello, Ordering::AcqRel);
+    link.state.store(UP, Ordering::Release);
+    // Acknowledgements come back on the same socket, read beside the writes.
+    let acks = {
+        let link = link.clone();
+        tokio::spawn(async move {
+            while let Ok(last) = read.read_u64().await {
+                link.acked.fetch_max(last, Ordering::AcqRel);
+            }
+            link.close();
+        })
+    };
+    let mut buf = Vec::new();
+    let result = loop {
+        let frame = tokio::select! {
+            biased;
+            _ = link.close.notified() => break Ok(()),
+            f = frames.recv() => f,
+        };
+        let Some(frame) = frame else { break Ok(()) };
+        buf.clear();
+        put(&mut buf, &frame);
+        while buf.len() < MAX_WRITE
+            && let Ok(f) = frames.try_recv()
+        {
+            put(&mut buf, &f);
+        }
+        match tokio::time::timeout(TIMEOUT, write.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break Err(e),
+            Err(_) => break Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    };
+    link.state.store(DOWN, Ordering::Release);
+    acks.abort();
+    result
+}
+
+/// Appends a frame with its length.
+fn put(buf: &mut Vec<u8>, frame: &str) {
+    buf.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+    buf.extend_from_slice(frame.as_bytes());
+}
+
+/// Takes links until the cluster is gone.
+async fn serve(
+    cluster: std::sync::Weak<super::Cluster>,
+    listener: TcpListener,
+    inbox: UnboundedSender<String>,
+) {
+    loop {
+        let socket = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("a direct link could not be accepted: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(c) = cluster.upgrade() else { break };
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            if let Err(e) = take(&c, socket, inbox).await {
+                tracing::debug!("a direct link ended: {e}");
+            }
+        });
+    }
+}
+
+/// Checks a dialer, then reads its frames into the inbox and acknowledges what the inbox took.
+async fn take(
+    cluster: &Arc<super::Cluster>,
+    socket: TcpStream,
+    inbox: UnboundedSender<String>,
+) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    socket.set_nodelay(true)?;
+    let Some(key) = cluster.links.key.get().copied() else {
+        return Ok(());
+    };
+    let (read, mut write) = socket.into_split();
+    let mut read = BufReader::with_capacity(64 * 1024, read);
+    let nonce: [u8; 16] = rand::random();
+    let hello = tokio::time::timeout(TIMEOUT, async {
+        write.write_all(&nonce).await?;
+        let len = read.read_u16().await? as usize;
+        if len > MAX_HELLO {
+            return Err(Error::new(ErrorKind::InvalidData, "hello too long"));
+        }
+        let mut hello = vec![0; len];
+        read.read_exact(&mut hello).await?;
+        serde_json::from_slice::<Hello>(&hello).map_err(|e| Error::new(ErrorKind::InvalidData, e))
+    })
+    .await??;
+    let tag: Option<Vec<u8>> = (0..hello.mac.len())
+        .step_by(2)
+        .map(|i| {
+            hello
+                .mac
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    let genuine = tag.is_some_and(|t| {
+        mac(&key, &nonce, &hello.from, &hello.to, hello.boot)
+            .verify_slice(&t)
+            .is_ok()
+    });
+    if !genuine || hello.to != *cluster.node {
+        tracing::warn!(from = %crate::echo::clip(&hello.from), "a direct link was refused: wrong key or node");
+        return Ok(());
+    }
+    let own = cluster.channel(&cluster.node);
+    let acks = Arc::new(Acks {
+        latest: AtomicU64::new(cluster.seen.had(hello.boot, &own)),
+        grew: Notify::new(),
+    });
+    cluster.links.acks.lock().insert(hello.boot, acks.clone());
+    let writer = tokio::spawn(acknowledge(acks.clone(), write));
+    let result = async {
+        loop {
+            let len = read.read_u32().await? as usize;
+            if len > MAX_FRAME {
+                return Err(Error::new(ErrorKind::InvalidData, "frame too long"));
+            }
+            let mut frame = vec![0; len];
+            read.read_exact(&mut frame).await?;
+            let text =
+                String::from_utf8(frame).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+            if inbox.send(text).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    writer.abort();
+    let mut all = cluster.links.acks.lock();
+    if all.get(&hello.boot).is_some_and(|a| Arc::ptr_eq(a, &acks)) {
+        all.remove(&hello.boot);
+    }
+    result
+}
+
+/// Writes a link's acknowledgements: the first at once, then each growth, at most every
+/// [`ACK_EVERY`].
+async fn acknowledge(acks: Arc<Acks>, mut write: tokio::net::tcp::OwnedWriteHalf) {
+    let mut written = None;
+    loop {
+        let last = acks.latest.load(Ordering::Acquire);
+        if written != Some(last) {
+            match tokio::time::timeout(TIMEOUT, write.write_u64(last)).await {
+                Ok(Ok(())) => written = Some(last),
+                _ => return,
+            }
+            tokio::time::sleep(ACK_EVERY).await;
+            continue;
+        }
+        acks.grew.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_is_bound_to_its_nonce_sender_recipient_and_process() {
+        let key = derive(&[7; 32]);
+        let tag = mac(&key, b"nonce", "a", "b", 1).finalize().into_bytes();
+        assert!(mac(&key, b"nonce", "a", "b", 1).verify_slice(&tag).is_ok());
+        for other in [
+            mac(&key, b"nonce2", "a", "b", 1),
+            mac(&key, b"nonce", "ab", "", 1),
+            mac(&key, b"nonce", "a", "c", 1),
+            mac(&key, b"nonce", "a", "b", 2),
+            mac(&derive(&[8; 32]), b"nonce", "a", "b", 1),
+        ] {
+            assert!(other.verify_slice(&tag).is_err());
+        }
+        assert_ne!(derive(&[7; 32]), [7; 32], "not the pids' key itself");
+    }
+}
