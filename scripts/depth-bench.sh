@@ -19,6 +19,7 @@
 # single node stops at 10,000 waiting and the cluster runs 6 nodes for 100,000.
 #
 # Usage: scripts/depth-bench.sh [USERS=25] [SECS=10] [DEPTHS="2000 1000 10000 100000"] [RUNS=1]
+# The cluster's nodes have direct links (LINK_ADDRESS) unless LINKS=0.
 # RUNS > 1 measures each depth that many times, one node and the cluster in turn, and prints each
 # run's ratio (across nodes against one node, both less their idle cost) and their median: on a
 # shared machine one run's ratio is noise (1.6 to 2.4 for the same build, BENCHMARKS.md).
@@ -153,7 +154,11 @@ for depth in $DEPTHS; do
     node_pids=()
     for i in $(seq 1 "$nodes"); do
       port=$(free_port)
-      "$SERVER" --host 127.0.0.1 --port "$port" --redis-url "redis://127.0.0.1:$redis_port" \
+      # Direct links between the nodes (LINK_ADDRESS, read from the environment so that an
+      # earlier build without them runs the same command); LINKS=0: Redis carries everything.
+      link=""
+      if [ "${LINKS:-1}" != 0 ]; then link="127.0.0.1:$(free_port)"; fi
+      ${link:+env LINK_ADDRESS=$link} "$SERVER" --host 127.0.0.1 --port "$port" --redis-url "redis://127.0.0.1:$redis_port" \
         --node-id "node-$i" "${FLAGS[@]}" "${CLUSTER_FLAGS[@]}" &
       pids+=($!)
       node_pids+=($!)

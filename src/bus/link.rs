@@ -23,8 +23,9 @@
 //!   like the Redis connection without TLS, it belongs on the nodes' private network.
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -33,9 +34,14 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+/// What a node does with each frame a link brings (the inbox, which the cluster's handlers
+/// hold).
+pub(crate) type Handler = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// How often at most a link's acknowledgement is written while it grows: acknowledgements only
 /// free the sender's copies and tell it when the link may take over, so they can wait and go
@@ -99,16 +105,51 @@ pub(crate) struct Out {
     state: AtomicU8,
     /// The last number of this process's messages the node said it took.
     acked: AtomicU64,
-    frames: UnboundedSender<String>,
+    /// The socket, once the handshake is done: the publisher writes to it itself while the
+    /// socket takes what it is given (no wake-up of another task a frame).
+    socket: OnceLock<Arc<OwnedWriteHalf>>,
+    /// Bytes the socket did not take at once, for the link's writer, which waits until it can.
+    rest: UnboundedSender<Vec<u8>>,
+    /// How many of those the writer has not written yet: while any, the publisher queues
+    /// behind them.
+    queued: AtomicUsize,
     /// Ends the link (its writer closes the socket).
     close: Notify,
 }
 
 impl Out {
-    /// Queues a frame for the link (the writer writes it; if the link breaks first, the
-    /// publisher still holds its messages).
+    /// Writes a frame to the link, or queues it behind what waits for the socket (if the link
+    /// breaks first, the publisher still holds its messages). Called by the publisher alone.
     pub(crate) fn send(&self, frame: String) {
-        self.frames.send(frame).ok();
+        let len = (frame.len() as u32).to_be_bytes();
+        let mut written = 0;
+        if self.queued.load(Ordering::Acquire) == 0
+            && let Some(socket) = self.socket.get()
+        {
+            let parts = [IoSlice::new(&len), IoSlice::new(frame.as_bytes())];
+            match socket.try_write_vectored(&parts) {
+                Ok(n) => written = n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    self.close();
+                    return;
+                }
+            }
+        }
+        let whole = len.len() + frame.len();
+        if written == whole {
+            return;
+        }
+        let mut rest = Vec::with_capacity(whole - written);
+        rest.extend_from_slice(len.get(written..).unwrap_or_default());
+        rest.extend_from_slice(
+            frame
+                .as_bytes()
+                .get(written.saturating_sub(len.len())..)
+                .unwrap_or_default(),
+        );
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.rest.send(rest).ok();
     }
 
     /// The last number of this process's messages the node took.
@@ -185,13 +226,9 @@ impl Links {
     }
 
     /// Sets the links' key (derived from the cluster's shared key) and listens at
-    /// `LINK_ADDRESS`, handing what arrives to `inbox`. Logs and goes on without a link when the
+    /// `LINK_ADDRESS`, handing each frame that arrives to `inbox` on the link's own task. Logs and goes on without a link when the
     /// address cannot be bound: Redis still carries everything.
-    pub(crate) async fn listen(
-        cluster: &Arc<super::Cluster>,
-        shared: &[u8; 32],
-        inbox: UnboundedSender<String>,
-    ) {
+    pub(crate) async fn listen(cluster: &Arc<super::Cluster>, shared: &[u8; 32], inbox: Handler) {
         let links = &cluster.links;
         let _ = links.key.set(derive(shared));
         let Some(addr) = links.wanted else {
@@ -236,12 +273,14 @@ impl Links {
             if let Some(old) = out.get(node) {
                 old.close();
             }
-            let (frames, rx) = unbounded_channel();
+            let (rest, rx) = unbounded_channel();
             let link = Arc::new(Out {
                 addr,
                 state: AtomicU8::new(DIALING),
                 acked: AtomicU64::new(0),
-                frames,
+                socket: OnceLock::new(),
+                rest,
+                queued: AtomicUsize::new(0),
                 close: Notify::new(),
             });
             out.insert(node.into(), link.clone());
@@ -263,10 +302,11 @@ impl Links {
     }
 }
 
-/// Dials `link`'s address, says who this is, and writes the link's frames until it breaks.
+/// Dials `link`'s address, says who this is, and writes what the socket did not take at once
+/// until the link breaks.
 async fn dial(
     link: &Arc<Out>,
-    mut frames: UnboundedReceiver<String>,
+    mut rest: UnboundedReceiver<Vec<u8>>,
     key: &[u8; 32],
     from: &str,
     to: &str,
@@ -292,6 +332,8 @@ async fn dial(
     })
     .await??;
     link.acked.fetch_max(hello, Ordering::AcqRel);
+    let write = Arc::new(write);
+    let _ = link.socket.set(write.clone());
     link.state.store(UP, Ordering::Release);
     // Acknowledgements come back on the same socket, read beside the writes.
     let acks = {
@@ -303,44 +345,49 @@ async fn dial(
             link.close();
         })
     };
-    let mut buf = Vec::new();
     let result = loop {
-        let frame = tokio::select! {
+        let buf = tokio::select! {
             biased;
             _ = link.close.notified() => break Ok(()),
-            f = frames.recv() => f,
+            b = rest.recv() => b,
         };
-        let Some(frame) = frame else { break Ok(()) };
-        buf.clear();
-        put(&mut buf, &frame);
+        let Some(mut buf) = buf else { break Ok(()) };
+        let mut n = 1;
         while buf.len() < MAX_WRITE
-            && let Ok(f) = frames.try_recv()
+            && let Ok(more) = rest.try_recv()
         {
-            put(&mut buf, &f);
+            buf.extend_from_slice(&more);
+            n += 1;
         }
-        match tokio::time::timeout(TIMEOUT, write.write_all(&buf)).await {
+        match tokio::time::timeout(TIMEOUT, write_all(&write, &buf)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => break Err(e),
             Err(_) => break Err(std::io::ErrorKind::TimedOut.into()),
         }
+        link.queued.fetch_sub(n, Ordering::AcqRel);
     };
     link.state.store(DOWN, Ordering::Release);
     acks.abort();
     result
 }
 
-/// Appends a frame with its length.
-fn put(buf: &mut Vec<u8>, frame: &str) {
-    buf.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-    buf.extend_from_slice(frame.as_bytes());
+/// Writes `buf` whole to a socket shared with the publisher (which does not write while this
+/// has bytes to write).
+async fn write_all(socket: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Takes links until the cluster is gone.
-async fn serve(
-    cluster: std::sync::Weak<super::Cluster>,
-    listener: TcpListener,
-    inbox: UnboundedSender<String>,
-) {
+async fn serve(cluster: std::sync::Weak<super::Cluster>, listener: TcpListener, inbox: Handler) {
     loop {
         let socket = match listener.accept().await {
             Ok((s, _)) => s,
@@ -364,7 +411,7 @@ async fn serve(
 async fn take(
     cluster: &Arc<super::Cluster>,
     socket: TcpStream,
-    inbox: UnboundedSender<String>,
+    inbox: Handler,
 ) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     socket.set_nodelay(true)?;
@@ -411,17 +458,20 @@ async fn take(
     cluster.links.acks.lock().insert(hello.boot, acks.clone());
     let writer = tokio::spawn(acknowledge(acks.clone(), write));
     let result = async {
+        let mut frame = Vec::new();
         loop {
             let len = read.read_u32().await? as usize;
             if len > MAX_FRAME {
                 return Err(Error::new(ErrorKind::InvalidData, "frame too long"));
             }
-            let mut frame = vec![0; len];
+            frame.resize(len, 0);
             read.read_exact(&mut frame).await?;
             let text =
-                String::from_utf8(frame).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
-            if inbox.send(text).is_err() {
-                return Ok(());
+                std::str::from_utf8(&frame).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+            inbox(text);
+            // A large frame's buffer is not kept for the small ones after it.
+            if frame.capacity() > 1 << 20 {
+                frame = Vec::new();
             }
         }
     }

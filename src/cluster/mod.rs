@@ -50,16 +50,11 @@ pub(crate) async fn join(
         .lock()
         .take()
         .expect("a cluster hub has a job queue");
-    // Frames from other nodes' direct links, read by the same inbox as Redis's.
-    let (link_frames, linked) = tokio::sync::mpsc::unbounded_channel();
+    // Frames from other nodes' direct links go to the same inbox as Redis's.
+    let inbox = reader::Inbox::new(hub.clone(), &cluster);
     let mut tasks = vec![
         tokio::spawn(worker::run(hub.clone(), cluster.clone(), jobs)),
-        tokio::spawn(reader::run(
-            hub.clone(),
-            cluster.clone(),
-            subscriber,
-            linked,
-        )),
+        tokio::spawn(reader::run(inbox.clone(), cluster.clone(), subscriber)),
     ];
     // Serve only once this node hears its own channel (its first heartbeat then makes it
     // visible to the others).
@@ -92,7 +87,7 @@ pub(crate) async fn join(
     loop {
         match crate::bus::scripts::recovery_key(&cluster).await {
             Ok(key) => {
-                crate::bus::link::Links::listen(&cluster, &key, link_frames.clone()).await;
+                crate::bus::link::Links::listen(&cluster, &key, inbox.for_links()).await;
                 if !crate::ws::recovery::set_identity(key, &cluster.node) {
                     tracing::warn!(
                         "pids were made before joining: sessions recover on this node only"
