@@ -24,7 +24,9 @@
 //!   dropped, never shown to whoever the user is talking to now ([`crate::cluster::inbox`]).
 //!   A message is published again until its node heard it, and taken once ([`publish`]): a
 //!   Redis failover loses none. The messages for one node that are ready together (queued
-//!   while the previous publish was in flight) go as one frame, one `PUBLISH` ([`frame`]).
+//!   while the previous publish was in flight) go as one frame, one `PUBLISH` ([`frame`]). With
+//!   `LINK_ADDRESS`, the frames for a node that has one go straight to it over a TCP link
+//!   instead, and Redis takes over while the link is down ([`link`]).
 //! - **Liveness and figures.** Each node renews a heartbeat key with a TTL carrying its figures;
 //!   a node whose key expired is dead: the rooms its users held end for their partners, and its
 //!   queue entries are dropped ([`crate::cluster::liveness`]).
@@ -93,7 +95,7 @@ pub(crate) struct Settings {
     pub node_timeout: Duration,
     /// `LINK_ADDRESS`: where this node listens for other nodes' direct links (none: Redis
     /// carries every message).
-    pub link: Option<std::net::SocketAddr>,
+    pub link: Option<String>,
 }
 
 /// The channel every node hears (`<prefix>:to:*`); no node can be named `*`.
@@ -218,7 +220,7 @@ impl Cluster {
             matcher: Mutex::new(holder::Matcher::default()),
             batch_readers: Mutex::new(Arc::new(HashSet::new())),
             silent: Mutex::new(Arc::new(HashSet::new())),
-            links: link::Links::new(settings.link),
+            links: link::Links::new(settings.link.clone()),
         });
         cluster
             .subscriber

@@ -60,6 +60,20 @@ fn parse_trust_proxy(raw: &str) -> Result<u8, String> {
     }
 }
 
+/// `LINK_ADDRESS`: `host:port`, the port a number (the name is resolved when the node joins).
+fn parse_link_address(s: &str) -> Result<String, String> {
+    let port = s
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(p))) if !host.is_empty() && p != 0 => Ok(s.to_string()),
+        _ => Err(format!(
+            "{}: not host:port (an address or a name the other nodes reach, and a port)",
+            crate::echo::clip(s)
+        )),
+    }
+}
+
 /// A log level, or `tracing` directives (`info,roulette::ws=debug`): every directive must end in
 /// a level, so that a typo (`loud`) is refused instead of silencing every log line.
 fn parse_log_level(raw: &str) -> Result<String, String> {
@@ -426,12 +440,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1000..=600_000))]
     pub node_timeout_ms: u64,
 
-    /// Where this node takes direct links from the other nodes of its cluster (an IP address
-    /// and port the others reach it at, such as a pod's IP; it listens there): messages between
-    /// nodes that both have one skip Redis, which still carries everything else and takes over
-    /// when a link breaks. Unset: every message goes through Redis.
-    #[arg(long, env = "LINK_ADDRESS")]
-    pub link_address: Option<std::net::SocketAddr>,
+    /// Where this node takes direct links from the other nodes of its cluster (`host:port`, a
+    /// name or an address the others reach it at, such as a pod's IP; it listens on the address
+    /// the name resolves to, and advertises that): messages between nodes that both have one
+    /// skip Redis, which still carries everything else and takes over when a link breaks.
+    /// Unset: every message goes through Redis.
+    #[arg(long, env = "LINK_ADDRESS", value_parser = parse_link_address)]
+    pub link_address: Option<String>,
 
     /// Log level or filter (`info`, `debug`, `roulette=debug,info`); `RUST_LOG` wins when set.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
@@ -542,6 +557,22 @@ mod tests {
         assert!(e.to_string().contains("log-level"), "{e}");
         for good in ["debug", "WARN", "info,roulette::ws=debug", "off"] {
             assert!(Config::from_flags(["--log-level", good]).is_ok(), "{good}");
+        }
+        for bad in [
+            "10.0.0.5",
+            ":3100",
+            "node-1:0",
+            "node-1:http",
+            "node-1:70000",
+        ] {
+            let e = Config::from_flags(["--link-address", bad]).unwrap_err();
+            assert!(e.to_string().contains("link-address"), "{bad}: {e}");
+        }
+        for good in ["10.0.0.5:3100", "node-1:3100", "[::1]:3100"] {
+            assert!(
+                Config::from_flags(["--link-address", good]).is_ok(),
+                "{good}"
+            );
         }
         for bad in [
             "http://x",

@@ -76,7 +76,7 @@ impl Config {
             prefix: self.redis_prefix.clone(),
             node_id: self.node_id.clone(),
             node_timeout: Duration::from_millis(self.node_timeout_ms),
-            link: self.link_address,
+            link: self.link_address.clone(),
         })
     }
 

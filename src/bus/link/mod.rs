@@ -39,6 +39,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+mod accept;
+
 /// What a node does with each frame a link brings (the inbox, which the cluster's handlers
 /// hold).
 pub(crate) type Handler = Arc<dyn Fn(&str) + Send + Sync>;
@@ -179,7 +181,8 @@ struct Acks {
 pub(crate) struct Links {
     /// Where other nodes reach this node's link (`LINK_ADDRESS`), once it listens there.
     advertised: OnceLock<SocketAddr>,
-    wanted: Option<SocketAddr>,
+    /// `LINK_ADDRESS` as set (a name is resolved when the node joins).
+    wanted: Option<String>,
     key: OnceLock<[u8; 32]>,
     /// Links dialed, by node.
     out: Mutex<HashMap<Arc<str>, Arc<Out>>>,
@@ -189,7 +192,7 @@ pub(crate) struct Links {
 
 impl Links {
     /// No link yet; `wanted` is where this node will listen (none: Redis alone).
-    pub(super) fn new(wanted: Option<SocketAddr>) -> Links {
+    pub(super) fn new(wanted: Option<String>) -> Links {
         Links {
             advertised: OnceLock::new(),
             wanted,
@@ -231,13 +234,21 @@ impl Links {
     pub(crate) async fn listen(cluster: &Arc<super::Cluster>, shared: &[u8; 32], inbox: Handler) {
         let links = &cluster.links;
         let _ = links.key.set(derive(shared));
-        let Some(addr) = links.wanted else {
+        let Some(wanted) = &links.wanted else {
             return;
         };
+        let addr = match tokio::net::lookup_host(wanted.as_str()).await {
+            Ok(mut all) => all.next(),
+            Err(e) => {
+                tracing::error!(%wanted, "LINK_ADDRESS does not resolve ({e}): messages to this node go through Redis");
+                return;
+            }
+        };
+        let Some(addr) = addr else { return };
         match TcpListener::bind(addr).await {
             Ok(listener) => {
                 let _ = links.advertised.set(addr);
-                tokio::spawn(serve(Arc::downgrade(cluster), listener, inbox));
+                tokio::spawn(accept::serve(Arc::downgrade(cluster), listener, inbox));
                 tracing::info!(%addr, "listening for other nodes' direct links");
             }
             Err(e) => tracing::error!(
@@ -384,122 +395,6 @@ async fn write_all(socket: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<(
         }
     }
     Ok(())
-}
-
-/// Takes links until the cluster is gone.
-async fn serve(cluster: std::sync::Weak<super::Cluster>, listener: TcpListener, inbox: Handler) {
-    loop {
-        let socket = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!("a direct link could not be accepted: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(c) = cluster.upgrade() else { break };
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            if let Err(e) = take(&c, socket, inbox).await {
-                tracing::debug!("a direct link ended: {e}");
-            }
-        });
-    }
-}
-
-/// Checks a dialer, then reads its frames into the inbox and acknowledges what the inbox took.
-async fn take(
-    cluster: &Arc<super::Cluster>,
-    socket: TcpStream,
-    inbox: Handler,
-) -> std::io::Result<()> {
-    use std::io::{Error, ErrorKind};
-    socket.set_nodelay(true)?;
-    let Some(key) = cluster.links.key.get().copied() else {
-        return Ok(());
-    };
-    let (read, mut write) = socket.into_split();
-    let mut read = BufReader::with_capacity(64 * 1024, read);
-    let nonce: [u8; 16] = rand::random();
-    let hello = tokio::time::timeout(TIMEOUT, async {
-        write.write_all(&nonce).await?;
-        let len = read.read_u16().await? as usize;
-        if len > MAX_HELLO {
-            return Err(Error::new(ErrorKind::InvalidData, "hello too long"));
-        }
-        let mut hello = vec![0; len];
-        read.read_exact(&mut hello).await?;
-        serde_json::from_slice::<Hello>(&hello).map_err(|e| Error::new(ErrorKind::InvalidData, e))
-    })
-    .await??;
-    let tag: Option<Vec<u8>> = (0..hello.mac.len())
-        .step_by(2)
-        .map(|i| {
-            hello
-                .mac
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect();
-    let genuine = tag.is_some_and(|t| {
-        mac(&key, &nonce, &hello.from, &hello.to, hello.boot)
-            .verify_slice(&t)
-            .is_ok()
-    });
-    if !genuine || hello.to != *cluster.node {
-        tracing::warn!(from = %crate::echo::clip(&hello.from), "a direct link was refused: wrong key or node");
-        return Ok(());
-    }
-    let own = cluster.channel(&cluster.node);
-    let acks = Arc::new(Acks {
-        latest: AtomicU64::new(cluster.seen.had(hello.boot, &own)),
-        grew: Notify::new(),
-    });
-    cluster.links.acks.lock().insert(hello.boot, acks.clone());
-    let writer = tokio::spawn(acknowledge(acks.clone(), write));
-    let result = async {
-        let mut frame = Vec::new();
-        loop {
-            let len = read.read_u32().await? as usize;
-            if len > MAX_FRAME {
-                return Err(Error::new(ErrorKind::InvalidData, "frame too long"));
-            }
-            frame.resize(len, 0);
-            read.read_exact(&mut frame).await?;
-            let text =
-                std::str::from_utf8(&frame).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
-            inbox(text);
-            // A large frame's buffer is not kept for the small ones after it.
-            if frame.capacity() > 1 << 20 {
-                frame = Vec::new();
-            }
-        }
-    }
-    .await;
-    writer.abort();
-    let mut all = cluster.links.acks.lock();
-    if all.get(&hello.boot).is_some_and(|a| Arc::ptr_eq(a, &acks)) {
-        all.remove(&hello.boot);
-    }
-    result
-}
-
-/// Writes a link's acknowledgements: the first at once, then each growth, at most every
-/// [`ACK_EVERY`].
-async fn acknowledge(acks: Arc<Acks>, mut write: tokio::net::tcp::OwnedWriteHalf) {
-    let mut written = None;
-    loop {
-        let last = acks.latest.load(Ordering::Acquire);
-        if written != Some(last) {
-            match tokio::time::timeout(TIMEOUT, write.write_u64(last)).await {
-                Ok(Ok(())) => written = Some(last),
-                _ => return,
-            }
-            tokio::time::sleep(ACK_EVERY).await;
-            continue;
-        }
-        acks.grew.notified().await;
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,131 @@
+//! The listening side of the direct links: checks a dialer, hands its frames to the inbox on
+//! the link's own task, and writes back how far the inbox took them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hmac::Mac;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use super::{ACK_EVERY, Acks, Handler, Hello, MAX_FRAME, MAX_HELLO, TIMEOUT, mac};
+use crate::bus::Cluster;
+
+/// Takes links until the cluster is gone.
+pub(super) async fn serve(
+    cluster: std::sync::Weak<Cluster>,
+    listener: TcpListener,
+    inbox: Handler,
+) {
+    loop {
+        let socket = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("a direct link could not be accepted: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(c) = cluster.upgrade() else { break };
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            if let Err(e) = take(&c, socket, inbox).await {
+                tracing::debug!("a direct link ended: {e}");
+            }
+        });
+    }
+}
+
+/// Checks a dialer, then reads its frames into the inbox and acknowledges what the inbox took.
+async fn take(cluster: &Arc<Cluster>, socket: TcpStream, inbox: Handler) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    socket.set_nodelay(true)?;
+    let Some(key) = cluster.links.key.get().copied() else {
+        return Ok(());
+    };
+    let (read, mut write) = socket.into_split();
+    let mut read = BufReader::with_capacity(64 * 1024, read);
+    let nonce: [u8; 16] = rand::random();
+    let hello = tokio::time::timeout(TIMEOUT, async {
+        write.write_all(&nonce).await?;
+        let len = read.read_u16().await? as usize;
+        if len > MAX_HELLO {
+            return Err(Error::new(ErrorKind::InvalidData, "hello too long"));
+        }
+        let mut hello = vec![0; len];
+        read.read_exact(&mut hello).await?;
+        serde_json::from_slice::<Hello>(&hello).map_err(|e| Error::new(ErrorKind::InvalidData, e))
+    })
+    .await??;
+    let tag: Option<Vec<u8>> = (0..hello.mac.len())
+        .step_by(2)
+        .map(|i| {
+            hello
+                .mac
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    let genuine = tag.is_some_and(|t| {
+        mac(&key, &nonce, &hello.from, &hello.to, hello.boot)
+            .verify_slice(&t)
+            .is_ok()
+    });
+    if !genuine || hello.to != *cluster.node {
+        tracing::warn!(from = %crate::echo::clip(&hello.from), "a direct link was refused: wrong key or node");
+        return Ok(());
+    }
+    let own = cluster.channel(&cluster.node);
+    let acks = Arc::new(Acks {
+        latest: AtomicU64::new(cluster.seen.had(hello.boot, &own)),
+        grew: Notify::new(),
+    });
+    cluster.links.acks.lock().insert(hello.boot, acks.clone());
+    let writer = tokio::spawn(acknowledge(acks.clone(), write));
+    let result = async {
+        let mut frame = Vec::new();
+        loop {
+            let len = read.read_u32().await? as usize;
+            if len > MAX_FRAME {
+                return Err(Error::new(ErrorKind::InvalidData, "frame too long"));
+            }
+            frame.resize(len, 0);
+            read.read_exact(&mut frame).await?;
+            let text =
+                std::str::from_utf8(&frame).map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+            inbox(text);
+            // A large frame's buffer is not kept for the small ones after it.
+            if frame.capacity() > 1 << 20 {
+                frame = Vec::new();
+            }
+        }
+    }
+    .await;
+    writer.abort();
+    let mut all = cluster.links.acks.lock();
+    if all.get(&hello.boot).is_some_and(|a| Arc::ptr_eq(a, &acks)) {
+        all.remove(&hello.boot);
+    }
+    result
+}
+
+/// Writes a link's acknowledgements: the first at once, then each growth, at most every
+/// [`ACK_EVERY`].
+async fn acknowledge(acks: Arc<Acks>, mut write: tokio::net::tcp::OwnedWriteHalf) {
+    let mut written = None;
+    loop {
+        let last = acks.latest.load(Ordering::Acquire);
+        if written != Some(last) {
+            match tokio::time::timeout(TIMEOUT, write.write_u64(last)).await {
+                Ok(Ok(())) => written = Some(last),
+                _ => return,
+            }
+            tokio::time::sleep(ACK_EVERY).await;
+            continue;
+        }
+        acks.grew.notified().await;
+    }
+}
