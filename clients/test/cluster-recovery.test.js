@@ -43,13 +43,16 @@ describe('connection state recovery across nodes', { skip: !haveRedis && 'redis-
   const track = (s) => { sockets.push(s); return s; };
   let n = 0;
   const id = (name) => `${name}-${++n}`;
-  const flags = (node) => ['--redis-url', `redis://127.0.0.1:${port}`, '--redis-prefix', `rec-${process.pid}`,
-    '--node-id', node, '--max-new-connections-per-ip', '0', '--chat-events-per-sec', '0'];
+  // The nodes write to each other over direct links (LINK_ADDRESS); cluster.test.js runs
+  // its nodes with Redis alone.
+  const flags = async (node) => ['--redis-url', `redis://127.0.0.1:${port}`, '--redis-prefix', `rec-${process.pid}`,
+    '--node-id', node, '--max-new-connections-per-ip', '0', '--chat-events-per-sec', '0',
+    '--link-address', `127.0.0.1:${await freePort()}`];
 
   before(async () => {
     port = await freePort();
     redis = await startRedis(port);
-    nodes = [await startServer(flags('rec-a')), await startServer(flags('rec-b'))];
+    nodes = [await startServer(await flags('rec-a')), await startServer(await flags('rec-b'))];
   });
   after(async () => {
     for (const s of sockets) s.disconnect();
@@ -147,7 +150,7 @@ describe('connection state recovery across nodes', { skip: !haveRedis && 'redis-
   });
 
   it('a node that gets SIGTERM hands its calls over: their clients come back through the other node', async () => {
-    const extra = await startServer(flags('rec-c'));
+    const extra = await startServer(await flags('rec-c'));
     const [, nb] = nodes;
     try {
       // One call within the dying node, one across nodes.
