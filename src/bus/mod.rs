@@ -49,6 +49,7 @@ pub(crate) mod queue;
 mod redis;
 pub(crate) mod scripts;
 mod seen;
+mod watch;
 
 pub(crate) use entry::Entry;
 pub(crate) use figures::{ClusterFigures, NodeFigures};
@@ -234,7 +235,7 @@ impl Cluster {
             .map_err(|e| format!("cannot subscribe: {e}"))?;
         // Resubscribes after every reconnection (a Redis restart, a failover included).
         cluster.subscriber.manage_subscriptions();
-        publish::watch(&cluster, subscriber.clone());
+        watch::watch(&cluster, subscriber.clone());
         // Exported from the start, at 0: an alert on their increase needs the series first.
         metrics::counter!("roulette_cluster_messages_lost_total").increment(0);
         metrics::counter!("roulette_cluster_messages_sent_total").increment(0);

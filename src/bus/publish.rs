@@ -28,15 +28,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Cluster, frame};
-use crate::protocol::outgoing::now_ms;
 
 /// How soon an unheard channel, or a round Redis refused, is tried again.
 const RETRY: Duration = Duration::from_millis(100);
@@ -82,6 +79,10 @@ struct Held {
     via_link: bool,
     /// Since when it waits so.
     switching: Option<Instant>,
+    /// The last number heard over Redis that such a wait gave up on: the channel stays on
+    /// Redis until a later one is heard, rather than wait again and again for what may never
+    /// be acknowledged.
+    gave_up: u64,
 }
 
 /// What a round did for one channel.
@@ -93,65 +94,6 @@ enum Outcome {
     Deaf,
     /// The round failed (Redis unreachable, timed out).
     Failed,
-}
-
-/// Marks Redis down as soon as one of the node's connections drops (the clients' error events),
-/// so `/health` and `/metrics` show the whole outage, a Sentinel failover included, even one
-/// shorter than a heartbeat. The next heartbeat that succeeds marks it up again and publishes
-/// this node's searches anew ([`crate::cluster::liveness`]): a promoted replica may lack the
-/// latest of them, as replication is asynchronous.
-///
-/// Also moves the subscriber with the command connection when only the latter dropped: behind a
-/// managed service's endpoint, the command connection finds the promoted primary (its writes to
-/// the demoted one were refused with READONLY), while a subscription, which writes nothing, would
-/// stay on the demoted one and hear only what replication brings it (and `PUBLISH` on the new
-/// primary would not count it). A subscriber that dropped too is finding the master on its own.
-pub(super) fn watch(cluster: &Arc<Cluster>, subscriber: fred::clients::SubscriberClient) {
-    // When each connection last dropped (Unix ms): the command one, the subscriber.
-    let dropped: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-    for (i, mut rx) in [cluster.client.error_rx(), subscriber.error_rx()]
-        .into_iter()
-        .enumerate()
-    {
-        let (cluster, dropped) = (Arc::downgrade(cluster), dropped.clone());
-        tokio::spawn(async move {
-            loop {
-                let e = match rx.recv().await {
-                    Ok((e, _)) => e,
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => break,
-                };
-                dropped[i].store(now_ms(), Ordering::Release);
-                let Some(cluster) = cluster.upgrade() else {
-                    break;
-                };
-                if cluster.set_redis_up(false) {
-                    tracing::error!("lost the connection to Redis (connecting again): {e}");
-                }
-            }
-        });
-    }
-    let mut reconnected = cluster.client.reconnect_rx();
-    tokio::spawn(async move {
-        loop {
-            match reconnected.recv().await {
-                Ok(server) => {
-                    let [command, sub] = [0, 1].map(|i| dropped[i].load(Ordering::Acquire));
-                    // Both dropped about together (a master that died): the subscriber is on
-                    // its way already.
-                    if sub + 5_000 >= command && sub != 0 {
-                        continue;
-                    }
-                    tracing::info!(%server, "connected to Redis again; the subscriber follows");
-                    if let Err(e) = subscriber.force_reconnection().await {
-                        tracing::warn!("the subscriber could not reconnect yet: {e}");
-                    }
-                }
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => break,
-            }
-        }
-    });
 }
 
 /// Publishes the queued messages until the channel closes.
@@ -171,15 +113,18 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<st
         let now = Instant::now();
         let next_retry = held.values().map(|h| h.retry_at.unwrap_or(now)).min();
         match next_retry {
+            // A link that went down wakes the publisher too: what it held goes on Redis now.
             None => {
-                if rx.recv_many(&mut batch, ROUND).await == 0 {
-                    break;
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, ROUND) => if n == 0 { break },
+                    _ = cluster.links.down.notified() => {}
                 }
             }
             Some(at) => {
                 tokio::select! {
                     n = rx.recv_many(&mut batch, ROUND) => if n == 0 { break },
                     _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = cluster.links.down.notified() => {}
                 }
             }
         }
@@ -283,7 +228,10 @@ fn over_links(
     for (node, h) in held.iter_mut() {
         h.via_link = false;
         let Some(link) = cluster.links.to(node) else {
-            // Broken: what it did not acknowledge goes on Redis, oldest first.
+            // Broken: what it did not acknowledge goes on Redis, oldest first, now.
+            if h.linked != 0 {
+                h.retry_at = None;
+            }
             h.linked = 0;
             h.linked_at = None;
             continue;
@@ -304,14 +252,19 @@ fn over_links(
         // waits a moment for the acknowledgement (else, under steady traffic, Redis would
         // always be a step ahead of it), then goes on Redis again (a node restarted under the
         // same name never acknowledges what its previous process took).
-        if published.get(node).is_some_and(|p| *p > acked) {
-            let since = *h.switching.get_or_insert(now);
-            if now.saturating_duration_since(since) < SWITCH_WAIT {
-                h.via_link = true;
-                h.retry_at = Some(now + SWITCH_LOOK);
-            } else {
-                h.switching = None;
+        if let Some(p) = published.get(node).copied().filter(|p| *p > acked) {
+            if p != h.gave_up {
+                let since = *h.switching.get_or_insert(now);
+                if now.saturating_duration_since(since) < SWITCH_WAIT {
+                    h.via_link = true;
+                    h.retry_at = Some(now + SWITCH_LOOK);
+                    continue;
+                }
+                // On Redis in this very round.
+                h.gave_up = p;
+                h.retry_at = None;
             }
+            h.switching = None;
             continue;
         }
         h.switching = None;
@@ -332,8 +285,19 @@ fn over_links(
             .count();
         while start < h.msgs.len() {
             let n = h.frame_len(start);
-            link.send(h.frame(start, n, cluster.seen.boot));
+            if !link.send(h.frame(start, n, cluster.seen.boot)) {
+                // The link failed: no later frame may follow on it (the node would take it
+                // past the gap); everything held goes on Redis in this round.
+                h.via_link = false;
+                h.linked = 0;
+                h.linked_at = None;
+                h.retry_at = None;
+                break;
+            }
             start += n;
+        }
+        if !h.via_link {
+            continue;
         }
         if let Some((last, _)) = h.msgs.back() {
             h.linked = *last;
@@ -355,6 +319,8 @@ async fn round(
     let now = Instant::now();
     over_links(cluster, held, published, sent, now);
     let readers = cluster.batch_readers();
+    // Only live nodes' (every node of this version reads batches) and held channels' count.
+    published.retain(|node, _| readers.contains(node) || held.contains_key(node));
     let plan: Vec<(Arc<str>, usize, String)> = held
         .iter()
         .filter(|(_, h)| !h.via_link && h.retry_at.is_none_or(|at| at <= now))

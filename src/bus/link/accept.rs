@@ -43,11 +43,11 @@ pub(super) async fn serve(
 async fn take(cluster: &Arc<Cluster>, socket: TcpStream, inbox: Handler) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     socket.set_nodelay(true)?;
+    super::keepalive(&socket)?;
     let Some(key) = cluster.links.key.get().copied() else {
         return Ok(());
     };
-    let (read, mut write) = socket.into_split();
-    let mut read = BufReader::with_capacity(64 * 1024, read);
+    let (mut read, mut write) = socket.into_split();
     let nonce: [u8; 16] = rand::random();
     let hello = tokio::time::timeout(TIMEOUT, async {
         write.write_all(&nonce).await?;
@@ -78,12 +78,18 @@ async fn take(cluster: &Arc<Cluster>, socket: TcpStream, inbox: Handler) -> std:
         tracing::warn!(from = %crate::echo::clip(&hello.from), "a direct link was refused: wrong key or node");
         return Ok(());
     }
+    // A reading buffer only once the dialer is known to be a node of the cluster.
+    let mut read = BufReader::with_capacity(64 * 1024, read);
     let own = cluster.channel(&cluster.node);
     let acks = Arc::new(Acks {
-        latest: AtomicU64::new(cluster.seen.had(hello.boot, &own)),
+        latest: AtomicU64::new(0),
         grew: Notify::new(),
     });
+    // Registered before the first figure is read: a frame from Redis taken in between is
+    // acknowledged through it, not lost to a figure read too early.
     cluster.links.acks.lock().insert(hello.boot, acks.clone());
+    acks.latest
+        .fetch_max(cluster.seen.had(hello.boot, &own), Ordering::AcqRel);
     let writer = tokio::spawn(acknowledge(acks.clone(), write));
     let result = async {
         let mut frame = Vec::new();

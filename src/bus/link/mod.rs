@@ -117,12 +117,18 @@ pub(crate) struct Out {
     queued: AtomicUsize,
     /// Ends the link (its writer closes the socket).
     close: Notify,
+    /// Told when the link goes down ([`Links::down`]).
+    down: Arc<Notify>,
 }
 
 impl Out {
     /// Writes a frame to the link, or queues it behind what waits for the socket (if the link
     /// breaks first, the publisher still holds its messages). Called by the publisher alone.
-    pub(crate) fn send(&self, frame: String) {
+    /// Returns false when the link is down (the frame was not sent, and no later one may be).
+    pub(crate) fn send(&self, frame: String) -> bool {
+        if !self.up() {
+            return false;
+        }
         let len = (frame.len() as u32).to_be_bytes();
         let mut written = 0;
         if self.queued.load(Ordering::Acquire) == 0
@@ -134,13 +140,13 @@ impl Out {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => {
                     self.close();
-                    return;
+                    return false;
                 }
             }
         }
         let whole = len.len() + frame.len();
         if written == whole {
-            return;
+            return true;
         }
         let mut rest = Vec::with_capacity(whole - written);
         rest.extend_from_slice(len.get(written..).unwrap_or_default());
@@ -152,6 +158,7 @@ impl Out {
         );
         self.queued.fetch_add(1, Ordering::AcqRel);
         self.rest.send(rest).ok();
+        true
     }
 
     /// The last number of this process's messages the node took.
@@ -166,8 +173,15 @@ impl Out {
 
     /// Ends the link: it stopped acknowledging.
     pub(crate) fn close(&self) {
-        self.state.store(DOWN, Ordering::Release);
+        self.fell();
         self.close.notify_one();
+    }
+
+    /// Marks the link down and tells the publisher, whose held messages go on Redis now.
+    fn fell(&self) {
+        if self.state.swap(DOWN, Ordering::AcqRel) == UP {
+            self.down.notify_one();
+        }
     }
 }
 
@@ -188,6 +202,8 @@ pub(crate) struct Links {
     out: Mutex<HashMap<Arc<str>, Arc<Out>>>,
     /// Links heard from, by the dialer's process.
     acks: Mutex<HashMap<u64, Arc<Acks>>>,
+    /// Told when a link goes down: the publisher wakes to send what it held on Redis.
+    pub(crate) down: Arc<Notify>,
 }
 
 impl Links {
@@ -199,6 +215,7 @@ impl Links {
             key: OnceLock::new(),
             out: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            down: Arc::new(Notify::new()),
         }
     }
 
@@ -244,7 +261,10 @@ impl Links {
                 return;
             }
         };
-        let Some(addr) = addr else { return };
+        let Some(addr) = addr.filter(|a| !a.ip().is_unspecified()) else {
+            tracing::error!(%wanted, "LINK_ADDRESS must be an address the other nodes reach, not 0.0.0.0 or [::]: messages to this node go through Redis");
+            return;
+        };
         match TcpListener::bind(addr).await {
             Ok(listener) => {
                 let _ = links.advertised.set(addr);
@@ -293,6 +313,7 @@ impl Links {
                 rest,
                 queued: AtomicUsize::new(0),
                 close: Notify::new(),
+                down: cluster.links.down.clone(),
             });
             out.insert(node.into(), link.clone());
             let (from, to, boot) = (cluster.node.clone(), node.to_string(), cluster.seen.boot);
@@ -300,7 +321,7 @@ impl Links {
                 if let Err(e) = dial(&link, rx, &key, &from, &to, boot).await {
                     tracing::debug!(node = %to, %addr, "direct link down: {e}");
                 }
-                link.state.store(DOWN, Ordering::Release);
+                link.fell();
             });
         }
         out.retain(|node, link| {
@@ -325,6 +346,7 @@ async fn dial(
 ) -> std::io::Result<()> {
     let socket = tokio::time::timeout(TIMEOUT, TcpStream::connect(link.addr)).await??;
     socket.set_nodelay(true)?;
+    keepalive(&socket)?;
     let (read, mut write) = socket.into_split();
     let mut read = BufReader::new(read);
     let hello = tokio::time::timeout(TIMEOUT, async {
@@ -377,9 +399,19 @@ async fn dial(
         }
         link.queued.fetch_sub(n, Ordering::AcqRel);
     };
-    link.state.store(DOWN, Ordering::Release);
+    link.fell();
     acks.abort();
     result
+}
+
+/// Probes an idle link, so that a peer whose host vanished (no FIN, no reset) is given up
+/// within about half a minute on either side instead of holding its task and buffers for ever.
+pub(super) fn keepalive(socket: &TcpStream) -> std::io::Result<()> {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    socket2::SockRef::from(socket).set_tcp_keepalive(&probes)
 }
 
 /// Writes `buf` whole to a socket shared with the publisher (which does not write while this
