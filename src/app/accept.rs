@@ -122,7 +122,7 @@ pub(super) async fn accept_loop(
             // (a WebSocket is counted by the transport from then on).
             let _slot = slot;
             // Long-polling requests first, on a path that keeps no buffer between them; the
-            // first other request hands the socket, unread, to hyper.
+            // first other request hands the socket to hyper, with what was read of it.
             let tcp = match super::http1::serve(tcp, peer, polling_router, max_body, stop.clone())
                 .await
             {

@@ -6,8 +6,9 @@
 //! connections held an 8 KiB read buffer, a write buffer and its connection state for the whole
 //! life of the session: about 30 KB of the server's memory per idle polling-only session, four
 //! times a WebSocket's. Here a connection whose next request is a plain long-polling `GET` or
-//! `POST` is served by a loop that holds no buffer between requests: the request head is peeked
-//! from the socket, parsed with httparse, read, handed to the same router (every layer of it:
+//! `POST` is served by a loop that holds no buffer between requests: the request head is read
+//! from the socket into a buffer of the request's own, parsed with httparse, handed to the same
+//! router (every layer of it:
 //! CORS, the `Origin` check, the limits, the transport), and the answer written back.
 //!
 //! A WebSocket request to `/socket.io/` (`GET`, no body) is served the same way, up to the
@@ -17,8 +18,10 @@
 //! second read of the head.
 //!
 //! Anything else (another route, `Expect`, a chunked body, HTTP/1.0, a head that has not arrived
-//! whole, a head larger than [`MAX_HEAD`]) is left unread in the socket, and the socket goes to
-//! hyper for the rest of its life: this path never has to be a general HTTP server.
+//! whole, a head larger than [`MAX_HEAD`]) goes to hyper with the socket, for the rest of its
+//! life, the bytes read of it in front ([`crate::ws::Prefixed`]): this path never has to be a
+//! general HTTP server. (It used to peek at the head and then read it: two system calls a
+//! request where one does.)
 
 // Input from the network reaches these parsers: an index or a string cut at an unchecked offset
 // could panic a connection (`4é` did), so neither is allowed outside tests.
@@ -61,11 +64,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum Next {
     /// Closed, or to be closed: nothing more to do.
     Done,
-    /// Its next request is not one for this path: serve it (unread) with hyper.
-    Hyper(TcpStream),
+    /// Its next request is not one for this path: serve it with hyper, from the bytes read of
+    /// it.
+    Hyper(crate::ws::Prefixed),
 }
 
-/// What the socket's buffered bytes hold.
+/// What the bytes read of a request hold.
 enum Peeked {
     /// A request of this path: its head is `head_len` bytes, its body `body_len`; a WebSocket
     /// request (`websocket`) has none.
@@ -73,8 +77,6 @@ enum Peeked {
         req: Box<Request<()>>,
         head_len: usize,
         body_len: usize,
-        /// Bytes in the socket when it was peeked (the head, and as much of the body).
-        arrived: usize,
         close: bool,
         websocket: bool,
     },
@@ -99,30 +101,44 @@ pub(crate) async fn serve(
 ) -> Next {
     let mut tcp = tcp;
     let mut silence = FIRST_REQUEST;
+    // Bytes read past the last request (a pipelined next one): empty, and unallocated, for a
+    // client that waits for each answer.
+    let mut carry: Vec<u8> = Vec::new();
     loop {
         // Between requests: no buffer, only the socket and this future.
-        tokio::select! {
-            r = tcp.readable() => if r.is_err() { return Next::Done },
-            _ = stop.changed() => return Next::Done,
-            _ = tokio::time::sleep(silence) => return Next::Done,
+        if carry.is_empty() {
+            tokio::select! {
+                r = tcp.readable() => if r.is_err() { return Next::Done },
+                _ = stop.changed() => return Next::Done,
+                _ = tokio::time::sleep(silence) => return Next::Done,
+            }
         }
-        let (req, head_len, body_len, arrived, close, websocket) = match peek(&tcp, max_body) {
+        let mut buf = std::mem::take(&mut carry);
+        let (req, head_len, body_len, close, websocket) = match read_head(&tcp, &mut buf, max_body)
+        {
             Peeked::Ours {
                 req,
                 head_len,
                 body_len,
-                arrived,
                 close,
                 websocket,
-            } => (req, head_len, body_len, arrived, close, websocket),
-            Peeked::Other => return Next::Hyper(tcp),
+            } => (req, head_len, body_len, close, websocket),
+            Peeked::Other => return Next::Hyper(crate::ws::Prefixed::new(buf, tcp)),
             Peeked::Nothing => continue,
             Peeked::Closed => return Next::Done,
         };
-        // The head is in the socket's buffer (it was just peeked); the body follows it. The
-        // body's buffer grows with what arrives (a promised length costs nothing until its
-        // bytes come), all of it within the body timeout.
-        let Some(body) = read_request(&mut tcp, head_len, body_len, arrived).await else {
+        // What was read past the head is the body's first bytes, and past the body the next
+        // request's. The rest of the body grows its buffer as it arrives (a promised length
+        // costs nothing until its bytes come), all of it within the body timeout.
+        let taken = head_len + body_len.min(buf.len().saturating_sub(head_len));
+        carry = buf.split_off(taken.min(buf.len()));
+        let body = if body_len == 0 {
+            Vec::new()
+        } else {
+            buf.drain(..head_len.min(buf.len()));
+            buf
+        };
+        let Some(body) = read_body(&mut tcp, body, body_len).await else {
             return Next::Done;
         };
         let mut req = (*req).map(|()| Body::from(body));
@@ -140,9 +156,10 @@ pub(crate) async fn serve(
         if let Some(tx) = hand
             && res.status() == StatusCode::SWITCHING_PROTOCOLS
         {
-            // The session writes the head with its first frames. Were it gone already, the
-            // socket closes with the unsent pair.
-            tx.send((tcp, switching(&res.into_parts().0))).ok();
+            // The session writes the head with its first frames, and reads the client's frames
+            // that came with the request (`carry`) first. Were it gone already, the socket
+            // closes with the unsent pair.
+            tx.send((tcp, carry, switching(&res.into_parts().0))).ok();
             return Next::Done;
         }
         let released = res
@@ -202,25 +219,12 @@ pub(crate) async fn serve(
     }
 }
 
-/// Takes a request's head (already parsed from a peek) off the socket and reads its body of
-/// `body_len` bytes, within [`BODY_TIMEOUT`]; `None` when it does not arrive whole in time.
-///
-/// `arrived` is what the peek saw in the socket: the head and that much of the body are taken in
-/// one read (a post's small body has nearly always come with its head). The rest of the body is
-/// read as it arrives, into a buffer that grows with it (at most twice what arrived, and 4 KiB
-/// ahead), never to the length the head promised before those bytes came.
-async fn read_request(
-    tcp: &mut TcpStream,
-    head_len: usize,
-    body_len: usize,
-    arrived: usize,
-) -> Option<Vec<u8>> {
+/// Reads the rest of a request's body of `body_len` bytes after the `body` that came with its
+/// head, within [`BODY_TIMEOUT`]; `None` when it does not arrive whole in time. The buffer grows
+/// with what arrives (at most twice what arrived, and 4 KiB ahead), never to the length the head
+/// promised before those bytes came.
+async fn read_body(tcp: &mut TcpStream, mut body: Vec<u8>, body_len: usize) -> Option<Vec<u8>> {
     let read = async {
-        // On the heap, for the read only: an array here would live in every connection task's
-        // future (4 KiB each, for the whole life of the connection's first stage).
-        let mut body = vec![0u8; head_len + body_len.min(arrived.saturating_sub(head_len))];
-        tcp.read_exact(&mut body).await.ok()?;
-        body.drain(..head_len);
         while body.len() < body_len {
             let want = body_len - body.len();
             body.reserve(want.min(body.len().max(4096)));
@@ -234,24 +238,25 @@ async fn read_request(
     tokio::time::timeout(BODY_TIMEOUT, read).await.ok()?
 }
 
-/// Looks at the bytes waiting in the socket without taking them.
-fn peek(tcp: &TcpStream, max_body: usize) -> Peeked {
-    let peeked = tcp.try_io(Interest::READABLE, || {
-        // On the stack: a request's head costs no allocation until it is known to be ours.
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); MAX_HEAD];
-        let n = socket2::SockRef::from(tcp).peek(&mut buf)?;
-        if n == 0 {
-            return Ok(Peeked::Closed);
+/// Reads what the socket holds after `buf` (bytes carried from the last read), up to
+/// [`MAX_HEAD`] in all, and says what it is.
+fn read_head(tcp: &TcpStream, buf: &mut Vec<u8>, max_body: usize) -> Peeked {
+    if buf.len() < MAX_HEAD {
+        // On the heap, for this request only: an array here would live in every connection
+        // task's future (4 KiB each, for the whole life of the connection's first stage).
+        buf.reserve_exact(MAX_HEAD - buf.len());
+        match tcp.try_read_buf(buf) {
+            Ok(0) if buf.is_empty() => return Peeked::Closed,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    return Peeked::Nothing;
+                }
+            }
+            Err(_) => return Peeked::Closed,
         }
-        // SAFETY: `peek` initialised the first `n` bytes.
-        let head = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-        Ok(parse(head, max_body))
-    });
-    match peeked {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Peeked::Nothing,
-        Err(_) => Peeked::Closed,
     }
+    parse(buf, max_body)
 }
 
 /// Whether a client whose request is pending closed its side: `Some(true)` closed or failed,
@@ -342,7 +347,6 @@ fn parse(buf: &[u8], max_body: usize) -> Peeked {
             req: Box::new(req),
             head_len,
             body_len,
-            arrived: buf.len(),
             close,
             websocket,
         },

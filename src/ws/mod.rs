@@ -35,6 +35,7 @@ mod machine;
 mod out;
 pub(crate) mod packet;
 mod polling;
+mod prefixed;
 pub(crate) mod recovery;
 mod sid;
 mod websocket;
@@ -52,6 +53,7 @@ pub(crate) use entry::intercept;
 use frame::OutFrame;
 use packet::Incoming;
 pub(crate) use polling::Released;
+pub(crate) use prefixed::Prefixed;
 pub(crate) use sid::Sid;
 pub(crate) use websocket::SocketHand;
 

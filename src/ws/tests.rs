@@ -81,7 +81,7 @@ async fn serve(t: Transport) -> SocketAddr {
             });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
+                    .serve_connection(TokioIo::new(super::Prefixed::new(Vec::new(), tcp)), service)
                     .with_upgrades(),
             );
         }

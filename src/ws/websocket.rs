@@ -179,11 +179,13 @@ async fn take_socket(upgrade: hyper::upgrade::OnUpgrade) -> Option<(TcpStream, V
     // Taking the TCP stream back out of hyper frees hyper's read buffer, which the upgraded
     // connection would otherwise keep for its whole life.
     let parts = upgraded
-        .downcast::<TokioIo<TcpStream>>()
+        .downcast::<TokioIo<super::Prefixed>>()
         .map_err(|_| tracing::error!("websocket upgrade over an unexpected connection"))
         .ok()?;
-    let early = parts.read_buf.to_vec();
-    Some((parts.io.into_inner(), early))
+    // What the HTTP/1 path read before hyper and hyper had not read yet comes first.
+    let (tcp, mut early) = parts.io.into_inner().into_parts();
+    early.extend_from_slice(&parts.read_buf);
+    Some((tcp, early))
 }
 
 /// What a direct WebSocket is sent first, in one write: the 101's head when the session writes

@@ -10,20 +10,20 @@ use super::{UPGRADE_TIMEOUT, take_socket};
 
 /// A WebSocket request's socket, handed over by the server's own HTTP/1 path
 /// (`app::http1`) instead of hyper's upgrade, once the router answered 101: the socket with the
-/// request's head taken off (what the client sent after it is still in the socket), and the
+/// request's head taken off, what the path read of the client's bytes after the head, and the
 /// answer's head, which the session writes itself, so that a direct WebSocket's 101 and its
 /// Engine.IO open packet leave in one write.
 #[derive(Clone)]
 pub(crate) struct SocketHand(Arc<parking_lot::Mutex<Option<HandRx>>>);
 
 /// The receiving end of a [`SocketHand`].
-type HandRx = tokio::sync::oneshot::Receiver<(TcpStream, Vec<u8>)>;
+type HandRx = tokio::sync::oneshot::Receiver<(TcpStream, Vec<u8>, Vec<u8>)>;
 
 impl SocketHand {
     /// A hand for one request (to put in its extensions), and the sender the HTTP path gives
-    /// the socket and the 101's head to.
+    /// the socket, the bytes it read after the request's head, and the 101's head to.
     pub(crate) fn new() -> (
-        tokio::sync::oneshot::Sender<(TcpStream, Vec<u8>)>,
+        tokio::sync::oneshot::Sender<(TcpStream, Vec<u8>, Vec<u8>)>,
         SocketHand,
     ) {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -40,8 +40,8 @@ pub(super) enum Source {
 }
 
 impl Source {
-    /// The socket, what the client sent after its head (read by hyper), and the 101's head
-    /// still to write (from the own path).
+    /// The socket, what the client sent after its head (read by hyper or by the own path), and
+    /// the 101's head still to write (from the own path).
     pub(super) async fn take(self) -> Option<(TcpStream, Vec<u8>, Vec<u8>)> {
         match self {
             Source::Hyper(upgrade) => {
@@ -50,8 +50,7 @@ impl Source {
             }
             Source::Own(hand) => {
                 let rx = hand.0.lock().take()?;
-                let (tcp, head) = rx.await.ok()?;
-                Some((tcp, Vec::new(), head))
+                rx.await.ok()
             }
         }
     }
