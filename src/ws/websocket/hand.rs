@@ -16,16 +16,17 @@ use super::{UPGRADE_TIMEOUT, take_socket};
 #[derive(Clone)]
 pub(crate) struct SocketHand(Arc<parking_lot::Mutex<Option<HandRx>>>);
 
+/// What the HTTP path hands over: the socket, the bytes it read after the request's head, and
+/// the 101's head.
+pub(crate) type Handed = (TcpStream, Vec<u8>, Vec<u8>);
+
 /// The receiving end of a [`SocketHand`].
-type HandRx = tokio::sync::oneshot::Receiver<(TcpStream, Vec<u8>, Vec<u8>)>;
+type HandRx = tokio::sync::oneshot::Receiver<Handed>;
 
 impl SocketHand {
     /// A hand for one request (to put in its extensions), and the sender the HTTP path gives
     /// the socket, the bytes it read after the request's head, and the 101's head to.
-    pub(crate) fn new() -> (
-        tokio::sync::oneshot::Sender<(TcpStream, Vec<u8>, Vec<u8>)>,
-        SocketHand,
-    ) {
+    pub(crate) fn new() -> (tokio::sync::oneshot::Sender<Handed>, SocketHand) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (tx, SocketHand(Arc::new(parking_lot::Mutex::new(Some(rx)))))
     }
