@@ -72,6 +72,8 @@ struct Held {
     retry_at: Option<Instant>,
     /// The last number written to the node's direct link and not yet acknowledged (0: none).
     linked: u64,
+    /// Which link `linked` was written to ([`super::link::Out::generation`]).
+    link: u64,
     /// When the first message not yet acknowledged was written to the link.
     linked_at: Option<Instant>,
     /// Whether this round left it off Redis: sent over the link, or waiting for the node to
@@ -171,6 +173,26 @@ fn hold(
 }
 
 impl Held {
+    /// Takes the node's link as it is now: when it is another than the one `linked` was
+    /// written to (it broke and a new one came up between two rounds), what went on the old one
+    /// is not known to have arrived, so the new one starts from the oldest held message (the
+    /// node skips what it took already).
+    fn on_link(&mut self, generation: u64) {
+        if self.link != generation {
+            self.link = generation;
+            self.linked = 0;
+            self.linked_at = None;
+        }
+    }
+
+    /// Where the messages not yet written to the link begin.
+    fn first_unlinked(&self) -> usize {
+        self.msgs
+            .iter()
+            .take_while(|(seq, _)| *seq <= self.linked)
+            .count()
+    }
+
     /// Drops its first `n` messages.
     fn drop_front(&mut self, n: usize) {
         for (_, text) in self.msgs.drain(..n) {
@@ -236,6 +258,7 @@ fn over_links(
             h.linked_at = None;
             continue;
         };
+        h.on_link(link.generation());
         let acked = link.acked();
         let taken = h.msgs.iter().take_while(|(seq, _)| *seq <= acked).count();
         if taken > 0 {
@@ -278,11 +301,7 @@ fn over_links(
             continue;
         }
         h.via_link = true;
-        let mut start = h
-            .msgs
-            .iter()
-            .take_while(|(seq, _)| *seq <= h.linked)
-            .count();
+        let mut start = h.first_unlinked();
         while start < h.msgs.len() {
             let n = h.frame_len(start);
             if !link.send(h.frame(start, n, cluster.seen.boot)) {
@@ -446,6 +465,35 @@ fn outcomes(sizes: &[usize], replies: &[Value]) -> Vec<Outcome> {
 mod tests {
     use super::*;
     use crate::bus::seen::Seen;
+
+    #[test]
+    fn a_link_that_replaced_another_starts_from_the_oldest_held_message() {
+        let mut h = Held::default();
+        hold_all(&mut h, 8..=11);
+        h.on_link(1);
+        h.linked = 10;
+        h.linked_at = Some(Instant::now());
+        // The same link: 8 to 10 are on their way, 11 goes next.
+        h.on_link(1);
+        assert_eq!(h.linked, 10);
+        assert_eq!(
+            h.msgs.get(h.first_unlinked()).map(|(seq, _)| *seq),
+            Some(11)
+        );
+        // Another link to the node: 8 to 10 went on the old one and may be lost with it.
+        h.on_link(2);
+        assert_eq!((h.linked, h.linked_at), (0, None));
+        let start = h.first_unlinked();
+        assert_eq!(h.msgs.get(start).map(|(seq, _)| *seq), Some(8));
+    }
+
+    fn hold_all(h: &mut Held, seqs: std::ops::RangeInclusive<u64>) {
+        for seq in seqs {
+            let text = format!("m{seq}");
+            h.bytes += text.len();
+            h.msgs.push_back((seq, text));
+        }
+    }
 
     #[test]
     fn a_frame_is_heard_whole_and_a_short_reply_is_a_failure() {

@@ -11,8 +11,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use super::{ACK_EVERY, Acks, Handler, Hello, MAX_FRAME, MAX_HELLO, TIMEOUT, mac};
+use super::hello::{Hello, NONCE, listener_mac, mac, unhex};
+use super::{ACK_EVERY, Acks, Handler, MAX_FRAME, MAX_HELLO, TIMEOUT};
 use crate::bus::Cluster;
+
+/// Connections that have not yet proved they come from a node, at most: each holds a socket
+/// for up to [`TIMEOUT`], and the HTTP listener needs the same file descriptors. Past it, new
+/// ones are closed at once (a node refused so dials again at its next heartbeat, and Redis
+/// carries its messages meanwhile).
+const MAX_UNPROVEN: usize = 64;
 
 /// Takes links until the cluster is gone.
 pub(super) async fn serve(
@@ -20,6 +27,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     inbox: Handler,
 ) {
+    let unproven = Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVEN));
     loop {
         let socket = match listener.accept().await {
             Ok((s, _)) => s,
@@ -30,9 +38,13 @@ pub(super) async fn serve(
             }
         };
         let Some(c) = cluster.upgrade() else { break };
+        let Ok(permit) = unproven.clone().try_acquire_owned() else {
+            tracing::debug!("a direct link was refused: too many handshakes at once");
+            continue;
+        };
         let inbox = inbox.clone();
         tokio::spawn(async move {
-            if let Err(e) = take(&c, socket, inbox).await {
+            if let Err(e) = take(&c, socket, permit, inbox).await {
                 tracing::debug!("a direct link ended: {e}");
             }
         });
@@ -40,7 +52,12 @@ pub(super) async fn serve(
 }
 
 /// Checks a dialer, then reads its frames into the inbox and acknowledges what the inbox took.
-async fn take(cluster: &Arc<Cluster>, socket: TcpStream, inbox: Handler) -> std::io::Result<()> {
+async fn take(
+    cluster: &Arc<Cluster>,
+    socket: TcpStream,
+    unproven: tokio::sync::OwnedSemaphorePermit,
+    inbox: Handler,
+) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     socket.set_nodelay(true)?;
     super::keepalive(&socket)?;
@@ -48,7 +65,7 @@ async fn take(cluster: &Arc<Cluster>, socket: TcpStream, inbox: Handler) -> std:
         return Ok(());
     };
     let (mut read, mut write) = socket.into_split();
-    let nonce: [u8; 16] = rand::random();
+    let nonce: [u8; NONCE] = rand::random();
     let hello = tokio::time::timeout(TIMEOUT, async {
         write.write_all(&nonce).await?;
         let len = read.read_u16().await? as usize;
@@ -60,24 +77,19 @@ async fn take(cluster: &Arc<Cluster>, socket: TcpStream, inbox: Handler) -> std:
         serde_json::from_slice::<Hello>(&hello).map_err(|e| Error::new(ErrorKind::InvalidData, e))
     })
     .await??;
-    let tag: Option<Vec<u8>> = (0..hello.mac.len())
-        .step_by(2)
-        .map(|i| {
-            hello
-                .mac
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect();
-    let genuine = tag.is_some_and(|t| {
+    let genuine = unhex(&hello.mac).is_some_and(|t| {
         mac(&key, &nonce, &hello.from, &hello.to, hello.boot)
             .verify_slice(&t)
             .is_ok()
     });
-    if !genuine || hello.to != *cluster.node {
+    let theirs = unhex(&hello.nonce).filter(|n| n.len() == NONCE);
+    let (true, Some(theirs)) = (genuine && hello.to == *cluster.node, theirs) else {
         tracing::warn!(from = %crate::echo::clip(&hello.from), "a direct link was refused: wrong key or node");
         return Ok(());
-    }
+    };
+    let proof = listener_mac(&key, (&nonce, &theirs), &hello.from, &hello.to, hello.boot);
+    tokio::time::timeout(TIMEOUT, write.write_all(&proof.finalize().into_bytes())).await??;
+    drop(unproven);
     // A reading buffer only once the dialer is known to be a node of the cluster.
     let mut read = BufReader::with_capacity(64 * 1024, read);
     let own = cluster.channel(&cluster.node);

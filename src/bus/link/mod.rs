@@ -17,10 +17,16 @@
 //!   oldest held message is never newer than the inbox's next, so nothing is lost or reordered.
 //!   It writes a node's messages on the link only once the node has taken everything it
 //!   published on Redis before, so a link frame can never overtake a published one.
-//! - **Authentication.** The listener sends a random nonce; the dialer answers with its name,
-//!   its process and an HMAC-SHA256 of them and the nonce under a key derived from the cluster's
-//!   shared key in Redis (`recovery-key`). Anything else is closed. The link is not encrypted:
-//!   like the Redis connection without TLS, it belongs on the nodes' private network.
+//! - **Authentication, both ways.** The listener sends a random nonce; the dialer answers with
+//!   its name, its process, a nonce of its own and an HMAC-SHA256 of them and the listener's
+//!   nonce under a key derived from the cluster's shared key in Redis (`recovery-key`); the
+//!   listener answers with an HMAC of both nonces, so a dialer writes no frame to, and believes
+//!   no acknowledgement from, whoever answers at a node's address without the key. Anything
+//!   else is closed. The link is not encrypted: like the Redis connection without TLS, it
+//!   belongs on the nodes' private network.
+//! - **Bounded.** What a link's socket did not take yet is counted in bytes; past 16 MB the link
+//!   is closed and Redis carries the channel. At most 64 connections at once may be proving
+//!   themselves to a listener.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -29,10 +35,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Mac;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -40,6 +44,9 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 mod accept;
+mod hello;
+
+use hello::{Hello, NONCE, derive, hex, listener_mac, mac};
 
 /// What a node does with each frame a link brings (the inbox, which the cluster's handlers
 /// hold).
@@ -63,38 +70,14 @@ const MAX_HELLO: usize = 1024;
 /// Bytes written to a link in one write at most (frames queued together go together).
 const MAX_WRITE: usize = 1 << 20;
 
-/// What a dialer says after the listener's nonce.
-#[derive(Serialize, Deserialize)]
-struct Hello {
-    /// The dialer's node name.
-    from: String,
-    /// The node it meant to reach.
-    to: String,
-    /// The dialer's process (the stamp on its frames).
-    boot: u64,
-    /// The HMAC, hex.
-    mac: String,
-}
+/// Bytes a link may hold that its socket did not take yet. A node that reads slower than this
+/// one writes, yet acknowledges a little now and then, never trips the publisher's stall check:
+/// past this the link is closed and Redis (whose output buffers are capped) carries the channel.
+const MAX_QUEUED: usize = 16 << 20;
 
-/// The MAC of a hello for `nonce`.
-fn mac(key: &[u8; 32], nonce: &[u8], from: &str, to: &str, boot: u64) -> Hmac<Sha256> {
-    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
-    m.update(b"roulette-link\0");
-    m.update(nonce);
-    m.update(from.as_bytes());
-    m.update(b"\0");
-    m.update(to.as_bytes());
-    m.update(b"\0");
-    m.update(&boot.to_be_bytes());
-    m
-}
-
-/// The key of the links: the cluster's shared key, for this use alone.
-fn derive(shared: &[u8; 32]) -> [u8; 32] {
-    let mut m = Hmac::<Sha256>::new_from_slice(shared).expect("HMAC takes any key");
-    m.update(b"roulette node link key");
-    m.finalize().into_bytes().into()
-}
+/// Numbers the links dialed by this process, so that the publisher tells a link from the one
+/// that replaced it.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// An outgoing link's state.
 const DIALING: u8 = 0;
@@ -104,6 +87,9 @@ const DOWN: u8 = 2;
 /// A link this node dialed, to write another node's frames to.
 pub(crate) struct Out {
     addr: SocketAddr,
+    /// Which link this is (never the same twice in a process): what was written to an earlier
+    /// link to the same node is not known to have reached it.
+    generation: u64,
     state: AtomicU8,
     /// The last number of this process's messages the node said it took.
     acked: AtomicU64,
@@ -115,6 +101,8 @@ pub(crate) struct Out {
     /// How many of those the writer has not written yet: while any, the publisher queues
     /// behind them.
     queued: AtomicUsize,
+    /// Their bytes (at most [`MAX_QUEUED`]).
+    queued_bytes: AtomicUsize,
     /// Ends the link (its writer closes the socket).
     close: Notify,
     /// Told when the link goes down ([`Links::down`]).
@@ -122,6 +110,27 @@ pub(crate) struct Out {
 }
 
 impl Out {
+    /// A link to `addr`, not dialed yet.
+    fn new(addr: SocketAddr, rest: UnboundedSender<Vec<u8>>, down: Arc<Notify>) -> Out {
+        Out {
+            addr,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
+            state: AtomicU8::new(DIALING),
+            acked: AtomicU64::new(0),
+            socket: OnceLock::new(),
+            rest,
+            queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            close: Notify::new(),
+            down,
+        }
+    }
+
+    /// Which link this is: a link that replaced another has another number.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Writes a frame to the link, or queues it behind what waits for the socket (if the link
     /// breaks first, the publisher still holds its messages). Called by the publisher alone.
     /// Returns false when the link is down (the frame was not sent, and no later one may be).
@@ -148,7 +157,14 @@ impl Out {
         if written == whole {
             return true;
         }
-        let mut rest = Vec::with_capacity(whole - written);
+        let left = whole - written;
+        if self.queued_bytes.fetch_add(left, Ordering::AcqRel) + left > MAX_QUEUED {
+            tracing::warn!(addr = %self.addr, "a direct link fell behind by more than 16 MB: Redis instead");
+            self.queued_bytes.fetch_sub(left, Ordering::AcqRel);
+            self.close();
+            return false;
+        }
+        let mut rest = Vec::with_capacity(left);
         rest.extend_from_slice(len.get(written..).unwrap_or_default());
         rest.extend_from_slice(
             frame
@@ -305,16 +321,7 @@ impl Links {
                 old.close();
             }
             let (rest, rx) = unbounded_channel();
-            let link = Arc::new(Out {
-                addr,
-                state: AtomicU8::new(DIALING),
-                acked: AtomicU64::new(0),
-                socket: OnceLock::new(),
-                rest,
-                queued: AtomicUsize::new(0),
-                close: Notify::new(),
-                down: cluster.links.down.clone(),
-            });
+            let link = Arc::new(Out::new(addr, rest, cluster.links.down.clone()));
             out.insert(node.into(), link.clone());
             let (from, to, boot) = (cluster.node.clone(), node.to_string(), cluster.seen.boot);
             tokio::spawn(async move {
@@ -350,17 +357,30 @@ async fn dial(
     let (read, mut write) = socket.into_split();
     let mut read = BufReader::new(read);
     let hello = tokio::time::timeout(TIMEOUT, async {
-        let mut nonce = [0u8; 16];
-        read.read_exact(&mut nonce).await?;
-        let tag = mac(key, &nonce, from, to, boot).finalize().into_bytes();
+        let mut theirs = [0u8; NONCE];
+        read.read_exact(&mut theirs).await?;
+        let ours: [u8; NONCE] = rand::random();
+        let tag = mac(key, &theirs, from, to, boot).finalize().into_bytes();
         let hello = serde_json::to_vec(&Hello {
             from: from.into(),
             to: to.into(),
             boot,
-            mac: tag.iter().map(|b| format!("{b:02x}")).collect(),
+            mac: hex(&tag),
+            nonce: hex(&ours),
         })?;
         write.write_u16(hello.len() as u16).await?;
         write.write_all(&hello).await?;
+        let mut proof = [0u8; 32];
+        read.read_exact(&mut proof).await?;
+        if listener_mac(key, (&theirs, &ours), from, to, boot)
+            .verify_slice(&proof)
+            .is_err()
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the listener does not hold the cluster's key",
+            ));
+        }
         read.read_u64().await
     })
     .await??;
@@ -397,6 +417,7 @@ async fn dial(
             Ok(Err(e)) => break Err(e),
             Err(_) => break Err(std::io::ErrorKind::TimedOut.into()),
         }
+        link.queued_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
         link.queued.fetch_sub(n, Ordering::AcqRel);
     };
     link.fell();
@@ -433,20 +454,49 @@ async fn write_all(socket: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_hello_is_bound_to_its_nonce_sender_recipient_and_process() {
-        let key = derive(&[7; 32]);
-        let tag = mac(&key, b"nonce", "a", "b", 1).finalize().into_bytes();
-        assert!(mac(&key, b"nonce", "a", "b", 1).verify_slice(&tag).is_ok());
-        for other in [
-            mac(&key, b"nonce2", "a", "b", 1),
-            mac(&key, b"nonce", "ab", "", 1),
-            mac(&key, b"nonce", "a", "c", 1),
-            mac(&key, b"nonce", "a", "b", 2),
-            mac(&derive(&[8; 32]), b"nonce", "a", "b", 1),
-        ] {
-            assert!(other.verify_slice(&tag).is_err());
+    #[tokio::test]
+    async fn a_link_whose_peer_stops_reading_holds_at_most_its_budget_then_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dialed = TcpStream::connect(addr).await.unwrap();
+        // Accepted and never read.
+        let (_peer, _) = listener.accept().await.unwrap();
+        let (_read, write) = dialed.into_split();
+        let (rest, mut queued) = unbounded_channel();
+        let down = Arc::new(Notify::new());
+        let link = Out::new(addr, rest, down.clone());
+        let _ = link.socket.set(Arc::new(write));
+        link.state.store(UP, Ordering::Release);
+        let frame = "x".repeat(1 << 20);
+        let mut taken = 0;
+        while link.send(frame.clone()) {
+            taken += 1;
+            assert!(taken < 64, "the link took {taken} MB its peer never read");
         }
-        assert_ne!(derive(&[7; 32]), [7; 32], "not the pids' key itself");
+        assert!(!link.up(), "closed, so that Redis carries the channel");
+        assert!(link.queued_bytes.load(Ordering::Acquire) <= MAX_QUEUED);
+        let mut held = 0;
+        while let Ok(b) = queued.try_recv() {
+            held += b.len();
+        }
+        assert!(held <= MAX_QUEUED, "{held} bytes queued");
+        assert!(
+            held > 0,
+            "the socket's buffers took {taken} MB: nothing was queued"
+        );
+        // The publisher was told.
+        tokio::time::timeout(Duration::from_secs(1), down.notified())
+            .await
+            .expect("the publisher is woken");
+    }
+
+    #[test]
+    fn every_link_has_its_own_generation() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let down = Arc::new(Notify::new());
+        let a = Out::new(addr, unbounded_channel().0, down.clone());
+        let b = Out::new(addr, unbounded_channel().0, down);
+        assert_ne!(a.generation(), b.generation());
+        assert_ne!(a.generation(), 0, "0 is what a channel never linked holds");
     }
 }
