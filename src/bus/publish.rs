@@ -25,6 +25,10 @@
 //! it answers the heartbeats are dropped after as long (`roulette_cluster_messages_lost_total`).
 //! While Redis does not answer, nothing is dropped: the rooms outlive an outage, so their relays
 //! must too.
+//!
+//! A round to Redis in flight holds only its own channels: the channels on direct links go on
+//! meanwhile (an outage makes each round wait out the command timeout, 2 s, and a call between
+//! two linked nodes must not wait with it).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,6 +39,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{Cluster, frame};
 
+mod links;
+
+use links::over_links;
+
 /// How soon an unheard channel, or a round Redis refused, is tried again.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -44,15 +52,6 @@ const ROUND: usize = 512;
 /// Most bytes of messages in one frame (unless its first message alone is larger): a backlog
 /// after an outage goes in frames a subscriber takes in stride.
 const FRAME_BYTES: usize = 256 * 1024;
-
-/// How long a direct link may leave what was written to it unacknowledged before it is taken
-/// for broken and Redis carries the channel again (the link acknowledges every 20 ms at most).
-const LINK_STALL: Duration = Duration::from_secs(1);
-
-/// How long a channel's messages wait, when its link comes up, for the node to acknowledge what
-/// went on Redis before, and how often the publisher looks meanwhile.
-const SWITCH_WAIT: Duration = Duration::from_millis(300);
-const SWITCH_LOOK: Duration = Duration::from_millis(10);
 
 /// Most messages held for one channel; past it, the oldest are dropped (and counted lost). An
 /// outage of minutes, at the signaling rate limits, stays far below it.
@@ -110,25 +109,43 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<st
     // carries the next ones.
     let mut published: HashMap<Arc<str>, u64> = HashMap::new();
     let mut batch = Vec::with_capacity(ROUND);
+    // The Redis round in flight: its channels wait for it, the others' links go on meanwhile
+    // (an outage holds a round for up to the command timeout, and must not hold the links).
+    let mut flight: Option<Flight<'_>> = None;
     loop {
-        // Channels with a retry time wait for it; the rest (left over from a full frame) go now.
+        // Channels with a retry time wait for it; the rest (left over from a full frame) go now,
+        // or, while a round is in flight, when it lands: then only the links' checks (a switch's
+        // wait, a stall) have times to keep.
         let now = Instant::now();
-        let next_retry = held.values().map(|h| h.retry_at.unwrap_or(now)).min();
-        match next_retry {
-            // A link that went down wakes the publisher too: what it held goes on Redis now.
-            None => {
-                tokio::select! {
-                    n = rx.recv_many(&mut batch, ROUND) => if n == 0 { break },
-                    _ = cluster.links.down.notified() => {}
-                }
+        let next_retry = held
+            .iter()
+            .filter(|(node, h)| !flying(&flight, node) && (flight.is_none() || h.via_link))
+            .map(|(_, h)| h.retry_at.unwrap_or(now))
+            .min();
+        let retry = async {
+            match next_retry {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
             }
-            Some(at) => {
-                tokio::select! {
-                    n = rx.recv_many(&mut batch, ROUND) => if n == 0 { break },
-                    _ = tokio::time::sleep_until(at.into()) => {}
-                    _ = cluster.links.down.notified() => {}
-                }
-            }
+        };
+        // A link that went down wakes the publisher too: what it held goes on Redis now.
+        let woke = tokio::select! {
+            n = rx.recv_many(&mut batch, ROUND) => if n == 0 { break } else { None },
+            _ = retry => None,
+            _ = cluster.links.down.notified() => None,
+            outcomes = land(&mut flight) => Some(outcomes),
+        };
+        if let Some(outcomes) = woke
+            && let Some(f) = flight.take()
+        {
+            heard(
+                &cluster,
+                &mut held,
+                &mut published,
+                &sent,
+                f.frames,
+                outcomes,
+            );
         }
         if !batch.is_empty() {
             // The tasks that are ready at this moment (other connections' relays, the reads
@@ -144,9 +161,19 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut rx: UnboundedReceiver<(Arc<st
         if dropped > 0 {
             cluster.count_lost(dropped);
         }
-        // What was queued while this round was in flight goes in the next one, a frame per
+        over_links(
+            &cluster,
+            &mut held,
+            &published,
+            &sent,
+            &flight,
+            Instant::now(),
+        );
+        // What was queued while a round was in flight goes in the next one, a frame per
         // channel: the coalescing needs no timer.
-        round(&cluster, &mut held, &mut published, &sent).await;
+        if flight.is_none() {
+            flight = take_off(&cluster, &held, &mut published);
+        }
     }
 }
 
@@ -238,105 +265,36 @@ impl Held {
     }
 }
 
-/// Writes each channel's new messages to its node's direct link when it has one that may carry
-/// them ([`super::link`]), and lets go of what the node acknowledged; the rest go on Redis.
-fn over_links(
-    cluster: &Cluster,
-    held: &mut HashMap<Arc<str>, Held>,
-    published: &HashMap<Arc<str>, u64>,
-    sent: &metrics::Counter,
-    now: Instant,
-) {
-    for (node, h) in held.iter_mut() {
-        h.via_link = false;
-        let Some(link) = cluster.links.to(node) else {
-            // Broken: what it did not acknowledge goes on Redis, oldest first, now.
-            if h.linked != 0 {
-                h.retry_at = None;
-            }
-            h.linked = 0;
-            h.linked_at = None;
-            continue;
-        };
-        h.on_link(link.generation());
-        let acked = link.acked();
-        let taken = h.msgs.iter().take_while(|(seq, _)| *seq <= acked).count();
-        if taken > 0 {
-            h.drop_front(taken);
-            sent.increment(taken as u64);
-            h.stuck_since = None;
-            h.linked_at = (h.linked > acked).then_some(now);
-        }
-        if h.linked <= acked {
-            h.linked = 0;
-            h.linked_at = None;
-        }
-        // Until the node took what went on Redis, a link frame could overtake it: the channel
-        // waits a moment for the acknowledgement (else, under steady traffic, Redis would
-        // always be a step ahead of it), then goes on Redis again (a node restarted under the
-        // same name never acknowledges what its previous process took).
-        if let Some(p) = published.get(node).copied().filter(|p| *p > acked) {
-            if p != h.gave_up {
-                let since = *h.switching.get_or_insert(now);
-                if now.saturating_duration_since(since) < SWITCH_WAIT {
-                    h.via_link = true;
-                    h.retry_at = Some(now + SWITCH_LOOK);
-                    continue;
-                }
-                // On Redis in this very round.
-                h.gave_up = p;
-                h.retry_at = None;
-            }
-            h.switching = None;
-            continue;
-        }
-        h.switching = None;
-        if h.linked_at
-            .is_some_and(|at| now.saturating_duration_since(at) > LINK_STALL)
-        {
-            tracing::warn!(channel = %node, "a direct link stopped acknowledging: Redis instead");
-            link.close();
-            h.linked = 0;
-            h.linked_at = None;
-            continue;
-        }
-        h.via_link = true;
-        let mut start = h.first_unlinked();
-        while start < h.msgs.len() {
-            let n = h.frame_len(start);
-            if !link.send(h.frame(start, n, cluster.seen.boot)) {
-                // The link failed: no later frame may follow on it (the node would take it
-                // past the gap); everything held goes on Redis in this round.
-                h.via_link = false;
-                h.linked = 0;
-                h.linked_at = None;
-                h.retry_at = None;
-                break;
-            }
-            start += n;
-        }
-        if !h.via_link {
-            continue;
-        }
-        if let Some((last, _)) = h.msgs.back() {
-            h.linked = *last;
-            h.linked_at.get_or_insert(now);
-        }
-        h.retry_at = h.linked_at.map(|at| at + LINK_STALL);
-    }
-    held.retain(|_, h| !h.msgs.is_empty());
+/// A Redis round on its way: each channel's frame's last number, and the round's answers.
+struct Flight<'a> {
+    frames: Vec<(Arc<str>, u64)>,
+    answers: std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Outcome>> + Send + 'a>>,
 }
 
-/// One pipeline of the channels due now and not on a link, one frame each; what was heard
-/// leaves `held`.
-async fn round(
-    cluster: &Cluster,
-    held: &mut HashMap<Arc<str>, Held>,
+/// Whether `node`'s messages are on a Redis round in flight: nothing else touches them until it
+/// lands (a link frame could overtake them, and the round's answer drops them by number).
+fn flying(flight: &Option<Flight<'_>>, node: &str) -> bool {
+    flight
+        .as_ref()
+        .is_some_and(|f| f.frames.iter().any(|(n, _)| **n == *node))
+}
+
+/// The round in flight's answers, once it lands (none in flight: never).
+async fn land(flight: &mut Option<Flight<'_>>) -> Vec<Outcome> {
+    match flight {
+        Some(f) => f.answers.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One pipeline of the channels due now and not on a link, one frame each, sent off; none when
+/// no channel is due.
+fn take_off<'a>(
+    cluster: &'a Cluster,
+    held: &HashMap<Arc<str>, Held>,
     published: &mut HashMap<Arc<str>, u64>,
-    sent: &metrics::Counter,
-) {
+) -> Option<Flight<'a>> {
     let now = Instant::now();
-    over_links(cluster, held, published, sent, now);
     let readers = cluster.batch_readers();
     // Only live nodes' (every node of this version reads batches) and held channels' count.
     published.retain(|node, _| readers.contains(node) || held.contains_key(node));
@@ -354,20 +312,43 @@ async fn round(
         })
         .collect();
     if plan.is_empty() {
-        return;
+        return None;
     }
-    let sizes: Vec<(Arc<str>, usize)> = plan.iter().map(|(c, n, _)| (c.clone(), *n)).collect();
-    let outcomes = publish(cluster, plan).await;
+    let frames = plan
+        .iter()
+        .map(|(node, n, _)| {
+            let last = held
+                .get(node)
+                .and_then(|h| h.msgs.get(n.saturating_sub(1)))
+                .map_or(0, |(seq, _)| *seq);
+            (node.clone(), last)
+        })
+        .collect();
+    Some(Flight {
+        frames,
+        answers: Box::pin(publish(cluster, plan)),
+    })
+}
+
+/// Takes a landed round's answers: what was heard leaves `held` (by number: messages queued
+/// meanwhile stay, and any the cap dropped meanwhile are not counted twice).
+fn heard(
+    cluster: &Cluster,
+    held: &mut HashMap<Arc<str>, Held>,
+    published: &mut HashMap<Arc<str>, u64>,
+    sent: &metrics::Counter,
+    frames: Vec<(Arc<str>, u64)>,
+    outcomes: Vec<Outcome>,
+) {
     let now = Instant::now();
-    for ((node, _), outcome) in sizes.iter().zip(outcomes) {
+    for ((node, last), outcome) in frames.iter().zip(outcomes) {
         let Some(h) = held.get_mut(node) else {
             continue;
         };
         match outcome {
-            Outcome::Heard(n) => {
-                if let Some((last, _)) = n.checked_sub(1).and_then(|i| h.msgs.get(i)) {
-                    published.insert(node.clone(), *last);
-                }
+            Outcome::Heard(_) => {
+                published.insert(node.clone(), *last);
+                let n = h.msgs.iter().take_while(|(seq, _)| *seq <= *last).count();
                 h.drop_front(n);
                 h.stuck_since = None;
                 h.retry_at = None;
