@@ -22,8 +22,9 @@
 //!   nonce under a key derived from the cluster's shared key in Redis (`recovery-key`); the
 //!   listener answers with an HMAC of both nonces, so a dialer writes no frame to, and believes
 //!   no acknowledgement from, whoever answers at a node's address without the key. Anything
-//!   else is closed. The link is not encrypted: like the Redis connection without TLS, it
-//!   belongs on the nodes' private network.
+//!   else is closed. What follows the handshake is neither encrypted nor signed (one on the path
+//!   could read the frames or forge an acknowledgement): like the Redis connection without TLS,
+//!   a link belongs on the nodes' private network.
 //! - **Bounded.** What a link's socket did not take yet is counted in bytes; past 16 MB the link
 //!   is closed and Redis carries the channel. At most 64 connections at once may be proving
 //!   themselves to a listener.

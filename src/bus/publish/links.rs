@@ -38,6 +38,8 @@ pub(super) fn over_links(
             }
             h.linked = 0;
             h.linked_at = None;
+            // A wait for the switch to a link starts again with the next link.
+            h.switching = None;
             continue;
         };
         h.on_link(link.generation());
