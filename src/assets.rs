@@ -72,13 +72,7 @@ pub(crate) async fn get(settings: &Settings, path: &str) -> Option<File> {
     }
     let file = Public::get(&path)?;
     let hash = file.metadata.sha256_hash();
-    let etag = format!(
-        "\"{}\"",
-        hash[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let etag = format!("\"{}\"", hex::encode(&hash[..8]));
     Some(File {
         bytes: file.data,
         mime: mime_of(&path),

@@ -90,26 +90,15 @@ return redis.call('GET', KEYS[1])
 /// first node that asks, kept in Redis, so that any node can check a pid another made.
 pub(crate) async fn recovery_key(c: &Cluster) -> Result<[u8; 32], Error> {
     let mine: [u8; 32] = rand::random();
-    let mine: String = mine.iter().map(|b| format!("{b:02x}")).collect();
+    let mine = hex::encode(mine);
     let held: String = c
         .client()
         .eval(SHARED, vec![c.key("recovery-key")], vec![mine])
         .await?;
-    let mut key = [0u8; 32];
-    let digits = held.as_bytes().chunks(2).map(|d| {
-        std::str::from_utf8(d)
-            .ok()
-            .and_then(|d| u8::from_str_radix(d, 16).ok())
-    });
-    let mut n = 0;
-    for (k, d) in key.iter_mut().zip(digits) {
-        *k = d.ok_or_else(|| Error::new(ErrorKind::Parse, "recovery-key is not hex"))?;
-        n += 1;
-    }
-    if n != 32 || held.len() != 64 {
-        return Err(Error::new(ErrorKind::Parse, "recovery-key is not 32 bytes"));
-    }
-    Ok(key)
+    let key =
+        hex::decode(&held).map_err(|_| Error::new(ErrorKind::Parse, "recovery-key is not hex"))?;
+    key.try_into()
+        .map_err(|_| Error::new(ErrorKind::Parse, "recovery-key is not 32 bytes"))
 }
 
 /// Adds `n` matches to the cluster's counter.

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use super::hello::{Hello, NONCE, listener_mac, mac, unhex};
+use super::hello::{Hello, NONCE, listener_mac, mac};
 use super::{ACK_EVERY, Acks, Handler, MAX_FRAME, MAX_HELLO, TIMEOUT};
 use crate::bus::Cluster;
 
@@ -77,12 +77,12 @@ async fn take(
         serde_json::from_slice::<Hello>(&hello).map_err(|e| Error::new(ErrorKind::InvalidData, e))
     })
     .await??;
-    let genuine = unhex(&hello.mac).is_some_and(|t| {
+    let genuine = hex::decode(&hello.mac).is_ok_and(|t| {
         mac(&key, &nonce, &hello.from, &hello.to, hello.boot)
             .verify_slice(&t)
             .is_ok()
     });
-    let theirs = unhex(&hello.nonce).filter(|n| n.len() == NONCE);
+    let theirs = hex::decode(&hello.nonce).ok().filter(|n| n.len() == NONCE);
     let (true, Some(theirs)) = (genuine && hello.to == *cluster.node, theirs) else {
         tracing::warn!(from = %crate::echo::clip(&hello.from), "a direct link was refused: wrong key or node");
         return Ok(());

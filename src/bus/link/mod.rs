@@ -47,7 +47,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 mod accept;
 mod hello;
 
-use hello::{Hello, NONCE, derive, hex, listener_mac, mac};
+use hello::{Hello, NONCE, derive, listener_mac, mac};
 
 /// What a node does with each frame a link brings (the inbox, which the cluster's handlers
 /// hold).
@@ -366,8 +366,8 @@ async fn dial(
             from: from.into(),
             to: to.into(),
             boot,
-            mac: hex(&tag),
-            nonce: hex(&ours),
+            mac: hex::encode(tag),
+            nonce: hex::encode(ours),
         })?;
         write.write_u16(hello.len() as u16).await?;
         write.write_all(&hello).await?;
